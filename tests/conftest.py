@@ -1,0 +1,75 @@
+"""Shared fixtures: the real datasets and offline weights in ../shared.
+
+../shared sits beside the checkout on development machines and in CI, never on a
+user's machine. Outside CI, tests that need it skip with a reason; in CI
+(TRANSFER_STUDIO_REQUIRE_SHARED=1, set by .ci/run) they fail instead, so a
+missing ../shared can never turn into a green run that tested nothing.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("TRANSFER_STUDIO_SHARED", REPO_ROOT.parent / "shared")).resolve()
+SHARED_TORCH_HOME = SHARED / "torch-home"
+HYMENOPTERA = SHARED / "datasets" / "hymenoptera"
+CLOTHING10 = SHARED / "datasets" / "clothing10"
+
+
+def _need(path: Path) -> Path:
+    if path.exists():
+        return path
+    message = f"needs {path} (the shared test data beside the checkout; see ../shared/README.md)"
+    if os.environ.get("TRANSFER_STUDIO_REQUIRE_SHARED") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def hymenoptera() -> Path:
+    return _need(HYMENOPTERA)
+
+
+@pytest.fixture(scope="session")
+def clothing10() -> Path:
+    return _need(CLOTHING10)
+
+
+@pytest.fixture(scope="session")
+def shared_torch_home() -> Path:
+    """A TORCH_HOME holding real ImageNet mobilenet_v2 weights (read-only)."""
+    return _need(SHARED_TORCH_HOME)
+
+
+@pytest.fixture()
+def offline_weights(shared_torch_home, monkeypatch) -> Path:
+    """Point torch's cache at the shared offline weights for this test."""
+    monkeypatch.setenv("TORCH_HOME", str(shared_torch_home))
+    return shared_torch_home
+
+
+@pytest.fixture()
+def empty_torch_home(tmp_path, monkeypatch) -> Path:
+    """A torch cache with nothing in it: downloads would be needed."""
+    home = tmp_path / "torch-home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+# --- in CI, a skipped test is a failed run --------------------------------------
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("TRANSFER_STUDIO_REQUIRE_SHARED") == "1" and _skipped:
+        print(f"\nCI forbids skipped tests; these skipped: {', '.join(_skipped)}")
+        session.exitstatus = 1

@@ -1,0 +1,213 @@
+"""Training end to end on real photos with real pretrained weights."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.jobs import JobManager
+from core.runs import open_run
+from core.training import TrainConfig, train_blocking
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def small_copy(src: Path, dst: Path, per_class: int) -> Path:
+    """A smaller folder of the same real photos, for tests about mechanics."""
+    for split in ("train", "val"):
+        for class_dir in sorted((src / split).iterdir()):
+            files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() == ".jpg")[:per_class]
+            out = dst / split / class_dir.name
+            out.mkdir(parents=True)
+            for f in files:
+                shutil.copy(f, out / f.name)
+    return dst
+
+
+@pytest.mark.slow
+def test_linear_probe_beats_random_init(hymenoptera, offline_weights, tmp_path):
+    """What transfer buys: the same budget from pretrained vs random weights."""
+    common = dict(data_dir=str(hymenoptera), backbone="mobilenet_v2", strategy="linear", epochs=5,
+                  lr=1e-3, cache_dir=str(tmp_path / "cache"), seed=0)
+    job, run = train_blocking(TrainConfig(**common), runs_dir=tmp_path / "runs")
+    result = job.snapshot()["result"]
+    assert job.state == "finished", job.snapshot()["reason"]
+    assert result["val_accuracy"] >= 0.90
+    assert result["feature_cache"] is True
+    assert run.status["feature_cache"]["used"] is True
+
+    job_r, _ = train_blocking(TrainConfig(**common, init="random"), runs_dir=tmp_path / "runs")
+    random_acc = job_r.snapshot()["result"]["val_accuracy"]
+    assert random_acc <= result["val_accuracy"] - 0.2, (random_acc, result["val_accuracy"])
+
+    # The run folder holds everything, readable after the process is gone.
+    assert json.loads((run.path / "classes.json").read_text()) == ["ants", "bees"]
+    assert [r["epoch"] for r in run.metrics] == [1, 2, 3, 4, 5]
+    evaluation = run.evaluation
+    assert evaluation["accuracy"] == pytest.approx(result["val_accuracy"])
+    assert len(evaluation["predictions"]) == 153
+    assert {c["class"] for c in evaluation["per_class"]} == {"ants", "bees"}
+
+
+@pytest.mark.slow
+def test_partial_fine_tune_learns_clothing10(clothing10, offline_weights, tmp_path):
+    config = TrainConfig(data_dir=str(clothing10), backbone="mobilenet_v2", strategy="last-1", epochs=3,
+                         lr=1e-3, augment="none", cache_dir=str(tmp_path / "cache"))
+    job, run = train_blocking(config, runs_dir=tmp_path / "runs")
+    assert job.state == "finished", job.snapshot()["reason"]
+    result = job.snapshot()["result"]
+    assert result["val_accuracy"] > 0.5  # chance is 0.1
+    assert run.status["trainable_params"] < run.status["total_params"]
+    assert len(run.evaluation["confusion"]) == 10
+
+
+def _wait(predicate, timeout=120.0, every=0.05):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
+def test_stop_ends_within_one_batch_and_queued_job_waits(hymenoptera, offline_weights, tmp_path):
+    data = small_copy(hymenoptera, tmp_path / "data", per_class=16)
+    manager = JobManager(tmp_path / "runs")
+    slow = dict(data_dir=str(data), backbone="mobilenet_v2", strategy="full", epochs=50, batch_size=4,
+                augment="light", feature_cache=False, device="cpu")
+    first = manager.submit(TrainConfig(**slow))
+    second = manager.submit(TrainConfig(**slow))
+
+    assert _wait(lambda: first.snapshot()["batch"] >= 2 and first.state == "running")
+    assert second.state == "queued"  # one job per device at a time
+    assert open_run(second.run_dir).state == "queued"
+
+    batch_at_request = first.snapshot()["batch"]
+    epoch_at_request = first.snapshot()["epoch"]
+    first.request_stop()
+    assert first.wait(60)
+    snap = first.snapshot()
+    assert snap["state"] == "stopped"
+    assert snap["epoch"] == epoch_at_request and snap["batch"] <= batch_at_request + 1
+    assert open_run(first.run_dir).state == "stopped"
+
+    # The queued job now gets the device.
+    assert _wait(lambda: second.state == "running" and second.snapshot()["batch"] >= 1)
+    second.request_stop()
+    assert second.wait(60)
+    assert second.state == "stopped"
+
+
+def test_failure_is_readable_and_manager_lives_on(tmp_path, hymenoptera, offline_weights):
+    manager = JobManager(tmp_path / "runs")
+    missing = tmp_path / "no-such-folder"
+    bad = manager.submit(TrainConfig(data_dir=str(missing), backbone="mobilenet_v2"))
+    assert bad.wait(60)
+    assert bad.state == "failed"
+    assert str(missing) in bad.snapshot()["reason"]
+    assert "Traceback" not in bad.snapshot()["reason"]
+    assert open_run(bad.run_dir).state == "failed"
+
+    one_class = tmp_path / "one"
+    shutil.copytree(hymenoptera / "train" / "ants", one_class / "ants")
+    single = manager.submit(TrainConfig(data_dir=str(one_class), backbone="mobilenet_v2"))
+    assert single.wait(60)
+    assert single.state == "failed"
+    assert "two classes" in single.snapshot()["reason"]
+
+    data = small_copy(hymenoptera, tmp_path / "data", per_class=6)
+    good = manager.submit(TrainConfig(data_dir=str(data), backbone="mobilenet_v2", epochs=1,
+                                      cache_dir=str(tmp_path / "cache")))
+    assert good.wait(120)
+    assert good.state == "finished", good.snapshot()["reason"]
+
+
+def test_missing_weights_fail_with_the_file_name(tmp_path, hymenoptera, empty_torch_home):
+    data = small_copy(hymenoptera, tmp_path / "data", per_class=3)
+    job, run = train_blocking(TrainConfig(data_dir=str(data), backbone="resnet18", epochs=1), runs_dir=tmp_path / "runs")
+    assert job.state == "failed"
+    reason = job.snapshot()["reason"]
+    assert "resnet18" in reason and str(empty_torch_home) in reason
+    assert run.status["reason"] == reason
+
+
+def _run_cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, **kw)
+
+
+def test_killed_run_leaves_readable_files_and_resumes(tmp_path, hymenoptera, shared_torch_home):
+    data = small_copy(hymenoptera, tmp_path / "data", per_class=12)
+    runs = tmp_path / "runs"
+    env = {**os.environ, "TORCH_HOME": str(shared_torch_home), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core", "train", data, "--backbone", "mobilenet_v2", "--strategy", "last-2",
+         "--epochs", "4", "--augment", "light", "--batch-size", "8", "--runs-dir", runs, "--device", "cpu"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def one_epoch_done():
+            found = list(runs.glob("*/metrics.jsonl"))
+            return bool(found) and found[0].read_text().count("\n") >= 1
+        assert _wait(one_epoch_done, timeout=300, every=0.02), proc.stdout.read() if proc.poll() is not None else ""
+        time.sleep(0.3)  # into the next epoch
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    run = open_run(next(runs.iterdir()))
+    # Every file is whole: JSON parses, the checkpoint loads.
+    assert run.config["backbone"] == "mobilenet_v2"
+    assert run.classes == ["ants", "bees"]
+    done = len(run.metrics)
+    assert 1 <= done < 4
+    ckpt = torch.load(run.last_checkpoint, weights_only=True)
+    assert ckpt["epoch"] == done
+    assert run.state == "interrupted" and run.can_resume
+    assert not [p for p in run.path.iterdir() if p.name.endswith(".tmp")]
+    first_rows = run.metrics
+
+    out = _run_cli("resume", run.path, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert f"after epoch {done}" in out.stdout
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["epochs_done"] == 4
+    rows = run.metrics
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[:done] == first_rows  # the epochs before the kill were kept, not redone
+    assert run.state == "finished"
+
+
+def test_cli_train_scan_predict(tmp_path, hymenoptera, shared_torch_home):
+    data = small_copy(hymenoptera, tmp_path / "data", per_class=8)
+    env = {**os.environ, "TORCH_HOME": str(shared_torch_home), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
+    scan = _run_cli("scan", data, env=env)
+    assert scan.returncode == 0 and "ants" in scan.stdout and "bees" in scan.stdout
+
+    out = _run_cli("train", data, "--backbone", "mobilenet_v2", "--strategy", "linear", "--epochs", "2",
+                   "--runs-dir", tmp_path / "runs", env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "epoch   1" in out.stdout and "epoch   2" in out.stdout
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"run_dir", "val_accuracy", "best_epoch", "seconds", "device"} <= result.keys()
+
+    image = next((data / "val" / "bees").iterdir())
+    pred = _run_cli("predict", result["run_dir"], image, "--json", env=env)
+    assert pred.returncode == 0, pred.stderr
+    row = json.loads(pred.stdout.strip().splitlines()[0])
+    assert row["top"][0][0] in ("ants", "bees") and abs(sum(p for _, p in row["top"]) - 1) < 1e-4
+
+    folder = _run_cli("predict", result["run_dir"], data / "val", env=env)
+    assert folder.returncode == 0 and folder.stdout.count("\n") == 16
+
+    missing = _run_cli("scan", tmp_path / "nowhere", env=env)
+    assert missing.returncode != 0 and "nowhere" in missing.stderr
