@@ -1,0 +1,412 @@
+"""core.data on real photos: the shared datasets and a folder of odd files
+built from them (tests/odd_images.py). No mocks: every image is decoded."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageStat
+
+from core.data import (
+    AUGMENT_PRESETS,
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    DataFolderError,
+    ImageDataset,
+    ScanReport,
+    collate_skip_broken,
+    make_transform,
+    open_rgb,
+    scan_folder,
+)
+
+try:
+    from tests.odd_images import SKIPPED, USED, make_odd_folder
+except ImportError:
+    from odd_images import SKIPPED, USED, make_odd_folder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def scan_with_deadline(root, seconds: float = 60, **kwargs) -> ScanReport:
+    """scan_folder, but a hang (e.g. following a symlink loop) fails the test
+    instead of freezing the run."""
+    result: dict = {}
+
+    def work():
+        try:
+            result["report"] = scan_folder(root, **kwargs)
+        except BaseException as exc:  # handed to the test thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"scan_folder({root}) did not finish within {seconds} s")
+    if "error" in result:
+        raise result["error"]
+    return result["report"]
+
+
+def copy_photos(src_dir: Path, dst_dir: Path, n: int, start: int = 0) -> list[Path]:
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for src in sorted(src_dir.glob("*.jpg"))[start : start + n]:
+        shutil.copyfile(src, dst_dir / src.name)
+        out.append(dst_dir / src.name)
+    return out
+
+
+# --------------------------------------------------------------------------
+# The shared datasets
+
+
+def test_constants():
+    assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"} == set(IMAGE_EXTENSIONS)
+    assert MAX_IMAGE_PIXELS < Image.MAX_IMAGE_PIXELS
+    assert set(AUGMENT_PRESETS) == {"none", "light", "strong"}
+    assert all(isinstance(text, str) and text for text in AUGMENT_PRESETS.values())
+
+
+def test_hymenoptera_uses_its_split_folders(hymenoptera):
+    report = scan_with_deadline(hymenoptera)
+    assert report.split_source == "folders"
+    assert report.split_folders == {"train": "train", "val": "val"}
+    assert report.classes == ["ants", "bees"]
+    # imageNotFound.gif is a real, readable GIF: it counts as an ants image.
+    assert report.counts == {"ants": {"train": 124, "val": 70}, "bees": {"train": 121, "val": 83}}
+    assert str(hymenoptera / "train" / "ants" / "imageNotFound.gif") in {p for p, _ in report.train}
+    assert report.num_images == 398
+    assert report.skipped == [] and report.empty_classes == [] and report.errors == []
+    assert report.can_train
+    for path, label in report.train + report.val:
+        assert os.path.isabs(path) and os.path.isfile(path)
+        assert Path(path).parent.name == report.classes[label]
+    assert {p for p, _ in report.train}.isdisjoint(p for p, _ in report.val)
+    sizes = report.image_sizes
+    assert sizes["count"] == 398
+    assert sizes["min"] == [193, 130]  # the smallest photo, as the data README says
+    assert sizes["max"][0] == 2592
+    text = report.format_text()
+    assert "ants" in text and "124" in text and "Ready to train" in text
+
+
+def test_clothing10_has_ten_classes(clothing10):
+    report = scan_with_deadline(clothing10)
+    assert report.split_source == "folders"
+    assert len(report.classes) == 10 and report.classes == sorted(report.classes)
+    assert all(c["train"] == 40 for c in report.counts.values())
+    assert sum(c["val"] for c in report.counts.values()) == 341
+    assert report.can_train
+    # The LICENSE file beside train/ and val/ is not data and not "skipped".
+    assert report.skipped == []
+
+
+# --------------------------------------------------------------------------
+# Random split
+
+
+def test_random_split_is_stratified_and_deterministic(hymenoptera):
+    root = hymenoptera / "train"  # ants/ and bees/ directly: no split folders
+    first = scan_with_deadline(root, val_fraction=0.2, seed=0)
+    again = scan_with_deadline(root, val_fraction=0.2, seed=0)
+    other = scan_with_deadline(root, val_fraction=0.2, seed=1)
+    half = scan_with_deadline(root, val_fraction=0.5, seed=0)
+
+    assert first.split_source == "random" and first.split_folders == {}
+    assert first.train == again.train and first.val == again.val
+    assert {p for p, _ in first.val} != {p for p, _ in other.val}
+
+    totals = {"ants": 124, "bees": 121}
+    for report, fraction in ((first, 0.2), (other, 0.2), (half, 0.5)):
+        assert report.classes == ["ants", "bees"]
+        for name, total in totals.items():
+            counts = report.counts[name]
+            assert counts["train"] + counts["val"] == total
+            assert counts["val"] == math.floor(total * fraction + 0.5)
+        all_paths = [p for p, _ in report.train + report.val]
+        assert len(all_paths) == len(set(all_paths)) == 245
+        assert report.val_fraction == fraction
+        assert report.can_train
+
+
+def test_random_split_keeps_one_val_image_per_small_class(hymenoptera, tmp_path):
+    copy_photos(hymenoptera / "train" / "ants", tmp_path / "ants", 2)
+    copy_photos(hymenoptera / "train" / "bees", tmp_path / "bees", 3)
+    report = scan_with_deadline(tmp_path)
+    assert report.counts == {"ants": {"train": 1, "val": 1}, "bees": {"train": 2, "val": 1}}
+    assert report.can_train
+    assert any("ants" in w and "training images" in w for w in report.warnings)
+
+
+def test_class_with_a_single_image_cannot_be_validated(hymenoptera, tmp_path):
+    copy_photos(hymenoptera / "train" / "ants", tmp_path / "ants", 5)
+    copy_photos(hymenoptera / "train" / "bees", tmp_path / "bees", 1)
+    report = scan_with_deadline(tmp_path)
+    assert not report.can_train
+    assert any("'bees'" in e and "at least 2" in e for e in report.errors)
+
+
+def test_only_a_train_folder_is_split_at_random(hymenoptera, tmp_path):
+    copy_photos(hymenoptera / "train" / "ants", tmp_path / "train" / "ants", 5)
+    copy_photos(hymenoptera / "train" / "bees", tmp_path / "train" / "bees", 5)
+    report = scan_with_deadline(tmp_path)
+    assert report.split_source == "random"
+    assert report.classes == ["ants", "bees"]  # not one class called "train"
+    assert report.counts["ants"] == {"train": 4, "val": 1}
+    assert any("no val/" in w for w in report.warnings)
+
+
+# --------------------------------------------------------------------------
+# Split folders
+
+
+def test_split_folder_names_are_case_insensitive_and_val_is_preferred(hymenoptera, tmp_path):
+    for split in ("train", "Valid", "test"):
+        copy_photos(hymenoptera / "val" / "ants", tmp_path / split / "ants", 3)
+        copy_photos(hymenoptera / "val" / "bees", tmp_path / split / "bees", 3)
+    report = scan_with_deadline(tmp_path)
+    assert report.split_source == "folders"
+    assert report.split_folders == {"train": "train", "val": "Valid"}
+    assert all(Path(p).parts[-3] == "Valid" for p, _ in report.val)
+    assert any("test/" in w and "not used" in w for w in report.warnings)
+
+
+def test_class_missing_from_val_is_an_error(hymenoptera, tmp_path):
+    copy_photos(hymenoptera / "train" / "ants", tmp_path / "train" / "ants", 4)
+    copy_photos(hymenoptera / "train" / "bees", tmp_path / "train" / "bees", 4)
+    copy_photos(hymenoptera / "val" / "ants", tmp_path / "val" / "ants", 2)
+    report = scan_with_deadline(tmp_path)
+    assert report.classes == ["ants", "bees"]
+    assert report.counts["bees"] == {"train": 4, "val": 0}
+    assert not report.can_train
+    assert any("'bees'" in e and "val/" in e for e in report.errors)
+
+
+# --------------------------------------------------------------------------
+# Folders that cannot be trained on, or not scanned at all
+
+
+def test_one_class_says_two_are_needed(hymenoptera, tmp_path):
+    copy_photos(hymenoptera / "train" / "ants", tmp_path / "ants", 4)
+    report = scan_with_deadline(tmp_path)
+    assert report.classes == ["ants"]
+    assert not report.can_train
+    assert (
+        "Only one class (ants) was found: training needs at least two classes, "
+        "each in its own subfolder." in report.errors
+    )
+
+
+def test_images_without_class_folders(hymenoptera, tmp_path):
+    copy_photos(hymenoptera / "train" / "ants", tmp_path, 3)
+    report = scan_with_deadline(tmp_path)
+    assert report.classes == [] and report.num_images == 0
+    assert not report.can_train
+    assert "class folders" in report.errors[0] and str(tmp_path) in report.errors[0]
+    assert "Cannot train" in report.format_text()
+
+
+def test_missing_path_raises_naming_it(tmp_path):
+    missing = tmp_path / "no" / "such" / "folder"
+    with pytest.raises(DataFolderError) as info:
+        scan_folder(missing)
+    assert str(missing) in str(info.value)
+    a_file = tmp_path / "file.jpg"
+    a_file.write_bytes(b"x")
+    with pytest.raises(DataFolderError, match="not a folder"):
+        scan_folder(a_file)
+
+
+# --------------------------------------------------------------------------
+# The odd folder
+
+
+@pytest.fixture(scope="module")
+def odd(hymenoptera, tmp_path_factory):
+    root = tmp_path_factory.mktemp("odd")
+    expected = make_odd_folder(root)
+    report = scan_with_deadline(root)
+    return root, expected, report
+
+
+EXPECTED_REASONS = {
+    "empty.jpg": "empty file (0 bytes)",
+    "truncated.jpg": "unreadable or truncated image",
+    "text.jpg": "not an image (text file named .jpg)",
+    "notes.txt": "not an image file type",
+    ".DS_Store": "hidden or system file",
+    "Thumbs.db": "hidden or system file",
+    "__MACOSX": "hidden or system file",
+    "huge.png": "too large to decode safely (12000×12000)",
+    "loop": "symlink loop / broken link",
+    "root_loop": "symlink loop / broken link",
+    "broken_link.jpg": "symlink loop / broken link",
+}
+
+
+def test_odd_folder_reports_every_skipped_file_with_its_reason(odd):
+    root, expected, report = odd
+    reasons = {Path(s.path).name: s.reason for s in report.skipped}
+    for name, outcome in expected.items():
+        if outcome == SKIPPED:
+            assert reasons.get(name) == EXPECTED_REASONS[name], name
+    assert all(os.path.isabs(s.path) for s in report.skipped)
+    # Files inside __MACOSX are not listed one by one: the folder is, once.
+    assert "._copy.jpg" not in reasons
+    # The loop was reported, not walked: no photo is listed twice.
+    used = [p for p, _ in report.train + report.val]
+    assert len(used) == len(set(used))
+    assert not any("/loop/" in p for p in used)
+
+
+def test_odd_folder_uses_the_unusual_but_good_images(odd):
+    root, expected, report = odd
+    used = {Path(p).name: report.classes[label] for p, label in report.train + report.val}
+    for name, outcome in expected.items():
+        if outcome == USED:
+            assert name in used, name
+    assert used["nested.jpg"] == "bees"  # images in nested folders belong to the class
+    assert report.classes == ["ants", "bees"]
+    assert report.empty_classes == ["empty_class"]
+    assert report.counts["ants"]["train"] + report.counts["ants"]["val"] == 12
+    assert report.counts["bees"]["train"] + report.counts["bees"]["val"] == 12 + 9
+    assert report.can_train
+    assert report.image_sizes["min"] == [24, 16]
+    assert any("tiny" in w for w in report.warnings)
+    assert any("empty_class" in w for w in report.warnings)
+
+
+def test_odd_folder_report_text_and_round_trip(odd):
+    root, expected, report = odd
+    text = report.format_text()
+    for line in ("empty_class", "empty file (0 bytes)", "symlink loop / broken link", "Warnings"):
+        assert line in text
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["can_train"] is True and data["num_images"] == report.num_images
+    again = ScanReport.from_dict(data)
+    assert again == report
+    assert isinstance(again.train[0], tuple) and again.to_dict() == report.to_dict()
+
+
+def test_exif_rotated_size_is_reported_after_rotation(odd):
+    root, _, report = odd
+    path = root / "bees" / "exif_rotated.jpg"
+    with Image.open(path) as raw:
+        stored = raw.size
+    assert stored[0] > stored[1]
+    rotated = open_rgb(path)
+    assert rotated.size == (stored[1], stored[0])
+
+
+def test_odd_modes_become_sensible_rgb(odd):
+    root, _, _ = odd
+    bees = root / "bees"
+    grey_mean = ImageStat.Stat(Image.open(bees / "grey.jpg")).mean[0]
+    for name in ("cmyk.jpg", "sixteen_bit.png", "palette.png", "rgba.png", "grey.jpg", "bilevel.png", "tiny.png"):
+        img = open_rgb(bees / name)
+        assert img.mode == "RGB", name
+        lo_hi = img.getextrema()
+        assert all(hi > lo for lo, hi in lo_hi), f"{name} is a flat colour"
+
+    with Image.open(bees / "sixteen_bit.png") as raw:
+        assert raw.mode.startswith("I")
+    sixteen = open_rgb(bees / "sixteen_bit.png")
+    # Scaled from 16 to 8 bits, not clipped: the same brightness as the
+    # 8-bit grey it was made from (which PIL's plain convert turns white).
+    assert abs(ImageStat.Stat(sixteen).mean[0] - grey_mean) < 3
+
+    rgba = open_rgb(bees / "rgba.png")
+    assert rgba.getpixel((2, 2)) == (255, 255, 255)  # transparent over black -> white
+    assert rgba.getpixel((rgba.width - 3, rgba.height // 2)) != (255, 255, 255)
+
+    palette = open_rgb(bees / "palette.png")
+    assert palette.getpixel((5, 5)) == (255, 255, 255)  # transparent palette entry
+
+    # CMYK converts back close to the photo it was made from.
+    cmyk = ImageStat.Stat(open_rgb(bees / "cmyk.jpg")).mean
+    palette_mean = ImageStat.Stat(palette.crop((64, 64, palette.width, palette.height))).mean
+    assert all(abs(a - b) < 15 for a, b in zip(cmyk, palette_mean))
+
+
+def test_open_rgb_draft_keeps_the_shorter_side(hymenoptera):
+    big = max(
+        (hymenoptera / "train" / "bees").glob("*.jpg"),
+        key=lambda p: p.stat().st_size,
+    )
+    full = open_rgb(big)
+    small = open_rgb(big, max_side=224)
+    assert min(small.size) >= 224
+    assert small.size[0] < full.size[0]
+    assert small.mode == "RGB"
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_open_rgb_raises_on_bad_files(odd):
+    root, _, _ = odd
+    for name in ("truncated.jpg", "text.jpg", "empty.jpg", "huge.png"):
+        with pytest.raises(Exception):
+            open_rgb(root / "ants" / name)
+
+
+# --------------------------------------------------------------------------
+# Transforms, Dataset, collate
+
+
+def test_transforms_give_normalised_tensors(hymenoptera):
+    img = open_rgb(next((hymenoptera / "val" / "ants").glob("*.jpg")))
+    eval_tf = make_transform(224, 256, IMAGENET_MEAN, IMAGENET_STD)
+    x = eval_tf(img)
+    assert type(x) is torch.Tensor and x.shape == (3, 224, 224) and x.dtype == torch.float32
+    assert -3 < x.mean().item() < 3 and x.min() < 0 < x.max()
+    assert torch.equal(x, eval_tf(img))  # deterministic
+    # Augmentation only applies to training.
+    assert torch.equal(x, make_transform(224, 256, IMAGENET_MEAN, IMAGENET_STD, "strong", train=False)(img))
+    torch.manual_seed(0)
+    for preset in ("light", "strong"):
+        tf = make_transform(160, 182, IMAGENET_MEAN, IMAGENET_STD, preset, train=True)
+        a, b = tf(img), tf(img)
+        assert a.shape == b.shape == (3, 160, 160)
+        assert not torch.equal(a, b)
+    with pytest.raises(ValueError):
+        make_transform(224, 256, IMAGENET_MEAN, IMAGENET_STD, "extreme", train=True)
+
+
+def test_dataset_survives_a_file_deleted_after_the_scan(hymenoptera, tmp_path):
+    copy_photos(hymenoptera / "train" / "ants", tmp_path / "ants", 3)
+    copy_photos(hymenoptera / "train" / "bees", tmp_path / "bees", 3)
+    report = scan_with_deadline(tmp_path, val_fraction=0.34)
+    samples = report.train + report.val
+    gone_index = 1
+    os.remove(samples[gone_index][0])
+
+    dataset = ImageDataset(samples, make_transform(64, 72, IMAGENET_MEAN, IMAGENET_STD), max_side=72)
+    assert len(dataset) == 6
+    image, label, index = dataset[gone_index]
+    assert image is None and label == samples[gone_index][1] and index == gone_index
+
+    images, labels, indices, failed = collate_skip_broken([dataset[i] for i in range(len(dataset))])
+    assert images.shape == (5, 3, 64, 64)
+    assert labels.tolist() == [samples[i][1] for i in range(6) if i != gone_index]
+    assert indices.tolist() == [i for i in range(6) if i != gone_index]
+    assert failed == [gone_index]
+
+    images, labels, indices, failed = collate_skip_broken([dataset[gone_index]])
+    assert images.numel() == 0 and labels.shape == (0,) and indices.shape == (0,)
+    assert failed == [gone_index]
+
+    # The same through a real DataLoader.
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate_skip_broken)
+    seen, failures = 0, []
+    for images, labels, indices, failed in loader:
+        seen += len(labels)
+        failures += failed
+    assert seen == 5 and failures == [gone_index]
