@@ -521,23 +521,25 @@ def run_job(job: Job) -> None:
     config = job.config
     if job.resume:  # the clock goes on from the time the run had already trained
         run.update_status(seconds_before_resume=run.status.get("seconds") or 0)
+    # The run's files are written before the job says it ended, so whoever
+    # waits on the job finds them final.
     try:
         result = train(config, run, job, resume=job.resume)
     except InterruptedError:
         reason = "Stopped by you. The last finished epoch is saved; you can resume it."
-        job.finish("stopped", reason)
         _end_run(run, "stopped", reason)
+        job.finish("stopped", reason)
     except BaseException as exc:  # noqa: BLE001 - a job must never take the app down
-        reason = friendly_reason(exc)
-        job.finish("failed", reason)
-        _end_run(run, "failed", reason)
         import traceback
 
+        reason = friendly_reason(exc)
         run.write_json("error.json", {"reason": reason, "traceback": traceback.format_exc()})
+        _end_run(run, "failed", reason)
+        job.finish("failed", reason)
     else:
         run.update_status(state="finished", reason=None, ended=time.time(), seconds=result["seconds"],
                           best_val_accuracy=result["val_accuracy"], best_epoch=result["best_epoch"],
-                          macro_f1=result["macro_f1"], feature_cache=result["feature_cache"])
+                          macro_f1=result["macro_f1"])
         job.finish("finished", None, result)
     finally:
         release_device_memory(torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
