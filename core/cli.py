@@ -1,4 +1,4 @@
-"""Command line: `python -m core scan | train | resume | predict | runs | backbones`.
+"""Command line: `python -m core scan | train | resume | predict | export | runs | backbones`.
 
 Every command uses the same engine as the app. `train` prints one line per
 epoch and ends with one line of JSON (run_dir, val_accuracy, best_epoch,
@@ -114,8 +114,12 @@ def cmd_resume(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .evaluation import list_images, load_run_model, predict_images
+    from .evaluation import list_images, load_run_model, predict_folder_csv, predict_images
 
+    if args.csv:
+        out = predict_folder_csv(args.run_dir, args.path, args.csv, k=args.top_k, device=args.device)
+        print(out)
+        return 0
     loaded = load_run_model(args.run_dir, device=args.device)
     results = predict_images(loaded, list_images(args.path), k=args.top_k)
     for r in results:
@@ -125,6 +129,15 @@ def cmd_predict(args) -> int:
             print(f"{r['path']}: {r['error']}")
         else:
             print(f"{r['path']}: " + ", ".join(f"{c} {p:.3f}" for c, p in r["top"]))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    zip_path = export_run(args.run_dir, args.out, verify=not args.no_check,
+                          on_step=lambda text: print(text, file=sys.stderr, flush=True))
+    print(zip_path)
     return 0
 
 
@@ -175,7 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", default=None, metavar="OUT",
+                   help="write one CSV row per image (file, top_class, confidence, top_k, error) to OUT")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a run as TorchScript and ONNX with a model card, in one zip")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default=None, help="folder for the zip (default: RUN_DIR/export)")
+    p.add_argument("--no-check", action="store_true", help="skip comparing the exports with the model")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR))

@@ -147,3 +147,147 @@ def predict_images(loaded: LoadedModel, images, k: int = 3) -> list[dict]:
 def predict_paths(run_dir: str | Path, path: str | Path, k: int = 3, device: str = "cpu") -> list[dict]:
     loaded = load_run_model(run_dir, device=device)
     return predict_images(loaded, list_images(path), k=k)
+
+
+# --------------------------------------------------------------------------------------
+# Reading a run's eval.json: mistakes, confusion-matrix cells, tables
+# --------------------------------------------------------------------------------------
+
+
+def per_class_table(eval_dict: dict) -> list[dict]:
+    """One row per class: class, precision, recall, F1 and support (val images)."""
+    return [
+        {"class": c["class"], "precision": c["precision"], "recall": c["recall"], "f1": c["f1"], "support": c["support"]}
+        for c in eval_dict.get("per_class", [])
+    ]
+
+
+def mistakes(eval_dict: dict, n: int = 12, wrong_only: bool = False) -> list[dict]:
+    """The n validation images with the highest loss (the model was most
+    surprised by their true class), highest first. With wrong_only, only
+    misclassified images."""
+    rows = [r for r in eval_dict.get("predictions", []) if not wrong_only or not r["correct"]]
+    return sorted(rows, key=lambda r: r["loss"], reverse=True)[: max(0, int(n))]
+
+
+def cell_images(eval_dict: dict, true_idx: int | str, pred_idx: int | str) -> list[dict]:
+    """The validation images in one cell of the confusion matrix (row: true
+    class, column: predicted class; indices or class names), most confident first.
+    Each is an eval.json prediction row: path, true, predicted, confidence, loss, top."""
+    classes = eval_dict.get("classes", [])
+
+    def index(value) -> int:
+        if isinstance(value, str):
+            if value not in classes:
+                raise ValueError(f"Unknown class {value!r}; the classes are {', '.join(classes)}.")
+            return classes.index(value)
+        return int(value)
+
+    t, p = index(true_idx), index(pred_idx)
+    rows = [r for r in eval_dict.get("predictions", []) if r["label"] == t and r["pred"] == p]
+    return sorted(rows, key=lambda r: r["confidence"], reverse=True)
+
+
+def confusion_figure(eval_dict: dict, normalize: bool = False):
+    """The confusion matrix as a plotly heatmap (rows: true class, columns:
+    predicted). normalize=True shows each row as shares of that class's images.
+    Each cell's customdata is [true index, predicted index, count] so a page
+    can map a click back to cell_images."""
+    import plotly.graph_objects as go
+
+    classes = list(eval_dict.get("classes", []))
+    counts = [[int(v) for v in row] for row in eval_dict.get("confusion", [])]
+    if normalize:
+        values = [[v / max(1, sum(row)) for v in row] for row in counts]
+        text = [[f"{v:.0%}<br>({c})" for v, c in zip(vrow, crow)] for vrow, crow in zip(values, counts)]
+    else:
+        values = counts
+        text = [[str(c) for c in row] for row in counts]
+    custom = [[[i, j, counts[i][j]] for j in range(len(classes))] for i in range(len(classes))]
+    fig = go.Figure(go.Heatmap(
+        z=values, x=classes, y=classes, text=text, texttemplate="%{text}", customdata=custom,
+        colorscale="Blues", showscale=False,
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[2]} images<extra></extra>"))
+    fig.update_layout(xaxis_title="predicted class", yaxis_title="true class",
+                      yaxis_autorange="reversed", margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Batch prediction on a folder, to a CSV
+# --------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ["file", "top_class", "confidence", "top_k", "error"]
+
+
+@torch.no_grad()
+def predict_batch(loaded: LoadedModel, paths, k: int = 3, batch_size: int = 32, root: str | Path | None = None,
+                  on_progress=None) -> list[dict]:
+    """Predict many image files in batches. One row per file, in order:
+    {"file", "path", "top_class", "confidence", "top": [[class, p], ...], "error"}.
+    "file" is the path relative to `root` when given. A file that cannot be
+    read gets an error and no prediction; the rest go on.
+    on_progress(done, total) is called after each batch."""
+    paths = [Path(p) for p in paths]
+    k = max(1, min(int(k), len(loaded.classes)))
+    rows: list[dict] = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        tensors, good = [], []
+        batch_rows = []
+        for path in chunk:
+            try:
+                name = path.relative_to(root).as_posix() if root is not None else str(path)
+            except ValueError:
+                name = str(path)
+            row = {"file": name, "path": str(path), "top_class": None, "confidence": None, "top": [], "error": ""}
+            try:
+                tensors.append(loaded.transform(open_rgb(path, max_side=loaded.resize_size)))
+                good.append(row)
+            except Exception as exc:  # noqa: BLE001 - a bad file is reported, not fatal
+                row["error"] = f"could not read this image ({exc.__class__.__name__})"
+            batch_rows.append(row)
+        if tensors:
+            probs = loaded.model(torch.stack(tensors).to(loaded.device)).float().softmax(1).cpu()
+            top_p, top_i = probs.topk(k, dim=1)
+            for row, ps, ids in zip(good, top_p, top_i):
+                row["top"] = [[loaded.classes[int(i)], float(p)] for p, i in zip(ps, ids)]
+                row["top_class"], row["confidence"] = row["top"][0]
+        rows.extend(batch_rows)
+        if on_progress is not None:
+            on_progress(min(start + batch_size, len(paths)), len(paths))
+    return rows
+
+
+def predictions_csv(rows: list[dict]) -> str:
+    """CSV text for predict_batch rows: file, top_class, confidence, top_k
+    ("bees 0.9312; ants 0.0688"), error."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow([
+            r["file"], r["top_class"] or "", "" if r["confidence"] is None else f"{r['confidence']:.4f}",
+            "; ".join(f"{c} {p:.4f}" for c, p in r["top"]), r.get("error") or "",
+        ])
+    return buffer.getvalue()
+
+
+def predict_folder_csv(run_dir: str | Path, folder: str | Path, out_csv: str | Path, k: int = 3,
+                       device: str = "cpu", batch_size: int = 32) -> Path:
+    """Predict every image in `folder` (recursively) with the run's best model
+    and write a CSV with one row per image (see predictions_csv). Returns the
+    CSV's path."""
+    from .runs import atomic_write_bytes
+
+    loaded = load_run_model(run_dir, device=device)
+    folder = Path(folder)
+    paths = list_images(folder)
+    rows = predict_batch(loaded, paths, k=k, batch_size=batch_size, root=folder if folder.is_dir() else folder.parent)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_csv, predictions_csv(rows).encode("utf-8"))
+    return out_csv
