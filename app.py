@@ -1,6 +1,97 @@
-"""Transfer Studio: `streamlit run app.py`."""
-import streamlit as st
+"""Transfer Studio: `streamlit run app.py`.
 
-st.set_page_config(page_title="Transfer Studio", page_icon="🧠", layout="wide")
-st.title("Transfer Studio")
-st.write("Teach a pretrained image model your own classes. The pages arrive with the app issue.")
+The entry point: page config, the sidebar (where the user stands in the guided
+flow, and where runs and uploads are kept) and the navigation. Each page script
+in pages/ is thin: widgets and layout over `core`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # so `pages.common` and `core` import from any working directory
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="Transfer Studio", page_icon=str(ROOT / "assets" / "icon.svg"), layout="wide")
+st.set_option("client.toolbarMode", "minimal")  # no developer menu or "Deploy" button for non-programmers
+st.logo(str(ROOT / "assets" / "logo.svg"), size="large", icon_image=str(ROOT / "assets" / "icon.svg"))
+
+PAGES = [
+    st.Page("pages/1_data.py", title="Data", icon=":material/photo_library:", url_path="data", default=True),
+    st.Page("pages/2_model.py", title="Model", icon=":material/layers:", url_path="model"),
+    st.Page("pages/3_train.py", title="Train", icon=":material/fitness_center:", url_path="train"),
+    # The Results page (confusion matrix, Grad-CAM) goes here, after Train.
+    st.Page("pages/4_playground.py", title="Playground", icon=":material/science:", url_path="playground"),
+    st.Page("pages/5_runs.py", title="Runs", icon=":material/history:", url_path="runs"),
+]
+page = st.navigation(PAGES)
+
+if "pages.common" not in sys.modules:
+    # The first start imports PyTorch, which takes a few seconds: say so.
+    with st.spinner("Starting Transfer Studio (loading PyTorch)…"):
+        from pages import common  # noqa: E402
+from pages import common  # noqa: E402
+
+
+def settings() -> None:
+    with st.sidebar.expander("Settings", icon=":material/settings:"):
+        common.init_choice_setting("runs_dir", common.default_runs_dir())
+        st.text_input(
+            "Runs folder",
+            key="runs_dir",
+            persist_state="session",
+            help="Where each training run is saved (one folder per run).",
+        )
+        common.init_choice_setting("data_root", common.default_data_root())
+        st.text_input(
+            "Folder for uploaded pictures",
+            key="data_root",
+            persist_state="session",
+            help="Pictures you upload on the Data page are saved in a new folder inside this one.",
+        )
+
+
+def where_you_are() -> None:
+    """One line per step of the flow, drawn after the page so it shows its latest choices."""
+    st.caption("YOUR CHOICES")
+    cached = st.session_state.get("_scan")
+    report = cached["report"] if cached and common.choice("data_dir") else None
+    if report and not report["errors"]:
+        st.markdown(
+            f":material/check_circle: **Data:** {Path(report['root']).name} "
+            f"({len(report['classes'])} classes, {report['num_images']} pictures)"
+        )
+    elif report:
+        st.markdown(f":material/warning: **Data:** {Path(report['root']).name} needs fixing")
+    else:
+        st.markdown(":material/radio_button_unchecked: **Data:** not chosen yet")
+    st.markdown(
+        f":material/layers: **Model:** {common.backbone_title(common.choice('backbone'))}, "
+        f"{common.strategy_label(common.strategy_name())}, {common.choice('epochs')} epochs"
+    )
+    try:
+        active = common.manager().active_jobs()
+    except Exception:  # noqa: BLE001 - a bad runs folder is reported on the pages
+        active = []
+    if active:
+        snap = active[0].snapshot()
+        where = f"epoch {snap['epoch']} of {snap['epochs']}" if snap.get("epoch") else "getting ready"
+        st.markdown(f":material/directions_run: **Training:** {where}")
+
+
+with st.sidebar:
+    status_box = st.container()
+settings()
+try:
+    page.run()
+except Exception as exc:  # noqa: BLE001 - a user never sees a traceback
+    logging.getLogger("transfer_studio").exception("page failed")
+    st.error(f"Something went wrong on this page: {common.friendly(exc)}", icon=":material/error:")
+finally:  # also after a page's st.stop()
+    with status_box:
+        where_you_are()

@@ -1,0 +1,288 @@
+"""Data: choose (or upload) a folder of pictures and see what is in it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.data import DataFolderError
+from pages import common
+
+st.title(":material/photo_library: Your pictures")
+common.intro(
+    "<b>Step 1 of 4.</b> Choose a folder of pictures with <b>one subfolder per class</b> "
+    "(for example <code>ants/</code> and <code>bees/</code>). Transfer Studio checks every picture "
+    "and shows what it found; then go on to <b>Model</b>."
+)
+
+
+def _use_folder(path: str) -> None:
+    st.session_state["data_dir"] = path.strip()
+    st.session_state["_pending_input"] = path.strip()  # shown in the path box on the next run
+    st.session_state["_rescan"] = True
+
+
+def _on_path_typed() -> None:
+    _use_folder(st.session_state.get("data_dir_input") or "")
+
+
+def _on_recent_picked() -> None:
+    picked = st.session_state.get("recent_pick")
+    if picked:
+        _use_folder(picked)
+    st.session_state["recent_pick"] = None
+
+
+tab_folder, tab_upload = st.tabs(
+    [":material/folder_open: A folder on this computer", ":material/upload: Upload pictures"]
+)
+
+with tab_folder:
+    if "_pending_input" in st.session_state:
+        st.session_state["data_dir_input"] = st.session_state.pop("_pending_input")
+    if "data_dir_input" not in st.session_state:
+        st.session_state["data_dir_input"] = common.choice("data_dir")
+    col_path, col_recent = st.columns([3, 2], vertical_alignment="bottom")
+    with col_path:
+        st.text_input(
+            "Folder with your pictures",
+            key="data_dir_input",
+            on_change=_on_path_typed,
+            placeholder="e.g. /home/me/Pictures/flowers",
+            help="Type or paste the folder's path and press Enter. It should hold one subfolder per class, "
+            "or train/ and val/ folders that each hold the class subfolders.",
+        )
+    with col_recent:
+        recent = common.recent_folders()
+        st.selectbox(
+            "…or pick a recent folder",
+            recent,
+            index=None,
+            key="recent_pick",
+            on_change=_on_recent_picked,
+            placeholder="Recent folders" if recent else "No recent folders yet",
+            disabled=not recent,
+            help="Folders you used before, newest first.",
+        )
+    st.button(
+        "Check this folder",
+        icon=":material/search:",
+        on_click=_on_path_typed,
+        help="Look at every picture again (after you added or removed pictures).",
+    )
+
+with tab_upload:
+    st.markdown(
+        f"Your pictures are saved in a new folder inside <code>{common.data_root()}</code> "
+        "(change this under Settings in the sidebar).",
+        unsafe_allow_html=True,
+    )
+    common.init_choice_setting("upload_folder", "my-pictures")
+    st.text_input(
+        "Name of the new folder",
+        key="upload_folder",
+        persist_state="session",
+        help="A short name for this set of pictures, e.g. 'flowers'.",
+    )
+    kind = st.radio(
+        "What do you have?",
+        ["A zip file with one folder per class", "Pictures of one class"],
+        horizontal=True,
+        key="upload_kind",
+        help="A zip file can hold every class at once; loose pictures are added one class at a time.",
+    )
+    nonce = st.session_state.setdefault("upload_nonce", 0)
+    target = common.data_root() / common.safe_name(st.session_state.get("upload_folder"))
+    if kind.startswith("A zip"):
+        zip_file = st.file_uploader(
+            "Zip file",
+            type=["zip"],
+            key=f"zip_{nonce}",
+            help="A .zip whose folders are the classes (e.g. cats/ and dogs/).",
+        )
+        if st.button(
+            "Unpack and use this folder",
+            icon=":material/unarchive:",
+            disabled=zip_file is None,
+            help="Unpacks the zip into the new folder above and checks its pictures.",
+        ):
+            with common.guard("Could not unpack the zip file"):
+                n = common.extract_zip(zip_file, target)
+                st.session_state["upload_nonce"] = nonce + 1
+                st.session_state["_upload_note"] = f"Unpacked {n} files into {target}."
+                _use_folder(str(target))
+                st.rerun()
+    else:
+        class_name = st.text_input(
+            "Class name (what is in these pictures?)",
+            key="upload_class",
+            placeholder="e.g. daisy",
+            help="Each class gets its own subfolder. Add the pictures of each class in turn.",
+        )
+        images = st.file_uploader(
+            "Pictures",
+            type=sorted(e.lstrip(".") for e in common.IMAGE_EXTENSIONS),
+            accept_multiple_files=True,
+            key=f"images_{nonce}",
+            help="Choose many pictures at once; they all go into the class above.",
+        )
+        if st.button(
+            "Add these pictures",
+            icon=":material/add_photo_alternate:",
+            disabled=not images or not (class_name or "").strip(),
+            help="Saves the pictures into the class's subfolder of the new folder.",
+        ):
+            with common.guard("Could not save the pictures"):
+                n = common.save_uploaded_images(images, target, class_name)
+                st.session_state["upload_nonce"] = nonce + 1
+                st.session_state["_upload_note"] = (
+                    f"Added {n} pictures to '{common.safe_name(class_name, 'class')}' in {target}. "
+                    "Add another class the same way."
+                )
+                _use_folder(str(target))
+                st.rerun()
+    if target.is_dir():
+        classes = sorted(p.name for p in target.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if classes:
+            st.caption(
+                f"{target} holds: "
+                + ", ".join(f"{c} ({sum(1 for f in (target / c).iterdir() if f.is_file())})" for c in classes)
+            )
+
+note = st.session_state.pop("_upload_note", None)
+if note:
+    st.success(note, icon=":material/download_done:")
+
+
+# --- the report -------------------------------------------------------------------
+def show_report() -> None:
+    """The scan of the chosen folder, in plain words."""
+    path = common.choice("data_dir")
+    if not path:
+        st.info(
+            "Type the path of a folder above, or upload pictures. The folder should look like this "
+            "(any names, at least two classes):",
+            icon=":material/arrow_upward:",
+        )
+        st.code(
+            "flowers/\n    daisy/      ← pictures of daisies\n    tulip/      ← pictures of tulips\n"
+            "    sunflower/  ← pictures of sunflowers",
+            language=None,
+        )
+        st.caption(
+            "If it already has train/ and val/ folders (each with the class folders inside), "
+            "that split is used; otherwise a share of each class is set aside to check the model with."
+        )
+        return
+
+    rescan = st.session_state.pop("_rescan", False)
+    try:
+        with st.spinner("Looking at every picture…"):
+            report = common.current_scan(rescan=rescan)
+    except DataFolderError as exc:
+        st.error(
+            f"{exc} Check the spelling, or copy the folder's path from your file manager's address bar.",
+            icon=":material/folder_off:",
+        )
+        return
+
+    st.divider()
+    st.subheader(f":material/folder: {Path(report.root).name}")
+    st.caption(report.root)
+    n_train, n_val = len(report.train), len(report.val)
+    if report.can_train:
+        common.remember_folder(report.root)
+        st.success(
+            f"**Ready to train:** {len(report.classes)} classes, {report.num_images} pictures "
+            f"({n_train} to learn from, {n_val} to check the model with).",
+            icon=":material/check_circle:",
+        )
+    else:
+        for error in report.errors:
+            st.error(error, icon=":material/error:")
+        st.markdown("Fix the folder, then press **Check this folder** again.")
+
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Classes", len(report.classes), help="Each subfolder with pictures is one class.")
+    m2.metric("Pictures to learn from", n_train, help="The training pictures: the model learns from these.")
+    m3.metric(
+        "Pictures to check with",
+        n_val,
+        help="The validation pictures: the model never learns from these; they measure how well it does.",
+    )
+    m4.metric("Files left out", len(report.skipped), help="Files that are not usable pictures; see the list below.")
+
+    if report.split_source == "folders":
+        st.markdown(
+            f"**Split:** from your folders: `{report.split_folders.get('train')}/` to learn from, "
+            f"`{report.split_folders.get('val')}/` to check with."
+        )
+    else:
+        st.markdown(
+            f"**Split:** {report.val_fraction:.0%} of each class's pictures were set aside at random "
+            "to check the model with (change this under Advanced on the Model page)."
+        )
+
+    for warning in report.warnings:
+        st.warning(warning, icon=":material/warning:")
+
+    if report.classes:
+        col_chart, col_sizes = st.columns([3, 1])
+        with col_chart:
+            st.plotly_chart(common.class_counts_figure(report), key="class_counts")
+        with col_sizes:
+            sizes = report.image_sizes or {}
+            if sizes.get("count"):
+                st.markdown("**Picture sizes** (pixels)")
+                st.markdown(
+                    f"- smallest: {sizes['min'][0]}×{sizes['min'][1]}\n"
+                    f"- typical: {sizes['median'][0]}×{sizes['median'][1]}\n"
+                    f"- largest: {sizes['max'][0]}×{sizes['max'][1]}"
+                )
+                st.caption("Every picture is resized for the model, so different sizes are fine.")
+
+        st.markdown("#### A few pictures from each class")
+        by_class: dict[int, list[str]] = {}
+        for p, label in report.train + report.val:
+            by_class.setdefault(label, []).append(p)
+        for label, name in enumerate(report.classes):
+            paths = by_class.get(label, [])
+            step = max(1, len(paths) // 6)
+            picks = paths[::step][:6]
+            thumbs = []
+            for p in picks:
+                try:
+                    thumbs.append(common.thumbnail(p, os.path.getmtime(p)))
+                except OSError:
+                    continue
+            thumbs = [t for t in thumbs if t is not None]
+            c_name, c_imgs = st.columns([1, 6], vertical_alignment="center")
+            c_name.markdown(f"**{name}**  \n{len(paths)} pictures")
+            if thumbs:
+                c_imgs.image(thumbs, width=120)
+
+    if report.skipped or report.empty_classes:
+        with st.expander(f"Left out: {len(report.skipped)} file{'' if len(report.skipped) == 1 else 's'}, and why"):
+            if report.empty_classes:
+                st.markdown(
+                    "Folders with no usable picture (not used as classes): "
+                    + ", ".join(f"`{c}`" for c in report.empty_classes)
+                )
+            if report.skipped:
+                rows = []
+                for s in report.skipped:
+                    try:
+                        shown = os.path.relpath(s.path, report.root)
+                    except ValueError:
+                        shown = s.path
+                    rows.append({"file": shown, "why it was left out": s.reason})
+                st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+    if report.can_train:
+        common.next_step(common.PAGE_MODEL, "Next: choose the model and what it learns")
+
+
+show_report()

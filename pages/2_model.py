@@ -1,0 +1,546 @@
+"""Model: the backbone, which of its blocks learn, the head and the settings."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from core.data import AUGMENT_PRESETS
+from core.models import BackboneInfo, default_backbone, list_backbones, weights_cached
+from core.training import OPTIMIZERS, SCHEDULES
+from pages import common
+
+LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+BLOCK_TITLES = {
+    "stem": "Stem",
+    "final_conv": "Final layer",
+    "pre_logits": "Pre-logits",
+    "norm": "Final norm",
+    "pool": "Pooling",
+    "head": "New head",
+    "patch_embed": "Patches",
+}
+BLOCK_WORDS = {
+    "stem": "edges and colours",
+    "patch_embed": "cuts the picture into patches",
+    "pool": "averages into one list of numbers",
+    "head": "new: picks one of your classes",
+    "final_conv": "whole-object features",
+    "pre_logits": "whole-object features",
+    "norm": "whole-object features",
+}
+COLORS = {"learns": "#ffd0a1", "later": "#fff1c9", "frozen": "#d3e6fa", "none": "#eeeeee"}
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _icon(name: str) -> str:
+    """A Material Symbols icon inside raw HTML (the font comes with Streamlit)."""
+    return (
+        f"<span style=\"font-family:'Material Symbols Rounded';font-size:1.05em;vertical-align:-0.15em\">{name}</span>"
+    )
+
+
+def _block_title(name: str) -> str:
+    return BLOCK_TITLES.get(name, name.replace("stage", "Stage ").replace("_", " ").capitalize())
+
+
+def _block_words(position: float, name: str) -> str:
+    """What a block sees, in words; `position` runs from 0 (stem) to 1 (head)."""
+    if name in BLOCK_WORDS:
+        return BLOCK_WORDS[name]
+    return "textures and simple shapes" if position < 0.45 else "parts of objects"
+
+
+def _on_backbone_changed() -> None:
+    # Block switches belong to one network: another one starts from the linear probe.
+    if st.session_state.get("preset") == "custom" and not common.custom_trained(st.session_state["backbone"]):
+        st.session_state["preset"] = "linear"
+
+
+def _on_block_switched(block_names: list[str]) -> None:
+    """A block's switch was flipped: the plan becomes the user's own."""
+    trained = {n: bool(st.session_state.get(f"blk_{n}")) for n in block_names}
+    st.session_state.setdefault("custom_trained", {})[common.choice("backbone")] = trained
+    st.session_state["preset"] = "custom"
+
+
+# --- 1. the backbone ------------------------------------------------------------------------
+
+
+def backbone_section() -> BackboneInfo:
+    st.subheader("1. The pretrained network")
+    backbones = list_backbones()
+    by_name = {b.name: b for b in backbones}
+    cached = {b.name: weights_cached(b.name) for b in backbones}
+    common.init_choice("backbone")
+    if st.session_state["backbone"] not in by_name:
+        st.session_state["backbone"] = default_backbone()
+    chosen = st.session_state["backbone"]
+
+    table = pd.DataFrame(
+        [
+            {
+                "Chosen": b.name == chosen,
+                "Network": b.title,
+                "Size (million numbers)": b.params_m,
+                "ImageNet accuracy (%)": b.top1,
+                "Speed": b.speed,
+                "Weights here": cached[b.name],
+                "Download": "–" if cached[b.name] else f"{b.file_mb:.0f} MB",
+                "About": b.description,
+            }
+            for b in backbones
+        ]
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "Chosen": st.column_config.CheckboxColumn(width="small", help="The network chosen below."),
+            "Size (million numbers)": st.column_config.NumberColumn(
+                format="%.1f", help="Parameters: how many numbers the network has. Bigger networks are slower."
+            ),
+            "ImageNet accuracy (%)": st.column_config.NumberColumn(
+                format="%.1f", help="How often it was right on ImageNet's 1,000 classes (top-1)."
+            ),
+            "Speed": st.column_config.TextColumn(help="How fast it trains and predicts: fast, medium or slow."),
+            "Weights here": st.column_config.CheckboxColumn(
+                help="Ticked: its pretrained weights are on this computer, so it works without internet."
+            ),
+            "Download": st.column_config.TextColumn(
+                help="Networks without their weights here download them (once) when training starts; "
+                "that needs internet."
+            ),
+            "About": st.column_config.TextColumn(width="large"),
+        },
+    )
+
+    def label(name: str) -> str:
+        b = by_name[name]
+        where = "weights on this computer" if cached[name] else f"downloads {b.file_mb:.0f} MB"
+        return f"{b.title} — {b.speed}, {where}"
+
+    st.selectbox(
+        "Network to start from",
+        list(by_name),
+        key="backbone",
+        format_func=label,
+        persist_state="session",
+        on_change=_on_backbone_changed,
+        help="The pretrained network whose knowledge is reused. Small and fast ones are best for a first try.",
+    )
+    info = by_name[common.choice("backbone")]
+    if cached[info.name]:
+        st.caption(f":material/check_circle: {info.title}: {info.description} Its weights are on this computer.")
+    else:
+        st.info(
+            f"{info.title}: {info.description} Its weights ({info.file_mb:.0f} MB) are not on this computer yet: "
+            "they download when training starts, which needs internet.",
+            icon=":material/cloud_download:",
+        )
+    return info
+
+
+# --- 2. which blocks learn -------------------------------------------------------------------
+
+
+def preset_controls(trainable_blocks: list[str]) -> str:
+    common.init_choice("preset")
+    st.radio(
+        "Strategy",
+        list(common.PRESETS),
+        key="preset",
+        format_func=common.PRESETS.get,
+        horizontal=True,
+        persist_state="session",
+        help="Presets for which blocks learn. You can also switch single blocks below (that makes it 'My own choice').",
+    )
+    preset = common.choice("preset")
+    if preset == "last":
+        common.init_choice("last_n")
+        if st.session_state["last_n"] > len(trainable_blocks):
+            st.session_state["last_n"] = len(trainable_blocks)
+        st.slider(
+            "How many of the last blocks learn",
+            1,
+            len(trainable_blocks),
+            key="last_n",
+            persist_state="session",
+            help="Counted from the top (the blocks nearest the head).",
+        )
+    elif preset == "gradual":
+        common.init_choice("unfreeze_every")
+        st.slider(
+            "Unfreeze one more block every … epochs",
+            1,
+            10,
+            key="unfreeze_every",
+            persist_state="session",
+            help="Training starts with only the head; then, every this many epochs, the next block down starts learning.",
+        )
+    elif preset == "discriminative":
+        common.init_choice("lr_factor")
+        st.slider(
+            "Each earlier block learns this fraction of the next one's rate",
+            0.1,
+            1.0,
+            step=0.05,
+            key="lr_factor",
+            persist_state="session",
+            help="0.5 means: the block below the head learns at half the head's rate, the one below that at a quarter, …",
+        )
+    return preset
+
+
+def block_picture(counts: dict[str, int], plan, epochs: int) -> None:
+    """The blocks from stem to head, coloured by what they do, each with its switch."""
+    names = list(counts)
+    trainable_blocks = [n for n in names if n != "head" and counts[n] > 0]
+    end_state = plan.trained_at(max(epochs - 1, 0))
+    frozen_top_down = [n for n in reversed(trainable_blocks) if not plan.trained[n]]
+
+    st.markdown("From the picture (left) to your classes (right). Switch a block on to let it learn:")
+    for i, (col, name) in enumerate(zip(st.columns(len(names)), names)):
+        trains = plan.trained[name]
+        extra = ""
+        if counts[name] == 0:
+            color, state = COLORS["none"], "no weights"
+        elif trains:
+            color, state = COLORS["learns"], f"{_icon('local_fire_department')} learns"
+        elif plan.strategy == "gradual" and end_state.get(name):
+            first_epoch = (frozen_top_down.index(name) + 1) * plan.unfreeze_every + 1
+            color, state = COLORS["later"], f"{_icon('ac_unit')} until epoch {first_epoch}"
+        else:
+            color, state = COLORS["frozen"], f"{_icon('ac_unit')} frozen"
+        if plan.strategy == "discriminative" and counts[name]:
+            extra = f"<br><small>rate ×{plan.lr_mult.get(name, 1):.2g}</small>"
+        arrow = ""
+        if i < len(names) - 1:
+            arrow = (
+                "<span style='position:absolute;right:-15px;top:40%;font-size:1.1rem;color:#666'>"
+                f"{_icon('arrow_forward')}</span>"
+            )
+        col.markdown(
+            f"<div style='position:relative;background:{color};border-radius:10px;padding:8px 6px;"
+            "text-align:center;height:160px;border:1px solid #0001;display:flex;flex-direction:column;"
+            "justify-content:space-between'>"
+            f"<div><b>{_block_title(name)}</b><br><small>{common.fmt_short(counts[name])} numbers</small></div>"
+            f"<div style='line-height:1.2'><small style='opacity:.75'>"
+            f"{_block_words(i / max(1, len(names) - 1), name)}</small></div>"
+            f"<div><b>{state}</b>{extra}</div>{arrow}</div>",
+            unsafe_allow_html=True,
+        )
+        if counts[name] == 0:
+            continue
+        st.session_state[f"blk_{name}"] = bool(trains)  # the switch shows the plan
+        col.toggle(
+            "learns",
+            key=f"blk_{name}",
+            disabled=name == "head",
+            on_change=_on_block_switched,
+            args=(trainable_blocks,),
+            help="The new head always learns."
+            if name == "head"
+            else f"Switch on to let {_block_title(name)} learn from your pictures.",
+        )
+
+
+def trainable_count(counts: dict[str, int], plan, epochs: int) -> None:
+    total = sum(counts.values())
+    trainable = sum(c for n, c in counts.items() if plan.trained[n])
+    trainable_end = sum(c for n, c in counts.items() if plan.trained_at(max(epochs - 1, 0))[n])
+    c1, c2 = st.columns([1, 3], vertical_alignment="center")
+    c1.metric("Numbers that learn", f"{trainable:,}", help="Trainable parameters: the numbers training may change.")
+    with c2:
+        st.progress(
+            min(1.0, trainable / total),
+            text=(
+                f"All {common.fmt_params(total)} numbers in the network learn."
+                if trainable == total
+                else f"{trainable / total:.1%} of the {common.fmt_params(total)} numbers in the network learn; "
+                "the rest stay as ImageNet taught them."
+            ),
+        )
+        if trainable_end != trainable:
+            st.caption(
+                f"With gradual unfreezing this grows to {trainable_end:,} ({trainable_end / total:.1%}) "
+                f"by the last of the {epochs} epochs."
+            )
+
+
+def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
+    """Returns the chosen preset, or None when the network cannot be built."""
+    st.subheader("2. Which blocks learn")
+    try:
+        counts = common.block_param_counts(
+            info.name, num_classes, int(common.choice("head_hidden")), float(common.choice("head_dropout"))
+        )
+    except Exception as exc:  # noqa: BLE001 - e.g. a missing optional package
+        st.error(f"Could not build {info.title}: {common.friendly(exc)} Pick another network.", icon=":material/error:")
+        return None
+    trainable_blocks = [n for n in counts if n != "head" and counts[n] > 0]
+    preset = preset_controls(trainable_blocks)
+    plan = common.current_plan(counts)
+    st.caption(common.PRESET_HELP[preset] if preset in ("linear", "full") else plan.describe())
+    epochs = int(common.choice("epochs"))
+    block_picture(counts, plan, epochs)
+    trainable_count(counts, plan, epochs)
+    return preset
+
+
+# --- 3. the head -----------------------------------------------------------------------------
+
+
+def head_section() -> None:
+    st.subheader("3. The new head")
+    h1, h2 = st.columns(2)
+    common.init_choice("head_hidden")
+    h1.selectbox(
+        "Hidden layer",
+        [0, 128, 256, 512, 1024],
+        key="head_hidden",
+        persist_state="session",
+        format_func=lambda n: "none (one straight layer)" if n == 0 else f"{n} units",
+        help="The head turns the network's features into your classes. A hidden layer adds capacity; "
+        "none is usually best.",
+    )
+    common.init_choice("head_dropout")
+    h2.slider(
+        "Dropout",
+        0.0,
+        0.8,
+        step=0.05,
+        key="head_dropout",
+        persist_state="session",
+        help="Randomly hides this fraction of the features while training, against overfitting. 0 = off.",
+    )
+
+
+# --- 4. training settings ---------------------------------------------------------------------
+
+
+def settings_section(info: BackboneInfo, preset: str | None) -> None:
+    st.subheader("4. Training settings")
+    s1, s2, s3 = st.columns(3)
+    common.init_choice("epochs")
+    s1.number_input(
+        "Epochs",
+        min_value=1,
+        max_value=500,
+        step=1,
+        key="epochs",
+        persist_state="session",
+        help="One epoch = the model sees every training picture once. 5 is plenty for a linear probe.",
+    )
+    common.init_choice("batch_size")
+    s2.select_slider(
+        "Batch size",
+        [0, 4, 8, 16, 32, 64, 128, 256],
+        key="batch_size",
+        persist_state="session",
+        format_func=lambda v: "auto" if v == 0 else str(v),
+        help="How many pictures the model looks at before each small correction. Smaller uses less "
+        "memory; auto picks one for this machine.",
+    )
+    common.init_choice("lr")
+    if st.session_state["lr"] not in LEARNING_RATES:
+        st.session_state["lr"] = min(LEARNING_RATES, key=lambda v: abs(v - st.session_state["lr"]))
+    s3.select_slider(
+        "Learning rate",
+        LEARNING_RATES,
+        key="lr",
+        persist_state="session",
+        format_func=lambda v: f"{v:g}",
+        help="How big each correction is. Too big and training jumps around; too small and it crawls.",
+    )
+    if preset in ("full", "discriminative") and common.choice("lr") >= 1e-3:
+        st.caption(
+            ":material/lightbulb: When every block learns, a smaller learning rate (0.0001 or 0.0003) "
+            "usually works better."
+        )
+    with st.expander("Advanced settings"):
+        a1, a2, a3 = st.columns(3)
+        with a1:
+            optimiser_settings()
+        with a2:
+            regularisation_settings()
+        with a3:
+            machine_settings(info)
+
+
+def optimiser_settings() -> None:
+    common.init_choice("optimizer")
+    st.selectbox(
+        "Optimiser",
+        list(OPTIMIZERS),
+        key="optimizer",
+        persist_state="session",
+        format_func=lambda k: {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}.get(k, k),
+        help="How the corrections are made. " + OPTIMIZERS[common.choice("optimizer")],
+    )
+    common.init_choice("schedule")
+    st.selectbox(
+        "Learning-rate schedule",
+        list(SCHEDULES),
+        key="schedule",
+        persist_state="session",
+        help=SCHEDULES[common.choice("schedule")],
+    )
+    common.init_choice("weight_decay")
+    st.select_slider(
+        "Weight decay",
+        [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 5e-2, 1e-1],
+        key="weight_decay",
+        persist_state="session",
+        format_func=lambda v: f"{v:g}",
+        help="Gently pulls the weights towards zero, against overfitting.",
+    )
+    common.init_choice("momentum")
+    st.slider(
+        "Momentum",
+        0.0,
+        0.99,
+        step=0.01,
+        key="momentum",
+        persist_state="session",
+        disabled=common.choice("optimizer") not in ("sgd", "rmsprop"),
+        help="For SGD and RMSprop: how much each step keeps going in the direction of the last ones.",
+    )
+
+
+def regularisation_settings() -> None:
+    common.init_choice("augment")
+    words = {"auto": "auto (none for a linear probe, else light)", **{k: k for k in AUGMENT_PRESETS}}
+    st.selectbox(
+        "Augmentation",
+        list(words),
+        key="augment",
+        persist_state="session",
+        format_func=words.get,
+        help="Random changes to the training pictures so the model does not just memorise them. "
+        + AUGMENT_PRESETS.get(
+            common.choice("augment"), "Auto keeps a linear probe fast (its features are computed once)."
+        ),
+    )
+    common.init_choice("label_smoothing")
+    st.slider(
+        "Label smoothing",
+        0.0,
+        0.3,
+        step=0.05,
+        key="label_smoothing",
+        persist_state="session",
+        help="Asks the model to be a little less than 100% sure; can help with noisy labels.",
+    )
+    common.init_choice("class_weighted")
+    st.toggle(
+        "Weigh rare classes more",
+        key="class_weighted",
+        persist_state="session",
+        help="When some classes have far fewer pictures, count each of their mistakes more.",
+    )
+    common.init_choice("early_stopping")
+    st.number_input(
+        "Stop early after … epochs without progress (0 = never)",
+        0,
+        50,
+        key="early_stopping",
+        persist_state="session",
+        help="Stops training when the validation loss has not improved for this many epochs.",
+    )
+
+
+def machine_settings(info: BackboneInfo) -> None:
+    common.init_choice("image_size")
+    st.selectbox(
+        "Picture size",
+        [0, 128, 160, 192, 224, 256, 288, 320, 384],
+        key="image_size",
+        persist_state="session",
+        disabled=info.fixed_image_size,
+        format_func=lambda v: f"the network's own ({info.image_size}×{info.image_size})" if v == 0 else f"{v}×{v}",
+        help="Pictures are resized to this before the network sees them. Smaller is faster.",
+    )
+    common.init_choice("val_fraction")
+    st.slider(
+        "Share of pictures kept for checking",
+        0.05,
+        0.5,
+        step=0.05,
+        key="val_fraction",
+        persist_state="session",
+        help="Only used when the folder has no train/ and val/ folders: this share of each class is set aside "
+        "for validation.",
+    )
+    common.init_choice("seed")
+    st.number_input(
+        "Random seed",
+        0,
+        2**31 - 1,
+        key="seed",
+        persist_state="session",
+        help="The same seed gives the same split and the same start, so runs can be compared.",
+    )
+    on_gpu = torch.cuda.is_available()
+    on_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    devices = ["auto", "cpu"] + (["cuda"] if on_gpu else []) + (["mps"] if on_mps else [])
+    common.init_choice("device")
+    if st.session_state["device"] not in devices:
+        st.session_state["device"] = "auto"
+    names = {
+        "auto": "auto (the GPU if there is one)",
+        "cpu": "CPU",
+        "cuda": f"GPU ({torch.cuda.get_device_name(0)})" if on_gpu else "GPU",
+        "mps": "Apple GPU",
+    }
+    st.selectbox(
+        "Device",
+        devices,
+        key="device",
+        persist_state="session",
+        format_func=lambda d: names.get(d, d),
+        help="Where training runs. Auto picks the GPU when there is one.",
+    )
+    common.init_choice("mixed_precision")
+    st.toggle(
+        "Mixed precision on the GPU",
+        key="mixed_precision",
+        persist_state="session",
+        help="Faster GPU training with 16-bit numbers; no effect on the CPU.",
+    )
+    common.init_choice("feature_cache")
+    st.toggle(
+        "Remember the frozen blocks' output",
+        key="feature_cache",
+        persist_state="session",
+        help="Runs the frozen blocks once per picture and reuses the result: makes a linear probe take seconds.",
+    )
+    common.init_choice("init")
+    st.radio(
+        "Start from",
+        ["pretrained", "random"],
+        key="init",
+        persist_state="session",
+        horizontal=True,
+        format_func={"pretrained": "ImageNet weights", "random": "random weights"}.get,
+        help="Random weights show what transfer learning buys: the same training without ImageNet's knowledge.",
+    )
+
+
+# --- the page --------------------------------------------------------------------------------
+
+st.title(":material/layers: Choose the model")
+common.intro(
+    "<b>Step 2 of 4.</b> Pick a <b>pretrained network</b> (it already knows the 1,000 everyday things of "
+    "ImageNet), then choose which of its blocks stay <b>frozen</b> (keep what they know) and which "
+    "<b>learn</b> from your pictures. The defaults are a good first try; then go on to <b>Train</b>."
+)
+report, _ = common.scan_or_none()
+chosen_info = backbone_section()
+chosen_preset = blocks_section(chosen_info, len(report.classes) if report is not None and report.classes else 2)
+head_section()
+settings_section(chosen_info, chosen_preset)
+common.next_step(common.PAGE_TRAIN, "Next: train the model")

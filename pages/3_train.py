@@ -1,0 +1,262 @@
+"""Train: start a training in the background and watch it live."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import streamlit as st
+
+from core.jobs import ACTIVE
+from core.models import get_backbone, weights_cached
+from core.runs import open_run
+from pages import common
+
+st.title(":material/fitness_center: Train")
+common.intro(
+    "<b>Step 3 of 4.</b> Press <b>Start training</b> and watch the model learn: the charts fill in as it "
+    "goes (you can switch pages meanwhile). When it is done, try it in the <b>Playground</b>."
+)
+
+
+def _start() -> None:
+    if common.manager().active_jobs():  # e.g. a second tab started one a moment ago
+        st.session_state["_start_error"] = "A training is already running. Wait for it to end, or stop it."
+        return
+    try:
+        config = common.build_config()
+        job = common.manager().submit(config)
+    except Exception as exc:  # noqa: BLE001 - reported on the page
+        st.session_state["_start_error"] = common.friendly(exc)
+        return
+    st.session_state["job_id"] = job.id
+    st.session_state.pop("_start_error", None)
+
+
+def _stop(job) -> None:
+    job.request_stop()
+
+
+def _steps_per_epoch(snap: dict) -> int | None:
+    """Batches per epoch, for putting the per-batch losses on the epoch axis."""
+    cache = st.session_state.setdefault("_steps_per_epoch", {})
+    run_dir = snap.get("run_dir")
+    if run_dir in cache:
+        return cache[run_dir]
+    if snap.get("phase") == "Training" and snap.get("batches"):
+        cache[run_dir] = int(snap["batches"])
+        return cache[run_dir]
+    try:
+        run = open_run(run_dir)
+        scan = run.scan
+        if scan and scan.get("train"):
+            cache[run_dir] = math.ceil(len(scan["train"]) / int(run.config.get("batch_size") or 32))
+            return cache[run_dir]
+    except (FileNotFoundError, TypeError, ValueError):
+        pass
+    return None
+
+
+def _evaluation(run_dir: str | None) -> dict | None:
+    try:
+        return open_run(run_dir).evaluation if run_dir else None
+    except FileNotFoundError:
+        return None
+
+
+def _device_text(snap: dict) -> str:
+    name = snap.get("device_name") or "–"
+    if snap.get("device_memory_gb"):
+        name += f" · {snap['device_memory_gb']:.0f} GB"
+    return name
+
+
+def show_job(job) -> None:
+    """The live view of one job (a fragment redraws it every 1.5 s while it is active)."""
+    snap = job.snapshot()
+    state = snap["state"]
+    config = job.config
+    if state in ACTIVE and st.session_state.get("_seen_state", {}).get(job.id) in (None, *ACTIVE):
+        st.session_state.setdefault("_seen_state", {})[job.id] = state
+    elif state not in ACTIVE and st.session_state.get("_seen_state", {}).get(job.id) in ACTIVE:
+        # It just ended: redraw the whole page once (without the timer).
+        st.session_state["_seen_state"][job.id] = state
+        st.rerun()
+
+    run_name = Path(snap["run_dir"]).name if snap.get("run_dir") else "?"
+    st.markdown(
+        f"**{common.state_label(state)}** — {common.backbone_title(config.backbone)}, "
+        f"{common.strategy_label(config.strategy)}, on `{Path(config.data_dir).name}` · run `{run_name}`"
+    )
+
+    if state in ACTIVE:
+        epochs = snap.get("epochs") or config.epochs
+        epoch, batch, batches = snap.get("epoch") or 0, snap.get("batch") or 0, snap.get("batches") or 0
+        if snap.get("download"):
+            d = snap["download"]
+            total = d.get("total") or 0
+            frac = min(1.0, d["done"] / total) if total else 0.0
+            st.progress(
+                frac,
+                text=f"Downloading the pretrained weights ({d['file']}): {d['done'] / 2**20:.1f} of "
+                f"{total / 2**20:.1f} MB"
+                if total
+                else f"Downloading the pretrained weights ({d['file']})…",
+            )
+        if snap.get("phase") == "Training" or state == "stopping":
+            done = ((epoch - 1) * batches + batch) / max(1, epochs * batches) if batches else 0.0
+            st.progress(min(1.0, max(0.0, done)), text=f"Epoch {epoch} of {epochs} · batch {batch} of {batches}")
+        else:
+            frac = batch / batches if batches else 0.0
+            detail = f" ({batch} of {batches} pictures)" if batches else ""
+            st.progress(min(1.0, frac), text=f"{snap.get('phase') or 'Starting'}…{detail}")
+            if "features" in (snap.get("phase") or ""):
+                st.caption(
+                    "The frozen blocks look at each picture once and their output is remembered, "
+                    "so every epoch after that takes only seconds."
+                )
+        m1, m2, m3, m4 = st.columns(4)
+        speed = snap.get("images_per_second")
+        m1.metric(
+            "Pictures per second",
+            f"{speed:.0f}" if speed else "–",
+            help="How many training pictures the model gets through each second.",
+        )
+        m2.metric(
+            "Time left (estimate)",
+            common.fmt_duration(snap.get("eta_seconds")) if snap.get("eta_seconds") is not None else "–",
+        )
+        last = snap["history"][-1] if snap["history"] else None
+        m3.metric(
+            "Validation accuracy",
+            common.fmt_pct(last["val_accuracy"]) if last else "–",
+            help="The share of the validation pictures the model gets right after the last finished epoch.",
+        )
+        m4.metric("Running on", _device_text(snap), help="The GPU (with its memory) or the CPU that trains the model.")
+        st.button(
+            "Stop training",
+            icon=":material/stop_circle:",
+            on_click=_stop,
+            args=(job,),
+            key=f"stop_{job.id}",
+            disabled=state == "stopping",
+            help="Stops after the current batch; the last finished epoch is kept and can be resumed.",
+        )
+
+    if state == "finished":
+        result = snap.get("result") or {}
+        st.success(
+            f"**Finished.** Best validation accuracy **{common.fmt_pct(result.get('val_accuracy'))}** "
+            f"at epoch {result.get('best_epoch')} of {result.get('epochs_done')}, in "
+            f"{common.fmt_duration(result.get('seconds'))} on {result.get('device')}.",
+            icon=":material/celebration:",
+        )
+        evaluation = _evaluation(snap.get("run_dir"))
+        if evaluation and evaluation.get("count"):
+            right = round(evaluation["accuracy"] * evaluation["count"])
+            st.markdown(
+                f"In plain words: the model named **{right} of the {evaluation['count']}** validation "
+                "pictures correctly, pictures it never learned from."
+            )
+        if snap.get("skipped_files"):
+            st.caption(f"{len(snap['skipped_files'])} pictures could not be read during training and were left out.")
+        l1, l2, _ = st.columns([1, 1, 2])
+        with l1:
+            st.page_link(
+                common.PAGE_RESULTS, label="See the results", icon=":material/insights:", query_params={"run": run_name}
+            )
+        with l2:
+            st.page_link(
+                common.PAGE_PLAYGROUND,
+                label="Try it in the Playground",
+                icon=":material/science:",
+                query_params={"run": run_name},
+            )
+    elif state == "failed":
+        st.error(f"**Training failed.** {snap.get('reason')}", icon=":material/error:")
+    elif state == "stopped":
+        st.info(f"**Stopped.** {snap.get('reason') or ''} Resume it from the Runs page.", icon=":material/stop_circle:")
+
+    history = snap["history"]
+    if not history and state not in ACTIVE:
+        return  # nothing was learned: no empty charts
+    if not history:
+        st.caption(
+            "The charts fill in as the model trains: the faint line after every few batches, the dots after each epoch."
+        )
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(
+        common.loss_figure(
+            history, snap.get("batch_losses"), _steps_per_epoch(snap), snap.get("epochs") or config.epochs
+        ),
+        key=f"loss_{job.id}",
+    )
+    c2.plotly_chart(common.accuracy_figure(history, snap.get("epochs") or config.epochs), key=f"acc_{job.id}")
+
+
+def _show_job_safely(job) -> None:
+    # A fragment rerun does not pass through app.py's error handler.
+    with common.guard("Could not show the training's progress"):
+        show_job(job)
+
+
+job = common.current_job()
+active = job is not None and job.state in ACTIVE
+
+# --- the running (or last) training first -------------------------------------------
+if job is not None:
+    st.subheader("Training now" if active else "Last training")
+    if active:
+        st.fragment(run_every=1.5)(_show_job_safely)(job)
+    else:
+        _show_job_safely(job)
+    st.divider()
+
+# --- what will be trained, and the start button -------------------------------------
+if not active:
+    report, scan_error = common.scan_or_none()
+    config = None
+    problem = None
+    if not common.choice("data_dir"):
+        problem = "Choose a folder of pictures on the **Data** page first."
+    elif scan_error:
+        problem = f"{scan_error} Choose another folder on the **Data** page."
+    elif report is not None and not report.can_train:
+        problem = " ".join(report.errors) + " Fix the folder, or choose another one on the **Data** page."
+    else:
+        config = common.build_config()
+
+    with st.container(border=True):
+        st.markdown("#### " + ("Train again" if job is not None else "Ready to train"))
+        if config is not None:
+            info = get_backbone(config.backbone)
+            r1, r2, r3, r4 = st.columns(4)
+            r1.markdown(
+                f"**Pictures**  \n{Path(config.data_dir).name}: {len(report.classes)} classes, "
+                f"{report.num_images} pictures"
+            )
+            r2.markdown(f"**Network**  \n{info.title}" + ("" if config.init == "pretrained" else " (random weights)"))
+            r3.markdown(f"**What learns**  \n{common.strategy_label(config.strategy)}")
+            r4.markdown(
+                f"**Settings**  \n{config.epochs} epochs, batch {config.batch_size or 'auto'}, rate {config.lr:g}"
+            )
+            if config.init == "pretrained" and not weights_cached(config.backbone):
+                st.info(
+                    f"{info.title}'s weights ({info.file_mb:.0f} MB) will be downloaded first; that needs internet.",
+                    icon=":material/cloud_download:",
+                )
+            b1, b2 = st.columns([1, 3], vertical_alignment="center")
+            b1.button(
+                "Start training",
+                type="primary",
+                icon=":material/play_arrow:",
+                on_click=_start,
+                help="Training runs in the background: you can keep using the app.",
+            )
+            with b2:
+                st.page_link(common.PAGE_MODEL, label="Change the model or settings", icon=":material/layers:")
+        else:
+            st.warning(problem, icon=":material/arrow_back:")
+            st.page_link(common.PAGE_DATA, label="Go to the Data page", icon=":material/photo_library:")
+    if st.session_state.get("_start_error"):
+        st.error(f"Could not start: {st.session_state.pop('_start_error')}", icon=":material/error:")

@@ -1,0 +1,253 @@
+"""Runs: every training, its results, and resume / delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.jobs import ACTIVE
+from core.training import TrainConfig
+from pages import common
+
+st.title(":material/history: Runs")
+common.intro(
+    "Every training you started, newest first. <b>Open</b> one to see how it did, try it in the "
+    "<b>Playground</b>, <b>resume</b> one that was stopped, or <b>delete</b> the ones you no longer need."
+)
+
+
+def main() -> None:
+    """The runs table and the opened run."""
+    store = common.store()
+    mgr = common.manager()
+    runs = store.list()
+    if not runs:
+        st.info(f"No runs yet in `{store.root}`. Start one on the **Train** page.", icon=":material/fitness_center:")
+        st.page_link(common.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
+        return
+
+    alive = mgr.alive_run_dirs()
+
+    def _state(run) -> str:
+        if str(run.path.resolve()) in alive:
+            job = mgr.job_for_run(run.path)
+            return job.state if job else run.state
+        return run.state
+
+    rows = []
+    for run in runs:
+        s = run.summary()
+        acc = s.get("best_val_accuracy")
+        rows.append(
+            {
+                "Run": s["run"],
+                "Status": common.state_word(_state(run)),
+                "Network": common.backbone_title(s["backbone"]),
+                "What learned": common.strategy_label(s["strategy"]),
+                "Pictures": Path(s["data"]).name if s.get("data") else "?",
+                "Best val accuracy": None if acc is None or acc < 0 else 100 * acc,
+                "Epochs": f"{s.get('epochs_done') or 0} of {s.get('epochs')}",
+                "Time": common.fmt_duration(s.get("seconds")) if s.get("seconds") else "–",
+                "Started": common.fmt_when(s.get("created")),
+            }
+        )
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        column_config={
+            "Best val accuracy": st.column_config.ProgressColumn(
+                format="%.1f%%",
+                min_value=0,
+                max_value=100,
+                help="Share of the validation pictures the best epoch got right.",
+            ),
+        },
+    )
+
+    # --- one run, opened ----------------------------------------------------------------
+    names = [r.name for r in runs]
+    by_name = {r.name: r for r in runs}
+    wanted = st.query_params.get("run")
+    if wanted in names and st.session_state.get("_runs_query") != wanted:
+        st.session_state["open_run"] = wanted
+        st.session_state["_runs_query"] = wanted
+    if st.session_state.get("open_run") not in names:
+        st.session_state["open_run"] = names[0]
+    st.selectbox(
+        "Open a run",
+        names,
+        key="open_run",
+        format_func=lambda n: common.run_label(by_name[n]),
+        help="Shows the run's results below.",
+    )
+    run = by_name[st.session_state["open_run"]]
+    state = _state(run)
+    summary = run.summary()
+    status = run.status
+
+    st.divider()
+    st.subheader(f"{common.state_label(state)} · {run.name}")
+    if state == "failed":
+        st.error(f"This run failed: {summary.get('reason') or 'no reason was saved.'}", icon=":material/error:")
+    elif state == "stopped":
+        st.info(summary.get("reason") or "This run was stopped.", icon=":material/stop_circle:")
+    elif state == "interrupted":
+        st.warning(
+            "This run was interrupted (the app was closed or the computer restarted while it trained). "
+            "Resume it to continue from its last finished epoch.",
+            icon=":material/warning:",
+        )
+    elif state in ACTIVE:
+        st.info("This run is training now; watch it on the **Train** page.", icon=":material/directions_run:")
+
+    # Actions
+    can_resume = run.can_resume and state not in ACTIVE and not mgr.active_jobs()
+    has_model = run.best_checkpoint.exists()
+    widths = ([1.4] if has_model else []) + ([0.8] if run.can_resume else []) + [0.8, 3]
+    cols = iter(st.columns(widths, vertical_alignment="center"))
+    if has_model:
+        with next(cols):
+            st.page_link(
+                common.PAGE_PLAYGROUND,
+                label="Try it in the Playground",
+                icon=":material/science:",
+                query_params={"run": run.name},
+            )
+    if run.can_resume:
+        with next(cols):
+            if st.button(
+                "Resume",
+                icon=":material/play_arrow:",
+                disabled=not can_resume,
+                help="Continue from the last finished epoch."
+                if can_resume
+                else "Wait until the current training ends.",
+            ):
+                try:
+                    config = TrainConfig.from_dict(run.config)
+                    job = mgr.submit(config, resume_run=run.path)
+                    st.session_state["job_id"] = job.id
+                except Exception as exc:  # noqa: BLE001
+                    st.error(f"Could not resume: {common.friendly(exc)}", icon=":material/error:")
+                else:
+                    st.switch_page(common.PAGE_TRAIN)
+    with next(cols):
+        if st.button(
+            "Delete…",
+            icon=":material/delete:",
+            disabled=state in ACTIVE,
+            help="Stop it first." if state in ACTIVE else "Delete this run and all its files.",
+        ):
+            st.session_state["_confirm_delete"] = run.name
+
+    if st.session_state.get("_confirm_delete") == run.name:
+        with st.container(border=True):
+            st.warning(
+                f"Delete the run **{run.name}** and all its files (model, charts, results)? This cannot be undone.",
+                icon=":material/warning:",
+            )
+            y, n, _ = st.columns([1, 1, 4])
+            if y.button("Yes, delete it", type="primary", icon=":material/delete:"):
+                st.session_state.pop("_confirm_delete", None)
+                try:
+                    store.delete(run)
+                except Exception as exc:  # noqa: BLE001
+                    st.error(f"Could not delete it: {common.friendly(exc)}", icon=":material/error:")
+                else:
+                    st.session_state.pop("open_run", None)
+                    st.session_state["_deleted"] = run.name
+                    st.rerun()
+            if n.button("Cancel"):
+                st.session_state.pop("_confirm_delete", None)
+                st.rerun()
+
+    deleted = st.session_state.pop("_deleted", None)
+    if deleted:
+        st.toast(f"Deleted {deleted}.", icon=":material/delete:")
+
+    # --- results (a fuller Results page comes later) ------------------------------------------
+    metrics = run.metrics
+    if not metrics:
+        st.caption("This run has not finished an epoch, so it has no results yet.")
+    else:
+        acc = status.get("best_val_accuracy")
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric(
+            "Best val accuracy",
+            common.fmt_pct(acc) if acc is not None and acc >= 0 else "–",
+            help="The share of the validation pictures that the best epoch's model got right.",
+        )
+        m2.metric("Best epoch", f"{status.get('best_epoch') or '–'} of {summary.get('epochs')}")
+        m3.metric(
+            "Macro F1",
+            f"{status['macro_f1']:.3f}" if status.get("macro_f1") is not None else "–",
+            help="The average over classes of F1 (which balances precision and recall). 1.0 is perfect.",
+        )
+        m4.metric("Training time", common.fmt_duration(status.get("seconds")) if status.get("seconds") else "–")
+        device = status.get("device_name") or status.get("device")
+        if device:
+            st.caption(
+                f"Trained on {device}"
+                + (f" ({status['device_memory_gb']:.0f} GB)" if status.get("device_memory_gb") else "")
+                + f" · started {common.fmt_when(summary.get('created'))}"
+            )
+
+        c1, c2 = st.columns(2)
+        epochs = summary.get("epochs")
+        c1.plotly_chart(common.loss_figure(metrics, epochs=epochs), key="run_loss")
+        c2.plotly_chart(common.accuracy_figure(metrics, epochs=epochs), key="run_acc")
+
+    evaluation = run.evaluation
+    if evaluation and evaluation.get("per_class"):
+        st.markdown("#### How well each class is recognised (validation pictures)")
+        table = pd.DataFrame(
+            [
+                {
+                    "Class": c["class"],
+                    "Pictures": c["support"],
+                    "Found (recall)": 100 * c["recall"],
+                    "Right when it says so (precision)": 100 * c["precision"],
+                    "F1": c["f1"],
+                }
+                for c in evaluation["per_class"]
+            ]
+        )
+        st.dataframe(
+            table,
+            hide_index=True,
+            column_config={
+                "Found (recall)": st.column_config.ProgressColumn(
+                    format="%.0f%%",
+                    min_value=0,
+                    max_value=100,
+                    help="Of this class's pictures, the share the model recognised.",
+                ),
+                "Right when it says so (precision)": st.column_config.ProgressColumn(
+                    format="%.0f%%",
+                    min_value=0,
+                    max_value=100,
+                    help="Of the pictures the model called this class, the share that really were.",
+                ),
+                "F1": st.column_config.NumberColumn(
+                    format="%.2f", help="Balances recall and precision; 1.0 is perfect."
+                ),
+            },
+        )
+        st.caption("The confusion matrix and a gallery of mistakes come with the Results page.")
+
+    with st.expander("All settings of this run"):
+        config = run.config
+        plan = status.get("freeze_plan")
+        if plan:
+            st.markdown(f"**What learned:** {plan}")
+        if status.get("trainable_params"):
+            st.markdown(
+                f"**Numbers that learned:** {status['trainable_params']:,} of {status.get('total_params', 0):,}"
+            )
+        st.dataframe(pd.DataFrame([{"setting": k, "value": str(v)} for k, v in config.items()]), hide_index=True)
+        st.caption(f"Folder: {run.path}")
+
+
+main()

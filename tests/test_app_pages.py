@@ -1,0 +1,462 @@
+"""The app's pages through Streamlit's AppTest: the main path of each page and
+the errors a person can run into, on real photos with real pretrained weights.
+
+Every test gets its own runs, data and cache folders (through the environment
+variables the app reads), so nothing leaks between tests or into ./runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parent.parent
+APP = str(REPO / "app.py")
+DATA, MODEL, TRAIN, PLAYGROUND, RUNS = (
+    "pages/1_data.py",
+    "pages/2_model.py",
+    "pages/3_train.py",
+    "pages/4_playground.py",
+    "pages/5_runs.py",
+)
+
+
+# --- fixtures -------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def every_run_goes_through_app_py(monkeypatch):
+    """Run the app as the real server does: every rerun executes app.py, whose
+    st.navigation picks the page. (AppTest resets Streamlit's legacy "pages/
+    folder" flag before each run, and with a pages/ folder beside app.py that
+    would rerun a page script on its own, without app.py's sidebar.)"""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+def _small_copy(src: Path, dst: Path, per_class: int) -> Path:
+    """The same real photos, fewer of them: for tests about the app's mechanics."""
+    for split in ("train", "val"):
+        for class_dir in sorted((src / split).iterdir()):
+            out = dst / split / class_dir.name
+            out.mkdir(parents=True)
+            for f in sorted(p for p in class_dir.iterdir() if p.suffix.lower() == ".jpg")[:per_class]:
+                shutil.copy(f, out / f.name)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory, hymenoptera) -> Path:
+    return _small_copy(hymenoptera, tmp_path_factory.mktemp("data") / "ants-and-bees", per_class=10)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, hymenoptera) -> Path:
+    return _small_copy(hymenoptera, tmp_path_factory.mktemp("tiny") / "tiny-ants-and-bees", per_class=4)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, small_data, shared_torch_home) -> Path:
+    """One finished linear-probe run, trained once through the engine; tests copy it."""
+    from core.training import TrainConfig, train_blocking
+
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(shared_torch_home))
+        config = TrainConfig(
+            data_dir=str(small_data),
+            backbone="mobilenet_v2",
+            strategy="linear",
+            epochs=2,
+            cache_dir=str(root / "cache"),
+        )
+        job, run = train_blocking(config, runs_dir=root / "runs")
+    assert job.state == "finished", job.snapshot()["reason"]
+    return run.path
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch, offline_weights) -> Path:
+    """The app's folders for this test, and the offline weights."""
+    monkeypatch.setenv("TRANSFER_STUDIO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("TRANSFER_STUDIO_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.fixture()
+def with_run(env, trained_run) -> Path:
+    """A copy of the finished run in this test's runs folder."""
+    dst = env / "runs" / trained_run.name
+    shutil.copytree(trained_run, dst)
+    return dst
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    _ok(at)
+    return at
+
+
+def _ok(at: AppTest) -> None:
+    """No traceback, and no 'something went wrong' fallback message."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [e.value for e in at.error if "Something went wrong" in e.value]
+
+
+def _goto(at: AppTest, page: str) -> AppTest:
+    at.switch_page(page).run()
+    _ok(at)
+    return at
+
+
+def _button(at: AppTest, label: str):
+    for b in at.button:
+        if b.label == label:
+            return b
+    raise AssertionError(f"no button {label!r}; buttons: {[b.label for b in at.button]}")
+
+
+def _texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def _choose_data(at: AppTest, path: Path | str) -> AppTest:
+    _goto(at, DATA)
+    at.text_input(key="data_dir_input").set_value(str(path)).run()
+    _ok(at)
+    return at
+
+
+def _wait_for(at: AppTest, predicate, timeout: float = 120.0) -> AppTest:
+    end = time.time() + timeout
+    while time.time() < end:
+        at.run()
+        _ok(at)
+        if predicate(at):
+            return at
+        time.sleep(1.0)
+    raise AssertionError(f"timed out; page shows:\n{_texts(at.markdown)}\n{_texts(at.error)}")
+
+
+# --- Data --------------------------------------------------------------------------------
+
+
+def test_data_page_scans_a_folder_and_remembers_it(env, small_data):
+    at = _choose_data(_app(), small_data)
+    assert "Ready to train" in _texts(at.success)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Classes"] == "2"
+    assert metrics["Pictures to learn from"] == "20"
+    assert metrics["Pictures to check with"] == "20"
+    assert "from your folders" in _texts(at.markdown)
+    assert at.get("plotly_chart"), "the images-per-class chart is missing"
+    assert at.get("image"), "no thumbnails"
+    # The sidebar follows the choice.
+    assert "ants-and-bees (2 classes, 40 pictures)" in _texts(at.sidebar.markdown)
+
+    # A new session (another tab, or tomorrow) offers it as a recent folder.
+    again = _app()
+    assert str(small_data) in again.selectbox(key="recent_pick").options
+    again.selectbox(key="recent_pick").set_value(str(small_data)).run()
+    assert "Ready to train" in _texts(again.success)
+
+
+def test_data_page_explains_a_missing_folder(env):
+    at = _choose_data(_app(), env / "no-such-folder")
+    errors = _texts(at.error)
+    assert "does not exist" in errors and "Check the spelling" in errors
+    assert not at.success
+
+
+def test_data_page_refuses_a_folder_with_one_class(env, small_data):
+    one = env / "only-ants"
+    shutil.copytree(small_data / "train" / "ants", one / "ants")
+    at = _choose_data(_app(), one)
+    assert "Only one class" in _texts(at.error)
+    assert "Ready to train" not in _texts(at.success)
+    # Training cannot start on it either; the Train page says why.
+    _goto(at, TRAIN)
+    assert "Only one class" in _texts(at.warning)
+    assert not [b for b in at.button if b.label == "Start training"]
+
+
+def test_data_page_lists_left_out_files_with_reasons(env, small_data):
+    folder = env / "messy"
+    for name in ("ants", "bees"):
+        shutil.copytree(small_data / "train" / name, folder / name)
+    (folder / "bees" / "notes.jpg").write_text("this is not a picture")
+    (folder / "bees" / "empty.png").write_bytes(b"")
+    at = _choose_data(_app(), folder)
+    assert "Ready to train" in _texts(at.success)
+    assert {m.label: m.value for m in at.metric}["Files left out"] == "2"
+    assert "random" in _texts(at.markdown)  # no train/val folders: a random split
+    table = at.dataframe[0].value
+    reasons = dict(zip(table["file"], table["why it was left out"]))
+    assert "not an image" in reasons[str(Path("bees") / "notes.jpg")]
+    assert "empty" in reasons[str(Path("bees") / "empty.png")]
+
+
+def test_data_page_unpacks_an_uploaded_zip(env, small_data):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for f in sorted(small_data.rglob("*.jpg")):
+            zf.write(f, Path("my photos") / f.relative_to(small_data))  # a wrapping folder, as zips often have
+        zf.writestr("__MACOSX/._junk", b"junk")
+        zf.writestr("../escape.jpg", b"never written outside")
+    at = _app()
+    at.text_input(key="upload_folder").set_value("insects").run()
+    at.radio(key="upload_kind").set_value("A zip file with one folder per class").run()
+    at.file_uploader(key="zip_0").upload("insects.zip", buffer.getvalue(), "application/zip").run()
+    _button(at, "Unpack and use this folder").click().run()
+    _ok(at)
+    target = env / "data" / "insects"
+    assert sorted(p.name for p in target.iterdir()) == ["train", "val"]
+    assert not (env / "data" / "escape.jpg").exists()
+    assert "Ready to train" in _texts(at.success)
+    assert {m.label: m.value for m in at.metric}["Classes"] == "2"
+
+
+def test_data_page_saves_uploaded_pictures_one_class_at_a_time(env, small_data):
+    at = _app()
+    at.text_input(key="upload_folder").set_value("bugs").run()
+    at.radio(key="upload_kind").set_value("Pictures of one class").run()
+    for nonce, name in enumerate(("ants", "bees")):
+        at.text_input(key="upload_class").set_value(name).run()
+        files = [
+            (f.name, f.read_bytes(), "image/jpeg") for f in sorted((small_data / "train" / name).glob("*.jpg"))[:4]
+        ]
+        at.file_uploader(key=f"images_{nonce}").set_value(files).run()
+        _button(at, "Add these pictures").click().run()
+        _ok(at)
+    assert sorted(p.name for p in (env / "data" / "bugs").iterdir()) == ["ants", "bees"]
+    assert len(list((env / "data" / "bugs" / "bees").iterdir())) == 4
+    assert "Ready to train" in _texts(at.success)
+
+
+# --- Model -------------------------------------------------------------------------------
+
+
+def _learning(at: AppTest) -> int:
+    return int(next(m.value for m in at.metric if m.label == "Numbers that learn").replace(",", ""))
+
+
+def test_model_page_presets_and_block_switches_change_what_learns(env, small_data):
+    at = _goto(_choose_data(_app(), small_data), MODEL)
+    assert at.selectbox(key="backbone").value == "mobilenet_v2"  # offline weights here
+    table = at.dataframe[0].value
+    assert bool(table.loc[table["Network"] == "MobileNetV2", "Weights here"].iloc[0])
+    assert bool(table.loc[table["Network"] == "EfficientNet-Lite0", "Weights here"].iloc[0])  # ships in a package
+
+    linear = _learning(at)
+    assert linear == 1280 * 2 + 2  # only the new head, for 2 classes
+    at.radio(key="preset").set_value("full").run()
+    full = _learning(at)
+    assert full > 2_000_000
+    at.radio(key="preset").set_value("last").run()
+    at.slider(key="last_n").set_value(1).run()
+    last_one = _learning(at)
+    assert linear < last_one < full
+
+    # Switching a single block on makes it "my own choice" and counts it.
+    at.radio(key="preset").set_value("linear").run()
+    at.toggle(key="blk_stage4").set_value(True).run()
+    _ok(at)
+    assert at.radio(key="preset").value == "custom"
+    assert _learning(at) > linear
+    assert at.toggle(key="blk_stage4").value is True
+    assert at.toggle(key="blk_stem").value is False
+
+    # Another backbone has other blocks; the count follows.
+    at.selectbox(key="backbone").set_value("efficientnet_lite0").run()
+    _ok(at)
+    at.radio(key="preset").set_value("linear").run()
+    assert _learning(at) == 1280 * 2 + 2
+
+
+def test_choices_carry_over_to_the_train_page(env, small_data):
+    at = _goto(_choose_data(_app(), small_data), MODEL)
+    at.radio(key="preset").set_value("gradual").run()
+    at.number_input(key="epochs").set_value(3).run()
+    assert "by the last of the 3 epochs" in _texts(at.caption)
+    _goto(at, TRAIN)
+    summary = _texts(at.markdown)
+    assert "gradual unfreezing" in summary and "3 epochs" in summary
+    _goto(at, MODEL)
+    assert at.number_input(key="epochs").value == 3  # still there when coming back
+
+
+def test_a_backbone_that_needs_a_download_says_so(env, small_data, empty_torch_home):
+    at = _goto(_choose_data(_app(), small_data), MODEL)
+    assert at.selectbox(key="backbone").value == "efficientnet_lite0"  # the only offline one now
+    at.selectbox(key="backbone").set_value("resnet18").run()
+    assert "download when training starts" in _texts(at.info)
+
+
+# --- Train -------------------------------------------------------------------------------
+
+
+def test_train_page_asks_for_data_first(env):
+    at = _goto(_app(), TRAIN)
+    assert "Choose a folder of pictures on the **Data** page first" in _texts(at.warning)
+    assert not [b for b in at.button if b.label == "Start training"]
+
+
+def test_train_page_trains_in_the_background_and_a_second_tab_finds_it(env, small_data):
+    at = _goto(_choose_data(_app(), small_data), MODEL)
+    at.number_input(key="epochs").set_value(2).run()
+    _goto(at, TRAIN)
+    _button(at, "Start training").click().run()
+    _ok(at)
+    # The page came back at once: the job runs in its own thread.
+    assert "Training now" in _texts(at.subheader)
+    assert [b for b in at.button if b.label == "Stop training"]
+    assert at.get("progress"), "no progress bar"
+    assert "Running on" in [m.label for m in at.metric]
+    (run_dir,) = (env / "runs").glob("*/config.json")
+    run_name = run_dir.parent.name
+    assert run_name in _texts(at.markdown)
+
+    # A reload, or a second tab, finds the same job.
+    other = _goto(_app(), TRAIN)
+    assert run_name in _texts(other.markdown)
+    assert "Training now" in _texts(other.subheader) or "Finished." in _texts(other.success)
+
+    _wait_for(at, lambda a: "Finished." in _texts(a.success))
+    assert "Best validation accuracy" in _texts(at.success)
+    assert len(at.get("plotly_chart")) == 2
+    assert "Train again" in _texts(at.markdown)
+    assert len(list((env / "runs").glob("*/config.json"))) == 1
+    config = json.loads(run_dir.read_text())
+    assert config["epochs"] == 2 and config["strategy"] == "linear" and config["backbone"] == "mobilenet_v2"
+    assert config["data_dir"] == str(small_data)
+
+    other = _goto(_app(), TRAIN)  # and after it ended, a new tab shows its summary
+    assert "Finished." in _texts(other.success)
+
+
+def test_stop_then_resume_from_the_runs_page(env, tiny_data):
+    at = _goto(_choose_data(_app(), tiny_data), MODEL)
+    at.radio(key="preset").set_value("last").run()
+    at.slider(key="last_n").set_value(1).run()
+    at.number_input(key="epochs").set_value(6).run()
+    at.selectbox(key="image_size").set_value(128).run()  # small pictures: quick epochs
+    _goto(at, TRAIN)
+    _button(at, "Start training").click().run()
+
+    def one_epoch_done(a):
+        return any(
+            m.label == "Validation accuracy" and m.value not in ("–",) for m in a.metric
+        ) or "Finished." in _texts(a.success)
+
+    _wait_for(at, one_epoch_done)
+    _button(at, "Stop training").click().run()
+    _wait_for(at, lambda a: "Stopped." in _texts(a.info) or "Finished." in _texts(a.success))
+    if "Finished." in _texts(at.success):
+        pytest.skip("the machine trained all 6 epochs before the stop arrived")
+
+    _goto(at, RUNS)
+    assert "stopped" in list(at.dataframe[0].value["Status"])
+    _button(at, "Resume").click().run()
+    _ok(at)
+    assert "Training now" in _texts(at.subheader)  # it went on to the Train page
+    _goto(at, TRAIN)  # (AppTest would otherwise go back to the page it last switched to)
+    _wait_for(at, lambda a: "Finished." in _texts(a.success))
+    (metrics,) = (env / "runs").glob("*/metrics.jsonl")
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_failed_download_is_explained(env, small_data, empty_torch_home):
+    at = _goto(_choose_data(_app(), small_data), MODEL)
+    at.selectbox(key="backbone").set_value("resnet18").run()
+    _goto(at, TRAIN)
+    assert "will be downloaded first" in _texts(at.info)
+    _button(at, "Start training").click().run()
+    _wait_for(at, lambda a: "Training failed" in _texts(a.error))
+    message = _texts(at.error)
+    assert "resnet18" in message and "pick a backbone whose weights are already on this machine" in message
+    assert "Traceback" not in message
+
+    _goto(at, RUNS)
+    assert "failed" in list(at.dataframe[0].value["Status"])
+    assert "This run failed" in _texts(at.error)
+
+
+# --- Playground --------------------------------------------------------------------------
+
+
+def test_playground_predicts_an_uploaded_picture(env, with_run, hymenoptera):
+    at = _goto(_app(), PLAYGROUND)
+    assert at.selectbox(key="play_run").value == with_run.name
+    bee = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[0]
+    at.file_uploader(key="play_upload").upload(bee.name, bee.read_bytes(), "image/jpeg").run()
+    _ok(at)
+    headline = next(m.value for m in at.markdown if "It looks like" in m.value)
+    assert "**bees**" in headline or "**ants**" in headline
+    assert at.get("plotly_chart")
+
+    at.file_uploader(key="play_upload").upload("broken.jpg", b"not a picture at all", "image/jpeg").run()
+    _ok(at)
+    assert "could not be opened as a picture" in _texts(at.error)
+
+
+def test_playground_with_a_camera_photo(env, with_run, hymenoptera):
+    at = _goto(_app(), PLAYGROUND)
+    ant = sorted((hymenoptera / "val" / "ants").glob("*.jpg"))[0]
+    at.camera_input(key="play_camera").upload("photo.jpg", ant.read_bytes()).run()
+    _ok(at)
+    assert any("It looks like" in m.value for m in at.markdown)
+
+
+def test_playground_without_a_trained_model(env):
+    at = _goto(_app(), PLAYGROUND)
+    assert "no trained model yet" in _texts(at.info)
+
+
+# --- Runs --------------------------------------------------------------------------------
+
+
+def test_runs_page_lists_opens_and_deletes_with_confirmation(env, with_run):
+    at = _goto(_app(), RUNS)
+    table = at.dataframe[0].value
+    assert list(table["Run"]) == [with_run.name]
+    assert list(table["Status"]) == ["finished"]
+    assert list(table["Network"]) == ["MobileNetV2"]
+    assert "How well each class is recognised" in _texts(at.markdown)
+    per_class = at.dataframe[1].value
+    assert list(per_class["Class"]) == ["ants", "bees"]
+    assert len(at.get("plotly_chart")) == 2
+
+    _button(at, "Delete…").click().run()
+    assert "cannot be undone" in _texts(at.warning)
+    _button(at, "Cancel").click().run()
+    assert with_run.exists() and "cannot be undone" not in _texts(at.warning)
+
+    _button(at, "Delete…").click().run()
+    _button(at, "Yes, delete it").click().run()
+    _ok(at)
+    assert not with_run.exists()
+    assert "No runs yet" in _texts(at.info)
+
+
+def test_runs_page_shows_why_a_run_failed(env, with_run):
+    status = json.loads((with_run / "status.json").read_text())
+    status.update(state="failed", reason="The GPU ran out of memory. Try a smaller batch size.")
+    (with_run / "status.json").write_text(json.dumps(status))
+    at = _goto(_app(), RUNS)
+    assert "The GPU ran out of memory. Try a smaller batch size." in _texts(at.error)

@@ -1,0 +1,210 @@
+"""End to end: the real server, driven in Debian's Chromium the way a person would.
+
+Starts `streamlit run app.py` on a free port, types the sample data folder,
+picks an offline pretrained backbone and a 2-epoch linear probe, trains while
+watching the charts fill, predicts one validation picture in the Playground,
+and saves a screenshot of each page in test-artifacts/ (look at them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"streamlit did not answer in {timeout:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture()
+def server(tmp_path, shared_torch_home, hymenoptera):
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    port = _free_port()
+    env = dict(
+        os.environ,
+        TORCH_HOME=str(shared_torch_home),
+        TRANSFER_STUDIO_RUNS=str(tmp_path / "runs"),
+        TRANSFER_STUDIO_CACHE=str(tmp_path / "cache"),
+        TRANSFER_STUDIO_DATA=str(tmp_path / "data"),
+        PYTHONUNBUFFERED="1",
+    )
+    log = tmp_path / "streamlit.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        server_log = log.read_text(errors="replace")
+        assert "Traceback" not in server_log, server_log[-4000:]
+
+
+def _shot(page, name: str) -> None:
+    """A screenshot of the whole page. Streamlit scrolls inside its main area,
+    so the window is made as tall as the content first."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(500)  # let charts and images settle
+    size = page.viewport_size
+    height = page.evaluate(
+        "() => Math.max(...Array.from(document.querySelectorAll('[data-testid=stMain], section.main, "
+        "[data-testid=stAppViewContainer]')).map(e => e.scrollHeight), document.body.scrollHeight)"
+    )
+    page.set_viewport_size({"width": size["width"], "height": min(max(int(height), size["height"]), 5000)})
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    page.set_viewport_size(size)
+
+
+def _nav(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+
+
+def _no_error_boxes(page) -> None:
+    errors = page.locator('[data-testid="stAlertContentError"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_a_teacher_trains_and_predicts_in_the_browser(server, hymenoptera):
+    from playwright.sync_api import expect, sync_playwright
+
+    val_bee = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[0]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(30_000)
+        try:
+            # 1. Data: type the folder, press Enter, read the report.
+            page.goto(server)
+            expect(page.get_by_text("Your pictures").first).to_be_visible(timeout=60_000)
+            box = page.get_by_role("textbox", name="Folder with your pictures")
+            box.fill("../shared/datasets/hymenoptera")
+            box.press("Enter")
+            expect(page.get_by_text("Ready to train:")).to_be_visible(timeout=90_000)
+            expect(page.get_by_text("Pictures per class")).to_be_visible()
+            expect(page.locator('[data-testid="stImage"]').first).to_be_visible()
+            _no_error_boxes(page)
+            _shot(page, "1-data.png")
+
+            # 2. Model: an offline pretrained backbone, linear probe, 2 epochs.
+            _nav(page, "Model")
+            expect(page.get_by_text("Network to start from")).to_be_visible()
+            page.get_by_test_id("stSelectbox").filter(has_text="Network to start from").click()
+            page.get_by_role("option", name="MobileNetV2 — fast, weights on this computer").click()
+            page.get_by_text("Linear probe", exact=True).click()
+            epochs = page.get_by_role("spinbutton", name="Epochs")
+            epochs.fill("2")
+            epochs.press("Enter")
+            expect(page.get_by_text("2 epochs", exact=False).first).to_be_visible()
+            expect(page.get_by_test_id("stMetricValue").first).to_have_text("2,562")
+            _no_error_boxes(page)
+            _shot(page, "2-model.png")
+
+            # 3. Train: start, watch the charts fill, see it finish.
+            _nav(page, "Train")
+            page.get_by_role("button", name="Start training").click()
+            expect(page.get_by_text("Training now")).to_be_visible()
+            expect(page.get_by_text("Running on")).to_be_visible()
+            # The progress moves: some of the pictures have gone through the frozen blocks.
+            expect(page.get_by_text(re.compile(r"Computing features.*\([1-9]\d* of \d+ pictures\)"))).to_be_visible(
+                timeout=90_000
+            )
+            _shot(page, "3-train-running.png")
+            expect(page.get_by_text("Finished.")).to_be_visible(timeout=240_000)
+            # Both epochs are on the accuracy chart: train and validation, two points each.
+            acc_chart = page.locator(".js-plotly-plot").nth(1)
+            expect(acc_chart.locator(".scatterlayer .trace").first.locator(".points path")).to_have_count(2)
+            expect(page.get_by_role("link", name="See the results")).to_be_visible()
+            _no_error_boxes(page)
+            _shot(page, "3-train.png")
+
+            # 4. Playground: upload one validation picture of a bee.
+            _nav(page, "Playground")
+            page.locator('input[type="file"]').first.set_input_files(str(val_bee))
+            expect(page.get_by_text("It looks like:")).to_be_visible(timeout=60_000)
+            expect(page.locator("h3").filter(has_text="It looks like:")).to_contain_text("bees")
+            _no_error_boxes(page)
+            _shot(page, "4-playground.png")
+
+            # 5. Runs: the run is listed as finished.
+            _nav(page, "Runs")
+            expect(page.get_by_text("Open a run")).to_be_visible()
+            expect(page.get_by_text("How well each class is recognised")).to_be_visible()
+            _no_error_boxes(page)
+            _shot(page, "5-runs.png")
+        except Exception:
+            _shot(page, "failure.png")
+            raise
+        finally:
+            browser.close()
