@@ -186,6 +186,7 @@ class Run:
             "epochs": config.get("epochs"),
             "seconds": status.get("seconds"),
             "device": status.get("device"),
+            "device_name": status.get("device_name"),
             "created": status.get("created"),
             "reason": status.get("reason"),
             "feature_cache": status.get("feature_cache"),
