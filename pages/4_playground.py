@@ -3,57 +3,27 @@
 from __future__ import annotations
 
 import io
-import os
+from collections import Counter
+from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 from PIL import Image, ImageOps
 
-from core.evaluation import load_run_model, predict_images
+from core.evaluation import list_images, predict_batch, predict_images, predictions_csv
+from core.runs import open_run
 from pages import common
 
 st.title(":material/science: Playground")
 common.intro(
     "<b>Step 4 of 4.</b> Pick a trained model, then give it a picture it has never seen (upload one, or "
-    "take one with your camera) and see which class it thinks it is, and how sure it is."
+    "take one with your camera) and see which class it thinks it is, how sure it is, and where it looked. "
+    "Or let it name a whole folder of pictures at once."
 )
 
 
-@st.cache_resource(show_spinner=False, max_entries=3)
-def _load(run_dir: str, mtime: float):
-    return load_run_model(run_dir, device="cpu")
-
-
-def main() -> None:
-    """Pick a run, give it a picture, show the top classes."""
-    runs = [r for r in common.store().list() if r.best_checkpoint.exists()]
-    if not runs:
-        st.info(
-            "There is no trained model yet. Train one on the **Train** page first.", icon=":material/fitness_center:"
-        )
-        st.page_link(common.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
-        return
-
-    names = [r.name for r in runs]
-    wanted = st.query_params.get("run")
-    if wanted in names and st.session_state.get("_playground_query") != wanted:
-        st.session_state["play_run"] = wanted
-        st.session_state["_playground_query"] = wanted
-    if st.session_state.get("play_run") not in names:
-        st.session_state["play_run"] = names[0]
-    by_name = {r.name: r for r in runs}
-    st.selectbox(
-        "Trained model",
-        names,
-        key="play_run",
-        format_func=lambda n: common.run_label(by_name[n]),
-        help="Every run that has saved a model, newest first.",
-    )
-    run = by_name[st.session_state["play_run"]]
-    classes = run.classes
-    st.caption(
-        f"This model knows {len(classes)} classes: " + ", ".join(classes[:20]) + (" …" if len(classes) > 20 else "")
-    )
-
+def one_picture(run) -> None:
+    """Upload or take a photo; show the top classes and where the model looked."""
     tab_upload, tab_camera = st.tabs([":material/upload: Upload a picture", ":material/photo_camera: Take a photo"])
     with tab_upload:
         uploaded = st.file_uploader(
@@ -82,7 +52,7 @@ def main() -> None:
 
     try:
         with st.spinner("Loading the model…"):
-            loaded = _load(str(run.path), os.path.getmtime(run.best_checkpoint))
+            loaded = common.loaded_model(run)
         k = min(5, len(loaded.classes))
         result = predict_images(loaded, [image], k=k)[0]
     except Exception as exc:  # noqa: BLE001
@@ -94,15 +64,158 @@ def main() -> None:
         return
 
     top_class, top_prob = result["top"][0]
-    c1, c2 = st.columns([1, 2], gap="large")
+    try:
+        explained = _explain_upload(str(run.path), common.file_mtime(run.best_checkpoint), source.getvalue(), image)
+    except Exception:  # noqa: BLE001 - the prediction stands without its heat map
+        common.log.exception("Grad-CAM failed for an uploaded picture")
+        explained = None
+
+    c1, c2, c3 = st.columns([1, 1, 1.6], gap="large")
     with c1:
-        st.image(image, caption=getattr(source, "name", "your picture"), width=320)
+        st.image(image, caption=getattr(source, "name", "your picture"), width="stretch")
     with c2:
+        if explained is not None:
+            st.image(explained["overlay"], caption=f"Where it looked to say “{top_class}”", width="stretch")
+    with c3:
         st.markdown(f"### It looks like: **{top_class}**")
         sure = "very sure" if top_prob >= 0.9 else "fairly sure" if top_prob >= 0.6 else "unsure"
         st.markdown(f"The model is **{top_prob:.0%}** sure ({sure}).")
         st.plotly_chart(common.top_classes_figure(result["top"]), key="top_classes")
-        st.caption("The model always picks one of the classes it was taught, even for a picture of something else.")
+    if explained is not None:
+        st.caption(common.CAM_CAPTION)
+    st.caption("The model always picks one of the classes it was taught, even for a picture of something else.")
+
+
+@st.cache_data(show_spinner=False, max_entries=20, hash_funcs={Image.Image: lambda _: None})
+def _explain_upload(run_dir: str, mtime: float, data: bytes, image: Image.Image) -> dict:
+    """Grad-CAM of an upload, kept per picture (the image itself is keyed by its bytes)."""
+    return common.explain_picture(open_run(run_dir), image)
+
+
+@st.fragment
+def many_pictures(run) -> None:
+    """A folder of pictures: a table of what the model says, and a CSV of it.
+    A fragment: using it does not redo the single picture above."""
+    # A fragment's rerun does not pass through app.py's error handler.
+    with common.guard("Could not name the pictures"):
+        _many_pictures(run)
+
+
+def _many_pictures(run) -> None:
+    st.subheader(":material/photo_library: Many pictures at once")
+    st.caption(
+        "Give the model a whole folder: it names every picture in it (and in its subfolders). You get a table, "
+        "and a CSV file to open in a spreadsheet."
+    )
+    classes = run.classes
+    c1, c2, c3 = st.columns([4, 1.2, 1.3], vertical_alignment="bottom")
+    c1.text_input(
+        "Folder of pictures",
+        key="batch_folder",
+        placeholder="e.g. /home/me/Pictures/new",
+        help="Type or paste the folder's path. Pictures in its subfolders are included.",
+    )
+    c2.number_input(
+        "Classes per picture",
+        min_value=1,
+        max_value=max(1, min(5, len(classes))),
+        value=min(3, max(1, len(classes))),
+        key="batch_k",
+        help="How many of the most likely classes the table lists for each picture.",
+    )
+    if c3.button("Name them all", icon=":material/play_arrow:", type="primary", key="batch_go"):
+        _predict_folder(run, (st.session_state.get("batch_folder") or "").strip(), int(st.session_state["batch_k"]))
+
+    result = st.session_state.get("_batch")
+    if not result or result["run"] != run.name:
+        return
+    rows = result["rows"]
+    named = [r for r in rows if not r["error"]]
+    counts = Counter(r["top_class"] for r in named)
+    text = ", ".join(f"{n} {c}" for c, n in counts.most_common())
+    st.markdown(f"Named **{len(named)}** picture{'s' if len(named) != 1 else ''} in `{result['folder']}`: {text}.")
+    bad = len(rows) - len(named)
+    if bad:
+        st.warning(f"{bad} file{'s' if bad != 1 else ''} could not be read as a picture (see the last column).")
+    table = pd.DataFrame(
+        [
+            {
+                "Picture": r["file"],
+                "It looks like": r["top_class"] or "–",
+                "Sure": None if r["confidence"] is None else 100 * r["confidence"],
+                f"Top {result['k']}": "; ".join(f"{c} {p:.0%}" for c, p in r["top"]),
+                "Problem": r["error"] or "",
+            }
+            for r in rows
+        ]
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "Sure": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100),
+        },
+    )
+    st.download_button(
+        "Download the table (CSV)",
+        data=predictions_csv(rows),
+        file_name=f"predictions-{common.safe_name(Path(result['folder']).name, 'pictures')}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        key="batch_csv",
+    )
+    st.caption("From a terminal: `python -m core predict RUN_FOLDER PICTURES_FOLDER --csv out.csv` does the same.")
+
+
+def _predict_folder(run, folder: str, k: int) -> None:
+    if not folder:
+        st.warning("Type the folder's path first.", icon=":material/arrow_upward:")
+        return
+    path = Path(folder).expanduser()
+    if not path.exists():
+        st.error(f"The folder {path} does not exist. Check the spelling.", icon=":material/error:")
+        return
+    paths = list_images(path)
+    if not paths:
+        st.warning(f"There are no pictures in {path}.", icon=":material/hide_image:")
+        return
+    bar = st.progress(0.0, text=f"Naming {len(paths)} pictures…")
+    try:
+        rows = predict_batch(
+            common.loaded_model(run),
+            paths,
+            k=k,
+            root=path if path.is_dir() else path.parent,
+            on_progress=lambda done, total: bar.progress(done / total, text=f"{done} of {total} pictures…"),
+        )
+    except Exception as exc:  # noqa: BLE001
+        common.log.exception("batch prediction failed")
+        st.error(f"The model could not name the pictures: {common.friendly(exc)}", icon=":material/error:")
+        return
+    finally:
+        bar.empty()
+    st.session_state["_batch"] = {"run": run.name, "folder": str(path), "rows": rows, "k": k}
+
+
+def main() -> None:
+    """Pick a run, then one picture, or a folder of them."""
+    runs = [r for r in common.store().list() if r.best_checkpoint.exists()]
+    if not runs:
+        st.info(
+            "There is no trained model yet. Train one on the **Train** page first.", icon=":material/fitness_center:"
+        )
+        st.page_link(common.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
+        return
+
+    run = common.pick_run(runs, key="play_run", help="Every run that has saved a model, newest first.")
+    classes = run.classes
+    st.caption(
+        f"This model knows {len(classes)} classes: " + ", ".join(classes[:20]) + (" …" if len(classes) > 20 else "")
+    )
+    one_picture(run)
+    st.divider()
+    many_pictures(run)
 
 
 main()

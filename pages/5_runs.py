@@ -13,8 +13,9 @@ from pages import common
 
 st.title(":material/history: Runs")
 common.intro(
-    "Every training you started, newest first. <b>Open</b> one to see how it did, try it in the "
-    "<b>Playground</b>, <b>resume</b> one that was stopped, or <b>delete</b> the ones you no longer need."
+    "Every training you started, newest first. <b>Open</b> one to see how it did, see its full "
+    "<b>Results</b>, try it in the <b>Playground</b>, <b>resume</b> one that was stopped, or <b>delete</b> the "
+    "ones you no longer need. To put several side by side, use <b>Compare</b>."
 )
 
 
@@ -105,8 +106,17 @@ def main() -> None:
     # Actions
     can_resume = run.can_resume and state not in ACTIVE and not mgr.active_jobs()
     has_model = run.best_checkpoint.exists()
-    widths = ([1.4] if has_model else []) + ([0.8] if run.can_resume else []) + [0.8, 3]
+    has_results = (run.path / "eval.json").exists()
+    widths = ([1] if has_results else []) + ([1.4] if has_model else []) + ([0.8] if run.can_resume else []) + [0.8, 2]
     cols = iter(st.columns(widths, vertical_alignment="center"))
+    if has_results:
+        with next(cols):
+            st.page_link(
+                common.PAGE_RESULTS,
+                label="See the results",
+                icon=":material/insights:",
+                query_params={"run": run.name},
+            )
     if has_model:
         with next(cols):
             st.page_link(
@@ -167,7 +177,7 @@ def main() -> None:
     if deleted:
         st.toast(f"Deleted {deleted}.", icon=":material/delete:")
 
-    # --- results (a fuller Results page comes later) ------------------------------------------
+    # --- results (the Results page has the full picture) --------------------------------------
     metrics = run.metrics
     if not metrics:
         st.caption("This run has not finished an epoch, so it has no results yet.")
@@ -199,43 +209,16 @@ def main() -> None:
         c1.plotly_chart(common.loss_figure(metrics, epochs=epochs), key="run_loss")
         c2.plotly_chart(common.accuracy_figure(metrics, epochs=epochs), key="run_acc")
 
-    evaluation = run.evaluation
+    evaluation = common.evaluation(run)
     if evaluation and evaluation.get("per_class"):
         st.markdown("#### How well each class is recognised (validation pictures)")
-        table = pd.DataFrame(
-            [
-                {
-                    "Class": c["class"],
-                    "Pictures": c["support"],
-                    "Found (recall)": 100 * c["recall"],
-                    "Right when it says so (precision)": 100 * c["precision"],
-                    "F1": c["f1"],
-                }
-                for c in evaluation["per_class"]
-            ]
+        common.per_class_table(evaluation)
+        st.page_link(
+            common.PAGE_RESULTS,
+            label="See which classes it mixes up, its hardest pictures and where it looked, and export it",
+            icon=":material/insights:",
+            query_params={"run": run.name},
         )
-        st.dataframe(
-            table,
-            hide_index=True,
-            column_config={
-                "Found (recall)": st.column_config.ProgressColumn(
-                    format="%.0f%%",
-                    min_value=0,
-                    max_value=100,
-                    help="Of this class's pictures, the share the model recognised.",
-                ),
-                "Right when it says so (precision)": st.column_config.ProgressColumn(
-                    format="%.0f%%",
-                    min_value=0,
-                    max_value=100,
-                    help="Of the pictures the model called this class, the share that really were.",
-                ),
-                "F1": st.column_config.NumberColumn(
-                    format="%.2f", help="Balances recall and precision; 1.0 is perfect."
-                ),
-            },
-        )
-        st.caption("The confusion matrix and a gallery of mistakes come with the Results page.")
 
     with st.expander("All settings of this run"):
         config = run.config

@@ -17,10 +17,11 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 import torch
-from PIL import ImageOps
+from PIL import Image, ImageOps
 
 from core.data import (
     IMAGE_EXTENSIONS,
@@ -29,6 +30,9 @@ from core.data import (
     open_rgb,
     scan_folder,
 )
+from core.evaluation import LoadedModel, load_run_model
+from core.evaluation import per_class_table as per_class_rows
+from core.explain import colorize, explain_image
 from core.jobs import ACTIVE, get_job_manager
 from core.models import (
     HeadConfig,
@@ -46,15 +50,15 @@ log = logging.getLogger("transfer_studio")
 RUNS_ENV = "TRANSFER_STUDIO_RUNS"
 DATA_ENV = "TRANSFER_STUDIO_DATA"
 
-# The page scripts, in the order of the guided flow. A "Results" page (confusion
-# matrix, Grad-CAM) slots in after Train; until then the Runs page's open view
-# shows a run's results.
+# The page scripts, in the order of the guided flow; Results (after Train) and
+# Compare (after Runs) are not numbered steps.
 PAGE_DATA = "pages/1_data.py"
 PAGE_MODEL = "pages/2_model.py"
 PAGE_TRAIN = "pages/3_train.py"
 PAGE_PLAYGROUND = "pages/4_playground.py"
 PAGE_RUNS = "pages/5_runs.py"
-PAGE_RESULTS = PAGE_RUNS  # until the Results page exists
+PAGE_RESULTS = "pages/6_results.py"
+PAGE_COMPARE = "pages/7_compare.py"
 
 _D = TrainConfig(data_dir="")
 
@@ -635,9 +639,141 @@ def extract_zip(data, folder: Path) -> int:
     return len(members)
 
 
-def run_label(run) -> str:
+def run_label(run, with_accuracy: bool = True) -> str:
+    """One line naming a run. A select widget remembers its choice by this
+    text, so a widget whose runs may still be training passes
+    with_accuracy=False (the accuracy changes every epoch)."""
     s = run.summary()
     acc = s.get("best_val_accuracy")
-    acc_text = f" · {fmt_pct(acc)}" if acc is not None and acc >= 0 else ""
+    acc_text = f" · {fmt_pct(acc)}" if with_accuracy and acc is not None and acc >= 0 else ""
     data = Path(s["data"]).name if s.get("data") else "?"
     return f"{s['run']} · {backbone_title(s['backbone'])} · {strategy_label(s['strategy'])} · {data}{acc_text}"
+
+
+def pick_run(runs: list, key: str, label: str = "Trained model", help: str | None = None, prefer: str | None = None):
+    """A selectbox of runs (newest first) that follows a ?run=NAME link,
+    remembers the choice across pages, and returns the chosen Run."""
+    names = [r.name for r in runs]
+    by_name = {r.name: r for r in runs}
+    wanted = st.query_params.get("run")
+    seen = f"_{key}_query"
+    if wanted in names and st.session_state.get(seen) != wanted:
+        st.session_state[key] = wanted
+        st.session_state[seen] = wanted
+    if st.session_state.get(key) not in names:
+        st.session_state[key] = prefer if prefer in names else names[0]
+    # The label must not change while a run trains, or the choice would be lost.
+    labels = {n: run_label(r, with_accuracy=r.state not in ACTIVE) for n, r in by_name.items()}
+    st.selectbox(label, names, key=key, format_func=labels.get, help=help, persist_state="session")
+    chosen = st.session_state[key]
+    # The address follows the choice: a reload keeps it, and a link to another run still wins.
+    st.query_params["run"] = chosen
+    st.session_state[seen] = chosen
+    return by_name[chosen]
+
+
+# --- a run's model, cached --------------------------------------------------------
+
+
+def file_mtime(path: Path) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def _loaded_model(run_dir: str, mtime: float) -> LoadedModel:
+    return load_run_model(run_dir, device="cpu")
+
+
+def loaded_model(run) -> LoadedModel:
+    """The run's best model on the CPU, loaded once (until best.pt changes) and
+    shared by every session."""
+    return _loaded_model(str(run.path), file_mtime(run.best_checkpoint))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _evaluation(run_dir: str, mtime: float) -> dict | None:
+    return read_json(Path(run_dir) / "eval.json", None)
+
+
+def evaluation(run) -> dict | None:
+    """The run's eval.json, read once until it changes."""
+    return _evaluation(str(run.path), file_mtime(run.path / "eval.json"))
+
+
+@st.cache_data(show_spinner=False, max_entries=400)
+def _explain_file(run_dir: str, mtime: float, path: str, target: int | None, layer: str | None) -> dict | None:
+    if not os.path.isfile(path):  # a picture gone since training: no heatmap
+        return None
+    result = explain_image(_loaded_model(run_dir, mtime), path, target_class=target, layer=layer)
+    return _explained(result)
+
+
+def _explained(result: dict) -> dict:
+    return {
+        "view": result["view"],
+        "overlay": result["overlay"],
+        "heatmap": Image.fromarray(colorize(result["heatmap"])),
+        "class_name": result["class_name"],
+        "probability": result["probability"],
+        "layer": result["layer"],
+    }
+
+
+def explain_file(run, path: str, target: int | None = None, layer: str | None = None) -> dict | None:
+    """Grad-CAM for one picture file with the run's model: {"view", "overlay",
+    "heatmap" (coloured), "class_name", "probability", "layer"}; cached per
+    picture. None when the file can no longer be read."""
+    return _explain_file(str(run.path), file_mtime(run.best_checkpoint), str(path), target, layer)
+
+
+def explain_picture(run, image: Image.Image) -> dict:
+    """Grad-CAM for a picture in memory (an upload), for its predicted class."""
+    return _explained(explain_image(loaded_model(run), image))
+
+
+CAM_CAPTION = (
+    "The colours show **where the model looked**: red and yellow are the parts of the picture that pushed it "
+    "towards its answer, blue the parts that hardly mattered (Grad-CAM)."
+)
+
+
+# --- results tables ---------------------------------------------------------------
+
+
+def per_class_table(evaluation: dict) -> None:
+    """Recall, precision and F1 per class, as bars a person can read."""
+    table = pd.DataFrame(
+        [
+            {
+                "Class": c["class"],
+                "Pictures": c["support"],
+                "Found (recall)": 100 * c["recall"],
+                "Right when it says so (precision)": 100 * c["precision"],
+                "F1": c["f1"],
+            }
+            for c in per_class_rows(evaluation)
+        ]
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "Pictures": st.column_config.NumberColumn(help="Validation pictures of this class."),
+            "Found (recall)": st.column_config.ProgressColumn(
+                format="%.0f%%",
+                min_value=0,
+                max_value=100,
+                help="Of this class's pictures, the share the model recognised.",
+            ),
+            "Right when it says so (precision)": st.column_config.ProgressColumn(
+                format="%.0f%%",
+                min_value=0,
+                max_value=100,
+                help="Of the pictures the model called this class, the share that really were.",
+            ),
+            "F1": st.column_config.NumberColumn(format="%.2f", help="Balances recall and precision; 1.0 is perfect."),
+        },
+    )

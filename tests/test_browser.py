@@ -3,7 +3,10 @@
 Starts `streamlit run app.py` on a free port, types the sample data folder,
 picks an offline pretrained backbone and a 2-epoch linear probe, trains while
 watching the charts fill, predicts one validation picture in the Playground,
-and saves a screenshot of each page in test-artifacts/ (look at them).
+opens the Results (clicks a square of the confusion matrix in the plotly chart,
+sees its pictures, switches on Grad-CAM, exports the model and downloads the
+zip), looks at Runs and Compare, and saves a screenshot of each page in
+test-artifacts/ (look at them).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -136,7 +140,20 @@ def _no_error_boxes(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0
 
 
-def test_a_teacher_trains_and_predicts_in_the_browser(server, hymenoptera):
+def _click_confusion_square(page, row: int, col: int, n: int) -> None:
+    """Click the square (real class `row`, predicted `col`) of an n x n
+    confusion-matrix heatmap, where a person would: on its centre."""
+    chart = page.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".heatmaplayer")).first
+    area = chart.locator(".nsewdrag").first
+    area.scroll_into_view_if_needed()
+    box = area.bounding_box()
+    x, y = box["x"] + box["width"] * (col + 0.5) / n, box["y"] + box["height"] * (row + 0.5) / n
+    page.mouse.move(x, y)  # plotly picks the point under the pointer on hover, then clicks it
+    page.wait_for_timeout(300)
+    page.mouse.click(x, y)
+
+
+def test_a_teacher_trains_and_predicts_in_the_browser(server, hymenoptera, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     val_bee = sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[0]
@@ -197,12 +214,63 @@ def test_a_teacher_trains_and_predicts_in_the_browser(server, hymenoptera):
             _no_error_boxes(page)
             _shot(page, "4-playground.png")
 
-            # 5. Runs: the run is listed as finished.
+            # 5. Results: click a square of the confusion matrix, see its pictures, and where the model looked.
+            _nav(page, "Results")
+            expect(page.get_by_text("Which classes get mixed up")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(re.compile(r"It named \d+ of the 153 validation pictures correctly"))).to_be_visible()
+            page.wait_for_timeout(500)  # let plotly draw and wire up its events
+            _click_confusion_square(page, row=1, col=1, n=2)  # real bees, said bees
+            expect(page.get_by_text(re.compile(r"\d+ pictures of bees the model got right"))).to_be_visible(timeout=30_000)
+            cell_images = page.get_by_alt_text(re.compile(r"^Picture of bees; the model said bees"))
+            expect(cell_images.first).to_be_visible()
+            expect(page.get_by_text(re.compile(r"bees · \d+% sure")).first).to_be_visible()
+            assert not page.get_by_alt_text(re.compile(r"^Where the model looked")).count()
+            page.get_by_text("Where did it look?").first.click()
+            expect(page.get_by_text("red and yellow are the parts of the picture").first).to_be_visible(
+                timeout=60_000
+            )
+            # The square's pictures are now Grad-CAM overlays on what the model saw (224 x 224 pixels).
+            overlays = page.get_by_alt_text(re.compile(r"^Where the model looked in a picture of bees; the model said bees"))
+            expect(overlays.first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(re.compile(r"\d+ pictures of bees the model got right"))).to_be_visible()
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('img[alt^=\"Where the model looked\"]'))"
+                ".some(i => i.complete && i.naturalWidth === 224)",
+                timeout=30_000,
+            )
+            _no_error_boxes(page)
+
+            # Export the model and download the zip.
+            page.get_by_role("button", name="Export").click()
+            download_button = page.get_by_role("button", name=re.compile(r"Download .*\.zip"))
+            expect(download_button).to_be_visible(timeout=180_000)
+            with page.expect_download(timeout=60_000) as download_info:
+                download_button.click()
+            saved = tmp_path / download_info.value.suggested_filename
+            download_info.value.save_as(saved)
+            with zipfile.ZipFile(saved) as zf:
+                names = {Path(n).name for n in zf.namelist()}
+                assert {"model.onnx", "model.ts", "MODEL_CARD.md"} <= names, names
+                card = next(zf.read(n).decode() for n in zf.namelist() if n.endswith("MODEL_CARD.md"))
+            assert "bees" in card and "ants" in card
+            _no_error_boxes(page)
+            _shot(page, "6-results.png")
+
+            # 6. Runs: the run is listed as finished.
             _nav(page, "Runs")
             expect(page.get_by_text("Open a run")).to_be_visible()
             expect(page.get_by_text("How well each class is recognised")).to_be_visible()
             _no_error_boxes(page)
             _shot(page, "5-runs.png")
+
+            # 7. Compare: the run is on the leaderboard, with its speed measured here.
+            _nav(page, "Compare")
+            expect(page.get_by_text("Trained models side by side", exact=True)).to_be_visible()
+            expect(page.get_by_text("Compare networks on your pictures")).to_be_visible()
+            expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Accuracy (higher is better)")).to_be_visible()
+            _no_error_boxes(page)
+            _shot(page, "7-compare.png")
         except Exception:
             _shot(page, "failure.png")
             raise

@@ -1,0 +1,510 @@
+"""Results: what a trained model gets right and wrong, where it looked, how it
+sorts the pictures, and the model as a download."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.evaluation import cell_images, confusion_figure, mistakes
+from pages import common
+
+st.title(":material/insights: Results")
+common.intro(
+    "How well did your model learn? See which classes it mixes up, the pictures it found hardest and "
+    "<b>where it looked</b> in them, and take the model with you as a download."
+)
+
+GRID = 6  # pictures per row
+MAX_CELL = 18  # pictures shown for one square of the matrix
+CLASS_COLORS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
+
+
+# --- pictures ---------------------------------------------------------------------------
+
+
+def _short(name: str, keep: int = 18) -> str:
+    return name if len(name) <= keep else f"{name[: keep - 9]}…{name[-8:]}"
+
+
+def _caption(row: dict) -> str:
+    sure = f"{row['confidence']:.0%} sure"
+    if row["correct"]:
+        return f":green[:material/check: **{row['predicted']}**] · {sure}"
+    return f":red[:material/close: said **{row['predicted']}**] ({sure}) · really **{row['true']}**"
+
+
+def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer") -> None:
+    """Thumbnails in rows of GRID, each with what the model said; with
+    where_looked, the Grad-CAM overlay instead of the plain picture."""
+    for start in range(0, len(rows), GRID):
+        cols = st.columns(GRID)
+        for col, row in zip(cols, rows[start : start + GRID]):
+            with col:
+                picture = None
+                if where_looked:
+                    explained = common.explain_file(
+                        run, row["path"], target=row["label"] if target == "real" else row["pred"]
+                    )
+                    picture = explained["overlay"] if explained else None
+                elif os.path.isfile(row["path"]):
+                    picture = common.thumbnail(row["path"], os.path.getmtime(row["path"]))
+                if picture is None:
+                    st.caption(f":material/hide_image: {Path(row['path']).name} is no longer there.")
+                    continue
+                said = f"the model said {row['predicted']} ({row['confidence']:.0%} sure)"
+                alt = (
+                    f"Where the model looked in a picture of {row['true']}; {said}"
+                    if where_looked
+                    else f"Picture of {row['true']}; {said}"
+                )
+                st.image(picture, caption=_short(Path(row["path"]).name), width="stretch", alt=alt)
+                st.caption(_caption(row))
+
+
+def _explaining_spinner(where_looked: bool, count: int):
+    text = f"Working out where the model looked in {count} pictures…" if where_looked else "Loading the pictures…"
+    return st.spinner(text)
+
+
+# --- the confusion matrix ---------------------------------------------------------------
+
+
+def _most_confused(evaluation: dict) -> tuple[int, int]:
+    """The square with the most mistakes, or the first class's right answers."""
+    confusion = evaluation["confusion"]
+    best, cell = 0, (0, 0)
+    for i, row in enumerate(confusion):
+        for j, count in enumerate(row):
+            if i != j and count > best:
+                best, cell = count, (i, j)
+    return cell
+
+
+def _clickable(fig: go.Figure, evaluation: dict) -> go.Figure:
+    """Streamlit reports clicks on points, not on heatmap squares: lay an
+    invisible point on the centre of every square, carrying the same
+    [true, predicted, count], and let a click anywhere pick the nearest
+    centre (which is the square under the pointer)."""
+    classes = evaluation["classes"]
+    counts = evaluation["confusion"]
+    cells = [(i, j) for i in range(len(classes)) for j in range(len(classes))]
+    invisible = dict(opacity=0)
+    fig.add_trace(
+        go.Scatter(
+            x=[classes[j] for _, j in cells],
+            y=[classes[i] for i, _ in cells],
+            customdata=[[i, j, counts[i][j]] for i, j in cells],
+            mode="markers",
+            marker=dict(size=30, symbol="square", opacity=0),
+            selected=dict(marker=invisible),
+            unselected=dict(marker=invisible),
+            hovertemplate="real class %{y}<br>said %{x}<br>%{customdata[2]} pictures<extra></extra>",
+            showlegend=False,
+        )
+    )
+    fig.update_traces(hoverinfo="skip", hovertemplate=None, selector=dict(type="heatmap"))
+    fig.update_layout(hoverdistance=-1, hovermode="closest", clickmode="event+select")
+    return fig
+
+
+def _clicked_cell(event, classes: list[str]) -> tuple[int, int] | None:
+    """The square a click (or selection) on the heatmap chose."""
+    points = (getattr(event, "selection", None) or {}).get("points") or []
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, (list, tuple)) and len(custom) >= 2:
+            return int(custom[0]), int(custom[1])
+        if point.get("y") in classes and point.get("x") in classes:
+            return classes.index(point["y"]), classes.index(point["x"])
+    return None
+
+
+def confusion_section(run, evaluation: dict) -> None:
+    classes = evaluation["classes"]
+    st.subheader("Which classes get mixed up")
+    st.caption(
+        "Each row is the real class, each column what the model said. The diagonal from top left to bottom "
+        "right holds the right answers; every other square is a mistake. **Click a square** (or choose it on "
+        "the right) to see its pictures."
+    )
+
+    # A new run starts on its most common mistake.
+    if st.session_state.get("_cell_run") != run.name or st.session_state.get("cell_true") not in classes:
+        t, p = _most_confused(evaluation)
+        st.session_state["cell_true"], st.session_state["cell_pred"] = classes[t], classes[p]
+        st.session_state["_cell_run"] = run.name
+        st.session_state.pop("_cell_clicked", None)
+
+    # A click on the heatmap (kept in its widget state since the last rerun) moves the choosers, once.
+    chart_key = f"confusion_{run.name}"
+    clicked = _clicked_cell(st.session_state.get(chart_key), classes)
+    if clicked is not None and clicked != st.session_state.get("_cell_clicked"):
+        st.session_state["cell_true"], st.session_state["cell_pred"] = classes[clicked[0]], classes[clicked[1]]
+    st.session_state["_cell_clicked"] = clicked
+
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        normalize = st.toggle(
+            "Show shares instead of counts",
+            key="cm_normalize",
+            help="Each row as percentages of that class's pictures: easier to read when classes differ in size.",
+        )
+        fig = _clickable(confusion_figure(evaluation, normalize=normalize), evaluation)
+        t, p = classes.index(st.session_state["cell_true"]), classes.index(st.session_state["cell_pred"])
+        fig.add_shape(  # the chosen square, outlined
+            type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5, line=dict(color="#ff7f0e", width=4)
+        )
+        side = min(700, 160 + 60 * len(classes))
+        fig.update_layout(height=side, font=dict(size=14), dragmode=False, xaxis_title="what the model said",
+                          yaxis_title="real class")
+        st.plotly_chart(
+            fig,
+            key=chart_key,
+            on_select="rerun",
+            selection_mode=("points",),
+            config={"displayModeBar": False},
+        )
+
+    with right:
+        st.markdown("**The square to look at**")
+        st.selectbox("Real class", classes, key="cell_true", help="The row of the matrix: what the picture really is.")
+        st.selectbox("Predicted as", classes, key="cell_pred", help="The column: what the model said it is.")
+        true, pred = st.session_state["cell_true"], st.session_state["cell_pred"]
+        rows = cell_images(evaluation, true, pred)
+        n = len(rows)
+        pictures = f"{n} picture{'s' if n != 1 else ''}"
+        if true == pred:
+            st.markdown(f":green[:material/check_circle:] **{pictures}** of **{true}** the model got right.")
+        else:
+            st.markdown(f":red[:material/cancel:] **{pictures}** of **{true}** the model took for **{pred}**.")
+        where_looked = st.toggle(
+            "Where did it look?",
+            key="cam_cell",
+            help="Colour each picture by the parts that made the model give its answer (Grad-CAM).",
+            disabled=not rows,
+        )
+
+    if rows:
+        if where_looked:
+            st.caption(common.CAM_CAPTION)
+        with _explaining_spinner(where_looked, min(n, MAX_CELL)):
+            gallery(run, rows[:MAX_CELL], where_looked)
+        if n > MAX_CELL:
+            st.caption(f"… and {n - MAX_CELL} more (the ones the model was least sure about).")
+    else:
+        st.caption("No validation pictures in this square.")
+
+
+# --- the hardest pictures ---------------------------------------------------------------
+
+
+def hardest_section(run, evaluation: dict) -> None:
+    st.subheader("The hardest pictures")
+    st.caption(
+        "The validation pictures that surprised the model most: wrong answers given with confidence first. "
+        "They often show what the model has not understood yet, or a picture in the wrong folder."
+    )
+    c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="center")
+    wrong_only = c1.toggle("Only the mistakes", key="hard_wrong_only")
+    where_looked = c2.toggle(
+        "Where did it look?",
+        key="cam_hard",
+        help="Colour each picture by the parts that made the model give its answer (Grad-CAM).",
+    )
+    target = "answer"
+    if where_looked:
+        target = c3.radio(
+            "Colour the parts that speak for",
+            ["answer", "real"],
+            format_func=lambda t: {"answer": "its answer", "real": "the real class"}[t],
+            key="cam_target",
+            horizontal=True,
+            help="For a mistake: where it saw its (wrong) answer, or where it saw the class it should have named.",
+        )
+    rows = mistakes(evaluation, n=12, wrong_only=wrong_only)
+    if not rows:
+        st.success("The model got every validation picture right.", icon=":material/celebration:")
+        return
+    if where_looked:
+        st.caption(common.CAM_CAPTION)
+    with _explaining_spinner(where_looked, len(rows)):
+        gallery(run, rows, where_looked, target)
+    look_closer(run, rows)
+
+
+def look_closer(run, rows: list[dict]) -> None:
+    """One picture large: what the model saw, the heat map, and both together."""
+    from core.explain import cam_layers
+
+    with st.expander("Look closer at one picture", icon=":material/zoom_in:"):
+        names = {r["path"]: f"{Path(r['path']).name} (really {r['true']}, said {r['predicted']})" for r in rows}
+        c1, c2 = st.columns([2, 1])
+        path = c1.selectbox("Picture", list(names), format_func=names.get, key="closer_path")
+        layers = cam_layers(common.loaded_model(run))
+        layer = c2.selectbox(
+            "Layer to look at",
+            layers,
+            index=len(layers) - 1,
+            key=f"closer_layer_{run.name}",
+            help="The last layer (the default) shows whole objects; earlier layers show finer, more local detail.",
+        )
+        row = next(r for r in rows if r["path"] == path)
+        explained = common.explain_file(run, path, target=row["pred"], layer=layer)
+        if explained is None:
+            st.caption("This picture is no longer there.")
+            return
+        a, b, c = st.columns(3)
+        a.image(
+            explained["view"],
+            caption="What the model saw (the centre of the picture)",
+            width="stretch",
+            alt="Close-up: the picture as the model saw it",
+        )
+        b.image(
+            explained["heatmap"], caption="Where it looked (red: most)", width="stretch", alt="Close-up: the heat map"
+        )
+        c.image(
+            explained["overlay"], caption="Both together", width="stretch", alt="Close-up: the heat map on the picture"
+        )
+        top = ", ".join(f"{cls} {p:.0%}" for cls, p in row["top"])
+        st.caption(f"Really **{row['true']}**. The model said: {top}.")
+
+
+# --- the embedding view ---------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=6)
+def _embedding(run_dir: str, mtime: float, method: str) -> dict:
+    from core.explain import embedding_view
+
+    return embedding_view(run_dir, method=method)
+
+
+def _scatter(rows: list[dict], classes: list[str], title: str) -> go.Figure:
+    fig = go.Figure()
+    for i, name in enumerate(classes):
+        points = [r for r in rows if r["true"] == name]
+        fig.add_trace(
+            go.Scatter(
+                x=[r["x"] for r in points],
+                y=[r["y"] for r in points],
+                mode="markers",
+                name=name,
+                marker=dict(color=CLASS_COLORS[i % len(CLASS_COLORS)], size=8, opacity=0.8),
+                text=[Path(r["path"]).name for r in points],
+                hovertemplate="%{text}<extra>" + name + "</extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        height=480,
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(showticklabels=False, title=None, zeroline=False),
+        yaxis=dict(showticklabels=False, title=None, zeroline=False),
+        legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0),
+    )
+    return fig
+
+
+def embedding_section(run, evaluation: dict) -> None:
+    st.subheader("How the network sorts the pictures")
+    st.caption(
+        "Each dot is one validation picture, placed so that pictures the network finds alike sit close together: "
+        "if the colours form separate groups, the network can tell the classes apart. On the left the network "
+        "as it was downloaded, on the right after learning your classes."
+    )
+    method = st.radio(
+        "Layout",
+        ["pca", "tsne"],
+        format_func=lambda m: {"pca": "PCA (quick)", "tsne": "t-SNE (slower, shows groups more clearly)"}[m],
+        key="emb_method",
+        horizontal=True,
+        help="Two ways to squeeze the network's long list of numbers per picture onto a flat map.",
+    )
+    drawn = st.session_state.setdefault("_emb_drawn", set())
+    if run.name not in drawn:  # once asked for, a run's map is drawn with either layout
+        count = min(300, evaluation.get("count") or 0)
+        st.button(
+            "Draw the map",
+            icon=":material/scatter_plot:",
+            key="emb_draw",
+            on_click=drawn.add,
+            args=(run.name,),
+            help=f"Runs {count} validation pictures through both networks; takes a little while on a CPU.",
+        )
+        return
+    with st.spinner("Running the validation pictures through both networks…"):
+        view = _embedding(str(run.path), common.file_mtime(run.best_checkpoint), method)
+    classes = evaluation["classes"]
+    left, right = st.columns(2)
+    sep = view["separation"]
+    for col, side, title in (
+        (left, "pretrained", "Before: the downloaded network"),
+        (right, "fine-tuned", "After: your trained model"),
+    ):
+        with col:
+            rows = [r for r in view["rows"] if r["model"] == side]
+            st.plotly_chart(_scatter(rows, classes, title), key=f"emb_{side}")
+            st.caption(
+                f"**{sep.get(side, 0):.0%}** of the dots lie nearest the centre of their own class's group.",
+                help="100% means every class forms its own group on this map. With two classes, 50% is no "
+                "better than chance.",
+            )
+    if view.get("note"):
+        st.info(view["note"], icon=":material/info:")
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def _zip_path(run) -> Path:
+    return run.path / "export" / f"{run.name}.zip"
+
+
+def _zip_ready(run) -> bool:
+    path = _zip_path(run)
+    return path.exists() and common.file_mtime(path) >= common.file_mtime(run.best_checkpoint)
+
+
+def _export(run, box) -> None:
+    from core.export import export_run
+
+    steps = ["Loading the model", "Writing TorchScript", "Writing ONNX", "Checking", "Writing the model card"]
+    bar = box.progress(0.0, text="Starting the export…")
+    done = []
+
+    def on_step(text: str) -> None:
+        done.append(text)
+        bar.progress(min(1.0, len(done) / (len(steps) + 1)), text=f"{text}…")
+
+    export_run(run.path, on_step=on_step)
+    bar.progress(1.0, text="Ready.")
+
+
+def export_section(run) -> None:
+    st.subheader("Take the model with you")
+    st.markdown(
+        "One zip file with the model in two standard formats (**ONNX**, which most tools and languages can "
+        "run, and **TorchScript** for PyTorch), the class names, how a picture must be prepared, a **model card** "
+        "that says what the model can and cannot do, and a small example program."
+    )
+    if not run.best_checkpoint.exists():
+        st.caption("This run has no saved model to export.")
+        return
+    box = st.container()
+    if st.button(
+        "Export" if not _zip_ready(run) else "Export again",
+        icon=":material/package_2:",
+        key="export",
+        type="secondary" if _zip_ready(run) else "primary",
+        help="Writes the zip into the run's folder (about half a minute on a CPU); then download it.",
+    ):
+        try:
+            _export(run, box)
+        except Exception as exc:  # noqa: BLE001 - reported in words
+            common.log.exception("export failed")
+            st.error(f"The export did not work: {common.friendly(exc)}", icon=":material/error:")
+        else:
+            st.toast("The zip is ready to download.", icon=":material/package_2:")
+            st.rerun()  # redraw the section: "Export again", and the download
+    if _zip_ready(run):
+        path = _zip_path(run)
+        st.download_button(
+            f"Download {path.name} ({path.stat().st_size / 2**20:.0f} MB)",
+            data=path.read_bytes(),
+            file_name=path.name,
+            mime="application/zip",
+            icon=":material/download:",
+            type="primary",
+            on_click="ignore",
+            key="download_zip",
+        )
+        st.caption(f"Also saved at `{path}`. From a terminal, `python -m core export RUN_FOLDER` does the same.")
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+def summary(run, evaluation: dict) -> None:
+    count = evaluation.get("count") or 0
+    right = round(evaluation["accuracy"] * count)
+    config = run.config
+    st.markdown(
+        f"### It named **{right} of the {count}** validation pictures correctly ({common.fmt_pct(evaluation['accuracy'])})"
+    )
+    st.markdown(
+        f"These are pictures the model never learned from. It is a {common.backbone_title(config.get('backbone'))} "
+        f"({common.strategy_label(config.get('strategy'))}) trained on "
+        f"`{Path(config.get('data_dir') or '?').name}` to tell {len(evaluation['classes'])} classes apart."
+    )
+    worst = min(evaluation["per_class"], key=lambda c: (c["recall"], c["class"]))
+    if worst["recall"] < 1:
+        st.markdown(
+            f"The hardest class for it: **{worst['class']}**, of which it recognised "
+            f"{common.fmt_pct(worst['recall'], 0)}."
+        )
+    st.markdown("#### How well each class is recognised")
+    common.per_class_table(evaluation)
+
+
+def main() -> None:
+    all_runs = common.store().list()
+    runs = [r for r in all_runs if (r.path / "eval.json").exists()]
+    if not runs:
+        if all_runs:
+            st.info(
+                "No run has finished yet: results appear here when a training ends. Watch it on the **Train** page.",
+                icon=":material/hourglass_top:",
+            )
+        else:
+            st.info("There is no trained model yet. Train one on the **Train** page first.", icon=":material/fitness_center:")
+        st.page_link(common.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
+        return
+    wanted = st.query_params.get("run")
+    if wanted and wanted not in {r.name for r in runs} and wanted in {r.name for r in all_runs}:
+        st.info(f"The run {wanted} has no results yet (it has not finished).", icon=":material/hourglass_top:")
+    latest_finished = next((r.name for r in runs if r.state == "finished"), None)
+    run = common.pick_run(
+        runs,
+        key="results_run",
+        label="Trained model",
+        help="Every run that has results, newest first.",
+        prefer=latest_finished,
+    )
+    evaluation = common.evaluation(run)
+    if not evaluation or not evaluation.get("count"):
+        st.warning("This run's results are empty: it had no validation pictures to check.", icon=":material/warning:")
+        return
+
+    summary(run, evaluation)
+    st.divider()
+    confusion_section(run, evaluation)
+    st.divider()
+    hardest_section(run, evaluation)
+    st.divider()
+    embedding_section(run, evaluation)
+    st.divider()
+    export_section(run)
+    st.divider()
+    st.page_link(
+        common.PAGE_PLAYGROUND, label="Try it on new pictures in the Playground", icon=":material/science:",
+        query_params={"run": run.name},
+    )
+
+
+main()

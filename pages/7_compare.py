@@ -1,0 +1,289 @@
+"""Compare: trained models side by side, and one click to train one per network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.compare import curves, curves_figure, leaderboard, queue_sweep, sweep_of
+from core.jobs import ACTIVE
+from core.models import list_backbones, weights_cached
+from core.training import pick_device
+from pages import common
+
+st.title(":material/leaderboard: Compare")
+common.intro(
+    "Put trained models side by side: which network learned your classes best, how long it took and how fast "
+    "it names a picture. Or let Transfer Studio <b>train one model per network</b> on your pictures with one click."
+)
+
+SWEEP_STRATEGIES = ["linear", "last-1", "last-2", "full", "gradual", "discriminative"]
+
+
+def _speed_device() -> str:
+    try:
+        return pick_device("auto").type
+    except Exception:  # noqa: BLE001 - a CPU is always there
+        return "cpu"
+
+
+# --- queueing a sweep -----------------------------------------------------------------------
+
+
+def _queue() -> None:
+    """Button callback: one run per chosen network (and strategy), queued."""
+    backbones = st.session_state.get("sweep_backbones") or []
+    strategies = st.session_state.get("sweep_strategies") or None
+    try:
+        config = common.build_config()
+        jobs = queue_sweep(common.manager(), config, backbones, strategies)
+    except Exception as exc:  # noqa: BLE001 - shown on the page
+        st.session_state["_sweep_error"] = common.friendly(exc)
+        return
+    names = [Path(j.run_dir).name for j in jobs]
+    sweep = sweep_of(jobs[0].run_dir) or {}
+    st.session_state["_sweep"] = {"id": sweep.get("sweep"), "runs": names, "jobs": [j.id for j in jobs]}
+    st.session_state["compare_runs"] = names  # compare what was just queued
+    st.session_state.pop("_sweep_error", None)
+
+
+def sweep_form() -> None:
+    with st.container(border=True):
+        st.markdown("#### Compare networks on your pictures")
+        report, scan_error = common.scan_or_none()
+        if not common.choice("data_dir") or scan_error or report is None or not report.can_train:
+            why = scan_error or (" ".join(report.errors) if report is not None else "")
+            st.warning(
+                f"Choose a folder of pictures on the **Data** page first. {why}".strip(), icon=":material/arrow_back:"
+            )
+            st.page_link(common.PAGE_DATA, label="Go to the Data page", icon=":material/photo_library:")
+            return
+        strategy = common.strategy_name()
+        if strategy == "custom":
+            strategy = "linear"
+        backbones = list_backbones()
+        by_name = {b.name: b for b in backbones}
+        cached = {b.name: weights_cached(b.name) for b in backbones}
+        if "sweep_backbones" not in st.session_state:
+            st.session_state["sweep_backbones"] = [b.name for b in backbones if cached[b.name]][:3]
+        if "sweep_strategies" not in st.session_state:
+            st.session_state["sweep_strategies"] = [strategy]
+        st.markdown(
+            f"One new training per network, all on **{Path(report.root).name}** "
+            f"({len(report.classes)} classes, {report.num_images} pictures) with your settings from the "
+            f"**Model** page ({common.choice('epochs')} epochs). They train one after another; the table above "
+            "fills in as each one finishes."
+        )
+        c1, c2 = st.columns([3, 2])
+        c1.multiselect(
+            "Networks",
+            list(by_name),
+            key="sweep_backbones",
+            format_func=lambda n: by_name[n].title + ("" if cached[n] else f" (downloads {by_name[n].file_mb:.0f} MB)"),
+            help="Small, fast networks first is a good start. Those not on this computer download their weights "
+            "once, which needs internet.",
+        )
+        c2.multiselect(
+            "What learns",
+            SWEEP_STRATEGIES,
+            key="sweep_strategies",
+            format_func=common.strategy_label,
+            help="Choose more than one to train each network each way: one run per network and per choice.",
+        )
+        chosen = st.session_state.get("sweep_backbones") or []
+        ways = st.session_state.get("sweep_strategies") or [strategy]
+        count = len(chosen) * len(ways)
+        need = [by_name[n].title for n in chosen if not cached[n]]
+        if need:
+            st.info(
+                f"{', '.join(need)} will download {'its' if len(need) == 1 else 'their'} weights first; "
+                "that needs internet.",
+                icon=":material/cloud_download:",
+            )
+        st.button(
+            f"Train {count} model{'s' if count != 1 else ''}",
+            type="primary",
+            icon=":material/play_arrow:",
+            on_click=_queue,
+            disabled=count == 0,
+            key="sweep_go",
+            help="They are queued and train one after another in the background; you can keep using the app.",
+        )
+        if st.session_state.get("_sweep_error"):
+            st.error(f"Could not start: {st.session_state.pop('_sweep_error')}", icon=":material/error:")
+
+
+# --- the leaderboard --------------------------------------------------------------------------
+
+
+def board(paths: list[str]) -> None:
+    """Leaderboard and curves of the chosen runs. Redrawn every 2 s while one of
+    them trains; once none does, the whole page is drawn again."""
+    mgr = common.manager()
+    alive = mgr.alive_run_dirs()
+    training = [p for p in paths if str(Path(p).resolve()) in alive]
+    seen = st.session_state.setdefault("_compare_training", False)
+    if seen and not training:
+        st.session_state["_compare_training"] = False
+        st.rerun()  # the last one just ended: full page, without the timer
+    st.session_state["_compare_training"] = bool(training)
+
+    busy = bool(mgr.active_jobs())
+    with st.spinner("Timing each model on this computer (once per model)…"):
+        rows = leaderboard(paths, device=_speed_device(), measure_speed=not busy)
+    states = {}
+    for p in paths:
+        job = mgr.job_for_run(p) if str(Path(p).resolve()) in alive else None
+        states[Path(p).name] = job.state if job else None
+
+    sweep = st.session_state.get("_sweep")
+    if sweep and set(sweep["runs"]) & {Path(p).name for p in paths}:
+        done = sum(
+            1 for r in rows if r["run"] in sweep["runs"] and (states.get(r["run"]) or r["state"]) not in ACTIVE
+        )
+        total = len(sweep["runs"])
+        now = next((r for r in rows if r["run"] in sweep["runs"] and states.get(r["run"]) == "running"), None)
+        text = f"{done} of {total} trained"
+        if now is not None:
+            job = mgr.job_for_run(now["path"])
+            snap = job.snapshot() if job else {}
+            step = f"epoch {snap['epoch']} of {snap['epochs']}" if snap.get("epoch") else "getting ready"
+            text += f" · now training {now['backbone_title']} ({step})"
+        st.progress(done / max(1, total), text=text)
+
+    table = pd.DataFrame(
+        [
+            {
+                "Network": r["backbone_title"],
+                "What learned": common.strategy_label(r["strategy"]),
+                "Status": common.state_word(states.get(r["run"]) or r["state"]),
+                "Numbers that learned": r["trainable_params"],
+                "Best val accuracy": None
+                if r["best_val_accuracy"] is None or r["best_val_accuracy"] < 0
+                else 100 * r["best_val_accuracy"],
+                "Macro F1": r["macro_f1"],
+                "Training time": common.fmt_duration(r["training_seconds"]) if r["training_seconds"] else "–",
+                "ms per picture": r["ms_per_image"],
+                "Run": r["run"],
+            }
+            for r in rows
+        ]
+    )
+    for column in ("Numbers that learned", "Best val accuracy", "Macro F1", "ms per picture"):
+        table[column] = pd.to_numeric(table[column], errors="coerce")  # not yet known: blank, not "None"
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "Numbers that learned": st.column_config.NumberColumn(
+                format="compact", help="Trainable parameters: how many of the network's numbers changed."
+            ),
+            "Best val accuracy": st.column_config.ProgressColumn(
+                format="%.1f%%",
+                min_value=0,
+                max_value=100,
+                help="Share of the validation pictures the best epoch got right.",
+            ),
+            "Macro F1": st.column_config.NumberColumn(
+                format="%.2f", help="The average over classes of F1 (balances precision and recall). 1.0 is perfect."
+            ),
+            "ms per picture": st.column_config.NumberColumn(
+                format="%.0f ms",
+                help="How long the model takes to name one picture on this computer. Measured once per model, "
+                "when no training runs.",
+            ),
+        },
+    )
+    best = next((r for r in rows if r["best_val_accuracy"] is not None and r["best_val_accuracy"] >= 0), None)
+    notes = []
+    if best is not None and len(rows) > 1:
+        notes.append(
+            f":material/trophy: Best so far: **{best['backbone_title']}, {common.strategy_label(best['strategy'])}** "
+            f"with {common.fmt_pct(best['best_val_accuracy'])} right."
+        )
+    if busy and any(r["ms_per_image"] is None and r["state"] == "finished" for r in rows):
+        notes.append("Speed is measured when no training is running (it would slow both down).")
+    if notes:
+        st.caption("  \n".join(notes))
+
+    data = curves(paths)
+    if data:
+        labels = _curve_labels(rows)
+        data = [dict(r, label=labels.get(r["run"], r["label"])) for r in data]
+        acc = [dict(r, value=100 * r["value"]) if r["kind"] == "accuracy" else r for r in data]
+        c1, c2 = st.columns(2)
+        fig = curves_figure(acc, "accuracy")
+        fig.update_layout(title="Accuracy (higher is better)", yaxis_title="% correct", **_CURVE_LAYOUT)
+        fig.update_yaxes(range=[0, 101])
+        c1.plotly_chart(fig, key="compare_acc")
+        fig = curves_figure(data, "loss")
+        fig.update_layout(title="Loss (lower is better)", **_CURVE_LAYOUT)
+        fig.update_yaxes(rangemode="tozero")
+        c2.plotly_chart(fig, key="compare_loss")
+        st.caption("Solid lines: validation pictures. Dotted: training pictures. One colour per run.")
+
+
+_CURVE_LAYOUT = dict(
+    height=460,
+    legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0, font=dict(size=11)),
+    xaxis=dict(dtick=1, title="epoch"),
+)
+
+
+def _curve_labels(rows: list[dict]) -> dict[str, str]:
+    """A name per run for the charts' legends: the network, what learned, when."""
+    labels = {}
+    for r in rows:
+        stamp = r["run"][:15]
+        when = f"{stamp[6:8]}/{stamp[4:6]} {stamp[9:11]}:{stamp[11:13]}" if stamp[:8].isdigit() else r["run"]
+        labels[r["run"]] = f"{r['backbone_title']}, {common.strategy_label(r['strategy'])} · {when}"
+    if len(set(labels.values())) < len(labels):  # two runs in the same minute: tell them apart by name
+        labels = {run: f"{label} · {run}" for run, label in labels.items()}
+    return labels
+
+
+def _board_safely(paths: list[str]) -> None:
+    # A fragment rerun does not pass through app.py's error handler.
+    with common.guard("Could not show the comparison"):
+        board(paths)
+
+
+def main() -> None:
+    runs = common.store().list()
+    mgr = common.manager()
+    alive = mgr.alive_run_dirs()
+    usable = [r for r in runs if r.best_checkpoint.exists() or str(r.path.resolve()) in alive]
+    by_name = {r.name: r for r in usable}
+
+    st.subheader("Trained models side by side")
+    if not usable:
+        st.info(
+            "No trained models yet. Train one on the **Train** page, or several at once below.",
+            icon=":material/fitness_center:",
+        )
+    else:
+        chosen = st.session_state.get("compare_runs")
+        if chosen is None:
+            chosen = [r.name for r in usable if r.state == "finished"][:5] or [usable[0].name]
+        st.session_state["compare_runs"] = [n for n in chosen if n in by_name]
+        st.multiselect(
+            "Runs to compare",
+            list(by_name),
+            key="compare_runs",
+            format_func=lambda n: common.run_label(by_name[n], with_accuracy=False),
+            help="Every run that has a saved model (or is training now), newest first.",
+            persist_state="session",
+        )
+        paths = [str(by_name[n].path) for n in st.session_state["compare_runs"]]
+        if not paths:
+            st.caption("Choose runs above to compare them.")
+        elif any(str(Path(p).resolve()) in alive for p in paths):
+            st.fragment(run_every=2)(_board_safely)(paths)
+        else:
+            _board_safely(paths)
+    sweep_form()
+
+
+main()

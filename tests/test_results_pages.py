@@ -1,0 +1,284 @@
+"""The Results and Compare pages, and the Playground's Grad-CAM and folder
+prediction, through Streamlit's AppTest on real photos with a really trained
+model (the same pattern as tests/test_app_pages.py, whose helpers these reuse).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+try:
+    from tests.test_app_pages import (  # noqa: F401 - every_run_goes_through_app_py is an autouse fixture
+        _app,
+        _button,
+        _choose_data,
+        _goto,
+        _ok,
+        _small_copy,
+        _texts,
+        _wait_for,
+        every_run_goes_through_app_py,
+    )
+except ImportError:
+    from test_app_pages import (  # noqa: F401
+        _app,
+        _button,
+        _choose_data,
+        _goto,
+        _ok,
+        _small_copy,
+        _texts,
+        _wait_for,
+        every_run_goes_through_app_py,
+    )
+
+MODEL, PLAYGROUND, RUNS, RESULTS, COMPARE = (
+    "pages/2_model.py",
+    "pages/4_playground.py",
+    "pages/5_runs.py",
+    "pages/6_results.py",
+    "pages/7_compare.py",
+)
+
+
+# --- fixtures -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory, hymenoptera) -> Path:
+    return _small_copy(hymenoptera, tmp_path_factory.mktemp("data") / "ants-and-bees", per_class=10)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, small_data, shared_torch_home) -> Path:
+    """One finished linear-probe MobileNetV2 run on 20 + 20 real photos."""
+    from core.training import TrainConfig, train_blocking
+
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(shared_torch_home))
+        config = TrainConfig(
+            data_dir=str(small_data),
+            backbone="mobilenet_v2",
+            strategy="linear",
+            epochs=2,
+            cache_dir=str(root / "cache"),
+        )
+        job, run = train_blocking(config, runs_dir=root / "runs")
+    assert job.state == "finished", job.snapshot()["reason"]
+    return run.path
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch, offline_weights) -> Path:
+    monkeypatch.setenv("TRANSFER_STUDIO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("TRANSFER_STUDIO_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.fixture()
+def with_run(env, trained_run) -> Path:
+    dst = env / "runs" / trained_run.name
+    shutil.copytree(trained_run, dst)
+    return dst
+
+
+def _images(at) -> int:
+    """How many pictures the page shows."""
+    return sum(len(e.value) for e in at.get("image"))
+
+
+def _image_captions(at) -> str:
+    return "\n".join(c for e in at.get("image") for c in e.captions)
+
+
+def _toggle(at, key: str, value: bool = True):
+    at.toggle(key=key).set_value(value).run()
+    _ok(at)
+    return at
+
+
+# --- Results ---------------------------------------------------------------------------
+
+
+def test_results_page_table_cells_grad_cam_map_and_export(env, with_run):
+    evaluation = json.loads((with_run / "eval.json").read_text())
+    at = _goto(_app(), RESULTS)
+    assert at.selectbox(key="results_run").value == with_run.name
+    right = round(evaluation["accuracy"] * evaluation["count"])
+    assert f"It named **{right} of the {evaluation['count']}** validation pictures" in _texts(at.markdown)
+    table = at.dataframe[0].value
+    assert list(table["Class"]) == ["ants", "bees"]
+    assert list(table["Pictures"]) == [10, 10]
+    assert at.get("plotly_chart"), "no confusion matrix"
+
+    # Choose a square with the keyboard-friendly choosers: its pictures appear.
+    for true, pred in (("bees", "bees"), ("ants", "bees")):
+        at.selectbox(key="cell_true").set_value(true).run()
+        at.selectbox(key="cell_pred").set_value(pred).run()
+        _ok(at)
+        n = evaluation["confusion"][evaluation["classes"].index(true)][evaluation["classes"].index(pred)]
+        said = "got right" if true == pred else f"took for **{pred}**"
+        assert f"**{n} picture{'s' if n != 1 else ''}** of **{true}** the model {said}" in _texts(at.markdown)
+        # The square's pictures, the 12 hardest below, and the 3 of "look closer".
+        assert _images(at) == n + 12 + 3
+    at.selectbox(key="cell_true").set_value("bees").run()  # back to the bees it got right
+    _ok(at)
+
+    # Where did it look: Grad-CAM overlays in place of the thumbnails.
+    assert "where the model looked" not in _texts(at.caption)
+    before = _images(at)
+    _toggle(at, "cam_cell")
+    assert "where the model looked" in _texts(at.caption)
+    assert _images(at) == before
+    _toggle(at, "cam_hard")
+    at.radio(key="cam_target").set_value("real").run()
+    _ok(at)
+    assert _images(at) == before
+
+    # Look closer: the picture, its heat map and both together.
+    captions = _image_captions(at)
+    assert "What the model saw" in captions and "Where it looked" in captions and "Both together" in captions
+
+    # The embedding map: two scatter plots once asked for.
+    charts = len(at.get("plotly_chart"))
+    _button(at, "Draw the map").click().run()
+    _ok(at)
+    assert len(at.get("plotly_chart")) == charts + 2
+    assert "lie nearest the centre of their own class" in _texts(at.caption)
+    assert "only the new head" in _texts(at.info)  # a linear probe: both pictures are the same
+
+    # Export: a zip with ONNX, TorchScript and a model card, offered as a download.
+    assert not at.get("download_button")
+    _button(at, "Export").click().run()
+    _ok(at)
+    (download,) = at.get("download_button")
+    assert ".zip" in download.proto.label
+    (zip_path,) = (with_run / "export").glob("*.zip")
+    with zipfile.ZipFile(zip_path) as zf:
+        names = {Path(n).name for n in zf.namelist()}
+    assert {"model.onnx", "model.ts", "MODEL_CARD.md", "classes.json", "preprocessing.json"} <= names
+    # Coming back later, the zip is still there to download without exporting again.
+    again = _goto(_app(), RESULTS)
+    assert again.get("download_button")
+    assert [b for b in again.button if b.label == "Export again"]
+
+
+def test_results_page_follows_a_link_and_explains_no_runs(env, with_run):
+    at = _goto(_app(), RUNS)
+    links = [e.proto for e in at.get("page_link")]
+    assert any(
+        link.label == "See the results" and link.page == "results" and link.query_string == f"run={with_run.name}"
+        for link in links
+    )
+
+    # A second run, newer: the page opens on it, a link opens the older one.
+    newer = with_run.parent / f"{with_run.name}-b"
+    shutil.copytree(with_run, newer)
+    at = _goto(_app(), RESULTS)
+    assert at.selectbox(key="results_run").value == newer.name
+    at.query_params["run"] = with_run.name
+    at.run()
+    assert at.selectbox(key="results_run").value == with_run.name
+    at.selectbox(key="results_run").set_value(newer.name).run()
+    assert at.query_params["run"] == newer.name  # the address follows the choice
+    at.query_params["run"] = with_run.name  # and following a link to the other one again still works
+    at.run()
+    assert at.selectbox(key="results_run").value == with_run.name
+    shutil.rmtree(newer)
+
+    shutil.rmtree(with_run)
+    at = _goto(_app(), RESULTS)
+    assert "no trained model yet" in _texts(at.info)
+
+
+# --- Playground -------------------------------------------------------------------------
+
+
+def test_playground_shows_where_it_looked_and_names_a_folder(env, with_run, small_data):
+    at = _goto(_app(), PLAYGROUND)
+    bee = sorted((small_data / "val" / "bees").glob("*.jpg"))[0]
+    at.file_uploader(key="play_upload").upload(bee.name, bee.read_bytes(), "image/jpeg").run()
+    _ok(at)
+    assert any("It looks like" in m.value for m in at.markdown)
+    assert _images(at) == 2  # the picture and its Grad-CAM overlay
+    assert "where the model looked" in _texts(at.caption)
+
+    folder = env / "new-pictures"
+    shutil.copytree(small_data / "val", folder)
+    (folder / "bees" / "notes.jpg").write_text("not a picture")
+    at.text_input(key="batch_folder").set_value(str(folder)).run()
+    _button(at, "Name them all").click().run()
+    _ok(at)
+    table = next(d.value for d in at.dataframe if "It looks like" in d.value.columns)
+    assert len(table) == 21
+    assert set(table["It looks like"]) <= {"ants", "bees", "–"}
+    assert "could not be read" in _texts(at.warning)
+    (download,) = at.get("download_button")
+    assert download.proto.label == "Download the table (CSV)"
+    assert "Named **20** pictures" in _texts(at.markdown)
+
+    at.text_input(key="batch_folder").set_value(str(env / "nowhere")).run()
+    _button(at, "Name them all").click().run()
+    _ok(at)
+    assert "does not exist" in _texts(at.error)
+
+
+def test_predictions_csv_from_the_command_line(env, with_run, small_data):
+    from core.cli import main
+
+    out = env / "out.csv"
+    main(["predict", str(with_run), str(small_data / "val"), "--csv", str(out)])
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == 20 and {r["top_class"] for r in rows} <= {"ants", "bees"}
+
+
+# --- Compare ----------------------------------------------------------------------------
+
+
+def test_compare_lists_runs_and_a_sweep_fills_the_leaderboard(env, with_run, hymenoptera):
+    at = _goto(_app(), COMPARE)
+    board = at.dataframe[0].value
+    assert list(board["Run"]) == [with_run.name]
+    assert list(board["Network"]) == ["MobileNetV2"]
+    assert board["ms per picture"][0] > 0  # measured on this computer
+    assert "Choose a folder of pictures on the **Data** page first" in _texts(at.warning)
+
+    # A sweep of two backbones, linear probe, 1 epoch, on a tiny copy of the photos.
+    tiny = _small_copy(hymenoptera, env / "tiny-ants-and-bees", per_class=4)
+    _choose_data(at, tiny)
+    _goto(at, MODEL)
+    at.number_input(key="epochs").set_value(1).run()
+    _goto(at, COMPARE)
+    at.multiselect(key="sweep_backbones").set_value(["mobilenet_v2", "efficientnet_lite0"]).run()
+    at.multiselect(key="sweep_strategies").set_value(["linear"]).run()
+    _button(at, "Train 2 models").click().run()
+    _ok(at)
+    queued = [p.parent for p in (env / "runs").glob("*/sweep.json")]
+    assert len(queued) == 2
+    assert sorted(at.multiselect(key="compare_runs").value) == sorted(p.name for p in queued)
+
+    def both_done(a) -> bool:
+        table = a.dataframe[0].value if a.dataframe else None
+        return table is not None and len(table) == 2 and list(table["Status"]) == ["finished", "finished"]
+
+    _wait_for(at, both_done, timeout=240)
+    board = at.dataframe[0].value
+    assert sorted(board["Network"]) == ["EfficientNet-Lite0", "MobileNetV2"]
+    assert set(board["What learned"]) == {"linear probe"}
+    assert (board["Best val accuracy"] >= 0).all() and board["Numbers that learned"].tolist() == [2562, 2562]
+    assert board["ms per picture"].notna().all()
+    assert len(at.get("plotly_chart")) == 2  # accuracy and loss curves
+
+    # And the whole list of runs can be compared.
+    at.multiselect(key="compare_runs").set_value([with_run.name, *(p.name for p in queued)]).run()
+    _ok(at)
+    assert len(at.dataframe[0].value) == 3
