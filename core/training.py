@@ -438,8 +438,6 @@ def train(config: TrainConfig, run: Run, job: Job, resume: bool = False) -> dict
             "seconds": time.time() - epoch_start,
         }
         history.append(row)
-        job.add_epoch(row)
-        run.write_metrics(history)
 
         improved = val_acc > best["val_accuracy"] or (val_acc == best["val_accuracy"] and val_loss < best["val_loss"])
         if improved:
@@ -456,6 +454,10 @@ def train(config: TrainConfig, run: Run, job: Job, resume: bool = False) -> dict
             "scaler": scaler.state_dict(), "best": best, "epochs_without_gain": epochs_without_gain,
             "rng": torch.get_rng_state(),
         })
+        # The epoch's metrics line is written after its checkpoints, so every
+        # epoch in metrics.jsonl can be resumed from, whenever a kill lands.
+        run.write_metrics(history)
+        job.add_epoch(row)
         run.update_status(epochs_done=epoch, best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"])
         if config.early_stopping and epochs_without_gain >= config.early_stopping:
             stopped_early = True
