@@ -73,6 +73,9 @@ def _finish(job, run) -> int:
         print(f"Run {snap['state']}: {snap['reason']}", file=sys.stderr)
         print(json.dumps({"run_dir": str(run.path), "state": snap["state"], "reason": snap["reason"]}))
         return 1
+    note = (snap.get("feature_cache") or {}).get("note")
+    if note:  # stdout stays one JSON line for scripts
+        print(note, file=sys.stderr)
     print(json.dumps({"state": "finished", **snap["result"]}))
     return 0
 

@@ -112,7 +112,8 @@ def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch
     info = model.info
     image_size = info.image_size if (not config.get("image_size") or info.fixed_image_size) else int(config["image_size"])
     resize_size = max(image_size, round(image_size * info.resize_size / info.image_size))
-    transform = make_transform(image_size, resize_size, info.mean, info.std, augment="none", train=False)
+    transform = make_transform(image_size, resize_size, info.mean, info.std, augment="none", train=False,
+                               interpolation=info.interpolation)
     return LoadedModel(model, list(classes), transform, config, resize_size, device)
 
 

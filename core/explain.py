@@ -48,7 +48,8 @@ def _resolve(source) -> LoadedModel:
         return source
     if isinstance(source, TransferModel):
         info = source.info
-        transform = make_transform(info.image_size, info.resize_size, info.mean, info.std, augment="none", train=False)
+        transform = make_transform(info.image_size, info.resize_size, info.mean, info.std, augment="none", train=False,
+                                   interpolation=info.interpolation)
         device = next(source.parameters()).device
         classes = [str(i) for i in range(source.num_classes)]
         return LoadedModel(source, classes, transform, {"backbone": source.backbone}, info.resize_size, device)
