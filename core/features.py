@@ -317,10 +317,11 @@ def describe_cache(record: dict | None) -> str:
         return f"Stored features were not used{': ' + why if why else ''}."
     blocks = record.get("prefix_blocks")
     where = "the training and validation images" if record.get("train", True) else "the validation images"
-    source = "read from the cache of an earlier run" if record.get("hit") else "computed once and stored for later runs"
-    text = (f"The {blocks} frozen blocks ran once over {where}, {source}; "
-            f"the epochs train only the blocks after them.")
+    source = ("their outputs were stored by an earlier run on the same pictures and reused" if record.get("hit")
+              else "their outputs are stored, so the next run of this network on these pictures starts at once")
+    text = (f"Fast path: the {blocks} frozen blocks ran once over {where} ({source}); "
+            f"each epoch trained only the blocks after them.")
     if record.get("train") is False and record.get("why_not"):
-        text += (f" The training images go through the frozen blocks every epoch, without gradients: "
+        text += (f" The training images still go through the frozen blocks every epoch (without learning): "
                  f"{record['why_not']}.")
     return text

@@ -339,6 +339,8 @@ def test_train_page_trains_in_the_background_and_a_second_tab_finds_it(env, smal
 
     _wait_for(at, lambda a: "Finished." in _texts(a.success))
     assert "Best validation accuracy" in _texts(at.success)
+    # A linear probe's frozen blocks ran once per picture, and the page says so.
+    assert "frozen blocks ran once over the training and validation images" in _texts(at.caption)
     assert len(at.get("plotly_chart")) == 2
     assert "Train again" in _texts(at.markdown)
     assert len(list((env / "runs").glob("*/config.json"))) == 1

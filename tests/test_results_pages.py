@@ -115,6 +115,7 @@ def test_results_page_table_cells_grad_cam_map_and_export(env, with_run):
     assert at.selectbox(key="results_run").value == with_run.name
     right = round(evaluation["accuracy"] * evaluation["count"])
     assert f"It named **{right} of the {evaluation['count']}** validation pictures" in _texts(at.markdown)
+    assert "frozen blocks ran once" in _texts(at.caption)  # last-1 without augmentation: stored features
     table = at.dataframe[0].value
     assert list(table["Class"]) == ["ants", "bees"]
     assert list(table["Pictures"]) == [10, 10]
