@@ -549,8 +549,29 @@ def top_classes_figure(top: list) -> go.Figure:
 # --- page furniture -------------------------------------------------------------
 
 
+def _hand_over_to_app() -> None:
+    """Run this page through app.py when Streamlit ran it on its own.
+
+    Because the page scripts live in pages/, a fresh server whose very first
+    request is a page's address (a bookmark of /results, say) takes the app for
+    an old-style "pages folder" app: it runs that script alone, with a sidebar
+    of file names and no app.py. app.py's st.navigation turns that mode off
+    for the whole process, so turn it off and rerun: the rerun goes through
+    app.py and lands on the same page, because each page's url_path in app.py
+    is the name Streamlit derives from its file (6_results.py -> results)."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without it has no such mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def intro(text: str) -> None:
-    """One sentence: what this page is for and what to do."""
+    """One sentence: what this page is for and what to do. (Every page starts
+    with it, so it also makes sure the page runs inside the app.)"""
+    _hand_over_to_app()
     st.markdown(f"<div style='font-size:1.1rem;margin-bottom:0.5rem'>{text}</div>", unsafe_allow_html=True)
 
 

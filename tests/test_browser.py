@@ -276,3 +276,27 @@ def test_a_teacher_trains_and_predicts_in_the_browser(server, hymenoptera, tmp_p
             raise
         finally:
             browser.close()
+
+
+def test_a_bookmarked_page_opens_inside_the_app_on_a_fresh_server(server):
+    """The very first request to a new server is a page's address: Streamlit
+    would run that script alone, as an old-style pages-folder app (a sidebar of
+    file names, "common" among them); the page hands itself over to app.py."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(server + "/results")
+            expect(page.get_by_text("There is no trained model yet.")).to_be_visible(timeout=90_000)
+            nav = page.locator('[data-testid="stSidebarNav"]')
+            expect(nav.get_by_text("Results", exact=True)).to_be_visible()
+            expect(page.get_by_text("YOUR CHOICES")).to_be_visible()  # app.py's sidebar ran
+            assert nav.get_by_text("common", exact=True).count() == 0
+            assert nav.get_by_text("app", exact=True).count() == 0
+            assert page.url.rstrip("/").endswith("/results")
+            _no_error_boxes(page)
+            _shot(page, "0-bookmarked-results.png")
+        finally:
+            browser.close()
