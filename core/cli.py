@@ -10,8 +10,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .runs import DEFAULT_RUNS_DIR
+
+if TYPE_CHECKING:  # imported lazily at run time: `--help` should not wait for torch
+    from .training import TrainConfig
 
 
 def _print_epoch(row: dict) -> None:
@@ -52,7 +56,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR))
 
 
-def _config_from_args(args) -> "TrainConfig":
+def _config_from_args(args) -> TrainConfig:
     from .models import default_backbone
     from .training import TrainConfig
 

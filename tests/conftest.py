@@ -8,9 +8,15 @@ missing ../shared can never turn into a green run that tested nothing.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+try:
+    from tests.trained_run import small_copy
+except ImportError:  # pytest run from inside tests/
+    from trained_run import small_copy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("TRANSFER_STUDIO_SHARED", REPO_ROOT.parent / "shared")).resolve()
@@ -58,6 +64,49 @@ def empty_torch_home(tmp_path, monkeypatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("TORCH_HOME", str(home))
     return home
+
+
+# --- the app's folders and one trained run, for the page tests -------------------
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory, hymenoptera) -> Path:
+    """10 + 10 real photos of each class (ants, bees), in train/ and val/."""
+    return small_copy(hymenoptera, tmp_path_factory.mktemp("data") / "ants-and-bees", train=10, val=10)
+
+
+@pytest.fixture(scope="session")
+def linear_probe_run(tmp_path_factory, small_data, shared_torch_home) -> Path:
+    """One finished linear-probe MobileNetV2 run on small_data, trained once
+    through the engine for the whole session; tests use copies (with_run)."""
+    from core.training import TrainConfig, train_blocking
+
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(shared_torch_home))
+        config = TrainConfig(data_dir=str(small_data), backbone="mobilenet_v2", strategy="linear", epochs=2,
+                             cache_dir=str(root / "cache"))
+        job, run = train_blocking(config, runs_dir=root / "runs")
+    assert job.state == "finished", job.snapshot()["reason"]
+    return run.path
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch, offline_weights) -> Path:
+    """The app's folders for this test (through the environment variables the
+    app reads), and the offline weights: nothing leaks between tests."""
+    monkeypatch.setenv("TRANSFER_STUDIO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("TRANSFER_STUDIO_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.fixture()
+def with_run(env, linear_probe_run) -> Path:
+    """A copy of the finished run in this test's runs folder."""
+    dst = env / "runs" / linear_probe_run.name
+    shutil.copytree(linear_probe_run, dst)
+    return dst
 
 
 # --- in CI, a skipped test is a failed run --------------------------------------

@@ -48,62 +48,15 @@ def every_run_goes_through_app_py(monkeypatch):
     monkeypatch.setattr(PagesManager, "__init__", init)
 
 
-def _small_copy(src: Path, dst: Path, per_class: int) -> Path:
-    """The same real photos, fewer of them: for tests about the app's mechanics."""
-    for split in ("train", "val"):
-        for class_dir in sorted((src / split).iterdir()):
-            out = dst / split / class_dir.name
-            out.mkdir(parents=True)
-            for f in sorted(p for p in class_dir.iterdir() if p.suffix.lower() == ".jpg")[:per_class]:
-                shutil.copy(f, out / f.name)
-    return dst
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory, hymenoptera) -> Path:
-    return _small_copy(hymenoptera, tmp_path_factory.mktemp("data") / "ants-and-bees", per_class=10)
+try:
+    from tests.trained_run import small_copy
+except ImportError:
+    from trained_run import small_copy
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory, hymenoptera) -> Path:
-    return _small_copy(hymenoptera, tmp_path_factory.mktemp("tiny") / "tiny-ants-and-bees", per_class=4)
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, small_data, shared_torch_home) -> Path:
-    """One finished linear-probe run, trained once through the engine; tests copy it."""
-    from core.training import TrainConfig, train_blocking
-
-    root = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TORCH_HOME", str(shared_torch_home))
-        config = TrainConfig(
-            data_dir=str(small_data),
-            backbone="mobilenet_v2",
-            strategy="linear",
-            epochs=2,
-            cache_dir=str(root / "cache"),
-        )
-        job, run = train_blocking(config, runs_dir=root / "runs")
-    assert job.state == "finished", job.snapshot()["reason"]
-    return run.path
-
-
-@pytest.fixture()
-def env(tmp_path, monkeypatch, offline_weights) -> Path:
-    """The app's folders for this test, and the offline weights."""
-    monkeypatch.setenv("TRANSFER_STUDIO_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("TRANSFER_STUDIO_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
-@pytest.fixture()
-def with_run(env, trained_run) -> Path:
-    """A copy of the finished run in this test's runs folder."""
-    dst = env / "runs" / trained_run.name
-    shutil.copytree(trained_run, dst)
-    return dst
+    return small_copy(hymenoptera, tmp_path_factory.mktemp("tiny") / "tiny-ants-and-bees", train=4, val=4)
 
 
 def _app() -> AppTest:

@@ -12,7 +12,6 @@ import shutil
 import zipfile
 from pathlib import Path
 
-import pytest
 
 try:
     from tests.test_app_pages import (  # noqa: F401 - every_run_goes_through_app_py is an autouse fixture
@@ -21,11 +20,11 @@ try:
         _choose_data,
         _goto,
         _ok,
-        _small_copy,
         _texts,
         _wait_for,
         every_run_goes_through_app_py,
     )
+    from tests.trained_run import small_copy
 except ImportError:
     from test_app_pages import (  # noqa: F401
         _app,
@@ -33,11 +32,11 @@ except ImportError:
         _choose_data,
         _goto,
         _ok,
-        _small_copy,
         _texts,
         _wait_for,
         every_run_goes_through_app_py,
     )
+    from trained_run import small_copy
 
 MODEL, PLAYGROUND, RUNS, RESULTS, COMPARE = (
     "pages/2_model.py",
@@ -46,49 +45,6 @@ MODEL, PLAYGROUND, RUNS, RESULTS, COMPARE = (
     "pages/6_results.py",
     "pages/7_compare.py",
 )
-
-
-# --- fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory, hymenoptera) -> Path:
-    return _small_copy(hymenoptera, tmp_path_factory.mktemp("data") / "ants-and-bees", per_class=10)
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, small_data, shared_torch_home) -> Path:
-    """One finished linear-probe MobileNetV2 run on 20 + 20 real photos."""
-    from core.training import TrainConfig, train_blocking
-
-    root = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TORCH_HOME", str(shared_torch_home))
-        config = TrainConfig(
-            data_dir=str(small_data),
-            backbone="mobilenet_v2",
-            strategy="linear",
-            epochs=2,
-            cache_dir=str(root / "cache"),
-        )
-        job, run = train_blocking(config, runs_dir=root / "runs")
-    assert job.state == "finished", job.snapshot()["reason"]
-    return run.path
-
-
-@pytest.fixture()
-def env(tmp_path, monkeypatch, offline_weights) -> Path:
-    monkeypatch.setenv("TRANSFER_STUDIO_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("TRANSFER_STUDIO_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
-    return tmp_path
-
-
-@pytest.fixture()
-def with_run(env, trained_run) -> Path:
-    dst = env / "runs" / trained_run.name
-    shutil.copytree(trained_run, dst)
-    return dst
 
 
 def _images(at) -> int:
@@ -115,7 +71,7 @@ def test_results_page_table_cells_grad_cam_map_and_export(env, with_run):
     assert at.selectbox(key="results_run").value == with_run.name
     right = round(evaluation["accuracy"] * evaluation["count"])
     assert f"It named **{right} of the {evaluation['count']}** validation pictures" in _texts(at.markdown)
-    assert "frozen blocks ran once" in _texts(at.caption)  # last-1 without augmentation: stored features
+    assert "frozen blocks ran once" in _texts(at.caption)  # a linear probe ran on stored features
     table = at.dataframe[0].value
     assert list(table["Class"]) == ["ants", "bees"]
     assert list(table["Pictures"]) == [10, 10]
@@ -254,7 +210,7 @@ def test_compare_lists_runs_and_a_sweep_fills_the_leaderboard(env, with_run, hym
     assert "Choose a folder of pictures on the **Data** page first" in _texts(at.warning)
 
     # A sweep of two backbones, linear probe, 1 epoch, on a tiny copy of the photos.
-    tiny = _small_copy(hymenoptera, env / "tiny-ants-and-bees", per_class=4)
+    tiny = small_copy(hymenoptera, env / "tiny-ants-and-bees", train=4, val=4)
     _choose_data(at, tiny)
     _goto(at, MODEL)
     at.number_input(key="epochs").set_value(1).run()
