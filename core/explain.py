@@ -287,23 +287,26 @@ _pretrained_lock = threading.Lock()
 
 
 @torch.no_grad()
-def embeddings(source, samples: Iterable, pretrained: bool = False, batch_size: int = 32) -> np.ndarray:
+def embeddings(source, samples: Iterable, pretrained: bool = False, batch_size: int = 32,
+               scores: bool = False) -> np.ndarray:
     """Feature vectors (the output of the `pool` block, what the head reads) for
     `samples`: paths, (path, label) pairs or PIL images.
 
     source: a run folder or a LoadedModel. pretrained=True uses the backbone
-    before fine-tuning (see pretrained_model), False the trained one. Returns a
-    float32 array (N, feature_dim) aligned with samples; an image that cannot
-    be read gets a row of NaN (project_2d keeps it as NaN)."""
+    before fine-tuning (see pretrained_model), False the trained one.
+    scores=True gives the head's output instead (one score per class, before
+    softmax). Returns a float32 array (N, feature_dim or num_classes) aligned
+    with samples; an image that cannot be read gets a row of NaN (project_2d
+    keeps it as NaN)."""
     loaded = _resolve(source)
     if pretrained:
         loaded = pretrained_model(loaded)
     model = loaded.model
     was_training = model.training
     model.eval()
-    upto = model.block_names.index("pool") + 1
+    upto = len(model.block_names) if scores else model.block_names.index("pool") + 1
     items = _sample_paths(samples)
-    out = np.full((len(items), model.feature_dim), np.nan, dtype=np.float32)
+    out = np.full((len(items), model.num_classes if scores else model.feature_dim), np.nan, dtype=np.float32)
     try:
         for start in range(0, len(items), batch_size):
             tensors, rows = [], []
@@ -415,21 +418,28 @@ def embedding_view(run_dir, samples: Sequence[tuple[str, int]] | None = None, me
 
     Returns {"rows": [{"model": "pretrained"|"fine-tuned", "path", "label",
     "true", "x", "y"}], "separation": {"pretrained": float, "fine-tuned": float}
-    (centroid_accuracy in 2-D), "method", "note"}. Each side is projected on its
-    own (the axes of the two pictures are not comparable, the grouping is).
+    (centroid_accuracy in 2-D), "method", "after" ("features" or "scores"),
+    "note"}. Each side is projected on its own (the axes of the two pictures
+    are not comparable, the grouping is).
+
+    A linear probe leaves the backbone's features exactly as they were, so
+    for one the "after" side shows the trained head's scores instead: what
+    training changed is how those features are read.
     """
     loaded = load_run_model(run_dir)
     samples = list(samples) if samples is not None else _val_samples(run_dir, max_images, seed)
     labels = [int(label) for _, label in samples]
+    head_only = str(loaded.config.get("strategy", "")) == "linear"
     rows, separation = [], {}
     for side, is_pretrained in (("pretrained", True), ("fine-tuned", False)):
-        points = project_2d(embeddings(loaded, samples, pretrained=is_pretrained), method, seed)
+        vectors = embeddings(loaded, samples, pretrained=is_pretrained, scores=head_only and not is_pretrained)
+        points = project_2d(vectors, method, seed)
         separation[side] = centroid_accuracy(points, labels)
         for (path, label), (px, py) in zip(samples, points):
             if np.isfinite(px):
                 rows.append({"model": side, "path": str(path), "label": label, "true": loaded.classes[label],
                              "x": float(px), "y": float(py)})
-    strategy = str(loaded.config.get("strategy", ""))
-    note = ("This run trained only the new head, so the backbone's features did not change: the two "
-            "pictures are the same." if strategy == "linear" else "")
-    return {"rows": rows, "separation": separation, "method": method, "note": note}
+    note = ("This run trained only the new head, so the network's features did not change. The right "
+            "picture shows what the head makes of them instead: its score for each class." if head_only else "")
+    return {"rows": rows, "separation": separation, "method": method,
+            "after": "scores" if head_only else "features", "note": note}

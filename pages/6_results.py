@@ -355,7 +355,8 @@ def embedding_section(run, evaluation: dict) -> None:
     sep = view["separation"]
     for col, side, title in (
         (left, "pretrained", "Before: the downloaded network"),
-        (right, "fine-tuned", "After: your trained model"),
+        (right, "fine-tuned", "After: your trained model" if view.get("after") != "scores"
+         else "After: the trained head's scores"),
     ):
         with col:
             rows = [r for r in view["rows"] if r["model"] == side]

@@ -5,6 +5,7 @@ pretrained EfficientNet-Lite0 weights and a randomly initialised ViT-B/16.
 """
 from __future__ import annotations
 
+import json
 
 import numpy as np
 import pytest
@@ -194,3 +195,19 @@ def test_embeddings_before_and_after_fine_tuning(run_dir, loaded, offline_weight
     with pytest.raises(ValueError, match="pca"):
         explain.project_2d(tuned, "umap")
     assert explain.centroid_accuracy(np.array([[0, 0], [0, 1], [5, 5], [5, 6]]), [0, 0, 1, 1]) == 1.0
+
+
+def test_a_linear_probe_embedding_shows_the_heads_scores(linear_probe_run, offline_weights):
+    """A linear probe leaves the backbone's features as they were, so its
+    "after" picture is the trained head's scores, where the classes part."""
+    view = explain.embedding_view(linear_probe_run, method="pca")
+    assert view["after"] == "scores" and "score for each class" in view["note"]
+    val = open_run(linear_probe_run).scan["val"]
+    loaded = load_run_model(linear_probe_run)
+    scores = explain.embeddings(loaded, val, scores=True)
+    assert scores.shape == (len(val), 2)
+    # The scores are the model's own predictions: the same as its forward pass.
+    predicted = scores.argmax(1)
+    evaluation = json.loads((linear_probe_run / "eval.json").read_text())
+    assert (predicted == np.array([label for _, label in val])).mean() == pytest.approx(evaluation["accuracy"])
+    assert view["separation"]["fine-tuned"] >= evaluation["accuracy"] - 0.1, view["separation"]
