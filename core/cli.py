@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .runs import DEFAULT_RUNS_DIR
 
-if TYPE_CHECKING:  # imported lazily at run time: `--help` should not wait for torch
+if TYPE_CHECKING:  # for the annotation only; the commands import the engine where they use it
     from .training import TrainConfig
 
 
@@ -34,7 +34,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unfreeze-every", type=int, default=d.unfreeze_every, help="gradual: epochs between unfreezing one more block")
     p.add_argument("--lr-factor", type=float, default=d.lr_factor, help="discriminative: rate multiplier per block towards the stem")
     p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="pictures per step; 0 = chosen for this machine")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--optimizer", default=d.optimizer, choices=list(OPTIMIZERS))
     p.add_argument("--lr", type=float, default=d.lr)
