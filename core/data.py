@@ -537,7 +537,9 @@ def scan_and_decode(root, short_side: int, val_fraction: float = 0.2, seed: int 
     if kept is None:
         return report, None, why
     used = {path for path, _ in report.train + report.val}
-    return report, DecodedImageCache(short_side, {p: a for p, a in kept.items() if p in used}, interpolation), None
+    arrays = {path: kept.pop(path) for path in list(kept) if path in used}
+    kept.clear()  # the unused ones go now; the cache takes over the rest (and empties `arrays`)
+    return report, DecodedImageCache(short_side, arrays, interpolation), None
 
 
 def _scan(root, val_fraction: float, seed: int, keep_side: int | None = None, budget: int | None = None,
@@ -930,39 +932,64 @@ class DecodedImageCache:
     the feature pass and epochs with augmentation crop and flip pixels in
     memory instead of decoding every JPEG again.
 
-    Each image is stored as a uint8 RGB array whose shorter side is at most
+    Each image is kept as uint8 RGB pixels whose shorter side is at most
     `short_side` (the eval transform's resize size), which is 3 bytes a pixel:
     a 256x341 photo takes 260 kB. get(path) gives the PIL image that reading
     the file with open_rgb(path, short_side) and resizing its shorter side to
     short_side gives, so the transforms run unchanged on it and the eval
     transform's result is the same tensor as from disk.
+
+    All pixels live in one flat uint8 tensor. DataLoader worker processes
+    started with spawn or forkserver (macOS, Windows, and Linux from Python
+    3.14) receive a tensor through shared memory, where numpy arrays would be
+    pickled into a copy for every worker; and one tensor takes one
+    shared-memory handle, where one per image could exhaust them.
     """
 
     def __init__(self, short_side: int, arrays: dict, interpolation: str = "bilinear"):
+        """arrays: {path: (height, width, 3) uint8 array}. It is emptied as
+        the pixels are copied in, so memory never holds them twice."""
         self.short_side = int(short_side)
         self.interpolation = interpolation  # the filter the images were shrunk with
-        self._arrays = arrays
+        self._pixels = torch.empty(sum(int(a.nbytes) for a in arrays.values()), dtype=torch.uint8)
+        self._where: dict[str, tuple[int, int, int]] = {}  # path -> (start, height, width)
+        flat, start = self._pixels.numpy(), 0
+        for path in list(arrays):
+            array = arrays.pop(path)
+            flat[start:start + array.nbytes] = array.reshape(-1)
+            self._where[path] = (start, array.shape[0], array.shape[1])
+            start += array.nbytes
 
     def __len__(self) -> int:
-        return len(self._arrays)
+        return len(self._where)
 
     def __contains__(self, path) -> bool:
-        return path in self._arrays
+        return path in self._where
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._arrays.values())
+        return self._pixels.numel()
+
+    def _array(self, path) -> np.ndarray | None:
+        spot = self._where.get(path)
+        if spot is None:
+            return None
+        start, height, width = spot
+        return self._pixels[start:start + height * width * 3].numpy().reshape(height, width, 3)
 
     def subset(self, paths) -> DecodedImageCache:
-        """The same images (shared, not copied) for these paths only, so the
-        rest can be freed."""
-        return DecodedImageCache(self.short_side, {p: self._arrays[p] for p in paths if p in self._arrays},
-                                 self.interpolation)
+        """The images of these paths only, so the rest can be freed. When they
+        are most of the images, the same cache (shared, not copied): copying
+        would hold nearly everything twice for a moment to free little."""
+        keep = [p for p in dict.fromkeys(paths) if p in self._where]
+        if 2 * len(keep) > len(self._where):
+            return self
+        return DecodedImageCache(self.short_side, {p: self._array(p) for p in keep}, self.interpolation)
 
     def get(self, path) -> Image.Image | None:
         """The image, or None when it is not held here (read it from disk)."""
-        array = self._arrays.get(path)
-        # fromarray copies the pixels into PIL's own buffer, so a transform can
+        array = self._array(path)
+        # fromarray copies RGB pixels into PIL's own buffer, so a transform can
         # never change what is stored.
         return None if array is None else Image.fromarray(array)
 

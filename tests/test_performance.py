@@ -6,6 +6,7 @@ after another do not keep memory. No timings here: speed is measured by
 from __future__ import annotations
 
 import gc
+import multiprocessing.reduction
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 
 import core.data
-from core.data import ImageDataset, make_transform, scan_and_decode, scan_folder
+from core.data import ImageDataset, collate_skip_broken, make_transform, scan_and_decode, scan_folder
 from core.features import FeatureBatches, inference_blocks
 from core.models import build_model
 from core.training import TrainConfig, train_blocking
@@ -196,6 +197,34 @@ def test_decoded_images_give_the_same_tensors_as_the_disk(hymenoptera, tmp_path)
 
     with pytest.raises(ValueError, match="182"):  # images kept for another resize size are not reused
         ImageDataset(samples, tf, max_side=256, decoded=cache)
+
+
+def test_decoded_images_reach_worker_processes_through_shared_memory(hymenoptera, tmp_path):
+    """A DataLoader's worker processes (on a GPU) get the decoded images. With
+    spawn or forkserver (macOS, Windows, Linux from Python 3.14) the dataset
+    is pickled to each worker: the pixels must travel as shared memory, not as
+    a copy per worker, and the workers must see the same pictures."""
+    data = copy_photos(hymenoptera, tmp_path / "data", per_class=3)
+    report, cache, _ = scan_and_decode(data, 256)
+    samples = report.train + report.val
+    tf = make_transform(224, 256, IMAGENET_MEAN, IMAGENET_STD)
+    dataset = ImageDataset(samples, tf, max_side=256, decoded=cache)
+    expected = [dataset[i][0] for i in range(len(samples))]
+
+    pickled = multiprocessing.reduction.ForkingPickler.dumps(dataset)  # what a spawned worker receives
+    assert cache.nbytes > 1_000_000 and len(pickled) < cache.nbytes / 50, (len(pickled), cache.nbytes)
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2, multiprocessing_context="spawn",
+                                         collate_fn=collate_skip_broken)
+    got = {int(i): x for images, _, indices, _ in loader for x, i in zip(images, indices)}
+    assert sorted(got) == list(range(len(samples)))
+    assert all(torch.equal(got[i], expected[i]) for i in got)
+
+    # Keeping some of the images frees the rest; keeping most shares them.
+    few = cache.subset([p for p, _ in samples[:2]])
+    assert len(few) == 2 and few.nbytes < cache.nbytes / 2
+    assert all(torch.equal(ImageDataset(samples[:2], tf, max_side=256, decoded=few)[i][0], expected[i]) for i in (0, 1))
+    assert cache.subset([p for p, _ in samples[1:]]) is cache
 
 
 def test_decoded_cache_steps_aside_when_memory_is_short(hymenoptera, offline_weights, tmp_path, monkeypatch):
