@@ -7,12 +7,14 @@ Nothing here imports Streamlit: pages, the CLI and the tests all call it.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import re
 import stat
 import statistics
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -1025,16 +1027,46 @@ class ImageDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int):
+        return self.item(i)
+
+    def item(self, i: int, seed: int | None = None):
+        """__getitem__, with the random choices of the transform (crops,
+        flips) drawn from `seed` when given: the same seed, the same picture,
+        whichever thread reads it and whenever (see ThreadedLoader)."""
         path, label = self.samples[i]
         try:
             image = self.decoded.get(path) if self.decoded is not None else None
             if image is None:
                 image = open_rgb(path, self.max_side)
             if self.transform is not None:
-                image = self.transform(image)
+                if seed is None:
+                    image = self.transform(image)
+                else:
+                    with _seeded_cpu_rng(seed):
+                        image = self.transform(image)
             return image, label, i
         except Exception:
             return None, label, i
+
+
+# torchvision's random transforms draw from torch's one global CPU generator.
+# Threads reading images at once would take turns on it in whatever order they
+# run, so a run's crops would depend on thread timing; each seeded transform
+# holds this lock and runs from its own seed instead. Decoding (the slow part)
+# stays outside the lock.
+_CPU_RNG_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _seeded_cpu_rng(seed: int):
+    generator = torch.default_generator  # the CPU one only: CUDA's generators are left alone
+    with _CPU_RNG_LOCK:
+        state = generator.get_state()
+        generator.manual_seed(seed)
+        try:
+            yield
+        finally:
+            generator.set_state(state)  # the training thread's own random stream goes on untouched
 
 
 def _stack_images(images: list[torch.Tensor]) -> torch.Tensor:
@@ -1067,7 +1099,8 @@ def collate_skip_broken(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 
 def threaded_batches(dataset: Dataset, batch_size: int, *, threads: int = 1, ahead: int = 0,
-                     order: Sequence[int] | None = None, pin_memory: bool = False):
+                     order: Sequence[int] | None = None, pin_memory: bool = False,
+                     seeds: Sequence[int] | None = None):
     """Yield collate_skip_broken batches of `dataset` (in `order`, default all
     in turn), each batch's images read by `threads` threads at once.
 
@@ -1078,7 +1111,8 @@ def threaded_batches(dataset: Dataset, batch_size: int, *, threads: int = 1, ahe
     reads. On a CPU, 0: the model's own threads already use every core, and
     reading and computing at the same time only makes them take turns (its
     threads wait for each other at every layer), so it is faster to read a
-    batch with every core, then compute with every core.
+    batch with every core, then compute with every core. `seeds`: one per
+    item of `dataset`, for its random transform (ImageDataset.item).
     """
     order = list(range(len(dataset))) if order is None else list(order)
     chunks = iter([order[i:i + batch_size] for i in range(0, len(order), batch_size)])
@@ -1090,7 +1124,10 @@ def threaded_batches(dataset: Dataset, batch_size: int, *, threads: int = 1, ahe
                 chunk = next(chunks, None)
                 if chunk is None:
                     return
-                pending.append([pool.submit(dataset.__getitem__, i) for i in chunk])
+                if seeds is None:
+                    pending.append([pool.submit(dataset.__getitem__, i) for i in chunk])
+                else:
+                    pending.append([pool.submit(dataset.item, i, seeds[i]) for i in chunk])
 
         try:
             while True:
@@ -1111,7 +1148,11 @@ def threaded_batches(dataset: Dataset, batch_size: int, *, threads: int = 1, ahe
 class ThreadedLoader:
     """A DataLoader's epochs (reshuffled each time with a seeded generator)
     through threaded_batches: for training and validation on a CPU, where
-    worker processes would only compete with the model for the same cores."""
+    worker processes would only compete with the model for the same cores.
+
+    With shuffle (training), each image's random transform also gets a seed
+    from that generator, so an augmented run is the same every time it is
+    run with the same seed, as with a DataLoader's seeded worker processes."""
 
     def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, threads: int = 1,
                  ahead: int = 0, pin_memory: bool = False):
@@ -1126,6 +1167,10 @@ class ThreadedLoader:
 
     def __iter__(self):
         n = len(self.dataset)
-        order = torch.randperm(n, generator=self.generator).tolist() if self.shuffle else None
+        order = seeds = None
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).tolist()
+            if hasattr(self.dataset, "item"):
+                seeds = torch.randint(0, 2**62, (n,), generator=self.generator).tolist()
         yield from threaded_batches(self.dataset, self.batch_size, threads=self.threads, ahead=self.ahead,
-                                    order=order, pin_memory=self.pin_memory)
+                                    order=order, pin_memory=self.pin_memory, seeds=seeds)

@@ -289,3 +289,20 @@ def test_bench_quick_prints_the_table(hymenoptera, shared_torch_home, tmp_path):
     assert out.returncode == 0, out.stderr + out.stdout
     for text in ("(a) tutorial loop", "(b) Transfer Studio, cold cache", "(b)/floor", "(a)/(b)"):
         assert text in out.stdout
+
+
+# --------------------------------------------------------------------------
+# Reproducible augmentation
+
+
+def test_an_augmented_run_is_the_same_with_the_same_seed(hymenoptera, offline_weights, tmp_path):
+    """Several threads crop the training pictures at once; each picture's
+    random crop and flip come from its own seed, not from whichever thread
+    reaches torch's global generator first, so a run can be repeated."""
+    data = copy_photos(hymenoptera, tmp_path / "data", per_class=8)
+    config = dict(strategy="last-1", augment="light", epochs=2, batch_size=4, image_size=128, num_workers=0)
+    runs = [train(tmp_path, data, **config)[1] for _ in range(2)]
+    first, second = ([(r["train_loss"], r["val_loss"]) for r in run.metrics] for run in runs)
+    assert first == second
+    _, other = train(tmp_path, data, **config, seed=1)
+    assert [(r["train_loss"], r["val_loss"]) for r in other.metrics] != first  # the seed does matter
