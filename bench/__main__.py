@@ -129,7 +129,7 @@ def bare_forward_seconds(data: str, backbone: str, device_name: str, amp: bool =
     into the convolutions, which is what the engine's feature pass runs."""
     import torch
 
-    from core.data import make_transform, open_rgb, scan_folder
+    from core.data import open_rgb, scan_folder
     from core.features import inference_blocks
     from core.models import build_model
     from core.training import autocast_dtype, inference_batch_size, pick_device, use_channels_last
@@ -138,7 +138,7 @@ def bare_forward_seconds(data: str, backbone: str, device_name: str, amp: bool =
     report = scan_folder(data)
     model = build_model(backbone, len(report.classes)).eval().to(device)
     info = model.info
-    tf = make_transform(info.image_size, info.resize_size, info.mean, info.std, interpolation=info.interpolation)
+    tf = info.transforms()
     images = torch.stack([tf(open_rgb(p, info.resize_size)) for p, _ in report.train + report.val])
     channels_last = use_channels_last(device)
     if channels_last:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import IMAGE_EXTENSIONS, make_transform, open_rgb
+from .data import IMAGE_EXTENSIONS, open_rgb
 from .models import HeadConfig, build_model
 from .runs import open_run
 
@@ -110,10 +110,8 @@ def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch
     device = torch.device(device)
     model.to(device).eval()
     info = model.info
-    image_size = info.image_size if (not config.get("image_size") or info.fixed_image_size) else int(config["image_size"])
-    resize_size = max(image_size, round(image_size * info.resize_size / info.image_size))
-    transform = make_transform(image_size, resize_size, info.mean, info.std, augment="none", train=False,
-                               interpolation=info.interpolation)
+    resize_size = info.sizes(config.get("image_size"))[1]
+    transform = info.transforms(config.get("image_size"))
     return LoadedModel(model, list(classes), transform, config, resize_size, device)
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data import make_transform, open_rgb
+from .data import open_rgb
 from .evaluation import LoadedModel, load_run_model
 from .features import weights_identity
 from .models import HeadConfig, TransferModel, build_model
@@ -48,8 +48,7 @@ def _resolve(source) -> LoadedModel:
         return source
     if isinstance(source, TransferModel):
         info = source.info
-        transform = make_transform(info.image_size, info.resize_size, info.mean, info.std, augment="none", train=False,
-                                   interpolation=info.interpolation)
+        transform = info.transforms()
         device = next(source.parameters()).device
         classes = [str(i) for i in range(source.num_classes)]
         return LoadedModel(source, classes, transform, {"backbone": source.backbone}, info.resize_size, device)

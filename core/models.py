@@ -36,6 +36,8 @@ import torch
 import torchvision
 from torch import nn
 
+from .data import make_transform
+
 # --------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------
@@ -75,6 +77,21 @@ class BackboneInfo:
     # Added beyond the first sketch of the API, with defaults so nothing breaks:
     interpolation: str = "bilinear"  # resize filter the weights expect
     weights_tag: str = ""  # torchvision's weights name, e.g. "IMAGENET1K_V2"
+
+    def sizes(self, image_size: int | None = None) -> tuple[int, int]:
+        """(crop size, resize size) for the crop size a run asks for (None:
+        the weights' own). The resize keeps the weights' crop/resize ratio; a
+        network that takes only one size (ViT) keeps it."""
+        crop = self.image_size if (not image_size or self.fixed_image_size) else int(image_size)
+        return crop, max(crop, round(crop * self.resize_size / self.image_size))
+
+    def transforms(self, image_size: int | None = None, augment: str = "none", train: bool = False,
+                   normalize: bool = True):
+        """This backbone's preprocessing (like torchvision's Weights.transforms()):
+        core.data.make_transform with its sizes, mean, std and resize filter."""
+        crop, resize = self.sizes(image_size)
+        return make_transform(crop, resize, self.mean, self.std, augment=augment, train=train,
+                              normalize=normalize, interpolation=self.interpolation)
 
 
 BACKBONE_NAMES: list[str] = [

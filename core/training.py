@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from . import evaluation
 from .data import (BatchNormalizer, DataFolderError, DecodedImageCache, ImageDataset, NormalizedBatches,
-                   ThreadedLoader, collate_skip_broken, make_transform, scan_and_decode)
+                   ThreadedLoader, collate_skip_broken, scan_and_decode)
 from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache, inference_blocks
 from .jobs import Job
 from .models import (
@@ -302,12 +302,6 @@ class _Data:
     val_failed: list[int] = field(default_factory=list)
 
 
-def image_sizes(config: TrainConfig, info) -> tuple[int, int]:
-    """(crop size, resize size) of the images for this backbone and config."""
-    image_size = info.image_size if (config.image_size is None or info.fixed_image_size) else int(config.image_size)
-    return image_size, max(image_size, round(image_size * info.resize_size / info.image_size))
-
-
 def build_data(config: TrainConfig, report, model, plan: FreezePlan, device, job: Job,
                decoded: DecodedImageCache | None = None, why_not_decoded: str | None = None) -> _Data:
     """The training and validation batches, as cheap as the plan allows.
@@ -322,14 +316,12 @@ def build_data(config: TrainConfig, report, model, plan: FreezePlan, device, job
       or any image when nothing is frozen); without it, from disk.
     """
     info = model.info
-    image_size, resize_size = image_sizes(config, info)
+    image_size, resize_size = info.sizes(config.image_size)
     augment = config.resolved_augment
     # The loaders give uint8 images; they are normalised a whole batch at a
     # time on the device (BatchNormalizer), not one by one.
-    train_tf = make_transform(image_size, resize_size, info.mean, info.std, augment=augment, train=True,
-                              normalize=False, interpolation=info.interpolation)
-    eval_tf = make_transform(image_size, resize_size, info.mean, info.std, augment="none", train=False,
-                             normalize=False, interpolation=info.interpolation)
+    train_tf = info.transforms(config.image_size, augment=augment, train=True, normalize=False)
+    eval_tf = info.transforms(config.image_size, normalize=False)
     normalizer = BatchNormalizer(info.mean, info.std, device, channels_last=use_channels_last(device))
     batch_size = config.batch_size or auto_batch_size(device)
     eval_batch = inference_batch_size(device)
@@ -420,8 +412,6 @@ def build_data(config: TrainConfig, report, model, plan: FreezePlan, device, job
 
 def _to_device(x, device, channels_last):
     x = x.to(device, non_blocking=True)
-    if x.dtype == torch.float16 and device.type == "cpu":
-        x = x.float()  # cached half-precision features; CPU kernels want float32
     if channels_last and x.dim() == 4:
         x = x.to(memory_format=torch.channels_last)
     return x
@@ -462,7 +452,7 @@ def train(config: TrainConfig, run: Run, job: Job, resume: bool = False) -> dict
     info = get_backbone(config.backbone)
     # The scan decodes every image to check it; it keeps them, at the size
     # training needs, so that training does not decode them again.
-    report, decoded, why_not_decoded = scan_and_decode(config.data_dir, image_sizes(config, info)[1],
+    report, decoded, why_not_decoded = scan_and_decode(config.data_dir, info.sizes(config.image_size)[1],
                                                        val_fraction=config.val_fraction, seed=config.seed,
                                                        interpolation=info.interpolation)
     if not report.can_train:

@@ -71,14 +71,6 @@ def _device_text(snap: dict) -> str:
     return name
 
 
-def _speed_notes(snap: dict) -> None:
-    """Say whether stored features (and pictures kept in memory) made this run fast."""
-    cache = snap.get("feature_cache") or {}
-    if cache.get("note"):
-        icon = ":material/bolt:" if cache.get("used") else ":material/info:"
-        st.caption(f"{icon} {cache['note']}")
-
-
 def show_job(job) -> None:
     """The live view of one job (a fragment redraws it every 1.5 s while it is active)."""
     snap = job.snapshot()
@@ -123,7 +115,7 @@ def show_job(job) -> None:
                     "The frozen blocks look at each picture once and their output is remembered, "
                     "so every epoch after that takes only seconds."
                 )
-        _speed_notes(snap)
+        common.feature_cache_caption(snap.get("feature_cache"))
         m1, m2, m3, m4 = st.columns(4)
         speed = snap.get("images_per_second")
         m1.metric(
@@ -169,7 +161,7 @@ def show_job(job) -> None:
             )
         if snap.get("skipped_files"):
             st.caption(f"{len(snap['skipped_files'])} pictures could not be read during training and were left out.")
-        _speed_notes(snap)
+        common.feature_cache_caption(snap.get("feature_cache"))
         l1, l2, _ = st.columns([1, 1, 2])
         with l1:
             st.page_link(

@@ -453,9 +453,7 @@ def summary(run, evaluation: dict) -> None:
         f"({common.strategy_label(config.get('strategy'))}) trained on "
         f"`{Path(config.get('data_dir') or '?').name}` to tell {len(evaluation['classes'])} classes apart."
     )
-    note = (run.status.get("feature_cache") or {}).get("note")
-    if note:
-        st.caption(f":material/bolt: {note}")
+    common.feature_cache_caption(run.status.get("feature_cache"))
     worst = min(evaluation["per_class"], key=lambda c: (c["recall"], c["class"]))
     if worst["recall"] < 1:
         st.markdown(

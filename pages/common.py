@@ -568,6 +568,14 @@ def _hand_over_to_app() -> None:
         st.rerun()
 
 
+def feature_cache_caption(record: dict | None) -> None:
+    """Say in words whether stored features made a run fast (the job's or
+    the run's "feature_cache" record, whose note core writes)."""
+    if record and record.get("note"):
+        icon = ":material/bolt:" if record.get("used") else ":material/info:"
+        st.caption(f"{icon} {record['note']}")
+
+
 def intro(text: str) -> None:
     """One sentence: what this page is for and what to do. (Every page starts
     with it, so it also makes sure the page runs inside the app.)"""
