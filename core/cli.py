@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .runs import DEFAULT_RUNS_DIR
 
 if TYPE_CHECKING:  # for the annotation only; the commands import the engine where they use it
-    from .training import TrainConfig
+    from .config import TrainConfig
 
 
 def _print_epoch(row: dict) -> None:
@@ -25,7 +25,7 @@ def _print_epoch(row: dict) -> None:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .training import OPTIMIZERS, SCHEDULES, TrainConfig
+    from .config import OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig(data_dir="")
     p.add_argument("--backbone", default=None, help="backbone name (see `python -m core backbones`); default: one whose weights are on this machine")
@@ -58,7 +58,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 def _config_from_args(args) -> TrainConfig:
     from .models import default_backbone
-    from .training import TrainConfig
+    from .config import TrainConfig
 
     return TrainConfig(
         data_dir=str(Path(args.data_dir).resolve()), backbone=args.backbone or default_backbone(), init=args.init,
@@ -107,7 +107,8 @@ def cmd_train(args) -> int:
 
 def cmd_resume(args) -> int:
     from .runs import open_run
-    from .training import TrainConfig, train_blocking
+    from .config import TrainConfig
+    from .training import train_blocking
 
     run = open_run(args.run_dir)
     config = TrainConfig.from_dict(run.config)

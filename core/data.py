@@ -26,6 +26,8 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from .config import AUGMENT_PRESETS
+
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 )
@@ -754,13 +756,6 @@ def _scan(root, val_fraction: float, seed: int, keep_side: int | None = None, bu
 
 # --------------------------------------------------------------------------
 # Transforms
-
-AUGMENT_PRESETS: dict[str, str] = {
-    "none": "No augmentation: every epoch sees the same resized, centre-cropped images.",
-    "light": "Random crops and left-right flips: a safe default for photos.",
-    "strong": "Light, plus random colour changes and distortions: for small datasets that overfit.",
-}
-
 
 def make_transform(
     image_size: int,

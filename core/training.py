@@ -16,7 +16,7 @@ import random
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import evaluation
+from .config import TrainConfig
 from .data import (BatchNormalizer, DataFolderError, DecodedImageCache, ImageDataset, NormalizedBatches,
                    ThreadedLoader, collate_skip_broken, scan_and_decode)
 from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache, inference_blocks
@@ -42,69 +43,8 @@ from .models import (
 )
 from .runs import Run, RunStore, open_run
 
-OPTIMIZERS = {
-    "sgd": "SGD with momentum: the classic; steady, needs a larger learning rate (e.g. 0.01).",
-    "adam": "Adam: adapts the step per weight; a safe default.",
-    "adamw": "AdamW: Adam with proper weight decay; the usual choice for fine-tuning.",
-    "rmsprop": "RMSprop: an older adaptive method, used to train MobileNet and EfficientNet.",
-}
-SCHEDULES = {
-    "constant": "The learning rate stays the same.",
-    "step": "The learning rate drops to a tenth every third of the epochs.",
-    "cosine": "The learning rate glides down to zero along a cosine curve.",
-    "onecycle": "The learning rate warms up, then comes down (one-cycle policy).",
-}
-
-
 class TrainingError(Exception):
     """A problem a user can fix; its message says what to do."""
-
-
-@dataclass
-class TrainConfig:
-    data_dir: str
-    backbone: str = "mobilenet_v2"
-    init: str = "pretrained"  # "pretrained", "random", or a path to a weights file
-    strategy: str = "linear"  # linear | last-N | full | gradual | discriminative | custom
-    trained_blocks: dict | None = None  # strategy "custom": block name -> trained
-    unfreeze_every: int = 1  # gradual: epochs between unfreezing steps
-    lr_factor: float = 0.5  # discriminative: each earlier block's rate is this times the next
-    head_hidden: int = 0
-    head_dropout: float = 0.0
-    epochs: int = 5
-    batch_size: int | None = 32  # None or 0: chosen from the machine (auto_batch_size)
-    image_size: int | None = None  # None: the backbone's own size
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    augment: str = "auto"  # none | light | strong | auto (none for a linear probe, else light)
-    label_smoothing: float = 0.0
-    class_weighted: bool = False
-    early_stopping: int = 0  # patience in epochs on val loss; 0 = off
-    seed: int = 0
-    val_fraction: float = 0.2
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    mixed_precision: bool = True  # CUDA only
-    num_workers: int | None = None  # None: chosen from the machine
-    feature_cache: bool = True  # reuse a frozen prefix's outputs when the transform is fixed
-    cache_dir: str | None = None
-    batch_loss_every: int = 5
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    @property
-    def resolved_augment(self) -> str:
-        if self.augment != "auto":
-            return self.augment
-        return "none" if self.strategy == "linear" else "light"
 
 
 # --- devices ------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.jobs import ACTIVE
-from core.training import TrainConfig
+from core.config import TrainConfig
 from pages import common
 
 st.title(":material/history: Runs")

@@ -43,7 +43,8 @@ from core.models import (
     make_freeze_plan,
 )
 from core.runs import RunStore, atomic_write_json, read_json
-from core.training import TrainConfig, TrainingError
+from core.config import TrainConfig
+from core.training import TrainingError
 
 log = logging.getLogger("transfer_studio")
 

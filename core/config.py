@@ -1,0 +1,116 @@
+"""What a training is asked to do: `TrainConfig` and its vocabularies.
+
+This is the bottom of the engine: it imports neither torch nor any other
+module of `core`. Each setting is written once, here: its name, its default,
+its help text and (where it has one) its list of choices live in the field's
+metadata, and the command line (`core.cli`) and the app's pages (`ui.state`)
+build their options and widgets' defaults from these fields.
+
+Field metadata keys (all optional except "help"):
+- "help":    one line for a person, shown by `--help` and next to widgets;
+- "choices": the allowed values (a dict value -> explanation, or a tuple);
+- "cli":     False when the setting has no command-line option (set by the
+             app or derived), or the option's flag when it is not the field's
+             name (e.g. "--no-amp" for `mixed_precision`, which then stores
+             the opposite of the flag);
+- "ui":      False when the pages do not offer it as a widget.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+OPTIMIZERS = {
+    "sgd": "SGD with momentum: the classic; steady, needs a larger learning rate (e.g. 0.01).",
+    "adam": "Adam: adapts the step per weight; a safe default.",
+    "adamw": "AdamW: Adam with proper weight decay; the usual choice for fine-tuning.",
+    "rmsprop": "RMSprop: an older adaptive method, used to train MobileNet and EfficientNet.",
+}
+SCHEDULES = {
+    "constant": "The learning rate stays the same.",
+    "step": "The learning rate drops to a tenth every third of the epochs.",
+    "cosine": "The learning rate glides down to zero along a cosine curve.",
+    "onecycle": "The learning rate warms up, then comes down (one-cycle policy).",
+}
+AUGMENT_PRESETS = {
+    "none": "No augmentation: every epoch sees the same resized, centre-cropped images.",
+    "light": "Random crops and left-right flips: a safe default for photos.",
+    "strong": "Light, plus random colour changes and distortions: for small datasets that overfit.",
+}
+AUGMENT_CHOICES = {
+    "auto": "Automatic: none for a linear probe (so stored features can be used), light otherwise.",
+    **AUGMENT_PRESETS,
+}
+STRATEGY_HELP = "linear | last-N (e.g. last-2) | full | gradual | discriminative"
+
+
+def setting(default, help: str, *, choices=None, cli: bool | str = True, ui: bool = True):
+    """A dataclass field whose metadata carries what a person needs to know."""
+    meta = {"help": help, "choices": choices, "cli": cli, "ui": ui}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str = field(metadata={"help": "the folder of pictures, one subfolder per class", "cli": False, "ui": False})
+    backbone: str = setting("mobilenet_v2", "backbone name (see `python -m core backbones`)")
+    init: str = setting("pretrained", "'pretrained', 'random', or a path to a weights file")
+    strategy: str = setting("linear", STRATEGY_HELP)
+    trained_blocks: dict | None = setting(None, "strategy 'custom': block name -> trained", cli=False, ui=False)
+    unfreeze_every: int = setting(1, "gradual: epochs between unfreezing one more block")
+    lr_factor: float = setting(0.5, "discriminative: each earlier block's rate is this times the next one's")
+    head_hidden: int = setting(0, "width of a hidden layer in the new head; 0 = a single linear layer")
+    head_dropout: float = setting(0.0, "dropout before the new head's last layer")
+    epochs: int = setting(5, "passes over the training pictures")
+    batch_size: int | None = setting(32, "pictures per step; 0 = chosen for this machine")
+    image_size: int | None = setting(None, "picture side in pixels; empty or 0 = the backbone's own size")
+    optimizer: str = setting("adamw", "how the corrections are made", choices=OPTIMIZERS)
+    lr: float = setting(1e-3, "learning rate: how big each correction is")
+    weight_decay: float = setting(1e-4, "pulls weights towards zero a little every step")
+    momentum: float = setting(0.9, "SGD and RMSprop: how much of the last step carries over")
+    schedule: str = setting("cosine", "how the learning rate changes over the epochs", choices=SCHEDULES)
+    augment: str = setting("auto", "random changes to the training pictures", choices=AUGMENT_CHOICES)
+    label_smoothing: float = setting(0.0, "keeps the model from being over-sure (0.1 is typical)")
+    class_weighted: bool = setting(False, "weigh rare classes up in the loss")
+    early_stopping: int = setting(0, "stop after this many epochs without a better val loss; 0 = off")
+    seed: int = setting(0, "the same seed gives the same split and the same run")
+    val_fraction: float = setting(0.2, "share of pictures kept for validation when the folder has no val/ split")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
+    mixed_precision: bool = setting(True, "no mixed precision on CUDA", cli="--no-amp")
+    num_workers: int | None = setting(None, "processes that read pictures; empty = chosen for this machine", ui=False)
+    feature_cache: bool = setting(True, "run the frozen layers every epoch instead of once",
+                                  cli="--no-feature-cache")
+    cache_dir: str | None = setting(None, "where stored features go", cli=False, ui=False)
+    batch_loss_every: int = setting(5, "record the loss every this many batches", cli=False, ui=False)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def resolved_augment(self) -> str:
+        if self.augment != "auto":
+            return self.augment
+        return "none" if self.strategy == "linear" else "light"
+
+
+def defaults() -> dict:
+    """Every setting's default, by name (data_dir: empty)."""
+    out = {}
+    for f in fields(TrainConfig):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = ""
+    return out
+
+
+def help_text(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)

@@ -1,0 +1,33 @@
+"""Errors a person can act on, and the one place that turns any exception
+into words for them.
+
+Every error the engine raises on purpose (a folder with one class, weights
+that cannot be downloaded, a setting out of range) is a `UserError`: its
+message already says what to do. `friendly()` is used by the training job
+(the reason a run failed), the command line and the pages, so the same
+problem reads the same everywhere. No torch import: the GPU's out-of-memory
+error is recognised by its message.
+"""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem a user can fix; its message says what to do."""
+
+
+def friendly(exc: BaseException) -> str:
+    """One or two sentences a non-programmer can act on."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    text = str(exc)
+    if "out of memory" in text.lower():
+        return "The GPU ran out of memory. Try a smaller batch size or image size, or a smaller backbone."
+    if isinstance(exc, FileNotFoundError):
+        return f"A file or folder was missing: {exc}. Check that it is still there."
+    if isinstance(exc, PermissionError):
+        return f"Transfer Studio is not allowed to read or write {exc.filename or 'a file'}. Check its permissions."
+    if isinstance(exc, ValueError):
+        return f"A setting is not valid: {exc}"
+    if isinstance(exc, OSError):
+        return text
+    return f"Something went wrong ({type(exc).__name__}: {exc}). Try again; if it keeps happening, restart the app."
