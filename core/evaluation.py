@@ -61,11 +61,14 @@ def evaluate_loader(model, loader, start_block: int, classes: list[str], paths: 
             x = x.to(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model.forward_from(start_block, x)
-        logits = logits.float().cpu()
-        probs = logits.softmax(1)
+        # Everything per batch is computed where the logits are, then comes to
+        # the CPU in one go: labels from stored features already live on the
+        # GPU, labels from an image loader on the CPU.
+        logits = logits.float()
+        y = y.to(logits.device)
         losses = F.cross_entropy(logits, y, reduction="none")
-        k = min(top_k, probs.shape[1])
-        top_p, top_i = probs.topk(k, dim=1)
+        top_p, top_i = logits.softmax(1).topk(min(top_k, logits.shape[1]), dim=1)
+        y, losses, top_p, top_i = (t.cpu() for t in (y, losses, top_p, top_i))
         for j in range(len(y)):
             pred = int(top_i[j, 0])
             rows.append({

@@ -201,21 +201,59 @@ def compute_prefix_features(model, prefix: int, samples, transform, device, *, b
                         x = x.to(memory_format=torch.channels_last)
                     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                         out = frozen(x)
-                    feats.append(out.float().cpu())
+                    feats.append(_to_host(_storage_form(out)))
                     labels.append(y)
                     indices.append(idx)
                 if on_batch:
                     on_batch(done, len(samples))
     finally:
         model.train(was_training)
+        release_copy(frozen, model)
     if not feats:
         return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), failed
-    features = torch.cat(feats)
-    # Feature maps are big (e.g. 96x14x14 per image); half precision halves disk and
-    # memory at no cost to what a head learns from them. Vectors stay float32.
-    if features[0].numel() > 8192:
-        features = features.half()
-    return features, torch.cat(labels), torch.cat(indices), failed
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the non-blocking copies to the host have all landed
+    return torch.cat(feats), torch.cat(labels), torch.cat(indices), failed
+
+
+# Feature maps are big (e.g. 96x14x14 per image); half precision halves disk and
+# memory at no cost to what a head learns from them. Vectors stay float32.
+_HALF_ABOVE_NUMEL = 8192
+_FP16_MAX = 65504.0
+
+
+def _storage_form(out: torch.Tensor) -> torch.Tensor:
+    """A batch of outputs as stored: float32 vectors, or float16 maps.
+
+    Values computed in bfloat16 (or float32) can lie beyond float16's range
+    and would turn into inf; they are clipped to its largest finite value
+    first (on the device, no synchronisation)."""
+    if out[0].numel() <= _HALF_ABOVE_NUMEL:
+        return out.float()
+    return out.float().clamp_(-_FP16_MAX, _FP16_MAX).half()
+
+
+def _to_host(out: torch.Tensor) -> torch.Tensor:
+    """Copy a batch to CPU memory without making the GPU wait: into pinned
+    memory, asynchronously (the caller synchronises once, after the pass)."""
+    if out.device.type != "cuda":
+        return out
+    host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+    host.copy_(out, non_blocking=True)
+    return host
+
+
+def release_copy(runner: nn.Module, model) -> None:
+    """Free a folded copy made by inference_blocks as soon as it is done.
+
+    torch.fx copies hold reference cycles (graph <-> module), so without this
+    their weights stay in (GPU) memory until the garbage collector runs: old
+    copies piled up during gradual unfreezing. The model's own blocks (what
+    inference_blocks returns when there was nothing to fold) are left alone."""
+    own = {id(t) for t in (*model.parameters(), *model.buffers())}
+    for t in (*runner.parameters(), *runner.buffers()):
+        if id(t) not in own:
+            t.data = torch.empty(0, dtype=t.dtype, device=t.device)
 
 
 def cached_prefix_features(model, prefix: int, splits: dict, transform, device, *, cache_dir: Path | None = None,
@@ -287,15 +325,18 @@ class FeatureBatches:
     def __iter__(self):
         n = len(self.indices)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        # The order goes to the features' device once per epoch, not once per
+        # batch (each copy of a CPU tensor to the GPU would wait for it).
+        order_here = order.to(self.features.device) if order is not None else None
         for start in range(0, n, self.batch_size):
             if order is None:
                 rows = slice(start, start + self.batch_size)
                 x, y, idx = self.features[rows], self.labels[rows], self.indices[rows]
             else:
-                pick = order[start:start + self.batch_size]
-                x = self.features.index_select(0, pick.to(self.features.device))
-                y = self.labels.index_select(0, pick.to(self.labels.device))
-                idx = self.indices.index_select(0, pick)
+                pick = order_here[start:start + self.batch_size]
+                x = self.features.index_select(0, pick)
+                y = self.labels.index_select(0, pick)
+                idx = self.indices.index_select(0, order[start:start + self.batch_size])
             yield x.float(), y, idx, []
 
 
