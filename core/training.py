@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import evaluation
-from .config import TrainConfig
+from .config import OPTIMIZERS, SCHEDULES, TrainConfig
 from .data import (BatchNormalizer, DataFolderError, DecodedImageCache, ImageDataset, NormalizedBatches,
                    ThreadedLoader, collate_skip_broken, scan_and_decode)
 from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache, inference_blocks
