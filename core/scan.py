@@ -292,29 +292,33 @@ def _collect_candidates(class_dir: str, stop_reals: set[str], skipped: list[Skip
 
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
-            if _is_hidden_or_system(name):
-                skipped.append(SkippedFile(path, _REASON_HIDDEN))
-                continue
-            try:
-                st = os.stat(path)  # follows symlinks
-            except FileNotFoundError:
-                skipped.append(SkippedFile(path, _REASON_LINK if os.path.islink(path) else "file disappeared during the scan"))
-                continue
-            except OSError:  # ELOOP for a link to itself, permissions...
-                skipped.append(SkippedFile(path, _REASON_LINK if os.path.islink(path) else "file could not be read"))
-                continue
-            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                skipped.append(SkippedFile(path, _REASON_NOT_IMAGE_TYPE))
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                # A pipe or device named .jpg would block a read forever.
-                skipped.append(SkippedFile(path, "not a regular file"))
-                continue
-            if st.st_size == 0:
-                skipped.append(SkippedFile(path, "empty file (0 bytes)"))
-                continue
-            candidates.append(path)
+            reason = _why_not_a_candidate(path, name)
+            if reason:
+                skipped.append(SkippedFile(path, reason))
+            else:
+                candidates.append(path)
     return candidates
+
+
+def _why_not_a_candidate(path: str, name: str) -> str | None:
+    """Why a file under a class folder is not worth decoding, or None when
+    it is. Looks at its name and its stat only, never at its bytes."""
+    if _is_hidden_or_system(name):
+        return _REASON_HIDDEN
+    try:
+        st = os.stat(path)  # follows symlinks
+    except FileNotFoundError:
+        return _REASON_LINK if os.path.islink(path) else "file disappeared during the scan"
+    except OSError:  # ELOOP for a link to itself, permissions...
+        return _REASON_LINK if os.path.islink(path) else "file could not be read"
+    if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+        return _REASON_NOT_IMAGE_TYPE
+    if not stat.S_ISREG(st.st_mode):
+        # A pipe or device named .jpg would block a read forever.
+        return "not a regular file"
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
+    return None
 
 
 # --------------------------------------------------------------------------
