@@ -85,7 +85,7 @@ def _finish(job, run) -> int:
 
 
 def cmd_scan(args) -> int:
-    from .data import DataFolderError, scan_folder
+    from .scan import DataFolderError, scan_folder
 
     try:
         report = scan_folder(args.data_dir, val_fraction=args.val_fraction, seed=args.seed)

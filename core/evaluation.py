@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import IMAGE_EXTENSIONS, open_rgb
+from .images import IMAGE_EXTENSIONS, open_rgb
 from .models import HeadConfig, build_model
 from .runs import open_run
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .data import ImageDataset, threaded_batches
+from .loading import ImageDataset, threaded_batches
 from .runs import atomic_torch_save
 
 
@@ -173,7 +173,7 @@ def compute_prefix_features(model, prefix: int, samples, transform, device, *, b
     the model needs them (threaded_batches). `decoded`, a DecodedImageCache,
     saves decoding the images it holds. `normalize`: for a transform that
     gives uint8 images, what turns a batch of them into the model's input
-    (a core.data.BatchNormalizer).
+    (a core.loading.BatchNormalizer).
 
     Returns (features, labels, indices, failed_indices): features is a CPU
     tensor (float16 for big feature maps, float32 for vectors) in the order of
