@@ -19,26 +19,27 @@ from .runs import open_run
 
 
 def metrics_from_predictions(labels: list[int], preds: list[int], classes: list[str]) -> dict:
-    n = len(classes)
-    confusion = torch.zeros(n, n, dtype=torch.long)  # rows: true class, columns: predicted
-    for t, p in zip(labels, preds):
-        confusion[t, p] += 1
-    per_class = []
-    for i, name in enumerate(classes):
-        tp = confusion[i, i].item()
-        predicted = confusion[:, i].sum().item()
-        actual = confusion[i, :].sum().item()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class.append({"class": name, "precision": precision, "recall": recall, "f1": f1, "support": actual})
-    total = confusion.sum().item()
+    """Accuracy, per-class precision / recall / F1 and the confusion matrix
+    (rows: true class, columns: predicted), computed by scikit-learn."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    ids = list(range(len(classes)))
+    if labels:
+        confusion = confusion_matrix(labels, preds, labels=ids)
+        precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
+    else:
+        confusion = [[0] * len(ids) for _ in ids]
+        precision = recall = f1 = support = [0] * len(ids)
+    per_class = [{"class": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                  "support": int(support[i])} for i, name in enumerate(classes)]
+    total = len(labels)
     with_support = [c for c in per_class if c["support"]]
+    correct = sum(int(t == p) for t, p in zip(labels, preds))
     return {
-        "accuracy": confusion.diag().sum().item() / total if total else 0.0,
+        "accuracy": correct / total if total else 0.0,
         "macro_f1": sum(c["f1"] for c in with_support) / len(with_support) if with_support else 0.0,
         "per_class": per_class,
-        "confusion": confusion.tolist(),
+        "confusion": [[int(v) for v in row] for row in confusion],
         "classes": list(classes),
         "count": total,
     }

@@ -366,3 +366,40 @@ def describe_cache(record: dict | None) -> str:
         text += (f" The training images still go through the frozen blocks every epoch (without learning): "
                  f"{record['why_not']}.")
     return text
+
+
+def transform_description(info, image_size: int | None = None) -> dict:
+    """What about a picture's preparation changes the stored features: part
+    of every cache key (training's and the folder check's alike)."""
+    crop, resize = info.sizes(image_size)
+    return {"image_size": crop, "resize_size": resize, "mean": list(info.mean), "std": list(info.std),
+            "resize": f"{info.interpolation}, antialiased", "decode": "jpeg draft"}
+
+
+def pooled_features(backbone: str, samples: list[tuple[str, int]], *, device: str = "auto",
+                    cache_dir: str | None = None, on_batch: Callable[[int, int], None] | None = None):
+    """The pretrained backbone's pooled feature vector of every sample (one row
+    each, in order; a broken file gets a row of zeros), stored in the feature
+    cache like a linear probe's, so a second call is a read from disk."""
+    from .loading import BatchNormalizer
+    from .models import build_model
+    from .training import decode_threads, inference_batch_size, pick_device, use_channels_last
+
+    here = pick_device(device)
+    model = build_model(backbone, num_classes=2, init="pretrained").to(here)
+    info = model.info
+    prefix = model.block_names.index("head")
+    crop, resize = info.sizes(None)
+    key = cache_key(samples=samples, backbone=backbone, init="pretrained", weights_file=info.weights_file,
+                    prefix=prefix, block_names=model.block_names, transform_desc=transform_description(info),
+                    seed=0)
+    out = cached_prefix_features(
+        model, prefix, {"all": (samples, key)}, info.transforms(normalize=False), here, cache_dir=cache_dir,
+        batch_size=inference_batch_size(here), threads=decode_threads(here), max_side=resize,
+        normalize=BatchNormalizer(info.mean, info.std, here, channels_last=use_channels_last(here)),
+        channels_last=use_channels_last(here), on_batch=on_batch)
+    features, _labels, indices, _failed, _hit = out["all"]
+    rows = torch.zeros((len(samples), *features.shape[1:]), dtype=torch.float32)
+    if len(indices):
+        rows[indices] = features.float()
+    return rows.flatten(1)
