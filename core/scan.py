@@ -104,9 +104,9 @@ def _scan(root, val_fraction: float, seed: int, keep_side: int | None = None, bu
     per_class = {name: sum(len(usable[k]) for k in usable if k[1] == name) for name in folder_names}
     classes = [name for name in folder_names if per_class[name] > 0]
     empty_classes = [name for name in folder_names if per_class[name] == 0]
-    train, val = _split(layout.split_source, classes, usable, val_fraction, seed)
-    counts = _count(classes, train, val)
-    used_sizes = [sizes[p] for p, _ in train + val]
+    train, val, test = _split(layout.split_source, classes, usable, val_fraction, seed)
+    counts = _count(classes, train, val, test if "test" in layout.split_folders else None)
+    used_sizes = [sizes[p] for p, _ in train + val + test]
 
     errors = _errors(root, layout, folder_names, classes, counts, len(skipped))
     warns = layout.warnings + _warnings(classes, counts, used_sizes, empty_classes, len(skipped))
@@ -126,6 +126,7 @@ def _scan(root, val_fraction: float, seed: int, keep_side: int | None = None, bu
         empty_classes=empty_classes,
         warnings=warns,
         errors=errors,
+        test=test,
     )
     return report, kept, why_not_kept
 
@@ -168,11 +169,14 @@ def _find_layout(root: str, val_fraction: float, skipped: list[SkippedFile]) -> 
 
     if train_name and val_name:
         loose = _report_loose_images(root, top_files, skipped)
+        folders = {"train": train_name, "val": val_name}
+        test_name = by_lower.get("test")
+        if test_name and test_name != val_name:
+            folders["test"] = test_name  # held out: scored once, at the end of a run
         warns = [f"The folder {name}/ was not used: the split comes from {train_name}/ and {val_name}/."
-                 for name in top_dirs if name not in (train_name, val_name)]
-        class_roots = {"train": os.path.join(root, train_name), "val": os.path.join(root, val_name)}
-        return _Layout("folders", {"train": train_name, "val": val_name}, class_roots, top_dirs, top_files,
-                       loose, warns)
+                 for name in top_dirs if name not in folders.values()]
+        class_roots = {split: os.path.join(root, name) for split, name in folders.items()}
+        return _Layout("folders", folders, class_roots, top_dirs, top_files, loose, warns)
     if train_name and top_dirs == [train_name]:
         # Only train/: its subfolders are the classes; validation images
         # are set aside at random.
@@ -383,17 +387,15 @@ def _verify_all(paths: list[str], keep_side: int | None = None, budget: int = 0,
 
 
 def _split(split_source: str, classes: list[str], usable: dict[tuple[str, str], list[str]], val_fraction: float,
-           seed: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """(train, val) samples: from the split folders, or a seeded random split
-    of each class."""
+           seed: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[tuple[str, int]]]:
+    """(train, val, test) samples: from the split folders, or a seeded random
+    split of each class (no test pictures then)."""
     label = {name: i for i, name in enumerate(classes)}
+    if split_source == "folders":
+        return tuple([(p, label[name]) for name in classes for p in usable.get((split, name), [])]
+                     for split in ("train", "val", "test"))
     train: list[tuple[str, int]] = []
     val: list[tuple[str, int]] = []
-    if split_source == "folders":
-        for name in classes:
-            train += [(p, label[name]) for p in usable.get(("train", name), [])]
-            val += [(p, label[name]) for p in usable.get(("val", name), [])]
-        return train, val
     for name in classes:
         paths = usable[("all", name)]  # sorted, so the split depends only on the seed
         shuffled = list(paths)
@@ -404,7 +406,7 @@ def _split(split_source: str, classes: list[str], usable: dict[tuple[str, str], 
         val_set = set(shuffled[:n_val])
         train += [(p, label[name]) for p in paths if p not in val_set]
         val += [(p, label[name]) for p in paths if p in val_set]
-    return train, val
+    return train, val, []
 
 
 def _split_counts(n: int, val_fraction: float) -> int:
@@ -418,12 +420,14 @@ def _split_counts(n: int, val_fraction: float) -> int:
     return n_val
 
 
-def _count(classes: list[str], train: list[tuple[str, int]], val: list[tuple[str, int]]) -> dict[str, dict[str, int]]:
-    counts = {name: {"train": 0, "val": 0} for name in classes}
-    for _, lab in train:
-        counts[classes[lab]]["train"] += 1
-    for _, lab in val:
-        counts[classes[lab]]["val"] += 1
+def _count(classes: list[str], train: list[tuple[str, int]], val: list[tuple[str, int]],
+           test: list[tuple[str, int]] | None = None) -> dict[str, dict[str, int]]:
+    """Pictures per class and split ("test" only when there is a test/ folder)."""
+    splits = {"train": train, "val": val, **({"test": test} if test is not None else {})}
+    counts = {name: {split: 0 for split in splits} for name in classes}
+    for split, samples in splits.items():
+        for _, lab in samples:
+            counts[classes[lab]][split] += 1
     return counts
 
 

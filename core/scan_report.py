@@ -30,6 +30,9 @@ class ScanReport:
     empty_classes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Pictures of a test/ folder beside train/ and val/: kept out of training
+    # and of choosing the best epoch, and scored once at the end of a run.
+    test: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def can_train(self) -> bool:
@@ -37,7 +40,7 @@ class ScanReport:
 
     @property
     def num_images(self) -> int:
-        return len(self.train) + len(self.val)
+        return len(self.train) + len(self.val) + len(self.test)
 
     def to_dict(self) -> dict:
         """JSON-safe dict. can_train and num_images are included for readers of
@@ -51,6 +54,7 @@ class ScanReport:
             "seed": self.seed,
             "train": [[path, label] for path, label in self.train],
             "val": [[path, label] for path, label in self.val],
+            "test": [[path, label] for path, label in self.test],
             "counts": {name: dict(c) for name, c in self.counts.items()},
             "image_sizes": {
                 key: (list(value) if isinstance(value, (list, tuple)) else value)
@@ -75,6 +79,7 @@ class ScanReport:
             seed=int(d["seed"]),
             train=[(str(path), int(label)) for path, label in d["train"]],
             val=[(str(path), int(label)) for path, label in d["val"]],
+            test=[(str(path), int(label)) for path, label in d.get("test", [])],
             counts={name: {k: int(v) for k, v in c.items()} for name, c in d["counts"].items()},
             image_sizes={
                 key: (list(value) if isinstance(value, (list, tuple)) else value)

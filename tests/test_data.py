@@ -168,9 +168,13 @@ def test_split_folder_names_are_case_insensitive_and_val_is_preferred(hymenopter
         copy_photos(hymenoptera / "val" / "bees", tmp_path / split / "bees", 3)
     report = scan_with_deadline(tmp_path)
     assert report.split_source == "folders"
-    assert report.split_folders == {"train": "train", "val": "Valid"}
+    assert report.split_folders == {"train": "train", "val": "Valid", "test": "test"}
     assert all(Path(p).parts[-3] == "Valid" for p, _ in report.val)
-    assert any("test/" in w and "not used" in w for w in report.warnings)
+    # test/ beside train/ and val/ is held out: its own split, never train or val.
+    assert len(report.test) == 6 and all(Path(p).parts[-3] == "test" for p, _ in report.test)
+    assert report.counts["ants"] == {"train": 3, "val": 3, "test": 3}
+    assert not any("test/" in w and "not used" in w for w in report.warnings)
+    assert ScanReport.from_dict(report.to_dict()).test == report.test
 
 
 def test_class_missing_from_val_is_an_error(hymenoptera, tmp_path):
