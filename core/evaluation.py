@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .images import IMAGE_EXTENSIONS, open_rgb
+from .images import IMAGE_EXTENSIONS, bounded_rgb, open_rgb
 from .models import HeadConfig, build_model
 from .runs import open_run
 
@@ -122,7 +122,8 @@ def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch
 def list_images(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        return sorted(p for p in path.rglob("*")
+                      if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
     if path.exists():
         return [path]
     raise FileNotFoundError(f"{path} does not exist.")
@@ -136,7 +137,7 @@ def predict_images(loaded: LoadedModel, images, k: int = 3) -> list[dict]:
     for item in images:
         name = str(item) if isinstance(item, (str, Path)) else getattr(item, "filename", "image")
         try:
-            image = open_rgb(item, max_side=loaded.resize_size) if isinstance(item, (str, Path)) else item.convert("RGB")
+            image = open_rgb(item, max_side=loaded.resize_size) if isinstance(item, (str, Path)) else bounded_rgb(item)
         except Exception as exc:  # noqa: BLE001 - a bad file is reported, not fatal
             out.append({"path": name, "error": f"could not read this image ({exc.__class__.__name__})", "top": []})
             continue

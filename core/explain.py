@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .images import open_rgb
+from .images import bounded_rgb, open_rgb
 from .evaluation import LoadedModel, load_run_model
 from .features import weights_identity
 from .models import HeadConfig, TransferModel, build_model
@@ -59,7 +59,7 @@ def _resolve(source) -> LoadedModel:
 
 def _as_image(image, max_side: int | None = None) -> Image.Image:
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return bounded_rgb(image)
     return open_rgb(image, max_side=max_side)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import stat
 from typing import Sequence
 
 import numpy as np
@@ -27,6 +28,12 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # would even warn. 80 MP is bigger than any ordinary camera photo, and decoding
 # one such RGB image already takes about 240 MB.
 MAX_IMAGE_PIXELS: int = 80_000_000
+
+# The longest side may be at most this many times the shortest. Training and
+# prediction resize the shorter side to the network's size (e.g. 256), so a
+# 1x16000 strip would otherwise grow to 256x4,096,000 pixels (4 GB). Longer
+# pictures are cropped to this shape around their centre, on every path.
+MAX_ASPECT = 8.0
 
 # The scan decodes JPEGs at 1/8 scale (draft mode): it proves the whole file
 # decodes while costing a fraction of a full decode.
@@ -99,7 +106,12 @@ def _decode(path, draft_side: int | None) -> tuple[Image.Image, tuple[int, int]]
     Returns the RGB image and the image's true size after EXIF rotation (not
     the smaller draft size). Raises on any failure.
     """
-    path = os.fspath(path)
+    if not hasattr(path, "read"):
+        path = os.fspath(path)
+        # Only regular files: opening a FIFO named .jpg would wait forever,
+        # and a device file could be endless.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValueError(f"{path} is not a regular file.")
     with Image.open(path) as img:
         width, height = img.size
         # Checked from the header alone, before any pixel is decoded.
@@ -122,7 +134,31 @@ def _decode(path, draft_side: int | None) -> tuple[Image.Image, tuple[int, int]]
         if rgb is img:
             # Detach from the file, which the with-block closes.
             rgb = img.copy()
-    return rgb, (width, height)
+    return limit_shape(rgb), (width, height)
+
+
+def limit_shape(image: Image.Image) -> Image.Image:
+    """The image, centre-cropped so its long side is at most MAX_ASPECT times
+    its short side (never enlarged)."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    if long <= short * MAX_ASPECT:
+        return image
+    keep = max(1, int(short * MAX_ASPECT))
+    if width > height:
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
+
+
+def bounded_rgb(image: Image.Image) -> Image.Image:
+    """An image that came from elsewhere than a file of ours (an upload, the
+    camera) under the same limits as a file: pixel count and shape."""
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _ImageTooLargeError("you gave", (width, height))
+    return limit_shape(_to_rgb(image))
 
 
 def open_rgb(path, max_side: int | None = None) -> Image.Image:
