@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.jobs import JobManager
+from core.config import TrainConfig
+from core.jobs import JobManager, train_blocking
 from core.runs import open_run
-from core.training import TrainConfig, train_blocking
 
 REPO = Path(__file__).resolve().parent.parent
 
