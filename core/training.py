@@ -26,8 +26,15 @@ from .decisions import Decisions, decide
 from .devices import describe_device, pick_device, seed_everything
 from .errors import TrainingError
 from .features import inference_blocks
-from .models import (HeadConfig, apply_freeze_plan, build_model, count_parameters, get_backbone, make_freeze_plan,
-                     parameter_groups)
+from .models import (
+    HeadConfig,
+    apply_freeze_plan,
+    build_model,
+    count_parameters,
+    get_backbone,
+    make_freeze_plan,
+    parameter_groups,
+)
 from .progress import Progress
 from .runs import Run, owner
 from .training_data import TrainingData, build_data
@@ -64,13 +71,6 @@ def build_scheduler(name: str, optimizer, total_steps: int, epochs: int):
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps + 1)
     raise TrainingError(f"Unknown schedule '{name}'. Choose one of: {', '.join(SCHEDULES)}.")
-
-
-def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights, mean 1, so rare classes count as much."""
-    counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=num_classes).float()
-    weights = counts.sum() / (num_classes * counts.clamp(min=1))
-    return weights / weights.mean()
 
 
 def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
@@ -313,7 +313,7 @@ def _prepare_epoch(s: _Setup, state: _State, writer: RunWriter, epoch: int) -> i
 
 def _train_epoch(s: _Setup, state: _State, epoch: int, frozen: int) -> tuple[float, int, int]:
     """One pass over the training batches: (summed loss, correct, seen)."""
-    d, config = s.decisions, s.config
+    d = s.decisions
     # Sums stay on the device, read once per epoch: reading a GPU number
     # waits for the GPU, and doing that every batch would stall it.
     epoch_loss = torch.zeros((), device=d.device)

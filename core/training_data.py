@@ -20,8 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from .config import TrainConfig
-from .data import (BatchNormalizer, DecodedImageCache, ImageDataset, NormalizedBatches, ThreadedLoader,
-                   collate_skip_broken)
+from .data import (
+    BatchNormalizer,
+    DecodedImageCache,
+    ImageDataset,
+    NormalizedBatches,
+    ThreadedLoader,
+    collate_skip_broken,
+)
 from .decisions import Decisions
 from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache
 from .progress import Progress
