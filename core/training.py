@@ -121,12 +121,14 @@ class _State:
     skipped: set = field(default_factory=set)
 
 
-def _start(config: TrainConfig, run: Run, progress: Progress, started: float) -> torch.device:
+def _start(config: TrainConfig, run: Run, progress: Progress, started: float) -> tuple[torch.device, dict]:
+    """Seed, pick the device, and say so: (device, its description)."""
     seed_everything(config.seed)
     device = pick_device(config.device)
-    progress.update(state="running", phase="Reading the image folder", started=started, **describe_device(device))
-    run.update_status(state="running", started=started, reason=None, **describe_device(device), **owner())
-    return device
+    described = describe_device(device)
+    progress.update(state="running", phase="Reading the image folder", started=started, **described)
+    run.update_status(state="running", started=started, reason=None, **described, **owner())
+    return device, described
 
 
 def _scan(config: TrainConfig, info, sizes: tuple[int, int], run: Run, progress: Progress, skipped: set):
@@ -227,7 +229,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
     fix, InterruptedError when stopped."""
     started = time.time()
     state = _State()
-    device = _start(config, run, progress, started)
+    device, described = _start(config, run, progress, started)
     s = _setup(config, run, progress, device, state.skipped)
     trainable, total = count_parameters(s.model)
     if resume and run.last_checkpoint.exists():
@@ -253,7 +255,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
         "best_epoch": state.best["epoch"],
         "macro_f1": result_eval["macro_f1"],
         "seconds": round(seconds, 2),
-        "device": describe_device(device)["device_name"],
+        "device": described["device_name"],
         "epochs_done": state.history[-1]["epoch"] if state.history else 0,
         "stopped_early": state.stopped_early,
         "feature_cache": s.data.cache.get("used", False),
