@@ -72,7 +72,7 @@ def _small_copy(src: Path, dst: Path, per_class: int) -> Path:
 def _machine(device) -> dict:
     import torch
 
-    from core.training import describe_device
+    from core.devices import describe_device
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -95,7 +95,8 @@ def _load() -> str:
 
 def run_engine(data: str, backbone: str, strategy: str, epochs: int, seed: int, device: str, cache_dir: Path,
                runs_dir: Path, amp: bool = True) -> dict:
-    from core.training import TrainConfig, train_blocking
+    from core.config import TrainConfig
+    from core.jobs import train_blocking
 
     # Defaults otherwise: AdamW, cosine schedule, batch 32; "auto" augmentation
     # is none for a linear probe and light (random crop + flip, as in the
@@ -133,7 +134,7 @@ def bare_forward_seconds(data: str, backbone: str, device_name: str, amp: bool =
     from core.scan import scan_folder
     from core.features import inference_blocks
     from core.models import build_model
-    from core.training import autocast_dtype, inference_batch_size, pick_device, use_channels_last
+    from core.devices import autocast_dtype, inference_batch_size, pick_device, use_channels_last
 
     device = pick_device(device_name)
     report = scan_folder(data)
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
         os.environ["TORCH_HOME"] = str(SHARED / "torch-home")  # the offline weights beside the checkout
     sys.path.insert(0, str(REPO))
     from bench.tutorial import train_tutorial
-    from core.training import pick_device
+    from core.devices import pick_device
 
     device = pick_device(args.device)
     data = Path(args.data).resolve()

@@ -25,51 +25,63 @@ def _print_epoch(row: dict) -> None:
           f"{row['seconds']:.1f}s", flush=True)
 
 
-def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .config import OPTIMIZERS, SCHEDULES, TrainConfig
+# Where the command line differs from the config's own default: with no
+# --backbone, the run takes one whose weights are already on this machine
+# (core.models.default_backbone), found only when a training starts.
+_CLI_DEFAULTS = {"backbone": (None, "default: one whose weights are on this machine")}
 
-    d = TrainConfig(data_dir="")
-    p.add_argument("--backbone", default=None, help="backbone name (see `python -m core backbones`); default: one whose weights are on this machine")
-    p.add_argument("--init", default=d.init, help="'pretrained', 'random', or a path to a weights file")
-    p.add_argument("--strategy", default=d.strategy, help="linear | last-N (e.g. last-2) | full | gradual | discriminative")
-    p.add_argument("--unfreeze-every", type=int, default=d.unfreeze_every, help="gradual: epochs between unfreezing one more block")
-    p.add_argument("--lr-factor", type=float, default=d.lr_factor, help="discriminative: rate multiplier per block towards the stem")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="pictures per step; 0 = chosen for this machine")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--optimizer", default=d.optimizer, choices=list(OPTIMIZERS))
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--schedule", default=d.schedule, choices=list(SCHEDULES))
-    p.add_argument("--augment", default=d.augment, choices=["auto", "none", "light", "strong"])
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--class-weighted", action="store_true")
-    p.add_argument("--early-stopping", type=int, default=d.early_stopping, help="patience in epochs on val loss; 0 = off")
-    p.add_argument("--head-hidden", type=int, default=d.head_hidden)
-    p.add_argument("--head-dropout", type=float, default=d.head_dropout)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--device", default=d.device, help="auto | cpu | cuda | mps")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--no-feature-cache", action="store_true", help="run the frozen layers every epoch instead of once")
-    p.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR))
+
+_METAVARS = {int: "N", float: "X"}
+
+
+def _train_fields():
+    """(field, flag, type) for every TrainConfig setting the command line offers."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from .config import TrainConfig
+
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        cli = f.metadata.get("cli", True)
+        if cli is False:
+            continue
+        flag = cli if isinstance(cli, str) else "--" + f.name.replace("_", "-")
+        # `int | None` and the like: the type that is not None.
+        kind = next((t for t in getattr(hints[f.name], "__args__", (hints[f.name],)) if t is not type(None)), str)
+        yield f, flag, kind
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig setting, from its field: the flag, type,
+    default, choices and help are the field's (see core/config.py)."""
+    from .config import defaults
+
+    values = defaults()
+    for f, flag, kind in _train_fields():
+        default, note = _CLI_DEFAULTS.get(f.name, (values[f.name], None))
+        text = f.metadata["help"]
+        if kind is bool:
+            # "--no-x" turns a setting that is on by default off; any other
+            # flag turns it on.
+            action = "store_false" if flag.startswith("--no-") else "store_true"
+            p.add_argument(flag, dest=f.name, action=action, default=default, help=text)
+            continue
+        choices = f.metadata.get("choices")
+        if note or default is not None:
+            text += f" ({note or f'default: {default}'})"
+        p.add_argument(flag, dest=f.name, type=kind, default=default, choices=list(choices) if choices else None,
+                       metavar=_METAVARS.get(kind) if not choices else None, help=text)
+    p.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help=f"where run folders go (default: {DEFAULT_RUNS_DIR})")
 
 
 def _config_from_args(args) -> TrainConfig:
-    from .models import default_backbone
     from .config import TrainConfig
+    from .models import default_backbone
 
-    return TrainConfig(
-        data_dir=str(Path(args.data_dir).resolve()), backbone=args.backbone or default_backbone(), init=args.init,
-        strategy=args.strategy, unfreeze_every=args.unfreeze_every, lr_factor=args.lr_factor, epochs=args.epochs,
-        batch_size=args.batch_size, image_size=args.image_size, optimizer=args.optimizer, lr=args.lr,
-        weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule, augment=args.augment,
-        label_smoothing=args.label_smoothing, class_weighted=args.class_weighted,
-        early_stopping=args.early_stopping, head_hidden=args.head_hidden, head_dropout=args.head_dropout,
-        seed=args.seed, val_fraction=args.val_fraction, device=args.device, mixed_precision=not args.no_amp,
-        num_workers=args.num_workers, feature_cache=not args.no_feature_cache)
+    values = {f.name: getattr(args, f.name) for f, _, _ in _train_fields()}
+    values["backbone"] = values["backbone"] or default_backbone()
+    return TrainConfig(data_dir=str(Path(args.data_dir).resolve()), **values)
 
 
 def _finish(job, run) -> int:
@@ -98,7 +110,7 @@ def cmd_scan(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .training import train_blocking
+    from .jobs import train_blocking
 
     config = _config_from_args(args)
     print(f"Training {config.backbone} ({config.strategy}) on {config.data_dir} for {config.epochs} epochs", flush=True)
@@ -107,9 +119,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .runs import open_run
     from .config import TrainConfig
-    from .training import train_blocking
+    from .jobs import train_blocking
+    from .runs import open_run
 
     run = open_run(args.run_dir)
     config = TrainConfig.from_dict(run.config)

@@ -31,3 +31,9 @@ def friendly(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return text
     return f"Something went wrong ({type(exc).__name__}: {exc}). Try again; if it keeps happening, restart the app."
+
+
+class TrainingError(UserError):
+    """A training that cannot go on as set up: a device that is not here, an
+    unknown optimiser or schedule, a folder that cannot be trained on, a loss
+    that became NaN. Raised by core.devices and core.training."""

@@ -383,7 +383,7 @@ def pooled_features(backbone: str, samples: list[tuple[str, int]], *, device: st
     cache like a linear probe's, so a second call is a read from disk."""
     from .loading import BatchNormalizer
     from .models import build_model
-    from .training import decode_threads, inference_batch_size, pick_device, use_channels_last
+    from .devices import decode_threads, inference_batch_size, pick_device, use_channels_last
 
     here = pick_device(device)
     model = build_model(backbone, num_classes=2, init="pretrained").to(here)

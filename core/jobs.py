@@ -1,6 +1,7 @@
 """Background training jobs.
 
-A `Job` is the only thing the training thread and the pages share. The thread
+A `Job` is the only thing the training thread and the pages share; it is the
+`core.progress.Progress` the loop (core.training) reports to. The thread
 writes to it through its methods, which take a lock; a page reads a
 `snapshot()`, a plain dict copied under the same lock. The training thread never
 touches Streamlit.
@@ -8,6 +9,9 @@ touches Streamlit.
 A `JobManager` runs one worker thread per device: one job trains on a device at
 a time, the others wait in that device's queue. A job that raises ends as
 "failed" with a readable reason and the worker goes on with the next one.
+
+`run_job` runs one job to its end in the calling thread (a worker's, or the
+command line's through `train_blocking`) and records how it ended.
 """
 from __future__ import annotations
 
@@ -21,7 +25,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .runs import DEFAULT_RUNS_DIR, RunStore, open_run
+import torch
+
+from .config import TrainConfig
+from .devices import device_key, release_device_memory
+from .errors import friendly
+from .runs import DEFAULT_RUNS_DIR, Run, RunStore, open_run, owner, prepare_run
+from .training import train
 
 ACTIVE = ("queued", "running", "stopping")
 ENDED = ("stopped", "finished", "failed")
@@ -33,7 +43,8 @@ MAX_BATCH_POINTS = 2000
 
 
 class Job:
-    """Thread-safe status of one training: state, progress, metric history."""
+    """Thread-safe status of one training: state, progress, metric history.
+    Implements core.progress.Progress."""
 
     def __init__(self, config, run_dir: str | None = None, resume: bool = False, on_epoch=None):
         self.id = f"job-{next(_ids)}"
@@ -151,12 +162,10 @@ class JobManager:
     def submit(self, config, resume_run: str | Path | None = None) -> Job:
         """Queue a training (or the resumption of a run). The run folder is made
         now, so the job is visible in the runs list while it waits."""
-        from .training import device_key, prepare_run  # training imports jobs' Job only for typing
-
         if resume_run is not None:
             run = open_run(resume_run)
             job = Job(config, run_dir=str(run.path), resume=True)
-            run.update_status(state="queued", reason=None, **_owner())
+            run.update_status(state="queued", reason=None, **owner())
         else:
             run = prepare_run(config, self.store)
             job = Job(config, run_dir=str(run.path))
@@ -172,8 +181,6 @@ class JobManager:
         return job
 
     def _work(self, key: str) -> None:
-        from .training import run_job
-
         while True:
             job = self._queues[key].get()
             try:
@@ -215,13 +222,6 @@ class JobManager:
         return {str(Path(j.run_dir).resolve()) for j in self.active_jobs() if j.run_dir}
 
 
-def _owner() -> dict:
-    import os
-    import socket
-
-    return {"pid": os.getpid(), "host": socket.gethostname()}
-
-
 _managers: dict[str, JobManager] = {}
 _managers_lock = threading.Lock()
 
@@ -238,3 +238,51 @@ def get_job_manager(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> JobManager:
 
 def config_dict(config) -> dict:
     return asdict(config)
+
+
+# --- running a job ---------------------------------------------------------------
+
+def run_job(job: Job) -> None:
+    """Run one job to its end. Never raises: every outcome lands in the job and
+    the run's status.json."""
+    run = open_run(job.run_dir)
+    config = job.config
+    if job.resume:  # the clock goes on from the time the run had already trained
+        run.update_status(seconds_before_resume=run.status.get("seconds") or 0)
+    # The run's files are written before the job says it ended, so whoever
+    # waits on the job finds them final.
+    try:
+        result = train(config, run, job, resume=job.resume)
+    except InterruptedError:
+        reason = "Stopped by you. The last finished epoch is saved; you can resume it."
+        _end_run(run, "stopped", reason)
+        job.finish("stopped", reason)
+    except BaseException as exc:  # noqa: BLE001 - a job must never take the app down
+        reason = friendly(exc)
+        run.write_json("error.json", {"reason": reason, "traceback": traceback.format_exc()})
+        _end_run(run, "failed", reason)
+        job.finish("failed", reason)
+    else:
+        run.update_status(state="finished", reason=None, ended=time.time(), seconds=result["seconds"],
+                          best_val_accuracy=result["val_accuracy"], best_epoch=result["best_epoch"],
+                          macro_f1=result["macro_f1"])
+        job.finish("finished", None, result)
+    finally:
+        release_device_memory(torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+
+
+def _end_run(run: Run, state: str, reason: str) -> None:
+    status = run.status
+    started = status.get("started") or time.time()
+    run.update_status(state=state, reason=reason, ended=time.time(),
+                      seconds=round((status.get("seconds_before_resume") or 0) + time.time() - started, 2))
+
+
+def train_blocking(config: TrainConfig, runs_dir: str | Path = "runs", on_epoch=None, run: Run | None = None,
+                   resume: bool = False) -> tuple[Job, Run]:
+    """Train in the calling thread (the command line). Same files, same job."""
+    store = RunStore(runs_dir)
+    run = run or prepare_run(config, store)
+    job = Job(config, run_dir=str(run.path), resume=resume, on_epoch=on_epoch)
+    run_job(job)
+    return job, run

@@ -14,11 +14,14 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .config import TrainConfig
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -26,6 +29,11 @@ DEFAULT_RUNS_DIR = Path("runs")
 # "running" but whose process is gone was interrupted (killed, crashed machine).
 ACTIVE_STATES = ("queued", "running", "stopping")
 FINISHED_STATES = ("finished", "stopped", "failed", "interrupted")
+
+
+def owner() -> dict:
+    """Which process trains a run (status.json pid, host): see Run.state."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
 def _process_alive(pid: int | None, host: str | None) -> bool:
@@ -42,22 +50,28 @@ def _process_alive(pid: int | None, host: str | None) -> bool:
     return True
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename.
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Have `write(tmp)` write the file at a temporary name in the same folder,
+    fsync it, then rename it to `path`.
 
     rename() within one filesystem is atomic, so a reader (or a restart after a
-    kill) sees either the old file or the new one, never a torn one."""
+    kill) sees either the old file or the new one, never a torn one. If
+    `write` fails, the temporary file is removed and `path` is untouched."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -65,17 +79,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _json_default(obj):
@@ -257,3 +261,11 @@ def open_run(path: str | Path) -> Run:
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"No run at {path} (a run folder holds config.json).")
     return Run(path)
+
+
+def prepare_run(config: TrainConfig, store: RunStore) -> Run:
+    """Make the run folder and write its config before anything slow happens."""
+    run = store.create(config.backbone, config.strategy)
+    run.write_json("config.json", config.to_dict())
+    run.update_status(state="queued", created=time.time(), epochs_done=0, **owner())
+    return run

@@ -40,7 +40,7 @@ from core.models import (
 )
 from core.runs import RunStore, atomic_write_json, read_json
 from core.config import TrainConfig
-from core.training import TrainingError
+from core.errors import TrainingError
 
 log = logging.getLogger("transfer_studio")
 

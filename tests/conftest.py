@@ -79,7 +79,8 @@ def small_data(tmp_path_factory, hymenoptera) -> Path:
 def linear_probe_run(tmp_path_factory, small_data, shared_torch_home) -> Path:
     """One finished linear-probe MobileNetV2 run on small_data, trained once
     through the engine for the whole session; tests use copies (with_run)."""
-    from core.training import TrainConfig, train_blocking
+    from core.config import TrainConfig
+    from core.jobs import train_blocking
 
     root = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as mp:

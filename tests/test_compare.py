@@ -17,7 +17,7 @@ from core.compare import (
 )
 from core.jobs import JobManager
 from core.runs import open_run
-from core.training import TrainConfig
+from core.config import TrainConfig
 
 try:
     from tests.trained_run import small_copy, trained_run

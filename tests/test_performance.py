@@ -22,7 +22,8 @@ from core.loading import ImageDataset, collate_skip_broken, make_transform
 from core.scan import scan_and_decode, scan_folder
 from core.features import FeatureBatches, inference_blocks
 from core.models import build_model
-from core.training import TrainConfig, train_blocking
+from core.config import TrainConfig
+from core.jobs import train_blocking
 
 try:
     from tests.trained_run import small_copy

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.jobs import JobManager
+from core.config import TrainConfig
+from core.jobs import JobManager, train_blocking
 from core.runs import open_run
-from core.training import TrainConfig, train_blocking
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,6 +43,10 @@ def test_linear_probe_beats_random_init(hymenoptera, offline_weights, tmp_path):
     assert result["val_accuracy"] >= 0.90
     assert result["feature_cache"] is True
     assert run.status["feature_cache"]["used"] is True
+    # The run's decisions, made once, are recorded with it.
+    decisions = run.status["decisions"]
+    assert decisions["cache_train"] and decisions["cache_val"] and decisions["augment"] == "none"
+    assert decisions["frozen_prefix"] == len(run.status["blocks"]) - 1  # all but the head
 
     job_r, _ = train_blocking(TrainConfig(**common, init="random"), runs_dir=tmp_path / "runs")
     random_acc = job_r.snapshot()["result"]["val_accuracy"]
@@ -211,3 +215,42 @@ def test_cli_train_scan_predict(tmp_path, hymenoptera, shared_torch_home):
 
     missing = _run_cli("scan", tmp_path / "nowhere", env=env)
     assert missing.returncode != 0 and "nowhere" in missing.stderr
+
+
+def test_cli_train_options_come_from_the_config():
+    """Every TrainConfig setting with a flag is a `train` option, and the
+    parsed options make the same config as the fields say."""
+    from dataclasses import fields
+
+    from core import cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "data", "--backbone", "resnet18", "--batch-size", "0", "--no-amp",
+                              "--no-feature-cache", "--class-weighted", "--image-size", "160", "--lr", "0.01"])
+    config = cli._config_from_args(args)
+    assert (config.backbone, config.batch_size, config.image_size, config.lr) == ("resnet18", 0, 160, 0.01)
+    assert config.mixed_precision is False and config.feature_cache is False and config.class_weighted is True
+    assert config.data_dir == str(Path("data").resolve())
+
+    plain = cli._config_from_args(parser.parse_args(["train", "data", "--backbone", "resnet18"]))
+    assert plain == TrainConfig(data_dir=plain.data_dir, backbone="resnet18")
+    offered = {f.name for f, _, _ in cli._train_fields()}
+    assert offered == {f.name for f in fields(TrainConfig) if f.metadata.get("cli", True) is not False}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "data", "--optimizer", "nope"])
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    from core.runs import atomic_write, atomic_write_bytes
+
+    target = tmp_path / "status.json"
+    atomic_write_bytes(target, b"old")
+
+    def fails(tmp):
+        Path(tmp).write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(target, fails)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]

@@ -34,7 +34,8 @@ def trained_run(hymenoptera: Path, torch_home: Path, tmp_path_factory) -> Path:
     """The run folder (trained on first use)."""
     if "run" in _made and (_made["run"] / "eval.json").exists():
         return _made["run"]
-    from core.training import TrainConfig, train_blocking
+    from core.config import TrainConfig
+    from core.jobs import train_blocking
 
     root = tmp_path_factory.mktemp("trained-run")
     data = small_copy(hymenoptera, root / "data", TRAIN_PER_CLASS, VAL_PER_CLASS)

@@ -1,0 +1,97 @@
+"""A training's decisions, made once before the first batch.
+
+`decide` asks the machine's rules (core.devices), the backbone's sizes and the
+freeze plan everything the run depends on: device and precision, picture
+sizes, batch and worker counts, read-ahead, channels-last, augmentation, and
+which leading blocks run once and are stored (the feature cache). The answers
+are one frozen `Decisions`, written to the run's status.json ("decisions") and
+then only read: the data assembly (core.training_data) and the loop
+(core.training) never ask a rule again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from . import devices
+from .config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Decisions:
+    device: torch.device
+    autocast: torch.dtype | None  # None: float32
+    channels_last: bool
+    pin_memory: bool
+    cudnn_benchmark: bool
+    image_size: int  # the crop the model sees
+    resize_size: int  # the shorter side before the crop (and of the decoded images kept in memory)
+    augment: str  # the preset, "auto" resolved
+    batch_size: int  # training
+    eval_batch_size: int  # passes without gradients: feature pass, validation
+    workers: int  # DataLoader processes; 0 = threads in this process (ThreadedLoader)
+    decode_threads: int
+    read_ahead: int
+    frozen_prefix: int  # leading blocks frozen for the whole run
+    cache_train: bool  # training images go through the frozen prefix once, stored
+    cache_val: bool  # validation images likewise
+    why_not_cache: str | None  # why the training images do not use stored features
+
+    @property
+    def precision(self) -> str:
+        return str(self.autocast or torch.float32).replace("torch.", "")
+
+    @property
+    def grad_scaling(self) -> bool:
+        """fp16 needs loss scaling against underflow; bf16 and fp32 do not."""
+        return self.autocast == torch.float16
+
+    @property
+    def train_start(self) -> int:
+        """The block where training batches enter the model (after stored features)."""
+        return self.frozen_prefix if self.cache_train else 0
+
+    @property
+    def val_start(self) -> int:
+        return self.frozen_prefix if self.cache_val else 0
+
+    def to_dict(self) -> dict:
+        """For status.json: plain JSON values."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["device"] = str(self.device)
+        out["autocast"] = self.precision
+        return out
+
+
+def decide(config: TrainConfig, device: torch.device, sizes: tuple[int, int], plan, report,
+           decoded_in_memory: bool) -> Decisions:
+    """Every choice of the run, from the config, the device, the backbone's
+    (crop, resize) `sizes`, the freeze `plan`, the scan `report`, and whether
+    the scan kept the decoded images in memory."""
+    prefix = plan.frozen_prefix(None, config.epochs)
+    augment = config.resolved_augment
+    cache_val = bool(config.feature_cache and prefix > 0)
+    cache_train = cache_val and augment == "none"
+    why_not = ("turned off" if not config.feature_cache
+               else "no leading block stays frozen for the whole run" if prefix == 0
+               else "augmentation changes the training images every epoch" if augment != "none" else None)
+    # Images that go through the model every epoch are read from memory when
+    # the scan kept them, which needs fewer reader processes.
+    read_every_epoch = (not cache_train and bool(report.train)) or (not cache_val and bool(report.val))
+    in_memory = decoded_in_memory and read_every_epoch
+    workers = config.num_workers if config.num_workers is not None else devices.auto_num_workers(device, in_memory)
+    return Decisions(
+        device=device,
+        autocast=devices.autocast_dtype(device, config.mixed_precision),
+        channels_last=devices.use_channels_last(device),
+        pin_memory=device.type == "cuda",
+        # Every batch has the same image size, so cuDNN may time its
+        # algorithms once and keep the fastest.
+        cudnn_benchmark=device.type == "cuda",
+        image_size=sizes[0], resize_size=sizes[1], augment=augment,
+        batch_size=config.batch_size or devices.auto_batch_size(device),
+        eval_batch_size=devices.inference_batch_size(device),
+        workers=workers, decode_threads=devices.decode_threads(device), read_ahead=devices.read_ahead(device),
+        frozen_prefix=prefix, cache_train=cache_train, cache_val=cache_val, why_not_cache=why_not,
+    )
