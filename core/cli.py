@@ -57,7 +57,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args) -> TrainConfig:
-    from .models import default_backbone
+    from .backbones import default_backbone
     from .config import TrainConfig
 
     return TrainConfig(
@@ -160,7 +160,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_backbones(args) -> int:
-    from .models import list_backbones, weights_cached
+    from .backbones import list_backbones, weights_cached
 
     for b in list_backbones():
         top1 = f"{b.top1:.1f}%" if b.top1 else "  -  "

@@ -16,7 +16,7 @@ import random
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +30,9 @@ from .data import (BatchNormalizer, DataFolderError, DecodedImageCache, ImageDat
                    ThreadedLoader, collate_skip_broken, scan_and_decode)
 from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache, inference_blocks
 from .jobs import Job
-from .models import (
-    WeightsUnavailableError,
-    apply_freeze_plan,
-    build_model,
-    count_parameters,
-    get_backbone,
-    make_freeze_plan,
-    parameter_groups,
-    HeadConfig,
-    FreezePlan,
-)
+from .backbones import WeightsUnavailableError, get_backbone
+from .freeze import FreezePlan, apply_freeze_plan, count_parameters, freeze_plan_for, parameter_groups
+from .models import HeadConfig, build_model
 from .runs import Run, RunStore, open_run
 
 class TrainingError(Exception):
@@ -410,8 +402,7 @@ def train(config: TrainConfig, run: Run, job: Job, resume: bool = False) -> dict
                         head=HeadConfig(hidden=config.head_hidden, dropout=config.head_dropout),
                         progress=download_progress)
     job.update(download=None)
-    plan = make_freeze_plan(model, config.strategy, unfreeze_every=config.unfreeze_every,
-                            lr_factor=config.lr_factor, trained=config.trained_blocks)
+    plan = freeze_plan_for(model, config)
     apply_freeze_plan(model, plan, epoch=0)
     trainable, total = count_parameters(model)
 
