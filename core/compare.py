@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from .evaluation import load_run_model
 from .backbones import get_backbone
+from .evaluation import load_run_model
 from .freeze import freeze_plan_for
 from .runs import ACTIVE_STATES, RunStore, atomic_write_json, open_run, read_json
 

@@ -30,7 +30,6 @@ from .features import weights_identity
 from .models import HeadConfig, TransferModel, build_model
 from .runs import open_run
 
-
 # --------------------------------------------------------------------------------------
 # What to explain: a run, a LoadedModel or a bare TransferModel
 # --------------------------------------------------------------------------------------

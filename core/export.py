@@ -61,9 +61,9 @@ def preprocessing(loaded: LoadedModel) -> dict:
            "layout": "NCHW float32: (batch, 3, height, width)"}
     info = loaded.model.info
     image_size, resize_size = info.sizes(loaded.config.get("image_size"))
-    out["resize_size"] = int(resize_size)
+    out["resize_size"] = resize_size
     out["interpolation"] = info.interpolation
-    out["image_size"] = int(image_size)
+    out["image_size"] = image_size
     out["mean"] = [float(v) for v in info.mean]
     out["std"] = [float(v) for v in info.std]
     out["steps"] = [
