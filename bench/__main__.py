@@ -129,7 +129,8 @@ def bare_forward_seconds(data: str, backbone: str, device_name: str, amp: bool =
     into the convolutions, which is what the engine's feature pass runs."""
     import torch
 
-    from core.data import open_rgb, scan_folder
+    from core.images import open_rgb
+    from core.scan import scan_folder
     from core.features import inference_blocks
     from core.models import build_model
     from core.training import autocast_dtype, inference_batch_size, pick_device, use_channels_last

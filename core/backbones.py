@@ -34,7 +34,7 @@ import torchvision
 from torch import nn
 
 from . import blocks
-from .data import make_transform
+from .loading import make_transform
 from .errors import UserError
 
 # --------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class BackboneInfo:
     def transforms(self, image_size: int | None = None, augment: str = "none", train: bool = False,
                    normalize: bool = True):
         """This backbone's preprocessing (like torchvision's Weights.transforms()):
-        core.data.make_transform with its sizes, mean, std and resize filter."""
+        core.loading.make_transform with its sizes, mean, std and resize filter."""
         crop, resize = self.sizes(image_size)
         return make_transform(crop, resize, self.mean, self.std, augment=augment, train=train,
                               normalize=normalize, interpolation=self.interpolation)

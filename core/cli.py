@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import cli_checks
 from .runs import DEFAULT_RUNS_DIR
 
 if TYPE_CHECKING:  # for the annotation only; the commands import the engine where they use it
@@ -85,7 +86,7 @@ def _finish(job, run) -> int:
 
 
 def cmd_scan(args) -> int:
-    from .data import DataFolderError, scan_folder
+    from .scan import DataFolderError, scan_folder
 
     try:
         report = scan_folder(args.data_dir, val_fraction=args.val_fraction, seed=args.seed)
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backbones", help="list the backbones")
     p.set_defaults(func=cmd_backbones)
+    cli_checks.add_commands(sub)
     return parser
 
 

@@ -13,32 +13,33 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import IMAGE_EXTENSIONS, open_rgb
+from .images import IMAGE_EXTENSIONS, open_rgb
 from .models import HeadConfig, build_model
 from .runs import open_run
 
 
 def metrics_from_predictions(labels: list[int], preds: list[int], classes: list[str]) -> dict:
-    n = len(classes)
-    confusion = torch.zeros(n, n, dtype=torch.long)  # rows: true class, columns: predicted
-    for t, p in zip(labels, preds):
-        confusion[t, p] += 1
-    per_class = []
-    for i, name in enumerate(classes):
-        tp = confusion[i, i].item()
-        predicted = confusion[:, i].sum().item()
-        actual = confusion[i, :].sum().item()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class.append({"class": name, "precision": precision, "recall": recall, "f1": f1, "support": actual})
-    total = confusion.sum().item()
+    """Accuracy, per-class precision / recall / F1 and the confusion matrix
+    (rows: true class, columns: predicted), computed by scikit-learn."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    ids = list(range(len(classes)))
+    if labels:
+        confusion = confusion_matrix(labels, preds, labels=ids)
+        precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
+    else:
+        confusion = [[0] * len(ids) for _ in ids]
+        precision = recall = f1 = support = [0] * len(ids)
+    per_class = [{"class": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                  "support": int(support[i])} for i, name in enumerate(classes)]
+    total = len(labels)
     with_support = [c for c in per_class if c["support"]]
+    correct = sum(int(t == p) for t, p in zip(labels, preds))
     return {
-        "accuracy": confusion.diag().sum().item() / total if total else 0.0,
+        "accuracy": correct / total if total else 0.0,
         "macro_f1": sum(c["f1"] for c in with_support) / len(with_support) if with_support else 0.0,
         "per_class": per_class,
-        "confusion": confusion.tolist(),
+        "confusion": [[int(v) for v in row] for row in confusion],
         "classes": list(classes),
         "count": total,
     }
@@ -61,11 +62,14 @@ def evaluate_loader(model, loader, start_block: int, classes: list[str], paths: 
             x = x.to(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model.forward_from(start_block, x)
-        logits = logits.float().cpu()
-        probs = logits.softmax(1)
+        # Everything per batch is computed where the logits are, then comes to
+        # the CPU in one go: labels from stored features already live on the
+        # GPU, labels from an image loader on the CPU.
+        logits = logits.float()
+        y = y.to(logits.device)
         losses = F.cross_entropy(logits, y, reduction="none")
-        k = min(top_k, probs.shape[1])
-        top_p, top_i = probs.topk(k, dim=1)
+        top_p, top_i = logits.softmax(1).topk(min(top_k, logits.shape[1]), dim=1)
+        y, losses, top_p, top_i = (t.cpu() for t in (y, losses, top_p, top_i))
         for j in range(len(y)):
             pred = int(top_i[j, 0])
             rows.append({

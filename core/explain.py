@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data import open_rgb
+from .images import open_rgb
 from .evaluation import LoadedModel, load_run_model
 from .features import weights_identity
 from .models import HeadConfig, TransferModel, build_model

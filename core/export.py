@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from .data import open_rgb
+from .images import open_rgb
 from .evaluation import LoadedModel, load_run_model
 from .freeze import freeze_plan_for
 from .runs import atomic_write_bytes, open_run

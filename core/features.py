@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .data import ImageDataset, threaded_batches
+from .loading import ImageDataset, threaded_batches
 from .runs import atomic_torch_save
 
 
@@ -173,7 +173,7 @@ def compute_prefix_features(model, prefix: int, samples, transform, device, *, b
     the model needs them (threaded_batches). `decoded`, a DecodedImageCache,
     saves decoding the images it holds. `normalize`: for a transform that
     gives uint8 images, what turns a batch of them into the model's input
-    (a core.data.BatchNormalizer).
+    (a core.loading.BatchNormalizer).
 
     Returns (features, labels, indices, failed_indices): features is a CPU
     tensor (float16 for big feature maps, float32 for vectors) in the order of
@@ -201,21 +201,59 @@ def compute_prefix_features(model, prefix: int, samples, transform, device, *, b
                         x = x.to(memory_format=torch.channels_last)
                     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                         out = frozen(x)
-                    feats.append(out.float().cpu())
+                    feats.append(_to_host(_storage_form(out)))
                     labels.append(y)
                     indices.append(idx)
                 if on_batch:
                     on_batch(done, len(samples))
     finally:
         model.train(was_training)
+        release_copy(frozen, model)
     if not feats:
         return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), failed
-    features = torch.cat(feats)
-    # Feature maps are big (e.g. 96x14x14 per image); half precision halves disk and
-    # memory at no cost to what a head learns from them. Vectors stay float32.
-    if features[0].numel() > 8192:
-        features = features.half()
-    return features, torch.cat(labels), torch.cat(indices), failed
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the non-blocking copies to the host have all landed
+    return torch.cat(feats), torch.cat(labels), torch.cat(indices), failed
+
+
+# Feature maps are big (e.g. 96x14x14 per image); half precision halves disk and
+# memory at no cost to what a head learns from them. Vectors stay float32.
+_HALF_ABOVE_NUMEL = 8192
+_FP16_MAX = 65504.0
+
+
+def _storage_form(out: torch.Tensor) -> torch.Tensor:
+    """A batch of outputs as stored: float32 vectors, or float16 maps.
+
+    Values computed in bfloat16 (or float32) can lie beyond float16's range
+    and would turn into inf; they are clipped to its largest finite value
+    first (on the device, no synchronisation)."""
+    if out[0].numel() <= _HALF_ABOVE_NUMEL:
+        return out.float()
+    return out.float().clamp_(-_FP16_MAX, _FP16_MAX).half()
+
+
+def _to_host(out: torch.Tensor) -> torch.Tensor:
+    """Copy a batch to CPU memory without making the GPU wait: into pinned
+    memory, asynchronously (the caller synchronises once, after the pass)."""
+    if out.device.type != "cuda":
+        return out
+    host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+    host.copy_(out, non_blocking=True)
+    return host
+
+
+def release_copy(runner: nn.Module, model) -> None:
+    """Free a folded copy made by inference_blocks as soon as it is done.
+
+    torch.fx copies hold reference cycles (graph <-> module), so without this
+    their weights stay in (GPU) memory until the garbage collector runs: old
+    copies piled up during gradual unfreezing. The model's own blocks (what
+    inference_blocks returns when there was nothing to fold) are left alone."""
+    own = {id(t) for t in (*model.parameters(), *model.buffers())}
+    for t in (*runner.parameters(), *runner.buffers()):
+        if id(t) not in own:
+            t.data = torch.empty(0, dtype=t.dtype, device=t.device)
 
 
 def cached_prefix_features(model, prefix: int, splits: dict, transform, device, *, cache_dir: Path | None = None,
@@ -287,15 +325,18 @@ class FeatureBatches:
     def __iter__(self):
         n = len(self.indices)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        # The order goes to the features' device once per epoch, not once per
+        # batch (each copy of a CPU tensor to the GPU would wait for it).
+        order_here = order.to(self.features.device) if order is not None else None
         for start in range(0, n, self.batch_size):
             if order is None:
                 rows = slice(start, start + self.batch_size)
                 x, y, idx = self.features[rows], self.labels[rows], self.indices[rows]
             else:
-                pick = order[start:start + self.batch_size]
-                x = self.features.index_select(0, pick.to(self.features.device))
-                y = self.labels.index_select(0, pick.to(self.labels.device))
-                idx = self.indices.index_select(0, pick)
+                pick = order_here[start:start + self.batch_size]
+                x = self.features.index_select(0, pick)
+                y = self.labels.index_select(0, pick)
+                idx = self.indices.index_select(0, order[start:start + self.batch_size])
             yield x.float(), y, idx, []
 
 
@@ -325,3 +366,40 @@ def describe_cache(record: dict | None) -> str:
         text += (f" The training images still go through the frozen blocks every epoch (without learning): "
                  f"{record['why_not']}.")
     return text
+
+
+def transform_description(info, image_size: int | None = None) -> dict:
+    """What about a picture's preparation changes the stored features: part
+    of every cache key (training's and the folder check's alike)."""
+    crop, resize = info.sizes(image_size)
+    return {"image_size": crop, "resize_size": resize, "mean": list(info.mean), "std": list(info.std),
+            "resize": f"{info.interpolation}, antialiased", "decode": "jpeg draft"}
+
+
+def pooled_features(backbone: str, samples: list[tuple[str, int]], *, device: str = "auto",
+                    cache_dir: str | None = None, on_batch: Callable[[int, int], None] | None = None):
+    """The pretrained backbone's pooled feature vector of every sample (one row
+    each, in order; a broken file gets a row of zeros), stored in the feature
+    cache like a linear probe's, so a second call is a read from disk."""
+    from .loading import BatchNormalizer
+    from .models import build_model
+    from .training import decode_threads, inference_batch_size, pick_device, use_channels_last
+
+    here = pick_device(device)
+    model = build_model(backbone, num_classes=2, init="pretrained").to(here)
+    info = model.info
+    prefix = model.block_names.index("head")
+    crop, resize = info.sizes(None)
+    key = cache_key(samples=samples, backbone=backbone, init="pretrained", weights_file=info.weights_file,
+                    prefix=prefix, block_names=model.block_names, transform_desc=transform_description(info),
+                    seed=0)
+    out = cached_prefix_features(
+        model, prefix, {"all": (samples, key)}, info.transforms(normalize=False), here, cache_dir=cache_dir,
+        batch_size=inference_batch_size(here), threads=decode_threads(here), max_side=resize,
+        normalize=BatchNormalizer(info.mean, info.std, here, channels_last=use_channels_last(here)),
+        channels_last=use_channels_last(here), on_batch=on_batch)
+    features, _labels, indices, _failed, _hit = out["all"]
+    rows = torch.zeros((len(samples), *features.shape[1:]), dtype=torch.float32)
+    if len(indices):
+        rows[indices] = features.float()
+    return rows.flatten(1)

@@ -25,9 +25,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import evaluation
-from .config import TrainConfig
-from .data import (BatchNormalizer, DataFolderError, DecodedImageCache, ImageDataset, NormalizedBatches,
-                   ThreadedLoader, collate_skip_broken, scan_and_decode)
+from .config import OPTIMIZERS, SCHEDULES, TrainConfig
+from .images import DecodedImageCache
+from .loading import BatchNormalizer, ImageDataset, NormalizedBatches, ThreadedLoader, collate_skip_broken
+from .scan import DataFolderError, scan_and_decode
 from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache, inference_blocks
 from .jobs import Job
 from .backbones import WeightsUnavailableError, get_backbone

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.data import DataFolderError
+from core.scan import DataFolderError
 from pages import common
 
 st.title(":material/photo_library: Your pictures")

@@ -23,13 +23,9 @@ import streamlit as st
 import torch
 from PIL import Image, ImageOps
 
-from core.data import (
-    IMAGE_EXTENSIONS,
-    DataFolderError,
-    ScanReport,
-    open_rgb,
-    scan_folder,
-)
+from core.images import IMAGE_EXTENSIONS, open_rgb
+from core.scan import DataFolderError, scan_folder
+from core.scan_report import ScanReport
 from core.evaluation import LoadedModel, load_run_model
 from core.evaluation import per_class_table as per_class_rows
 from core.explain import colorize, explain_image

@@ -1,4 +1,4 @@
-"""core.data on real photos: the shared datasets and a folder of odd files
+"""core.images, core.scan and core.loading on real photos: the shared datasets and a folder of odd files
 built from them (tests/odd_images.py). No mocks: every image is decoded."""
 from __future__ import annotations
 
@@ -13,18 +13,11 @@ import pytest
 import torch
 from PIL import Image, ImageStat
 
-from core.data import (
-    AUGMENT_PRESETS,
-    IMAGE_EXTENSIONS,
-    MAX_IMAGE_PIXELS,
-    DataFolderError,
-    ImageDataset,
-    ScanReport,
-    collate_skip_broken,
-    make_transform,
-    open_rgb,
-    scan_folder,
-)
+from core.config import AUGMENT_PRESETS
+from core.images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, open_rgb
+from core.loading import ImageDataset, collate_skip_broken, make_transform
+from core.scan import DataFolderError, scan_folder
+from core.scan_report import ScanReport
 
 try:
     from tests.odd_images import SKIPPED, USED, make_odd_folder

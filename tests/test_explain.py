@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from core import explain
-from core.data import open_rgb
+from core.images import open_rgb
 from core.evaluation import cell_images, confusion_figure, load_run_model, mistakes, per_class_table
 from core.models import build_model
 from core.runs import open_run

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from core import cli
-from core.data import open_rgb
+from core.images import open_rgb
 from core.evaluation import CSV_COLUMNS, load_run_model, predict_images
 from core.runs import open_run
 

@@ -17,8 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-import core.data
-from core.data import ImageDataset, collate_skip_broken, make_transform, scan_and_decode, scan_folder
+import core.images
+from core.loading import ImageDataset, collate_skip_broken, make_transform
+from core.scan import scan_and_decode, scan_folder
 from core.features import FeatureBatches, inference_blocks
 from core.models import build_model
 from core.training import TrainConfig, train_blocking
@@ -235,7 +236,7 @@ def test_decoded_cache_steps_aside_when_memory_is_short(hymenoptera, offline_wei
 
     # A whole run on a machine that can spare little memory reads from disk instead.
     data = copy_photos(hymenoptera, tmp_path / "data", per_class=3)
-    monkeypatch.setattr(core.data, "DECODED_CACHE_MAX_BYTES", 100_000)
+    monkeypatch.setattr(core.images, "DECODED_CACHE_MAX_BYTES", 100_000)
     _, run = train(tmp_path, data, strategy="full", augment="light", batch_size=4)
     decoded = run.status["decoded_images"]
     assert decoded["used"] is False and "MB" in decoded["why_not"]

@@ -1,0 +1,523 @@
+"""Scanning an image folder into a ScanReport: which folders are the
+classes, how the pictures split into training and validation, which files
+are left out and why, and what the user should fix or know.
+
+The scan is the user's first contact with their data, so it checks every file
+for real (a full decode, core.images.verify_image) and explains every file
+it leaves out in plain words. Nothing here imports Streamlit: pages, the CLI
+and the tests all call it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import stat
+import statistics
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .errors import UserError
+from .images import (IMAGE_EXTENSIONS, DecodedImageCache, decoded_cache_budget, estimate_decoded_bytes,
+                     too_big_to_keep, verify_image)
+from .scan_report import ScanReport, SkippedFile
+
+
+# Names that operating systems and archivers drop into folders. They are never
+# data, so they are reported as "hidden or system file" rather than as errors.
+_SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "ehthumbs.db"})
+_SYSTEM_DIRS = frozenset({"__macosx"})
+
+# Split folder names, in order of preference for the validation split.
+_VAL_NAMES = ("val", "valid", "validation", "test")
+
+# Thresholds for warnings (plain advice, not errors).
+_FEW_TRAIN = 10
+_FEW_VAL = 3
+_IMBALANCE_RATIO = 5
+_TINY_SIDE = 32
+
+_REASON_HIDDEN = "hidden or system file"
+_REASON_LINK = "symlink loop / broken link"
+_REASON_NOT_IMAGE_TYPE = "not an image file type"
+
+
+class DataFolderError(UserError):
+    """The folder cannot be scanned at all. The message is for the user."""
+
+
+# --------------------------------------------------------------------------
+# The public entry points
+
+
+def scan_folder(root, val_fraction: float = 0.2, seed: int = 0) -> ScanReport:
+    """Scan an image folder (one subfolder per class, or train/ + val/ each
+    holding class folders) into a ScanReport. Every image is decoded once.
+
+    Raises DataFolderError if root is missing, not a folder, or unreadable.
+    """
+    return _scan(root, val_fraction, seed)[0]
+
+
+def scan_and_decode(root, short_side: int, val_fraction: float = 0.2, seed: int = 0, budget: int | None = None,
+                    interpolation: str = "bilinear") -> tuple[ScanReport, DecodedImageCache | None, str | None]:
+    """scan_folder that keeps the images it decodes, for training.
+
+    The scan decodes every image anyway, to prove that it can be read; here
+    it decodes them at the size training needs (shorter side short_side, the
+    transform's resize size) and keeps them in a DecodedImageCache, so that
+    training never decodes a file again. Returns (report, cache, None), or
+    (report, None, why) when the images would not fit in `budget` bytes
+    (default decoded_cache_budget()): then they are only verified, as
+    scan_folder does, and training reads them from disk. interpolation: the
+    transform's resize filter, which the images are shrunk with.
+    """
+    report, kept, why = _scan(root, val_fraction, seed, short_side, budget, interpolation)
+    if kept is None:
+        return report, None, why
+    used = {path for path, _ in report.train + report.val}
+    arrays = {path: kept.pop(path) for path in list(kept) if path in used}
+    kept.clear()  # the unused ones go now; the cache takes over the rest (and empties `arrays`)
+    return report, DecodedImageCache(short_side, arrays, interpolation), None
+
+
+# --------------------------------------------------------------------------
+# The scan, step by step
+
+
+def _scan(root, val_fraction: float, seed: int, keep_side: int | None = None, budget: int | None = None,
+          interpolation: str = "bilinear"):
+    """scan_folder's work. Returns (report, kept pixels or None, why not kept)."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, not {val_fraction}")
+    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    _check_root(root)
+    skipped: list[SkippedFile] = []
+    layout = _find_layout(root, val_fraction, skipped)
+    candidates = _find_candidates(root, layout, skipped)
+    usable, sizes, kept, why_not_kept = _decode_candidates(candidates, skipped, keep_side, budget, interpolation)
+
+    folder_names = sorted({name for _, name in candidates})
+    per_class = {name: sum(len(usable[k]) for k in usable if k[1] == name) for name in folder_names}
+    classes = [name for name in folder_names if per_class[name] > 0]
+    empty_classes = [name for name in folder_names if per_class[name] == 0]
+    train, val = _split(layout.split_source, classes, usable, val_fraction, seed)
+    counts = _count(classes, train, val)
+    used_sizes = [sizes[p] for p, _ in train + val]
+
+    errors = _errors(root, layout, folder_names, classes, counts, len(skipped))
+    warns = layout.warnings + _warnings(classes, counts, used_sizes, empty_classes, len(skipped))
+    skipped.sort(key=lambda s: s.path)
+    report = ScanReport(
+        root=root,
+        classes=classes,
+        split_source=layout.split_source,
+        split_folders=layout.split_folders,
+        val_fraction=val_fraction,
+        seed=seed,
+        train=train,
+        val=val,
+        counts=counts,
+        image_sizes=_size_summary(used_sizes),
+        skipped=skipped,
+        empty_classes=empty_classes,
+        warnings=warns,
+        errors=errors,
+    )
+    return report, kept, why_not_kept
+
+
+def _check_root(root: str) -> None:
+    if not os.path.exists(root):
+        raise DataFolderError(f"The folder {root} does not exist.")
+    if not os.path.isdir(root):
+        raise DataFolderError(f"{root} is a file, not a folder. Choose the folder that holds the class folders.")
+    try:
+        os.listdir(root)
+    except OSError as exc:
+        raise DataFolderError(f"The folder {root} cannot be read ({exc.strerror or exc}).") from exc
+
+
+@dataclass
+class _Layout:
+    """How a folder is laid out: where its class folders are and where the
+    split comes from."""
+
+    split_source: str  # "folders" or "random"
+    split_folders: dict[str, str]  # {"train": name, "val": name} when split_source is "folders"
+    class_roots: dict[str, str]  # split ("train", "val" or "all") -> folder whose subfolders are the classes
+    top_dirs: list[str]  # the root's own listing, which is not read twice
+    top_files: list[str]
+    loose: int  # images outside any class folder, found so far
+    warnings: list[str]
+
+
+def _find_layout(root: str, val_fraction: float, skipped: list[SkippedFile]) -> _Layout:
+    """train/ + val/ (or valid/, validation/, test/) split folders, a train/
+    folder alone, or the class folders directly in root."""
+    try:
+        top_dirs, top_files = _list_dir(root, skipped)
+    except OSError as exc:
+        raise DataFolderError(f"The folder {root} cannot be read ({exc.strerror or exc}).") from exc
+    by_lower = {name.lower(): name for name in top_dirs}
+    train_name = by_lower.get("train")
+    val_name = next((by_lower[n] for n in _VAL_NAMES if n in by_lower), None)
+
+    if train_name and val_name:
+        loose = _report_loose_images(root, top_files, skipped)
+        warns = [f"The folder {name}/ was not used: the split comes from {train_name}/ and {val_name}/."
+                 for name in top_dirs if name not in (train_name, val_name)]
+        class_roots = {"train": os.path.join(root, train_name), "val": os.path.join(root, val_name)}
+        return _Layout("folders", {"train": train_name, "val": val_name}, class_roots, top_dirs, top_files,
+                       loose, warns)
+    if train_name and top_dirs == [train_name]:
+        # Only train/: its subfolders are the classes; validation images
+        # are set aside at random.
+        loose = _report_loose_images(root, top_files, skipped)
+        warns = [
+            f"There is a {train_name}/ folder but no val/, valid/, validation/ or test/ "
+            f"folder beside it, so {val_fraction:.0%} of each class is set aside at random for validation."
+        ]
+        return _Layout("random", {}, {"all": os.path.join(root, train_name)}, top_dirs, top_files, loose, warns)
+    return _Layout("random", {}, {"all": root}, top_dirs, top_files, 0, [])
+
+
+def _find_candidates(root: str, layout: _Layout, skipped: list[SkippedFile]) -> dict[tuple[str, str], list[str]]:
+    """The files worth decoding per (split, class folder name). Counts the
+    loose images of the class roots into layout.loose."""
+    stop_reals = {os.path.realpath(root)} | {os.path.realpath(p) for p in layout.class_roots.values()}
+    candidates: dict[tuple[str, str], list[str]] = {}
+    for split, folder in layout.class_roots.items():
+        if folder == root:
+            class_names, files = layout.top_dirs, layout.top_files  # already listed
+        else:
+            try:
+                class_names, files = _list_dir(folder, skipped)
+            except OSError as exc:
+                raise DataFolderError(f"The folder {folder} cannot be read ({exc.strerror or exc}).") from exc
+        layout.loose += _report_loose_images(folder, files, skipped)
+        for name in class_names:
+            found = _collect_candidates(os.path.join(folder, name), stop_reals, skipped)
+            if found is not None:
+                candidates[(split, name)] = found
+    return candidates
+
+
+# --------------------------------------------------------------------------
+# Listing folders and collecting the files worth decoding
+
+
+def _is_hidden_or_system(name: str) -> bool:
+    return name.startswith(".") or name.lower() in _SYSTEM_FILES or name.lower() in _SYSTEM_DIRS
+
+
+def _list_dir(path: str, skipped: list[SkippedFile]) -> tuple[list[str], list[str]]:
+    """Sorted (subfolder names, file names) of a folder, leaving out hidden and
+    system entries. Hidden folders are reported; hidden files at this level
+    (root or split folder) are not data, so they are dropped quietly."""
+    dirs, files = [], []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:  # e.g. a symlink loop
+                is_dir = False
+            if is_dir:
+                if _is_hidden_or_system(entry.name):
+                    skipped.append(SkippedFile(os.path.join(path, entry.name), _REASON_HIDDEN))
+                else:
+                    dirs.append(entry.name)
+            elif not _is_hidden_or_system(entry.name):
+                files.append(entry.name)
+    return sorted(dirs), sorted(files)
+
+
+def _report_loose_images(folder: str, files: list[str], skipped: list[SkippedFile]) -> int:
+    """Images sitting beside the class folders belong to no class: report them.
+    Other loose files (README, LICENSE) are normal and ignored."""
+    n = 0
+    for name in files:
+        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            skipped.append(SkippedFile(os.path.join(folder, name), "image outside any class folder"))
+            n += 1
+    return n
+
+
+def _is_loop(real: str, current_real: str, visited: set[str]) -> bool:
+    """Would descending into a folder whose real path is `real` revisit one?
+    Also true for an ancestor of the current folder: walking it would take us
+    back round (and through everything else under that ancestor)."""
+    if real in visited or real == current_real:
+        return True
+    return current_real.startswith(real.rstrip(os.sep) + os.sep)
+
+
+def _collect_candidates(class_dir: str, stop_reals: set[str], skipped: list[SkippedFile]) -> list[str] | None:
+    """Paths under a class folder (nested folders included) worth decoding, or
+    None when the "class folder" is a link back to the root (not a class).
+
+    Follows symlinked folders, but tracks the real path of every folder visited
+    so a loop ("loop -> .") is walked once and reported, never followed forever.
+    """
+    class_real = os.path.realpath(class_dir)
+    # A class folder that is (or contains) the root or a split folder, e.g. a
+    # link "loop -> ." beside the class folders, would scan everything again.
+    if any(_is_loop(class_real, r, set()) for r in stop_reals):
+        skipped.append(SkippedFile(class_dir, _REASON_LINK))
+        return None
+    visited = {class_real}
+    candidates = []
+
+    def on_error(exc: OSError):
+        skipped.append(SkippedFile(os.path.abspath(exc.filename or class_dir), "folder could not be read"))
+
+    for dirpath, dirnames, filenames in os.walk(class_dir, onerror=on_error, followlinks=True):
+        current_real = os.path.realpath(dirpath)
+        keep = []
+        for name in sorted(dirnames):
+            sub = os.path.join(dirpath, name)
+            if _is_hidden_or_system(name):
+                skipped.append(SkippedFile(sub, _REASON_HIDDEN))  # listed once, not entered
+                continue
+            real = os.path.realpath(sub)
+            if _is_loop(real, current_real, visited) or real in stop_reals:
+                skipped.append(SkippedFile(sub, _REASON_LINK))
+                continue
+            visited.add(real)
+            keep.append(name)
+        dirnames[:] = keep  # os.walk only descends into what is left here
+
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            reason = _why_not_a_candidate(path, name)
+            if reason:
+                skipped.append(SkippedFile(path, reason))
+            else:
+                candidates.append(path)
+    return candidates
+
+
+def _why_not_a_candidate(path: str, name: str) -> str | None:
+    """Why a file under a class folder is not worth decoding, or None when
+    it is. Looks at its name and its stat only, never at its bytes."""
+    if _is_hidden_or_system(name):
+        return _REASON_HIDDEN
+    try:
+        st = os.stat(path)  # follows symlinks
+    except FileNotFoundError:
+        return _REASON_LINK if os.path.islink(path) else "file disappeared during the scan"
+    except OSError:  # ELOOP for a link to itself, permissions...
+        return _REASON_LINK if os.path.islink(path) else "file could not be read"
+    if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+        return _REASON_NOT_IMAGE_TYPE
+    if not stat.S_ISREG(st.st_mode):
+        # A pipe or device named .jpg would block a read forever.
+        return "not a regular file"
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
+# --------------------------------------------------------------------------
+# Decoding every candidate
+
+
+def _decode_candidates(candidates: dict[tuple[str, str], list[str]], skipped: list[SkippedFile],
+                       keep_side: int | None, budget: int | None, interpolation: str):
+    """Decode every candidate once. Returns (usable paths per key, sorted;
+    {path: size}; kept pixels or None; why they were not kept). The pixels
+    are kept only when their estimated size fits the budget."""
+    all_paths = [p for paths in candidates.values() for p in paths]
+    why_not_kept = None
+    if keep_side:
+        budget = decoded_cache_budget() if budget is None else int(budget)
+        need = estimate_decoded_bytes(all_paths, keep_side)
+        if need > budget:
+            keep_side, why_not_kept = None, too_big_to_keep(need, budget)
+    verified, kept, why = _verify_all(all_paths, keep_side, budget or 0, interpolation)
+    usable: dict[tuple[str, str], list[str]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    for key, paths in candidates.items():
+        good = []
+        for path in paths:
+            size, reason = verified[path]
+            if size is None:
+                skipped.append(SkippedFile(path, reason))
+            else:
+                good.append(path)
+                sizes[path] = size
+        usable[key] = sorted(good)
+    return usable, sizes, kept, why_not_kept or why
+
+
+def _verify_all(paths: list[str], keep_side: int | None = None, budget: int = 0, interpolation: str = "bilinear"):
+    """{path: (size, reason)}, and with keep_side the usable images' pixels
+    {path: array} while they fit in `budget` bytes (else None and why not)."""
+    # PIL releases the GIL while decoding, so threads give real parallelism
+    # without the start-up cost (and pickling) of processes.
+    workers = max(2, min(16, 2 * (os.cpu_count() or 1)))
+    results: dict = {}
+    kept: dict | None = {} if keep_side else None
+    why, used = None, 0
+    with warnings.catch_warnings():
+        # Images over PIL's own limit are refused by our (lower) limit anyway;
+        # silence PIL's warning so the console is not cluttered. Note: the
+        # filter is process-wide while the scan runs (warnings is global).
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for path, (size, reason, pixels) in zip(paths, pool.map(lambda p: verify_image(p, keep_side, interpolation), paths)):
+                results[path] = (size, reason)
+                if kept is not None and pixels is not None:
+                    used += pixels.nbytes
+                    kept[path] = pixels
+                    if used > budget:  # the estimate was low: stop keeping, memory stays bounded
+                        kept, why = None, too_big_to_keep(used * len(paths) // len(results), budget)
+    return results, kept, why
+
+
+# --------------------------------------------------------------------------
+# The split, the counts and the advice
+
+
+def _split(split_source: str, classes: list[str], usable: dict[tuple[str, str], list[str]], val_fraction: float,
+           seed: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(train, val) samples: from the split folders, or a seeded random split
+    of each class."""
+    label = {name: i for i, name in enumerate(classes)}
+    train: list[tuple[str, int]] = []
+    val: list[tuple[str, int]] = []
+    if split_source == "folders":
+        for name in classes:
+            train += [(p, label[name]) for p in usable.get(("train", name), [])]
+            val += [(p, label[name]) for p in usable.get(("val", name), [])]
+        return train, val
+    for name in classes:
+        paths = usable[("all", name)]  # sorted, so the split depends only on the seed
+        shuffled = list(paths)
+        # One generator per class: a class's split does not change when
+        # another class gains or loses images.
+        random.Random(f"{seed}/{name}").shuffle(shuffled)
+        n_val = _split_counts(len(paths), val_fraction)
+        val_set = set(shuffled[:n_val])
+        train += [(p, label[name]) for p in paths if p not in val_set]
+        val += [(p, label[name]) for p in paths if p in val_set]
+    return train, val
+
+
+def _split_counts(n: int, val_fraction: float) -> int:
+    """How many of a class's n images go to validation."""
+    n_val = math.floor(n * val_fraction + 0.5)
+    if n >= 2:
+        # Every class needs one image to check and one to train on.
+        n_val = min(max(n_val, 1), n - 1)
+    else:
+        n_val = 0
+    return n_val
+
+
+def _count(classes: list[str], train: list[tuple[str, int]], val: list[tuple[str, int]]) -> dict[str, dict[str, int]]:
+    counts = {name: {"train": 0, "val": 0} for name in classes}
+    for _, lab in train:
+        counts[classes[lab]]["train"] += 1
+    for _, lab in val:
+        counts[classes[lab]]["val"] += 1
+    return counts
+
+
+def _size_summary(sizes: list[tuple[int, int]]) -> dict:
+    if not sizes:
+        return {"count": 0, "min": None, "max": None, "median": None}
+    # Smallest and largest are real images (by pixel count); the median is per
+    # side, which is what matters when choosing a resize.
+    smallest = min(sizes, key=lambda s: (s[0] * s[1], s))
+    largest = max(sizes, key=lambda s: (s[0] * s[1], s))
+    return {
+        "count": len(sizes),
+        "min": list(smallest),
+        "max": list(largest),
+        "median": [statistics.median_low(s[0] for s in sizes), statistics.median_low(s[1] for s in sizes)],
+    }
+
+
+def _errors(root: str, layout: _Layout, folder_names: list[str], classes: list[str],
+            counts: dict[str, dict[str, int]], n_skipped: int) -> list[str]:
+    """The reasons training is impossible."""
+    errors: list[str] = []
+    if not classes:
+        if not folder_names:
+            msg = (
+                f"No class folders were found in {root}. Put each class's images in its own "
+                f"subfolder, for example {os.path.join(root, 'cats')} and {os.path.join(root, 'dogs')}."
+            )
+            if layout.loose:
+                msg += f" ({layout.loose} images sit directly in the folder, outside any class folder.)"
+        else:
+            msg = f"No usable images were found in {root}"
+            msg += f" ({n_skipped} files were skipped; see the list)." if n_skipped else "."
+        errors.append(msg)
+    elif len(classes) == 1:
+        errors.append(
+            f"Only one class ({classes[0]}) was found: training needs at least two classes, "
+            f"each in its own subfolder."
+        )
+    split_folders = layout.split_folders
+    for name in classes:
+        c = counts[name]
+        if layout.split_source == "folders":
+            if c["train"] == 0:
+                errors.append(
+                    f"Class '{name}' has images in {split_folders['val']}/ but none in "
+                    f"{split_folders['train']}/: every class needs training images."
+                )
+            if c["val"] == 0:
+                errors.append(
+                    f"Class '{name}' has no images in {split_folders['val']}/: every class needs "
+                    f"at least one validation image to measure accuracy."
+                )
+        elif c["val"] == 0:
+            errors.append(
+                f"Class '{name}' has only 1 usable image: each class needs at least 2 "
+                f"(one to train on, one to check the model with)."
+            )
+    return errors
+
+
+def _warnings(classes: list[str], counts: dict[str, dict[str, int]], used_sizes: list[tuple[int, int]],
+              empty_classes: list[str], n_skipped: int) -> list[str]:
+    """What the user should know although training works."""
+    warns: list[str] = []
+    for name in classes:
+        c = counts[name]
+        if 0 < c["train"] < _FEW_TRAIN:
+            warns.append(
+                f"Class '{name}' has only {c['train']} training images; 10 or more per class "
+                f"(ideally many more) gives much better results."
+            )
+        if 0 < c["val"] < _FEW_VAL:
+            warns.append(
+                f"Class '{name}' has only {c['val']} validation image{'s' if c['val'] > 1 else ''}, "
+                f"so its measured accuracy will be very noisy."
+            )
+    train_counts = {name: counts[name]["train"] for name in classes if counts[name]["train"] > 0}
+    if len(train_counts) >= 2:
+        most = max(train_counts, key=train_counts.get)
+        least = min(train_counts, key=train_counts.get)
+        if train_counts[most] > _IMBALANCE_RATIO * train_counts[least]:
+            warns.append(
+                f"The classes are very unbalanced: '{most}' has {train_counts[most]} training images "
+                f"but '{least}' only {train_counts[least]}. The model may learn to favour '{most}'."
+            )
+    tiny = sum(1 for w, h in used_sizes if min(w, h) < _TINY_SIDE)
+    if tiny:
+        warns.append(
+            f"{tiny} image{'s are' if tiny > 1 else ' is'} tiny (a side under {_TINY_SIDE} pixels); "
+            f"{'they' if tiny > 1 else 'it'} will be blown up and look blurry to the model."
+        )
+    for name in empty_classes:
+        warns.append(f"The folder '{name}' has no usable images, so it is not used as a class.")
+    if n_skipped:
+        warns.append(f"{n_skipped} file{'s were' if n_skipped > 1 else ' was'} skipped (see the list of skipped files and why).")
+    return warns

@@ -1,0 +1,137 @@
+"""What a scan of an image folder found (core.scan makes one): the classes,
+the train/validation samples, the files left out and why, and the errors
+and warnings for the user. Stored as scan.json beside a run and printed by
+the command line, so it has a JSON form and a plain-text form.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SkippedFile:
+    path: str  # absolute
+    reason: str  # short plain words
+
+
+@dataclass
+class ScanReport:
+    root: str
+    classes: list[str]
+    split_source: str  # "folders" or "random"
+    split_folders: dict[str, str]
+    val_fraction: float
+    seed: int
+    train: list[tuple[str, int]]
+    val: list[tuple[str, int]]
+    counts: dict[str, dict[str, int]]
+    image_sizes: dict
+    skipped: list[SkippedFile] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def can_train(self) -> bool:
+        return not self.errors
+
+    @property
+    def num_images(self) -> int:
+        return len(self.train) + len(self.val)
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict. can_train and num_images are included for readers of
+        scan.json; from_dict ignores them (they are derived)."""
+        return {
+            "root": self.root,
+            "classes": list(self.classes),
+            "split_source": self.split_source,
+            "split_folders": dict(self.split_folders),
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "train": [[path, label] for path, label in self.train],
+            "val": [[path, label] for path, label in self.val],
+            "counts": {name: dict(c) for name, c in self.counts.items()},
+            "image_sizes": {
+                key: (list(value) if isinstance(value, (list, tuple)) else value)
+                for key, value in self.image_sizes.items()
+            },
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "empty_classes": list(self.empty_classes),
+            "warnings": list(self.warnings),
+            "errors": list(self.errors),
+            "can_train": self.can_train,
+            "num_images": self.num_images,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ScanReport:
+        return cls(
+            root=d["root"],
+            classes=list(d["classes"]),
+            split_source=d["split_source"],
+            split_folders=dict(d.get("split_folders", {})),
+            val_fraction=float(d["val_fraction"]),
+            seed=int(d["seed"]),
+            train=[(str(path), int(label)) for path, label in d["train"]],
+            val=[(str(path), int(label)) for path, label in d["val"]],
+            counts={name: {k: int(v) for k, v in c.items()} for name, c in d["counts"].items()},
+            image_sizes={
+                key: (list(value) if isinstance(value, (list, tuple)) else value)
+                for key, value in d.get("image_sizes", {}).items()
+            },
+            skipped=[SkippedFile(s["path"], s["reason"]) for s in d.get("skipped", [])],
+            empty_classes=list(d.get("empty_classes", [])),
+            warnings=list(d.get("warnings", [])),
+            errors=list(d.get("errors", [])),
+        )
+
+    def format_text(self) -> str:
+        lines = [f"Image folder: {self.root}"]
+        if self.split_source == "folders":
+            lines.append(
+                f"Split: from the folders {self.split_folders.get('train')}/ (train) "
+                f"and {self.split_folders.get('val')}/ (validation)"
+            )
+        else:
+            lines.append(
+                f"Split: random, {self.val_fraction:.0%} of each class set aside for validation "
+                f"(seed {self.seed})"
+            )
+
+        lines.append(f"Classes ({len(self.classes)}), images for train / validation:")
+        width = max([len(name) for name in self.classes] + [5])
+        total_train = total_val = 0
+        for name in self.classes:
+            c = self.counts.get(name, {"train": 0, "val": 0})
+            total_train += c["train"]
+            total_val += c["val"]
+            lines.append(f"  {name:<{width}}  {c['train']:>6} / {c['val']}")
+        lines.append(f"  {'total':<{width}}  {total_train:>6} / {total_val}")
+
+        sizes = self.image_sizes or {}
+        if sizes.get("count"):
+            def wh(v):
+                return f"{v[0]}×{v[1]}"
+
+            lines.append(
+                f"Image sizes ({sizes['count']} images): smallest {wh(sizes['min'])}, "
+                f"median {wh(sizes['median'])}, largest {wh(sizes['max'])}"
+            )
+
+        if self.skipped:
+            lines.append(f"Skipped files ({len(self.skipped)}):")
+            for s in self.skipped:
+                lines.append(f"  {s.path}: {s.reason}")
+        if self.empty_classes:
+            lines.append("Class folders with no usable image: " + ", ".join(self.empty_classes))
+        if self.warnings:
+            lines.append("Warnings:")
+            lines.extend(f"  - {w}" for w in self.warnings)
+        if self.errors:
+            lines.append("Errors (training is not possible until these are fixed):")
+            lines.extend(f"  - {e}" for e in self.errors)
+        lines.append(
+            "Ready to train." if self.can_train else "Cannot train on this folder yet."
+        )
+        return "\n".join(lines)

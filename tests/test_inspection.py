@@ -1,0 +1,130 @@
+"""Checking a folder before training (duplicates, leaks, suspect labels,
+quality), fixing it by hand with undo, and the interval around an accuracy.
+
+The planted folder is built from real hymenoptera photos: three bees filed
+under ants, a resized and re-encoded copy of a training ant in val, a lightly
+cropped copy of a training bee in val, an exact copy and a darkened copy."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.curation import SET_ASIDE_DIR, changes, move_to_class, set_aside, undo
+from core.held_out import wilson_interval
+from core.scan import scan_folder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _planted(src: Path, dst: Path) -> dict:
+    for split, n in (("train", 30), ("val", 15)):
+        for cls in ("ants", "bees"):
+            (dst / split / cls).mkdir(parents=True)
+            for f in sorted((src / split / cls).glob("*.jpg"))[:n]:
+                shutil.copy(f, dst / split / cls / f.name)
+    flips = []
+    for f in sorted((src / "train" / "bees").glob("*.jpg"))[40:43]:
+        shutil.copy(f, dst / "train" / "ants" / f"flip_{f.name}")
+        flips.append(f"train/ants/flip_{f.name}")
+    ant = sorted((dst / "train" / "ants").glob("*.jpg"))[0]
+    im = Image.open(ant).convert("RGB")
+    im.resize((im.width * 2 // 3, im.height * 2 // 3)).save(dst / "val" / "ants" / "resized.jpg", quality=70)
+    bee = sorted((dst / "train" / "bees").glob("*.jpg"))[1]
+    im = Image.open(bee).convert("RGB")
+    w, h = im.size
+    im.crop((w // 20, h // 20, w - w // 20, h - h // 20)).save(dst / "val" / "bees" / "cropped.jpg", quality=90)
+    twin = sorted((dst / "train" / "bees").glob("*.jpg"))[2]
+    shutil.copy(twin, dst / "train" / "bees" / "copy.jpg")
+    Image.open(twin).convert("RGB").point(lambda v: v // 12).save(dst / "train" / "bees" / "dark.jpg")
+    rel = lambda p: p.relative_to(dst).as_posix()  # noqa: E731
+    return {"flips": flips, "resized": (rel(ant), "val/ants/resized.jpg"),
+            "cropped": (rel(bee), "val/bees/cropped.jpg"), "copy": (rel(twin), "train/bees/copy.jpg")}
+
+
+@pytest.fixture(scope="module")
+def planted(hymenoptera, tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted") / "pictures"
+    return root, _planted(hymenoptera, root)
+
+
+def _same_group(groups: list[list[str]], a: str, b: str) -> bool:
+    return any(a in g and b in g for g in groups)
+
+
+def test_inspect_finds_what_was_planted(planted, shared_torch_home, tmp_path):
+    root, plan = planted
+    env = {"TORCH_HOME": str(shared_torch_home), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-m", "core", "inspect", str(root), "--backbone", "mobilenet_v2", "--json"],
+                         cwd=REPO, env={**__import__("os").environ, **env}, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(found) >= {"duplicates", "leaks", "suspect_labels", "quality"}
+    assert _same_group(found["duplicates"], *plan["copy"])
+    for pair in (plan["resized"], plan["cropped"]):
+        assert _same_group(found["duplicates"], *pair)
+        assert _same_group(found["leaks"], *pair)
+    assert not any(plan["copy"][0] in g for g in found["leaks"])  # both copies are in train: no leak
+    suspects = [s["path"] for s in found["suspect_labels"]]
+    # Every planted flip is found, among the most suspicious few of 97 pictures.
+    assert set(plan["flips"]) <= set(suspects[:10]), suspects
+    flip = next(s for s in found["suspect_labels"] if s["path"] == plan["flips"][0])
+    assert flip["given"] == "ants" and flip["suggested"] == "bees" and 0.5 < flip["confidence"] <= 1
+    assert {"path": "train/bees/dark.jpg", "problem": "too dark"} in found["quality"]
+
+
+def _digest(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".transfer-studio" not in p.parts}
+
+
+def test_move_and_set_aside_then_undo_restore_the_folder_byte_for_byte(hymenoptera, tmp_path):
+    root = tmp_path / "pictures"
+    shutil.copytree(hymenoptera / "val", root)
+    before = _digest(root)
+    bee = sorted((root / "bees").glob("*.jpg"))[0].relative_to(root).as_posix()
+    ant = sorted((root / "ants").glob("*.jpg"))[0].relative_to(root).as_posix()
+    moved = move_to_class(root, bee, "ants")
+    aside = set_aside(root, ant)
+    assert (root / moved.target).parent.name == "ants" and not (root / bee).exists()
+    assert (root / SET_ASIDE_DIR / ant).is_file()
+    report = scan_folder(root)
+    paths = {Path(p).relative_to(root).as_posix() for p, _ in report.train + report.val}
+    assert ant not in paths and moved.target in paths  # the scan ignores set-aside pictures
+    assert [c.id for c in changes(root)] == [aside.id, moved.id]
+    undo(root, aside.id)
+    undo(root, moved.id)
+    assert _digest(root) == {k: v for k, v in before.items()}
+    assert all(c.undone for c in changes(root))
+
+
+def test_curation_stays_inside_the_folder(hymenoptera, tmp_path):
+    from core.curation import CurationError
+
+    root = tmp_path / "pictures"
+    shutil.copytree(hymenoptera / "val", root)
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes(b"x")
+    with pytest.raises(CurationError):
+        set_aside(root, str(outside))
+    with pytest.raises(CurationError):
+        set_aside(root, "../elsewhere.jpg")
+    ant = sorted((root / "ants").glob("*.jpg"))[0].relative_to(root).as_posix()
+    with pytest.raises(CurationError):
+        move_to_class(root, ant, "../../escape")
+    assert outside.read_bytes() == b"x"
+
+
+def test_wilson_interval_matches_known_values():
+    low, high = wilson_interval(144, 153)  # 94 % of 153 pictures
+    assert low == pytest.approx(0.8918, abs=1e-3) and high == pytest.approx(0.9686, abs=1e-3)
+    low, high = wilson_interval(10, 10)
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.7225, abs=1e-3)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
