@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from .config import TrainConfig, defaults
 from .models import TransferModel
 
 STRATEGIES: dict[str, str] = {
@@ -202,21 +202,21 @@ def freeze_plan_for(block_names_or_model, config: TrainConfig | Mapping) -> Free
     `unfreeze_every`, `lr_factor` and (strategy "custom" only) `trained_blocks`.
 
     `config`: a TrainConfig or its dict (a run's saved config, or the pages'
-    choices); missing settings take TrainConfig's defaults.
+    choices); a setting it lacks (or holds as None) takes TrainConfig's default.
     `block_names_or_model`: as for make_freeze_plan.
     """
     if isinstance(config, TrainConfig):
         config = config.to_dict()
-    strategy = config.get("strategy", "linear")
-    unfreeze_every = config.get("unfreeze_every")
-    lr_factor = config.get("lr_factor")
+    settings = {**defaults(), **{k: v for k, v in config.items() if v is not None}}
+    strategy = settings["strategy"]
     return make_freeze_plan(
         block_names_or_model,
         strategy,
-        unfreeze_every=1 if unfreeze_every is None else int(unfreeze_every),
-        lr_factor=0.5 if lr_factor is None else float(lr_factor),
+        unfreeze_every=int(settings["unfreeze_every"]),
+        lr_factor=float(settings["lr_factor"]),
         trained=config.get("trained_blocks") if str(strategy).strip().lower() == "custom" else None,
     )
+
 
 def apply_freeze_plan(model: TransferModel, plan: FreezePlan, epoch: int = 0) -> None:
     """Switch gradients on/off per block as the plan says for `epoch`."""

@@ -284,6 +284,22 @@ def test_plan_round_trips_through_json():
     assert again == plan and again.trained_at(3) == plan.trained_at(3)
 
 
+def test_a_config_and_its_saved_dict_give_the_same_plan():
+    from core.config import TrainConfig
+
+    config = TrainConfig.from_dict({"data_dir": "x", "strategy": "discriminative", "lr_factor": 0.25})
+    plan = F.freeze_plan_for(RESNET_BLOCKS, config)
+    assert plan == F.freeze_plan_for(RESNET_BLOCKS, json.loads(json.dumps(config.to_dict())))
+    assert plan == F.make_freeze_plan(RESNET_BLOCKS, "discriminative", lr_factor=0.25)
+    # Settings a dict lacks take TrainConfig's defaults; chosen blocks count only for "custom".
+    assert F.freeze_plan_for(RESNET_BLOCKS, {}) == F.make_freeze_plan(RESNET_BLOCKS, "linear")
+    assert F.freeze_plan_for(RESNET_BLOCKS, {"strategy": "gradual"}).unfreeze_every == 1
+    mine = {"stage4": True}
+    assert _on(F.freeze_plan_for(RESNET_BLOCKS, {"strategy": "custom", "trained_blocks": mine}).trained) == [
+        "stage4", "head"]
+    assert _on(F.freeze_plan_for(RESNET_BLOCKS, {"strategy": "linear", "trained_blocks": mine}).trained) == ["head"]
+
+
 def test_apply_freeze_plan_and_count_parameters():
     model = M.build_model("resnet18", 2, init="random")
     counts = model.block_param_counts()
