@@ -34,8 +34,8 @@ import torchvision
 from torch import nn
 
 from . import blocks
-from .loading import make_transform
 from .errors import UserError
+from .loading import make_transform
 
 # --------------------------------------------------------------------------------------
 # Errors
