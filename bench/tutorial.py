@@ -61,7 +61,8 @@ def _freeze_like(model: nn.Module, frozen: list[torch.Tensor]) -> int:
 
 def engine_frozen_weights(backbone: str, num_classes: int, strategy: str) -> list[torch.Tensor]:
     """The weights Transfer Studio's plan for `strategy` keeps frozen."""
-    from core.models import build_model, make_freeze_plan
+    from core.freeze import make_freeze_plan
+    from core.models import build_model
 
     ours = build_model(backbone, num_classes)
     plan = make_freeze_plan(ours, strategy)

@@ -76,8 +76,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args) -> TrainConfig:
+    from .backbones import default_backbone
     from .config import TrainConfig
-    from .models import default_backbone
 
     values = {f.name: getattr(args, f.name) for f, _, _ in _train_fields()}
     values["backbone"] = values["backbone"] or default_backbone()
@@ -173,7 +173,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_backbones(args) -> int:
-    from .models import list_backbones, weights_cached
+    from .backbones import list_backbones, weights_cached
 
     for b in list_backbones():
         top1 = f"{b.top1:.1f}%" if b.top1 else "  -  "

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
+from .backbones import get_backbone
 from .evaluation import load_run_model
-from .models import get_backbone, make_freeze_plan
+from .freeze import freeze_plan_for
 from .runs import ACTIVE_STATES, RunStore, atomic_write_json, open_run, read_json
 
 SPEED_FILE = "speed.json"
@@ -88,8 +89,7 @@ def inference_ms(run_dir: str | Path, device: str | torch.device = "cpu", refres
         return None
     device = torch.device(device)
     loaded = load_run_model(run.path, device=device)
-    image_size = next((int(s.size[0]) for s in getattr(loaded.transform, "transforms", [])
-                       if type(s).__name__ == "CenterCrop"), loaded.model.info.image_size)
+    image_size = loaded.model.info.sizes(loaded.config.get("image_size"))[0]
     key = f"{_device_label(device)}@{image_size}"
     cache = read_json(run.path / SPEED_FILE, {}) or {}
     if not refresh and isinstance(cache.get(key), dict) and cache[key].get("ms_per_image"):
@@ -229,7 +229,7 @@ def sweep_configs(base_config, backbones: Sequence[str], strategies: Sequence[st
     for s in strategies:
         if s == "custom":
             raise ValueError("A sweep cannot use the 'custom' strategy: its blocks differ per backbone.")
-        make_freeze_plan(["stem", "stage1", "pool", "head"], s)  # raises for an unknown strategy
+        freeze_plan_for(["stem", "stage1", "pool", "head"], {"strategy": s})  # raises for an unknown strategy
     return [dataclasses.replace(base_config, backbone=b, strategy=s, trained_blocks=None)
             for b in backbones for s in strategies]
 

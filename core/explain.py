@@ -30,12 +30,6 @@ from .features import weights_identity
 from .models import HeadConfig, TransferModel, build_model
 from .runs import open_run
 
-# Blocks at which a convolutional network stops having a spatial map: the
-# pooling itself, and the blocks that pool first (MobileNetV3 / VGG pre_logits,
-# ConvNeXt norm).
-_POOLING_BLOCKS = ("pool", "pre_logits", "norm")
-
-
 # --------------------------------------------------------------------------------------
 # What to explain: a run, a LoadedModel or a bare TransferModel
 # --------------------------------------------------------------------------------------
@@ -69,11 +63,10 @@ def model_view(source, image) -> Image.Image:
     heatmap lines up with this picture."""
     loaded = _resolve(source)
     picture = _as_image(image, loaded.resize_size)
-    for step in getattr(loaded.transform, "transforms", []):
-        if type(step).__name__ in ("ToImage", "ToTensor", "PILToTensor"):
-            break
-        picture = step(picture)
-    return picture
+    # The backbone's own evaluation transform, stopped before normalising: the
+    # resized and cropped pixels as a uint8 (3, H, W) tensor.
+    pixels = loaded.model.info.transforms(loaded.config.get("image_size"), normalize=False)(picture)
+    return Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
 
 
 # --------------------------------------------------------------------------------------
@@ -89,12 +82,7 @@ def cam_layers(model_or_run) -> list[str]:
     """The layers Grad-CAM can use, earliest first (block names). The last one
     is the default: the most "semantic" map that still knows where things are."""
     model = _resolve(model_or_run).model if not isinstance(model_or_run, TransferModel) else model_or_run
-    names = []
-    for name in model.block_names:
-        if name in _POOLING_BLOCKS or name == "head":
-            break
-        names.append(name)
-    return names
+    return model.info.cam_layers(model.block_names)
 
 
 def default_cam_layer(model_or_run) -> str:

@@ -33,7 +33,7 @@ from torch import nn
 
 from .images import open_rgb
 from .evaluation import LoadedModel, load_run_model
-from .models import make_freeze_plan
+from .freeze import freeze_plan_for
 from .runs import atomic_write_bytes, open_run
 
 ONNX_OPSET = 17
@@ -54,21 +54,18 @@ class ProbabilitiesModel(nn.Module):
 
 
 def preprocessing(loaded: LoadedModel) -> dict:
-    """The preprocessing the app applies before the model, read from the run's
-    own evaluation transform so that it can never disagree with it."""
+    """The preprocessing the app applies before the model, from the same facts
+    (the backbone's sizes() and normalisation) that build the run's evaluation
+    transform, so that it can never disagree with it."""
     out = {"color": "RGB", "scale": "pixel values / 255, so 0..1; then (x - mean) / std per channel",
            "layout": "NCHW float32: (batch, 3, height, width)"}
-    for step in getattr(loaded.transform, "transforms", []):
-        name = type(step).__name__
-        if name == "Resize":
-            size = step.size[0] if isinstance(step.size, (list, tuple)) else step.size
-            out["resize_size"] = int(size)
-            out["interpolation"] = getattr(step.interpolation, "value", str(step.interpolation))
-        elif name == "CenterCrop":
-            out["image_size"] = int(step.size[0])
-        elif name == "Normalize":
-            out["mean"] = [float(v) for v in step.mean]
-            out["std"] = [float(v) for v in step.std]
+    info = loaded.model.info
+    image_size, resize_size = info.sizes(loaded.config.get("image_size"))
+    out["resize_size"] = resize_size
+    out["interpolation"] = info.interpolation
+    out["image_size"] = image_size
+    out["mean"] = [float(v) for v in info.mean]
+    out["std"] = [float(v) for v in info.std]
     out["steps"] = [
         "open the image, apply its EXIF rotation, convert to RGB",
         f"resize so the shorter side is {out.get('resize_size')} pixels ({out.get('interpolation')}, antialiased)",
@@ -142,8 +139,7 @@ def _val_tensors(loaded: LoadedModel, run_dir: Path, n: int) -> tuple[torch.Tens
         except Exception:  # noqa: BLE001 - a file gone since training is simply not used
             continue
     if not tensors:  # no readable val image: a grey picture still checks the export
-        size = next((int(s.size[0]) for s in getattr(loaded.transform, "transforms", [])
-                     if type(s).__name__ == "CenterCrop"), 224)
+        size = loaded.model.info.sizes(loaded.config.get("image_size"))[0]
         return torch.zeros(1, 3, size, size), []
     return torch.stack(tensors), used
 
@@ -251,10 +247,7 @@ def _blocks_table(loaded: LoadedModel, config: dict, status: dict) -> tuple[list
     model = loaded.model
     counts = model.block_param_counts()
     try:
-        plan = make_freeze_plan(counts, config.get("strategy", "linear"),
-                                unfreeze_every=int(config.get("unfreeze_every") or 1),
-                                lr_factor=float(config.get("lr_factor") or 0.5),
-                                trained=config.get("trained_blocks") if config.get("strategy") == "custom" else None)
+        plan = freeze_plan_for(counts, config)
     except ValueError:
         return [], []
     last_epoch = max(0, int(status.get("epochs_done") or config.get("epochs") or 1) - 1)
@@ -275,7 +268,7 @@ def _blocks_table(loaded: LoadedModel, config: dict, status: dict) -> tuple[list
 
 
 def model_card(loaded: LoadedModel, run_dir: Path, checks: dict | None = None) -> str:
-    """MODEL_CARD.md text for a run."""
+    """MODEL_CARD.md text for a run: its sections, one after the other."""
     run = open_run(run_dir)
     config, status, scan = loaded.config, run.status, run.scan
     evaluation = run.evaluation or {}
@@ -283,19 +276,38 @@ def model_card(loaded: LoadedModel, run_dir: Path, checks: dict | None = None) -
     classes = loaded.classes
     prep = preprocessing(loaded)
     counts = scan.get("counts") or {}
-    n_train = sum(int(c.get("train", 0)) for c in counts.values())
     n_val = sum(int(c.get("val", 0)) for c in counts.values())
-    block_rows, trained_blocks = _blocks_table(loaded, config, status)
-    frozen = [b for b, c in loaded.model.block_param_counts().items() if c and b not in trained_blocks]
-    lines = [
+    lines = _card_intro(run.name, info, classes)
+    lines += _card_data(scan, config, classes)
+    lines += _card_model(loaded, config, status)
+    lines += _card_settings(config, status, prep)
+    lines += _card_evaluation(evaluation, n_val)
+    lines += ["", "## Limits", ""]
+    lines += _limits(classes, counts, evaluation, info, n_val)
+    lines += _card_usage(prep, checks)
+    return "\n".join(lines) + "\n"
+
+
+def _card_intro(run_name: str, info, classes: list[str]) -> list[str]:
+    """The title, and what the model does in one sentence."""
+    return [
         f"# Model card: {info.title} for {len(classes)} classes",
         "",
-        f"Run `{run.name}`, exported {time.strftime('%Y-%m-%d %H:%M')} by Transfer Studio.",
+        f"Run `{run_name}`, exported {time.strftime('%Y-%m-%d %H:%M')} by Transfer Studio.",
         "",
         "## What it does",
         "",
         f"It looks at a picture and says which of these {len(classes)} classes it shows, with a "
         f"probability for each: {', '.join(f'**{c}**' for c in classes)}.",
+    ]
+
+
+def _card_data(scan: dict, config: dict, classes: list[str]) -> list[str]:
+    """The image folder, how it was split, and the images per class."""
+    counts = scan.get("counts") or {}
+    n_train = sum(int(c.get("train", 0)) for c in counts.values())
+    n_val = sum(int(c.get("val", 0)) for c in counts.values())
+    lines = [
         "",
         "## Data",
         "",
@@ -313,11 +325,18 @@ def model_card(loaded: LoadedModel, run_dir: Path, checks: dict | None = None) -
     skipped = scan.get("skipped") or []
     if skipped:
         lines += ["", f"{len(skipped)} files in the folder were left out (unreadable or not images)."]
+    return lines
 
+
+def _card_model(loaded: LoadedModel, config: dict, status: dict) -> list[str]:
+    """The backbone, where its weights started, and which blocks trained."""
+    info, classes = loaded.model.info, loaded.classes
+    block_rows, trained_blocks = _blocks_table(loaded, config, status)
+    frozen = [b for b, c in loaded.model.block_param_counts().items() if c and b not in trained_blocks]
     init = config.get("init", "pretrained")
     start = ("ImageNet weights" if init == "pretrained" else "random weights (no transfer)" if init == "random"
              else f"weights from `{Path(str(init)).name}`")
-    lines += [
+    lines = [
         "",
         "## Model",
         "",
@@ -334,9 +353,13 @@ def model_card(loaded: LoadedModel, run_dir: Path, checks: dict | None = None) -
     if block_rows:
         lines += ["", "| block | parameters | during training | learning-rate multiplier |", "|---|---:|---|---:|"]
         lines += block_rows
+    return lines
 
+
+def _card_settings(config: dict, status: dict, prep: dict) -> list[str]:
+    """The training settings as a table."""
     seconds = status.get("seconds")
-    lines += [
+    lines = [
         "",
         "## Training settings",
         "",
@@ -359,31 +382,33 @@ def model_card(loaded: LoadedModel, run_dir: Path, checks: dict | None = None) -
         ("device", status.get("device_name") or status.get("device")),
         ("training time", f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else "-"),
     ]
-    lines += [f"| {k} | {v} |" for k, v in settings]
+    return lines + [f"| {k} | {v} |" for k, v in settings]
 
-    lines += ["", "## How well it does", ""]
-    if evaluation:
-        lines += [
-            f"On the {evaluation.get('count', n_val)} validation images (not used for training, but used to "
-            "pick the best epoch):",
-            "",
-            f"- Accuracy: **{_pct(evaluation.get('accuracy'))}**",
-            f"- Macro F1: **{evaluation.get('macro_f1', 0):.3f}** (the F1 of each class, averaged)",
-            "",
-            "| class | precision | recall | F1 | validation images |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for c in evaluation.get("per_class", []):
-            lines.append(f"| {c['class']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
-        lines += ["", "Confusion matrix (rows: true class, columns: predicted class):", "",
-                  "![confusion matrix](confusion.png)"]
-    else:
-        lines.append("This run has no evaluation yet (eval.json is missing).")
 
-    lines += ["", "## Limits", ""]
-    lines += _limits(classes, counts, evaluation, info, n_val)
-
+def _card_evaluation(evaluation: dict, n_val: int) -> list[str]:
+    """Accuracy, macro F1 and per-class figures on the validation images."""
+    lines = ["", "## How well it does", ""]
+    if not evaluation:
+        return lines + ["This run has no evaluation yet (eval.json is missing)."]
     lines += [
+        f"On the {evaluation.get('count', n_val)} validation images (not used for training, but used to "
+        "pick the best epoch):",
+        "",
+        f"- Accuracy: **{_pct(evaluation.get('accuracy'))}**",
+        f"- Macro F1: **{evaluation.get('macro_f1', 0):.3f}** (the F1 of each class, averaged)",
+        "",
+        "| class | precision | recall | F1 | validation images |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for c in evaluation.get("per_class", []):
+        lines.append(f"| {c['class']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
+    return lines + ["", "Confusion matrix (rows: true class, columns: predicted class):", "",
+                    "![confusion matrix](confusion.png)"]
+
+
+def _card_usage(prep: dict, checks: dict | None) -> list[str]:
+    """How to use the exported files, and how they compared with the app's model."""
+    lines = [
         "",
         "## Using the files",
         "",
@@ -406,7 +431,7 @@ def model_card(loaded: LoadedModel, run_dir: Path, checks: dict | None = None) -
                 lines.append(f"- {title}: {same}; probabilities differ by at most {check['max_abs_difference']:.1e}.")
             elif check:
                 lines.append(f"- {title}: not checked ({check.get('why')}).")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _limits(classes, counts, evaluation, info, n_val) -> list[str]:

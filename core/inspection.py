@@ -76,8 +76,8 @@ def inspect_folder(root, backbone: str | None = None, *, folds: int = 5, seed: i
                    progress: Callable[[str, int, int], None] | None = None) -> InspectReport:
     """Check every picture of `root` (see the module docstring). `progress`
     is called as (phase, done, total)."""
+    from .backbones import default_backbone
     from .features import pooled_features  # torch only when a check runs
-    from .models import default_backbone
 
     report = scan_folder(root)
     backbone = backbone or default_backbone()

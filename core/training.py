@@ -26,15 +26,9 @@ from .decisions import Decisions, decide
 from .devices import describe_device, pick_device, seed_everything
 from .errors import TrainingError
 from .features import inference_blocks
-from .models import (
-    HeadConfig,
-    apply_freeze_plan,
-    build_model,
-    count_parameters,
-    get_backbone,
-    make_freeze_plan,
-    parameter_groups,
-)
+from .backbones import get_backbone
+from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, parameter_groups
+from .models import HeadConfig, build_model
 from .progress import Progress
 from .runs import Run, owner
 from .training_data import TrainingData, build_data
@@ -160,8 +154,7 @@ def _build_model(config: TrainConfig, info, num_classes: int, progress: Progress
                         head=HeadConfig(hidden=config.head_hidden, dropout=config.head_dropout),
                         progress=download_progress)
     progress.update(download=None)
-    plan = make_freeze_plan(model, config.strategy, unfreeze_every=config.unfreeze_every,
-                            lr_factor=config.lr_factor, trained=config.trained_blocks)
+    plan = freeze_plan_for(model, config)
     apply_freeze_plan(model, plan, epoch=0)
     return model, plan
 

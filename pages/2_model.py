@@ -6,29 +6,11 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from core.backbones import BackboneInfo, default_backbone, list_backbones, weights_cached
 from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
-from core.models import BackboneInfo, default_backbone, list_backbones, weights_cached
 from pages import common
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
-BLOCK_TITLES = {
-    "stem": "Stem",
-    "final_conv": "Final layer",
-    "pre_logits": "Pre-logits",
-    "norm": "Final norm",
-    "pool": "Pooling",
-    "head": "New head",
-    "patch_embed": "Patches",
-}
-BLOCK_WORDS = {
-    "stem": "edges and colours",
-    "patch_embed": "cuts the picture into patches",
-    "pool": "averages into one list of numbers",
-    "head": "new: picks one of your classes",
-    "final_conv": "whole-object features",
-    "pre_logits": "whole-object features",
-    "norm": "whole-object features",
-}
 COLORS = {"learns": "#ffd0a1", "later": "#fff1c9", "frozen": "#d3e6fa", "none": "#eeeeee"}
 
 
@@ -40,17 +22,6 @@ def _icon(name: str) -> str:
     return (
         f"<span style=\"font-family:'Material Symbols Rounded';font-size:1.05em;vertical-align:-0.15em\">{name}</span>"
     )
-
-
-def _block_title(name: str) -> str:
-    return BLOCK_TITLES.get(name, name.replace("stage", "Stage ").replace("_", " ").capitalize())
-
-
-def _block_words(position: float, name: str) -> str:
-    """What a block sees, in words; `position` runs from 0 (stem) to 1 (head)."""
-    if name in BLOCK_WORDS:
-        return BLOCK_WORDS[name]
-    return "textures and simple shapes" if position < 0.45 else "parts of objects"
 
 
 def _on_backbone_changed() -> None:
@@ -194,7 +165,7 @@ def preset_controls(trainable_blocks: list[str]) -> str:
     return preset
 
 
-def block_picture(counts: dict[str, int], plan, epochs: int) -> None:
+def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int) -> None:
     """The blocks from stem to head, coloured by what they do, each with its switch."""
     names = list(counts)
     trainable_blocks = [n for n in names if n != "head" and counts[n] > 0]
@@ -226,9 +197,9 @@ def block_picture(counts: dict[str, int], plan, epochs: int) -> None:
             f"<div style='position:relative;background:{color};border-radius:10px;padding:8px 6px;"
             "text-align:center;height:160px;border:1px solid #0001;display:flex;flex-direction:column;"
             "justify-content:space-between'>"
-            f"<div><b>{_block_title(name)}</b><br><small>{common.fmt_short(counts[name])} numbers</small></div>"
+            f"<div><b>{info.block_title(name)}</b><br><small>{common.fmt_short(counts[name])} numbers</small></div>"
             f"<div style='line-height:1.2'><small style='opacity:.75'>"
-            f"{_block_words(i / max(1, len(names) - 1), name)}</small></div>"
+            f"{info.block_words(name, i / max(1, len(names) - 1))}</small></div>"
             f"<div><b>{state}</b>{extra}</div>{arrow}</div>",
             unsafe_allow_html=True,
         )
@@ -243,7 +214,7 @@ def block_picture(counts: dict[str, int], plan, epochs: int) -> None:
             args=(trainable_blocks,),
             help="The new head always learns."
             if name == "head"
-            else f"Switch on to let {_block_title(name)} learn from your pictures.",
+            else f"Switch on to let {info.block_title(name)} learn from your pictures.",
         )
 
 
@@ -285,7 +256,7 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
     plan = common.current_plan(counts)
     st.caption(common.PRESET_HELP[preset] if preset in ("linear", "full") else plan.describe())
     epochs = int(common.choice("epochs"))
-    block_picture(counts, plan, epochs)
+    block_picture(info, counts, plan, epochs)
     trainable_count(counts, plan, epochs)
     return preset
 

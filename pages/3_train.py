@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.jobs import ACTIVE
-from core.models import get_backbone, weights_cached
+from core.backbones import get_backbone, weights_cached
 from core.runs import open_run
 from pages import common
 

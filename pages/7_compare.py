@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.compare import curves, curves_figure, leaderboard, queue_sweep, sweep_of
 from core.jobs import ACTIVE
-from core.models import list_backbones, weights_cached
+from core.backbones import list_backbones, weights_cached
 from core.devices import pick_device
 from pages import common
 

@@ -30,14 +30,9 @@ from core.evaluation import LoadedModel, load_run_model
 from core.evaluation import per_class_table as per_class_rows
 from core.explain import colorize, explain_image
 from core.jobs import ACTIVE, get_job_manager
-from core.models import (
-    HeadConfig,
-    WeightsUnavailableError,
-    build_model,
-    default_backbone,
-    get_backbone,
-    make_freeze_plan,
-)
+from core.backbones import WeightsUnavailableError, default_backbone, get_backbone
+from core.freeze import freeze_plan_for
+from core.models import HeadConfig, build_model
 from core.runs import RunStore, atomic_write_json, read_json
 from core.config import TrainConfig
 from core.errors import TrainingError
@@ -246,9 +241,9 @@ def current_plan(counts: dict[str, int]):
         trained = custom_trained(choice("backbone"))
         if not trained or set(trained) - set(counts):
             strategy, trained = "linear", None
-        return make_freeze_plan(counts, "custom" if trained else "linear", trained=trained)
-    return make_freeze_plan(
-        counts, strategy, unfreeze_every=int(choice("unfreeze_every")), lr_factor=float(choice("lr_factor"))
+        return freeze_plan_for(counts, {"strategy": "custom" if trained else "linear", "trained_blocks": trained})
+    return freeze_plan_for(
+        counts, {"strategy": strategy, "unfreeze_every": int(choice("unfreeze_every")), "lr_factor": float(choice("lr_factor"))}
     )
 
 

@@ -1,4 +1,5 @@
-"""core.models: backbone list, weights on disk, blocks, freeze plans, parameter groups.
+"""core.backbones, core.models, core.freeze: backbone list, weights on disk, blocks,
+freeze plans, parameter groups.
 
 Real torch and torchvision throughout, real weights where a fixture provides
 them. The only thing replaced is urllib's urlopen, where a test must prove that
@@ -19,6 +20,8 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
+from core import backbones as B
+from core import freeze as F
 from core import models as M
 
 ANT = "val/ants/1124525276_816a07c17f.jpg"
@@ -44,8 +47,8 @@ def _images(root: Path, transform) -> torch.Tensor:
 
 
 def test_list_has_every_backbone_with_numbers_from_meta():
-    infos = M.list_backbones()
-    assert [i.name for i in infos] == M.BACKBONE_NAMES
+    infos = B.list_backbones()
+    assert [i.name for i in infos] == B.BACKBONE_NAMES
     for info in infos:
         assert info.params_m > 0 and 50 < info.top1 < 100 and info.gflops > 0 and info.file_mb > 0
         assert info.image_size == 224 and info.resize_size >= info.image_size
@@ -55,45 +58,45 @@ def test_list_has_every_backbone_with_numbers_from_meta():
             assert info.weights_url.endswith("/" + info.weights_file)
 
     weights = torchvision.models.ResNet18_Weights.DEFAULT
-    resnet18 = M.get_backbone("resnet18")
+    resnet18 = B.get_backbone("resnet18")
     assert resnet18.params_m == round(weights.meta["num_params"] / 1e6, 2)
     assert resnet18.top1 == weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
     assert resnet18.gflops == weights.meta["_ops"] and resnet18.speed == "medium"
     assert resnet18.weights_file == "resnet18-f37072fd.pth" and resnet18.resize_size == 256
-    assert M.get_backbone("mobilenet_v3_small").speed == "fast"
-    assert M.get_backbone("vgg16").speed == "slow"
-    assert M.get_backbone("vit_b_16").fixed_image_size
-    assert not M.get_backbone("resnet50").fixed_image_size
-    lite0 = M.get_backbone("efficientnet_lite0")
+    assert B.get_backbone("mobilenet_v3_small").speed == "fast"
+    assert B.get_backbone("vgg16").speed == "slow"
+    assert B.get_backbone("vit_b_16").fixed_image_size
+    assert not B.get_backbone("resnet50").fixed_image_size
+    lite0 = B.get_backbone("efficientnet_lite0")
     assert lite0.weights_url is None and lite0.mean == lite0.std == (0.5, 0.5, 0.5)
 
     with pytest.raises(ValueError, match="resnet18.*vit_b_16"):
-        M.get_backbone("resnet19")
+        B.get_backbone("resnet19")
 
 
 def test_weights_cache_follows_torch_home(offline_weights):
-    assert M.checkpoints_dir() == offline_weights / "hub" / "checkpoints"
-    assert M.weights_cached("mobilenet_v2")
-    assert not M.weights_cached("resnet18")
-    assert M.default_backbone() == "mobilenet_v2"
-    assert M.ensure_weights("mobilenet_v2") == M.checkpoints_dir() / "mobilenet_v2-7ebf99e0.pth"
+    assert B.checkpoints_dir() == offline_weights / "hub" / "checkpoints"
+    assert B.weights_cached("mobilenet_v2")
+    assert not B.weights_cached("resnet18")
+    assert B.default_backbone() == "mobilenet_v2"
+    assert B.ensure_weights("mobilenet_v2") == B.checkpoints_dir() / "mobilenet_v2-7ebf99e0.pth"
 
 
 def test_empty_cache_defaults_to_the_packaged_lite0(empty_torch_home):
-    assert M.checkpoints_dir() == empty_torch_home / "hub" / "checkpoints"
-    assert not M.weights_cached("mobilenet_v2")
-    assert M.weights_cached("efficientnet_lite0")
-    assert M.default_backbone() == "efficientnet_lite0"
+    assert B.checkpoints_dir() == empty_torch_home / "hub" / "checkpoints"
+    assert not B.weights_cached("mobilenet_v2")
+    assert B.weights_cached("efficientnet_lite0")
+    assert B.default_backbone() == "efficientnet_lite0"
 
 
 def test_missing_weights_without_network_raise_a_clear_error(empty_torch_home, no_network):
-    with pytest.raises(M.WeightsUnavailableError) as caught:
+    with pytest.raises(B.WeightsUnavailableError) as caught:
         M.build_model("resnet18", 2)
     message = str(caught.value)
     assert "resnet18-f37072fd.pth" in message
-    assert str(M.checkpoints_dir()) in message
+    assert str(B.checkpoints_dir()) in message
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
-    folder = M.checkpoints_dir()
+    folder = B.checkpoints_dir()
     assert not folder.exists() or not any(folder.iterdir())  # no half-written file left
 
 
@@ -106,14 +109,14 @@ def test_download_is_atomic_reports_progress_and_checks_the_hash(tmp_path):
 
     seen = []
     good = cache / f"net-{prefix}.pth"
-    M._download(source.as_uri(), good, lambda done, total: seen.append((done, total)))
+    B._download(source.as_uri(), good, lambda done, total: seen.append((done, total)))
     assert good.read_bytes() == payload
     assert seen[0] == (0, len(payload)) and seen[-1] == (len(payload), len(payload))
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
     bad = cache / "net-00000000.pth"
-    with pytest.raises(M.WeightsUnavailableError, match="checksum"):
-        M._download(source.as_uri(), bad)
+    with pytest.raises(B.WeightsUnavailableError, match="checksum"):
+        B._download(source.as_uri(), bad)
     assert not bad.exists()
     assert sorted(p.name for p in cache.iterdir()) == [good.name]  # no .part left over
 
@@ -172,7 +175,7 @@ def test_efficientnet_lite0_is_pretrained_with_no_network(empty_torch_home, no_n
 # ---- every backbone, random weights ----------------------------------------------------
 
 
-@pytest.mark.parametrize("name", M.BACKBONE_NAMES)
+@pytest.mark.parametrize("name", B.BACKBONE_NAMES)
 def test_every_backbone_builds_and_its_blocks_match_the_original(name, monkeypatch):
     # Keep hold of the original network build_model splits, to compare with it.
     built = []
@@ -194,7 +197,7 @@ def test_every_backbone_builds_and_its_blocks_match_the_original(name, monkeypat
         features = model.forward_to(k, x)
         logits = model.forward_from(k, features)
         # The original's own classifier on our pooled features gives its logits.
-        classifier = original.get_submodule(M._CLASSIFIER_PREFIX[name].rstrip("."))
+        classifier = original.get_submodule(B.get_backbone(name).classifier_prefix.rstrip("."))
         expected = original(x)
         got = classifier(features)
     assert features.shape == (1, model.feature_dim)
@@ -228,35 +231,35 @@ def _on(trained: dict[str, bool]) -> list[str]:
 
 
 def test_presets_train_the_right_blocks():
-    linear = M.make_freeze_plan(RESNET_BLOCKS, "linear")
+    linear = F.make_freeze_plan(RESNET_BLOCKS, "linear")
     assert _on(linear.trained) == ["head"] and linear.frozen_prefix() == 6
     assert linear.describe() == "Only the new head is trained; the 5 pretrained blocks stay frozen."
 
-    last2 = M.make_freeze_plan(RESNET_BLOCKS, "last-2")
+    last2 = F.make_freeze_plan(RESNET_BLOCKS, "last-2")
     assert _on(last2.trained) == ["stage3", "stage4", "head"] and last2.frozen_prefix() == 3
     assert "stage3, stage4" in last2.describe()
 
-    assert _on(M.make_freeze_plan(RESNET_BLOCKS, "last-0").trained) == ["head"]
-    assert _on(M.make_freeze_plan(RESNET_BLOCKS, "last-9").trained) == _on(
-        M.make_freeze_plan(RESNET_BLOCKS, "full").trained
+    assert _on(F.make_freeze_plan(RESNET_BLOCKS, "last-0").trained) == ["head"]
+    assert _on(F.make_freeze_plan(RESNET_BLOCKS, "last-9").trained) == _on(
+        F.make_freeze_plan(RESNET_BLOCKS, "full").trained
     )
 
-    full = M.make_freeze_plan(RESNET_BLOCKS, "full")
+    full = F.make_freeze_plan(RESNET_BLOCKS, "full")
     assert _on(full.trained) == ["stem", "stage1", "stage2", "stage3", "stage4", "head"]
     assert full.frozen_prefix() == 0 and full.param_free == ["pool"]
     assert set(full.lr_mult.values()) == {1.0}
 
-    custom = M.make_freeze_plan(RESNET_BLOCKS, "custom", trained={"stage2": True, "pool": True})
+    custom = F.make_freeze_plan(RESNET_BLOCKS, "custom", trained={"stage2": True, "pool": True})
     assert _on(custom.trained) == ["stage2", "head"] and custom.frozen_prefix() == 2
     with pytest.raises(ValueError, match="stage9"):
-        M.make_freeze_plan(RESNET_BLOCKS, "custom", trained={"stage9": True})
+        F.make_freeze_plan(RESNET_BLOCKS, "custom", trained={"stage9": True})
     with pytest.raises(ValueError, match="linear.*last-N.*discriminative"):
-        M.make_freeze_plan(RESNET_BLOCKS, "everything")
-    assert set(M.STRATEGIES) == {"linear", "last-N", "full", "gradual", "discriminative"}
+        F.make_freeze_plan(RESNET_BLOCKS, "everything")
+    assert set(F.STRATEGIES) == {"linear", "last-N", "full", "gradual", "discriminative"}
 
 
 def test_gradual_unfreezes_one_more_block_every_k_epochs():
-    plan = M.make_freeze_plan(RESNET_BLOCKS, "gradual", unfreeze_every=2)
+    plan = F.make_freeze_plan(RESNET_BLOCKS, "gradual", unfreeze_every=2)
     assert _on(plan.trained_at(0)) == ["head"] == _on(plan.trained_at(1))
     assert _on(plan.trained_at(2)) == ["stage4", "head"] == _on(plan.trained_at(3))
     assert _on(plan.trained_at(4)) == ["stage3", "stage4", "head"]
@@ -269,38 +272,54 @@ def test_gradual_unfreezes_one_more_block_every_k_epochs():
 
 
 def test_discriminative_learning_rates_decrease_toward_the_stem():
-    plan = M.make_freeze_plan(RESNET_BLOCKS, "discriminative", lr_factor=0.5)
+    plan = F.make_freeze_plan(RESNET_BLOCKS, "discriminative", lr_factor=0.5)
     mults = [plan.lr_mult[n] for n in ["stem", "stage1", "stage2", "stage3", "stage4", "head"]]
     assert mults == [0.5**5, 0.5**4, 0.5**3, 0.5**2, 0.5, 1.0]
     assert all(plan.trained[n] for n in RESNET_BLOCKS if n != "pool")
 
 
 def test_plan_round_trips_through_json():
-    plan = M.make_freeze_plan(RESNET_BLOCKS, "gradual", unfreeze_every=3)
-    again = M.FreezePlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    plan = F.make_freeze_plan(RESNET_BLOCKS, "gradual", unfreeze_every=3)
+    again = F.FreezePlan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert again == plan and again.trained_at(3) == plan.trained_at(3)
+
+
+def test_a_config_and_its_saved_dict_give_the_same_plan():
+    from core.config import TrainConfig
+
+    config = TrainConfig.from_dict({"data_dir": "x", "strategy": "discriminative", "lr_factor": 0.25})
+    plan = F.freeze_plan_for(RESNET_BLOCKS, config)
+    assert plan == F.freeze_plan_for(RESNET_BLOCKS, json.loads(json.dumps(config.to_dict())))
+    assert plan == F.make_freeze_plan(RESNET_BLOCKS, "discriminative", lr_factor=0.25)
+    # Settings a dict lacks take TrainConfig's defaults; chosen blocks count only for "custom".
+    assert F.freeze_plan_for(RESNET_BLOCKS, {}) == F.make_freeze_plan(RESNET_BLOCKS, "linear")
+    assert F.freeze_plan_for(RESNET_BLOCKS, {"strategy": "gradual"}).unfreeze_every == 1
+    mine = {"stage4": True}
+    assert _on(F.freeze_plan_for(RESNET_BLOCKS, {"strategy": "custom", "trained_blocks": mine}).trained) == [
+        "stage4", "head"]
+    assert _on(F.freeze_plan_for(RESNET_BLOCKS, {"strategy": "linear", "trained_blocks": mine}).trained) == ["head"]
 
 
 def test_apply_freeze_plan_and_count_parameters():
     model = M.build_model("resnet18", 2, init="random")
     counts = model.block_param_counts()
-    trainable, total = M.count_parameters(model)
+    trainable, total = F.count_parameters(model)
     assert trainable == total == sum(counts.values())
 
-    plan = M.make_freeze_plan(model, "last-2")
-    M.apply_freeze_plan(model, plan)
-    assert M.count_parameters(model) == (counts["stage3"] + counts["stage4"] + counts["head"], total)
+    plan = F.make_freeze_plan(model, "last-2")
+    F.apply_freeze_plan(model, plan)
+    assert F.count_parameters(model) == (counts["stage3"] + counts["stage4"] + counts["head"], total)
     assert all(not p.requires_grad for p in model.blocks["stem"].parameters())
 
-    gradual = M.make_freeze_plan(model, "gradual", unfreeze_every=1)
-    M.apply_freeze_plan(model, gradual, epoch=1)
-    assert M.count_parameters(model)[0] == counts["stage4"] + counts["head"]
+    gradual = F.make_freeze_plan(model, "gradual", unfreeze_every=1)
+    F.apply_freeze_plan(model, gradual, epoch=1)
+    assert F.count_parameters(model)[0] == counts["stage4"] + counts["head"]
 
 
 def test_frozen_batchnorm_keeps_its_running_statistics():
     torch.manual_seed(0)
     model = M.build_model("mobilenet_v2", 2, init="random")
-    M.apply_freeze_plan(model, M.make_freeze_plan(model, "last-1"))  # only final_conv + head
+    F.apply_freeze_plan(model, F.make_freeze_plan(model, "last-1"))  # only final_conv + head
     model.train()
 
     def bn_stats(block):
@@ -315,14 +334,14 @@ def test_frozen_batchnorm_keeps_its_running_statistics():
     assert not torch.equal(before["final_conv"][0], bn_stats("final_conv")[0])
 
     # Unfreezing a block later puts it back in train mode.
-    M.apply_freeze_plan(model, M.make_freeze_plan(model, "full"))
+    F.apply_freeze_plan(model, F.make_freeze_plan(model, "full"))
     assert model.blocks["stem"].training
 
 
 def test_parameter_groups_follow_the_plan():
     model = M.build_model("resnet18", 2, init="random")
-    plan = M.make_freeze_plan(model, "discriminative", lr_factor=0.1)
-    groups = M.parameter_groups(model, plan, lr=1e-3, weight_decay=0.05)
+    plan = F.make_freeze_plan(model, "discriminative", lr_factor=0.1)
+    groups = F.parameter_groups(model, plan, lr=1e-3, weight_decay=0.05)
 
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
@@ -335,9 +354,9 @@ def test_parameter_groups_follow_the_plan():
 
     # With a linear plan the frozen blocks are still in the groups, and an
     # optimiser step leaves them alone (their grads stay None).
-    linear = M.make_freeze_plan(model, "linear")
-    M.apply_freeze_plan(model, linear)
-    groups = M.parameter_groups(model, linear, lr=0.1, weight_decay=0.01)
+    linear = F.make_freeze_plan(model, "linear")
+    F.apply_freeze_plan(model, linear)
+    groups = F.parameter_groups(model, linear, lr=0.1, weight_decay=0.01)
     assert {g["block"] for g in groups} == {"stem", "stage1", "stage2", "stage3", "stage4", "head"}
     optimiser = torch.optim.AdamW(groups)
     stem_before = model.blocks["stem"].conv1.weight.clone()

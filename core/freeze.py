@@ -1,0 +1,272 @@
+"""Freeze plans: which blocks of a TransferModel train, and at what learning rate.
+
+* `FreezePlan` with the usual presets (linear probe, last-N, full fine-tuning,
+  gradual unfreezing, discriminative learning rates) or the user's own choice
+  of blocks (`make_freeze_plan`);
+* `freeze_plan_for`: the one place a training config (a TrainConfig or its
+  dict, as saved in a run) becomes its plan, so training, the pages and the
+  model card always agree on what a run trained;
+* switching gradients per block (`apply_freeze_plan`) and optimiser parameter
+  groups that follow a plan.
+
+No Streamlit here.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from .config import TrainConfig, defaults
+from .models import TransferModel
+
+STRATEGIES: dict[str, str] = {
+    "linear": "Train only the new head; the pretrained network is a fixed feature extractor.",
+    "last-N": "Train the head and the last N pretrained blocks; the earlier blocks stay frozen.",
+    "full": "Train every block, pretrained ones included (full fine-tuning).",
+    "gradual": "Start with only the head; unfreeze one more block from the top every few epochs.",
+    "discriminative": "Train every block, with smaller learning rates for the earlier, more general blocks.",
+}
+
+_LAST_N = re.compile(r"last-(\d+)")
+_FOREVER = 10**9  # an epoch by which gradual unfreezing has opened every block
+
+
+@dataclass
+class FreezePlan:
+    strategy: str  # "linear" | "last-N" | "full" | "gradual" | "discriminative" | "custom"
+    trained: dict[str, bool]  # per block, at epoch 0
+    lr_mult: dict[str, float]  # per block learning-rate multiplier
+    unfreeze_every: int = 0  # gradual: one more block unfreezes every K epochs
+    # Blocks without parameters (e.g. "pool"): never trained, and counted as
+    # frozen by frozen_prefix. Added so a plan knows this without the model.
+    param_free: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        # A plan written by hand (or saved without this field) still knows that
+        # "pool" has no parameters: it is param-free by design.
+        if not self.param_free and "pool" in self.trained:
+            self.param_free = ["pool"]
+
+    @property
+    def block_names(self) -> list[str]:
+        return list(self.trained)
+
+    def _backbone_blocks(self) -> list[str]:
+        """Blocks with parameters other than the head, bottom to top."""
+        return [n for n in self.trained if n != "head" and n not in self.param_free]
+
+    def trained_at(self, epoch: int) -> dict[str, bool]:
+        state = dict(self.trained)
+        if self.strategy == "gradual" and self.unfreeze_every > 0:
+            still_frozen_top_down = [n for n in reversed(self._backbone_blocks()) if not state[n]]
+            for name in still_frozen_top_down[: max(epoch, 0) // self.unfreeze_every]:
+                state[name] = True
+        return state
+
+    def frozen_prefix(self, epoch: int | None = None, epochs: int | None = None) -> int:
+        """How many leading blocks are frozen: their output can be cached.
+
+        With `epoch`, at that epoch. Without it, frozen for the whole of `epochs`
+        epochs, which is the prefix still frozen at the last epoch because
+        blocks only ever unfreeze (with neither: however long training runs).
+        """
+        if epoch is None:
+            epoch = epochs - 1 if epochs else _FOREVER
+        state = self.trained_at(epoch)
+        k = 0
+        for name in self.trained:
+            if state[name]:
+                break
+            k += 1
+        return k
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> FreezePlan:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def describe(self) -> str:
+        """One plain sentence about what this plan trains."""
+        backbone = self._backbone_blocks()
+        n = len(backbone)
+        on = [b for b in backbone if self.trained[b]]
+        off = n - len(on)
+        if self.strategy == "gradual":
+            k = self.unfreeze_every
+            every = "epoch" if k == 1 else f"{k} epochs"
+            return (
+                "Training starts with only the new head; then every "
+                f"{every} one more of the {n} pretrained blocks unfreezes, from the top down."
+            )
+        if self.strategy == "discriminative":
+            lowest = min((self.lr_mult[b] for b in backbone), default=1.0)
+            return (
+                f"All {n} pretrained blocks and the new head are trained, earlier blocks more "
+                f"gently: the first block learns at {lowest:.2g}x the head's rate."
+            )
+        if not on:
+            return f"Only the new head is trained; the {n} pretrained blocks stay frozen."
+        if off == 0:
+            return f"Every block is trained: the {n} pretrained blocks and the new head."
+        return (
+            f"The new head and {len(on)} pretrained block{'s' if len(on) > 1 else ''} "
+            f"({', '.join(on)}) are trained; the other {off} stay frozen."
+        )
+
+
+def _blocks_and_param_free(block_names_or_model) -> tuple[list[str], list[str]]:
+    """Block names, and which of them have no parameters."""
+    if isinstance(block_names_or_model, TransferModel):
+        counts = block_names_or_model.block_param_counts()
+    elif isinstance(block_names_or_model, Mapping):  # e.g. block_param_counts()
+        counts = dict(block_names_or_model)
+    else:
+        names = list(block_names_or_model)
+        # Given names only, "pool" is the block without parameters, by design.
+        counts = {n: (0 if n == "pool" else 1) for n in names}
+    names = list(counts)
+    if not names or names[-1] != "head":
+        raise ValueError(f"The last block must be 'head'; got {names}.")
+    return names, [n for n, c in counts.items() if c == 0 and n != "head"]
+
+
+def make_freeze_plan(
+    block_names_or_model,
+    strategy: str,
+    *,
+    unfreeze_every: int = 1,
+    lr_factor: float = 0.5,
+    trained: Mapping[str, bool] | None = None,
+) -> FreezePlan:
+    """Build the plan for a preset (see STRATEGIES) or "custom" with `trained`.
+
+    `block_names_or_model`: a TransferModel, its block_param_counts(), or a list
+    of block names (then "pool" is taken as the only block without parameters).
+    """
+    names, param_free = _blocks_and_param_free(block_names_or_model)
+    backbone = [n for n in names if n != "head" and n not in param_free]
+    strategy = str(strategy).strip().lower()
+    on = {n: False for n in names}
+    on["head"] = True
+    lr_mult = {n: 1.0 for n in names}
+    every = 0
+
+    if trained is not None and strategy != "custom":
+        raise ValueError("`trained` is only used with strategy 'custom'.")
+
+    if strategy == "linear":
+        pass
+    elif strategy == "full":
+        on.update({n: True for n in backbone})
+    elif match := _LAST_N.fullmatch(strategy):
+        count = int(match.group(1))  # counts blocks with parameters, from the top
+        on.update({n: True for n in backbone[len(backbone) - min(count, len(backbone)):]})
+    elif strategy == "gradual":
+        if unfreeze_every < 1:
+            raise ValueError(f"unfreeze_every must be at least 1, not {unfreeze_every}.")
+        every = int(unfreeze_every)
+    elif strategy == "discriminative":
+        if not 0 < lr_factor <= 1:
+            raise ValueError(f"lr_factor must be in (0, 1], not {lr_factor}.")
+        on.update({n: True for n in backbone})
+        # The head learns at the full rate; each block further down at lr_factor
+        # times the one above it (earlier layers hold more general features).
+        for distance, name in enumerate(reversed(backbone), start=1):
+            lr_mult[name] = lr_factor**distance
+    elif strategy == "custom":
+        if trained is None:
+            raise ValueError("Strategy 'custom' needs `trained`: a dict of block name -> bool.")
+        unknown = [n for n in trained if n not in on]
+        if unknown:
+            raise ValueError(f"Unknown blocks {unknown}; the blocks are {names}.")
+        on.update({n: bool(trained[n]) for n in backbone if n in trained})
+    else:
+        raise ValueError(
+            f"Unknown strategy {strategy!r}. Choose one of: linear, last-N (e.g. last-2), "
+            "full, gradual, discriminative, or custom."
+        )
+    return FreezePlan(
+        strategy=strategy, trained=on, lr_mult=lr_mult, unfreeze_every=every, param_free=param_free
+    )
+
+
+def freeze_plan_for(block_names_or_model, config: TrainConfig | Mapping) -> FreezePlan:
+    """The freeze plan that a training config asks for: its strategy, with
+    `unfreeze_every`, `lr_factor` and (strategy "custom" only) `trained_blocks`.
+
+    `config`: a TrainConfig or its dict (a run's saved config, or the pages'
+    choices); a setting it lacks (or holds as None) takes TrainConfig's default.
+    `block_names_or_model`: as for make_freeze_plan.
+    """
+    if isinstance(config, TrainConfig):
+        config = config.to_dict()
+    settings = {**defaults(), **{k: v for k, v in config.items() if v is not None}}
+    strategy = settings["strategy"]
+    return make_freeze_plan(
+        block_names_or_model,
+        strategy,
+        unfreeze_every=int(settings["unfreeze_every"]),
+        lr_factor=float(settings["lr_factor"]),
+        trained=config.get("trained_blocks") if str(strategy).strip().lower() == "custom" else None,
+    )
+
+
+def apply_freeze_plan(model: TransferModel, plan: FreezePlan, epoch: int = 0) -> None:
+    """Switch gradients on/off per block as the plan says for `epoch`."""
+    if plan.block_names != model.block_names:
+        raise ValueError(
+            f"The plan is for blocks {plan.block_names}, the model has {model.block_names}."
+        )
+    for name, on in plan.trained_at(epoch).items():
+        model.blocks[name].requires_grad_(on)
+    # Re-apply the current mode so newly frozen blocks drop to eval mode (and
+    # newly unfrozen ones follow the model again).
+    model.train(model.training)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def _no_weight_decay(param_name: str, param: torch.Tensor) -> bool:
+    # Biases and norm scales are 1-D; decaying them only hurts. ViT's class token
+    # and position embedding are likewise left alone (as timm and others do).
+    return param.ndim <= 1 or param_name.endswith(("class_token", "pos_embedding"))
+
+
+def parameter_groups(
+    model: TransferModel, plan: FreezePlan, lr: float, weight_decay: float
+) -> list[dict]:
+    """Optimiser parameter groups following the plan's per-block learning rates.
+
+    Every block with parameters is included, frozen ones too: gradual unfreezing
+    turns them on later, and optimisers skip parameters whose grad is None. Each
+    block gives up to two groups, because weight decay is set per group: "<block>"
+    with weight decay and "<block>/no_decay" for biases and norm weights. Both
+    carry "block": the block's name.
+    """
+    groups = []
+    for name, block in model.blocks.items():
+        decay, no_decay = [], []
+        for param_name, param in block.named_parameters():
+            (no_decay if _no_weight_decay(param_name, param) else decay).append(param)
+        block_lr = lr * plan.lr_mult.get(name, 1.0)
+        if decay:
+            groups.append(
+                {"name": name, "block": name, "params": decay, "lr": block_lr, "weight_decay": weight_decay}
+            )
+        if no_decay:
+            groups.append(
+                {"name": f"{name}/no_decay", "block": name, "params": no_decay, "lr": block_lr, "weight_decay": 0.0}
+            )
+    return groups
