@@ -90,8 +90,8 @@ def _finish(job, run) -> int:
         print(f"Run {snap['state']}: {snap['reason']}", file=sys.stderr)
         print(json.dumps({"run_dir": str(run.path), "state": snap["state"], "reason": snap["reason"]}))
         return 1
-    note = (snap.get("feature_cache") or {}).get("note")
-    if note:  # stdout stays one JSON line for scripts
+    notes = [(snap.get("feature_cache") or {}).get("note"), (run.status.get("decisions") or {}).get("loader_note")]
+    for note in filter(None, notes):  # stdout stays one JSON line for scripts
         print(note, file=sys.stderr)
     print(json.dumps({"state": "finished", **snap["result"]}))
     return 0

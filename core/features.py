@@ -256,6 +256,31 @@ def release_copy(runner: nn.Module, model) -> None:
             t.data = torch.empty(0, dtype=t.dtype, device=t.device)
 
 
+class PrefixRunner:
+    """inference_blocks for a frozen prefix that changes during a run
+    (gradual unfreezing): made once per span of blocks, and the copy for the
+    previous span freed (release_copy) as soon as it is replaced, so only
+    one is ever in (GPU) memory."""
+
+    def __init__(self, model, channels_last: bool = False):
+        self.model = model
+        self.channels_last = channels_last
+        self._span: tuple[int, int] | None = None
+        self._runner: nn.Module | None = None
+
+    def blocks(self, start: int, stop: int) -> nn.Module:
+        if (start, stop) != self._span:
+            self.release()
+            self._runner = inference_blocks(self.model, start, stop, self.channels_last)
+            self._span = (start, stop)
+        return self._runner
+
+    def release(self) -> None:
+        if self._runner is not None:
+            release_copy(self._runner, self.model)
+        self._runner, self._span = None, None
+
+
 def cached_prefix_features(model, prefix: int, splits: dict, transform, device, *, cache_dir: Path | None = None,
                            **kwargs) -> dict:
     """compute_prefix_features for sets of samples (train, val), each read

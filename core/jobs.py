@@ -267,8 +267,18 @@ def run_job(job: Job) -> None:
                           best_val_accuracy=result["val_accuracy"], best_epoch=result["best_epoch"],
                           macro_f1=result["macro_f1"])
         job.finish("finished", None, result)
-    finally:
-        release_device_memory(torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    finally:  # the job's own device only (never raises): a CPU job leaves the GPUs alone
+        release_device_memory(_device_used(job))
+
+
+def _device_used(job: Job) -> torch.device | None:
+    """The device the training picked (it reports it first thing), or None if
+    it ended before picking one."""
+    name = job.snapshot().get("device")
+    try:
+        return torch.device(name) if name else None
+    except (RuntimeError, TypeError):
+        return None
 
 
 def _end_run(run: Run, state: str, reason: str) -> None:
