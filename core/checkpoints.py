@@ -53,7 +53,8 @@ class CheckpointCopies:
 
     A block that does not train keeps its tensors, BatchNorm statistics
     included (frozen blocks stay in eval mode, core.models): they are copied
-    off a GPU once, when the block is first seen frozen, and every later
+    off a GPU once, when the block is first seen frozen (the one wait for the
+    GPU a checkpoint costs the training thread), and every later
     checkpoint shares that copy; on a CPU the checkpoint shares the tensors
     themselves (the loop flushes the writer before a block unfreezes). What
     trains, parameters and buffers such as a trained block's BatchNorm
@@ -75,7 +76,9 @@ class CheckpointCopies:
             else:
                 if name not in self._fixed:
                     tensor = tensor.detach()
-                    self._fixed[name] = tensor if tensor.device.type == "cpu" else host_copy(tensor)
+                    # Once per run (per stage of gradual unfreezing): a plain copy, not
+                    # pinned memory, which would stay locked for the whole run.
+                    self._fixed[name] = tensor if tensor.device.type == "cpu" else tensor.cpu()
                 state[name] = self._fixed[name]
         return state
 
