@@ -26,7 +26,8 @@ if [ "${1:-}" = "--prepare" ]; then
     rm -rf "$CHECK"
     mkdir -p "$CHECK/datasets" "$CHECK/torch-home/hub/checkpoints"
     cp -r "$SHARED/datasets/hymenoptera" "$CHECK/datasets/"
-    cp "$SHARED"/torch-home/hub/checkpoints/mobilenet_v2-b0353104.pth "$CHECK/torch-home/hub/checkpoints/"
+    weights=$(python -c "from core.backbones import get_backbone; print(get_backbone('mobilenet_v2').weights_file)")
+    cp "$SHARED/torch-home/hub/checkpoints/$weights" "$CHECK/torch-home/hub/checkpoints/"
     du -sh "$CHECK"
     exit 0
 fi
@@ -97,10 +98,11 @@ job, run = train_blocking(config, runs_dir=os.environ["RUNS"])
 mib = lambda b: f"{b / 2**20:.0f} MiB"
 for i in range(torch.cuda.device_count()):
     print(f"cuda:{i} after the job: allocated {mib(torch.cuda.memory_allocated(i))}, "
-          f"reserved {mib(torch.cuda.memory_reserved(i))}, peak {mib(torch.cuda.max_memory_allocated(i))}")
+          f"reserved {mib(torch.cuda.memory_reserved(i))} (under 128 MiB expected), "
+          f"peak allocated {mib(torch.cuda.max_memory_allocated(i))}, peak reserved {mib(torch.cuda.max_memory_reserved(i))}")
 others = [i for i in range(1, torch.cuda.device_count()) if torch.cuda.memory_reserved(i)]
 ok = (job.state == "finished" and not others
-      and (torch.cuda.memory_reserved(0) < 64 * 2**20 if torch.cuda.device_count() else True))
+      and (torch.cuda.memory_reserved(0) < 128 * 2**20 if torch.cuda.device_count() else True))
 print("ok" if ok else f"NOT OK ({job.state}: {job.snapshot()['reason']}; other GPUs used: {others})")
 sys.exit(0 if ok else 1)
 EOF

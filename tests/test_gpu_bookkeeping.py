@@ -17,7 +17,12 @@ import pytest
 import torch
 
 from core import devices
-from core.checkpoints import CheckpointCopies, restore_random_state, restore_scaler, resume_payload
+from core.checkpoints import (
+    CheckpointCopies,
+    restore_random_state,
+    restore_scaler,
+    resume_payload,
+)
 from core.config import TrainConfig
 from core.decisions import _val_batch_size
 from core.evaluation import LoadedModel
