@@ -298,6 +298,10 @@ def _prepare_epoch(s: _Setup, state: _State, writer: RunWriter, epoch: int) -> i
         # Checkpoints still being written share the frozen blocks' tensors
         # (see CheckpointCopies): let them finish before any block unfreezes.
         writer.flush()
+        # On a CPU the best weights kept in memory share those tensors too,
+        # and unfrozen blocks will change them: the end reads best.pt instead.
+        if state.trained_now is not None:
+            state.best_weights = None
         state.trained_now = s.plan.trained_at(epoch - 1)
         apply_freeze_plan(s.model, s.plan, epoch=epoch - 1)
     s.model.train()
