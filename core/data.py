@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from .config import AUGMENT_PRESETS
+from .errors import UserError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -61,7 +62,7 @@ _REASON_NOT_IMAGE_TYPE = "not an image file type"
 _REASON_BROKEN = "unreadable or truncated image"
 
 
-class DataFolderError(Exception):
+class DataFolderError(UserError):
     """The folder cannot be scanned at all. The message is for the user."""
 
 

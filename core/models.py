@@ -37,13 +37,14 @@ import torchvision
 from torch import nn
 
 from .data import make_transform
+from .errors import UserError
 
 # --------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """Pretrained weights are not on this machine and could not be downloaded.
 
     The message is meant for the person using the app: it names the file, where

@@ -16,7 +16,7 @@ import random
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import evaluation
-from .config import TrainConfig
+from .config import OPTIMIZERS, SCHEDULES, TrainConfig
+from .errors import UserError
 from .data import (BatchNormalizer, DataFolderError, DecodedImageCache, ImageDataset, NormalizedBatches,
                    ThreadedLoader, collate_skip_broken, scan_and_decode)
 from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache, inference_blocks
@@ -43,7 +44,7 @@ from .models import (
 )
 from .runs import Run, RunStore, open_run
 
-class TrainingError(Exception):
+class TrainingError(UserError):
     """A problem a user can fix; its message says what to do."""
 
 

@@ -10,24 +10,26 @@ import streamlit as st
 from core.jobs import ACTIVE
 from core.models import get_backbone, weights_cached
 from core.runs import open_run
-from pages import common
+from core.errors import friendly
+from ui import bookmarks, charts, resources, state, widgets, words
 
+bookmarks.open_inside_app(state.PAGE_TRAIN)  # a bookmark opened first on a fresh server
 st.title(":material/fitness_center: Train")
-common.intro(
+widgets.intro(
     "<b>Step 3 of 4.</b> Press <b>Start training</b> and watch the model learn: the charts fill in as it "
     "goes (you can switch pages meanwhile). When it is done, try it in the <b>Playground</b>."
 )
 
 
 def _start() -> None:
-    if common.manager().active_jobs():  # e.g. a second tab started one a moment ago
+    if resources.manager().active_jobs():  # e.g. a second tab started one a moment ago
         st.session_state["_start_error"] = "A training is already running. Wait for it to end, or stop it."
         return
     try:
-        config = common.build_config()
-        job = common.manager().submit(config)
+        config = state.build_config()
+        job = resources.manager().submit(config)
     except Exception as exc:  # noqa: BLE001 - reported on the page
-        st.session_state["_start_error"] = common.friendly(exc)
+        st.session_state["_start_error"] = friendly(exc)
         return
     st.session_state["job_id"] = job.id
     st.session_state.pop("_start_error", None)
@@ -74,22 +76,22 @@ def _device_text(snap: dict) -> str:
 def show_job(job) -> None:
     """The live view of one job (a fragment redraws it every 1.5 s while it is active)."""
     snap = job.snapshot()
-    state = snap["state"]
+    job_state = snap["state"]
     config = job.config
-    if state in ACTIVE and st.session_state.get("_seen_state", {}).get(job.id) in (None, *ACTIVE):
-        st.session_state.setdefault("_seen_state", {})[job.id] = state
-    elif state not in ACTIVE and st.session_state.get("_seen_state", {}).get(job.id) in ACTIVE:
+    if job_state in ACTIVE and st.session_state.get("_seen_state", {}).get(job.id) in (None, *ACTIVE):
+        st.session_state.setdefault("_seen_state", {})[job.id] = job_state
+    elif job_state not in ACTIVE and st.session_state.get("_seen_state", {}).get(job.id) in ACTIVE:
         # It just ended: redraw the whole page once (without the timer).
-        st.session_state["_seen_state"][job.id] = state
+        st.session_state["_seen_state"][job.id] = job_state
         st.rerun()
 
     run_name = Path(snap["run_dir"]).name if snap.get("run_dir") else "?"
     st.markdown(
-        f"**{common.state_label(state)}** — {common.backbone_title(config.backbone)}, "
-        f"{common.strategy_label(config.strategy)}, on `{Path(config.data_dir).name}` · run `{run_name}`"
+        f"**{words.state_label(job_state)}** — {words.backbone_title(config.backbone)}, "
+        f"{words.strategy_label(config.strategy)}, on `{Path(config.data_dir).name}` · run `{run_name}`"
     )
 
-    if state in ACTIVE:
+    if job_state in ACTIVE:
         epochs = snap.get("epochs") or config.epochs
         epoch, batch, batches = snap.get("epoch") or 0, snap.get("batch") or 0, snap.get("batches") or 0
         if snap.get("download"):
@@ -103,7 +105,7 @@ def show_job(job) -> None:
                 if total
                 else f"Downloading the pretrained weights ({d['file']})…",
             )
-        if snap.get("phase") == "Training" or state == "stopping":
+        if snap.get("phase") == "Training" or job_state == "stopping":
             done = ((epoch - 1) * batches + batch) / max(1, epochs * batches) if batches else 0.0
             st.progress(min(1.0, max(0.0, done)), text=f"Epoch {epoch} of {epochs} · batch {batch} of {batches}")
         else:
@@ -115,7 +117,7 @@ def show_job(job) -> None:
                     "The frozen blocks look at each picture once and their output is remembered, "
                     "so every epoch after that takes only seconds."
                 )
-        common.feature_cache_caption(snap.get("feature_cache"))
+        widgets.feature_cache_caption(snap.get("feature_cache"))
         m1, m2, m3, m4 = st.columns(4)
         speed = snap.get("images_per_second")
         m1.metric(
@@ -125,12 +127,12 @@ def show_job(job) -> None:
         )
         m2.metric(
             "Time left (estimate)",
-            common.fmt_duration(snap.get("eta_seconds")) if snap.get("eta_seconds") is not None else "–",
+            words.fmt_duration(snap.get("eta_seconds")) if snap.get("eta_seconds") is not None else "–",
         )
         last = snap["history"][-1] if snap["history"] else None
         m3.metric(
             "Validation accuracy",
-            common.fmt_pct(last["val_accuracy"]) if last else "–",
+            words.fmt_pct(last["val_accuracy"]) if last else "–",
             help="The share of the validation pictures the model gets right after the last finished epoch.",
         )
         m4.metric("Running on", _device_text(snap), help="The GPU (with its memory) or the CPU that trains the model.")
@@ -140,16 +142,16 @@ def show_job(job) -> None:
             on_click=_stop,
             args=(job,),
             key=f"stop_{job.id}",
-            disabled=state == "stopping",
+            disabled=job_state == "stopping",
             help="Stops after the current batch; the last finished epoch is kept and can be resumed.",
         )
 
-    if state == "finished":
+    if job_state == "finished":
         result = snap.get("result") or {}
         st.success(
-            f"**Finished.** Best validation accuracy **{common.fmt_pct(result.get('val_accuracy'))}** "
+            f"**Finished.** Best validation accuracy **{words.fmt_pct(result.get('val_accuracy'))}** "
             f"at epoch {result.get('best_epoch')} of {result.get('epochs_done')}, in "
-            f"{common.fmt_duration(result.get('seconds'))} on {result.get('device')}.",
+            f"{words.fmt_duration(result.get('seconds'))} on {result.get('device')}.",
             icon=":material/celebration:",
         )
         evaluation = _evaluation(snap.get("run_dir"))
@@ -161,26 +163,26 @@ def show_job(job) -> None:
             )
         if snap.get("skipped_files"):
             st.caption(f"{len(snap['skipped_files'])} pictures could not be read during training and were left out.")
-        common.feature_cache_caption(snap.get("feature_cache"))
+        widgets.feature_cache_caption(snap.get("feature_cache"))
         l1, l2, _ = st.columns([1, 1, 2])
         with l1:
             st.page_link(
-                common.PAGE_RESULTS, label="See the results", icon=":material/insights:", query_params={"run": run_name}
+                state.PAGE_RESULTS, label="See the results", icon=":material/insights:", query_params={"run": run_name}
             )
         with l2:
             st.page_link(
-                common.PAGE_PLAYGROUND,
+                state.PAGE_PLAYGROUND,
                 label="Try it in the Playground",
                 icon=":material/science:",
                 query_params={"run": run_name},
             )
-    elif state == "failed":
+    elif job_state == "failed":
         st.error(f"**Training failed.** {snap.get('reason')}", icon=":material/error:")
-    elif state == "stopped":
+    elif job_state == "stopped":
         st.info(f"**Stopped.** {snap.get('reason') or ''} Resume it from the Runs page.", icon=":material/stop_circle:")
 
     history = snap["history"]
-    if not history and state not in ACTIVE:
+    if not history and job_state not in ACTIVE:
         return  # nothing was learned: no empty charts
     if not history:
         st.caption(
@@ -188,21 +190,21 @@ def show_job(job) -> None:
         )
     c1, c2 = st.columns(2)
     c1.plotly_chart(
-        common.loss_figure(
+        charts.loss_figure(
             history, snap.get("batch_losses"), _steps_per_epoch(snap), snap.get("epochs") or config.epochs
         ),
         key=f"loss_{job.id}",
     )
-    c2.plotly_chart(common.accuracy_figure(history, snap.get("epochs") or config.epochs), key=f"acc_{job.id}")
+    c2.plotly_chart(charts.accuracy_figure(history, snap.get("epochs") or config.epochs), key=f"acc_{job.id}")
 
 
 def _show_job_safely(job) -> None:
     # A fragment rerun does not pass through app.py's error handler.
-    with common.guard("Could not show the training's progress"):
+    with widgets.guard("Could not show the training's progress"):
         show_job(job)
 
 
-job = common.current_job()
+job = resources.current_job()
 active = job is not None and job.state in ACTIVE
 
 # --- the running (or last) training first -------------------------------------------
@@ -216,17 +218,17 @@ if job is not None:
 
 # --- what will be trained, and the start button -------------------------------------
 if not active:
-    report, scan_error = common.scan_or_none()
+    report, scan_error = state.scan_or_none()
     config = None
     problem = None
-    if not common.choice("data_dir"):
+    if not state.choice("data_dir"):
         problem = "Choose a folder of pictures on the **Data** page first."
     elif scan_error:
         problem = f"{scan_error} Choose another folder on the **Data** page."
     elif report is not None and not report.can_train:
         problem = " ".join(report.errors) + " Fix the folder, or choose another one on the **Data** page."
     else:
-        config = common.build_config()
+        config = state.build_config()
 
     with st.container(border=True):
         st.markdown("#### " + ("Train again" if job is not None else "Ready to train"))
@@ -238,7 +240,7 @@ if not active:
                 f"{report.num_images} pictures"
             )
             r2.markdown(f"**Network**  \n{info.title}" + ("" if config.init == "pretrained" else " (random weights)"))
-            r3.markdown(f"**What learns**  \n{common.strategy_label(config.strategy)}")
+            r3.markdown(f"**What learns**  \n{words.strategy_label(config.strategy)}")
             r4.markdown(
                 f"**Settings**  \n{config.epochs} epochs, batch {config.batch_size or 'auto'}, rate {config.lr:g}"
             )
@@ -256,9 +258,9 @@ if not active:
                 help="Training runs in the background: you can keep using the app.",
             )
             with b2:
-                st.page_link(common.PAGE_MODEL, label="Change the model or settings", icon=":material/layers:")
+                st.page_link(state.PAGE_MODEL, label="Change the model or settings", icon=":material/layers:")
         else:
             st.warning(problem, icon=":material/arrow_back:")
-            st.page_link(common.PAGE_DATA, label="Go to the Data page", icon=":material/photo_library:")
+            st.page_link(state.PAGE_DATA, label="Go to the Data page", icon=":material/photo_library:")
     if st.session_state.get("_start_error"):
         st.error(f"Could not start: {st.session_state.pop('_start_error')}", icon=":material/error:")

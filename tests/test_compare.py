@@ -8,13 +8,13 @@ import pytest
 from core.compare import (
     SPEED_FILE,
     curves,
-    curves_figure,
     inference_ms,
     leaderboard,
     queue_sweep,
     sweep_configs,
     sweep_runs,
 )
+from ui.charts import curves_figure
 from core.jobs import JobManager
 from core.runs import open_run
 from core.training import TrainConfig

@@ -13,7 +13,8 @@ import torch
 
 from core import explain
 from core.data import open_rgb
-from core.evaluation import cell_images, confusion_figure, load_run_model, mistakes, per_class_table
+from core.evaluation import cell_images, load_run_model, mistakes, per_class_table
+from ui.charts import confusion_figure
 from core.models import build_model
 from core.runs import open_run
 
