@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.data import DataFolderError
-from core.data import IMAGE_EXTENSIONS
+from core.data import IMAGE_EXTENSIONS, DataFolderError
 from ui import bookmarks, charts, resources, state, uploads, widgets
 
 bookmarks.open_inside_app(state.PAGE_DATA)  # a bookmark opened first on a fresh server
@@ -160,37 +159,28 @@ if note:
 
 
 # --- the report -------------------------------------------------------------------
-def show_report() -> None:
-    """The scan of the chosen folder, in plain words."""
-    path = state.choice("data_dir")
-    if not path:
-        st.info(
-            "Type the path of a folder above, or upload pictures. The folder should look like this "
-            "(any names, at least two classes):",
-            icon=":material/arrow_upward:",
-        )
-        st.code(
-            "flowers/\n    daisy/      ← pictures of daisies\n    tulip/      ← pictures of tulips\n"
-            "    sunflower/  ← pictures of sunflowers",
-            language=None,
-        )
-        st.caption(
-            "If it already has train/ and val/ folders (each with the class folders inside), "
-            "that split is used; otherwise a share of each class is set aside to check the model with."
-        )
-        return
 
-    rescan = st.session_state.pop("_rescan", False)
-    try:
-        with st.spinner("Looking at every picture…"):
-            report = state.current_scan(rescan=rescan)
-    except DataFolderError as exc:
-        st.error(
-            f"{exc} Check the spelling, or copy the folder's path from your file manager's address bar.",
-            icon=":material/folder_off:",
-        )
-        return
 
+def how_a_folder_looks() -> None:
+    """Before a folder is chosen: what it should look like."""
+    st.info(
+        "Type the path of a folder above, or upload pictures. The folder should look like this "
+        "(any names, at least two classes):",
+        icon=":material/arrow_upward:",
+    )
+    st.code(
+        "flowers/\n    daisy/      ← pictures of daisies\n    tulip/      ← pictures of tulips\n"
+        "    sunflower/  ← pictures of sunflowers",
+        language=None,
+    )
+    st.caption(
+        "If it already has train/ and val/ folders (each with the class folders inside), "
+        "that split is used; otherwise a share of each class is set aside to check the model with."
+    )
+
+
+def report_summary(report) -> None:
+    """Ready or not, the counts and how the pictures were split."""
     st.divider()
     st.subheader(f":material/folder: {Path(report.root).name}")
     st.caption(report.root)
@@ -231,58 +221,88 @@ def show_report() -> None:
     for warning in report.warnings:
         st.warning(warning, icon=":material/warning:")
 
-    if report.classes:
-        col_chart, col_sizes = st.columns([3, 1])
-        with col_chart:
-            st.plotly_chart(charts.class_counts_figure(report), key="class_counts")
-        with col_sizes:
-            sizes = report.image_sizes or {}
-            if sizes.get("count"):
-                st.markdown("**Picture sizes** (pixels)")
-                st.markdown(
-                    f"- smallest: {sizes['min'][0]}×{sizes['min'][1]}\n"
-                    f"- typical: {sizes['median'][0]}×{sizes['median'][1]}\n"
-                    f"- largest: {sizes['max'][0]}×{sizes['max'][1]}"
-                )
-                st.caption("Every picture is resized for the model, so different sizes are fine.")
 
-        st.markdown("#### A few pictures from each class")
-        by_class: dict[int, list[str]] = {}
-        for p, label in report.train + report.val:
-            by_class.setdefault(label, []).append(p)
-        for label, name in enumerate(report.classes):
-            paths = by_class.get(label, [])
-            step = max(1, len(paths) // 6)
-            picks = paths[::step][:6]
-            thumbs = []
-            for p in picks:
+def sizes_and_counts(report) -> None:
+    """Pictures per class (a chart) and how big the pictures are."""
+    col_chart, col_sizes = st.columns([3, 1])
+    with col_chart:
+        st.plotly_chart(charts.class_counts_figure(report), key="class_counts")
+    with col_sizes:
+        sizes = report.image_sizes or {}
+        if sizes.get("count"):
+            st.markdown("**Picture sizes** (pixels)")
+            st.markdown(
+                f"- smallest: {sizes['min'][0]}×{sizes['min'][1]}\n"
+                f"- typical: {sizes['median'][0]}×{sizes['median'][1]}\n"
+                f"- largest: {sizes['max'][0]}×{sizes['max'][1]}"
+            )
+            st.caption("Every picture is resized for the model, so different sizes are fine.")
+
+
+def class_thumbnails(report) -> None:
+    """A few pictures of each class, spread over the class."""
+    st.markdown("#### A few pictures from each class")
+    by_class: dict[int, list[str]] = {}
+    for p, label in report.train + report.val:
+        by_class.setdefault(label, []).append(p)
+    for label, name in enumerate(report.classes):
+        paths = by_class.get(label, [])
+        step = max(1, len(paths) // 6)
+        picks = paths[::step][:6]
+        thumbs = []
+        for p in picks:
+            try:
+                thumbs.append(resources.thumbnail(p, os.path.getmtime(p)))
+            except OSError:
+                continue
+        thumbs = [t for t in thumbs if t is not None]
+        c_name, c_imgs = st.columns([1, 6], vertical_alignment="center")
+        c_name.markdown(f"**{name}**  \n{len(paths)} pictures")
+        if thumbs:
+            c_imgs.image(thumbs, width=120)
+
+
+def left_out(report) -> None:
+    """The files the scan did not use, and why."""
+    if not (report.skipped or report.empty_classes):
+        return
+    with st.expander(f"Left out: {len(report.skipped)} file{'' if len(report.skipped) == 1 else 's'}, and why"):
+        if report.empty_classes:
+            st.markdown(
+                "Folders with no usable picture (not used as classes): "
+                + ", ".join(f"`{c}`" for c in report.empty_classes)
+            )
+        if report.skipped:
+            rows = []
+            for s in report.skipped:
                 try:
-                    thumbs.append(resources.thumbnail(p, os.path.getmtime(p)))
-                except OSError:
-                    continue
-            thumbs = [t for t in thumbs if t is not None]
-            c_name, c_imgs = st.columns([1, 6], vertical_alignment="center")
-            c_name.markdown(f"**{name}**  \n{len(paths)} pictures")
-            if thumbs:
-                c_imgs.image(thumbs, width=120)
+                    shown = os.path.relpath(s.path, report.root)
+                except ValueError:
+                    shown = s.path
+                rows.append({"file": shown, "why it was left out": s.reason})
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
 
-    if report.skipped or report.empty_classes:
-        with st.expander(f"Left out: {len(report.skipped)} file{'' if len(report.skipped) == 1 else 's'}, and why"):
-            if report.empty_classes:
-                st.markdown(
-                    "Folders with no usable picture (not used as classes): "
-                    + ", ".join(f"`{c}`" for c in report.empty_classes)
-                )
-            if report.skipped:
-                rows = []
-                for s in report.skipped:
-                    try:
-                        shown = os.path.relpath(s.path, report.root)
-                    except ValueError:
-                        shown = s.path
-                    rows.append({"file": shown, "why it was left out": s.reason})
-                st.dataframe(pd.DataFrame(rows), hide_index=True)
 
+def show_report() -> None:
+    """The scan of the chosen folder, in plain words."""
+    if not state.choice("data_dir"):
+        how_a_folder_looks()
+        return
+    rescan = st.session_state.pop("_rescan", False)
+    try:
+        with st.spinner("Looking at every picture…"):
+            report = state.current_scan(rescan=rescan)
+    except DataFolderError as exc:
+        st.error(
+            f"{exc} Check the spelling, or copy the folder's path from your file manager's address bar.",
+            icon=":material/folder_off:",
+        )
+        return
+    report_summary(report)
+    if report.classes:
+        sizes_and_counts(report)
+        class_thumbnails(report)
+    left_out(report)
     if report.can_train:
         widgets.next_step(state.PAGE_MODEL, "Next: choose the model and what it learns")
 

@@ -120,41 +120,27 @@ def sweep_form() -> None:
 # --- the leaderboard --------------------------------------------------------------------------
 
 
-def board(paths: list[str]) -> None:
-    """Leaderboard and curves of the chosen runs. Redrawn every 2 s while one of
-    them trains; once none does, the whole page is drawn again."""
-    mgr = resources.manager()
-    alive = mgr.alive_run_dirs()
-    training = [p for p in paths if str(Path(p).resolve()) in alive]
-    seen = st.session_state.setdefault("_compare_training", False)
-    if seen and not training:
-        st.session_state["_compare_training"] = False
-        st.rerun()  # the last one just ended: full page, without the timer
-    st.session_state["_compare_training"] = bool(training)
-
-    busy = bool(mgr.active_jobs())
-    with st.spinner("Timing each model on this computer (once per model)…"):
-        rows = leaderboard(paths, device=_speed_device(), measure_speed=not busy)
-    states = {}
-    for p in paths:
-        job = mgr.job_for_run(p) if str(Path(p).resolve()) in alive else None
-        states[Path(p).name] = job.state if job else None
-
+def sweep_progress(paths: list[str], rows: list[dict], states: dict, mgr) -> None:
+    """How far the sweep started on this page has come."""
     sweep = st.session_state.get("_sweep")
-    if sweep and set(sweep["runs"]) & {Path(p).name for p in paths}:
-        done = sum(
-            1 for r in rows if r["run"] in sweep["runs"] and (states.get(r["run"]) or r["state"]) not in ACTIVE
-        )
-        total = len(sweep["runs"])
-        now = next((r for r in rows if r["run"] in sweep["runs"] and states.get(r["run"]) == "running"), None)
-        text = f"{done} of {total} trained"
-        if now is not None:
-            job = mgr.job_for_run(now["path"])
-            snap = job.snapshot() if job else {}
-            step = f"epoch {snap['epoch']} of {snap['epochs']}" if snap.get("epoch") else "getting ready"
-            text += f" · now training {now['backbone_title']} ({step})"
-        st.progress(done / max(1, total), text=text)
+    if not (sweep and set(sweep["runs"]) & {Path(p).name for p in paths}):
+        return
+    done = sum(
+        1 for r in rows if r["run"] in sweep["runs"] and (states.get(r["run"]) or r["state"]) not in ACTIVE
+    )
+    total = len(sweep["runs"])
+    now = next((r for r in rows if r["run"] in sweep["runs"] and states.get(r["run"]) == "running"), None)
+    text = f"{done} of {total} trained"
+    if now is not None:
+        job = mgr.job_for_run(now["path"])
+        snap = job.snapshot() if job else {}
+        step = f"epoch {snap['epoch']} of {snap['epochs']}" if snap.get("epoch") else "getting ready"
+        text += f" · now training {now['backbone_title']} ({step})"
+    st.progress(done / max(1, total), text=text)
 
+
+def leaderboard_table(rows: list[dict], states: dict) -> None:
+    """One row per run; what is not known yet stays blank."""
     table = pd.DataFrame(
         [
             {
@@ -198,6 +184,10 @@ def board(paths: list[str]) -> None:
             ),
         },
     )
+
+
+def leaderboard_notes(rows: list[dict], busy: bool) -> None:
+    """The best run so far, and why a speed may be missing."""
     best = next((r for r in rows if r["best_val_accuracy"] is not None and r["best_val_accuracy"] >= 0), None)
     notes = []
     if best is not None and len(rows) > 1:
@@ -210,21 +200,51 @@ def board(paths: list[str]) -> None:
     if notes:
         st.caption("  \n".join(notes))
 
+
+def compared_curves(paths: list[str], rows: list[dict]) -> None:
+    """Every run's accuracy and loss curves, one colour per run."""
     data = curves(paths)
-    if data:
-        labels = _curve_labels(rows)
-        data = [dict(r, label=labels.get(r["run"], r["label"])) for r in data]
-        acc = [dict(r, value=100 * r["value"]) if r["kind"] == "accuracy" else r for r in data]
-        c1, c2 = st.columns(2)
-        fig = charts.curves_figure(acc, "accuracy")
-        fig.update_layout(title="Accuracy (higher is better)", yaxis_title="% correct", **_CURVE_LAYOUT)
-        fig.update_yaxes(range=[0, 101])
-        c1.plotly_chart(fig, key="compare_acc")
-        fig = charts.curves_figure(data, "loss")
-        fig.update_layout(title="Loss (lower is better)", **_CURVE_LAYOUT)
-        fig.update_yaxes(rangemode="tozero")
-        c2.plotly_chart(fig, key="compare_loss")
-        st.caption("Solid lines: validation pictures. Dotted: training pictures. One colour per run.")
+    if not data:
+        return
+    labels = _curve_labels(rows)
+    data = [dict(r, label=labels.get(r["run"], r["label"])) for r in data]
+    acc = [dict(r, value=100 * r["value"]) if r["kind"] == "accuracy" else r for r in data]
+    c1, c2 = st.columns(2)
+    fig = charts.curves_figure(acc, "accuracy")
+    fig.update_layout(title="Accuracy (higher is better)", yaxis_title="% correct", **_CURVE_LAYOUT)
+    fig.update_yaxes(range=[0, 101])
+    c1.plotly_chart(fig, key="compare_acc")
+    fig = charts.curves_figure(data, "loss")
+    fig.update_layout(title="Loss (lower is better)", **_CURVE_LAYOUT)
+    fig.update_yaxes(rangemode="tozero")
+    c2.plotly_chart(fig, key="compare_loss")
+    st.caption("Solid lines: validation pictures. Dotted: training pictures. One colour per run.")
+
+
+def board(paths: list[str]) -> None:
+    """Leaderboard and curves of the chosen runs. Redrawn every 2 s while one of
+    them trains; once none does, the whole page is drawn again."""
+    mgr = resources.manager()
+    alive = mgr.alive_run_dirs()
+    training = [p for p in paths if str(Path(p).resolve()) in alive]
+    seen = st.session_state.setdefault("_compare_training", False)
+    if seen and not training:
+        st.session_state["_compare_training"] = False
+        st.rerun()  # the last one just ended: full page, without the timer
+    st.session_state["_compare_training"] = bool(training)
+
+    busy = bool(mgr.active_jobs())
+    with st.spinner("Timing each model on this computer (once per model)…"):
+        rows = leaderboard(paths, device=_speed_device(), measure_speed=not busy)
+    states = {}
+    for p in paths:
+        job = mgr.job_for_run(p) if str(Path(p).resolve()) in alive else None
+        states[Path(p).name] = job.state if job else None
+
+    sweep_progress(paths, rows, states, mgr)
+    leaderboard_table(rows, states)
+    leaderboard_notes(rows, busy)
+    compared_curves(paths, rows)
 
 
 _CURVE_LAYOUT = dict(
