@@ -7,8 +7,8 @@ import streamlit as st
 import torch
 
 from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
-from core.models import BackboneInfo, default_backbone, list_backbones, weights_cached
 from core.errors import friendly
+from core.models import BackboneInfo, default_backbone, list_backbones, weights_cached
 from ui import bookmarks, resources, state, widgets, words
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]

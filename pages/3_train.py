@@ -7,10 +7,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.errors import friendly
 from core.jobs import ACTIVE
 from core.models import get_backbone, weights_cached
 from core.runs import open_run
-from core.errors import friendly
 from ui import bookmarks, charts, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_TRAIN)  # a bookmark opened first on a fresh server

@@ -10,10 +10,9 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageOps
 
-from core.evaluation import list_images, predict_batch, predict_images, predictions_csv
-from core.runs import open_run
-from core.errors import friendly
 from core.data import IMAGE_EXTENSIONS
+from core.errors import friendly
+from core.evaluation import list_images, predict_batch, predict_images, predictions_csv
 from ui import bookmarks, charts, resources, state, uploads, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_PLAYGROUND)  # a bookmark opened first on a fresh server
@@ -68,7 +67,7 @@ def one_picture(run) -> None:
 
     top_class, top_prob = result["top"][0]
     try:
-        explained = _explain_upload(str(run.path), resources.file_mtime(run.best_checkpoint), source.getvalue(), image)
+        explained = resources.explain_upload(run, source.getvalue(), image)
     except Exception:  # noqa: BLE001 - the prediction stands without its heat map
         widgets.log.exception("Grad-CAM failed for an uploaded picture")
         explained = None
@@ -87,12 +86,6 @@ def one_picture(run) -> None:
     if explained is not None:
         st.caption(words.CAM_CAPTION)
     st.caption("The model always picks one of the classes it was taught, even for a picture of something else.")
-
-
-@st.cache_data(show_spinner=False, max_entries=20, hash_funcs={Image.Image: lambda _: None})
-def _explain_upload(run_dir: str, mtime: float, data: bytes, image: Image.Image) -> dict:
-    """Grad-CAM of an upload, kept per picture (the image itself is keyed by its bytes)."""
-    return resources.explain_picture(open_run(run_dir), image)
 
 
 @st.fragment

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.jobs import ACTIVE
 from core.config import TrainConfig
 from core.errors import friendly
+from core.jobs import ACTIVE
 from ui import bookmarks, charts, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_RUNS)  # a bookmark opened first on a fresh server

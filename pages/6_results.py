@@ -8,8 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.evaluation import cell_images, mistakes
 from core.errors import friendly
+from core.evaluation import cell_images, mistakes
 from ui import bookmarks, charts, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_RESULTS)  # a bookmark opened first on a fresh server
@@ -250,13 +250,6 @@ def look_closer(run, rows: list[dict]) -> None:
 # --- the embedding view ---------------------------------------------------------------
 
 
-@st.cache_data(show_spinner=False, max_entries=6)
-def _embedding(run_dir: str, mtime: float, method: str) -> dict:
-    from core.explain import embedding_view
-
-    return embedding_view(run_dir, method=method)
-
-
 def embedding_section(run, evaluation: dict) -> None:
     st.subheader("How the network sorts the pictures")
     st.caption(
@@ -285,7 +278,7 @@ def embedding_section(run, evaluation: dict) -> None:
         )
         return
     with st.spinner("Running the validation pictures through both networks…"):
-        view = _embedding(str(run.path), resources.file_mtime(run.best_checkpoint), method)
+        view = resources.embedding(run, method)
     classes = evaluation["classes"]
     left, right = st.columns(2)
     sep = view["separation"]

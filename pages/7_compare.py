@@ -8,10 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from core.compare import curves, leaderboard, queue_sweep, sweep_of
+from core.errors import friendly
 from core.jobs import ACTIVE
 from core.models import list_backbones, weights_cached
 from core.training import pick_device
-from core.errors import friendly
 from ui import bookmarks, charts, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_COMPARE)  # a bookmark opened first on a fresh server

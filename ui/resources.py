@@ -14,11 +14,12 @@ from PIL import Image, ImageOps
 
 from core.data import open_rgb
 from core.evaluation import LoadedModel, load_run_model
-from core.explain import colorize, explain_image
+from core.explain import colorize, embedding_view, explain_image
 from core.jobs import ACTIVE, get_job_manager
 from core.models import HeadConfig, build_model
-from core.runs import RunStore, read_json
+from core.runs import RunStore, open_run, read_json
 from ui.state import runs_dir
+
 
 def manager():
     """The process-wide job manager for the runs folder: every tab, page and
@@ -123,3 +124,24 @@ def explain_file(run, path: str, target: int | None = None, layer: str | None = 
 def explain_picture(run, image: Image.Image) -> dict:
     """Grad-CAM for a picture in memory (an upload), for its predicted class."""
     return _explained(explain_image(loaded_model(run), image))
+
+
+@st.cache_data(show_spinner=False, max_entries=20, hash_funcs={Image.Image: lambda _: None})
+def _explain_upload(run_dir: str, mtime: float, data: bytes, image: Image.Image) -> dict:
+    return explain_picture(open_run(run_dir), image)
+
+
+def explain_upload(run, data: bytes, image: Image.Image) -> dict:
+    """Grad-CAM of an upload, kept per picture (the image itself is keyed by its bytes)."""
+    return _explain_upload(str(run.path), file_mtime(run.best_checkpoint), data, image)
+
+
+@st.cache_data(show_spinner=False, max_entries=6)
+def _embedding(run_dir: str, mtime: float, method: str) -> dict:
+    return embedding_view(run_dir, method=method)
+
+
+def embedding(run, method: str) -> dict:
+    """Where the network places each validation picture, before and after
+    training (slow: made once per run and method)."""
+    return _embedding(str(run.path), file_mtime(run.best_checkpoint), method)

@@ -27,10 +27,7 @@ from core.runs import atomic_write_json, read_json
 log = logging.getLogger("transfer_studio")
 
 RUNS_ENV = "TRANSFER_STUDIO_RUNS"
-
-
 DATA_ENV = "TRANSFER_STUDIO_DATA"
-
 
 # The page scripts, in the order of the guided flow; Results (after Train) and
 # Compare (after Runs) are not numbered steps.

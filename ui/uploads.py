@@ -13,7 +13,6 @@ from core.data import IMAGE_EXTENSIONS
 
 _SAFE = re.compile(r"[^A-Za-z0-9 _.-]+")
 
-
 MAX_ZIP_BYTES = 4 * 2**30
 
 

@@ -17,6 +17,7 @@ from ui.words import run_label
 
 log = logging.getLogger("transfer_studio")
 
+
 def feature_cache_caption(record: dict | None) -> None:
     """Say in words whether stored features made a run fast (the job's or
     the run's "feature_cache" record, whose note core writes)."""

@@ -19,7 +19,6 @@ PRESETS = {
     "custom": "My own choice",
 }
 
-
 PRESET_HELP = {
     "linear": "Only the new head learns; the pretrained network is a fixed feature extractor. Fastest, and very good with few pictures.",
     "last": "The new head and the last few pretrained blocks learn; the earlier blocks stay frozen.",
@@ -80,7 +79,6 @@ STATE_WORDS = {
     "failed": "failed",
     "interrupted": "interrupted",
 }
-
 
 STATE_ICONS = {
     "queued": ":material/hourglass_top:",
