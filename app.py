@@ -32,7 +32,7 @@ PAGES = {
         st.Page("pages/2_model.py", title="Model", icon=":material/layers:", url_path="model"),
         st.Page("pages/3_train.py", title="Train", icon=":material/fitness_center:", url_path="train"),
     ],
-    "Results": [
+    "Your results": [
         st.Page("pages/6_results.py", title="Results", icon=":material/insights:", url_path="results"),
         st.Page("pages/4_playground.py", title="Playground", icon=":material/science:", url_path="playground"),
         st.Page("pages/5_runs.py", title="Runs", icon=":material/history:", url_path="runs"),
