@@ -14,10 +14,10 @@ from core.compare import (
     sweep_configs,
     sweep_runs,
 )
-from ui.charts import curves_figure
 from core.jobs import JobManager
 from core.runs import open_run
 from core.training import TrainConfig
+from ui.charts import curves_figure
 
 try:
     from tests.trained_run import small_copy, trained_run

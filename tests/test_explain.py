@@ -14,9 +14,9 @@ import torch
 from core import explain
 from core.data import open_rgb
 from core.evaluation import cell_images, load_run_model, mistakes, per_class_table
-from ui.charts import confusion_figure
 from core.models import build_model
 from core.runs import open_run
+from ui.charts import confusion_figure
 
 try:
     from tests.trained_run import trained_run
