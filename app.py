@@ -25,7 +25,7 @@ st.logo(str(ROOT / "assets" / "logo.svg"), size="large", icon_image=str(ROOT / "
 # from the file (6_results.py -> results), so a bookmark means the same page
 # whether or not app.py has run yet (see ui/bookmarks.py).
 PAGES = {
-    "Your pictures": [
+    "Your data": [
         st.Page("pages/1_data.py", title="Data", icon=":material/photo_library:", url_path="data", default=True),
     ],
     "Your model": [
