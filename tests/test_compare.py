@@ -8,7 +8,6 @@ import pytest
 from core.compare import (
     SPEED_FILE,
     curves,
-    curves_figure,
     inference_ms,
     leaderboard,
     queue_sweep,
@@ -18,6 +17,7 @@ from core.compare import (
 from core.jobs import JobManager
 from core.runs import open_run
 from core.config import TrainConfig
+from ui.charts import curves_figure
 
 try:
     from tests.trained_run import small_copy, trained_run

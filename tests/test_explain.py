@@ -13,9 +13,10 @@ import torch
 
 from core import explain
 from core.images import open_rgb
-from core.evaluation import cell_images, confusion_figure, load_run_model, mistakes, per_class_table
+from core.evaluation import cell_images, load_run_model, mistakes, per_class_table
 from core.models import build_model
 from core.runs import open_run
+from ui.charts import confusion_figure
 
 try:
     from tests.trained_run import trained_run
