@@ -7,6 +7,7 @@ shorter side is SHORT_SIDE pixels and saved as baseline JPEG at QUALITY with no
 metadata, so the same Pillow writes the same bytes. Four classes that look
 unlike one another keep a two-epoch linear probe on 32 pictures well above chance.
 """
+
 from __future__ import annotations
 
 import argparse
