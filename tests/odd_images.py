@@ -11,10 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-try:
-    from tests.conftest import HYMENOPTERA
-except ImportError:  # run from inside tests/
-    from conftest import HYMENOPTERA
+from tests.folders import HYMENOPTERA
 
 PHOTOS_PER_CLASS = 12
 

@@ -26,10 +26,7 @@ from core.data import (
     scan_folder,
 )
 
-try:
-    from tests.odd_images import SKIPPED, USED, make_odd_folder
-except ImportError:
-    from odd_images import SKIPPED, USED, make_odd_folder
+from tests.odd_images import SKIPPED, USED, make_odd_folder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,6 +1,6 @@
 """Understanding a run: mistakes, confusion-matrix cells, Grad-CAM, embeddings.
 
-Real photos, a real fine-tuned MobileNetV2 (tests/trained_run.py), real
+Real photos, a real fine-tuned MobileNetV2 (conftest's fine_tuned_run), real
 pretrained EfficientNet-Lite0 weights and a randomly initialised ViT-B/16.
 """
 from __future__ import annotations
@@ -17,15 +17,10 @@ from core.evaluation import cell_images, confusion_figure, load_run_model, mista
 from core.models import build_model
 from core.runs import open_run
 
-try:
-    from tests.trained_run import trained_run
-except ImportError:
-    from trained_run import trained_run
-
 
 @pytest.fixture(scope="module")
-def run_dir(hymenoptera, shared_torch_home, tmp_path_factory):
-    return trained_run(hymenoptera, shared_torch_home, tmp_path_factory)
+def run_dir(fine_tuned_run):
+    return fine_tuned_run
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +192,7 @@ def test_embeddings_before_and_after_fine_tuning(run_dir, loaded, offline_weight
     assert explain.centroid_accuracy(np.array([[0, 0], [0, 1], [5, 5], [5, 6]]), [0, 0, 1, 1]) == 1.0
 
 
-def test_a_linear_probe_embedding_shows_the_heads_scores(linear_probe_run, offline_weights):
+def test_a_linear_probe_embedding_shows_the_heads_scores(linear_probe_run):
     """A linear probe leaves the backbone's features as they were, so its
     "after" picture is the trained head's scores, where the classes part."""
     view = explain.embedding_view(linear_probe_run, method="pca")
@@ -205,7 +200,7 @@ def test_a_linear_probe_embedding_shows_the_heads_scores(linear_probe_run, offli
     val = open_run(linear_probe_run).scan["val"]
     loaded = load_run_model(linear_probe_run)
     scores = explain.embeddings(loaded, val, scores=True)
-    assert scores.shape == (len(val), 2)
+    assert scores.shape == (len(val), 4)
     # The scores are the model's own predictions: the same as its forward pass.
     predicted = scores.argmax(1)
     evaluation = json.loads((linear_probe_run / "eval.json").read_text())

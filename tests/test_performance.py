@@ -23,10 +23,7 @@ from core.features import FeatureBatches, inference_blocks
 from core.models import build_model
 from core.training import TrainConfig, train_blocking
 
-try:
-    from tests.trained_run import small_copy
-except ImportError:
-    from trained_run import small_copy
+from tests.folders import small_copy
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
