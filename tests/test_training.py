@@ -78,10 +78,9 @@ def _wait(predicate, timeout=120.0, every=0.05):
     return False
 
 
-def test_stop_ends_within_one_batch_and_queued_job_waits(hymenoptera, offline_weights, tmp_path):
-    data = small_copy(hymenoptera, tmp_path / "data", per_class=16)
+def test_stop_ends_within_one_batch_and_queued_job_waits(small_data, tmp_path):
     manager = JobManager(tmp_path / "runs")
-    slow = dict(data_dir=str(data), backbone="mobilenet_v2", strategy="full", epochs=50, batch_size=4,
+    slow = dict(data_dir=str(small_data), backbone="efficientnet_lite0", strategy="full", epochs=50, batch_size=4,
                 augment="light", feature_cache=False, device="cpu")
     first = manager.submit(TrainConfig(**slow))
     second = manager.submit(TrainConfig(**slow))
@@ -106,10 +105,10 @@ def test_stop_ends_within_one_batch_and_queued_job_waits(hymenoptera, offline_we
     assert second.state == "stopped"
 
 
-def test_failure_is_readable_and_manager_lives_on(tmp_path, hymenoptera, offline_weights):
+def test_failure_is_readable_and_manager_lives_on(tmp_path, small_data):
     manager = JobManager(tmp_path / "runs")
     missing = tmp_path / "no-such-folder"
-    bad = manager.submit(TrainConfig(data_dir=str(missing), backbone="mobilenet_v2"))
+    bad = manager.submit(TrainConfig(data_dir=str(missing), backbone="efficientnet_lite0"))
     assert bad.wait(60)
     assert bad.state == "failed"
     assert str(missing) in bad.snapshot()["reason"]
@@ -117,22 +116,20 @@ def test_failure_is_readable_and_manager_lives_on(tmp_path, hymenoptera, offline
     assert open_run(bad.run_dir).state == "failed"
 
     one_class = tmp_path / "one"
-    shutil.copytree(hymenoptera / "train" / "ants", one_class / "ants")
-    single = manager.submit(TrainConfig(data_dir=str(one_class), backbone="mobilenet_v2"))
+    shutil.copytree(small_data / "train" / "hat", one_class / "hat")
+    single = manager.submit(TrainConfig(data_dir=str(one_class), backbone="efficientnet_lite0"))
     assert single.wait(60)
     assert single.state == "failed"
     assert "two classes" in single.snapshot()["reason"]
 
-    data = small_copy(hymenoptera, tmp_path / "data", per_class=6)
-    good = manager.submit(TrainConfig(data_dir=str(data), backbone="mobilenet_v2", epochs=1,
+    good = manager.submit(TrainConfig(data_dir=str(small_data), backbone="efficientnet_lite0", epochs=1,
                                       cache_dir=str(tmp_path / "cache")))
     assert good.wait(120)
     assert good.state == "finished", good.snapshot()["reason"]
 
 
-def test_missing_weights_fail_with_the_file_name(tmp_path, hymenoptera, empty_torch_home):
-    data = small_copy(hymenoptera, tmp_path / "data", per_class=3)
-    job, run = train_blocking(TrainConfig(data_dir=str(data), backbone="resnet18", epochs=1), runs_dir=tmp_path / "runs")
+def test_missing_weights_fail_with_the_file_name(tmp_path, small_data, empty_torch_home):
+    job, run = train_blocking(TrainConfig(data_dir=str(small_data), backbone="resnet18", epochs=1), runs_dir=tmp_path / "runs")
     assert job.state == "failed"
     reason = job.snapshot()["reason"]
     assert "resnet18" in reason and str(empty_torch_home) in reason
