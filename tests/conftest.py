@@ -120,8 +120,17 @@ def fine_tuned_run(trained_run, tmp_path_factory, hymenoptera, shared_torch_home
     frozen prefix is computed once through the feature cache) on 30 + 20 real
     hymenoptera photos of each class, for the explain, export and compare tests."""
     data = small_copy(hymenoptera, tmp_path_factory.mktemp("data") / "ants-and-bees", train=30, val=20)
-    return trained_run(data, torch_home=shared_torch_home, backbone="mobilenet_v2", strategy="last-1",
-                       augment="none", epochs=2, lr=1e-3, device="cpu", seed=0)
+    return trained_run(
+        data,
+        torch_home=shared_torch_home,
+        backbone="mobilenet_v2",
+        strategy="last-1",
+        augment="none",
+        epochs=2,
+        lr=1e-3,
+        device="cpu",
+        seed=0,
+    )
 
 
 # --- the app's folders, for the page tests ----------------------------------------
