@@ -68,9 +68,9 @@ def empty_torch_home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory) -> Path:
-    """The repository's 48 real photos (hat, pants, shoes, t-shirt; 8 + 4 of each
+    """The repository's 56 real photos (hat, pants, shoes, t-shirt; 10 + 4 of each
     in train/ and val/), copied so that no test writes into the checkout."""
-    return small_copy(PHOTOS, tmp_path_factory.mktemp("data") / "clothes", train=8, val=4)
+    return small_copy(PHOTOS, tmp_path_factory.mktemp("data") / "clothes", train=10, val=4)
 
 
 # --- runs trained once per session ------------------------------------------------

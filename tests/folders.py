@@ -1,6 +1,6 @@
 """Where the tests' photos are, and small copies of photo folders.
 
-Two sources. `tests/photos` ships in the repository (48 small CC0 photos of 4
+Two sources. `tests/photos` ships in the repository (56 small CC0 photos of 4
 classes, see tests/photos/LICENSE.md), so tests built on it run on any clone.
 `../shared` (real datasets and offline MobileNetV2 weights) sits beside the
 checkout on development machines and in CI only; the heavier tests and the

@@ -106,13 +106,13 @@ def test_data_page_scans_a_folder_and_remembers_it(env, small_data):
     assert "Ready to train" in _texts(at.success)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Classes"] == "4"
-    assert metrics["Pictures to learn from"] == "32"
+    assert metrics["Pictures to learn from"] == "40"
     assert metrics["Pictures to check with"] == "16"
     assert "from your folders" in _texts(at.markdown)
     assert at.get("plotly_chart"), "the images-per-class chart is missing"
     assert at.get("image"), "no thumbnails"
     # The sidebar follows the choice.
-    assert "clothes (4 classes, 48 pictures)" in _texts(at.sidebar.markdown)
+    assert "clothes (4 classes, 56 pictures)" in _texts(at.sidebar.markdown)
 
     # A new session (another tab, or tomorrow) offers it as a recent folder.
     again = _app()

@@ -193,7 +193,7 @@ def test_a_teacher_trains_and_predicts_in_the_browser(server, small_data, tmp_pa
             page.get_by_role("button", name="Start training").click()
             expect(page.get_by_text("Training now")).to_be_visible()
             expect(page.get_by_text("Running on")).to_be_visible()
-            # The progress moves: some of the pictures have gone through the frozen blocks (48 small
+            # The progress moves: some of the pictures have gone through the frozen blocks (56 small
             # pictures can go through before the page looks, so having finished counts too).
             progressed = re.compile(r"Computing features.*\([1-9]\d* of \d+ pictures\)|Training…|Finished\.")
             expect(page.get_by_text(progressed).first).to_be_visible(timeout=90_000)
