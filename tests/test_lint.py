@@ -132,6 +132,18 @@ def test_core_never_imports_the_ui_libraries():
     assert not bad, f"core/ is the engine and must not know how pages draw: {bad}"
 
 
+def test_layers_import_only_downwards():
+    """core/ is the engine under everything; ui/ sits on it; pages/ and app.py on top."""
+    above = {"core": ("ui", "pages", "app"), "ui": ("pages", "app")}
+    bad = {}
+    for layer, forbidden in above.items():
+        for path in sorted((REPO / layer).rglob("*.py")):
+            used = {m for m in _imported_modules(_tree(path), layer) if m.split(".")[0] in forbidden}
+            if used:
+                bad[str(path.relative_to(REPO))] = sorted(used)
+    assert not bad, f"imports running back up the layers: {bad}"
+
+
 def test_the_product_uses_no_private_streamlit_modules():
     bad = {}
     for path in _product_files():
