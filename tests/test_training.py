@@ -16,6 +16,7 @@ import torch
 from core.jobs import JobManager
 from core.runs import open_run
 from core.training import TrainConfig, train_blocking
+from tests.folders import PHOTO_CLASSES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -184,24 +185,24 @@ def test_killed_run_leaves_readable_files_and_resumes(tmp_path, hymenoptera, sha
     assert run.state == "finished"
 
 
-def test_cli_train_scan_predict(tmp_path, hymenoptera, shared_torch_home):
-    data = small_copy(hymenoptera, tmp_path / "data", per_class=8)
-    env = {**os.environ, "TORCH_HOME": str(shared_torch_home), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
+def test_cli_train_scan_predict(tmp_path, small_data, empty_torch_home):
+    data = small_data
+    env = {**os.environ, "TORCH_HOME": str(empty_torch_home), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
     scan = _run_cli("scan", data, env=env)
-    assert scan.returncode == 0 and "ants" in scan.stdout and "bees" in scan.stdout
+    assert scan.returncode == 0 and "hat" in scan.stdout and "shoes" in scan.stdout
 
-    out = _run_cli("train", data, "--backbone", "mobilenet_v2", "--strategy", "linear", "--epochs", "2",
+    out = _run_cli("train", data, "--backbone", "efficientnet_lite0", "--strategy", "linear", "--epochs", "2",
                    "--runs-dir", tmp_path / "runs", env=env, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "epoch   1" in out.stdout and "epoch   2" in out.stdout
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"run_dir", "val_accuracy", "best_epoch", "seconds", "device"} <= result.keys()
 
-    image = next((data / "val" / "bees").iterdir())
-    pred = _run_cli("predict", result["run_dir"], image, "--json", env=env)
+    image = sorted((data / "val" / "shoes").iterdir())[0]
+    pred = _run_cli("predict", result["run_dir"], image, "--json", "--top-k", "4", env=env)  # all 4: they sum to 1
     assert pred.returncode == 0, pred.stderr
     row = json.loads(pred.stdout.strip().splitlines()[0])
-    assert row["top"][0][0] in ("ants", "bees") and abs(sum(p for _, p in row["top"]) - 1) < 1e-4
+    assert row["top"][0][0] in PHOTO_CLASSES and abs(sum(p for _, p in row["top"]) - 1) < 1e-4
 
     folder = _run_cli("predict", result["run_dir"], data / "val", env=env)
     assert folder.returncode == 0 and folder.stdout.count("\n") == 16
