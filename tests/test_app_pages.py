@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.folders import PHOTO_CLASSES
+from tests.folders import PHOTO_CLASSES, small_copy
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
@@ -297,13 +297,15 @@ def test_train_page_trains_in_the_background_and_a_second_tab_finds_it(env, smal
 
 
 def test_stop_then_resume_from_the_runs_page(env, small_data):
-    # A full fine-tune (nothing frozen, so no stored features) of 24 epochs:
-    # each takes most of a second here, so the stop, sent once the first
-    # epoch shows, lands long before the last one. (A frozen prefix would make
-    # epochs so quick that all of them could end before the stop arrives.)
-    at = _goto(_choose_data(_app(), small_data), MODEL)
+    # A full fine-tune (nothing frozen, so no stored features) of 12 epochs on
+    # 4 + 2 photos a class: each epoch takes seconds here, so the stop, sent
+    # once the first epoch shows, lands long before the last one. (A frozen
+    # prefix would make epochs so quick that all of them could end before the
+    # stop arrives.)
+    few = small_copy(small_data, env / "few-clothes", train=4, val=2)
+    at = _goto(_choose_data(_app(), few), MODEL)
     at.radio(key="preset").set_value("full").run()
-    at.number_input(key="epochs").set_value(24).run()
+    at.number_input(key="epochs").set_value(12).run()
     at.selectbox(key="image_size").set_value(128).run()  # small pictures: quicker epochs
     _goto(at, TRAIN)
     _button(at, "Start training").click().run()
@@ -316,7 +318,7 @@ def test_stop_then_resume_from_the_runs_page(env, small_data):
     _wait_for(at, one_epoch_done)
     _button(at, "Stop training").click().run()
     _wait_for(at, lambda a: "Stopped." in _texts(a.info) or "Finished." in _texts(a.success))
-    assert "Stopped." in _texts(at.info), "all 24 epochs ended before the stop arrived"
+    assert "Stopped." in _texts(at.info), "all 12 epochs ended before the stop arrived"
 
     _goto(at, RUNS)
     assert "stopped" in list(at.dataframe[0].value["Status"])
@@ -324,9 +326,9 @@ def test_stop_then_resume_from_the_runs_page(env, small_data):
     _ok(at)
     assert "Training now" in _texts(at.subheader)  # it went on to the Train page
     _goto(at, TRAIN)  # (AppTest would otherwise go back to the page it last switched to)
-    _wait_for(at, lambda a: "Finished." in _texts(a.success), timeout=300)  # ~20 epochs left, on a busy machine too
+    _wait_for(at, lambda a: "Finished." in _texts(a.success), timeout=300)  # ~10 epochs left, on a busy machine too
     (metrics,) = (env / "runs").glob("*/metrics.jsonl")
-    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == list(range(1, 25))
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == list(range(1, 13))
 
 
 def test_a_failed_download_is_explained(env, small_data, empty_torch_home):
