@@ -7,6 +7,7 @@ in the background, in order, while the next epoch trains.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import queue
 import threading
@@ -189,7 +190,5 @@ class RunWriter:
         if exc_type is None:
             self.close()
         else:  # already failing or stopping: finish the writes, keep that first reason
-            try:
+            with contextlib.suppress(BaseException):
                 self.close()
-            except BaseException:  # noqa: BLE001
-                pass

@@ -32,9 +32,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from .images import open_rgb
 from .evaluation import LoadedModel, load_run_model
 from .freeze import freeze_plan_for
+from .images import open_rgb
 from .runs import atomic_write_bytes, open_run
 
 ONNX_OPSET = 17

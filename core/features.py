@@ -22,8 +22,8 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -406,9 +406,9 @@ def pooled_features(backbone: str, samples: list[tuple[str, int]], *, device: st
     """The pretrained backbone's pooled feature vector of every sample (one row
     each, in order; a broken file gets a row of zeros), stored in the feature
     cache like a linear probe's, so a second call is a read from disk."""
+    from .devices import decode_threads, inference_batch_size, pick_device, use_channels_last
     from .loading import BatchNormalizer
     from .models import build_model
-    from .devices import decode_threads, inference_batch_size, pick_device, use_channels_last
 
     here = pick_device(device)
     model = build_model(backbone, num_classes=2, init="pretrained").to(here)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Sequence
 
 import torch
 from PIL import Image

@@ -19,19 +19,25 @@ import torch
 from torch import nn
 
 from . import evaluation
-from .checkpoints import (CheckpointCopies, RunWriter, copies_landed, restore_random_state, restore_scaler,
-                          resume_payload)
+from .backbones import get_backbone
+from .checkpoints import (
+    CheckpointCopies,
+    RunWriter,
+    copies_landed,
+    restore_random_state,
+    restore_scaler,
+    resume_payload,
+)
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig
-from .scan import scan_and_decode
 from .decisions import Decisions, decide
 from .devices import describe_device, pick_device, seed_everything, use_in_this_thread
 from .errors import TrainingError
 from .features import PrefixRunner
-from .backbones import get_backbone
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, parameter_groups
 from .models import HeadConfig, build_model
 from .progress import Progress
 from .runs import Run, owner
+from .scan import scan_and_decode
 from .training_data import TrainingData, build_data
 
 _LOSS_BLEW_UP = "The loss became infinite or NaN: the learning rate is probably too high. Try a smaller one."
@@ -173,7 +179,7 @@ def _optimisation(config: TrainConfig, report, model, plan, decisions: Decisions
     """(criterion, eval criterion, optimiser, schedule, grad scaler)."""
     weights = None
     if config.class_weighted:
-        weights = class_weights([l for _, l in report.train], len(report.classes)).to(decisions.device)
+        weights = class_weights([label for _, label in report.train], len(report.classes)).to(decisions.device)
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
     optimizer = build_optimizer(config.optimizer, parameter_groups(model, plan, config.lr, config.weight_decay), config)
     for group in optimizer.param_groups:
@@ -429,7 +435,7 @@ def _validate(s: _Setup) -> tuple[float, float]:
     total_loss = torch.zeros((), device=d.device)
     correct = torch.zeros((), dtype=torch.long, device=d.device)
     seen = 0
-    for x, y, _idx, bad in s.data.val_loader:
+    for x, y, _idx, _bad in s.data.val_loader:
         if s.progress.stop_requested:
             raise InterruptedError
         if len(y) == 0:

@@ -20,11 +20,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from .config import TrainConfig
-from .images import DecodedImageCache
-from .loading import BatchNormalizer, ImageDataset, NormalizedBatches, ThreadedLoader, collate_skip_broken
 from .decisions import Decisions
 from .devices import LOADER_TIMEOUT_S
 from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache, transform_description
+from .images import DecodedImageCache
+from .loading import BatchNormalizer, ImageDataset, NormalizedBatches, ThreadedLoader, collate_skip_broken
 from .progress import Progress
 
 

@@ -32,7 +32,7 @@ from core.jobs import JobManager
 from core.loading import threaded_batches
 from core.models import build_model
 from core.runs import open_run
-from tests.trained_run import small_copy
+from tests.folders import PACKAGED_BACKBONE, PHOTOS, small_copy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -236,11 +236,11 @@ def test_validation_batches_spread_over_the_workers():
 
 
 @pytest.mark.slow
-def test_worker_processes_from_a_job_thread_start_safely(tmp_path, hymenoptera, offline_weights):
+def test_worker_processes_from_a_job_thread_start_safely(tmp_path, empty_torch_home):
     # A job trains in a JobManager thread, beside the app's threads: its
     # DataLoader workers must not fork; the run says how they started.
-    data = small_copy(hymenoptera, tmp_path / "data", train=6, val=6)
-    config = TrainConfig(data_dir=str(data), backbone="mobilenet_v2", strategy="last-1", augment="light",
+    data = small_copy(PHOTOS, tmp_path / "data", train=3, val=3)
+    config = TrainConfig(data_dir=str(data), backbone=PACKAGED_BACKBONE, strategy="last-1", augment="light",
                          epochs=1, batch_size=4, num_workers=2, device="cpu", seed=0,
                          cache_dir=str(tmp_path / "cache"))
     job = JobManager(tmp_path / "runs").submit(config)
@@ -253,13 +253,13 @@ def test_worker_processes_from_a_job_thread_start_safely(tmp_path, hymenoptera, 
     assert decisions["val_batch_size"] == 16
 
 
-def test_cpu_job_leaves_cuda_uninitialised_and_says_how_it_read(tmp_path, hymenoptera, shared_torch_home):
-    data = small_copy(hymenoptera, tmp_path / "data", train=6, val=6)
-    env = {**os.environ, "TORCH_HOME": str(shared_torch_home), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
+def test_cpu_job_leaves_cuda_uninitialised_and_says_how_it_read(tmp_path, empty_torch_home):
+    data = small_copy(PHOTOS, tmp_path / "data", train=3, val=2)
+    env = {**os.environ, "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
     script = ("import sys, torch\nfrom core.cli import main\n"
               "rc = main(sys.argv[1:])\nprint('cuda initialised:', torch.cuda.is_initialized(), file=sys.stderr)\n"
               "sys.exit(rc)\n")
-    out = subprocess.run([sys.executable, "-c", script, "train", str(data), "--backbone", "mobilenet_v2",
+    out = subprocess.run([sys.executable, "-c", script, "train", str(data), "--backbone", PACKAGED_BACKBONE,
                           "--strategy", "last-1", "--augment", "light", "--epochs", "1", "--device", "cpu",
                           "--runs-dir", str(tmp_path / "runs")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
