@@ -3,6 +3,7 @@ job releases and which thread builds a batch, the precision a GPU's compute
 capability gets, what a checkpoint copies and shares, what resuming restores,
 how DataLoader workers start and when threads replace them, and that export
 leaves the caller's model alone. bench/gpu_check.sh checks the rest on a GPU."""
+
 from __future__ import annotations
 
 import json
@@ -39,13 +40,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 # --- precision ----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("capability", "dtype"), [
-    ((7, 0), torch.float16),  # V100: bf16 only emulated
-    ((7, 5), torch.float16),  # T4
-    ((8, 0), torch.bfloat16),  # A100
-    ((8, 9), torch.bfloat16),  # L4, RTX 40xx
-    ((9, 0), torch.bfloat16),  # H100, H200
-])
+
+@pytest.mark.parametrize(
+    ("capability", "dtype"),
+    [
+        ((7, 0), torch.float16),  # V100: bf16 only emulated
+        ((7, 5), torch.float16),  # T4
+        ((8, 0), torch.bfloat16),  # A100
+        ((8, 9), torch.bfloat16),  # L4, RTX 40xx
+        ((9, 0), torch.bfloat16),  # H100, H200
+    ],
+)
 def test_bf16_only_where_the_gpu_computes_it(capability, dtype):
     assert devices.half_precision_for(capability) == dtype
 
@@ -55,6 +60,7 @@ def test_cpu_stays_float32():
 
 
 # --- releasing memory ----------------------------------------------------------------
+
 
 def test_release_never_raises_and_never_starts_cuda():
     # A GPU this process never used (here: none at all) is left alone, and a
@@ -71,6 +77,7 @@ def test_use_in_this_thread_leaves_cuda_alone_for_a_cpu_job():
 
 
 # --- reader threads ------------------------------------------------------------------
+
 
 class _Witness(torch.Tensor):
     """A tensor that notes which thread stacks it into a batch."""
@@ -109,6 +116,7 @@ def test_reader_threads_do_not_deadlock_with_one_thread():
 
 
 # --- checkpoints -----------------------------------------------------------------------
+
 
 def _model():
     return build_model("efficientnet_lite0", num_classes=3, init="random")
@@ -189,6 +197,7 @@ def test_scaler_state_loads_only_when_present_and_matching():
 
 # --- frozen prefix copies ----------------------------------------------------------------
 
+
 def test_prefix_runner_frees_the_copy_it_replaces():
     model = _model().eval()
     runner = PrefixRunner(model)
@@ -205,6 +214,7 @@ def test_prefix_runner_frees_the_copy_it_replaces():
 
 # --- loaders -------------------------------------------------------------------------------
 
+
 def test_worker_start_method():
     assert devices.worker_start_method(other_threads=False, platform="linux") == "fork"
     assert devices.worker_start_method(other_threads=True, platform="linux") == "forkserver"
@@ -218,10 +228,13 @@ def test_threads_replace_workers_when_shared_memory_is_short():
     assert workers == 0 and method is None
     assert "/dev/shm" in note and "64 MB free" in note and "--shm-size" in note
     # Workers that do not fork get the decoded images through shared memory too.
-    assert devices.loader_workers(8, other_threads=True, shm_free=1024 * mb, shared_bytes=2048 * mb,
-                                  platform="linux")[0] == 0
-    workers, method, note = devices.loader_workers(8, other_threads=False, shm_free=1024 * mb,
-                                                   shared_bytes=2048 * mb, platform="linux")
+    assert (
+        devices.loader_workers(8, other_threads=True, shm_free=1024 * mb, shared_bytes=2048 * mb, platform="linux")[0]
+        == 0
+    )
+    workers, method, note = devices.loader_workers(
+        8, other_threads=False, shm_free=1024 * mb, shared_bytes=2048 * mb, platform="linux"
+    )
     assert (workers, method) == (8, "fork") and "8 worker processes" in note
     workers, method, note = devices.loader_workers(4, other_threads=True, shm_free=None, platform="linux")
     assert (workers, method) == (4, "forkserver") and "other threads" in note
@@ -240,9 +253,18 @@ def test_worker_processes_from_a_job_thread_start_safely(tmp_path, empty_torch_h
     # A job trains in a JobManager thread, beside the app's threads: its
     # DataLoader workers must not fork; the run says how they started.
     data = small_copy(PHOTOS, tmp_path / "data", train=3, val=3)
-    config = TrainConfig(data_dir=str(data), backbone=PACKAGED_BACKBONE, strategy="last-1", augment="light",
-                         epochs=1, batch_size=4, num_workers=2, device="cpu", seed=0,
-                         cache_dir=str(tmp_path / "cache"))
+    config = TrainConfig(
+        data_dir=str(data),
+        backbone=PACKAGED_BACKBONE,
+        strategy="last-1",
+        augment="light",
+        epochs=1,
+        batch_size=4,
+        num_workers=2,
+        device="cpu",
+        seed=0,
+        cache_dir=str(tmp_path / "cache"),
+    )
     job = JobManager(tmp_path / "runs").submit(config)
     assert job.wait(600)
     assert job.state == "finished", job.snapshot()["reason"]
@@ -256,13 +278,38 @@ def test_worker_processes_from_a_job_thread_start_safely(tmp_path, empty_torch_h
 def test_cpu_job_leaves_cuda_uninitialised_and_says_how_it_read(tmp_path, empty_torch_home):
     data = small_copy(PHOTOS, tmp_path / "data", train=3, val=2)
     env = {**os.environ, "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
-    script = ("import sys, torch\nfrom core.cli import main\n"
-              "rc = main(sys.argv[1:])\nprint('cuda initialised:', torch.cuda.is_initialized(), file=sys.stderr)\n"
-              "sys.exit(rc)\n")
-    out = subprocess.run([sys.executable, "-c", script, "train", str(data), "--backbone", PACKAGED_BACKBONE,
-                          "--strategy", "last-1", "--augment", "light", "--epochs", "1", "--device", "cpu",
-                          "--runs-dir", str(tmp_path / "runs")],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    script = (
+        "import sys, torch\nfrom core.cli import main\n"
+        "rc = main(sys.argv[1:])\nprint('cuda initialised:', torch.cuda.is_initialized(), file=sys.stderr)\n"
+        "sys.exit(rc)\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "train",
+            str(data),
+            "--backbone",
+            PACKAGED_BACKBONE,
+            "--strategy",
+            "last-1",
+            "--augment",
+            "light",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert "cuda initialised: False" in out.stderr
     assert "Threads in this process read the images." in out.stderr  # the loader choice, in words
@@ -273,6 +320,7 @@ def test_cpu_job_leaves_cuda_uninitialised_and_says_how_it_read(tmp_path, empty_
 
 
 # --- export ---------------------------------------------------------------------------------
+
 
 def test_export_leaves_the_callers_model_as_it_was(tmp_path):
     model = _model().train()
