@@ -194,7 +194,8 @@ def loader_workers(wanted: int, *, other_threads: bool, shm_free: int | None, sh
     why = ("other threads run in this process, and a forked copy could inherit a lock one of them holds"
            if other_threads else "only this thread runs here, so forking is safe" if method == "fork"
            else "this platform's way")
-    return wanted, method, f"{wanted} worker processes read the images (started with {method}: {why})."
+    return wanted, method, (f"{wanted} worker processes read the images (started with {method}: {why}); "
+                            f"if they give no batch for {LOADER_TIMEOUT_S // 60} minutes, the run stops and says so.")
 
 
 def decode_threads(device: torch.device) -> int:

@@ -235,7 +235,7 @@ def test_threads_replace_workers_when_shared_memory_is_short():
     workers, method, note = devices.loader_workers(
         8, other_threads=False, shm_free=1024 * mb, shared_bytes=2048 * mb, platform="linux"
     )
-    assert (workers, method) == (8, "fork") and "8 worker processes" in note
+    assert (workers, method) == (8, "fork") and "8 worker processes" in note and "5 minutes" in note
     workers, method, note = devices.loader_workers(4, other_threads=True, shm_free=None, platform="linux")
     assert (workers, method) == (4, "forkserver") and "other threads" in note
     assert devices.loader_workers(0, other_threads=True, shm_free=0)[0] == 0
