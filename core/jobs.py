@@ -192,7 +192,11 @@ class JobManager:
                                before_resume={**plan.before, "epochs_done": plan.epochs_done}))
 
     def _queue(self, job: Job) -> Job:
-        key = device_key(job.config.device)
+        try:
+            key = device_key(job.config.device)
+        except BaseException:
+            job.release_lock()
+            raise
         with self._lock:
             self._jobs[job.id] = job
             if key not in self._queues:

@@ -26,7 +26,14 @@ import torch
 from .config import TrainConfig
 from .errors import TrainingError, UserError
 from .run_lock import RunLock
-from .runs import RESUMABLE_STATES, Run, checkpoint_problem, open_run, owner, read_json_checked
+from .runs import (
+    RESUMABLE_STATES,
+    Run,
+    checkpoint_problem,
+    open_run,
+    owner,
+    read_json_checked,
+)
 from .scan_report import ScanReport, SkippedFile
 
 
@@ -82,6 +89,9 @@ def _plan(run: Run, state: str, lock: RunLock, epochs: int | None) -> ResumePlan
     if state == "finished" and config.epochs <= done:
         raise UserError(f"The run {run.name} has finished all its {done} epochs. To train it longer, give a "
                         "larger total of epochs.")
+    if config.epochs <= done and checkpoint_problem(run.best_checkpoint):
+        raise UserError(f"{cannot} without more epochs: {checkpoint_problem(run.best_checkpoint)}, and only a new "
+                        "epoch can make a new best model. Give a larger total of epochs.")
     if state not in RESUMABLE_STATES + ("finished",):
         raise UserError(f"{cannot}: it is {state}.")
     before = {"status": run.status, "config": before_config}

@@ -31,7 +31,7 @@ from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, parame
 from .models import HeadConfig, build_model
 from .progress import Progress
 from .resume import kept_split, move_schedule, schedule_settings
-from .runs import Run, owner
+from .runs import Run, checkpoint_problem, owner
 from .training_data import TrainingData, build_data
 
 _LOSS_BLEW_UP = "The loss became infinite or NaN: the learning rate is probably too high. Try a smaller one."
@@ -222,6 +222,8 @@ def _resume(s: _Setup, state: _State) -> None:
     state.history = [r for r in s.run.metrics if r["epoch"] <= ckpt["epoch"]]
     state.start_epoch = ckpt["epoch"] + 1
     state.best = ckpt.get("best", state.best)
+    if checkpoint_problem(s.run.best_checkpoint):  # a damaged best.pt: the next epoch makes a new one
+        state.best = _State().best
     state.epochs_without_gain = ckpt.get("epochs_without_gain", 0)
     torch.set_rng_state(ckpt["rng"])
 

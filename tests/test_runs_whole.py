@@ -134,13 +134,17 @@ def test_a_damaged_run_resumes_from_its_last_checkpoint(tmp_path, finished_run, 
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").unlink()
     (run_dir / "status.json").write_bytes(b"\xff\xfe not json")
+    (run_dir / "best.pt").write_bytes(b"")
     assert open_run(run_dir).can_resume
+    with pytest.raises(UserError, match="best.pt is empty"):  # no new epoch could make a new best model
+        prepare_resume(run_dir)
 
     job, run = resume_blocking(prepare_resume(run_dir, epochs=3))
     assert job.state == "finished", job.snapshot()["reason"]
-    assert run.state == "finished" and run.status["epochs_done"] == 3
+    assert run.state == "finished" and run.status["epochs_done"] == 3 and run.problems == []
     assert run.config == {**config, "epochs": 3}  # rebuilt from last.pt
     assert [r["epoch"] for r in run.metrics] == [1, 2, 3]
+    assert run.status["best_epoch"] == 3  # the new epoch made the new best.pt
 
 
 # --- resume never damages a run -------------------------------------------------------------
