@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:  # so `pages.common` and `core` import from any working directory
+if str(ROOT) not in sys.path:  # so `ui` and `core` import from any working directory
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
@@ -21,34 +21,46 @@ st.set_page_config(page_title="Transfer Studio", page_icon=str(ROOT / "assets" /
 st.set_option("client.toolbarMode", "minimal")  # no developer menu or "Deploy" button for non-programmers
 st.logo(str(ROOT / "assets" / "logo.svg"), size="large", icon_image=str(ROOT / "assets" / "icon.svg"))
 
-PAGES = [
-    st.Page("pages/1_data.py", title="Data", icon=":material/photo_library:", url_path="data", default=True),
-    st.Page("pages/2_model.py", title="Model", icon=":material/layers:", url_path="model"),
-    st.Page("pages/3_train.py", title="Train", icon=":material/fitness_center:", url_path="train"),
-    st.Page("pages/6_results.py", title="Results", icon=":material/insights:", url_path="results"),
-    st.Page("pages/4_playground.py", title="Playground", icon=":material/science:", url_path="playground"),
-    st.Page("pages/5_runs.py", title="Runs", icon=":material/history:", url_path="runs"),
-    st.Page("pages/7_compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare"),
-]
+# The guided flow, in sections. Each url_path is the name Streamlit derives
+# from the file (6_results.py -> results), so a bookmark means the same page
+# whether or not app.py has run yet (see ui/bookmarks.py).
+PAGES = {
+    "Your data": [
+        st.Page("pages/1_data.py", title="Data", icon=":material/photo_library:", url_path="data", default=True),
+    ],
+    "Your model": [
+        st.Page("pages/2_model.py", title="Model", icon=":material/layers:", url_path="model"),
+        st.Page("pages/3_train.py", title="Train", icon=":material/fitness_center:", url_path="train"),
+    ],
+    "Your results": [
+        st.Page("pages/6_results.py", title="Results", icon=":material/insights:", url_path="results"),
+        st.Page("pages/4_playground.py", title="Playground", icon=":material/science:", url_path="playground"),
+        st.Page("pages/5_runs.py", title="Runs", icon=":material/history:", url_path="runs"),
+        st.Page("pages/7_compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare"),
+    ],
+}
 page = st.navigation(PAGES)
 
-if "pages.common" not in sys.modules:
+if "ui.resources" not in sys.modules:
     # The first start imports PyTorch, which takes a few seconds: say so.
     with st.spinner("Starting Transfer Studio (loading PyTorch)…"):
-        from pages import common  # noqa: E402
-from pages import common  # noqa: E402
+        from ui import resources  # noqa: E402
+from core.errors import friendly  # noqa: E402
+from ui import bookmarks, resources, state, words  # noqa: E402
+
+bookmarks.resume()  # a page that Streamlit ran alone handed itself over: go on to it
 
 
 def settings() -> None:
     with st.sidebar.expander("Settings", icon=":material/settings:"):
-        common.init_choice_setting("runs_dir", common.default_runs_dir())
+        state.init_choice_setting("runs_dir", state.default_runs_dir())
         st.text_input(
             "Runs folder",
             key="runs_dir",
             persist_state="session",
             help="Where each training run is saved (one folder per run).",
         )
-        common.init_choice_setting("data_root", common.default_data_root())
+        state.init_choice_setting("data_root", state.default_data_root())
         st.text_input(
             "Folder for uploaded pictures",
             key="data_root",
@@ -61,7 +73,7 @@ def where_you_are() -> None:
     """One line per step of the flow, drawn after the page so it shows its latest choices."""
     st.caption("YOUR CHOICES")
     cached = st.session_state.get("_scan")
-    report = cached["report"] if cached and common.choice("data_dir") else None
+    report = cached["report"] if cached and state.choice("data_dir") else None
     if report and not report["errors"]:
         st.markdown(
             f":material/check_circle: **Data:** {Path(report['root']).name} "
@@ -72,11 +84,11 @@ def where_you_are() -> None:
     else:
         st.markdown(":material/radio_button_unchecked: **Data:** not chosen yet")
     st.markdown(
-        f":material/layers: **Model:** {common.backbone_title(common.choice('backbone'))}, "
-        f"{common.strategy_label(common.strategy_name())}, {common.choice('epochs')} epochs"
+        f":material/layers: **Model:** {words.backbone_title(state.choice('backbone'))}, "
+        f"{words.strategy_label(state.strategy_name())}, {state.choice('epochs')} epochs"
     )
     try:
-        active = common.manager().active_jobs()
+        active = resources.manager().active_jobs()
     except Exception:  # noqa: BLE001 - a bad runs folder is reported on the pages
         active = []
     if active:
@@ -89,10 +101,11 @@ with st.sidebar:
     status_box = st.container()
 settings()
 try:
-    page.run()
+    with bookmarks.inside_app():
+        page.run()
 except Exception as exc:  # noqa: BLE001 - a user never sees a traceback
     logging.getLogger("transfer_studio").exception("page failed")
-    st.error(f"Something went wrong on this page: {common.friendly(exc)}", icon=":material/error:")
+    st.error(f"Something went wrong on this page: {friendly(exc)}", icon=":material/error:")
 finally:  # also after a page's st.stop()
     with status_box:
         where_you_are()

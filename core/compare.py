@@ -5,7 +5,7 @@
   milliseconds one image takes on this machine (measured once per run and
   device, then kept in the run's speed.json).
 * `curves(run_dirs)` gives the per-epoch losses and accuracies in long format
-  (run, epoch, metric, value), ready for a line chart; `curves_figure` draws it.
+  (run, epoch, metric, value), ready for a line chart (`ui.charts.curves_figure` draws it).
 * `sweep_configs` / `queue_sweep` turn one training setup into one run per
   chosen backbone (and strategy) on the same data, queued on the JobManager:
   one trains at a time per device, and the leaderboard fills as they finish.
@@ -204,26 +204,6 @@ def curves(run_dirs: Iterable[str | Path]) -> list[dict]:
                              "strategy": config.get("strategy"), "epoch": int(entry["epoch"]), "metric": metric,
                              "kind": kind, "split": split, "value": float(entry[metric])})
     return rows
-
-
-def curves_figure(rows: list[dict], kind: str = "accuracy"):
-    """A plotly line chart of curves() rows for one kind ("loss" or "accuracy"):
-    a colour per run, solid for validation, dotted for training."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-               "#bcbd22", "#17becf"]
-    labels = list(dict.fromkeys(r["label"] for r in rows))
-    for i, label in enumerate(labels):
-        for split, dash in (("val", "solid"), ("train", "dot")):
-            points = sorted((r["epoch"], r["value"]) for r in rows
-                            if r["label"] == label and r["kind"] == kind and r["split"] == split)
-            if points:
-                fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                                         name=f"{label} ({split})", line=dict(color=colours[i % len(colours)], dash=dash)))
-    fig.update_layout(xaxis_title="epoch", yaxis_title=kind, margin=dict(l=10, r=10, t=30, b=10))
-    return fig
 
 
 # --------------------------------------------------------------------------------------

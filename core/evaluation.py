@@ -202,31 +202,6 @@ def cell_images(eval_dict: dict, true_idx: int | str, pred_idx: int | str) -> li
     return sorted(rows, key=lambda r: r["confidence"], reverse=True)
 
 
-def confusion_figure(eval_dict: dict, normalize: bool = False):
-    """The confusion matrix as a plotly heatmap (rows: true class, columns:
-    predicted). normalize=True shows each row as shares of that class's images.
-    Each cell's customdata is [true index, predicted index, count] so a page
-    can map a click back to cell_images."""
-    import plotly.graph_objects as go
-
-    classes = list(eval_dict.get("classes", []))
-    counts = [[int(v) for v in row] for row in eval_dict.get("confusion", [])]
-    if normalize:
-        values = [[v / max(1, sum(row)) for v in row] for row in counts]
-        text = [[f"{v:.0%}<br>({c})" for v, c in zip(vrow, crow)] for vrow, crow in zip(values, counts)]
-    else:
-        values = counts
-        text = [[str(c) for c in row] for row in counts]
-    custom = [[[i, j, counts[i][j]] for j in range(len(classes))] for i in range(len(classes))]
-    fig = go.Figure(go.Heatmap(
-        z=values, x=classes, y=classes, text=text, texttemplate="%{text}", customdata=custom,
-        colorscale="Blues", showscale=False,
-        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[2]} images<extra></extra>"))
-    fig.update_layout(xaxis_title="predicted class", yaxis_title="true class",
-                      yaxis_autorange="reversed", margin=dict(l=10, r=10, t=30, b=10))
-    return fig
-
-
 # --------------------------------------------------------------------------------------
 # Batch prediction on a folder, to a CSV
 # --------------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.images import IMAGE_EXTENSIONS
 from core.scan import DataFolderError
-from pages import common
+from ui import bookmarks, charts, resources, state, uploads, widgets
 
+bookmarks.open_inside_app(state.PAGE_DATA)  # a bookmark opened first on a fresh server
 st.title(":material/photo_library: Your pictures")
-common.intro(
+widgets.intro(
     "<b>Step 1 of 4.</b> Choose a folder of pictures with <b>one subfolder per class</b> "
     "(for example <code>ants/</code> and <code>bees/</code>). Transfer Studio checks every picture "
     "and shows what it found; then go on to <b>Model</b>."
@@ -44,7 +46,7 @@ with tab_folder:
     if "_pending_input" in st.session_state:
         st.session_state["data_dir_input"] = st.session_state.pop("_pending_input")
     if "data_dir_input" not in st.session_state:
-        st.session_state["data_dir_input"] = common.choice("data_dir")
+        st.session_state["data_dir_input"] = state.choice("data_dir")
     col_path, col_recent = st.columns([3, 2], vertical_alignment="bottom")
     with col_path:
         st.text_input(
@@ -56,7 +58,7 @@ with tab_folder:
             "or train/ and val/ folders that each hold the class subfolders.",
         )
     with col_recent:
-        recent = common.recent_folders()
+        recent = state.recent_folders()
         st.selectbox(
             "…or pick a recent folder",
             recent,
@@ -76,11 +78,11 @@ with tab_folder:
 
 with tab_upload:
     st.markdown(
-        f"Your pictures are saved in a new folder inside <code>{common.data_root()}</code> "
+        f"Your pictures are saved in a new folder inside <code>{state.data_root()}</code> "
         "(change this under Settings in the sidebar).",
         unsafe_allow_html=True,
     )
-    common.init_choice_setting("upload_folder", "my-pictures")
+    state.init_choice_setting("upload_folder", "my-pictures")
     st.text_input(
         "Name of the new folder",
         key="upload_folder",
@@ -95,7 +97,7 @@ with tab_upload:
         help="A zip file can hold every class at once; loose pictures are added one class at a time.",
     )
     nonce = st.session_state.setdefault("upload_nonce", 0)
-    target = common.data_root() / common.safe_name(st.session_state.get("upload_folder"))
+    target = state.data_root() / uploads.safe_name(st.session_state.get("upload_folder"))
     if kind.startswith("A zip"):
         zip_file = st.file_uploader(
             "Zip file",
@@ -109,8 +111,8 @@ with tab_upload:
             disabled=zip_file is None,
             help="Unpacks the zip into the new folder above and checks its pictures.",
         ):
-            with common.guard("Could not unpack the zip file"):
-                n = common.extract_zip(zip_file, target)
+            with widgets.guard("Could not unpack the zip file"):
+                n = uploads.extract_zip(zip_file, target)
                 st.session_state["upload_nonce"] = nonce + 1
                 st.session_state["_upload_note"] = f"Unpacked {n} files into {target}."
                 _use_folder(str(target))
@@ -124,7 +126,7 @@ with tab_upload:
         )
         images = st.file_uploader(
             "Pictures",
-            type=sorted(e.lstrip(".") for e in common.IMAGE_EXTENSIONS),
+            type=sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS),
             accept_multiple_files=True,
             key=f"images_{nonce}",
             help="Choose many pictures at once; they all go into the class above.",
@@ -135,11 +137,11 @@ with tab_upload:
             disabled=not images or not (class_name or "").strip(),
             help="Saves the pictures into the class's subfolder of the new folder.",
         ):
-            with common.guard("Could not save the pictures"):
-                n = common.save_uploaded_images(images, target, class_name)
+            with widgets.guard("Could not save the pictures"):
+                n = uploads.save_uploaded_images(images, target, class_name)
                 st.session_state["upload_nonce"] = nonce + 1
                 st.session_state["_upload_note"] = (
-                    f"Added {n} pictures to '{common.safe_name(class_name, 'class')}' in {target}. "
+                    f"Added {n} pictures to '{uploads.safe_name(class_name, 'class')}' in {target}. "
                     "Add another class the same way."
                 )
                 _use_folder(str(target))
@@ -158,43 +160,34 @@ if note:
 
 
 # --- the report -------------------------------------------------------------------
-def show_report() -> None:
-    """The scan of the chosen folder, in plain words."""
-    path = common.choice("data_dir")
-    if not path:
-        st.info(
-            "Type the path of a folder above, or upload pictures. The folder should look like this "
-            "(any names, at least two classes):",
-            icon=":material/arrow_upward:",
-        )
-        st.code(
-            "flowers/\n    daisy/      ← pictures of daisies\n    tulip/      ← pictures of tulips\n"
-            "    sunflower/  ← pictures of sunflowers",
-            language=None,
-        )
-        st.caption(
-            "If it already has train/ and val/ folders (each with the class folders inside), "
-            "that split is used; otherwise a share of each class is set aside to check the model with."
-        )
-        return
 
-    rescan = st.session_state.pop("_rescan", False)
-    try:
-        with st.spinner("Looking at every picture…"):
-            report = common.current_scan(rescan=rescan)
-    except DataFolderError as exc:
-        st.error(
-            f"{exc} Check the spelling, or copy the folder's path from your file manager's address bar.",
-            icon=":material/folder_off:",
-        )
-        return
 
+def how_a_folder_looks() -> None:
+    """Before a folder is chosen: what it should look like."""
+    st.info(
+        "Type the path of a folder above, or upload pictures. The folder should look like this "
+        "(any names, at least two classes):",
+        icon=":material/arrow_upward:",
+    )
+    st.code(
+        "flowers/\n    daisy/      ← pictures of daisies\n    tulip/      ← pictures of tulips\n"
+        "    sunflower/  ← pictures of sunflowers",
+        language=None,
+    )
+    st.caption(
+        "If it already has train/ and val/ folders (each with the class folders inside), "
+        "that split is used; otherwise a share of each class is set aside to check the model with."
+    )
+
+
+def report_summary(report) -> None:
+    """Ready or not, the counts and how the pictures were split."""
     st.divider()
     st.subheader(f":material/folder: {Path(report.root).name}")
     st.caption(report.root)
     n_train, n_val = len(report.train), len(report.val)
     if report.can_train:
-        common.remember_folder(report.root)
+        state.remember_folder(report.root)
         st.success(
             f"**Ready to train:** {len(report.classes)} classes, {report.num_images} pictures "
             f"({n_train} to learn from, {n_val} to check the model with).",
@@ -229,60 +222,90 @@ def show_report() -> None:
     for warning in report.warnings:
         st.warning(warning, icon=":material/warning:")
 
-    if report.classes:
-        col_chart, col_sizes = st.columns([3, 1])
-        with col_chart:
-            st.plotly_chart(common.class_counts_figure(report), key="class_counts")
-        with col_sizes:
-            sizes = report.image_sizes or {}
-            if sizes.get("count"):
-                st.markdown("**Picture sizes** (pixels)")
-                st.markdown(
-                    f"- smallest: {sizes['min'][0]}×{sizes['min'][1]}\n"
-                    f"- typical: {sizes['median'][0]}×{sizes['median'][1]}\n"
-                    f"- largest: {sizes['max'][0]}×{sizes['max'][1]}"
-                )
-                st.caption("Every picture is resized for the model, so different sizes are fine.")
 
-        st.markdown("#### A few pictures from each class")
-        by_class: dict[int, list[str]] = {}
-        for p, label in report.train + report.val:
-            by_class.setdefault(label, []).append(p)
-        for label, name in enumerate(report.classes):
-            paths = by_class.get(label, [])
-            step = max(1, len(paths) // 6)
-            picks = paths[::step][:6]
-            thumbs = []
-            for p in picks:
+def sizes_and_counts(report) -> None:
+    """Pictures per class (a chart) and how big the pictures are."""
+    col_chart, col_sizes = st.columns([3, 1])
+    with col_chart:
+        st.plotly_chart(charts.class_counts_figure(report), key="class_counts")
+    with col_sizes:
+        sizes = report.image_sizes or {}
+        if sizes.get("count"):
+            st.markdown("**Picture sizes** (pixels)")
+            st.markdown(
+                f"- smallest: {sizes['min'][0]}×{sizes['min'][1]}\n"
+                f"- typical: {sizes['median'][0]}×{sizes['median'][1]}\n"
+                f"- largest: {sizes['max'][0]}×{sizes['max'][1]}"
+            )
+            st.caption("Every picture is resized for the model, so different sizes are fine.")
+
+
+def class_thumbnails(report) -> None:
+    """A few pictures of each class, spread over the class."""
+    st.markdown("#### A few pictures from each class")
+    by_class: dict[int, list[str]] = {}
+    for p, label in report.train + report.val:
+        by_class.setdefault(label, []).append(p)
+    for label, name in enumerate(report.classes):
+        paths = by_class.get(label, [])
+        step = max(1, len(paths) // 6)
+        picks = paths[::step][:6]
+        thumbs = []
+        for p in picks:
+            try:
+                thumbs.append(resources.thumbnail(p, os.path.getmtime(p)))
+            except OSError:
+                continue
+        thumbs = [t for t in thumbs if t is not None]
+        c_name, c_imgs = st.columns([1, 6], vertical_alignment="center")
+        c_name.markdown(f"**{name}**  \n{len(paths)} pictures")
+        if thumbs:
+            c_imgs.image(thumbs, width=120)
+
+
+def left_out(report) -> None:
+    """The files the scan did not use, and why."""
+    if not (report.skipped or report.empty_classes):
+        return
+    with st.expander(f"Left out: {len(report.skipped)} file{'' if len(report.skipped) == 1 else 's'}, and why"):
+        if report.empty_classes:
+            st.markdown(
+                "Folders with no usable picture (not used as classes): "
+                + ", ".join(f"`{c}`" for c in report.empty_classes)
+            )
+        if report.skipped:
+            rows = []
+            for s in report.skipped:
                 try:
-                    thumbs.append(common.thumbnail(p, os.path.getmtime(p)))
-                except OSError:
-                    continue
-            thumbs = [t for t in thumbs if t is not None]
-            c_name, c_imgs = st.columns([1, 6], vertical_alignment="center")
-            c_name.markdown(f"**{name}**  \n{len(paths)} pictures")
-            if thumbs:
-                c_imgs.image(thumbs, width=120)
+                    shown = os.path.relpath(s.path, report.root)
+                except ValueError:
+                    shown = s.path
+                rows.append({"file": shown, "why it was left out": s.reason})
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
 
-    if report.skipped or report.empty_classes:
-        with st.expander(f"Left out: {len(report.skipped)} file{'' if len(report.skipped) == 1 else 's'}, and why"):
-            if report.empty_classes:
-                st.markdown(
-                    "Folders with no usable picture (not used as classes): "
-                    + ", ".join(f"`{c}`" for c in report.empty_classes)
-                )
-            if report.skipped:
-                rows = []
-                for s in report.skipped:
-                    try:
-                        shown = os.path.relpath(s.path, report.root)
-                    except ValueError:
-                        shown = s.path
-                    rows.append({"file": shown, "why it was left out": s.reason})
-                st.dataframe(pd.DataFrame(rows), hide_index=True)
 
+def show_report() -> None:
+    """The scan of the chosen folder, in plain words."""
+    if not state.choice("data_dir"):
+        how_a_folder_looks()
+        return
+    rescan = st.session_state.pop("_rescan", False)
+    try:
+        with st.spinner("Looking at every picture…"):
+            report = state.current_scan(rescan=rescan)
+    except DataFolderError as exc:
+        st.error(
+            f"{exc} Check the spelling, or copy the folder's path from your file manager's address bar.",
+            icon=":material/folder_off:",
+        )
+        return
+    report_summary(report)
+    if report.classes:
+        sizes_and_counts(report)
+        class_thumbnails(report)
+    left_out(report)
     if report.can_train:
-        common.next_step(common.PAGE_MODEL, "Next: choose the model and what it learns")
+        widgets.next_step(state.PAGE_MODEL, "Next: choose the model and what it learns")
 
 
 show_report()

@@ -8,7 +8,9 @@ import torch
 
 from core.backbones import BackboneInfo, default_backbone, list_backbones, weights_cached
 from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
-from pages import common
+from core.backbones import BackboneInfo, default_backbone, list_backbones, weights_cached
+from core.errors import friendly
+from ui import bookmarks, resources, state, widgets, words
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 COLORS = {"learns": "#ffd0a1", "later": "#fff1c9", "frozen": "#d3e6fa", "none": "#eeeeee"}
@@ -26,14 +28,14 @@ def _icon(name: str) -> str:
 
 def _on_backbone_changed() -> None:
     # Block switches belong to one network: another one starts from the linear probe.
-    if st.session_state.get("preset") == "custom" and not common.custom_trained(st.session_state["backbone"]):
+    if st.session_state.get("preset") == "custom" and not state.custom_trained(st.session_state["backbone"]):
         st.session_state["preset"] = "linear"
 
 
 def _on_block_switched(block_names: list[str]) -> None:
     """A block's switch was flipped: the plan becomes the user's own."""
     trained = {n: bool(st.session_state.get(f"blk_{n}")) for n in block_names}
-    st.session_state.setdefault("custom_trained", {})[common.choice("backbone")] = trained
+    st.session_state.setdefault("custom_trained", {})[state.choice("backbone")] = trained
     st.session_state["preset"] = "custom"
 
 
@@ -45,7 +47,7 @@ def backbone_section() -> BackboneInfo:
     backbones = list_backbones()
     by_name = {b.name: b for b in backbones}
     cached = {b.name: weights_cached(b.name) for b in backbones}
-    common.init_choice("backbone")
+    state.init_choice("backbone")
     if st.session_state["backbone"] not in by_name:
         st.session_state["backbone"] = default_backbone()
     chosen = st.session_state["backbone"]
@@ -102,7 +104,7 @@ def backbone_section() -> BackboneInfo:
         on_change=_on_backbone_changed,
         help="The pretrained network whose knowledge is reused. Small and fast ones are best for a first try.",
     )
-    info = by_name[common.choice("backbone")]
+    info = by_name[state.choice("backbone")]
     if cached[info.name]:
         st.caption(f":material/check_circle: {info.title}: {info.description} Its weights are on this computer.")
     else:
@@ -118,19 +120,19 @@ def backbone_section() -> BackboneInfo:
 
 
 def preset_controls(trainable_blocks: list[str]) -> str:
-    common.init_choice("preset")
+    state.init_choice("preset")
     st.radio(
         "Strategy",
-        list(common.PRESETS),
+        list(words.PRESETS),
         key="preset",
-        format_func=common.PRESETS.get,
+        format_func=words.PRESETS.get,
         horizontal=True,
         persist_state="session",
         help="Presets for which blocks learn. You can also switch single blocks below (that makes it 'My own choice').",
     )
-    preset = common.choice("preset")
+    preset = state.choice("preset")
     if preset == "last":
-        common.init_choice("last_n")
+        state.init_choice("last_n")
         if st.session_state["last_n"] > len(trainable_blocks):
             st.session_state["last_n"] = len(trainable_blocks)
         st.slider(
@@ -142,7 +144,7 @@ def preset_controls(trainable_blocks: list[str]) -> str:
             help="Counted from the top (the blocks nearest the head).",
         )
     elif preset == "gradual":
-        common.init_choice("unfreeze_every")
+        state.init_choice("unfreeze_every")
         st.slider(
             "Unfreeze one more block every … epochs",
             1,
@@ -152,7 +154,7 @@ def preset_controls(trainable_blocks: list[str]) -> str:
             help="Training starts with only the head; then, every this many epochs, the next block down starts learning.",
         )
     elif preset == "discriminative":
-        common.init_choice("lr_factor")
+        state.init_choice("lr_factor")
         st.slider(
             "Each earlier block learns this fraction of the next one's rate",
             0.1,
@@ -177,14 +179,14 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
         trains = plan.trained[name]
         extra = ""
         if counts[name] == 0:
-            color, state = COLORS["none"], "no weights"
+            color, block_state = COLORS["none"], "no weights"
         elif trains:
-            color, state = COLORS["learns"], f"{_icon('local_fire_department')} learns"
+            color, block_state = COLORS["learns"], f"{_icon('local_fire_department')} learns"
         elif plan.strategy == "gradual" and end_state.get(name):
             first_epoch = (frozen_top_down.index(name) + 1) * plan.unfreeze_every + 1
-            color, state = COLORS["later"], f"{_icon('ac_unit')} until epoch {first_epoch}"
+            color, block_state = COLORS["later"], f"{_icon('ac_unit')} until epoch {first_epoch}"
         else:
-            color, state = COLORS["frozen"], f"{_icon('ac_unit')} frozen"
+            color, block_state = COLORS["frozen"], f"{_icon('ac_unit')} frozen"
         if plan.strategy == "discriminative" and counts[name]:
             extra = f"<br><small>rate ×{plan.lr_mult.get(name, 1):.2g}</small>"
         arrow = ""
@@ -197,10 +199,10 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
             f"<div style='position:relative;background:{color};border-radius:10px;padding:8px 6px;"
             "text-align:center;height:160px;border:1px solid #0001;display:flex;flex-direction:column;"
             "justify-content:space-between'>"
-            f"<div><b>{info.block_title(name)}</b><br><small>{common.fmt_short(counts[name])} numbers</small></div>"
+            f"<div><b>{info.block_title(name)}</b><br><small>{words.fmt_short(counts[name])} numbers</small></div>"
             f"<div style='line-height:1.2'><small style='opacity:.75'>"
             f"{info.block_words(name, i / max(1, len(names) - 1))}</small></div>"
-            f"<div><b>{state}</b>{extra}</div>{arrow}</div>",
+            f"<div><b>{block_state}</b>{extra}</div>{arrow}</div>",
             unsafe_allow_html=True,
         )
         if counts[name] == 0:
@@ -228,9 +230,9 @@ def trainable_count(counts: dict[str, int], plan, epochs: int) -> None:
         st.progress(
             min(1.0, trainable / total),
             text=(
-                f"All {common.fmt_params(total)} numbers in the network learn."
+                f"All {words.fmt_params(total)} numbers in the network learn."
                 if trainable == total
-                else f"{trainable / total:.1%} of the {common.fmt_params(total)} numbers in the network learn; "
+                else f"{trainable / total:.1%} of the {words.fmt_params(total)} numbers in the network learn; "
                 "the rest stay as ImageNet taught them."
             ),
         )
@@ -245,17 +247,17 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
     """Returns the chosen preset, or None when the network cannot be built."""
     st.subheader("2. Which blocks learn")
     try:
-        counts = common.block_param_counts(
-            info.name, num_classes, int(common.choice("head_hidden")), float(common.choice("head_dropout"))
+        counts = resources.block_param_counts(
+            info.name, num_classes, int(state.choice("head_hidden")), float(state.choice("head_dropout"))
         )
     except Exception as exc:  # noqa: BLE001 - e.g. a missing optional package
-        st.error(f"Could not build {info.title}: {common.friendly(exc)} Pick another network.", icon=":material/error:")
+        st.error(f"Could not build {info.title}: {friendly(exc)} Pick another network.", icon=":material/error:")
         return None
     trainable_blocks = [n for n in counts if n != "head" and counts[n] > 0]
     preset = preset_controls(trainable_blocks)
-    plan = common.current_plan(counts)
-    st.caption(common.PRESET_HELP[preset] if preset in ("linear", "full") else plan.describe())
-    epochs = int(common.choice("epochs"))
+    plan = state.current_plan(counts)
+    st.caption(words.PRESET_HELP[preset] if preset in ("linear", "full") else plan.describe())
+    epochs = int(state.choice("epochs"))
     block_picture(info, counts, plan, epochs)
     trainable_count(counts, plan, epochs)
     return preset
@@ -267,7 +269,7 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
 def head_section() -> None:
     st.subheader("3. The new head")
     h1, h2 = st.columns(2)
-    common.init_choice("head_hidden")
+    state.init_choice("head_hidden")
     h1.selectbox(
         "Hidden layer",
         [0, 128, 256, 512, 1024],
@@ -277,7 +279,7 @@ def head_section() -> None:
         help="The head turns the network's features into your classes. A hidden layer adds capacity; "
         "none is usually best.",
     )
-    common.init_choice("head_dropout")
+    state.init_choice("head_dropout")
     h2.slider(
         "Dropout",
         0.0,
@@ -295,7 +297,7 @@ def head_section() -> None:
 def settings_section(info: BackboneInfo, preset: str | None) -> None:
     st.subheader("4. Training settings")
     s1, s2, s3 = st.columns(3)
-    common.init_choice("epochs")
+    state.init_choice("epochs")
     s1.number_input(
         "Epochs",
         min_value=1,
@@ -305,7 +307,7 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
         persist_state="session",
         help="One epoch = the model sees every training picture once. 5 is plenty for a linear probe.",
     )
-    common.init_choice("batch_size")
+    state.init_choice("batch_size")
     s2.select_slider(
         "Batch size",
         [0, 4, 8, 16, 32, 64, 128, 256],
@@ -315,7 +317,7 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
         help="How many pictures the model looks at before each small correction. Smaller uses less "
         "memory; auto picks one for this machine.",
     )
-    common.init_choice("lr")
+    state.init_choice("lr")
     if st.session_state["lr"] not in LEARNING_RATES:
         st.session_state["lr"] = min(LEARNING_RATES, key=lambda v: abs(v - st.session_state["lr"]))
     s3.select_slider(
@@ -326,7 +328,7 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
         format_func=lambda v: f"{v:g}",
         help="How big each correction is. Too big and training jumps around; too small and it crawls.",
     )
-    if preset in ("full", "discriminative") and common.choice("lr") >= 1e-3:
+    if preset in ("full", "discriminative") and state.choice("lr") >= 1e-3:
         st.caption(
             ":material/lightbulb: When every block learns, a smaller learning rate (0.0001 or 0.0003) "
             "usually works better."
@@ -342,24 +344,24 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
 
 
 def optimiser_settings() -> None:
-    common.init_choice("optimizer")
+    state.init_choice("optimizer")
     st.selectbox(
         "Optimiser",
         list(OPTIMIZERS),
         key="optimizer",
         persist_state="session",
         format_func=lambda k: {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}.get(k, k),
-        help="How the corrections are made. " + OPTIMIZERS[common.choice("optimizer")],
+        help="How the corrections are made. " + OPTIMIZERS[state.choice("optimizer")],
     )
-    common.init_choice("schedule")
+    state.init_choice("schedule")
     st.selectbox(
         "Learning-rate schedule",
         list(SCHEDULES),
         key="schedule",
         persist_state="session",
-        help=SCHEDULES[common.choice("schedule")],
+        help=SCHEDULES[state.choice("schedule")],
     )
-    common.init_choice("weight_decay")
+    state.init_choice("weight_decay")
     st.select_slider(
         "Weight decay",
         [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 5e-2, 1e-1],
@@ -368,7 +370,7 @@ def optimiser_settings() -> None:
         format_func=lambda v: f"{v:g}",
         help="Gently pulls the weights towards zero, against overfitting.",
     )
-    common.init_choice("momentum")
+    state.init_choice("momentum")
     st.slider(
         "Momentum",
         0.0,
@@ -376,13 +378,13 @@ def optimiser_settings() -> None:
         step=0.01,
         key="momentum",
         persist_state="session",
-        disabled=common.choice("optimizer") not in ("sgd", "rmsprop"),
+        disabled=state.choice("optimizer") not in ("sgd", "rmsprop"),
         help="For SGD and RMSprop: how much each step keeps going in the direction of the last ones.",
     )
 
 
 def regularisation_settings() -> None:
-    common.init_choice("augment")
+    state.init_choice("augment")
     words = {"auto": "auto (none for a linear probe, else light)", **{k: k for k in AUGMENT_PRESETS}}
     st.selectbox(
         "Augmentation",
@@ -392,10 +394,10 @@ def regularisation_settings() -> None:
         format_func=words.get,
         help="Random changes to the training pictures so the model does not just memorise them. "
         + AUGMENT_PRESETS.get(
-            common.choice("augment"), "Auto keeps a linear probe fast (its features are computed once)."
+            state.choice("augment"), "Auto keeps a linear probe fast (its features are computed once)."
         ),
     )
-    common.init_choice("label_smoothing")
+    state.init_choice("label_smoothing")
     st.slider(
         "Label smoothing",
         0.0,
@@ -405,14 +407,14 @@ def regularisation_settings() -> None:
         persist_state="session",
         help="Asks the model to be a little less than 100% sure; can help with noisy labels.",
     )
-    common.init_choice("class_weighted")
+    state.init_choice("class_weighted")
     st.toggle(
         "Weigh rare classes more",
         key="class_weighted",
         persist_state="session",
         help="When some classes have far fewer pictures, count each of their mistakes more.",
     )
-    common.init_choice("early_stopping")
+    state.init_choice("early_stopping")
     st.number_input(
         "Stop early after … epochs without progress (0 = never)",
         0,
@@ -424,7 +426,7 @@ def regularisation_settings() -> None:
 
 
 def machine_settings(info: BackboneInfo) -> None:
-    common.init_choice("image_size")
+    state.init_choice("image_size")
     st.selectbox(
         "Picture size",
         [0, 128, 160, 192, 224, 256, 288, 320, 384],
@@ -434,7 +436,7 @@ def machine_settings(info: BackboneInfo) -> None:
         format_func=lambda v: f"the network's own ({info.image_size}×{info.image_size})" if v == 0 else f"{v}×{v}",
         help="Pictures are resized to this before the network sees them. Smaller is faster.",
     )
-    common.init_choice("val_fraction")
+    state.init_choice("val_fraction")
     st.slider(
         "Share of pictures kept for checking",
         0.05,
@@ -445,7 +447,7 @@ def machine_settings(info: BackboneInfo) -> None:
         help="Only used when the folder has no train/ and val/ folders: this share of each class is set aside "
         "for validation.",
     )
-    common.init_choice("seed")
+    state.init_choice("seed")
     st.number_input(
         "Random seed",
         0,
@@ -457,7 +459,7 @@ def machine_settings(info: BackboneInfo) -> None:
     on_gpu = torch.cuda.is_available()
     on_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     devices = ["auto", "cpu"] + (["cuda"] if on_gpu else []) + (["mps"] if on_mps else [])
-    common.init_choice("device")
+    state.init_choice("device")
     if st.session_state["device"] not in devices:
         st.session_state["device"] = "auto"
     names = {
@@ -474,21 +476,21 @@ def machine_settings(info: BackboneInfo) -> None:
         format_func=lambda d: names.get(d, d),
         help="Where training runs. Auto picks the GPU when there is one.",
     )
-    common.init_choice("mixed_precision")
+    state.init_choice("mixed_precision")
     st.toggle(
         "Mixed precision on the GPU",
         key="mixed_precision",
         persist_state="session",
         help="Faster GPU training with 16-bit numbers; no effect on the CPU.",
     )
-    common.init_choice("feature_cache")
+    state.init_choice("feature_cache")
     st.toggle(
         "Remember the frozen blocks' output",
         key="feature_cache",
         persist_state="session",
         help="Runs the frozen blocks once per picture and reuses the result: makes a linear probe take seconds.",
     )
-    common.init_choice("init")
+    state.init_choice("init")
     st.radio(
         "Start from",
         ["pretrained", "random"],
@@ -502,15 +504,16 @@ def machine_settings(info: BackboneInfo) -> None:
 
 # --- the page --------------------------------------------------------------------------------
 
+bookmarks.open_inside_app(state.PAGE_MODEL)  # a bookmark opened first on a fresh server
 st.title(":material/layers: Choose the model")
-common.intro(
+widgets.intro(
     "<b>Step 2 of 4.</b> Pick a <b>pretrained network</b> (it already knows the 1,000 everyday things of "
     "ImageNet), then choose which of its blocks stay <b>frozen</b> (keep what they know) and which "
     "<b>learn</b> from your pictures. The defaults are a good first try; then go on to <b>Train</b>."
 )
-report, _ = common.scan_or_none()
+report, _ = state.scan_or_none()
 chosen_info = backbone_section()
 chosen_preset = blocks_section(chosen_info, len(report.classes) if report is not None and report.classes else 2)
 head_section()
 settings_section(chosen_info, chosen_preset)
-common.next_step(common.PAGE_TRAIN, "Next: train the model")
+widgets.next_step(state.PAGE_TRAIN, "Next: train the model")

@@ -7,27 +7,29 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.errors import friendly
 from core.jobs import ACTIVE
 from core.backbones import get_backbone, weights_cached
 from core.runs import open_run
-from pages import common
+from ui import bookmarks, charts, resources, state, widgets, words
 
+bookmarks.open_inside_app(state.PAGE_TRAIN)  # a bookmark opened first on a fresh server
 st.title(":material/fitness_center: Train")
-common.intro(
+widgets.intro(
     "<b>Step 3 of 4.</b> Press <b>Start training</b> and watch the model learn: the charts fill in as it "
     "goes (you can switch pages meanwhile). When it is done, try it in the <b>Playground</b>."
 )
 
 
 def _start() -> None:
-    if common.manager().active_jobs():  # e.g. a second tab started one a moment ago
+    if resources.manager().active_jobs():  # e.g. a second tab started one a moment ago
         st.session_state["_start_error"] = "A training is already running. Wait for it to end, or stop it."
         return
     try:
-        config = common.build_config()
-        job = common.manager().submit(config)
+        config = state.build_config()
+        job = resources.manager().submit(config)
     except Exception as exc:  # noqa: BLE001 - reported on the page
-        st.session_state["_start_error"] = common.friendly(exc)
+        st.session_state["_start_error"] = friendly(exc)
         return
     st.session_state["job_id"] = job.id
     st.session_state.pop("_start_error", None)
@@ -71,116 +73,115 @@ def _device_text(snap: dict) -> str:
     return name
 
 
-def show_job(job) -> None:
-    """The live view of one job (a fragment redraws it every 1.5 s while it is active)."""
-    snap = job.snapshot()
-    state = snap["state"]
-    config = job.config
-    if state in ACTIVE and st.session_state.get("_seen_state", {}).get(job.id) in (None, *ACTIVE):
-        st.session_state.setdefault("_seen_state", {})[job.id] = state
-    elif state not in ACTIVE and st.session_state.get("_seen_state", {}).get(job.id) in ACTIVE:
-        # It just ended: redraw the whole page once (without the timer).
-        st.session_state["_seen_state"][job.id] = state
+def _rerun_when_it_ends(job, job_state: str) -> None:
+    """While a job is active the fragment redraws only itself; when it has just
+    ended, redraw the whole page once (without the timer)."""
+    if job_state in ACTIVE and st.session_state.get("_seen_state", {}).get(job.id) in (None, *ACTIVE):
+        st.session_state.setdefault("_seen_state", {})[job.id] = job_state
+    elif job_state not in ACTIVE and st.session_state.get("_seen_state", {}).get(job.id) in ACTIVE:
+        st.session_state["_seen_state"][job.id] = job_state
         st.rerun()
 
-    run_name = Path(snap["run_dir"]).name if snap.get("run_dir") else "?"
-    st.markdown(
-        f"**{common.state_label(state)}** — {common.backbone_title(config.backbone)}, "
-        f"{common.strategy_label(config.strategy)}, on `{Path(config.data_dir).name}` · run `{run_name}`"
+
+def progress_bars(snap: dict, config) -> None:
+    """The download, the epochs and batches, or the phase before training."""
+    job_state = snap["state"]
+    epochs = snap.get("epochs") or config.epochs
+    epoch, batch, batches = snap.get("epoch") or 0, snap.get("batch") or 0, snap.get("batches") or 0
+    if snap.get("download"):
+        d = snap["download"]
+        total = d.get("total") or 0
+        frac = min(1.0, d["done"] / total) if total else 0.0
+        st.progress(
+            frac,
+            text=f"Downloading the pretrained weights ({d['file']}): {d['done'] / 2**20:.1f} of "
+            f"{total / 2**20:.1f} MB"
+            if total
+            else f"Downloading the pretrained weights ({d['file']})…",
+        )
+    if snap.get("phase") == "Training" or job_state == "stopping":
+        done = ((epoch - 1) * batches + batch) / max(1, epochs * batches) if batches else 0.0
+        st.progress(min(1.0, max(0.0, done)), text=f"Epoch {epoch} of {epochs} · batch {batch} of {batches}")
+    else:
+        frac = batch / batches if batches else 0.0
+        detail = f" ({batch} of {batches} pictures)" if batches else ""
+        st.progress(min(1.0, frac), text=f"{snap.get('phase') or 'Starting'}…{detail}")
+        if "features" in (snap.get("phase") or ""):
+            st.caption(
+                "The frozen blocks look at each picture once and their output is remembered, "
+                "so every epoch after that takes only seconds."
+            )
+
+
+def live_numbers(job, snap: dict) -> None:
+    """Speed, time left, the latest accuracy, the device, and the Stop button."""
+    job_state = snap["state"]
+    m1, m2, m3, m4 = st.columns(4)
+    speed = snap.get("images_per_second")
+    m1.metric(
+        "Pictures per second",
+        f"{speed:.0f}" if speed else "–",
+        help="How many training pictures the model gets through each second.",
+    )
+    m2.metric(
+        "Time left (estimate)",
+        words.fmt_duration(snap.get("eta_seconds")) if snap.get("eta_seconds") is not None else "–",
+    )
+    last = snap["history"][-1] if snap["history"] else None
+    m3.metric(
+        "Validation accuracy",
+        words.fmt_pct(last["val_accuracy"]) if last else "–",
+        help="The share of the validation pictures the model gets right after the last finished epoch.",
+    )
+    m4.metric("Running on", _device_text(snap), help="The GPU (with its memory) or the CPU that trains the model.")
+    st.button(
+        "Stop training",
+        icon=":material/stop_circle:",
+        on_click=_stop,
+        args=(job,),
+        key=f"stop_{job.id}",
+        disabled=job_state == "stopping",
+        help="Stops after the current batch; the last finished epoch is kept and can be resumed.",
     )
 
-    if state in ACTIVE:
-        epochs = snap.get("epochs") or config.epochs
-        epoch, batch, batches = snap.get("epoch") or 0, snap.get("batch") or 0, snap.get("batches") or 0
-        if snap.get("download"):
-            d = snap["download"]
-            total = d.get("total") or 0
-            frac = min(1.0, d["done"] / total) if total else 0.0
-            st.progress(
-                frac,
-                text=f"Downloading the pretrained weights ({d['file']}): {d['done'] / 2**20:.1f} of "
-                f"{total / 2**20:.1f} MB"
-                if total
-                else f"Downloading the pretrained weights ({d['file']})…",
-            )
-        if snap.get("phase") == "Training" or state == "stopping":
-            done = ((epoch - 1) * batches + batch) / max(1, epochs * batches) if batches else 0.0
-            st.progress(min(1.0, max(0.0, done)), text=f"Epoch {epoch} of {epochs} · batch {batch} of {batches}")
-        else:
-            frac = batch / batches if batches else 0.0
-            detail = f" ({batch} of {batches} pictures)" if batches else ""
-            st.progress(min(1.0, frac), text=f"{snap.get('phase') or 'Starting'}…{detail}")
-            if "features" in (snap.get("phase") or ""):
-                st.caption(
-                    "The frozen blocks look at each picture once and their output is remembered, "
-                    "so every epoch after that takes only seconds."
-                )
-        common.feature_cache_caption(snap.get("feature_cache"))
-        m1, m2, m3, m4 = st.columns(4)
-        speed = snap.get("images_per_second")
-        m1.metric(
-            "Pictures per second",
-            f"{speed:.0f}" if speed else "–",
-            help="How many training pictures the model gets through each second.",
+
+def finished_box(snap: dict, run_name: str) -> None:
+    """What the run achieved, in words, and where to go next."""
+    result = snap.get("result") or {}
+    st.success(
+        f"**Finished.** Best validation accuracy **{words.fmt_pct(result.get('val_accuracy'))}** "
+        f"at epoch {result.get('best_epoch')} of {result.get('epochs_done')}, in "
+        f"{words.fmt_duration(result.get('seconds'))} on {result.get('device')}.",
+        icon=":material/celebration:",
+    )
+    evaluation = _evaluation(snap.get("run_dir"))
+    if evaluation and evaluation.get("count"):
+        right = round(evaluation["accuracy"] * evaluation["count"])
+        st.markdown(
+            f"In plain words: the model named **{right} of the {evaluation['count']}** validation "
+            "pictures correctly, pictures it never learned from."
         )
-        m2.metric(
-            "Time left (estimate)",
-            common.fmt_duration(snap.get("eta_seconds")) if snap.get("eta_seconds") is not None else "–",
+    if snap.get("skipped_files"):
+        st.caption(f"{len(snap['skipped_files'])} pictures could not be read during training and were left out.")
+    widgets.feature_cache_caption(snap.get("feature_cache"))
+    l1, l2, _ = st.columns([1, 1, 2])
+    with l1:
+        st.page_link(
+            state.PAGE_RESULTS, label="See the results", icon=":material/insights:", query_params={"run": run_name}
         )
-        last = snap["history"][-1] if snap["history"] else None
-        m3.metric(
-            "Validation accuracy",
-            common.fmt_pct(last["val_accuracy"]) if last else "–",
-            help="The share of the validation pictures the model gets right after the last finished epoch.",
-        )
-        m4.metric("Running on", _device_text(snap), help="The GPU (with its memory) or the CPU that trains the model.")
-        st.button(
-            "Stop training",
-            icon=":material/stop_circle:",
-            on_click=_stop,
-            args=(job,),
-            key=f"stop_{job.id}",
-            disabled=state == "stopping",
-            help="Stops after the current batch; the last finished epoch is kept and can be resumed.",
+    with l2:
+        st.page_link(
+            state.PAGE_PLAYGROUND,
+            label="Try it in the Playground",
+            icon=":material/science:",
+            query_params={"run": run_name},
         )
 
-    if state == "finished":
-        result = snap.get("result") or {}
-        st.success(
-            f"**Finished.** Best validation accuracy **{common.fmt_pct(result.get('val_accuracy'))}** "
-            f"at epoch {result.get('best_epoch')} of {result.get('epochs_done')}, in "
-            f"{common.fmt_duration(result.get('seconds'))} on {result.get('device')}.",
-            icon=":material/celebration:",
-        )
-        evaluation = _evaluation(snap.get("run_dir"))
-        if evaluation and evaluation.get("count"):
-            right = round(evaluation["accuracy"] * evaluation["count"])
-            st.markdown(
-                f"In plain words: the model named **{right} of the {evaluation['count']}** validation "
-                "pictures correctly, pictures it never learned from."
-            )
-        if snap.get("skipped_files"):
-            st.caption(f"{len(snap['skipped_files'])} pictures could not be read during training and were left out.")
-        common.feature_cache_caption(snap.get("feature_cache"))
-        l1, l2, _ = st.columns([1, 1, 2])
-        with l1:
-            st.page_link(
-                common.PAGE_RESULTS, label="See the results", icon=":material/insights:", query_params={"run": run_name}
-            )
-        with l2:
-            st.page_link(
-                common.PAGE_PLAYGROUND,
-                label="Try it in the Playground",
-                icon=":material/science:",
-                query_params={"run": run_name},
-            )
-    elif state == "failed":
-        st.error(f"**Training failed.** {snap.get('reason')}", icon=":material/error:")
-    elif state == "stopped":
-        st.info(f"**Stopped.** {snap.get('reason') or ''} Resume it from the Runs page.", icon=":material/stop_circle:")
-
+def training_curves(job, snap: dict, config) -> None:
+    """Loss and accuracy, filling in as the model trains."""
+    job_state = snap["state"]
     history = snap["history"]
-    if not history and state not in ACTIVE:
+    if not history and job_state not in ACTIVE:
         return  # nothing was learned: no empty charts
     if not history:
         st.caption(
@@ -188,21 +189,46 @@ def show_job(job) -> None:
         )
     c1, c2 = st.columns(2)
     c1.plotly_chart(
-        common.loss_figure(
+        charts.loss_figure(
             history, snap.get("batch_losses"), _steps_per_epoch(snap), snap.get("epochs") or config.epochs
         ),
         key=f"loss_{job.id}",
     )
-    c2.plotly_chart(common.accuracy_figure(history, snap.get("epochs") or config.epochs), key=f"acc_{job.id}")
+    c2.plotly_chart(charts.accuracy_figure(history, snap.get("epochs") or config.epochs), key=f"acc_{job.id}")
+
+
+def show_job(job) -> None:
+    """The live view of one job (a fragment redraws it every 1.5 s while it is active)."""
+    snap = job.snapshot()
+    job_state = snap["state"]
+    config = job.config
+    _rerun_when_it_ends(job, job_state)
+
+    run_name = Path(snap["run_dir"]).name if snap.get("run_dir") else "?"
+    st.markdown(
+        f"**{words.state_label(job_state)}** — {words.backbone_title(config.backbone)}, "
+        f"{words.strategy_label(config.strategy)}, on `{Path(config.data_dir).name}` · run `{run_name}`"
+    )
+    if job_state in ACTIVE:
+        progress_bars(snap, config)
+        widgets.feature_cache_caption(snap.get("feature_cache"))
+        live_numbers(job, snap)
+    if job_state == "finished":
+        finished_box(snap, run_name)
+    elif job_state == "failed":
+        st.error(f"**Training failed.** {snap.get('reason')}", icon=":material/error:")
+    elif job_state == "stopped":
+        st.info(f"**Stopped.** {snap.get('reason') or ''} Resume it from the Runs page.", icon=":material/stop_circle:")
+    training_curves(job, snap, config)
 
 
 def _show_job_safely(job) -> None:
     # A fragment rerun does not pass through app.py's error handler.
-    with common.guard("Could not show the training's progress"):
+    with widgets.guard("Could not show the training's progress"):
         show_job(job)
 
 
-job = common.current_job()
+job = resources.current_job()
 active = job is not None and job.state in ACTIVE
 
 # --- the running (or last) training first -------------------------------------------
@@ -216,17 +242,17 @@ if job is not None:
 
 # --- what will be trained, and the start button -------------------------------------
 if not active:
-    report, scan_error = common.scan_or_none()
+    report, scan_error = state.scan_or_none()
     config = None
     problem = None
-    if not common.choice("data_dir"):
+    if not state.choice("data_dir"):
         problem = "Choose a folder of pictures on the **Data** page first."
     elif scan_error:
         problem = f"{scan_error} Choose another folder on the **Data** page."
     elif report is not None and not report.can_train:
         problem = " ".join(report.errors) + " Fix the folder, or choose another one on the **Data** page."
     else:
-        config = common.build_config()
+        config = state.build_config()
 
     with st.container(border=True):
         st.markdown("#### " + ("Train again" if job is not None else "Ready to train"))
@@ -238,7 +264,7 @@ if not active:
                 f"{report.num_images} pictures"
             )
             r2.markdown(f"**Network**  \n{info.title}" + ("" if config.init == "pretrained" else " (random weights)"))
-            r3.markdown(f"**What learns**  \n{common.strategy_label(config.strategy)}")
+            r3.markdown(f"**What learns**  \n{words.strategy_label(config.strategy)}")
             r4.markdown(
                 f"**Settings**  \n{config.epochs} epochs, batch {config.batch_size or 'auto'}, rate {config.lr:g}"
             )
@@ -256,9 +282,9 @@ if not active:
                 help="Training runs in the background: you can keep using the app.",
             )
             with b2:
-                st.page_link(common.PAGE_MODEL, label="Change the model or settings", icon=":material/layers:")
+                st.page_link(state.PAGE_MODEL, label="Change the model or settings", icon=":material/layers:")
         else:
             st.warning(problem, icon=":material/arrow_back:")
-            st.page_link(common.PAGE_DATA, label="Go to the Data page", icon=":material/photo_library:")
+            st.page_link(state.PAGE_DATA, label="Go to the Data page", icon=":material/photo_library:")
     if st.session_state.get("_start_error"):
         st.error(f"Could not start: {st.session_state.pop('_start_error')}", icon=":material/error:")

@@ -10,12 +10,14 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageOps
 
+from core.images import IMAGE_EXTENSIONS
+from core.errors import friendly
 from core.evaluation import list_images, predict_batch, predict_images, predictions_csv
-from core.runs import open_run
-from pages import common
+from ui import bookmarks, charts, resources, state, uploads, widgets, words
 
+bookmarks.open_inside_app(state.PAGE_PLAYGROUND)  # a bookmark opened first on a fresh server
 st.title(":material/science: Playground")
-common.intro(
+widgets.intro(
     "<b>Step 4 of 4.</b> Pick a trained model, then give it a picture it has never seen (upload one, or "
     "take one with your camera) and see which class it thinks it is, how sure it is, and where it looked. "
     "Or let it name a whole folder of pictures at once."
@@ -28,7 +30,7 @@ def one_picture(run) -> None:
     with tab_upload:
         uploaded = st.file_uploader(
             "A picture",
-            type=sorted(e.lstrip(".") for e in common.IMAGE_EXTENSIONS),
+            type=sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS),
             key="play_upload",
             help="Any photo; it does not need to be from your folder.",
         )
@@ -52,11 +54,11 @@ def one_picture(run) -> None:
 
     try:
         with st.spinner("Loading the model…"):
-            loaded = common.loaded_model(run)
+            loaded = resources.loaded_model(run)
         k = min(5, len(loaded.classes))
         result = predict_images(loaded, [image], k=k)[0]
     except Exception as exc:  # noqa: BLE001
-        st.error(f"The model could not make a prediction: {common.friendly(exc)}", icon=":material/error:")
+        st.error(f"The model could not make a prediction: {friendly(exc)}", icon=":material/error:")
         return
 
     if result.get("error"):
@@ -65,9 +67,9 @@ def one_picture(run) -> None:
 
     top_class, top_prob = result["top"][0]
     try:
-        explained = _explain_upload(str(run.path), common.file_mtime(run.best_checkpoint), source.getvalue(), image)
+        explained = resources.explain_upload(run, source.getvalue(), image)
     except Exception:  # noqa: BLE001 - the prediction stands without its heat map
-        common.log.exception("Grad-CAM failed for an uploaded picture")
+        widgets.log.exception("Grad-CAM failed for an uploaded picture")
         explained = None
 
     c1, c2, c3 = st.columns([1, 1, 1.6], gap="large")
@@ -80,16 +82,10 @@ def one_picture(run) -> None:
         st.markdown(f"### It looks like: **{top_class}**")
         sure = "very sure" if top_prob >= 0.9 else "fairly sure" if top_prob >= 0.6 else "unsure"
         st.markdown(f"The model is **{top_prob:.0%}** sure ({sure}).")
-        st.plotly_chart(common.top_classes_figure(result["top"]), key="top_classes")
+        st.plotly_chart(charts.top_classes_figure(result["top"]), key="top_classes")
     if explained is not None:
-        st.caption(common.CAM_CAPTION)
+        st.caption(words.CAM_CAPTION)
     st.caption("The model always picks one of the classes it was taught, even for a picture of something else.")
-
-
-@st.cache_data(show_spinner=False, max_entries=20, hash_funcs={Image.Image: lambda _: None})
-def _explain_upload(run_dir: str, mtime: float, data: bytes, image: Image.Image) -> dict:
-    """Grad-CAM of an upload, kept per picture (the image itself is keyed by its bytes)."""
-    return common.explain_picture(open_run(run_dir), image)
 
 
 @st.fragment
@@ -97,7 +93,7 @@ def many_pictures(run) -> None:
     """A folder of pictures: a table of what the model says, and a CSV of it.
     A fragment: using it does not redo the single picture above."""
     # A fragment's rerun does not pass through app.py's error handler.
-    with common.guard("Could not name the pictures"):
+    with widgets.guard("Could not name the pictures"):
         _many_pictures(run)
 
 
@@ -159,7 +155,7 @@ def _many_pictures(run) -> None:
     st.download_button(
         "Download the table (CSV)",
         data=predictions_csv(rows),
-        file_name=f"predictions-{common.safe_name(Path(result['folder']).name, 'pictures')}.csv",
+        file_name=f"predictions-{uploads.safe_name(Path(result['folder']).name, 'pictures')}.csv",
         mime="text/csv",
         icon=":material/download:",
         on_click="ignore",
@@ -183,15 +179,15 @@ def _predict_folder(run, folder: str, k: int) -> None:
     bar = st.progress(0.0, text=f"Naming {len(paths)} pictures…")
     try:
         rows = predict_batch(
-            common.loaded_model(run),
+            resources.loaded_model(run),
             paths,
             k=k,
             root=path if path.is_dir() else path.parent,
             on_progress=lambda done, total: bar.progress(done / total, text=f"{done} of {total} pictures…"),
         )
     except Exception as exc:  # noqa: BLE001
-        common.log.exception("batch prediction failed")
-        st.error(f"The model could not name the pictures: {common.friendly(exc)}", icon=":material/error:")
+        widgets.log.exception("batch prediction failed")
+        st.error(f"The model could not name the pictures: {friendly(exc)}", icon=":material/error:")
         return
     finally:
         bar.empty()
@@ -200,15 +196,15 @@ def _predict_folder(run, folder: str, k: int) -> None:
 
 def main() -> None:
     """Pick a run, then one picture, or a folder of them."""
-    runs = [r for r in common.store().list() if r.best_checkpoint.exists()]
+    runs = [r for r in resources.store().list() if r.best_checkpoint.exists()]
     if not runs:
         st.info(
             "There is no trained model yet. Train one on the **Train** page first.", icon=":material/fitness_center:"
         )
-        st.page_link(common.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
+        st.page_link(state.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
         return
 
-    run = common.pick_run(runs, key="play_run", help="Every run that has saved a model, newest first.")
+    run = widgets.pick_run(runs, key="play_run", help="Every run that has saved a model, newest first.")
     classes = run.classes
     st.caption(
         f"This model knows {len(classes)} classes: " + ", ".join(classes[:20]) + (" …" if len(classes) > 20 else "")

@@ -7,36 +7,29 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.jobs import ACTIVE
 from core.config import TrainConfig
-from pages import common
+from core.errors import friendly
+from core.jobs import ACTIVE
+from ui import bookmarks, charts, resources, state, widgets, words
 
+bookmarks.open_inside_app(state.PAGE_RUNS)  # a bookmark opened first on a fresh server
 st.title(":material/history: Runs")
-common.intro(
+widgets.intro(
     "Every training you started, newest first. <b>Open</b> one to see how it did, see its full "
     "<b>Results</b>, try it in the <b>Playground</b>, <b>resume</b> one that was stopped, or <b>delete</b> the "
     "ones you no longer need. To put several side by side, use <b>Compare</b>."
 )
 
 
-def main() -> None:
-    """The runs table and the opened run."""
-    store = common.store()
-    mgr = common.manager()
-    runs = store.list()
-    if not runs:
-        st.info(f"No runs yet in `{store.root}`. Start one on the **Train** page.", icon=":material/fitness_center:")
-        st.page_link(common.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
-        return
+def _live_state(run, mgr, alive: set) -> str:
+    """A run's state, from its job while one trains it (the run's files lag behind)."""
+    if str(run.path.resolve()) in alive:
+        job = mgr.job_for_run(run.path)
+        return job.state if job else run.state
+    return run.state
 
-    alive = mgr.alive_run_dirs()
 
-    def _state(run) -> str:
-        if str(run.path.resolve()) in alive:
-            job = mgr.job_for_run(run.path)
-            return job.state if job else run.state
-        return run.state
-
+def runs_table(runs: list, states: dict) -> None:
     rows = []
     for run in runs:
         s = run.summary()
@@ -44,14 +37,14 @@ def main() -> None:
         rows.append(
             {
                 "Run": s["run"],
-                "Status": common.state_word(_state(run)),
-                "Network": common.backbone_title(s["backbone"]),
-                "What learned": common.strategy_label(s["strategy"]),
+                "Status": words.state_word(states[run.name]),
+                "Network": words.backbone_title(s["backbone"]),
+                "What learned": words.strategy_label(s["strategy"]),
                 "Pictures": Path(s["data"]).name if s.get("data") else "?",
                 "Best val accuracy": None if acc is None or acc < 0 else 100 * acc,
                 "Epochs": f"{s.get('epochs_done') or 0} of {s.get('epochs')}",
-                "Time": common.fmt_duration(s.get("seconds")) if s.get("seconds") else "–",
-                "Started": common.fmt_when(s.get("created")),
+                "Time": words.fmt_duration(s.get("seconds")) if s.get("seconds") else "–",
+                "Started": words.fmt_when(s.get("created")),
             }
         )
     st.dataframe(
@@ -67,7 +60,9 @@ def main() -> None:
         },
     )
 
-    # --- one run, opened ----------------------------------------------------------------
+
+def pick_open_run(runs: list):
+    """The run to open: follows a ?run=NAME link once, then the select box."""
     names = [r.name for r in runs]
     by_name = {r.name: r for r in runs}
     wanted = st.query_params.get("run")
@@ -80,31 +75,50 @@ def main() -> None:
         "Open a run",
         names,
         key="open_run",
-        format_func=lambda n: common.run_label(by_name[n]),
+        format_func=lambda n: words.run_label(by_name[n]),
         help="Shows the run's results below.",
     )
-    run = by_name[st.session_state["open_run"]]
-    state = _state(run)
-    summary = run.summary()
-    status = run.status
+    return by_name[st.session_state["open_run"]]
 
+
+def run_heading(run, run_state: str) -> None:
+    summary = run.summary()
     st.divider()
-    st.subheader(f"{common.state_label(state)} · {run.name}")
-    if state == "failed":
+    st.subheader(f"{words.state_label(run_state)} · {run.name}")
+    if run_state == "failed":
         st.error(f"This run failed: {summary.get('reason') or 'no reason was saved.'}", icon=":material/error:")
-    elif state == "stopped":
+    elif run_state == "stopped":
         st.info(summary.get("reason") or "This run was stopped.", icon=":material/stop_circle:")
-    elif state == "interrupted":
+    elif run_state == "interrupted":
         st.warning(
             "This run was interrupted (the app was closed or the computer restarted while it trained). "
             "Resume it to continue from its last finished epoch.",
             icon=":material/warning:",
         )
-    elif state in ACTIVE:
+    elif run_state in ACTIVE:
         st.info("This run is training now; watch it on the **Train** page.", icon=":material/directions_run:")
 
-    # Actions
-    can_resume = run.can_resume and state not in ACTIVE and not mgr.active_jobs()
+
+def resume_button(run, mgr, run_state: str) -> None:
+    can_resume = run.can_resume and run_state not in ACTIVE and not mgr.active_jobs()
+    if st.button(
+        "Resume",
+        icon=":material/play_arrow:",
+        disabled=not can_resume,
+        help="Continue from the last finished epoch." if can_resume else "Wait until the current training ends.",
+    ):
+        try:
+            config = TrainConfig.from_dict(run.config)
+            job = mgr.submit(config, resume_run=run.path)
+            st.session_state["job_id"] = job.id
+        except Exception as exc:  # noqa: BLE001
+            st.error(f"Could not resume: {friendly(exc)}", icon=":material/error:")
+        else:
+            st.switch_page(state.PAGE_TRAIN)
+
+
+def actions(run, mgr, run_state: str) -> None:
+    """Links to the run's results and playground, resume, and delete."""
     has_model = run.best_checkpoint.exists()
     has_results = (run.path / "eval.json").exists()
     widths = ([1] if has_results else []) + ([1.4] if has_model else []) + ([0.8] if run.can_resume else []) + [0.8, 2]
@@ -112,7 +126,7 @@ def main() -> None:
     if has_results:
         with next(cols):
             st.page_link(
-                common.PAGE_RESULTS,
+                state.PAGE_RESULTS,
                 label="See the results",
                 icon=":material/insights:",
                 query_params={"run": run.name},
@@ -120,38 +134,26 @@ def main() -> None:
     if has_model:
         with next(cols):
             st.page_link(
-                common.PAGE_PLAYGROUND,
+                state.PAGE_PLAYGROUND,
                 label="Try it in the Playground",
                 icon=":material/science:",
                 query_params={"run": run.name},
             )
     if run.can_resume:
         with next(cols):
-            if st.button(
-                "Resume",
-                icon=":material/play_arrow:",
-                disabled=not can_resume,
-                help="Continue from the last finished epoch."
-                if can_resume
-                else "Wait until the current training ends.",
-            ):
-                try:
-                    config = TrainConfig.from_dict(run.config)
-                    job = mgr.submit(config, resume_run=run.path)
-                    st.session_state["job_id"] = job.id
-                except Exception as exc:  # noqa: BLE001
-                    st.error(f"Could not resume: {common.friendly(exc)}", icon=":material/error:")
-                else:
-                    st.switch_page(common.PAGE_TRAIN)
+            resume_button(run, mgr, run_state)
     with next(cols):
         if st.button(
             "Delete…",
             icon=":material/delete:",
-            disabled=state in ACTIVE,
-            help="Stop it first." if state in ACTIVE else "Delete this run and all its files.",
+            disabled=run_state in ACTIVE,
+            help="Stop it first." if run_state in ACTIVE else "Delete this run and all its files.",
         ):
             st.session_state["_confirm_delete"] = run.name
 
+
+def confirm_delete(run, store) -> None:
+    """Deleting asks once more, in a box of its own."""
     if st.session_state.get("_confirm_delete") == run.name:
         with st.container(border=True):
             st.warning(
@@ -164,7 +166,7 @@ def main() -> None:
                 try:
                     store.delete(run)
                 except Exception as exc:  # noqa: BLE001
-                    st.error(f"Could not delete it: {common.friendly(exc)}", icon=":material/error:")
+                    st.error(f"Could not delete it: {friendly(exc)}", icon=":material/error:")
                 else:
                     st.session_state.pop("open_run", None)
                     st.session_state["_deleted"] = run.name
@@ -177,44 +179,51 @@ def main() -> None:
     if deleted:
         st.toast(f"Deleted {deleted}.", icon=":material/delete:")
 
-    # --- results (the Results page has the full picture) --------------------------------------
+
+def run_results(run) -> None:
+    """The headline numbers and curves (the Results page has the full picture)."""
+    summary = run.summary()
+    status = run.status
     metrics = run.metrics
     if not metrics:
         st.caption("This run has not finished an epoch, so it has no results yet.")
-    else:
-        acc = status.get("best_val_accuracy")
-        m1, m2, m3, m4 = st.columns(4)
-        m1.metric(
-            "Best val accuracy",
-            common.fmt_pct(acc) if acc is not None and acc >= 0 else "–",
-            help="The share of the validation pictures that the best epoch's model got right.",
+        return
+    acc = status.get("best_val_accuracy")
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric(
+        "Best val accuracy",
+        words.fmt_pct(acc) if acc is not None and acc >= 0 else "–",
+        help="The share of the validation pictures that the best epoch's model got right.",
+    )
+    m2.metric("Best epoch", f"{status.get('best_epoch') or '–'} of {summary.get('epochs')}")
+    m3.metric(
+        "Macro F1",
+        f"{status['macro_f1']:.3f}" if status.get("macro_f1") is not None else "–",
+        help="The average over classes of F1 (which balances precision and recall). 1.0 is perfect.",
+    )
+    m4.metric("Training time", words.fmt_duration(status.get("seconds")) if status.get("seconds") else "–")
+    device = status.get("device_name") or status.get("device")
+    if device:
+        st.caption(
+            f"Trained on {device}"
+            + (f" ({status['device_memory_gb']:.0f} GB)" if status.get("device_memory_gb") else "")
+            + f" · started {words.fmt_when(summary.get('created'))}"
         )
-        m2.metric("Best epoch", f"{status.get('best_epoch') or '–'} of {summary.get('epochs')}")
-        m3.metric(
-            "Macro F1",
-            f"{status['macro_f1']:.3f}" if status.get("macro_f1") is not None else "–",
-            help="The average over classes of F1 (which balances precision and recall). 1.0 is perfect.",
-        )
-        m4.metric("Training time", common.fmt_duration(status.get("seconds")) if status.get("seconds") else "–")
-        device = status.get("device_name") or status.get("device")
-        if device:
-            st.caption(
-                f"Trained on {device}"
-                + (f" ({status['device_memory_gb']:.0f} GB)" if status.get("device_memory_gb") else "")
-                + f" · started {common.fmt_when(summary.get('created'))}"
-            )
 
-        c1, c2 = st.columns(2)
-        epochs = summary.get("epochs")
-        c1.plotly_chart(common.loss_figure(metrics, epochs=epochs), key="run_loss")
-        c2.plotly_chart(common.accuracy_figure(metrics, epochs=epochs), key="run_acc")
+    c1, c2 = st.columns(2)
+    epochs = summary.get("epochs")
+    c1.plotly_chart(charts.loss_figure(metrics, epochs=epochs), key="run_loss")
+    c2.plotly_chart(charts.accuracy_figure(metrics, epochs=epochs), key="run_acc")
 
-    evaluation = common.evaluation(run)
+
+def per_class_and_settings(run) -> None:
+    status = run.status
+    evaluation = resources.evaluation(run)
     if evaluation and evaluation.get("per_class"):
         st.markdown("#### How well each class is recognised (validation pictures)")
-        common.per_class_table(evaluation)
+        widgets.per_class_table(evaluation)
         st.page_link(
-            common.PAGE_RESULTS,
+            state.PAGE_RESULTS,
             label="See which classes it mixes up, its hardest pictures and where it looked, and export it",
             icon=":material/insights:",
             query_params={"run": run.name},
@@ -231,6 +240,26 @@ def main() -> None:
             )
         st.dataframe(pd.DataFrame([{"setting": k, "value": str(v)} for k, v in config.items()]), hide_index=True)
         st.caption(f"Folder: {run.path}")
+
+
+def main() -> None:
+    """The runs table and the opened run."""
+    store = resources.store()
+    mgr = resources.manager()
+    runs = store.list()
+    if not runs:
+        st.info(f"No runs yet in `{store.root}`. Start one on the **Train** page.", icon=":material/fitness_center:")
+        st.page_link(state.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
+        return
+    alive = mgr.alive_run_dirs()
+    states = {run.name: _live_state(run, mgr, alive) for run in runs}
+    runs_table(runs, states)
+    run = pick_open_run(runs)
+    run_heading(run, states[run.name])
+    actions(run, mgr, states[run.name])
+    confirm_delete(run, store)
+    run_results(run)
+    per_class_and_settings(run)
 
 
 main()

@@ -6,32 +6,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from core.evaluation import cell_images, confusion_figure, mistakes
-from pages import common
+from core.errors import friendly
+from core.evaluation import cell_images, mistakes
+from ui import bookmarks, charts, resources, state, widgets, words
 
+bookmarks.open_inside_app(state.PAGE_RESULTS)  # a bookmark opened first on a fresh server
 st.title(":material/insights: Results")
-common.intro(
+widgets.intro(
     "How well did your model learn? See which classes it mixes up, the pictures it found hardest and "
     "<b>where it looked</b> in them, and take the model with you as a download."
 )
 
 GRID = 6  # pictures per row
 MAX_CELL = 18  # pictures shown for one square of the matrix
-CLASS_COLORS = [
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-]
 
 
 # --- pictures ---------------------------------------------------------------------------
@@ -57,12 +46,12 @@ def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer") -
             with col:
                 picture = None
                 if where_looked:
-                    explained = common.explain_file(
+                    explained = resources.explain_file(
                         run, row["path"], target=row["label"] if target == "real" else row["pred"]
                     )
                     picture = explained["overlay"] if explained else None
                 elif os.path.isfile(row["path"]):
-                    picture = common.thumbnail(row["path"], os.path.getmtime(row["path"]))
+                    picture = resources.thumbnail(row["path"], os.path.getmtime(row["path"]))
                 if picture is None:
                     st.caption(f":material/hide_image: {Path(row['path']).name} is no longer there.")
                     continue
@@ -93,33 +82,6 @@ def _most_confused(evaluation: dict) -> tuple[int, int]:
             if i != j and count > best:
                 best, cell = count, (i, j)
     return cell
-
-
-def _clickable(fig: go.Figure, evaluation: dict) -> go.Figure:
-    """Streamlit reports clicks on points, not on heatmap squares: lay an
-    invisible point on the centre of every square, carrying the same
-    [true, predicted, count], and let a click anywhere pick the nearest
-    centre (which is the square under the pointer)."""
-    classes = evaluation["classes"]
-    counts = evaluation["confusion"]
-    cells = [(i, j) for i in range(len(classes)) for j in range(len(classes))]
-    invisible = dict(opacity=0)
-    fig.add_trace(
-        go.Scatter(
-            x=[classes[j] for _, j in cells],
-            y=[classes[i] for i, _ in cells],
-            customdata=[[i, j, counts[i][j]] for i, j in cells],
-            mode="markers",
-            marker=dict(size=30, symbol="square", opacity=0),
-            selected=dict(marker=invisible),
-            unselected=dict(marker=invisible),
-            hovertemplate="real class %{y}<br>said %{x}<br>%{customdata[2]} pictures<extra></extra>",
-            showlegend=False,
-        )
-    )
-    fig.update_traces(hoverinfo="skip", hovertemplate=None, selector=dict(type="heatmap"))
-    fig.update_layout(hoverdistance=-1, hovermode="closest", clickmode="event+select")
-    return fig
 
 
 def _clicked_cell(event, classes: list[str]) -> tuple[int, int] | None:
@@ -164,7 +126,7 @@ def confusion_section(run, evaluation: dict) -> None:
             key="cm_normalize",
             help="Each row as percentages of that class's pictures: easier to read when classes differ in size.",
         )
-        fig = _clickable(confusion_figure(evaluation, normalize=normalize), evaluation)
+        fig = charts.clickable_confusion(charts.confusion_figure(evaluation, normalize=normalize), evaluation)
         t, p = classes.index(st.session_state["cell_true"]), classes.index(st.session_state["cell_pred"])
         fig.add_shape(  # the chosen square, outlined
             type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5, line=dict(color="#ff7f0e", width=4)
@@ -201,7 +163,7 @@ def confusion_section(run, evaluation: dict) -> None:
 
     if rows:
         if where_looked:
-            st.caption(common.CAM_CAPTION)
+            st.caption(words.CAM_CAPTION)
         with _explaining_spinner(where_looked, min(n, MAX_CELL)):
             gallery(run, rows[:MAX_CELL], where_looked)
         if n > MAX_CELL:
@@ -241,7 +203,7 @@ def hardest_section(run, evaluation: dict) -> None:
         st.success("The model got every validation picture right.", icon=":material/celebration:")
         return
     if where_looked:
-        st.caption(common.CAM_CAPTION)
+        st.caption(words.CAM_CAPTION)
     with _explaining_spinner(where_looked, len(rows)):
         gallery(run, rows, where_looked, target)
     look_closer(run, rows)
@@ -255,7 +217,7 @@ def look_closer(run, rows: list[dict]) -> None:
         names = {r["path"]: f"{Path(r['path']).name} (really {r['true']}, said {r['predicted']})" for r in rows}
         c1, c2 = st.columns([2, 1])
         path = c1.selectbox("Picture", list(names), format_func=names.get, key="closer_path")
-        layers = cam_layers(common.loaded_model(run))
+        layers = cam_layers(resources.loaded_model(run))
         layer = c2.selectbox(
             "Layer to look at",
             layers,
@@ -264,7 +226,7 @@ def look_closer(run, rows: list[dict]) -> None:
             help="The last layer (the default) shows whole objects; earlier layers show finer, more local detail.",
         )
         row = next(r for r in rows if r["path"] == path)
-        explained = common.explain_file(run, path, target=row["pred"], layer=layer)
+        explained = resources.explain_file(run, path, target=row["pred"], layer=layer)
         if explained is None:
             st.caption("This picture is no longer there.")
             return
@@ -286,39 +248,6 @@ def look_closer(run, rows: list[dict]) -> None:
 
 
 # --- the embedding view ---------------------------------------------------------------
-
-
-@st.cache_data(show_spinner=False, max_entries=6)
-def _embedding(run_dir: str, mtime: float, method: str) -> dict:
-    from core.explain import embedding_view
-
-    return embedding_view(run_dir, method=method)
-
-
-def _scatter(rows: list[dict], classes: list[str], title: str) -> go.Figure:
-    fig = go.Figure()
-    for i, name in enumerate(classes):
-        points = [r for r in rows if r["true"] == name]
-        fig.add_trace(
-            go.Scatter(
-                x=[r["x"] for r in points],
-                y=[r["y"] for r in points],
-                mode="markers",
-                name=name,
-                marker=dict(color=CLASS_COLORS[i % len(CLASS_COLORS)], size=8, opacity=0.8),
-                text=[Path(r["path"]).name for r in points],
-                hovertemplate="%{text}<extra>" + name + "</extra>",
-            )
-        )
-    fig.update_layout(
-        title=title,
-        height=480,
-        margin=dict(l=10, r=10, t=40, b=10),
-        xaxis=dict(showticklabels=False, title=None, zeroline=False),
-        yaxis=dict(showticklabels=False, title=None, zeroline=False),
-        legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0),
-    )
-    return fig
 
 
 def embedding_section(run, evaluation: dict) -> None:
@@ -349,7 +278,7 @@ def embedding_section(run, evaluation: dict) -> None:
         )
         return
     with st.spinner("Running the validation pictures through both networks…"):
-        view = _embedding(str(run.path), common.file_mtime(run.best_checkpoint), method)
+        view = resources.embedding(run, method)
     classes = evaluation["classes"]
     left, right = st.columns(2)
     sep = view["separation"]
@@ -360,7 +289,7 @@ def embedding_section(run, evaluation: dict) -> None:
     ):
         with col:
             rows = [r for r in view["rows"] if r["model"] == side]
-            st.plotly_chart(_scatter(rows, classes, title), key=f"emb_{side}")
+            st.plotly_chart(charts.embedding_figure(rows, classes, title), key=f"emb_{side}")
             st.caption(
                 f"**{sep.get(side, 0):.0%}** of the dots lie nearest the centre of their own class's group.",
                 help="100% means every class forms its own group on this map. With two classes, 50% is no "
@@ -379,7 +308,7 @@ def _zip_path(run) -> Path:
 
 def _zip_ready(run) -> bool:
     path = _zip_path(run)
-    return path.exists() and common.file_mtime(path) >= common.file_mtime(run.best_checkpoint)
+    return path.exists() and resources.file_mtime(path) >= resources.file_mtime(run.best_checkpoint)
 
 
 def _export(run, box) -> None:
@@ -418,8 +347,8 @@ def export_section(run) -> None:
         try:
             _export(run, box)
         except Exception as exc:  # noqa: BLE001 - reported in words
-            common.log.exception("export failed")
-            st.error(f"The export did not work: {common.friendly(exc)}", icon=":material/error:")
+            widgets.log.exception("export failed")
+            st.error(f"The export did not work: {friendly(exc)}", icon=":material/error:")
         else:
             st.toast("The zip is ready to download.", icon=":material/package_2:")
             st.rerun()  # redraw the section: "Export again", and the download
@@ -446,26 +375,26 @@ def summary(run, evaluation: dict) -> None:
     right = round(evaluation["accuracy"] * count)
     config = run.config
     st.markdown(
-        f"### It named **{right} of the {count}** validation pictures correctly ({common.fmt_pct(evaluation['accuracy'])})"
+        f"### It named **{right} of the {count}** validation pictures correctly ({words.fmt_pct(evaluation['accuracy'])})"
     )
     st.markdown(
-        f"These are pictures the model never learned from. It is a {common.backbone_title(config.get('backbone'))} "
-        f"({common.strategy_label(config.get('strategy'))}) trained on "
+        f"These are pictures the model never learned from. It is a {words.backbone_title(config.get('backbone'))} "
+        f"({words.strategy_label(config.get('strategy'))}) trained on "
         f"`{Path(config.get('data_dir') or '?').name}` to tell {len(evaluation['classes'])} classes apart."
     )
-    common.feature_cache_caption(run.status.get("feature_cache"))
+    widgets.feature_cache_caption(run.status.get("feature_cache"))
     worst = min(evaluation["per_class"], key=lambda c: (c["recall"], c["class"]))
     if worst["recall"] < 1:
         st.markdown(
             f"The hardest class for it: **{worst['class']}**, of which it recognised "
-            f"{common.fmt_pct(worst['recall'], 0)}."
+            f"{words.fmt_pct(worst['recall'], 0)}."
         )
     st.markdown("#### How well each class is recognised")
-    common.per_class_table(evaluation)
+    widgets.per_class_table(evaluation)
 
 
 def main() -> None:
-    all_runs = common.store().list()
+    all_runs = resources.store().list()
     runs = [r for r in all_runs if (r.path / "eval.json").exists()]
     if not runs:
         if all_runs:
@@ -475,20 +404,20 @@ def main() -> None:
             )
         else:
             st.info("There is no trained model yet. Train one on the **Train** page first.", icon=":material/fitness_center:")
-        st.page_link(common.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
+        st.page_link(state.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
         return
     wanted = st.query_params.get("run")
     if wanted and wanted not in {r.name for r in runs} and wanted in {r.name for r in all_runs}:
         st.info(f"The run {wanted} has no results yet (it has not finished).", icon=":material/hourglass_top:")
     latest_finished = next((r.name for r in runs if r.state == "finished"), None)
-    run = common.pick_run(
+    run = widgets.pick_run(
         runs,
         key="results_run",
         label="Trained model",
         help="Every run that has results, newest first.",
         prefer=latest_finished,
     )
-    evaluation = common.evaluation(run)
+    evaluation = resources.evaluation(run)
     if not evaluation or not evaluation.get("count"):
         st.warning("This run's results are empty: it had no validation pictures to check.", icon=":material/warning:")
         return
@@ -504,7 +433,7 @@ def main() -> None:
     export_section(run)
     st.divider()
     st.page_link(
-        common.PAGE_PLAYGROUND, label="Try it on new pictures in the Playground", icon=":material/science:",
+        state.PAGE_PLAYGROUND, label="Try it on new pictures in the Playground", icon=":material/science:",
         query_params={"run": run.name},
     )
 

@@ -7,14 +7,16 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.compare import curves, curves_figure, leaderboard, queue_sweep, sweep_of
+from core.compare import curves, leaderboard, queue_sweep, sweep_of
+from core.errors import friendly
 from core.jobs import ACTIVE
 from core.backbones import list_backbones, weights_cached
 from core.devices import pick_device
-from pages import common
+from ui import bookmarks, charts, resources, state, widgets, words
 
+bookmarks.open_inside_app(state.PAGE_COMPARE)  # a bookmark opened first on a fresh server
 st.title(":material/leaderboard: Compare")
-common.intro(
+widgets.intro(
     "Put trained models side by side: which network learned your classes best, how long it took and how fast "
     "it names a picture. Or let Transfer Studio <b>train one model per network</b> on your pictures with one click."
 )
@@ -37,10 +39,10 @@ def _queue() -> None:
     backbones = st.session_state.get("sweep_backbones") or []
     strategies = st.session_state.get("sweep_strategies") or None
     try:
-        config = common.build_config()
-        jobs = queue_sweep(common.manager(), config, backbones, strategies)
+        config = state.build_config()
+        jobs = queue_sweep(resources.manager(), config, backbones, strategies)
     except Exception as exc:  # noqa: BLE001 - shown on the page
-        st.session_state["_sweep_error"] = common.friendly(exc)
+        st.session_state["_sweep_error"] = friendly(exc)
         return
     names = [Path(j.run_dir).name for j in jobs]
     sweep = sweep_of(jobs[0].run_dir) or {}
@@ -52,15 +54,15 @@ def _queue() -> None:
 def sweep_form() -> None:
     with st.container(border=True):
         st.markdown("#### Compare networks on your pictures")
-        report, scan_error = common.scan_or_none()
-        if not common.choice("data_dir") or scan_error or report is None or not report.can_train:
+        report, scan_error = state.scan_or_none()
+        if not state.choice("data_dir") or scan_error or report is None or not report.can_train:
             why = scan_error or (" ".join(report.errors) if report is not None else "")
             st.warning(
                 f"Choose a folder of pictures on the **Data** page first. {why}".strip(), icon=":material/arrow_back:"
             )
-            st.page_link(common.PAGE_DATA, label="Go to the Data page", icon=":material/photo_library:")
+            st.page_link(state.PAGE_DATA, label="Go to the Data page", icon=":material/photo_library:")
             return
-        strategy = common.strategy_name()
+        strategy = state.strategy_name()
         if strategy == "custom":
             strategy = "linear"
         backbones = list_backbones()
@@ -73,7 +75,7 @@ def sweep_form() -> None:
         st.markdown(
             f"One new training per network, all on **{Path(report.root).name}** "
             f"({len(report.classes)} classes, {report.num_images} pictures) with your settings from the "
-            f"**Model** page ({common.choice('epochs')} epochs). They train one after another; the table above "
+            f"**Model** page ({state.choice('epochs')} epochs). They train one after another; the table above "
             "fills in as each one finishes."
         )
         c1, c2 = st.columns([3, 2])
@@ -89,7 +91,7 @@ def sweep_form() -> None:
             "What learns",
             SWEEP_STRATEGIES,
             key="sweep_strategies",
-            format_func=common.strategy_label,
+            format_func=words.strategy_label,
             help="Choose more than one to train each network each way: one run per network and per choice.",
         )
         chosen = st.session_state.get("sweep_backbones") or []
@@ -118,53 +120,39 @@ def sweep_form() -> None:
 # --- the leaderboard --------------------------------------------------------------------------
 
 
-def board(paths: list[str]) -> None:
-    """Leaderboard and curves of the chosen runs. Redrawn every 2 s while one of
-    them trains; once none does, the whole page is drawn again."""
-    mgr = common.manager()
-    alive = mgr.alive_run_dirs()
-    training = [p for p in paths if str(Path(p).resolve()) in alive]
-    seen = st.session_state.setdefault("_compare_training", False)
-    if seen and not training:
-        st.session_state["_compare_training"] = False
-        st.rerun()  # the last one just ended: full page, without the timer
-    st.session_state["_compare_training"] = bool(training)
-
-    busy = bool(mgr.active_jobs())
-    with st.spinner("Timing each model on this computer (once per model)…"):
-        rows = leaderboard(paths, device=_speed_device(), measure_speed=not busy)
-    states = {}
-    for p in paths:
-        job = mgr.job_for_run(p) if str(Path(p).resolve()) in alive else None
-        states[Path(p).name] = job.state if job else None
-
+def sweep_progress(paths: list[str], rows: list[dict], states: dict, mgr) -> None:
+    """How far the sweep started on this page has come."""
     sweep = st.session_state.get("_sweep")
-    if sweep and set(sweep["runs"]) & {Path(p).name for p in paths}:
-        done = sum(
-            1 for r in rows if r["run"] in sweep["runs"] and (states.get(r["run"]) or r["state"]) not in ACTIVE
-        )
-        total = len(sweep["runs"])
-        now = next((r for r in rows if r["run"] in sweep["runs"] and states.get(r["run"]) == "running"), None)
-        text = f"{done} of {total} trained"
-        if now is not None:
-            job = mgr.job_for_run(now["path"])
-            snap = job.snapshot() if job else {}
-            step = f"epoch {snap['epoch']} of {snap['epochs']}" if snap.get("epoch") else "getting ready"
-            text += f" · now training {now['backbone_title']} ({step})"
-        st.progress(done / max(1, total), text=text)
+    if not (sweep and set(sweep["runs"]) & {Path(p).name for p in paths}):
+        return
+    done = sum(
+        1 for r in rows if r["run"] in sweep["runs"] and (states.get(r["run"]) or r["state"]) not in ACTIVE
+    )
+    total = len(sweep["runs"])
+    now = next((r for r in rows if r["run"] in sweep["runs"] and states.get(r["run"]) == "running"), None)
+    text = f"{done} of {total} trained"
+    if now is not None:
+        job = mgr.job_for_run(now["path"])
+        snap = job.snapshot() if job else {}
+        step = f"epoch {snap['epoch']} of {snap['epochs']}" if snap.get("epoch") else "getting ready"
+        text += f" · now training {now['backbone_title']} ({step})"
+    st.progress(done / max(1, total), text=text)
 
+
+def leaderboard_table(rows: list[dict], states: dict) -> None:
+    """One row per run; what is not known yet stays blank."""
     table = pd.DataFrame(
         [
             {
                 "Network": r["backbone_title"],
-                "What learned": common.strategy_label(r["strategy"]),
-                "Status": common.state_word(states.get(r["run"]) or r["state"]),
+                "What learned": words.strategy_label(r["strategy"]),
+                "Status": words.state_word(states.get(r["run"]) or r["state"]),
                 "Numbers that learned": r["trainable_params"],
                 "Best val accuracy": None
                 if r["best_val_accuracy"] is None or r["best_val_accuracy"] < 0
                 else 100 * r["best_val_accuracy"],
                 "Macro F1": r["macro_f1"],
-                "Training time": common.fmt_duration(r["training_seconds"]) if r["training_seconds"] else "–",
+                "Training time": words.fmt_duration(r["training_seconds"]) if r["training_seconds"] else "–",
                 "ms per picture": r["ms_per_image"],
                 "Run": r["run"],
             }
@@ -196,33 +184,67 @@ def board(paths: list[str]) -> None:
             ),
         },
     )
+
+
+def leaderboard_notes(rows: list[dict], busy: bool) -> None:
+    """The best run so far, and why a speed may be missing."""
     best = next((r for r in rows if r["best_val_accuracy"] is not None and r["best_val_accuracy"] >= 0), None)
     notes = []
     if best is not None and len(rows) > 1:
         notes.append(
-            f":material/trophy: Best so far: **{best['backbone_title']}, {common.strategy_label(best['strategy'])}** "
-            f"with {common.fmt_pct(best['best_val_accuracy'])} right."
+            f":material/trophy: Best so far: **{best['backbone_title']}, {words.strategy_label(best['strategy'])}** "
+            f"with {words.fmt_pct(best['best_val_accuracy'])} right."
         )
     if busy and any(r["ms_per_image"] is None and r["state"] == "finished" for r in rows):
         notes.append("Speed is measured when no training is running (it would slow both down).")
     if notes:
         st.caption("  \n".join(notes))
 
+
+def compared_curves(paths: list[str], rows: list[dict]) -> None:
+    """Every run's accuracy and loss curves, one colour per run."""
     data = curves(paths)
-    if data:
-        labels = _curve_labels(rows)
-        data = [dict(r, label=labels.get(r["run"], r["label"])) for r in data]
-        acc = [dict(r, value=100 * r["value"]) if r["kind"] == "accuracy" else r for r in data]
-        c1, c2 = st.columns(2)
-        fig = curves_figure(acc, "accuracy")
-        fig.update_layout(title="Accuracy (higher is better)", yaxis_title="% correct", **_CURVE_LAYOUT)
-        fig.update_yaxes(range=[0, 101])
-        c1.plotly_chart(fig, key="compare_acc")
-        fig = curves_figure(data, "loss")
-        fig.update_layout(title="Loss (lower is better)", **_CURVE_LAYOUT)
-        fig.update_yaxes(rangemode="tozero")
-        c2.plotly_chart(fig, key="compare_loss")
-        st.caption("Solid lines: validation pictures. Dotted: training pictures. One colour per run.")
+    if not data:
+        return
+    labels = _curve_labels(rows)
+    data = [dict(r, label=labels.get(r["run"], r["label"])) for r in data]
+    acc = [dict(r, value=100 * r["value"]) if r["kind"] == "accuracy" else r for r in data]
+    c1, c2 = st.columns(2)
+    fig = charts.curves_figure(acc, "accuracy")
+    fig.update_layout(title="Accuracy (higher is better)", yaxis_title="% correct", **_CURVE_LAYOUT)
+    fig.update_yaxes(range=[0, 101])
+    c1.plotly_chart(fig, key="compare_acc")
+    fig = charts.curves_figure(data, "loss")
+    fig.update_layout(title="Loss (lower is better)", **_CURVE_LAYOUT)
+    fig.update_yaxes(rangemode="tozero")
+    c2.plotly_chart(fig, key="compare_loss")
+    st.caption("Solid lines: validation pictures. Dotted: training pictures. One colour per run.")
+
+
+def board(paths: list[str]) -> None:
+    """Leaderboard and curves of the chosen runs. Redrawn every 2 s while one of
+    them trains; once none does, the whole page is drawn again."""
+    mgr = resources.manager()
+    alive = mgr.alive_run_dirs()
+    training = [p for p in paths if str(Path(p).resolve()) in alive]
+    seen = st.session_state.setdefault("_compare_training", False)
+    if seen and not training:
+        st.session_state["_compare_training"] = False
+        st.rerun()  # the last one just ended: full page, without the timer
+    st.session_state["_compare_training"] = bool(training)
+
+    busy = bool(mgr.active_jobs())
+    with st.spinner("Timing each model on this computer (once per model)…"):
+        rows = leaderboard(paths, device=_speed_device(), measure_speed=not busy)
+    states = {}
+    for p in paths:
+        job = mgr.job_for_run(p) if str(Path(p).resolve()) in alive else None
+        states[Path(p).name] = job.state if job else None
+
+    sweep_progress(paths, rows, states, mgr)
+    leaderboard_table(rows, states)
+    leaderboard_notes(rows, busy)
+    compared_curves(paths, rows)
 
 
 _CURVE_LAYOUT = dict(
@@ -238,7 +260,7 @@ def _curve_labels(rows: list[dict]) -> dict[str, str]:
     for r in rows:
         stamp = r["run"][:15]
         when = f"{stamp[6:8]}/{stamp[4:6]} {stamp[9:11]}:{stamp[11:13]}" if stamp[:8].isdigit() else r["run"]
-        labels[r["run"]] = f"{r['backbone_title']}, {common.strategy_label(r['strategy'])} · {when}"
+        labels[r["run"]] = f"{r['backbone_title']}, {words.strategy_label(r['strategy'])} · {when}"
     if len(set(labels.values())) < len(labels):  # two runs in the same minute: tell them apart by name
         labels = {run: f"{label} · {run}" for run, label in labels.items()}
     return labels
@@ -246,13 +268,13 @@ def _curve_labels(rows: list[dict]) -> dict[str, str]:
 
 def _board_safely(paths: list[str]) -> None:
     # A fragment rerun does not pass through app.py's error handler.
-    with common.guard("Could not show the comparison"):
+    with widgets.guard("Could not show the comparison"):
         board(paths)
 
 
 def main() -> None:
-    runs = common.store().list()
-    mgr = common.manager()
+    runs = resources.store().list()
+    mgr = resources.manager()
     alive = mgr.alive_run_dirs()
     usable = [r for r in runs if r.best_checkpoint.exists() or str(r.path.resolve()) in alive]
     by_name = {r.name: r for r in usable}
@@ -272,7 +294,7 @@ def main() -> None:
             "Runs to compare",
             list(by_name),
             key="compare_runs",
-            format_func=lambda n: common.run_label(by_name[n], with_accuracy=False),
+            format_func=lambda n: words.run_label(by_name[n], with_accuracy=False),
             help="Every run that has a saved model (or is training now), newest first.",
             persist_state="session",
         )

@@ -1,0 +1,256 @@
+"""Every chart the pages draw, as plotly figures: training curves, class
+counts, the confusion matrix (clickable), the model's top classes, the
+embedding scatter and the comparison curves. The engine (`core`) gives the
+numbers and knows nothing of plotly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from core.scan_report import ScanReport
+
+TRAIN_COLOR = "#1f77b4"
+VAL_COLOR = "#ff7f0e"
+BATCH_COLOR = "rgba(31, 119, 180, 0.3)"
+CLASS_COLORS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]  # a colour per class (or per run), in plotly's default order
+
+
+def _layout(fig: go.Figure, title: str, y_title: str, height: int = 320) -> go.Figure:
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin=dict(l=10, r=10, t=50, b=10),
+        xaxis_title="epoch",
+        yaxis_title=y_title,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+    )
+    return fig
+
+
+def loss_figure(
+    history: list[dict], batch_losses: list | None = None, steps_per_epoch: int | None = None, epochs: int | None = None
+) -> go.Figure:
+    fig = go.Figure()
+    if batch_losses and steps_per_epoch:
+        fig.add_trace(
+            go.Scatter(
+                x=[s / steps_per_epoch for s, _ in batch_losses],
+                y=[l for _, l in batch_losses],
+                mode="lines",
+                name="train (each batch)",
+                line=dict(color=BATCH_COLOR, width=1),
+            )
+        )
+    epochs_x = [r["epoch"] for r in history]
+    fig.add_trace(
+        go.Scatter(
+            x=epochs_x,
+            y=[r["train_loss"] for r in history],
+            mode="lines+markers",
+            name="train",
+            line=dict(color=TRAIN_COLOR),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=epochs_x,
+            y=[r["val_loss"] for r in history],
+            mode="lines+markers",
+            name="validation",
+            line=dict(color=VAL_COLOR),
+        )
+    )
+    _layout(fig, "Loss (lower is better)", "loss")
+    if epochs:
+        fig.update_xaxes(range=[0, max(epochs, 1) + 0.1], dtick=1 if epochs <= 20 else None)
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def accuracy_figure(history: list[dict], epochs: int | None = None) -> go.Figure:
+    fig = go.Figure()
+    epochs_x = [r["epoch"] for r in history]
+    fig.add_trace(
+        go.Scatter(
+            x=epochs_x,
+            y=[100 * r["train_accuracy"] for r in history],
+            mode="lines+markers",
+            name="train",
+            line=dict(color=TRAIN_COLOR),
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=epochs_x,
+            y=[100 * r["val_accuracy"] for r in history],
+            mode="lines+markers",
+            name="validation",
+            line=dict(color=VAL_COLOR),
+        )
+    )
+    _layout(fig, "Accuracy (higher is better)", "% correct")
+    fig.update_yaxes(range=[0, 101])
+    if epochs:
+        fig.update_xaxes(range=[0, max(epochs, 1) + 0.1], dtick=1 if epochs <= 20 else None)
+    return fig
+
+
+def class_counts_figure(report: ScanReport) -> go.Figure:
+    classes = report.classes
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=classes,
+            y=[report.counts[c]["train"] for c in classes],
+            name="for training",
+            marker_color=TRAIN_COLOR,
+            text=[report.counts[c]["train"] for c in classes],
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            x=classes,
+            y=[report.counts[c]["val"] for c in classes],
+            name="for checking (validation)",
+            marker_color=VAL_COLOR,
+            text=[report.counts[c]["val"] for c in classes],
+        )
+    )
+    fig.update_layout(
+        barmode="group",
+        title="Pictures per class",
+        height=320,
+        margin=dict(l=10, r=10, t=50, b=10),
+        yaxis_title="pictures",
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+    )
+    return fig
+
+
+def top_classes_figure(top: list) -> go.Figure:
+    names = [c for c, _ in top][::-1]
+    probs = [100 * p for _, p in top][::-1]
+    colors = ["#c7c7c7"] * (len(names) - 1) + [VAL_COLOR]
+    fig = go.Figure(
+        go.Bar(
+            x=probs,
+            y=names,
+            orientation="h",
+            marker_color=colors,
+            text=[f"{p:.1f}%" for p in probs],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        title="How sure the model is",
+        height=80 + 45 * len(names),
+        margin=dict(l=10, r=10, t=50, b=10),
+        xaxis=dict(range=[0, 100], title="probability (%)"),
+    )
+    return fig
+
+
+def confusion_figure(eval_dict: dict, normalize: bool = False):
+    """The confusion matrix as a plotly heatmap (rows: true class, columns:
+    predicted). normalize=True shows each row as shares of that class's images.
+    Each cell's customdata is [true index, predicted index, count] so a page
+    can map a click back to cell_images."""
+    classes = list(eval_dict.get("classes", []))
+    counts = [[int(v) for v in row] for row in eval_dict.get("confusion", [])]
+    if normalize:
+        values = [[v / max(1, sum(row)) for v in row] for row in counts]
+        text = [[f"{v:.0%}<br>({c})" for v, c in zip(vrow, crow)] for vrow, crow in zip(values, counts)]
+    else:
+        values = counts
+        text = [[str(c) for c in row] for row in counts]
+    custom = [[[i, j, counts[i][j]] for j in range(len(classes))] for i in range(len(classes))]
+    fig = go.Figure(go.Heatmap(
+        z=values, x=classes, y=classes, text=text, texttemplate="%{text}", customdata=custom,
+        colorscale="Blues", showscale=False,
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[2]} images<extra></extra>"))
+    fig.update_layout(xaxis_title="predicted class", yaxis_title="true class",
+                      yaxis_autorange="reversed", margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def clickable_confusion(fig: go.Figure, evaluation: dict) -> go.Figure:
+    """Streamlit reports clicks on points, not on heatmap squares: lay an
+    invisible point on the centre of every square, carrying the same
+    [true, predicted, count], and let a click anywhere pick the nearest
+    centre (which is the square under the pointer)."""
+    classes = evaluation["classes"]
+    counts = evaluation["confusion"]
+    cells = [(i, j) for i in range(len(classes)) for j in range(len(classes))]
+    invisible = dict(opacity=0)
+    fig.add_trace(
+        go.Scatter(
+            x=[classes[j] for _, j in cells],
+            y=[classes[i] for i, _ in cells],
+            customdata=[[i, j, counts[i][j]] for i, j in cells],
+            mode="markers",
+            marker=dict(size=30, symbol="square", opacity=0),
+            selected=dict(marker=invisible),
+            unselected=dict(marker=invisible),
+            hovertemplate="real class %{y}<br>said %{x}<br>%{customdata[2]} pictures<extra></extra>",
+            showlegend=False,
+        )
+    )
+    fig.update_traces(hoverinfo="skip", hovertemplate=None, selector=dict(type="heatmap"))
+    fig.update_layout(hoverdistance=-1, hovermode="closest", clickmode="event+select")
+    return fig
+
+
+def embedding_figure(rows: list[dict], classes: list[str], title: str) -> go.Figure:
+    fig = go.Figure()
+    for i, name in enumerate(classes):
+        points = [r for r in rows if r["true"] == name]
+        fig.add_trace(
+            go.Scatter(
+                x=[r["x"] for r in points],
+                y=[r["y"] for r in points],
+                mode="markers",
+                name=name,
+                marker=dict(color=CLASS_COLORS[i % len(CLASS_COLORS)], size=8, opacity=0.8),
+                text=[Path(r["path"]).name for r in points],
+                hovertemplate="%{text}<extra>" + name + "</extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        height=480,
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(showticklabels=False, title=None, zeroline=False),
+        yaxis=dict(showticklabels=False, title=None, zeroline=False),
+        legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0),
+    )
+    return fig
+
+
+def curves_figure(rows: list[dict], kind: str = "accuracy"):
+    """A plotly line chart of curves() rows for one kind ("loss" or "accuracy"):
+    a colour per run, solid for validation, dotted for training."""
+    fig = go.Figure()
+    colours = CLASS_COLORS
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    for i, label in enumerate(labels):
+        for split, dash in (("val", "solid"), ("train", "dot")):
+            points = sorted((r["epoch"], r["value"]) for r in rows
+                            if r["label"] == label and r["kind"] == kind and r["split"] == split)
+            if points:
+                fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                                         name=f"{label} ({split})", line=dict(color=colours[i % len(colours)], dash=dash)))
+    fig.update_layout(xaxis_title="epoch", yaxis_title=kind, margin=dict(l=10, r=10, t=30, b=10))
+    return fig

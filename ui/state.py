@@ -1,0 +1,199 @@
+"""What the user has chosen, kept in Streamlit's session: the folders (from
+the settings or the environment), every training choice with its default, the
+scan of the chosen data folder, and the TrainConfig built from those choices.
+
+The defaults and the config come from `TrainConfig`'s own fields (each field
+whose metadata does not say ui=False is a widget key of the same name), so a new
+setting needs no edit here. Only the few choices that exist in the pages alone
+are listed: the data folder, the preset and how many last blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from core.config import TrainConfig, defaults
+from core.scan import DataFolderError, scan_folder
+from core.scan_report import ScanReport
+from core.backbones import default_backbone
+from core.freeze import freeze_plan_for
+from core.runs import atomic_write_json, read_json
+
+log = logging.getLogger("transfer_studio")
+
+RUNS_ENV = "TRANSFER_STUDIO_RUNS"
+DATA_ENV = "TRANSFER_STUDIO_DATA"
+
+# The page scripts, in the order of the guided flow; Results (after Train) and
+# Compare (after Runs) are not numbered steps.
+PAGE_DATA = "pages/1_data.py"
+PAGE_MODEL = "pages/2_model.py"
+PAGE_TRAIN = "pages/3_train.py"
+PAGE_PLAYGROUND = "pages/4_playground.py"
+PAGE_RUNS = "pages/5_runs.py"
+PAGE_RESULTS = "pages/6_results.py"
+PAGE_COMPARE = "pages/7_compare.py"
+
+# Settings the pages derive rather than offer as a widget of the same name: the
+# strategy comes from the preset (and last_n, and the custom blocks), and the
+# backbone's default depends on which weights are on this machine.
+DERIVED = ("strategy", "backbone")
+
+
+def _offered() -> list[dataclasses.Field]:
+    """TrainConfig's fields that are a page's widget key."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("ui", True) and f.name not in DERIVED]
+
+
+def _widget_defaults() -> dict:
+    values = defaults()
+    out = {f.name: values[f.name] for f in _offered()}
+    # A number widget cannot hold None: 0 stands for "empty" (the backbone's own
+    # picture size; the batch size chosen for this machine).
+    out = {name: 0 if value is None else value for name, value in out.items()}
+    if torch.cuda.is_available():
+        out["batch_size"] = 0  # "auto": the engine picks bigger batches on a big GPU
+    return out
+
+
+# Every choice a user makes, with its default. Widgets use these names as keys
+# (with persist_state="session"), so a choice survives switching pages.
+DEFAULTS: dict = {"data_dir": "", "preset": "linear", "last_n": 2, **_widget_defaults()}
+
+
+def default_runs_dir() -> str:
+    return os.environ.get(RUNS_ENV) or "runs"
+
+
+def default_data_root() -> str:
+    return os.environ.get(DATA_ENV) or "data"
+
+
+def runs_dir() -> Path:
+    return Path(st.session_state.get("runs_dir") or default_runs_dir()).expanduser()
+
+
+def data_root() -> Path:
+    return Path(st.session_state.get("data_root") or default_data_root()).expanduser()
+
+
+def choice(name: str):
+    """The user's current choice for `name` (or its default)."""
+    if name == "backbone":
+        return st.session_state.get("backbone") or default_backbone()
+    return st.session_state.get(name, DEFAULTS[name])
+
+
+def init_choice(name: str) -> str:
+    """Before a widget keyed `name` is drawn: give it the remembered value or
+    the default (so the widget needs no value= argument)."""
+    if name not in st.session_state:
+        st.session_state[name] = default_backbone() if name == "backbone" else DEFAULTS[name]
+    return name
+
+
+def init_choice_setting(name: str, default) -> None:
+    if name not in st.session_state:
+        st.session_state[name] = default
+
+
+def _recent_file() -> Path:
+    return runs_dir() / ".recent-folders.json"
+
+
+def recent_folders() -> list[str]:
+    items = read_json(_recent_file(), [])
+    return [p for p in items if isinstance(p, str)] if isinstance(items, list) else []
+
+
+def remember_folder(path: str) -> None:
+    items = [path] + [p for p in recent_folders() if p != path]
+    try:
+        _recent_file().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(_recent_file(), items[:8])
+    except OSError:
+        log.warning("could not save the recent folders list", exc_info=True)
+
+
+def current_scan(rescan: bool = False) -> ScanReport | None:
+    """The scan of the chosen data folder, made once per folder and split
+    setting (and again when asked). Raises DataFolderError for a bad path."""
+    path = choice("data_dir")
+    if not path:
+        return None
+    key = (os.path.abspath(os.path.expanduser(path)), float(choice("val_fraction")), int(choice("seed")))
+    cached = st.session_state.get("_scan")
+    if cached and cached["key"] == key and not rescan:
+        return ScanReport.from_dict(cached["report"])
+    report = scan_folder(key[0], val_fraction=key[1], seed=key[2])
+    st.session_state["_scan"] = {"key": key, "report": report.to_dict(), "time": time.time()}
+    return report
+
+
+def scan_or_none() -> tuple[ScanReport | None, str | None]:
+    """(report, None), or (None, message) when the folder cannot be scanned."""
+    try:
+        return current_scan(), None
+    except DataFolderError as exc:
+        return None, str(exc)
+
+
+def strategy_name() -> str:
+    preset = choice("preset")
+    if preset == "last":
+        return f"last-{int(choice('last_n'))}"
+    return preset
+
+
+def custom_trained(backbone: str) -> dict | None:
+    return (st.session_state.get("custom_trained") or {}).get(backbone)
+
+
+def current_plan(counts: dict[str, int]):
+    strategy = strategy_name()
+    if strategy == "custom":
+        trained = custom_trained(choice("backbone"))
+        if not trained or set(trained) - set(counts):
+            strategy, trained = "linear", None
+        return freeze_plan_for(counts, {"strategy": "custom" if trained else "linear", "trained_blocks": trained})
+    return freeze_plan_for(
+        counts,
+        {"strategy": strategy, "unfreeze_every": int(choice("unfreeze_every")), "lr_factor": float(choice("lr_factor"))},
+    )
+
+
+def _as_field_type(field: dataclasses.Field, value):
+    """A widget's value as the field's type; for an optional number 0 means None."""
+    kind = str(field.type).replace(" ", "")
+    if kind == "int|None":
+        return int(value) or None
+    if kind == "float|None":
+        return float(value) or None
+    return {"int": int, "float": float, "bool": bool}.get(kind, lambda v: v)(value)
+
+
+def build_config() -> TrainConfig:
+    """A TrainConfig from the user's choices: every offered field from the
+    widget of the same name, the strategy from the preset."""
+    backbone = choice("backbone")
+    strategy = strategy_name()
+    trained = None
+    if strategy == "custom":
+        trained = custom_trained(backbone)
+        if not trained:
+            strategy = "linear"
+    values = {f.name: _as_field_type(f, choice(f.name)) for f in _offered()}
+    return TrainConfig(
+        data_dir=os.path.abspath(os.path.expanduser(choice("data_dir"))),
+        backbone=backbone,
+        strategy=strategy,
+        trained_blocks=trained,
+        **values,
+    )

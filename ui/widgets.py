@@ -1,0 +1,105 @@
+"""Page furniture every page shares: the opening sentence, the "next step"
+button, a guard that turns errors into a short message, the run picker, the
+feature-cache caption and the per-class table."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import friendly
+from core.evaluation import per_class_table as per_class_rows
+from core.jobs import ACTIVE
+from ui.words import run_label
+
+log = logging.getLogger("transfer_studio")
+
+
+def feature_cache_caption(record: dict | None) -> None:
+    """Say in words whether stored features made a run fast (the job's or
+    the run's "feature_cache" record, whose note core writes)."""
+    if record and record.get("note"):
+        icon = ":material/bolt:" if record.get("used") else ":material/info:"
+        st.caption(f"{icon} {record['note']}")
+
+
+def intro(text: str) -> None:
+    """One sentence: what this page is for and what to do."""
+    st.markdown(f"<div style='font-size:1.1rem;margin-bottom:0.5rem'>{text}</div>", unsafe_allow_html=True)
+
+
+def next_step(page: str, label: str, icon: str = ":material/arrow_forward:") -> None:
+    """The guided flow's "what now": one clear button to the next page."""
+    if st.button(label, icon=icon, type="primary", key=f"next_{page}"):
+        st.switch_page(page)
+
+
+@contextmanager
+def guard(what: str = ""):
+    """Show any error inside as a short message instead of a traceback."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - the page must never show a traceback
+        log.exception("error %s", what)
+        st.error(f"{what + ': ' if what else ''}{friendly(exc)}", icon=":material/error:")
+
+
+def pick_run(runs: list, key: str, label: str = "Trained model", help: str | None = None, prefer: str | None = None):
+    """A selectbox of runs (newest first) that follows a ?run=NAME link,
+    remembers the choice across pages, and returns the chosen Run."""
+    names = [r.name for r in runs]
+    by_name = {r.name: r for r in runs}
+    wanted = st.query_params.get("run")
+    seen = f"_{key}_query"
+    if wanted in names and st.session_state.get(seen) != wanted:
+        st.session_state[key] = wanted
+        st.session_state[seen] = wanted
+    if st.session_state.get(key) not in names:
+        st.session_state[key] = prefer if prefer in names else names[0]
+    # The label must not change while a run trains, or the choice would be lost.
+    labels = {n: run_label(r, with_accuracy=r.state not in ACTIVE) for n, r in by_name.items()}
+    st.selectbox(label, names, key=key, format_func=labels.get, help=help, persist_state="session")
+    chosen = st.session_state[key]
+    # The address follows the choice: a reload keeps it, and a link to another run still wins.
+    st.query_params["run"] = chosen
+    st.session_state[seen] = chosen
+    return by_name[chosen]
+
+
+def per_class_table(evaluation: dict) -> None:
+    """Recall, precision and F1 per class, as bars a person can read."""
+    table = pd.DataFrame(
+        [
+            {
+                "Class": c["class"],
+                "Pictures": c["support"],
+                "Found (recall)": 100 * c["recall"],
+                "Right when it says so (precision)": 100 * c["precision"],
+                "F1": c["f1"],
+            }
+            for c in per_class_rows(evaluation)
+        ]
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "Pictures": st.column_config.NumberColumn(help="Validation pictures of this class."),
+            "Found (recall)": st.column_config.ProgressColumn(
+                format="%.0f%%",
+                min_value=0,
+                max_value=100,
+                help="Of this class's pictures, the share the model recognised.",
+            ),
+            "Right when it says so (precision)": st.column_config.ProgressColumn(
+                format="%.0f%%",
+                min_value=0,
+                max_value=100,
+                help="Of the pictures the model called this class, the share that really were.",
+            ),
+            "F1": st.column_config.NumberColumn(format="%.2f", help="Balances recall and precision; 1.0 is perfect."),
+        },
+    )
