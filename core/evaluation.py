@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .errors import UserError
 from .images import IMAGE_EXTENSIONS, bounded_rgb, open_rgb
 from .models import HeadConfig, build_model
-from .errors import UserError
 from .runs import checkpoint_problem, open_run
 
 

@@ -13,6 +13,7 @@
   one-cycle schedule does not run out of steps and a cosine one does not
   climb again.
 """
+
 from __future__ import annotations
 
 import copy
@@ -74,8 +75,10 @@ def _plan(run: Run, state: str, lock: RunLock, epochs: int | None) -> ResumePlan
         raise UserError(f"{cannot}: its last.pt cannot be read ({exc}).") from exc
     problem = read_json_checked(run.path / "scan.json", dict)[1]
     if problem:
-        raise UserError(f"{cannot}: {problem}, so its split of training and validation pictures is unknown and "
-                        "resuming would mix them. Start a new run instead.")
+        raise UserError(
+            f"{cannot}: {problem}, so its split of training and validation pictures is unknown and "
+            "resuming would mix them. Start a new run instead."
+        )
     before_config = run.config or saved_config or {}
     try:
         config = TrainConfig.from_dict(before_config)
@@ -83,15 +86,20 @@ def _plan(run: Run, state: str, lock: RunLock, epochs: int | None) -> ResumePlan
         raise UserError(f"{cannot}: its settings cannot be read ({exc}).") from exc
     if epochs is not None:
         if epochs < done:
-            raise UserError(f"The run {run.name} has already trained {done} epochs: the new total of epochs "
-                            f"({epochs}) must be at least that.")
+            raise UserError(
+                f"The run {run.name} has already trained {done} epochs: the new total of epochs "
+                f"({epochs}) must be at least that."
+            )
         config.epochs = epochs
     if state == "finished" and config.epochs <= done:
-        raise UserError(f"The run {run.name} has finished all its {done} epochs. To train it longer, give a "
-                        "larger total of epochs.")
+        raise UserError(
+            f"The run {run.name} has finished all its {done} epochs. To train it longer, give a larger total of epochs."
+        )
     if config.epochs <= done and checkpoint_problem(run.best_checkpoint):
-        raise UserError(f"{cannot} without more epochs: {checkpoint_problem(run.best_checkpoint)}, and only a new "
-                        "epoch can make a new best model. Give a larger total of epochs.")
+        raise UserError(
+            f"{cannot} without more epochs: {checkpoint_problem(run.best_checkpoint)}, and only a new "
+            "epoch can make a new best model. Give a larger total of epochs."
+        )
     if state not in RESUMABLE_STATES + ("finished",):
         raise UserError(f"{cannot}: it is {state}.")
     before = {"status": run.status, "config": before_config}
@@ -114,6 +122,7 @@ def restore_run(run: Run, before: dict, why: str) -> str:
 
 # --- the run's own pictures ---------------------------------------------------------
 
+
 def kept_split(run: Run, current: ScanReport) -> tuple[ScanReport, str | None]:
     """The run's split from its scan.json, less the pictures that are gone or
     unreadable now (`current` is a fresh scan of the folder), and a note in
@@ -126,26 +135,39 @@ def kept_split(run: Run, current: ScanReport) -> tuple[ScanReport, str | None]:
     known = {path for path, _ in recorded.train + recorded.val + recorded.test}
     gone = sorted(known - usable)
     added = sorted(usable - known)
-    kept = {split: [(p, label) for p, label in getattr(recorded, split) if p in usable]
-            for split in ("train", "val", "test")}
-    counts = {name: {split: sum(1 for _, label in kept[split] if label == i) for split in kept}
-              for i, name in enumerate(recorded.classes)}
+    kept = {
+        split: [(p, label) for p, label in getattr(recorded, split) if p in usable]
+        for split in ("train", "val", "test")
+    }
+    counts = {
+        name: {split: sum(1 for _, label in kept[split] if label == i) for split in kept}
+        for i, name in enumerate(recorded.classes)
+    }
     for name, c in counts.items():
         if not c["train"] or not c["val"]:
-            raise TrainingError(f"Class '{name}' has no training or no validation pictures left of the ones this "
-                                "run was trained on. Put them back, or start a new run.")
-    report = dataclasses.replace(recorded, **kept, counts=counts, skipped=recorded.skipped + [
-        SkippedFile(p, "gone or unreadable since the run started") for p in gone])
+            raise TrainingError(
+                f"Class '{name}' has no training or no validation pictures left of the ones this "
+                "run was trained on. Put them back, or start a new run."
+            )
+    report = dataclasses.replace(
+        recorded,
+        **kept,
+        counts=counts,
+        skipped=recorded.skipped + [SkippedFile(p, "gone or unreadable since the run started") for p in gone],
+    )
     notes = []
     if added:
-        notes.append(f"{len(added)} pictures were added to the folder since this run started; they are not used, "
-                     "so that the run keeps its split (start a new run to train on them).")
+        notes.append(
+            f"{len(added)} pictures were added to the folder since this run started; they are not used, "
+            "so that the run keeps its split (start a new run to train on them)."
+        )
     if gone:
         notes.append(f"{len(gone)} pictures of this run are gone or unreadable now; they are skipped.")
     return report, " ".join(notes) or None
 
 
 # --- the schedule ---------------------------------------------------------------------
+
 
 def schedule_settings(optimizer: torch.optim.Optimizer) -> list[dict]:
     """The optimiser's settings per group as a freshly built schedule left

@@ -12,6 +12,7 @@ byte, which behaves the same way.
 Readers ask with a shared lock, so any number of them can look at once; the
 trainer retries for a moment if a reader happens to be looking just then.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,7 +77,8 @@ class RunLock:
                 os.close(fd)
                 raise RunBusyError(
                     f"The run {self.folder.name} is being trained (or waits in a queue) in another window or "
-                    "process. Stop it there first, or wait until it ends.")
+                    "process. Stop it there first, or wait until it ends."
+                )
             time.sleep(0.05)  # a reader may be looking at this very moment
         self._fd = fd
         return self

@@ -4,6 +4,7 @@ never damages a run, and the command line answers a mistake with one line.
 Real runs: MobileNetV2 linear probes on a few dozen real hymenoptera photos,
 trained on the CPU with the shared offline weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,14 +34,22 @@ def _pictures(hymenoptera: Path, dst: Path, per_class: int = PER_CLASS, start: i
     for class_dir in sorted((hymenoptera / "train").iterdir()):
         out = dst / class_dir.name
         out.mkdir(parents=True, exist_ok=True)
-        for f in sorted(class_dir.glob("*.jpg"))[start:start + per_class]:
+        for f in sorted(class_dir.glob("*.jpg"))[start : start + per_class]:
             shutil.copy(f, out / f.name)
     return dst
 
 
 def _config(data: Path, cache: Path, **changes) -> TrainConfig:
-    values = dict(data_dir=str(data), backbone="mobilenet_v2", strategy="linear", epochs=2, device="cpu",
-                  lr=1e-3, seed=0, cache_dir=str(cache))
+    values = dict(
+        data_dir=str(data),
+        backbone="mobilenet_v2",
+        strategy="linear",
+        epochs=2,
+        device="cpu",
+        lr=1e-3,
+        seed=0,
+        cache_dir=str(cache),
+    )
     return TrainConfig(**{**values, **changes})
 
 
@@ -64,16 +73,26 @@ def _copy(run: Path, runs: Path, name: str) -> Path:
 
 def _cli(*args, env=None, timeout=600):
     env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "core", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # --- one damaged run never hides the others ------------------------------------------------
 
+
 def _damage(runs: Path, finished_run: Path) -> dict[str, Path]:
-    made = {name: _copy(finished_run, runs, f"2026-{i}-{name}") for i, name in enumerate(
-        ["good", "status-not-utf8", "status-a-list", "config-a-list", "config-deleted", "best-empty",
-         "metrics-cut"])}
+    made = {
+        name: _copy(finished_run, runs, f"2026-{i}-{name}")
+        for i, name in enumerate(
+            ["good", "status-not-utf8", "status-a-list", "config-a-list", "config-deleted", "best-empty", "metrics-cut"]
+        )
+    }
     (made["status-not-utf8"] / "status.json").write_bytes(b'{"state": "fin\xff\xfeished"}')
     (made["status-a-list"] / "status.json").write_text("[1, 2]")
     (made["config-a-list"] / "config.json").write_text('["mobilenet_v2"]')
@@ -96,9 +115,14 @@ def test_one_damaged_run_never_hides_the_others(tmp_path, finished_run):
 
     summaries = {name: listed[path.name].summary() for name, path in made.items()}
     assert summaries["good"]["state"] == "finished" and summaries["good"]["reason"] is None
-    expected = {"status-not-utf8": "status.json is not text", "status-a-list": "status.json holds a list",
-                "config-a-list": "config.json holds a list", "config-deleted": "config.json is missing",
-                "best-empty": "best.pt is empty", "metrics-cut": "metrics.jsonl line 2 is cut off"}
+    expected = {
+        "status-not-utf8": "status.json is not text",
+        "status-a-list": "status.json holds a list",
+        "config-a-list": "config.json holds a list",
+        "config-deleted": "config.json is missing",
+        "best-empty": "best.pt is empty",
+        "metrics-cut": "metrics.jsonl line 2 is cut off",
+    }
     for name, words in expected.items():
         assert summaries[name]["state"] == "damaged", name
         assert words in summaries[name]["reason"], (name, summaries[name]["reason"])
@@ -149,6 +173,7 @@ def test_a_damaged_run_resumes_from_its_last_checkpoint(tmp_path, finished_run, 
 
 # --- resume never damages a run -------------------------------------------------------------
 
+
 def test_resuming_with_more_epochs_keeps_cosine_going_down(tmp_path, finished_run, offline_weights):
     run_dir = _copy(finished_run, tmp_path / "runs", "cosine")
     job, run = resume_blocking(prepare_resume(run_dir, epochs=4))
@@ -161,8 +186,9 @@ def test_resuming_with_more_epochs_keeps_cosine_going_down(tmp_path, finished_ru
 
 def test_resuming_a_one_cycle_run_with_more_epochs_finishes(tmp_path, hymenoptera, offline_weights):
     data = _pictures(hymenoptera, tmp_path / "data")
-    job, run = train_blocking(_config(data, tmp_path / "cache", schedule="onecycle", epochs=1),
-                              runs_dir=tmp_path / "runs")
+    job, run = train_blocking(
+        _config(data, tmp_path / "cache", schedule="onecycle", epochs=1), runs_dir=tmp_path / "runs"
+    )
     assert job.state == "finished", job.snapshot()["reason"]
     job, run = resume_blocking(prepare_resume(run.path, epochs=3))
     assert job.state == "finished", job.snapshot()["reason"]
@@ -203,8 +229,9 @@ def test_a_failed_resume_leaves_a_finished_run_finished(tmp_path, finished_run, 
     run = open_run(run_dir)
     assert run.state == "finished"
     assert "moved-away" in run.status["reason"] and "as it was before" in run.status["reason"]
-    assert {k: run.status[k] for k in ("best_val_accuracy", "epochs_done", "seconds")} == \
-        {k: before[k] for k in ("best_val_accuracy", "epochs_done", "seconds")}
+    assert {k: run.status[k] for k in ("best_val_accuracy", "epochs_done", "seconds")} == {
+        k: before[k] for k in ("best_val_accuracy", "epochs_done", "seconds")
+    }
     assert json.loads((run_dir / "config.json").read_text())["epochs"] == 2
 
 
@@ -222,13 +249,39 @@ def test_resume_is_refused_while_another_process_trains(tmp_path, hymenoptera, o
     runs = tmp_path / "runs"
     env = {**os.environ, "TORCH_HOME": str(offline_weights), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core", "train", data, "--backbone", "mobilenet_v2", "--strategy", "linear",
-         "--epochs", "200", "--no-feature-cache", "--augment", "light", "--batch-size", "4", "--device", "cpu",
-         "--runs-dir", runs], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "train",
+            data,
+            "--backbone",
+            "mobilenet_v2",
+            "--strategy",
+            "linear",
+            "--epochs",
+            "200",
+            "--no-feature-cache",
+            "--augment",
+            "light",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--runs-dir",
+            runs,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         def training():
             found = list(runs.glob("*/metrics.jsonl"))
             return bool(found) and open_run(found[0].parent).state == "running"
+
         assert _wait(training, 300)
         run_dir = next(runs.iterdir())
         metrics_before = (run_dir / "metrics.jsonl").read_text()
@@ -280,6 +333,7 @@ def test_leftover_temporary_files_are_removed_when_a_run_is_opened(tmp_path, fin
 
 # --- the command line: one line for a mistake ---------------------------------------------------
 
+
 def test_the_cli_answers_mistakes_with_one_line(tmp_path, finished_run, hymenoptera, offline_weights):
     data = _pictures(hymenoptera, tmp_path / "data", per_class=4)
     not_a_folder = tmp_path / "a-file"
@@ -289,10 +343,28 @@ def test_the_cli_answers_mistakes_with_one_line(tmp_path, finished_run, hymenopt
     run_dir = _copy(finished_run, tmp_path / "runs", "done")
     env = {"TORCH_HOME": str(offline_weights), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
     cases = {
-        "runs folder it may not write": ("train", data, "--backbone", "mobilenet_v2", "--epochs", "1",
-                                         "--runs-dir", not_a_folder / "runs"),
-        "unreadable weights": ("train", data, "--backbone", "mobilenet_v2", "--epochs", "1", "--init", garbage,
-                               "--runs-dir", tmp_path / "runs2"),
+        "runs folder it may not write": (
+            "train",
+            data,
+            "--backbone",
+            "mobilenet_v2",
+            "--epochs",
+            "1",
+            "--runs-dir",
+            not_a_folder / "runs",
+        ),
+        "unreadable weights": (
+            "train",
+            data,
+            "--backbone",
+            "mobilenet_v2",
+            "--epochs",
+            "1",
+            "--init",
+            garbage,
+            "--runs-dir",
+            tmp_path / "runs2",
+        ),
         "missing run": ("resume", tmp_path / "nowhere"),
         "finished run": ("resume", run_dir),
         "missing folder": ("predict", run_dir, tmp_path / "nowhere"),
