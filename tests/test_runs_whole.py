@@ -336,7 +336,7 @@ def test_leftover_temporary_files_are_removed_when_a_run_is_opened(tmp_path, fin
 
 def test_the_cli_answers_mistakes_with_one_line(tmp_path, finished_run, hymenoptera, offline_weights):
     data = _pictures(hymenoptera, tmp_path / "data", per_class=4)
-    not_a_folder = tmp_path / "a-file"
+    not_a_folder = tmp_path / "a-file"  # a runs folder inside a file: unwritable even for root
     not_a_folder.write_text("x")
     garbage = tmp_path / "weights.pt"
     garbage.write_bytes(b"not weights at all")
