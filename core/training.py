@@ -36,7 +36,8 @@ from .features import PrefixRunner
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, parameter_groups
 from .models import HeadConfig, build_model
 from .progress import Progress
-from .runs import Run, owner
+from .resume import kept_split, move_schedule, schedule_settings
+from .runs import Run, checkpoint_problem, owner
 from .scan import scan_and_decode
 from .training_data import TrainingData, build_data
 
@@ -133,15 +134,23 @@ def _start(config: TrainConfig, run: Run, progress: Progress, started: float) ->
     return device, described
 
 
-def _scan(config: TrainConfig, info, sizes: tuple[int, int], run: Run, progress: Progress, skipped: set):
+def _scan(config: TrainConfig, info, sizes: tuple[int, int], run: Run, progress: Progress, skipped: set,
+          resume: bool = False):
     """The scan decodes every image to check it; it keeps them, at the size
-    training needs, so that training does not decode them again."""
+    training needs, so that training does not decode them again. A resumed
+    run keeps its own split (scan.json): the scan only says which of its
+    pictures are still there, and what was added."""
     report, decoded, why_not_decoded = scan_and_decode(config.data_dir, sizes[1], val_fraction=config.val_fraction,
                                                        seed=config.seed, interpolation=info.interpolation)
-    if not report.can_train:
+    if resume:
+        report, note = kept_split(run, report)
+        progress.update(resume_note=note)
+        run.update_status(resume_note=note)
+    elif not report.can_train:
         raise TrainingError(" ".join(report.errors))
-    run.write_json("scan.json", report.to_dict())
-    run.write_json("classes.json", report.classes)
+    else:
+        run.write_json("scan.json", report.to_dict())
+        run.write_json("classes.json", report.classes)
     _skip(progress, skipped, [s.path for s in report.skipped])
     return report, decoded, why_not_decoded
 
@@ -189,11 +198,12 @@ def _optimisation(config: TrainConfig, report, model, plan, decisions: Decisions
     return criterion, nn.CrossEntropyLoss(), optimizer, scheduler, scaler
 
 
-def _setup(config: TrainConfig, run: Run, progress: Progress, device: torch.device, skipped: set) -> _Setup:
+def _setup(config: TrainConfig, run: Run, progress: Progress, device: torch.device, skipped: set,
+           resume: bool = False) -> _Setup:
     """Scan, model, decisions, batches, optimiser: everything before the first epoch."""
     info = get_backbone(config.backbone)
     sizes = info.sizes(config.image_size)
-    report, decoded, why_not_decoded = _scan(config, info, sizes, run, progress, skipped)
+    report, decoded, why_not_decoded = _scan(config, info, sizes, run, progress, skipped, resume)
     model, plan = _build_model(config, info, len(report.classes), progress)
     decisions = decide(config, device, sizes, plan, report, decoded_in_memory=decoded is not None,
                        decoded_bytes=decoded.nbytes if decoded is not None else 0)
@@ -209,15 +219,20 @@ def _setup(config: TrainConfig, run: Run, progress: Progress, device: torch.devi
 
 def _resume(s: _Setup, state: _State) -> None:
     """Go on from last.pt: weights, optimiser, schedule, the best so far and
-    the random state, as if the run had never stopped."""
+    the random state, as if the run had never stopped. The schedule is the
+    one built for the run's total now (a resume may have raised it), moved
+    on to where the run stopped, not the saved one."""
     ckpt = torch.load(s.run.last_checkpoint, map_location="cpu", weights_only=True)
     s.model.load_state_dict(ckpt["model"])
+    fresh = schedule_settings(s.optimizer)
     s.optimizer.load_state_dict(ckpt["optimizer"])
-    s.scheduler.load_state_dict(ckpt["scheduler"])
+    move_schedule(s.scheduler, s.optimizer, fresh, ckpt["epoch"] * s.batches)
     restore_scaler(s.scaler, ckpt.get("scaler"))
     state.history = [r for r in s.run.metrics if r["epoch"] <= ckpt["epoch"]]
     state.start_epoch = ckpt["epoch"] + 1
     state.best = ckpt.get("best", state.best)
+    if checkpoint_problem(s.run.best_checkpoint):  # a damaged best.pt: the next epoch makes a new one
+        state.best = _State().best
     state.epochs_without_gain = ckpt.get("epochs_without_gain", 0)
     restore_random_state(ckpt, s.decisions.device)
 
@@ -232,7 +247,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
     started = time.time()
     state = _State()
     device, described = _start(config, run, progress, started)
-    s = _setup(config, run, progress, device, state.skipped)
+    s = _setup(config, run, progress, device, state.skipped, resume=resume)
     trainable, total = count_parameters(s.model)
     if resume and run.last_checkpoint.exists():
         _resume(s, state)
