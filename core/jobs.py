@@ -294,7 +294,7 @@ def _train_run(job: Job, run: Run) -> tuple[str, str | None, dict | None]:
     try:
         result = train(job.config, run, job, resume=job.resume)
     except InterruptedError:
-        return _end_run(job, run, "stopped", "Stopped by you. The last finished epoch is saved; you can resume it.")
+        return _end_run(job, run, "stopped", _stopped_reason(run))
     except BaseException as exc:  # noqa: BLE001 - a job must never take the app down
         reason = friendly(exc)
         run.write_json("error.json", {"reason": reason, "traceback": traceback.format_exc()})
@@ -303,6 +303,13 @@ def _train_run(job: Job, run: Run) -> tuple[str, str | None, dict | None]:
                       best_val_accuracy=result["val_accuracy"], best_epoch=result["best_epoch"],
                       macro_f1=result["macro_f1"])
     return "finished", None, result
+
+
+def _stopped_reason(run: Run) -> str:
+    """What is true after a stop: resumable only once an epoch has finished."""
+    if run.metrics:
+        return "Stopped by you. The last finished epoch is saved; you can resume it."
+    return "Stopped by you before the first epoch ended, so there is nothing to resume: start it again."
 
 
 def _device_used(job: Job) -> torch.device | None:
