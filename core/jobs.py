@@ -265,7 +265,8 @@ def run_job(job: Job) -> None:
     else:
         run.update_status(state="finished", reason=None, ended=time.time(), seconds=result["seconds"],
                           best_val_accuracy=result["val_accuracy"], best_epoch=result["best_epoch"],
-                          macro_f1=result["macro_f1"])
+                          macro_f1=result["macro_f1"],
+                          **{k: v for k, v in result.items() if k.startswith("test_")})
         job.finish("finished", None, result)
     finally:
         release_device_memory(torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))

@@ -1,0 +1,107 @@
+"""A folder with test/ beside train/ and val/: the test pictures stay out of
+training and the choice of the best epoch, and are scored once, at the end.
+
+How "never read before the end" is checked: Python's audit hooks (PEP 578)
+see every file the process opens (PIL opens pictures through Python's
+open()). The hook notes, for each opening of a test picture, whether the run
+had already written scan.json (the scan, which verifies every picture, is
+over) and eval.json (the best epoch is chosen and scored on val). A test
+picture opened after the scan but before eval.json would be a test picture
+read by the decoded cache, the feature pass or the epochs. The run uses
+image loader threads (workers=0 on this machine), so every read is in this
+process. Without the end-of-run step, no test_eval.json and no
+test_accuracy: the test fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.trained_run import small_copy
+
+REPO = Path(__file__).resolve().parent.parent
+
+_opened: list[tuple[str, bool, bool]] = []
+_watch: dict = {"runs": None, "test_dir": None}
+_lock = threading.Lock()
+
+
+def _audit(event: str, args) -> None:
+    if event != "open" or _watch["test_dir"] is None or not isinstance(args[0], str):
+        return
+    path = args[0]
+    if not path.startswith(_watch["test_dir"]):
+        return
+    runs = Path(_watch["runs"])
+    scanned = any(runs.glob("*/scan.json"))
+    evaluated = any(runs.glob("*/eval.json"))
+    with _lock:
+        _opened.append((path, scanned, evaluated))
+
+
+sys.addaudithook(_audit)  # hooks cannot be removed; it does nothing unless _watch is set
+
+
+@pytest.fixture(scope="module")
+def with_test_split(hymenoptera, tmp_path_factory) -> Path:
+    root = small_copy(hymenoptera, tmp_path_factory.mktemp("split") / "pictures", train=8, val=6)
+    for cls in ("ants", "bees"):
+        (root / "test" / cls).mkdir(parents=True)
+        for f in sorted((hymenoptera / "val" / cls).glob("*.jpg"))[-5:]:
+            shutil.copy(f, root / "test" / cls / f.name)
+    return root
+
+
+def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_split, tmp_path, offline_weights):
+    from core.config import TrainConfig
+    from core.jobs import train_blocking
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    config = TrainConfig(data_dir=str(with_test_split), backbone="mobilenet_v2", strategy="linear", epochs=2,
+                         cache_dir=str(tmp_path / "cache"))
+    _opened.clear()
+    _watch.update(runs=str(runs), test_dir=str(with_test_split / "test"))
+    try:
+        job, run = train_blocking(config, runs_dir=runs)
+    finally:
+        _watch.update(runs=None, test_dir=None)
+    assert job.state == "finished", job.snapshot()["reason"]
+
+    during_training = [p for p, scanned, evaluated in _opened if scanned and not evaluated]
+    assert during_training == [], f"test pictures read while training: {during_training}"
+    at_the_end = {p for p, scanned, evaluated in _opened if evaluated}
+    assert len(at_the_end) == 10  # each test picture, once the best epoch was chosen
+
+    status = json.loads((run.path / "status.json").read_text())
+    assert status["decoded_images"].get("images") in (None, 8 * 2 + 6 * 2)  # train + val only
+    test_eval = json.loads((run.path / "test_eval.json").read_text())
+    assert test_eval["n"] == 10 and len(test_eval["predictions"]) == 10
+    assert {Path(r["path"]).parent.parent.name for r in test_eval["predictions"]} == {"test"}
+    low, high = test_eval["ci95"]
+    assert 0 <= low <= test_eval["accuracy"] <= high <= 1
+    assert "95 % sure" in test_eval["words"]
+    eval_val = json.loads((run.path / "eval.json").read_text())
+    assert all("/test/" not in r["path"] for r in eval_val["predictions"])
+    result = job.snapshot()["result"]
+    assert result["test_accuracy"] == test_eval["accuracy"] and result["test_ci95"] == [low, high]
+    assert status["test_accuracy"] == test_eval["accuracy"]
+
+
+def test_train_command_line_reports_test_accuracy(with_test_split, tmp_path, offline_weights):
+    out = subprocess.run([sys.executable, "-m", "core", "train", str(with_test_split), "--backbone", "mobilenet_v2",
+                          "--strategy", "linear", "--epochs", "1", "--runs-dir", str(tmp_path / "runs")],
+                         capture_output=True, text=True, cwd=REPO, timeout=600,
+                         env={**os.environ, "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    final = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 0 <= final["test_accuracy"] <= 1 and final["test_n"] == 10
+    low, high = final["test_ci95"]
+    assert low <= final["test_accuracy"] <= high
