@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.errors import friendly
 from core.evaluation import cell_images, mistakes
-from ui import bookmarks, charts, resources, state, widgets, words
+from ui import bookmarks, charts, fixes, held_out_view, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_RESULTS)  # a bookmark opened first on a fresh server
 st.title(":material/insights: Results")
@@ -37,9 +37,9 @@ def _caption(row: dict) -> str:
     return f":red[:material/close: said **{row['predicted']}**] ({sure}) · really **{row['true']}**"
 
 
-def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer") -> None:
-    """Thumbnails in rows of GRID, each with what the model said; with
-    where_looked, the Grad-CAM overlay instead of the plain picture."""
+def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", key: str = "gallery") -> None:
+    """Thumbnails in rows of GRID, each with what the model said and the fix
+    actions; with where_looked, the Grad-CAM overlay instead of the plain picture."""
     for start in range(0, len(rows), GRID):
         cols = st.columns(GRID)
         for col, row in zip(cols, rows[start : start + GRID]):
@@ -63,6 +63,7 @@ def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer") -
                 )
                 st.image(picture, caption=_short(Path(row["path"]).name), width="stretch", alt=alt)
                 st.caption(_caption(row))
+                fixes.fix_actions(run.config.get("data_dir") or "", row["path"], run.classes, key, row["predicted"])
 
 
 def _explaining_spinner(where_looked: bool, count: int):
@@ -165,7 +166,7 @@ def confusion_section(run, evaluation: dict) -> None:
         if where_looked:
             st.caption(words.CAM_CAPTION)
         with _explaining_spinner(where_looked, min(n, MAX_CELL)):
-            gallery(run, rows[:MAX_CELL], where_looked)
+            gallery(run, rows[:MAX_CELL], where_looked, key="cell")
         if n > MAX_CELL:
             st.caption(f"… and {n - MAX_CELL} more (the ones the model was least sure about).")
     else:
@@ -205,7 +206,7 @@ def hardest_section(run, evaluation: dict) -> None:
     if where_looked:
         st.caption(words.CAM_CAPTION)
     with _explaining_spinner(where_looked, len(rows)):
-        gallery(run, rows, where_looked, target)
+        gallery(run, rows, where_looked, target, key="hard")
     look_closer(run, rows)
 
 
@@ -382,6 +383,7 @@ def summary(run, evaluation: dict) -> None:
         f"({words.strategy_label(config.get('strategy'))}) trained on "
         f"`{Path(config.get('data_dir') or '?').name}` to tell {len(evaluation['classes'])} classes apart."
     )
+    held_out_view.validation_interval(evaluation)
     widgets.feature_cache_caption(run.status.get("feature_cache"))
     worst = min(evaluation["per_class"], key=lambda c: (c["recall"], c["class"]))
     if worst["recall"] < 1:
@@ -391,6 +393,7 @@ def summary(run, evaluation: dict) -> None:
         )
     st.markdown("#### How well each class is recognised")
     widgets.per_class_table(evaluation)
+    st.caption(f"Macro F1 {evaluation['macro_f1']:.2f}. {held_out_view.F1_LINE}")
 
 
 def main() -> None:
@@ -417,12 +420,17 @@ def main() -> None:
         help="Every run that has results, newest first.",
         prefer=latest_finished,
     )
+    fixes.fix_notes()
+    fixes.older_pictures_notice(run, key="results")
     evaluation = resources.evaluation(run)
     if not evaluation or not evaluation.get("count"):
         st.warning("This run's results are empty: it had no validation pictures to check.", icon=":material/warning:")
         return
 
     summary(run, evaluation)
+    st.divider()
+    held_out_view.test_split_section(run)
+    held_out_view.new_pictures_section(run)
     st.divider()
     confusion_section(run, evaluation)
     st.divider()
