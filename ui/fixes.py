@@ -171,13 +171,13 @@ def disagreements(folder: str | Path, rows: list[dict], classes: list[str], key:
 
 
 def trained_on_older_pictures(run) -> bool:
-    """Whether the run's data folder changed here after the run began."""
+    """Whether pictures of the run's data folder were moved or set aside here
+    after the run began (and not put back since)."""
     data_dir = (run.config or {}).get("data_dir")
     if not data_dir or not os.path.isdir(data_dir):
         return False
-    changed = last_change_time(data_dir)
     began = run.status.get("started") or run.status.get("created") or resources.file_mtime(run.path / "config.json")
-    return changed is not None and bool(began) and changed > began
+    return any(change.time > began and not change.undone for change in changes(data_dir))
 
 
 def _train_again(run) -> None:
