@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_app_pages import _app, _goto, _texts, every_run_goes_through_app_py  # noqa: F401 - autouse
 from tests.trained_run import small_copy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,11 +60,11 @@ def with_test_split(hymenoptera, tmp_path_factory) -> Path:
     return root
 
 
-def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_split, tmp_path, offline_weights):
+def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_split, env, tmp_path):
     from core.config import TrainConfig
     from core.jobs import train_blocking
 
-    runs = tmp_path / "runs"
+    runs = env / "runs"  # the app's runs folder: the Results page shows this run below
     runs.mkdir()
     config = TrainConfig(data_dir=str(with_test_split), backbone="mobilenet_v2", strategy="linear", epochs=2,
                          cache_dir=str(tmp_path / "cache"))
@@ -93,6 +94,12 @@ def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_sp
     result = job.snapshot()["result"]
     assert result["test_accuracy"] == test_eval["accuracy"] and result["test_ci95"] == [low, high]
     assert status["test_accuracy"] == test_eval["accuracy"]
+
+    # The Results page shows the test pictures apart from validation.
+    at = _goto(_app(), "pages/6_results.py")
+    assert "On the test pictures" in _texts(at.subheader)
+    assert f"of the {test_eval['n']}** test pictures correctly" in _texts(at.markdown)
+    assert test_eval["words"] in _texts(at.markdown)
 
 
 def test_train_command_line_reports_test_accuracy(with_test_split, tmp_path, offline_weights):

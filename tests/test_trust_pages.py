@@ -174,3 +174,29 @@ def test_evaluate_agrees_with_predict_csv(with_run, tmp_path, offline_weights):
     assert result["confusion"] == confusion
     low, high = result["ci95"]
     assert (low, high) == wilson_interval(agree, len(rows))
+
+
+def test_playground_folder_results_offer_the_same_fixes(env, with_run, small_data, hymenoptera):
+    folder = env / "new-pictures"
+    shutil.copytree(small_data / "val", folder)
+    for f in sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[-3:]:  # bees filed under ants
+        shutil.copy(f, folder / "ants" / f"flip_{f.name}")
+    before = _fingerprint(folder)
+    at = _goto(_app(), "pages/4_playground.py")
+    at.text_input(key="batch_folder").set_value(str(folder)).run()
+    _button(at, "Name them all").click().run()
+    _ok(at)
+    table = next(d.value for d in at.dataframe if "It looks like" in d.value.columns)
+    wrong = [Path(p) for p, said in zip(table["Picture"], table["It looks like"]) if Path(p).parent.name != said]
+    assert "Named differently from their folder" in _texts(at.markdown)
+    assert any(p.name.startswith("flip_") for p in wrong), "the model took every planted bee for an ant"
+    picture = folder / next(p for p in wrong if p.name.startswith("flip_"))
+    key = _fix_key("play_folder", picture)
+    at.selectbox(key=f"{key}_to").set_value("bees").run()
+    at.button(key=f"{key}_move").click().run()
+    _ok(at)
+    assert (folder / "bees" / picture.name).exists() and not picture.exists()
+    (change,) = changes(folder)
+    at.button(key=f"play_folder_changes_undo_{change.id}").click().run()
+    _ok(at)
+    assert _fingerprint(folder) == before
