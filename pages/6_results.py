@@ -133,8 +133,9 @@ def confusion_section(run, evaluation: dict) -> None:
             type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5, line=dict(color="#ff7f0e", width=4)
         )
         side = min(700, 160 + 60 * len(classes))
-        fig.update_layout(height=side, font=dict(size=14), dragmode=False, xaxis_title="what the model said",
-                          yaxis_title="real class")
+        fig.update_layout(
+            height=side, font=dict(size=14), dragmode=False, xaxis_title="what the model said", yaxis_title="real class"
+        )
         st.plotly_chart(
             fig,
             key=chart_key,
@@ -285,8 +286,11 @@ def embedding_section(run, evaluation: dict) -> None:
     sep = view["separation"]
     for col, side, title in (
         (left, "pretrained", "Before: the downloaded network"),
-        (right, "fine-tuned", "After: your trained model" if view.get("after") != "scores"
-         else "After: the trained head's scores"),
+        (
+            right,
+            "fine-tuned",
+            "After: your trained model" if view.get("after") != "scores" else "After: the trained head's scores",
+        ),
     ):
         with col:
             rows = [r for r in view["rows"] if r["model"] == side]
@@ -406,7 +410,10 @@ def main() -> None:
                 icon=":material/hourglass_top:",
             )
         else:
-            st.info("There is no trained model yet. Train one on the **Train** page first.", icon=":material/fitness_center:")
+            st.info(
+                "There is no trained model yet. Train one on the **Train** page first.",
+                icon=":material/fitness_center:",
+            )
         st.page_link(state.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
         return
     wanted = st.query_params.get("run")
@@ -441,7 +448,9 @@ def main() -> None:
     export_section(run)
     st.divider()
     st.page_link(
-        state.PAGE_PLAYGROUND, label="Try it on new pictures in the Playground", icon=":material/science:",
+        state.PAGE_PLAYGROUND,
+        label="Try it on new pictures in the Playground",
+        icon=":material/science:",
         query_params={"run": run.name},
     )
 

@@ -12,6 +12,7 @@ image loader threads (workers=0 on this machine), so every read is in this
 process. Without the end-of-run step, no test_eval.json and no
 test_accuracy: the test fails.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.folders import PACKAGED_BACKBONE, PHOTOS, small_copy
 from tests.test_app_pages import _app, _goto, _texts, every_run_goes_through_app_py  # noqa: F401 - autouse
-from tests.trained_run import small_copy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,12 +52,14 @@ sys.addaudithook(_audit)  # hooks cannot be removed; it does nothing unless _wat
 
 
 @pytest.fixture(scope="module")
-def with_test_split(hymenoptera, tmp_path_factory) -> Path:
-    root = small_copy(hymenoptera, tmp_path_factory.mktemp("split") / "pictures", train=8, val=6)
-    for cls in ("ants", "bees"):
-        (root / "test" / cls).mkdir(parents=True)
-        for f in sorted((hymenoptera / "val" / cls).glob("*.jpg"))[-5:]:
-            shutil.copy(f, root / "test" / cls / f.name)
+def with_test_split(tmp_path_factory) -> Path:
+    """The repository's photos: 10 + 2 of each of 4 classes in train/ and val/,
+    and the other 2 of each class's val photos in test/."""
+    root = small_copy(PHOTOS, tmp_path_factory.mktemp("split") / "pictures", train=10, val=2)
+    for class_dir in sorted(p for p in (PHOTOS / "val").iterdir() if p.is_dir()):
+        (root / "test" / class_dir.name).mkdir(parents=True)
+        for f in sorted(class_dir.glob("*.jpg"))[2:4]:
+            shutil.copy(f, root / "test" / class_dir.name / f.name)
     return root
 
 
@@ -66,8 +69,13 @@ def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_sp
 
     runs = env / "runs"  # the app's runs folder: the Results page shows this run below
     runs.mkdir()
-    config = TrainConfig(data_dir=str(with_test_split), backbone="mobilenet_v2", strategy="linear", epochs=2,
-                         cache_dir=str(tmp_path / "cache"))
+    config = TrainConfig(
+        data_dir=str(with_test_split),
+        backbone=PACKAGED_BACKBONE,
+        strategy="linear",
+        epochs=2,
+        cache_dir=str(tmp_path / "cache"),
+    )
     _opened.clear()
     _watch.update(runs=str(runs), test_dir=str(with_test_split / "test"))
     try:
@@ -79,12 +87,12 @@ def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_sp
     during_training = [p for p, scanned, evaluated in _opened if scanned and not evaluated]
     assert during_training == [], f"test pictures read while training: {during_training}"
     at_the_end = {p for p, scanned, evaluated in _opened if evaluated}
-    assert len(at_the_end) == 10  # each test picture, once the best epoch was chosen
+    assert len(at_the_end) == 8  # each test picture, once the best epoch was chosen
 
     status = json.loads((run.path / "status.json").read_text())
-    assert status["decoded_images"].get("images") in (None, 8 * 2 + 6 * 2)  # train + val only
+    assert status["decoded_images"].get("images") in (None, 4 * 10 + 4 * 2)  # train + val only
     test_eval = json.loads((run.path / "test_eval.json").read_text())
-    assert test_eval["n"] == 10 and len(test_eval["predictions"]) == 10
+    assert test_eval["n"] == 8 and len(test_eval["predictions"]) == 8
     assert {Path(r["path"]).parent.parent.name for r in test_eval["predictions"]} == {"test"}
     low, high = test_eval["ci95"]
     assert 0 <= low <= test_eval["accuracy"] <= high <= 1
@@ -102,13 +110,31 @@ def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_sp
     assert test_eval["words"] in _texts(at.markdown)
 
 
-def test_train_command_line_reports_test_accuracy(with_test_split, tmp_path, offline_weights):
-    out = subprocess.run([sys.executable, "-m", "core", "train", str(with_test_split), "--backbone", "mobilenet_v2",
-                          "--strategy", "linear", "--epochs", "1", "--runs-dir", str(tmp_path / "runs")],
-                         capture_output=True, text=True, cwd=REPO, timeout=600,
-                         env={**os.environ, "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")})
+def test_train_command_line_reports_test_accuracy(with_test_split, env, tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "train",
+            str(with_test_split),
+            "--backbone",
+            PACKAGED_BACKBONE,
+            "--strategy",
+            "linear",
+            "--epochs",
+            "1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")},
+    )
     assert out.returncode == 0, out.stderr
     final = json.loads(out.stdout.strip().splitlines()[-1])
-    assert 0 <= final["test_accuracy"] <= 1 and final["test_n"] == 10
+    assert 0 <= final["test_accuracy"] <= 1 and final["test_n"] == 8
     low, high = final["test_ci95"]
     assert low <= final["test_accuracy"] <= high

@@ -67,8 +67,9 @@ def _progress() -> None:
     if check is None or not check.running:
         st.rerun(scope="app")
     share = check.done / check.total if check.total else 0.0
-    st.progress(min(1.0, share), text=f"{check.phase}… ({check.done} of {check.total})" if check.total
-                else f"{check.phase}…")
+    st.progress(
+        min(1.0, share), text=f"{check.phase}… ({check.done} of {check.total})" if check.total else f"{check.phase}…"
+    )
 
 
 def check_section(report) -> None:
@@ -76,15 +77,23 @@ def check_section(report) -> None:
     root = report.root
     st.divider()
     st.subheader(":material/fact_check: Check my pictures")
-    st.caption("Finds copies of the same picture, pictures that are both in training and in checking (which makes "
-               "the accuracy look better than it is), pictures that look like another class, and pictures that "
-               "are too dark, too bright, blurry or tiny. It runs the network over every picture once; the next "
-               "check of the same pictures takes seconds.")
+    st.caption(
+        "Finds copies of the same picture, pictures that are both in training and in checking (which makes "
+        "the accuracy look better than it is), pictures that look like another class, and pictures that "
+        "are too dark, too bright, blurry or tiny. It runs the network over every picture once; the next "
+        "check of the same pictures takes seconds."
+    )
     fixes.fix_notes()
     check = _current(root)
     running = check is not None and check.running
-    st.button("Check my pictures" if check is None or running else "Check again", icon=":material/fact_check:",
-              key="check_pictures", disabled=running, on_click=_start, args=(root,))
+    st.button(
+        "Check my pictures" if check is None or running else "Check again",
+        icon=":material/fact_check:",
+        key="check_pictures",
+        disabled=running,
+        on_click=_start,
+        args=(root,),
+    )
     if running:
         _progress()
     elif check is not None and check.error:
@@ -102,17 +111,33 @@ def findings(inspected, classes: list[str]) -> None:
         st.success(f"Nothing to fix in {inspected.pictures} pictures.", icon=":material/verified:")
     for note in inspected.notes:
         st.info(note, icon=":material/info:")
-    _groups("Leaks between training and checking", inspected.leaks, root, classes, "leak",
-            "The same picture (or a near-copy) is in two splits: the model is checked on pictures it learned "
-            "from. Set one of each group aside.")
-    _groups("Copies", [g for g in inspected.duplicates if g not in inspected.leaks], root, classes, "dup",
-            "Exact copies and near-copies (resized, re-encoded, lightly cropped) count twice. Keep one of each.")
+    _groups(
+        "Leaks between training and checking",
+        inspected.leaks,
+        root,
+        classes,
+        "leak",
+        "The same picture (or a near-copy) is in two splits: the model is checked on pictures it learned "
+        "from. Set one of each group aside.",
+    )
+    _groups(
+        "Copies",
+        [g for g in inspected.duplicates if g not in inspected.leaks],
+        root,
+        classes,
+        "dup",
+        "Exact copies and near-copies (resized, re-encoded, lightly cropped) count twice. Keep one of each.",
+    )
     if inspected.suspect_labels:
         st.markdown(f"#### Pictures that may be in the wrong class ({len(inspected.suspect_labels)})")
-        st.caption("A model trained without each picture names another class for it. Most suspicious first; "
-                   "'sure' is how sure that model is of the class it suggests.")
-        cards = [(s["path"], f"{s['given']} → **{s['suggested']}** ({s['confidence']:.0%} sure)", s["suggested"])
-                 for s in inspected.suspect_labels[:SHOWN]]
+        st.caption(
+            "A model trained without each picture names another class for it. Most suspicious first; "
+            "'sure' is how sure that model is of the class it suggests."
+        )
+        cards = [
+            (s["path"], f"{s['given']} → **{s['suggested']}** ({s['confidence']:.0%} sure)", s["suggested"])
+            for s in inspected.suspect_labels[:SHOWN]
+        ]
         fixes.card_grid(root, cards, classes, "suspect")
         _more(len(inspected.suspect_labels))
     if inspected.quality:

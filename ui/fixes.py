@@ -18,7 +18,6 @@ import streamlit as st
 from core.curation import (
     CurationError,
     changes,
-    last_change_time,
     move_to_class,
     set_aside,
     undo,
@@ -92,15 +91,27 @@ def fix_actions(root: str | Path, path: str, classes: list[str], key: str, sugge
         if others:
             chooser = f"{key}_to"
             st.selectbox("Move to class…", others, key=chooser)
-            st.button("Move", key=f"{key}_move", icon=":material/drive_file_move:", on_click=_move,
-                      args=(root, absolute, chooser), help="Moves the file into that class's folder.")
-        st.button("Set aside", key=f"{key}_aside", icon=":material/visibility_off:", on_click=_set_aside,
-                  args=(root, absolute), help="Takes the picture out of the data (into a hidden .set-aside "
-                  "folder inside it); nothing is deleted.")
+            st.button(
+                "Move",
+                key=f"{key}_move",
+                icon=":material/drive_file_move:",
+                on_click=_move,
+                args=(root, absolute, chooser),
+                help="Moves the file into that class's folder.",
+            )
+        st.button(
+            "Set aside",
+            key=f"{key}_aside",
+            icon=":material/visibility_off:",
+            on_click=_set_aside,
+            args=(root, absolute),
+            help="Takes the picture out of the data (into a hidden .set-aside folder inside it); nothing is deleted.",
+        )
 
 
-def picture_card(root: str | Path, path: str, caption: str, classes: list[str], key: str,
-                 suggested: str | None = None) -> None:
+def picture_card(
+    root: str | Path, path: str, caption: str, classes: list[str], key: str, suggested: str | None = None
+) -> None:
     """A thumbnail, a caption and its fix actions; a line when it is gone."""
     absolute = path if os.path.isabs(path) else os.path.join(str(root), path)
     picture = resources.thumbnail(absolute, os.path.getmtime(absolute)) if os.path.isfile(absolute) else None
@@ -112,11 +123,12 @@ def picture_card(root: str | Path, path: str, caption: str, classes: list[str], 
     fix_actions(root, absolute, classes, key, suggested)
 
 
-def card_grid(root: str | Path, cards: list[tuple[str, str, str | None]], classes: list[str], key: str,
-              columns: int = 5) -> None:
+def card_grid(
+    root: str | Path, cards: list[tuple[str, str, str | None]], classes: list[str], key: str, columns: int = 5
+) -> None:
     """(path, caption, suggested class) cards in rows of `columns`."""
     for start in range(0, len(cards), columns):
-        for col, (path, caption, suggested) in zip(st.columns(columns), cards[start:start + columns]):
+        for col, (path, caption, suggested) in zip(st.columns(columns), cards[start : start + columns]):
             with col:
                 picture_card(root, path, caption, classes, key, suggested)
 
@@ -131,17 +143,26 @@ def changes_list(root: str | Path, key: str = "changes") -> None:
         for change in made[:MAX_CHANGES_SHOWN]:
             text, button = st.columns([5, 1], vertical_alignment="center")
             when = words.fmt_when(change.time)
-            text.markdown(f"{'~~' if change.undone else ''}{change.describe()}{'~~' if change.undone else ''} "
-                          f"· {when}{' · undone' if change.undone else ''}")
-            button.button("Undo", key=f"{key}_undo_{change.id}", icon=":material/undo:", disabled=change.undone,
-                          on_click=_undo, args=(str(root), change.id),
-                          help="Put the picture back where it was.")
+            text.markdown(
+                f"{'~~' if change.undone else ''}{change.describe()}{'~~' if change.undone else ''} "
+                f"· {when}{' · undone' if change.undone else ''}"
+            )
+            button.button(
+                "Undo",
+                key=f"{key}_undo_{change.id}",
+                icon=":material/undo:",
+                disabled=change.undone,
+                on_click=_undo,
+                args=(str(root), change.id),
+                help="Put the picture back where it was.",
+            )
         if len(made) > MAX_CHANGES_SHOWN:
             st.caption(f"… and {len(made) - MAX_CHANGES_SHOWN} older changes.")
 
 
-def disagreements(folder: str | Path, rows: list[dict], classes: list[str], key: str = "folder",
-                  shown: int = 15) -> None:
+def disagreements(
+    folder: str | Path, rows: list[dict], classes: list[str], key: str = "folder", shown: int = 15
+) -> None:
     """For a folder whose pictures sit in class-named subfolders: the ones the
     model names differently from their folder, each with fix actions (the
     model's answer offered first). predict_batch's rows, files relative to folder."""
@@ -149,18 +170,27 @@ def disagreements(folder: str | Path, rows: list[dict], classes: list[str], key:
     labelled = [r for r in rows if not r["error"] and Path(r["file"]).parent.name in known]
     if not labelled:
         return
-    differ = sorted((r for r in labelled if r["top_class"] != Path(r["file"]).parent.name),
-                    key=lambda r: -(r["confidence"] or 0))
+    differ = sorted(
+        (r for r in labelled if r["top_class"] != Path(r["file"]).parent.name), key=lambda r: -(r["confidence"] or 0)
+    )
     st.markdown(f"#### Named differently from their folder ({len(differ)} of {len(labelled)})")
     if not differ:
         st.caption("The model agrees with the folder of every picture in a class-named subfolder.")
         return
-    st.caption("Pictures in a folder named like a class that the model names otherwise, surest first: the model "
-               "may be wrong, or the picture may be in the wrong folder. Fix the folder here; each change can be "
-               "undone.")
+    st.caption(
+        "Pictures in a folder named like a class that the model names otherwise, surest first: the model "
+        "may be wrong, or the picture may be in the wrong folder. Fix the folder here; each change can be "
+        "undone."
+    )
     fix_notes()
-    cards = [(r["file"], (f"in {Path(r['file']).parent.name}, model says **{r['top_class']}** "
-              f"({r['confidence']:.0%} sure)"), r["top_class"]) for r in differ[:shown]]
+    cards = [
+        (
+            r["file"],
+            (f"in {Path(r['file']).parent.name}, model says **{r['top_class']}** ({r['confidence']:.0%} sure)"),
+            r["top_class"],
+        )
+        for r in differ[:shown]
+    ]
     card_grid(folder, cards, classes, key)
     if len(differ) > shown:
         st.caption(f"… and {len(differ) - shown} more (see the table).")
@@ -194,8 +224,16 @@ def older_pictures_notice(run, key: str) -> None:
     if not trained_on_older_pictures(run):
         return
     left, right = st.columns([4, 2], vertical_alignment="center")
-    left.warning("**Trained on older pictures:** pictures of its folder were moved or set aside after this run "
-                 "was trained, so its numbers describe the folder as it was.", icon=":material/history:")
-    right.button("Train again on the same settings", key=f"{key}_retrain_{run.name}", icon=":material/replay:",
-                 on_click=_train_again, args=(run,), help="Starts a new run with this run's settings on the "
-                 "folder as it is now.")
+    left.warning(
+        "**Trained on older pictures:** pictures of its folder were moved or set aside after this run "
+        "was trained, so its numbers describe the folder as it was.",
+        icon=":material/history:",
+    )
+    right.button(
+        "Train again on the same settings",
+        key=f"{key}_retrain_{run.name}",
+        icon=":material/replay:",
+        on_click=_train_again,
+        args=(run,),
+        help="Starts a new run with this run's settings on the folder as it is now.",
+    )
