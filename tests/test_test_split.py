@@ -7,9 +7,9 @@ open()). The hook notes, for each opening of a test picture, whether the run
 had already written scan.json (the scan, which verifies every picture, is
 over) and eval.json (the best epoch is chosen and scored on val). A test
 picture opened after the scan but before eval.json would be a test picture
-read by the decoded cache, the feature pass or the epochs. The run uses
-image loader threads (workers=0 on this machine), so every read is in this
-process. Without the end-of-run step, no test_eval.json and no
+read by the decoded cache, the feature pass or the epochs. The run reads
+pictures with threads (num_workers=0, also on a GPU), so every read is in
+this process, where the hook sees it. Without the end-of-run step, no test_eval.json and no
 test_accuracy: the test fails.
 """
 
@@ -74,6 +74,7 @@ def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_sp
         backbone=PACKAGED_BACKBONE,
         strategy="linear",
         epochs=2,
+        num_workers=0,
         cache_dir=str(tmp_path / "cache"),
     )
     _opened.clear()
