@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.config import TrainConfig
 from core.errors import friendly
 from core.jobs import ACTIVE
 from ui import bookmarks, charts, fixes, resources, state, widgets, words
@@ -108,8 +107,7 @@ def resume_button(run, mgr, run_state: str) -> None:
         help="Continue from the last finished epoch." if can_resume else "Wait until the current training ends.",
     ):
         try:
-            config = TrainConfig.from_dict(run.config)
-            job = mgr.submit(config, resume_run=run.path)
+            job = mgr.resume(run.path)  # a damaged run's settings come from its last.pt
             st.session_state["job_id"] = job.id
         except Exception as exc:  # noqa: BLE001
             st.error(f"Could not resume: {friendly(exc)}", icon=":material/error:")
