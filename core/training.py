@@ -33,8 +33,8 @@ from .decisions import Decisions, decide
 from .devices import describe_device, pick_device, seed_everything, use_in_this_thread
 from .errors import TrainingError
 from .features import PrefixRunner
-from .held_out import interval_in_words, wilson_interval
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, parameter_groups
+from .held_out import interval_in_words, wilson_interval
 from .models import HeadConfig, build_model
 from .progress import Progress
 from .resume import kept_split, move_schedule, schedule_settings
