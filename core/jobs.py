@@ -301,7 +301,7 @@ def _train_run(job: Job, run: Run) -> tuple[str, str | None, dict | None]:
         return _end_run(job, run, "failed", reason)
     run.update_status(state="finished", reason=None, ended=time.time(), seconds=result["seconds"],
                       best_val_accuracy=result["val_accuracy"], best_epoch=result["best_epoch"],
-                      macro_f1=result["macro_f1"])
+                      macro_f1=result["macro_f1"], **{k: v for k, v in result.items() if k.startswith("test_")})
     return "finished", None, result
 
 

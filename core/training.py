@@ -34,12 +34,13 @@ from .devices import describe_device, pick_device, seed_everything, use_in_this_
 from .errors import TrainingError
 from .features import PrefixRunner
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, parameter_groups
+from .held_out import interval_in_words, wilson_interval
 from .models import HeadConfig, build_model
 from .progress import Progress
 from .resume import kept_split, move_schedule, schedule_settings
 from .runs import Run, checkpoint_problem, owner
 from .scan import scan_and_decode
-from .training_data import TrainingData, build_data
+from .training_data import TrainingData, build_data, loader_for_test_split
 
 _LOSS_BLEW_UP = "The loss became infinite or NaN: the learning rate is probably too high. Try a smaller one."
 
@@ -268,6 +269,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
         progress.update(phase="Evaluating the best model on the validation images", eta_seconds=0)
         writer.flush()
         result_eval = _evaluate_best(s, state)
+    test_eval = evaluate_test_split(s)
     seconds = time.time() - started + (run.status.get("seconds_before_resume") or 0)
     return {
         "run_dir": str(run.path),
@@ -283,6 +285,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
         "trainable_params": trainable,
         "total_params": total,
         "skipped_files": len(state.skipped),
+        **summarise_test_split(test_eval),
     }  # the model, optimiser and data go with this frame; run_job then frees the GPU's cache
 
 
@@ -432,6 +435,37 @@ def _evaluate_best(s: _Setup, state: _State) -> dict:
                                              [p for p, _ in s.report.val], d.device, d.autocast, d.channels_last)
     s.run.write_json("eval.json", result_eval)
     return result_eval
+
+
+def evaluate_test_split(s: _Setup) -> dict | None:
+    """Score the best model, once, on the test/ pictures (if the folder has
+    them) into test_eval.json: the first and only time they are read after
+    the scan. Runs after _evaluate_best, so the model holds the best epoch's
+    weights and the choice of that epoch is already made."""
+    if not s.report.test:
+        return None
+    s.progress.update(phase="Evaluating the best model on the test pictures", eta_seconds=0)
+    d = s.decisions
+    loader = loader_for_test_split(s.config, s.report, s.model, d)
+    paths = [p for p, _ in s.report.test]
+    result = evaluation.evaluate_loader(s.model, loader, 0, s.report.classes, paths, d.device, d.autocast,
+                                        d.channels_last)
+    seen = {row["path"] for row in result["predictions"]}
+    correct = sum(row["correct"] for row in result["predictions"])
+    n = len(result["predictions"])
+    low, high = wilson_interval(correct, n)
+    result.update(n=n, ci95=[low, high], words=interval_in_words(result["accuracy"], n, low, high),
+                  unreadable=[p for p in paths if p not in seen])
+    s.run.write_json("test_eval.json", result)
+    return result
+
+
+def summarise_test_split(test_eval: dict | None) -> dict:
+    """The test split's numbers for train's result line and status.json."""
+    if test_eval is None:
+        return {}
+    return {"test_accuracy": test_eval["accuracy"], "test_ci95": test_eval["ci95"], "test_n": test_eval["n"],
+            "test_macro_f1": test_eval["macro_f1"]}
 
 
 def _to_device(x, decisions: Decisions):

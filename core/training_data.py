@@ -153,3 +153,15 @@ def _cache_record(decisions: Decisions, block_names: list[str], features: dict, 
         cache = {"used": False, "why_not": decisions.why_not_cache}
     cache["note"] = describe_cache(cache)
     return cache
+
+
+def loader_for_test_split(config: TrainConfig, report, model, decisions: Decisions):
+    """Batches of the held-out test pictures (report.test), read from disk
+    only now, at the end of a run: they are in neither the decoded cache nor
+    the feature pass, so nothing about them can sway training or the choice
+    of the best epoch. Same eval transform and normalisation as validation."""
+    info = model.info
+    eval_tf = info.transforms(config.image_size, normalize=False)
+    normalizer = BatchNormalizer(info.mean, info.std, decisions.device, channels_last=decisions.channels_last)
+    return _image_loader(report.test, eval_tf, decisions.eval_batch_size, False, config.seed, decisions,
+                         normalizer, None)

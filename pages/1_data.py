@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.images import IMAGE_EXTENSIONS
 from core.scan import DataFolderError
-from ui import bookmarks, charts, resources, state, uploads, widgets
+from ui import bookmarks, charts, checkup, resources, state, uploads, widgets
 
 bookmarks.open_inside_app(state.PAGE_DATA)  # a bookmark opened first on a fresh server
 st.title(":material/photo_library: Your pictures")
@@ -304,6 +304,8 @@ def show_report() -> None:
         sizes_and_counts(report)
         class_thumbnails(report)
     left_out(report)
+    if report.classes:
+        checkup.check_section(report)
     if report.can_train:
         widgets.next_step(state.PAGE_MODEL, "Next: choose the model and what it learns")
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from core.images import IMAGE_EXTENSIONS
 from core.errors import friendly
 from core.evaluation import list_images, predict_batch, predict_images, predictions_csv
-from ui import bookmarks, charts, resources, state, uploads, widgets, words
+from ui import bookmarks, charts, fixes, resources, state, uploads, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_PLAYGROUND)  # a bookmark opened first on a fresh server
 st.title(":material/science: Playground")
@@ -162,6 +162,8 @@ def _many_pictures(run) -> None:
         key="batch_csv",
     )
     st.caption("From a terminal: `python -m core predict RUN_FOLDER PICTURES_FOLDER --csv out.csv` does the same.")
+    if Path(result["folder"]).is_dir():
+        fixes.disagreements(result["folder"], rows, classes, key="play_folder")
 
 
 def _predict_folder(run, folder: str, k: int) -> None:

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.errors import friendly
 from core.jobs import ACTIVE
-from ui import bookmarks, charts, resources, state, widgets, words
+from ui import bookmarks, charts, fixes, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_RUNS)  # a bookmark opened first on a fresh server
 st.title(":material/history: Runs")
@@ -254,6 +254,8 @@ def main() -> None:
     runs_table(runs, states)
     run = pick_open_run(runs)
     run_heading(run, states[run.name])
+    fixes.fix_notes()
+    fixes.older_pictures_notice(run, key="runs")
     actions(run, mgr, states[run.name])
     confirm_delete(run, store)
     run_results(run)

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.errors import friendly
 from core.evaluation import cell_images, mistakes
-from ui import bookmarks, charts, resources, state, widgets, words
+from ui import bookmarks, charts, fixes, held_out_view, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_RESULTS)  # a bookmark opened first on a fresh server
 st.title(":material/insights: Results")
@@ -37,9 +37,9 @@ def _caption(row: dict) -> str:
     return f":red[:material/close: said **{row['predicted']}**] ({sure}) · really **{row['true']}**"
 
 
-def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer") -> None:
-    """Thumbnails in rows of GRID, each with what the model said; with
-    where_looked, the Grad-CAM overlay instead of the plain picture."""
+def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", key: str = "gallery") -> None:
+    """Thumbnails in rows of GRID, each with what the model said and the fix
+    actions; with where_looked, the Grad-CAM overlay instead of the plain picture."""
     for start in range(0, len(rows), GRID):
         cols = st.columns(GRID)
         for col, row in zip(cols, rows[start : start + GRID]):
@@ -63,6 +63,7 @@ def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer") -
                 )
                 st.image(picture, caption=_short(Path(row["path"]).name), width="stretch", alt=alt)
                 st.caption(_caption(row))
+                fixes.fix_actions(run.config.get("data_dir") or "", row["path"], run.classes, key, row["predicted"])
 
 
 def _explaining_spinner(where_looked: bool, count: int):
@@ -132,8 +133,9 @@ def confusion_section(run, evaluation: dict) -> None:
             type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5, line=dict(color="#ff7f0e", width=4)
         )
         side = min(700, 160 + 60 * len(classes))
-        fig.update_layout(height=side, font=dict(size=14), dragmode=False, xaxis_title="what the model said",
-                          yaxis_title="real class")
+        fig.update_layout(
+            height=side, font=dict(size=14), dragmode=False, xaxis_title="what the model said", yaxis_title="real class"
+        )
         st.plotly_chart(
             fig,
             key=chart_key,
@@ -165,7 +167,7 @@ def confusion_section(run, evaluation: dict) -> None:
         if where_looked:
             st.caption(words.CAM_CAPTION)
         with _explaining_spinner(where_looked, min(n, MAX_CELL)):
-            gallery(run, rows[:MAX_CELL], where_looked)
+            gallery(run, rows[:MAX_CELL], where_looked, key="cell")
         if n > MAX_CELL:
             st.caption(f"… and {n - MAX_CELL} more (the ones the model was least sure about).")
     else:
@@ -205,7 +207,7 @@ def hardest_section(run, evaluation: dict) -> None:
     if where_looked:
         st.caption(words.CAM_CAPTION)
     with _explaining_spinner(where_looked, len(rows)):
-        gallery(run, rows, where_looked, target)
+        gallery(run, rows, where_looked, target, key="hard")
     look_closer(run, rows)
 
 
@@ -284,8 +286,11 @@ def embedding_section(run, evaluation: dict) -> None:
     sep = view["separation"]
     for col, side, title in (
         (left, "pretrained", "Before: the downloaded network"),
-        (right, "fine-tuned", "After: your trained model" if view.get("after") != "scores"
-         else "After: the trained head's scores"),
+        (
+            right,
+            "fine-tuned",
+            "After: your trained model" if view.get("after") != "scores" else "After: the trained head's scores",
+        ),
     ):
         with col:
             rows = [r for r in view["rows"] if r["model"] == side]
@@ -382,6 +387,7 @@ def summary(run, evaluation: dict) -> None:
         f"({words.strategy_label(config.get('strategy'))}) trained on "
         f"`{Path(config.get('data_dir') or '?').name}` to tell {len(evaluation['classes'])} classes apart."
     )
+    held_out_view.validation_interval(evaluation)
     widgets.feature_cache_caption(run.status.get("feature_cache"))
     worst = min(evaluation["per_class"], key=lambda c: (c["recall"], c["class"]))
     if worst["recall"] < 1:
@@ -391,6 +397,7 @@ def summary(run, evaluation: dict) -> None:
         )
     st.markdown("#### How well each class is recognised")
     widgets.per_class_table(evaluation)
+    st.caption(f"Macro F1 {evaluation['macro_f1']:.2f}. {held_out_view.F1_LINE}")
 
 
 def main() -> None:
@@ -403,7 +410,10 @@ def main() -> None:
                 icon=":material/hourglass_top:",
             )
         else:
-            st.info("There is no trained model yet. Train one on the **Train** page first.", icon=":material/fitness_center:")
+            st.info(
+                "There is no trained model yet. Train one on the **Train** page first.",
+                icon=":material/fitness_center:",
+            )
         st.page_link(state.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
         return
     wanted = st.query_params.get("run")
@@ -417,12 +427,17 @@ def main() -> None:
         help="Every run that has results, newest first.",
         prefer=latest_finished,
     )
+    fixes.fix_notes()
+    fixes.older_pictures_notice(run, key="results")
     evaluation = resources.evaluation(run)
     if not evaluation or not evaluation.get("count"):
         st.warning("This run's results are empty: it had no validation pictures to check.", icon=":material/warning:")
         return
 
     summary(run, evaluation)
+    st.divider()
+    held_out_view.test_split_section(run)
+    held_out_view.new_pictures_section(run)
     st.divider()
     confusion_section(run, evaluation)
     st.divider()
@@ -433,7 +448,9 @@ def main() -> None:
     export_section(run)
     st.divider()
     st.page_link(
-        state.PAGE_PLAYGROUND, label="Try it on new pictures in the Playground", icon=":material/science:",
+        state.PAGE_PLAYGROUND,
+        label="Try it on new pictures in the Playground",
+        icon=":material/science:",
         query_params={"run": run.name},
     )
 
