@@ -52,21 +52,20 @@ bookmarks.resume()  # a page that Streamlit ran alone handed itself over: go on 
 
 
 def settings() -> None:
+    """Where the app keeps its files: shown, not offered. They are fixed when
+    the server starts (see the README), so no visitor can point them elsewhere."""
+    where = state.places()
     with st.sidebar.expander("Settings", icon=":material/settings:"):
-        state.init_choice_setting("runs_dir", state.default_runs_dir())
-        st.text_input(
-            "Runs folder",
-            key="runs_dir",
-            persist_state="session",
-            help="Where each training run is saved (one folder per run).",
+        st.text_input("Runs folder", value=str(where.runs), disabled=True,
+                      help="Where each training run is saved (one folder per run).")
+        st.text_input("Folder for uploaded pictures", value=str(where.data), disabled=True,
+                      help="Pictures you upload on the Data page are saved in a new folder inside this one.")
+        st.caption(
+            "Set when Transfer Studio is started: `streamlit run app.py -- --runs FOLDER --data FOLDER` "
+            f"(or {state.RUNS_ENV} and {state.DATA_ENV})."
         )
-        state.init_choice_setting("data_root", state.default_data_root())
-        st.text_input(
-            "Folder for uploaded pictures",
-            key="data_root",
-            persist_state="session",
-            help="Pictures you upload on the Data page are saved in a new folder inside this one.",
-        )
+        if where.shared:
+            st.caption(":material/lan: Shared on the network: pictures can only come from uploads and the data folder.")
 
 
 def where_you_are() -> None:
@@ -76,11 +75,11 @@ def where_you_are() -> None:
     report = cached["report"] if cached and state.choice("data_dir") else None
     if report and not report["errors"]:
         st.markdown(
-            f":material/check_circle: **Data:** {Path(report['root']).name} "
+            f":material/check_circle: **Data:** {words.md_text(Path(report['root']).name)} "
             f"({len(report['classes'])} classes, {report['num_images']} pictures)"
         )
     elif report:
-        st.markdown(f":material/warning: **Data:** {Path(report['root']).name} needs fixing")
+        st.markdown(f":material/warning: **Data:** {words.md_text(Path(report['root']).name)} needs fixing")
     else:
         st.markdown(":material/radio_button_unchecked: **Data:** not chosen yet")
     st.markdown(

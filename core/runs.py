@@ -2,6 +2,7 @@
 leaves half a file, and read back after a restart.
 
 Layout (see docs/DESIGN.md):
+    .transfer-studio-run (the marker: this app made the folder)
     config.json  scan.json  classes.json  status.json  metrics.jsonl
     last.pt (resume)  best.pt (best val epoch)  eval.json
 """
@@ -22,8 +23,15 @@ from typing import Any
 import torch
 
 from .config import TrainConfig
+from .errors import UserError
 
 DEFAULT_RUNS_DIR = Path("runs")
+
+# Written into every run folder the moment RunStore.create makes it: Delete
+# removes only folders that hold it (or a run made before it existed, see
+# made_by_us), so a runs folder set to a folder full of other projects can
+# never lose one of them.
+RUN_MARKER = ".transfer-studio-run"
 
 # States a run can be in, as saved in status.json. A run whose status says
 # "running" but whose process is gone was interrupted (killed, crashed machine).
@@ -229,9 +237,10 @@ class RunStore:
             path = self.root / (base if i == 0 else f"{base}-{i}")
             try:
                 path.mkdir()
-                return Run(path)
             except FileExistsError:
                 continue
+            (path / RUN_MARKER).write_text("Made by Transfer Studio. Deleting a run removes only such folders.\n")
+            return Run(path)
         raise RuntimeError(f"could not create a new run folder in {self.root}")
 
     def list(self) -> list[Run]:
@@ -250,10 +259,39 @@ class RunStore:
         return Run(path)
 
     def delete(self, run: Run) -> None:
-        # Only ever remove something that is a run folder inside this store.
-        if run.path.resolve().parent != self.root.resolve() or not (run.path / "config.json").exists():
-            raise ValueError(f"{run.path} is not a run in {self.root}")
-        shutil.rmtree(run.path)
+        """Remove a run folder: only one this app made (made_by_us), directly
+        inside this store (no link out of it), and never one that is queued or
+        training now, as its files say at this very moment."""
+        path = Path(run.path)
+        if path.is_symlink() or path.resolve().parent != self.root.resolve():
+            raise UserError(f"{path} is not a run in {self.root}; it was not deleted.")
+        if not made_by_us(path):
+            raise UserError(f"{path} was not made by Transfer Studio (it has no {RUN_MARKER} file), so it was not "
+                            "deleted. Delete it yourself if you are sure.")
+        try:
+            state = Run(path).state
+        except (OSError, ValueError):  # a damaged status.json says nothing is training
+            state = "damaged"
+        if state in ACTIVE_STATES:
+            raise UserError(f"The run {path.name} is {state} now. Stop it first, then delete it.")
+        shutil.rmtree(path)
+
+
+def made_by_us(path: Path) -> bool:
+    """Whether this app made the run folder: it holds the marker. Runs made
+    before the marker existed are accepted when they hold both a config.json
+    and a status.json whose state is one of ours: a folder of another program
+    seldom has both, and these older runs are the user's own, which they must
+    still be able to delete."""
+    path = Path(path)
+    if (path / RUN_MARKER).is_file():
+        return True
+    try:
+        status = read_json(path / "status.json", None)
+    except (OSError, ValueError):  # not text: not one we wrote
+        return False
+    return (path / "config.json").is_file() and isinstance(status, dict) and (
+        status.get("state") in ACTIVE_STATES + FINISHED_STATES)
 
 
 def open_run(path: str | Path) -> Run:

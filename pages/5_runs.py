@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.config import TrainConfig
-from core.errors import friendly
+from core.errors import UserError, friendly
 from core.jobs import ACTIVE
 from ui import bookmarks, charts, resources, state, widgets, words
 
@@ -152,7 +152,17 @@ def actions(run, mgr, run_state: str) -> None:
             st.session_state["_confirm_delete"] = run.name
 
 
-def confirm_delete(run, store) -> None:
+def delete_now(run, store, mgr) -> None:
+    """Delete the run if, at this moment, nothing trains it or waits to: the
+    confirmation may have been open for a while, and another tab may have
+    resumed the run since (the engine checks the run's own files again)."""
+    job = mgr.job_for_run(run.path)
+    if job is not None and job.state in ACTIVE:
+        raise UserError(f"The run {run.name} is {words.state_word(job.state)} now. Stop it first, then delete it.")
+    store.delete(run)
+
+
+def confirm_delete(run, store, mgr) -> None:
     """Deleting asks once more, in a box of its own."""
     if st.session_state.get("_confirm_delete") == run.name:
         with st.container(border=True):
@@ -164,7 +174,7 @@ def confirm_delete(run, store) -> None:
             if y.button("Yes, delete it", type="primary", icon=":material/delete:"):
                 st.session_state.pop("_confirm_delete", None)
                 try:
-                    store.delete(run)
+                    delete_now(run, store, mgr)
                 except Exception as exc:  # noqa: BLE001
                     st.error(f"Could not delete it: {friendly(exc)}", icon=":material/error:")
                 else:
@@ -257,7 +267,7 @@ def main() -> None:
     run = pick_open_run(runs)
     run_heading(run, states[run.name])
     actions(run, mgr, states[run.name])
-    confirm_delete(run, store)
+    confirm_delete(run, store, mgr)
     run_results(run)
     per_class_and_settings(run)
 
