@@ -1,7 +1,8 @@
 """Build a folder of real photos mixed with the odd files real folders contain.
 
-Every image here comes from a real hymenoptera photo (copied, converted,
-truncated...). Only the non-images (text, empty, links) are made from scratch.
+Every image here comes from a real photo in tests/photos (copied, converted,
+truncated...), hats and shoes, so it runs on any clone. Only the non-images
+(text, empty, links) are made from scratch.
 """
 from __future__ import annotations
 
@@ -11,10 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-try:
-    from tests.conftest import HYMENOPTERA
-except ImportError:  # run from inside tests/
-    from conftest import HYMENOPTERA
+from tests.folders import PHOTOS
 
 PHOTOS_PER_CLASS = 12
 
@@ -23,16 +21,17 @@ SKIPPED = "skipped"
 
 
 def _photos(cls: str) -> list[Path]:
-    return sorted((HYMENOPTERA / "train" / cls).glob("*.jpg"))
+    """The class's photos, training ones first (14: more than PHOTOS_PER_CLASS + 1)."""
+    return [p for split in ("train", "val") for p in sorted((PHOTOS / split / cls).glob("*.jpg"))]
 
 
 def _landscape_photo() -> Path:
     """A real photo wider than tall, so a 90-degree EXIF rotation shows."""
-    for path in _photos("bees"):
+    for path in _photos("shoes"):
         with Image.open(path) as img:
             if img.width > img.height + 50:
                 return path
-    raise RuntimeError("no landscape photo in hymenoptera/train/bees")
+    raise RuntimeError("no landscape photo in tests/photos/*/shoes")
 
 
 def _symlink(target: str, link: Path) -> bool:
@@ -44,7 +43,7 @@ def _symlink(target: str, link: Path) -> bool:
 
 
 def make_odd_folder(root: Path) -> dict[str, str]:
-    """Create root/ants, root/bees (12 real photos each, plus odd files) and an
+    """Create root/hat, root/shoes (12 real photos each, plus odd files) and an
     empty class folder root/empty_class.
 
     Returns file name -> "used" or "skipped" for every odd file made (names are
@@ -52,60 +51,60 @@ def make_odd_folder(root: Path) -> dict[str, str]:
     all usable.
     """
     root = Path(root)
-    ants, bees = root / "ants", root / "bees"
-    for folder in (ants, bees, root / "empty_class"):
+    hat, shoes = root / "hat", root / "shoes"
+    for folder in (hat, shoes, root / "empty_class"):
         folder.mkdir(parents=True, exist_ok=True)
-    for cls, folder in (("ants", ants), ("bees", bees)):
+    for cls, folder in (("hat", hat), ("shoes", shoes)):
         for src in _photos(cls)[:PHOTOS_PER_CLASS]:
             shutil.copyfile(src, folder / src.name)
 
-    source = _photos("ants")[PHOTOS_PER_CLASS]  # a real photo not copied above
+    source = _photos("hat")[PHOTOS_PER_CLASS]  # a real photo not copied above
     photo = Image.open(source).convert("RGB")
     expected: dict[str, str] = {}
 
-    # --- unusable files, all in ants/ -----------------------------------
-    (ants / "empty.jpg").write_bytes(b"")
+    # --- unusable files, all in hat/ -----------------------------------
+    (hat / "empty.jpg").write_bytes(b"")
     expected["empty.jpg"] = SKIPPED
 
     data = source.read_bytes()
-    (ants / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (hat / "truncated.jpg").write_bytes(data[: len(data) // 2])
     expected["truncated.jpg"] = SKIPPED
 
-    (ants / "text.jpg").write_text("This is not a picture.\nJust a note saved with the wrong name.\n")
+    (hat / "text.jpg").write_text("This is not a picture.\nJust a note saved with the wrong name.\n")
     expected["text.jpg"] = SKIPPED
 
-    (ants / "notes.txt").write_text("photos taken in June\n")
+    (hat / "notes.txt").write_text("photos taken in June\n")
     expected["notes.txt"] = SKIPPED
 
-    (ants / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
+    (hat / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
     expected[".DS_Store"] = SKIPPED
-    (ants / "Thumbs.db").write_bytes(bytes(512))
+    (hat / "Thumbs.db").write_bytes(bytes(512))
     expected["Thumbs.db"] = SKIPPED
 
     # Header says 12000x12000 (144 MP) and the pixels are really there (a
     # 1-bit image compresses to almost nothing), so it is a genuine PNG.
-    Image.new("1", (12000, 12000)).save(ants / "huge.png")
+    Image.new("1", (12000, 12000)).save(hat / "huge.png")
     expected["huge.png"] = SKIPPED
 
-    if _symlink(".", ants / "loop"):  # a folder link to its own folder
+    if _symlink(".", hat / "loop"):  # a folder link to its own folder
         expected["loop"] = SKIPPED
     if _symlink(".", root / "root_loop"):  # beside the classes: not a class
         expected["root_loop"] = SKIPPED
-    if _symlink("no_such_file.jpg", ants / "broken_link.jpg"):
+    if _symlink("no_such_file.jpg", hat / "broken_link.jpg"):
         expected["broken_link.jpg"] = SKIPPED
 
-    macosx = ants / "__MACOSX"  # what unzipping a Mac archive leaves behind
+    macosx = hat / "__MACOSX"  # what unzipping a Mac archive leaves behind
     macosx.mkdir()
-    shutil.copyfile(_photos("ants")[0], macosx / "._copy.jpg")
+    shutil.copyfile(_photos("hat")[0], macosx / "._copy.jpg")
     expected["__MACOSX"] = SKIPPED
 
-    # --- usable but unusual images, all in bees/ --------------------------
-    photo.convert("CMYK").save(bees / "cmyk.jpg")
+    # --- usable but unusual images, all in shoes/ --------------------------
+    photo.convert("CMYK").save(shoes / "cmyk.jpg")
     expected["cmyk.jpg"] = USED
 
     # 16-bit: the grey channel * 257 spans the full 0..65535 range.
     grey = photo.convert("L")
-    grey.convert("I").point(lambda v: v * 257).convert("I;16").save(bees / "sixteen_bit.png")
+    grey.convert("I").point(lambda v: v * 257).convert("I;16").save(shoes / "sixteen_bit.png")
     expected["sixteen_bit.png"] = USED
 
     # Palette image whose top-left block is a transparent palette entry.
@@ -113,7 +112,7 @@ def make_odd_folder(root: Path) -> dict[str, str]:
     colours = palette.getpalette()[: 255 * 3]
     palette.putpalette(colours + [0, 0, 0])  # entry 255: black, and transparent
     palette.paste(255, (0, 0, 64, 64))
-    palette.save(bees / "palette.png", transparency=255)
+    palette.save(shoes / "palette.png", transparency=255)
     expected["palette.png"] = USED
 
     # RGBA whose left half is fully transparent over black pixels: composited
@@ -125,13 +124,13 @@ def make_odd_folder(root: Path) -> dict[str, str]:
     alpha = Image.new("L", rgba.size, 255)
     alpha.paste(0, half)
     rgba.putalpha(alpha)
-    rgba.save(bees / "rgba.png")
+    rgba.save(shoes / "rgba.png")
     expected["rgba.png"] = USED
 
-    grey.save(bees / "grey.jpg")
+    grey.save(shoes / "grey.jpg")
     expected["grey.jpg"] = USED
 
-    photo.convert("1").save(bees / "bilevel.png")
+    photo.convert("1").save(shoes / "bilevel.png")
     expected["bilevel.png"] = USED
 
     # Saved landscape with EXIF Orientation=6 ("rotate 90 degrees clockwise
@@ -139,16 +138,16 @@ def make_odd_folder(root: Path) -> dict[str, str]:
     landscape = Image.open(_landscape_photo()).convert("RGB")
     exif = Image.Exif()
     exif[0x0112] = 6
-    landscape.save(bees / "exif_rotated.jpg", exif=exif)
+    landscape.save(shoes / "exif_rotated.jpg", exif=exif)
     expected["exif_rotated.jpg"] = USED
 
     # A photo shrunk to 24x16: usable, but the scan warns it is tiny.
-    photo.resize((24, 16)).save(bees / "tiny.png")
+    photo.resize((24, 16)).save(shoes / "tiny.png")
     expected["tiny.png"] = USED
 
-    nested = bees / "more" / "deeper"
+    nested = shoes / "more" / "deeper"
     nested.mkdir(parents=True)
-    shutil.copyfile(_photos("bees")[PHOTOS_PER_CLASS], nested / "nested.jpg")
+    shutil.copyfile(_photos("shoes")[PHOTOS_PER_CLASS], nested / "nested.jpg")
     expected["nested.jpg"] = USED
 
     return expected

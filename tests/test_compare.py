@@ -19,15 +19,12 @@ from core.runs import open_run
 from core.config import TrainConfig
 from ui.charts import curves_figure
 
-try:
-    from tests.trained_run import small_copy, trained_run
-except ImportError:
-    from trained_run import small_copy, trained_run
+from tests.folders import small_copy
 
 
 @pytest.fixture(scope="module")
-def run_dir(hymenoptera, shared_torch_home, tmp_path_factory):
-    return trained_run(hymenoptera, shared_torch_home, tmp_path_factory)
+def run_dir(fine_tuned_run):
+    return fine_tuned_run
 
 
 def test_leaderboard_row_and_cached_speed(run_dir):

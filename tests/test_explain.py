@@ -1,6 +1,6 @@
 """Understanding a run: mistakes, confusion-matrix cells, Grad-CAM, embeddings.
 
-Real photos, a real fine-tuned MobileNetV2 (tests/trained_run.py), real
+Real photos, a real fine-tuned MobileNetV2 (conftest's fine_tuned_run), real
 pretrained EfficientNet-Lite0 weights and a randomly initialised ViT-B/16.
 """
 from __future__ import annotations
@@ -18,15 +18,10 @@ from core.models import build_model
 from core.runs import open_run
 from ui.charts import confusion_figure
 
-try:
-    from tests.trained_run import trained_run
-except ImportError:
-    from trained_run import trained_run
-
 
 @pytest.fixture(scope="module")
-def run_dir(hymenoptera, shared_torch_home, tmp_path_factory):
-    return trained_run(hymenoptera, shared_torch_home, tmp_path_factory)
+def run_dir(fine_tuned_run):
+    return fine_tuned_run
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +122,9 @@ def test_grad_cam_on_the_trained_mobilenet_points_at_the_evidence(run_dir, loade
         explain.grad_cam(loaded, image, layer="nonsense")
 
 
-def test_grad_cam_on_efficientnet_lite0(hymenoptera):
+def test_grad_cam_on_efficientnet_lite0(small_data):
     model = build_model("efficientnet_lite0", 2)  # ImageNet weights ship in a package
-    image = open_rgb(sorted((hymenoptera / "val" / "bees").glob("*.jpg"))[0])
+    image = open_rgb(sorted((small_data / "val" / "shoes").glob("*.jpg"))[0])
     assert explain.default_cam_layer(model) == "final_conv"
     maps = []
     for target in (0, 1):
@@ -141,10 +136,10 @@ def test_grad_cam_on_efficientnet_lite0(hymenoptera):
     assert not any(p.grad is not None for p in model.parameters())  # no side effects on the model
 
 
-def test_grad_cam_on_vit_uses_the_patch_tokens(hymenoptera):
+def test_grad_cam_on_vit_uses_the_patch_tokens(small_data):
     torch.manual_seed(0)
     model = build_model("vit_b_16", 3, init="random")
-    image = open_rgb(sorted((hymenoptera / "val" / "ants").glob("*.jpg"))[0])
+    image = open_rgb(sorted((small_data / "val" / "hat").glob("*.jpg"))[0])
     assert explain.cam_layers(model) == ["patch_embed", "stage1", "stage2", "stage3", "stage4"]
     maps = []
     for target in (0, 2):
@@ -198,7 +193,7 @@ def test_embeddings_before_and_after_fine_tuning(run_dir, loaded, offline_weight
     assert explain.centroid_accuracy(np.array([[0, 0], [0, 1], [5, 5], [5, 6]]), [0, 0, 1, 1]) == 1.0
 
 
-def test_a_linear_probe_embedding_shows_the_heads_scores(linear_probe_run, offline_weights):
+def test_a_linear_probe_embedding_shows_the_heads_scores(linear_probe_run):
     """A linear probe leaves the backbone's features as they were, so its
     "after" picture is the trained head's scores, where the classes part."""
     view = explain.embedding_view(linear_probe_run, method="pca")
@@ -206,7 +201,7 @@ def test_a_linear_probe_embedding_shows_the_heads_scores(linear_probe_run, offli
     val = open_run(linear_probe_run).scan["val"]
     loaded = load_run_model(linear_probe_run)
     scores = explain.embeddings(loaded, val, scores=True)
-    assert scores.shape == (len(val), 2)
+    assert scores.shape == (len(val), 4)
     # The scores are the model's own predictions: the same as its forward pass.
     predicted = scores.argmax(1)
     evaluation = json.loads((linear_probe_run / "eval.json").read_text())

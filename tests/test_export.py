@@ -20,18 +20,13 @@ from core.images import open_rgb
 from core.evaluation import CSV_COLUMNS, load_run_model, predict_images
 from core.runs import open_run
 
-try:
-    from tests.trained_run import trained_run
-except ImportError:
-    from trained_run import trained_run
-
 EXPECTED_FILES = {"model.ts", "model.onnx", "classes.json", "preprocessing.json", "MODEL_CARD.md",
                   "confusion.png", "predict.py", "export_check.json"}
 
 
 @pytest.fixture(scope="module")
-def run_dir(hymenoptera, shared_torch_home, tmp_path_factory):
-    return trained_run(hymenoptera, shared_torch_home, tmp_path_factory)
+def run_dir(fine_tuned_run):
+    return fine_tuned_run
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,7 @@ from core.models import build_model
 from core.config import TrainConfig
 from core.jobs import train_blocking
 
-try:
-    from tests.trained_run import small_copy
-except ImportError:
-    from trained_run import small_copy
+from tests.folders import small_copy
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -127,11 +124,13 @@ def test_feature_batches_cover_every_sample_once_per_epoch():
 
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "efficientnet_lite0", "resnet18", "mobilenet_v3_small"])
-def test_frozen_blocks_with_batchnorm_folded_compute_the_same(backbone, offline_weights):
+def test_frozen_blocks_with_batchnorm_folded_compute_the_same(backbone, request):
     """The feature pass runs the frozen blocks with BatchNorm folded into the
     convolutions: the same function, whatever the network's structure (ResNet's
     blocks, EfficientNet-Lite's input-dependent padding, MobileNetV3's
     squeeze-excite)."""
+    if backbone == "mobilenet_v2":
+        request.getfixturevalue("offline_weights")  # its pretrained weights are in ../shared only
     init = "pretrained" if backbone in ("mobilenet_v2", "efficientnet_lite0") else "random"
     model = build_model(backbone, 3, init=init).eval()
     generator = torch.Generator().manual_seed(0)

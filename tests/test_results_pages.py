@@ -13,30 +13,17 @@ import zipfile
 from pathlib import Path
 
 
-try:
-    from tests.test_app_pages import (  # noqa: F401 - every_run_goes_through_app_py is an autouse fixture
-        _app,
-        _button,
-        _choose_data,
-        _goto,
-        _ok,
-        _texts,
-        _wait_for,
-        every_run_goes_through_app_py,
-    )
-    from tests.trained_run import small_copy
-except ImportError:
-    from test_app_pages import (  # noqa: F401
-        _app,
-        _button,
-        _choose_data,
-        _goto,
-        _ok,
-        _texts,
-        _wait_for,
-        every_run_goes_through_app_py,
-    )
-    from trained_run import small_copy
+from tests.folders import PHOTO_CLASSES, small_copy
+from tests.test_app_pages import (  # noqa: F401 - every_run_goes_through_app_py is an autouse fixture
+    _app,
+    _button,
+    _choose_data,
+    _goto,
+    _ok,
+    _texts,
+    _wait_for,
+    every_run_goes_through_app_py,
+)
 
 MODEL, PLAYGROUND, RUNS, RESULTS, COMPARE = (
     "pages/2_model.py",
@@ -73,12 +60,12 @@ def test_results_page_table_cells_grad_cam_map_and_export(env, with_run):
     assert f"It named **{right} of the {evaluation['count']}** validation pictures" in _texts(at.markdown)
     assert "frozen blocks ran once" in _texts(at.caption)  # a linear probe ran on stored features
     table = at.dataframe[0].value
-    assert list(table["Class"]) == ["ants", "bees"]
-    assert list(table["Pictures"]) == [10, 10]
+    assert list(table["Class"]) == list(PHOTO_CLASSES)
+    assert list(table["Pictures"]) == [4, 4, 4, 4]
     assert at.get("plotly_chart"), "no confusion matrix"
 
     # Choose a square with the keyboard-friendly choosers: its pictures appear.
-    for true, pred in (("bees", "bees"), ("ants", "bees")):
+    for true, pred in (("shoes", "shoes"), ("hat", "shoes")):
         at.selectbox(key="cell_true").set_value(true).run()
         at.selectbox(key="cell_pred").set_value(pred).run()
         _ok(at)
@@ -87,7 +74,7 @@ def test_results_page_table_cells_grad_cam_map_and_export(env, with_run):
         assert f"**{n} picture{'s' if n != 1 else ''}** of **{true}** the model {said}" in _texts(at.markdown)
         # The square's pictures, the 12 hardest below, and the 3 of "look closer".
         assert _images(at) == n + 12 + 3
-    at.selectbox(key="cell_true").set_value("bees").run()  # back to the bees it got right
+    at.selectbox(key="cell_true").set_value("shoes").run()  # back to the shoes it got right
     _ok(at)
 
     # Where did it look: Grad-CAM overlays in place of the thumbnails.
@@ -162,8 +149,8 @@ def test_results_page_follows_a_link_and_explains_no_runs(env, with_run):
 
 def test_playground_shows_where_it_looked_and_names_a_folder(env, with_run, small_data):
     at = _goto(_app(), PLAYGROUND)
-    bee = sorted((small_data / "val" / "bees").glob("*.jpg"))[0]
-    at.file_uploader(key="play_upload").upload(bee.name, bee.read_bytes(), "image/jpeg").run()
+    shoe = sorted((small_data / "val" / "shoes").glob("*.jpg"))[0]
+    at.file_uploader(key="play_upload").upload(shoe.name, shoe.read_bytes(), "image/jpeg").run()
     _ok(at)
     assert any("It looks like" in m.value for m in at.markdown)
     assert _images(at) == 2  # the picture and its Grad-CAM overlay
@@ -171,17 +158,17 @@ def test_playground_shows_where_it_looked_and_names_a_folder(env, with_run, smal
 
     folder = env / "new-pictures"
     shutil.copytree(small_data / "val", folder)
-    (folder / "bees" / "notes.jpg").write_text("not a picture")
+    (folder / "shoes" / "notes.jpg").write_text("not a picture")
     at.text_input(key="batch_folder").set_value(str(folder)).run()
     _button(at, "Name them all").click().run()
     _ok(at)
     table = next(d.value for d in at.dataframe if "It looks like" in d.value.columns)
-    assert len(table) == 21
-    assert set(table["It looks like"]) <= {"ants", "bees", "–"}
+    assert len(table) == 17
+    assert set(table["It looks like"]) <= {*PHOTO_CLASSES, "–"}
     assert "could not be read" in _texts(at.warning)
     (download,) = at.get("download_button")
     assert download.proto.label == "Download the table (CSV)"
-    assert "Named **20** pictures" in _texts(at.markdown)
+    assert "Named **16** pictures" in _texts(at.markdown)
 
     at.text_input(key="batch_folder").set_value(str(env / "nowhere")).run()
     _button(at, "Name them all").click().run()
@@ -195,17 +182,17 @@ def test_predictions_csv_from_the_command_line(env, with_run, small_data):
     out = env / "out.csv"
     main(["predict", str(with_run), str(small_data / "val"), "--csv", str(out)])
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert len(rows) == 20 and {r["top_class"] for r in rows} <= {"ants", "bees"}
+    assert len(rows) == 16 and {r["top_class"] for r in rows} <= set(PHOTO_CLASSES)
 
 
 # --- Compare ----------------------------------------------------------------------------
 
 
-def test_compare_lists_runs_and_a_sweep_fills_the_leaderboard(env, with_run, hymenoptera):
+def test_compare_lists_runs_and_a_sweep_fills_the_leaderboard(env, with_run, hymenoptera, offline_weights):
     at = _goto(_app(), COMPARE)
     board = at.dataframe[0].value
     assert list(board["Run"]) == [with_run.name]
-    assert list(board["Network"]) == ["MobileNetV2"]
+    assert list(board["Network"]) == ["EfficientNet-Lite0"]
     assert board["ms per picture"][0] > 0  # measured on this computer
     assert "Choose a folder of pictures on the **Data** page first" in _texts(at.warning)
 

@@ -16,20 +16,9 @@ import torch
 from core.config import TrainConfig
 from core.jobs import JobManager, train_blocking
 from core.runs import open_run
+from tests.folders import PHOTO_CLASSES, small_copy
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def small_copy(src: Path, dst: Path, per_class: int) -> Path:
-    """A smaller folder of the same real photos, for tests about mechanics."""
-    for split in ("train", "val"):
-        for class_dir in sorted((src / split).iterdir()):
-            files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() == ".jpg")[:per_class]
-            out = dst / split / class_dir.name
-            out.mkdir(parents=True)
-            for f in files:
-                shutil.copy(f, out / f.name)
-    return dst
 
 
 @pytest.mark.slow
@@ -82,10 +71,9 @@ def _wait(predicate, timeout=120.0, every=0.05):
     return False
 
 
-def test_stop_ends_within_one_batch_and_queued_job_waits(hymenoptera, offline_weights, tmp_path):
-    data = small_copy(hymenoptera, tmp_path / "data", per_class=16)
+def test_stop_ends_within_one_batch_and_queued_job_waits(small_data, tmp_path):
     manager = JobManager(tmp_path / "runs")
-    slow = dict(data_dir=str(data), backbone="mobilenet_v2", strategy="full", epochs=50, batch_size=4,
+    slow = dict(data_dir=str(small_data), backbone="efficientnet_lite0", strategy="full", epochs=50, batch_size=4,
                 augment="light", feature_cache=False, device="cpu")
     first = manager.submit(TrainConfig(**slow))
     second = manager.submit(TrainConfig(**slow))
@@ -110,10 +98,10 @@ def test_stop_ends_within_one_batch_and_queued_job_waits(hymenoptera, offline_we
     assert second.state == "stopped"
 
 
-def test_failure_is_readable_and_manager_lives_on(tmp_path, hymenoptera, offline_weights):
+def test_failure_is_readable_and_manager_lives_on(tmp_path, small_data):
     manager = JobManager(tmp_path / "runs")
     missing = tmp_path / "no-such-folder"
-    bad = manager.submit(TrainConfig(data_dir=str(missing), backbone="mobilenet_v2"))
+    bad = manager.submit(TrainConfig(data_dir=str(missing), backbone="efficientnet_lite0"))
     assert bad.wait(60)
     assert bad.state == "failed"
     assert str(missing) in bad.snapshot()["reason"]
@@ -121,22 +109,20 @@ def test_failure_is_readable_and_manager_lives_on(tmp_path, hymenoptera, offline
     assert open_run(bad.run_dir).state == "failed"
 
     one_class = tmp_path / "one"
-    shutil.copytree(hymenoptera / "train" / "ants", one_class / "ants")
-    single = manager.submit(TrainConfig(data_dir=str(one_class), backbone="mobilenet_v2"))
+    shutil.copytree(small_data / "train" / "hat", one_class / "hat")
+    single = manager.submit(TrainConfig(data_dir=str(one_class), backbone="efficientnet_lite0"))
     assert single.wait(60)
     assert single.state == "failed"
     assert "two classes" in single.snapshot()["reason"]
 
-    data = small_copy(hymenoptera, tmp_path / "data", per_class=6)
-    good = manager.submit(TrainConfig(data_dir=str(data), backbone="mobilenet_v2", epochs=1,
+    good = manager.submit(TrainConfig(data_dir=str(small_data), backbone="efficientnet_lite0", epochs=1,
                                       cache_dir=str(tmp_path / "cache")))
     assert good.wait(120)
     assert good.state == "finished", good.snapshot()["reason"]
 
 
-def test_missing_weights_fail_with_the_file_name(tmp_path, hymenoptera, empty_torch_home):
-    data = small_copy(hymenoptera, tmp_path / "data", per_class=3)
-    job, run = train_blocking(TrainConfig(data_dir=str(data), backbone="resnet18", epochs=1), runs_dir=tmp_path / "runs")
+def test_missing_weights_fail_with_the_file_name(tmp_path, small_data, empty_torch_home):
+    job, run = train_blocking(TrainConfig(data_dir=str(small_data), backbone="resnet18", epochs=1), runs_dir=tmp_path / "runs")
     assert job.state == "failed"
     reason = job.snapshot()["reason"]
     assert "resnet18" in reason and str(empty_torch_home) in reason
@@ -149,7 +135,7 @@ def _run_cli(*args, env=None, **kw):
 
 
 def test_killed_run_leaves_readable_files_and_resumes(tmp_path, hymenoptera, shared_torch_home):
-    data = small_copy(hymenoptera, tmp_path / "data", per_class=12)
+    data = small_copy(hymenoptera, tmp_path / "data", train=12, val=12)
     runs = tmp_path / "runs"
     env = {**os.environ, "TORCH_HOME": str(shared_torch_home), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -191,24 +177,24 @@ def test_killed_run_leaves_readable_files_and_resumes(tmp_path, hymenoptera, sha
     assert run.state == "finished"
 
 
-def test_cli_train_scan_predict(tmp_path, hymenoptera, shared_torch_home):
-    data = small_copy(hymenoptera, tmp_path / "data", per_class=8)
-    env = {**os.environ, "TORCH_HOME": str(shared_torch_home), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
+def test_cli_train_scan_predict(tmp_path, small_data, empty_torch_home):
+    data = small_data
+    env = {**os.environ, "TORCH_HOME": str(empty_torch_home), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
     scan = _run_cli("scan", data, env=env)
-    assert scan.returncode == 0 and "ants" in scan.stdout and "bees" in scan.stdout
+    assert scan.returncode == 0 and "hat" in scan.stdout and "shoes" in scan.stdout
 
-    out = _run_cli("train", data, "--backbone", "mobilenet_v2", "--strategy", "linear", "--epochs", "2",
+    out = _run_cli("train", data, "--backbone", "efficientnet_lite0", "--strategy", "linear", "--epochs", "2",
                    "--runs-dir", tmp_path / "runs", env=env, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "epoch   1" in out.stdout and "epoch   2" in out.stdout
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"run_dir", "val_accuracy", "best_epoch", "seconds", "device"} <= result.keys()
 
-    image = next((data / "val" / "bees").iterdir())
-    pred = _run_cli("predict", result["run_dir"], image, "--json", env=env)
+    image = sorted((data / "val" / "shoes").iterdir())[0]
+    pred = _run_cli("predict", result["run_dir"], image, "--json", "--top-k", "4", env=env)  # all 4: they sum to 1
     assert pred.returncode == 0, pred.stderr
     row = json.loads(pred.stdout.strip().splitlines()[0])
-    assert row["top"][0][0] in ("ants", "bees") and abs(sum(p for _, p in row["top"]) - 1) < 1e-4
+    assert row["top"][0][0] in PHOTO_CLASSES and abs(sum(p for _, p in row["top"]) - 1) < 1e-4
 
     folder = _run_cli("predict", result["run_dir"], data / "val", env=env)
     assert folder.returncode == 0 and folder.stdout.count("\n") == 16
