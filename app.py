@@ -56,10 +56,18 @@ def settings() -> None:
     the server starts (see the README), so no visitor can point them elsewhere."""
     where = state.places()
     with st.sidebar.expander("Settings", icon=":material/settings:"):
-        st.text_input("Runs folder", value=str(where.runs), disabled=True,
-                      help="Where each training run is saved (one folder per run).")
-        st.text_input("Folder for uploaded pictures", value=str(where.data), disabled=True,
-                      help="Pictures you upload on the Data page are saved in a new folder inside this one.")
+        st.text_input(
+            "Runs folder",
+            value=str(where.runs),
+            disabled=True,
+            help="Where each training run is saved (one folder per run).",
+        )
+        st.text_input(
+            "Folder for uploaded pictures",
+            value=str(where.data),
+            disabled=True,
+            help="Pictures you upload on the Data page are saved in a new folder inside this one.",
+        )
         st.caption(
             "Set when Transfer Studio is started: `streamlit run app.py -- --runs FOLDER --data FOLDER` "
             f"(or {state.RUNS_ENV} and {state.DATA_ENV})."

@@ -102,11 +102,18 @@ def _report_saved(saved, what: str) -> None:
     st.session_state["_upload_made"] = {"asked": saved.asked, "path": str(saved.folder)}
     note = f"{what} {saved.pictures} picture{'s' if saved.pictures != 1 else ''} in {words.md_text(saved.folder)}."
     if saved.renamed:
-        note += (f" A folder named {words.md_text(saved.asked)} was already there, so this is a new folder, "
-                 f"{words.md_text(saved.folder.name)}.")
+        note += (
+            f" A folder named {words.md_text(saved.asked)} was already there, so this is a new folder, "
+            f"{words.md_text(saved.folder.name)}."
+        )
     if saved.refused:
         shown = ", ".join(words.md_text(n) for n in saved.refused[:5]) + (" …" if len(saved.refused) > 5 else "")
-        note += f" Left out {len(saved.refused)} file{'s' if len(saved.refused) != 1 else ''} that are not pictures: {shown}."
+        files = (
+            "1 file that is not a picture"
+            if len(saved.refused) == 1
+            else f"{len(saved.refused)} files that are not pictures"
+        )
+        note += f" Left out {files}: {shown}."
     st.session_state["_upload_note"] = note
     _use_folder(str(saved.folder))
     st.rerun()

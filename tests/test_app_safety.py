@@ -28,9 +28,17 @@ REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
 DATA, PLAYGROUND, RUNS = "pages/1_data.py", "pages/4_playground.py", "pages/5_runs.py"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 LINK_NAME, BOLD_NAME = "[click](x)", "<b>bold"
+RENAMED = {"hat": LINK_NAME, "pants": BOLD_NAME}  # two of the test photos' classes, renamed
 
 
 @pytest.fixture(autouse=True)
@@ -74,8 +82,10 @@ def _texts(elements) -> str:
 
 
 def _everything(at: AppTest) -> str:
-    return "\n".join(_texts(getattr(at, kind)) for kind in ("markdown", "caption", "success", "error", "warning",
-                                                             "info", "subheader"))
+    return "\n".join(
+        _texts(getattr(at, kind))
+        for kind in ("markdown", "caption", "success", "error", "warning", "info", "subheader")
+    )
 
 
 def _jpegs(small_data: Path, name: str, n: int = 3) -> list[Path]:
@@ -127,24 +137,29 @@ def test_the_browser_cannot_change_where_the_app_writes(env):
 
 
 def test_a_zip_writes_only_pictures_into_a_new_folder_and_never_merges(env, small_data):
-    ant, bee = _jpegs(small_data, "ants", 1)[0], _jpegs(small_data, "bees", 1)[0]
+    hat_photo, pants_photo = _jpegs(small_data, "hat", 1)[0], _jpegs(small_data, "pants", 1)[0]
     png = io.BytesIO()
     from PIL import Image
 
     Image.new("RGB", (40, 30), "red").save(png, format="PNG")
-    first = _zip({"ants/1.jpg": ant.read_bytes(), "bees/1.jpg": bee.read_bytes(),
-                  "bees/notes.jpg": b"#!/bin/sh\nrm -rf ~\n",  # a script named like a picture
-                  "bees/run.desktop": b"[Desktop Entry]\nExec=evil\n",
-                  "bees/red.txt": png.getvalue()})  # a picture named like text: kept, as .png
+    first = _zip(
+        {
+            "ants/1.jpg": hat_photo.read_bytes(),
+            "bees/1.jpg": pants_photo.read_bytes(),
+            "bees/notes.jpg": b"#!/bin/sh\nrm -rf ~\n",  # a script named like a picture
+            "bees/run.desktop": b"[Desktop Entry]\nExec=evil\n",
+            "bees/red.txt": png.getvalue(),
+        }
+    )  # a picture named like text: kept, as .png
     at = _upload_zip(_app(), first)
     folder = env / "data" / "my-pictures"
     assert _files_under(folder) == {"ants/1.jpg", "bees/1.jpg", "bees/red.txt.png"}
     assert "Left out 2 files that are not pictures" in _texts(at.success)
 
     # The same default name again: a new folder, said so; the first is untouched.
-    second = _zip({"ants/1.jpg": bee.read_bytes(), "bees/2.jpg": ant.read_bytes()})
+    second = _zip({"ants/1.jpg": pants_photo.read_bytes(), "bees/2.jpg": hat_photo.read_bytes()})
     at = _upload_zip(_app(), second)
-    assert (folder / "ants" / "1.jpg").read_bytes() == ant.read_bytes()
+    assert (folder / "ants" / "1.jpg").read_bytes() == hat_photo.read_bytes()
     assert _files_under(env / "data" / "my-pictures-2") == {"ants/1.jpg", "bees/2.jpg"}
     assert "already there, so this is a new folder, my-pictures-2" in _texts(at.success)
     assert sorted(p.name for p in (env / "data").iterdir()) == ["my-pictures", "my-pictures-2"]
@@ -152,10 +167,10 @@ def test_a_zip_writes_only_pictures_into_a_new_folder_and_never_merges(env, smal
 
 def test_a_zip_that_unpacks_too_much_or_breaks_half_way_leaves_nothing(env, small_data, tmp_path):
     data = env / "data"
-    ant = _jpegs(small_data, "ants", 1)[0].read_bytes()
+    hat_photo = _jpegs(small_data, "hat", 1)[0].read_bytes()
     big = tmp_path / "big.zip"  # 2 GB and a bit of zeros: a few MB once compressed
     with zipfile.ZipFile(big, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        zf.writestr("ants/1.jpg", ant)
+        zf.writestr("ants/1.jpg", hat_photo)
         with zf.open("bees/huge.jpg", "w", force_zip64=True) as out:
             block = bytes(1 << 24)
             for _ in range(2 * 2**30 // len(block) + 1):
@@ -165,9 +180,9 @@ def test_a_zip_that_unpacks_too_much_or_breaks_half_way_leaves_nothing(env, smal
     assert not data.exists() or list(data.iterdir()) == []
 
     # A damaged member after good ones: refused whole, nothing left behind.
-    raw = bytearray(_zip({"ants/1.jpg": ant, "ants/2.jpg": ant, "bees/3.jpg": ant}))
-    last = raw.rfind(ant[200:260])  # inside the last member's stored bytes
-    raw[last:last + 20] = bytes(20)
+    raw = bytearray(_zip({"ants/1.jpg": hat_photo, "ants/2.jpg": hat_photo, "bees/3.jpg": hat_photo}))
+    last = raw.rfind(hat_photo[200:260])  # inside the last member's stored bytes
+    raw[last : last + 20] = bytes(20)
     at = _upload_zip(_app(), bytes(raw), folder="broken")
     assert "damaged" in _texts(at.error)
     assert list(data.iterdir()) == []  # no half folder, no hidden temporary folder
@@ -176,22 +191,22 @@ def test_a_zip_that_unpacks_too_much_or_breaks_half_way_leaves_nothing(env, smal
 def test_pictures_of_one_class_are_checked_by_content_and_never_overwrite(env, small_data):
     at = _app()
     at.radio(key="upload_kind").set_value("Pictures of one class").run()
-    at.text_input(key="upload_class").set_value("ants").run()
-    ant = _jpegs(small_data, "ants", 1)[0]
-    files = [("1.jpg", ant.read_bytes(), "image/jpeg"), ("evil.jpg", b"<html>not a picture</html>", "image/jpeg")]
+    at.text_input(key="upload_class").set_value("hat").run()
+    hat_photo = _jpegs(small_data, "hat", 1)[0]
+    files = [("1.jpg", hat_photo.read_bytes(), "image/jpeg"), ("evil.jpg", b"<html>not a picture</html>", "image/jpeg")]
     at.file_uploader(key="images_0").set_value(files).run()
     _button(at, "Add these pictures").click().run()
     _ok(at)
     folder = env / "data" / "my-pictures"
-    assert _files_under(folder) == {"ants/1.jpg"}
-    assert "Left out 1 file that are not pictures: evil.jpg" in _texts(at.success)
+    assert _files_under(folder) == {"hat/1.jpg"}
+    assert "Left out 1 file that is not a picture: evil.jpg" in _texts(at.success)
     # The same name again in the same class of this session's folder: a second file, not an overwrite.
-    bee = _jpegs(small_data, "bees", 1)[0]
-    at.file_uploader(key="images_1").set_value([("1.jpg", bee.read_bytes(), "image/jpeg")]).run()
+    pants_photo = _jpegs(small_data, "pants", 1)[0]
+    at.file_uploader(key="images_1").set_value([("1.jpg", pants_photo.read_bytes(), "image/jpeg")]).run()
     _button(at, "Add these pictures").click().run()
     _ok(at)
-    assert _files_under(folder) == {"ants/1.jpg", "ants/1-2.jpg"}
-    assert (folder / "ants" / "1.jpg").read_bytes() == ant.read_bytes()
+    assert _files_under(folder) == {"hat/1.jpg", "hat/1-2.jpg"}
+    assert (folder / "hat" / "1.jpg").read_bytes() == hat_photo.read_bytes()
     # Only files that are not pictures: refused, nothing written.
     at.file_uploader(key="images_2").set_value([("x.png", b"just text", "image/png")]).run()
     _button(at, "Add these pictures").click().run()
@@ -201,12 +216,12 @@ def test_pictures_of_one_class_are_checked_by_content_and_never_overwrite(env, s
     # Another session with the same default name makes a new folder.
     other = _app()
     other.radio(key="upload_kind").set_value("Pictures of one class").run()
-    other.text_input(key="upload_class").set_value("bees").run()
-    other.file_uploader(key="images_0").set_value([("1.jpg", bee.read_bytes(), "image/jpeg")]).run()
+    other.text_input(key="upload_class").set_value("pants").run()
+    other.file_uploader(key="images_0").set_value([("1.jpg", pants_photo.read_bytes(), "image/jpeg")]).run()
     _button(other, "Add these pictures").click().run()
     _ok(other)
-    assert _files_under(env / "data" / "my-pictures-2") == {"bees/1.jpg"}
-    assert _files_under(folder) == {"ants/1.jpg", "ants/1-2.jpg"}
+    assert _files_under(env / "data" / "my-pictures-2") == {"pants/1.jpg"}
+    assert _files_under(folder) == {"hat/1.jpg", "hat/1-2.jpg"}
 
 
 # --- 3. delete --------------------------------------------------------------------------------
@@ -247,7 +262,7 @@ def test_a_delete_left_open_never_removes_a_run_another_tab_resumed(env, with_ru
     status.update(state="stopped", reason="Stopped by you.")
     (with_run / "status.json").write_text(json.dumps(status))
     config = json.loads((with_run / "config.json").read_text())
-    config["epochs"] = 6  # long enough to still be training when the other tab answers
+    config["epochs"] = 30  # long enough to still be training when the other tab answers
     (with_run / "config.json").write_text(json.dumps(config))
 
     tab_a = _app(RUNS)
@@ -312,7 +327,7 @@ def test_a_shared_playground_names_no_folder_outside_the_data_folder(env, with_r
 
 
 def _odd_names_folder(small_data: Path, folder: Path) -> Path:
-    for odd, real in ((LINK_NAME, "ants"), (BOLD_NAME, "bees")):
+    for odd, real in ((LINK_NAME, "hat"), (BOLD_NAME, "pants")):
         (folder / odd).mkdir(parents=True)
         for f in _jpegs(small_data, real, 6):
             shutil.copy(f, folder / odd / f.name)
@@ -338,18 +353,18 @@ def test_odd_class_names_stay_text_in_the_playground_and_results(env, with_run, 
     # The run as if trained on folders with these names.
     for name in ("best.pt", "last.pt"):
         ckpt = torch.load(with_run / name, map_location="cpu", weights_only=False)
-        ckpt["classes"] = [LINK_NAME, BOLD_NAME]
+        ckpt["classes"] = [RENAMED.get(c, c) for c in ckpt["classes"]]
         torch.save(ckpt, with_run / name)
-    (with_run / "classes.json").write_text(json.dumps([LINK_NAME, BOLD_NAME]))
+    classes = json.loads((with_run / "classes.json").read_text())
+    (with_run / "classes.json").write_text(json.dumps([RENAMED.get(c, c) for c in classes]))
     evaluation = json.loads((with_run / "eval.json").read_text())
-    rename = {"ants": LINK_NAME, "bees": BOLD_NAME}
     text = json.dumps(evaluation)
-    for old, new in rename.items():
+    for old, new in RENAMED.items():
         text = text.replace(json.dumps(old), json.dumps(new))
     (with_run / "eval.json").write_text(text)
 
     at = _app(PLAYGROUND)
-    picture = _jpegs(small_data, "ants", 1)[0]
+    picture = _jpegs(small_data, "hat", 1)[0]
     at.file_uploader(key="play_upload").upload(picture.name, picture.read_bytes(), "image/jpeg").run()
     _ok(at)
     shown = _everything(at)

@@ -23,12 +23,12 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from core.config import TrainConfig, defaults
-from core.scan import DataFolderError, scan_folder
-from core.scan_report import ScanReport
 from core.backbones import default_backbone
+from core.config import TrainConfig, defaults
 from core.freeze import freeze_plan_for
 from core.runs import atomic_write_json, read_json
+from core.scan import DataFolderError, scan_folder
+from core.scan_report import ScanReport
 
 log = logging.getLogger("transfer_studio")
 
@@ -226,7 +226,11 @@ def current_plan(counts: dict[str, int]):
         return freeze_plan_for(counts, {"strategy": "custom" if trained else "linear", "trained_blocks": trained})
     return freeze_plan_for(
         counts,
-        {"strategy": strategy, "unfreeze_every": int(choice("unfreeze_every")), "lr_factor": float(choice("lr_factor"))},
+        {
+            "strategy": strategy,
+            "unfreeze_every": int(choice("unfreeze_every")),
+            "lr_factor": float(choice("lr_factor")),
+        },
     )
 
 

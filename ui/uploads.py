@@ -217,16 +217,22 @@ def _members(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, list[str]]]:
 def _check_size(members, root: Path) -> None:
     """Refuse, before anything is written, a zip that would unpack too much."""
     if len(members) > MAX_ZIP_FILES:
-        raise UserError(f"This zip file holds {len(members):,} files, more than {MAX_ZIP_FILES:,}. "
-                        "Unpack it yourself and type its folder instead.")
+        raise UserError(
+            f"This zip file holds {len(members):,} files, more than {MAX_ZIP_FILES:,}. "
+            "Unpack it yourself and type its folder instead."
+        )
     total = sum(info.file_size for info, _ in members)
     if total > MAX_UNPACKED_BYTES:
-        raise UserError(f"This zip file unpacks to {total / 2**30:.1f} GB, more than {MAX_UNPACKED_BYTES // 2**30} GB "
-                        "of pictures. Unpack it yourself and type its folder instead.")
+        raise UserError(
+            f"This zip file unpacks to {total / 2**30:.1f} GB, more than {MAX_UNPACKED_BYTES // 2**30} GB "
+            "of pictures. Unpack it yourself and type its folder instead."
+        )
     free = shutil.disk_usage(root).free
     if total + DISK_HEADROOM > free:
-        raise UserError(f"This zip file unpacks to {total / 2**20:,.0f} MB, but the disk has only "
-                        f"{free / 2**20:,.0f} MB free. Free some space and try again.")
+        raise UserError(
+            f"This zip file unpacks to {total / 2**20:,.0f} MB, but the disk has only "
+            f"{free / 2**20:,.0f} MB free. Free some space and try again."
+        )
 
 
 def _copy_capped(source, out: Path, budget: int) -> int:
