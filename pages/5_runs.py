@@ -10,6 +10,7 @@ import streamlit as st
 from core.config import TrainConfig
 from core.errors import UserError, friendly
 from core.jobs import ACTIVE
+from core.runs import made_by_us
 from ui import bookmarks, charts, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_RUNS)  # a bookmark opened first on a fresh server
@@ -142,12 +143,17 @@ def actions(run, mgr, run_state: str) -> None:
     if run.can_resume:
         with next(cols):
             resume_button(run, mgr, run_state)
+    ours = made_by_us(run.path)
     with next(cols):
         if st.button(
             "Delete…",
             icon=":material/delete:",
-            disabled=run_state in ACTIVE,
-            help="Stop it first." if run_state in ACTIVE else "Delete this run and all its files.",
+            disabled=run_state in ACTIVE or not ours,
+            help="Stop it first."
+            if run_state in ACTIVE
+            else "Delete this run and all its files."
+            if ours
+            else "Transfer Studio did not make this folder, so it does not delete it.",
         ):
             st.session_state["_confirm_delete"] = run.name
 
@@ -249,7 +255,7 @@ def per_class_and_settings(run) -> None:
                 f"**Numbers that learned:** {status['trainable_params']:,} of {status.get('total_params', 0):,}"
             )
         st.dataframe(pd.DataFrame([{"setting": k, "value": str(v)} for k, v in config.items()]), hide_index=True)
-        st.caption(f"Folder: {run.path}")
+        st.caption(f"Folder: {words.md_text(run.path)}")
 
 
 def main() -> None:

@@ -242,6 +242,10 @@ def test_delete_removes_only_runs_this_app_made_inside_the_runs_folder(env, with
     with pytest.raises(UserError, match="not made by Transfer Studio"):
         store.delete(open_run(foreign))
     assert (foreign / "main.py").exists()
+    at = _app(RUNS)  # the Runs page does not offer it either
+    at.selectbox(key="open_run").set_value("my-project").run()
+    _ok(at)
+    assert _button(at, "Delete…").disabled
     # A link inside the runs folder to a run elsewhere: not this store's run.
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(with_run, elsewhere)
