@@ -1,12 +1,13 @@
 """Checkpoints: what an epoch writes, and the thread that writes it.
 
-`model_payload` is the model part of a checkpoint (best.pt and last.pt),
-`resume_payload` adds what resuming needs (optimiser, schedule, scaler, the
-best so far, the random state), and `RunWriter` puts them on disk in the
-background, in order, while the next epoch trains.
+`CheckpointCopies` makes the model part of a checkpoint (best.pt and
+last.pt), `resume_payload` adds what resuming needs (optimiser, schedule,
+scaler, the best so far, the random state), and `RunWriter` puts them on disk
+in the background, in order, while the next epoch trains.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import queue
 import threading
@@ -16,29 +17,81 @@ import torch
 from .config import TrainConfig
 
 
-def model_payload(model, config: TrainConfig, classes: list[str], epoch: int,
-                   trained: dict[str, bool] | None = None) -> dict:
-    """The checkpoint's model part, safe to write while training goes on: a
-    copy of every tensor that can still change. With `trained` (block name ->
-    trains now), the blocks that do not train are not copied, because their
-    tensors stay as they are (the caller flushes the writer before that
-    changes); on a GPU, the move to the CPU is the copy."""
-    def keep(name: str, tensor: torch.Tensor) -> torch.Tensor:
-        tensor = tensor.detach()
-        if tensor.device.type != "cpu":
-            return tensor.cpu()
-        block = name.split(".", 2)[1] if name.startswith("blocks.") else None
-        return tensor if trained is not None and trained.get(block) is False else tensor.clone()
+def host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of `tensor` as it is now, for a checkpoint written while
+    training goes on. From a GPU it goes into pinned memory asynchronously:
+    the copy is queued on the GPU before any later change to the tensor, so
+    it holds this moment's values, and the training thread does not wait
+    for it; read it only after `copies_landed`'s wait."""
+    tensor = tensor.detach()
+    if tensor.device.type == "cuda":
+        host = torch.empty_like(tensor, device="cpu", pin_memory=True)
+        host.copy_(tensor, non_blocking=True)
+        return host
+    return tensor.clone() if tensor.device.type == "cpu" else tensor.cpu()
 
-    return {"model": {k: keep(k, v) for k, v in model.state_dict().items()},
-            "config": config.to_dict(), "classes": list(classes), "epoch": epoch,
-            "backbone": config.backbone}
+
+def copies_landed(device: torch.device):
+    """A function that waits until every host_copy from `device` queued so
+    far has arrived: the writer thread calls it before writing them."""
+    if device.type != "cuda":
+        return lambda: None
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event.synchronize
+
+
+def _trains(name: str, trained: dict[str, bool]) -> bool:
+    """Whether the state-dict entry `name` belongs to a block that trains now
+    (entries outside the blocks count as training: always copied)."""
+    parts = name.split(".", 2)
+    return not (parts[0] == "blocks" and len(parts) > 1 and trained.get(parts[1]) is False)
+
+
+class CheckpointCopies:
+    """The model part of checkpoints (best.pt and last.pt), copying only what
+    can have changed since the last one.
+
+    A block that does not train keeps its tensors, BatchNorm statistics
+    included (frozen blocks stay in eval mode, core.models): they are copied
+    off a GPU once, when the block is first seen frozen (the one wait for the
+    GPU a checkpoint costs the training thread), and every later
+    checkpoint shares that copy; on a CPU the checkpoint shares the tensors
+    themselves (the loop flushes the writer before a block unfreezes). What
+    trains, parameters and buffers such as a trained block's BatchNorm
+    statistics, is copied every epoch (host_copy: on a GPU only queued by
+    the training thread). Every checkpoint is still the whole state dict:
+    best.pt loads as it is (core.evaluation.load_run_model), and last.pt
+    resumes exactly."""
+
+    def __init__(self, model):
+        self.model = model
+        self._fixed: dict[str, torch.Tensor] = {}
+
+    def model_state(self, trained: dict[str, bool]) -> dict[str, torch.Tensor]:
+        state = {}
+        for name, tensor in self.model.state_dict().items():
+            if _trains(name, trained):
+                self._fixed.pop(name, None)  # unfrozen: its old copy is no longer what it holds
+                state[name] = host_copy(tensor)
+            else:
+                if name not in self._fixed:
+                    tensor = tensor.detach()
+                    # Once per run (per stage of gradual unfreezing): a plain copy, not
+                    # pinned memory, which would stay locked for the whole run.
+                    self._fixed[name] = tensor if tensor.device.type == "cpu" else tensor.cpu()
+                state[name] = self._fixed[name]
+        return state
+
+    def payload(self, config: TrainConfig, classes: list[str], epoch: int, trained: dict[str, bool]) -> dict:
+        return {"model": self.model_state(trained), "config": config.to_dict(), "classes": list(classes),
+                "epoch": epoch, "backbone": config.backbone}
 
 
 def snapshot(obj):
     """A copy of a (nested) state dict whose tensors training may change in place."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu() if obj.device.type != "cpu" else obj.detach().clone()
+        return host_copy(obj)
     if isinstance(obj, dict):
         return {k: snapshot(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -46,15 +99,39 @@ def snapshot(obj):
     return copy.deepcopy(obj)
 
 
-def resume_payload(payload: dict, optimizer, scheduler, scaler, best: dict, epochs_without_gain: int) -> dict:
+def resume_payload(payload: dict, optimizer, scheduler, scaler, best: dict, epochs_without_gain: int,
+                   device: torch.device) -> dict:
     """last.pt: the model part plus everything `core.training` needs to go on
-    from this epoch as if it had never stopped."""
-    return {
+    from this epoch as if it had never stopped, the GPU's random state
+    included (dropout on a GPU draws from it)."""
+    out = {
         **payload,
         "optimizer": snapshot(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict()),
         "scaler": scaler.state_dict(), "best": dict(best), "epochs_without_gain": epochs_without_gain,
         "rng": torch.get_rng_state(),
     }
+    if device.type == "cuda":
+        out["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def restore_scaler(scaler, state: dict | None) -> bool:
+    """Load a GradScaler's saved state where it applies: the scaler is on
+    (fp16 here) and the run saved a state of one that was on. A run that
+    trained on a CPU or in bf16 saved an empty state, which load_state_dict
+    refuses; then the scaler starts fresh (it settles within a few
+    batches). Returns whether it was loaded."""
+    if not scaler.is_enabled() or not state or "scale" not in state:
+        return False
+    scaler.load_state_dict(state)
+    return True
+
+
+def restore_random_state(ckpt: dict, device: torch.device) -> None:
+    """The CPU's random state, and the GPU's when the run trained on one and goes on on one."""
+    torch.set_rng_state(ckpt["rng"])
+    if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
 
 
 class RunWriter:
@@ -113,7 +190,5 @@ class RunWriter:
         if exc_type is None:
             self.close()
         else:  # already failing or stopping: finish the writes, keep that first reason
-            try:
+            with contextlib.suppress(BaseException):
                 self.close()
-            except BaseException:  # noqa: BLE001
-                pass

@@ -2,12 +2,16 @@
 
 Every command uses the same engine as the app. `train` prints one line per
 epoch and ends with one line of JSON (run_dir, val_accuracy, best_epoch,
-seconds, device, ...) so scripts and benchmarks can read the result.
+seconds, device, ...) so scripts and benchmarks can read the result. A
+mistake (a missing folder, an unreadable weights file, a runs folder it may
+not write, a run another process trains) is one line on stderr and a
+non-zero exit, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,11 +91,12 @@ def _config_from_args(args) -> TrainConfig:
 def _finish(job, run) -> int:
     snap = job.snapshot()
     if snap["state"] != "finished":
-        print(f"Run {snap['state']}: {snap['reason']}", file=sys.stderr)
+        print(f"Run {snap['state']}: {' '.join(str(snap['reason']).split())}", file=sys.stderr)  # one line
         print(json.dumps({"run_dir": str(run.path), "state": snap["state"], "reason": snap["reason"]}))
         return 1
-    note = (snap.get("feature_cache") or {}).get("note")
-    if note:  # stdout stays one JSON line for scripts
+    notes = [(snap.get("feature_cache") or {}).get("note"), (run.status.get("decisions") or {}).get("loader_note"),
+             snap.get("resume_note")]
+    for note in filter(None, notes):  # stdout stays one JSON line for scripts
         print(note, file=sys.stderr)
     print(json.dumps({"state": "finished", **snap["result"]}))
     return 0
@@ -119,18 +124,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .config import TrainConfig
-    from .jobs import train_blocking
-    from .runs import open_run
+    from .jobs import resume_blocking
+    from .resume import prepare_resume
 
-    run = open_run(args.run_dir)
-    config = TrainConfig.from_dict(run.config)
-    if args.epochs:
-        config.epochs = args.epochs
-        run.write_json("config.json", config.to_dict())
-    done = run.status.get("epochs_done", 0)
-    print(f"Resuming {run.name} after epoch {done} of {config.epochs}", flush=True)
-    job, run = train_blocking(config, runs_dir=run.path.parent, on_epoch=_print_epoch, run=run, resume=True)
+    plan = prepare_resume(args.run_dir, args.epochs)  # refused while another process trains it
+    print(f"Resuming {plan.run.name} after epoch {plan.epochs_done} of {plan.config.epochs}", flush=True)
+    job, run = resume_blocking(plan, on_epoch=_print_epoch)
     return _finish(job, run)
 
 
@@ -168,7 +167,9 @@ def cmd_runs(args) -> int:
     for run in RunStore(args.runs_dir).list():
         s = run.summary()
         acc = f"{s['best_val_accuracy']:.3f}" if s["best_val_accuracy"] is not None else "-"
-        print(f"{s['run']}  {s['state']:<11} {s['backbone']:<18} {s['strategy']:<14} val acc {acc}")
+        backbone, strategy = s["backbone"] or "?", s["strategy"] or "?"
+        line = f"{s['run']}  {s['state']:<11} {backbone!s:<18} {strategy!s:<14} val acc {acc}"
+        print(line + (f"  {s['reason']}" if s["state"] == "damaged" else ""))
     return 0
 
 
@@ -230,12 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. A mistake a person can fix is one line and exit 2; any
+    other error one line and exit 1 (TRANSFER_STUDIO_DEBUG=1 shows the traceback)."""
+    from .errors import UserError, friendly
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the command line's one way out
+        if os.environ.get("TRANSFER_STUDIO_DEBUG") == "1":
+            raise
+        mistake = isinstance(exc, (UserError, OSError, ValueError))
+        print(f"error: {friendly(exc)}" + ("" if mistake else " (TRANSFER_STUDIO_DEBUG=1 shows the details)"),
+              file=sys.stderr)
+        return 2 if mistake else 1
 
 
 if __name__ == "__main__":

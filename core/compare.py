@@ -26,7 +26,7 @@ import torch
 from .backbones import get_backbone
 from .evaluation import load_run_model
 from .freeze import freeze_plan_for
-from .runs import ACTIVE_STATES, RunStore, atomic_write_json, open_run, read_json
+from .runs import ACTIVE_STATES, RunStore, atomic_write_json, checkpoint_problem, open_run, read_json
 
 SPEED_FILE = "speed.json"
 SWEEP_FILE = "sweep.json"
@@ -91,7 +91,7 @@ def inference_ms(run_dir: str | Path, device: str | torch.device = "cpu", refres
     loaded = load_run_model(run.path, device=device)
     image_size = loaded.model.info.sizes(loaded.config.get("image_size"))[0]
     key = f"{_device_label(device)}@{image_size}"
-    cache = read_json(run.path / SPEED_FILE, {}) or {}
+    cache = read_json(run.path / SPEED_FILE, {}, dict)
     if not refresh and isinstance(cache.get(key), dict) and cache[key].get("ms_per_image"):
         return float(cache[key]["ms_per_image"])
     ms = time_model(loaded.model, image_size, device)
@@ -110,60 +110,75 @@ def leaderboard(run_dirs: Iterable[str | Path], device: str | torch.device = "cp
                 measure_speed: bool = True) -> list[dict]:
     """One row per run, best validation accuracy first (unfinished runs last).
 
-    Row keys: run, path, backbone, backbone_title, strategy, state, epochs_done,
-    epochs, trainable_params, total_params, best_val_accuracy, macro_f1,
-    training_seconds, ms_per_image, device (where it trained).
+    Row keys: run, path, backbone, backbone_title, strategy, state, reason,
+    epochs_done, epochs, trainable_params, total_params, best_val_accuracy,
+    macro_f1, training_seconds, ms_per_image, device (where it trained).
     ms_per_image is measured (or read from speed.json) for runs that have
-    ended with a saved model; None for the others or with measure_speed=False.
+    ended with a whole saved model; None for the others or with
+    measure_speed=False. Each run is read on its own: a damaged one is a row
+    with state "damaged" and the reason, and never hides the others.
     """
     rows = []
     for run_dir in run_dirs:
         try:
             run = open_run(run_dir)
-        except FileNotFoundError:
+        except FileNotFoundError:  # deleted since it was listed
             continue
-        config, status = run.config, run.status
-        evaluation = run.evaluation or {}
-        state = run.state
-        backbone = config.get("backbone")
-        try:
-            title = get_backbone(backbone).title
-        except ValueError:
-            title = backbone
-        ms = None
-        if state not in ACTIVE_STATES and run.best_checkpoint.exists():
-            cached = _cached_speed(run.path, device)
-            if cached is not None:
-                ms = cached
-            elif measure_speed:
-                ms = inference_ms(run.path, device)
-        rows.append({
-            "run": run.name,
-            "path": str(run.path),
-            "backbone": backbone,
-            "backbone_title": title,
-            "strategy": config.get("strategy"),
-            "state": state,
-            "epochs_done": status.get("epochs_done", 0),
-            "epochs": config.get("epochs"),
-            "trainable_params": status.get("trainable_params"),
-            "total_params": status.get("total_params"),
-            "best_val_accuracy": status.get("best_val_accuracy"),
-            "macro_f1": evaluation.get("macro_f1", status.get("macro_f1")),
-            "training_seconds": status.get("seconds"),
-            "ms_per_image": ms,
-            "device": status.get("device_name") or status.get("device"),
-        })
+        rows.append(_leaderboard_row(run, device, measure_speed))
     rows.sort(key=lambda r: (r["best_val_accuracy"] is None, -(r["best_val_accuracy"] or 0.0), r["run"]))
     return rows
 
 
+def _leaderboard_row(run, device, measure_speed: bool) -> dict:
+    summary, status = run.summary(), run.status
+    evaluation = run.evaluation or {}
+    state = summary["state"]
+    ms = None
+    if state not in ACTIVE_STATES + ("damaged",) and checkpoint_problem(run.best_checkpoint) is None:
+        ms = _cached_speed(run.path, device)
+        if ms is None and measure_speed:
+            try:
+                ms = inference_ms(run.path, device)
+            except Exception:  # noqa: BLE001 - a model that cannot be timed leaves its cell empty
+                ms = None
+    macro_f1 = evaluation.get("macro_f1", status.get("macro_f1"))
+    return {
+        "run": run.name,
+        "path": str(run.path),
+        "backbone": summary["backbone"],
+        "backbone_title": _backbone_title(summary["backbone"]),
+        "strategy": summary["strategy"],
+        "state": state,
+        "reason": summary["reason"],
+        "epochs_done": summary["epochs_done"],
+        "epochs": summary["epochs"],
+        "trainable_params": _number(status.get("trainable_params")),
+        "total_params": _number(status.get("total_params")),
+        "best_val_accuracy": summary["best_val_accuracy"],
+        "macro_f1": _number(macro_f1),
+        "training_seconds": summary["seconds"],
+        "ms_per_image": ms,
+        "device": summary["device_name"] or summary["device"],
+    }
+
+
+def _backbone_title(backbone) -> str | None:
+    try:
+        return get_backbone(backbone).title
+    except Exception:  # noqa: BLE001 - an unknown or damaged name is shown as it is
+        return None if backbone is None else str(backbone)
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _cached_speed(run_dir: Path, device) -> float | None:
     """A speed.json entry for this device, without loading the model."""
-    cache = read_json(Path(run_dir) / SPEED_FILE, {}) or {}
+    cache = read_json(Path(run_dir) / SPEED_FILE, {}, dict)
     prefix = _device_label(torch.device(device)) + "@"
     for key, entry in cache.items():
-        if key.startswith(prefix) and isinstance(entry, dict) and entry.get("ms_per_image"):
+        if key.startswith(prefix) and isinstance(entry, dict) and _number(entry.get("ms_per_image")):
             return float(entry["ms_per_image"])
     return None
 
@@ -182,7 +197,7 @@ def curves(run_dirs: Iterable[str | Path]) -> list[dict]:
         label = f"{config.get('backbone')} · {config.get('strategy')} · {run.name[:15]}"
         for entry in run.metrics:
             for metric in METRICS:
-                if entry.get(metric) is None:
+                if _number(entry.get(metric)) is None:
                     continue
                 split, kind = metric.split("_", 1)
                 rows.append({"run": run.name, "label": label, "backbone": config.get("backbone"),
@@ -234,10 +249,10 @@ def queue_sweep(manager, base_config, backbones: Sequence[str], strategies: Sequ
 
 def sweep_of(run_dir: str | Path) -> dict | None:
     """The sweep.json of a run, or None when it was not part of a sweep."""
-    return read_json(Path(run_dir) / SWEEP_FILE, None)
+    return read_json(Path(run_dir) / SWEEP_FILE, None, dict)
 
 
 def sweep_runs(runs_dir: str | Path, sweep_id: str) -> list:
     """The runs of one sweep, in the order they were queued."""
     runs = [r for r in RunStore(runs_dir).list() if (sweep_of(r.path) or {}).get("sweep") == sweep_id]
-    return sorted(runs, key=lambda r: sweep_of(r.path)["index"])
+    return sorted(runs, key=lambda r: _number(sweep_of(r.path).get("index")) or 0)

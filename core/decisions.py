@@ -10,6 +10,8 @@ then only read: the data assembly (core.training_data) and the loop
 """
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass, fields
 
 import torch
@@ -30,7 +32,10 @@ class Decisions:
     augment: str  # the preset, "auto" resolved
     batch_size: int  # training
     eval_batch_size: int  # passes without gradients: feature pass, validation
+    val_batch_size: int  # validation pictures per batch when worker processes read them
     workers: int  # DataLoader processes; 0 = threads in this process (ThreadedLoader)
+    worker_start: str | None  # how those processes start (fork, forkserver, spawn)
+    loader_note: str  # who reads the images every epoch, and why, in words
     decode_threads: int
     read_ahead: int
     frozen_prefix: int  # leading blocks frozen for the whole run
@@ -65,10 +70,10 @@ class Decisions:
 
 
 def decide(config: TrainConfig, device: torch.device, sizes: tuple[int, int], plan, report,
-           decoded_in_memory: bool) -> Decisions:
+           decoded_in_memory: bool, decoded_bytes: int = 0) -> Decisions:
     """Every choice of the run, from the config, the device, the backbone's
     (crop, resize) `sizes`, the freeze `plan`, the scan `report`, and whether
-    the scan kept the decoded images in memory."""
+    the scan kept the decoded images in memory (and how many bytes they take)."""
     prefix = plan.frozen_prefix(None, config.epochs)
     augment = config.resolved_augment
     cache_val = bool(config.feature_cache and prefix > 0)
@@ -80,7 +85,13 @@ def decide(config: TrainConfig, device: torch.device, sizes: tuple[int, int], pl
     # the scan kept them, which needs fewer reader processes.
     read_every_epoch = (not cache_train and bool(report.train)) or (not cache_val and bool(report.val))
     in_memory = decoded_in_memory and read_every_epoch
-    workers = config.num_workers if config.num_workers is not None else devices.auto_num_workers(device, in_memory)
+    wanted = config.num_workers if config.num_workers is not None else devices.auto_num_workers(device, in_memory)
+    workers, worker_start, loader_note = devices.loader_workers(
+        wanted if read_every_epoch else 0, other_threads=threading.active_count() > 1,
+        shm_free=devices.shared_memory_free(), shared_bytes=decoded_bytes if in_memory else 0)
+    if not read_every_epoch:
+        loader_note = "No pictures are read during the epochs: both sets use stored features."
+    eval_batch = devices.inference_batch_size(device)
     return Decisions(
         device=device,
         autocast=devices.autocast_dtype(device, config.mixed_precision),
@@ -91,7 +102,19 @@ def decide(config: TrainConfig, device: torch.device, sizes: tuple[int, int], pl
         cudnn_benchmark=device.type == "cuda",
         image_size=sizes[0], resize_size=sizes[1], augment=augment,
         batch_size=config.batch_size or devices.auto_batch_size(device),
-        eval_batch_size=devices.inference_batch_size(device),
-        workers=workers, decode_threads=devices.decode_threads(device), read_ahead=devices.read_ahead(device),
+        eval_batch_size=eval_batch, val_batch_size=_val_batch_size(len(report.val), eval_batch, workers),
+        workers=workers, worker_start=worker_start, loader_note=loader_note, decode_threads=devices.decode_threads(device), read_ahead=devices.read_ahead(device),
         frozen_prefix=prefix, cache_train=cache_train, cache_val=cache_val, why_not_cache=why_not,
     )
+
+
+def _val_batch_size(images: int, eval_batch: int, workers: int) -> int:
+    """A worker process reads a whole batch: with the 256-picture inference
+    batch, a validation set of a few hundred pictures would be read by one
+    or two workers while the rest wait. Batches of images / workers give
+    each worker some (at least 16 pictures a batch, at most the inference
+    batch). Threads share every batch between them, so they keep the
+    inference batch."""
+    if workers <= 0:
+        return eval_batch
+    return max(1, min(eval_batch, max(16, math.ceil(images / workers))))

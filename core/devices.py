@@ -11,6 +11,9 @@ from __future__ import annotations
 import gc
 import os
 import random
+import shutil
+import sys
+import warnings
 
 import numpy as np
 import torch
@@ -19,17 +22,25 @@ from .errors import TrainingError
 
 
 def pick_device(preference: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU, unless the user names one."""
+    """CUDA, then Apple MPS, then CPU, unless the user names one. A CUDA
+    device always comes with its number ("cuda" is GPU 0): which GPU is
+    "current" differs from thread to thread, so an unnumbered device would
+    mean another GPU in the job's thread than where it was picked."""
     preference = (preference or "auto").lower()
     if preference == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", 0)
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     device = torch.device(preference)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError("You chose the GPU (CUDA), but no CUDA GPU is available here. Choose 'auto' or 'cpu'.")
+    if device.type == "cuda":
+        device = torch.device("cuda", device.index or 0)
+        if device.index >= torch.cuda.device_count():
+            raise TrainingError(f"You chose GPU {device.index}, but this machine has "
+                                f"{torch.cuda.device_count()} (numbered from 0). Choose 'auto' or another one.")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise TrainingError("You chose Apple's GPU (MPS), but it is not available here. Choose 'auto' or 'cpu'.")
     return device
@@ -40,9 +51,16 @@ def device_key(preference: str = "auto") -> str:
         device = pick_device(preference)
     except TrainingError:
         return str(preference)
+    return str(device)
+
+
+def use_in_this_thread(device: torch.device) -> None:
+    """Make `device` the current GPU of the calling thread (a job's). CUDA's
+    current device is per thread and starts at GPU 0, and what follows uses
+    the current one: pinned host memory, empty_cache, streams, bf16 checks.
+    Nothing happens for a CPU or MPS device (no CUDA context is made)."""
     if device.type == "cuda":
-        return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
-    return device.type
+        torch.cuda.set_device(device)
 
 
 def describe_device(device: torch.device) -> dict:
@@ -56,16 +74,22 @@ def describe_device(device: torch.device) -> dict:
 
 
 def autocast_dtype(device: torch.device, enabled: bool):
-    """The mixed-precision type on CUDA, or None for float32.
-
-    bf16 where the GPU supports it (no loss scaling needed), else fp16 (with
-    a GradScaler). CPUs stay in float32: only some have bf16 in hardware
-    (AMX, AVX512-BF16), and there it would also shift the numbers a run
-    reports (confidences by a percent or two) away from what float32
+    """The mixed-precision type on CUDA, or None for float32 (see
+    half_precision_for). CPUs stay in float32: only some have bf16 in
+    hardware (AMX, AVX512-BF16), and there it would also shift the numbers a
+    run reports (confidences by a percent or two) away from what float32
     predictions later give."""
     if not enabled or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return half_precision_for(torch.cuda.get_device_capability(device))
+
+
+def half_precision_for(capability: tuple[int, int]) -> torch.dtype:
+    """bf16 on GPUs that compute it in hardware (compute capability 8.0 and
+    up: A100, RTX 30xx, H100), which needs no loss scaling; fp16 with a
+    GradScaler below (V100 7.0, T4 7.5). torch.cuda.is_bf16_supported() is
+    no guide: it also says yes where bf16 is only emulated, far slower."""
+    return torch.bfloat16 if tuple(capability) >= (8, 0) else torch.float16
 
 
 # How many images a pass without gradients (feature cache, validation) puts
@@ -119,6 +143,61 @@ def auto_num_workers(device: torch.device, in_memory: bool = False) -> int:
     return min(4 if in_memory else 8, cpus - 1)
 
 
+# Worker processes hand every batch over through shared memory (/dev/shm);
+# with less free than this, a few batches in flight (workers x 2 of them, a
+# batch of 64 pictures at 224 px is about 10 MB) can run out of it, and a
+# worker dies of a bus error mid-epoch. Containers get 64 MB by default.
+MIN_SHARED_MEMORY = 512 * 2**20
+
+# Seconds a DataLoader waits for a worker's batch before the run fails with a
+# reason: a batch takes well under a second, the first one a few seconds
+# (the workers start), so minutes mean a worker is stuck, never slow.
+LOADER_TIMEOUT_S = 300
+
+
+def shared_memory_free(path: str = "/dev/shm") -> int | None:
+    """Bytes free in shared memory, or None where there is no /dev/shm to ask
+    (macOS, Windows: their shared memory is not a small fixed tmpfs)."""
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def worker_start_method(other_threads: bool, platform: str = sys.platform) -> str:
+    """How DataLoader worker processes start. fork copies the process as it
+    is, including every lock another thread holds at that moment (a logging
+    lock, the allocator's, a web server's), and a worker that needs one
+    waits forever. So fork only where it is the platform's own way and this
+    thread is the only one (the command line); forkserver forks from a
+    clean helper process instead; spawn where there is neither."""
+    if platform.startswith("linux") and not other_threads:
+        return "fork"
+    return "forkserver" if not platform.startswith(("win", "darwin")) else "spawn"
+
+
+def loader_workers(wanted: int, *, other_threads: bool, shm_free: int | None, shared_bytes: int = 0,
+                   platform: str = sys.platform) -> tuple[int, str | None, str]:
+    """(worker processes, their start method, the choice in words) for
+    reading images every epoch, given the `wanted` count. `shared_bytes`:
+    what goes to shared memory with the workers when they do not fork (the
+    decoded images). Short of shared memory, threads read instead."""
+    if wanted <= 0:
+        return 0, None, "Threads in this process read the images."
+    method = worker_start_method(other_threads, platform)
+    needed = MIN_SHARED_MEMORY + (shared_bytes if method != "fork" else 0)
+    if shm_free is not None and shm_free < needed:
+        return 0, None, (f"Threads in this process read the images, not worker processes: /dev/shm, through which "
+                         f"workers hand their batches over, has {shm_free / 2**20:.0f} MB free and they would need "
+                         f"{needed / 2**20:.0f} MB. Give the machine more shared memory (for Docker: "
+                         f"--shm-size=2g) to use them.")
+    why = ("other threads run in this process, and a forked copy could inherit a lock one of them holds"
+           if other_threads else "only this thread runs here, so forking is safe" if method == "fork"
+           else "this platform's way")
+    return wanted, method, (f"{wanted} worker processes read the images (started with {method}: {why}); "
+                            f"if they give no batch for {LOADER_TIMEOUT_S // 60} minutes, the run stops and says so.")
+
+
 def decode_threads(device: torch.device) -> int:
     """Threads that read (decode, resize, crop) images in this process."""
     return max(1, min(8, os.cpu_count() or 1))
@@ -143,12 +222,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def release_device_memory(device: torch.device) -> None:
-    """Give the memory of a finished run back. Call it once nothing refers to
-    the run's tensors any more: gc.collect frees those caught in reference
-    cycles, and empty_cache hands the blocks PyTorch's caching allocator still
-    holds back to the driver, so other programs (and the next run) get them."""
+def release_device_memory(device: torch.device | None) -> str | None:
+    """Give the memory of a finished run on `device` back. Call it once
+    nothing refers to the run's tensors any more: gc.collect frees those
+    caught in reference cycles, and empty_cache hands the blocks PyTorch's
+    caching allocator still holds on that GPU back to the driver, so other
+    programs (and the next run) get them.
+
+    Only that GPU is touched, and only when this process already uses CUDA:
+    a CPU run never makes a CUDA context. Never raises (it runs after the
+    run's outcome is recorded, and an error kept by the GPU from the run
+    must not turn a finished run into a crash): returns what went wrong, or
+    None."""
     gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
+    if device is None or device.type != "cuda" or not torch.cuda.is_initialized():
+        return None
+    try:
+        with torch.cuda.device(device):
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+    except Exception as exc:  # noqa: BLE001 - see above
+        warnings.warn(f"Could not give {device}'s memory back: {exc}", RuntimeWarning, stacklevel=2)
+        return str(exc)
+    return None

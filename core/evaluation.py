@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .errors import UserError
 from .images import IMAGE_EXTENSIONS, bounded_rgb, open_rgb
 from .models import HeadConfig, build_model
-from .runs import open_run
+from .runs import checkpoint_problem, open_run
 
 
 def metrics_from_predictions(labels: list[int], preds: list[int], classes: list[str]) -> dict:
@@ -103,14 +104,23 @@ def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch
     path = run.best_checkpoint if which == "best" else run.last_checkpoint
     if not path.exists():
         raise FileNotFoundError(f"The run {run.name} has no saved model yet ({path.name} is missing): it has not finished an epoch.")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    config = ckpt.get("config") or run.config
-    classes = ckpt.get("classes") or run.classes
-    # The architecture comes from the config; the weights from the checkpoint, so
-    # no download is needed to use a trained model.
-    model = build_model(config["backbone"], len(classes), init="random",
-                        head=HeadConfig(hidden=config.get("head_hidden", 0), dropout=config.get("head_dropout", 0.0)))
-    model.load_state_dict(ckpt["model"])
+    damaged = f"The run {run.name} has no usable model"
+    problem = checkpoint_problem(path)
+    if problem:
+        raise UserError(f"{damaged}: {problem}. Delete the run, or resume it if its last.pt is whole.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        config = ckpt.get("config") or run.config
+        classes = ckpt.get("classes") or run.classes
+        # The architecture comes from the config; the weights from the checkpoint, so
+        # no download is needed to use a trained model.
+        model = build_model(config["backbone"], len(classes), init="random",
+                            head=HeadConfig(hidden=config.get("head_hidden", 0), dropout=config.get("head_dropout", 0.0)))
+        model.load_state_dict(ckpt["model"])
+    except (UserError, MemoryError):
+        raise
+    except Exception as exc:  # a damaged file fails in many ways; each reads the same
+        raise UserError(f"{damaged}: {path.name} cannot be read ({type(exc).__name__}: {exc}).") from exc
     device = torch.device(device)
     model.to(device).eval()
     info = model.info

@@ -18,6 +18,7 @@ how closely they agree.
 """
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import tempfile
@@ -31,9 +32,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from .images import open_rgb
 from .evaluation import LoadedModel, load_run_model
 from .freeze import freeze_plan_for
+from .images import open_rgb
 from .runs import atomic_write_bytes, open_run
 
 ONNX_OPSET = 17
@@ -83,8 +84,18 @@ def preprocessing(loaded: LoadedModel) -> dict:
 # --------------------------------------------------------------------------------------
 
 
+def _cpu_copy(model: nn.Module) -> ProbabilitiesModel:
+    """What the exported files compute, as a CPU copy in eval mode: the
+    caller's model (perhaps on a GPU, perhaps training) stays where and as it
+    is. Tensors are copied straight to the CPU, never twice on the GPU."""
+    on_cpu = {id(t): (nn.Parameter(t.detach().cpu(), requires_grad=t.requires_grad)
+                      if isinstance(t, nn.Parameter) else t.detach().cpu())
+              for t in (*model.parameters(), *model.buffers()) if t.device.type != "cpu"}
+    return ProbabilitiesModel(copy.deepcopy(model, memo=on_cpu)).eval()
+
+
 def export_torchscript(loaded: LoadedModel, path: Path, example: torch.Tensor) -> Path:
-    wrapper = ProbabilitiesModel(loaded.model).cpu().eval()
+    wrapper = _cpu_copy(loaded.model)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # deprecation and tracer notes, not problems here
         traced = torch.jit.trace(wrapper, example.cpu(), check_trace=False)
@@ -96,7 +107,7 @@ def export_onnx(loaded: LoadedModel, path: Path, example: torch.Tensor) -> Path:
     """ONNX with a dynamic batch axis. Uses torch's TorchScript-based exporter
     (dynamo=False): it needs no extra packages, while the newer exporter needs
     onnxscript."""
-    wrapper = ProbabilitiesModel(loaded.model).cpu().eval()
+    wrapper = _cpu_copy(loaded.model)
     mha = getattr(torch.backends, "mha", None)
     fastpath = mha.get_fastpath_enabled() if mha else None
     with warnings.catch_warnings(), torch.no_grad():
@@ -147,7 +158,7 @@ def _val_tensors(loaded: LoadedModel, run_dir: Path, n: int) -> tuple[torch.Tens
 def verify_exports(loaded: LoadedModel, folder: Path, images: torch.Tensor) -> dict:
     """Run the exported files on `images` and compare with the app's model."""
     with torch.no_grad():
-        reference = ProbabilitiesModel(loaded.model).cpu().eval()(images.cpu()).numpy()
+        reference = _cpu_copy(loaded.model)(images.cpu()).numpy()
     checks = {"images": int(len(images))}
     ts_path = folder / "model.ts"
     if ts_path.exists():
@@ -472,6 +483,7 @@ PREDICT_PY = '''"""Predict with the exported model: python predict.py IMAGE [IMA
 Needs only onnxruntime, Pillow and NumPy (pip install onnxruntime pillow numpy).
 Prepares each picture exactly as described in preprocessing.json.
 """
+import copy
 import json
 import sys
 from pathlib import Path

@@ -22,8 +22,8 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -256,6 +256,31 @@ def release_copy(runner: nn.Module, model) -> None:
             t.data = torch.empty(0, dtype=t.dtype, device=t.device)
 
 
+class PrefixRunner:
+    """inference_blocks for a frozen prefix that changes during a run
+    (gradual unfreezing): made once per span of blocks, and the copy for the
+    previous span freed (release_copy) as soon as it is replaced, so only
+    one is ever in (GPU) memory."""
+
+    def __init__(self, model, channels_last: bool = False):
+        self.model = model
+        self.channels_last = channels_last
+        self._span: tuple[int, int] | None = None
+        self._runner: nn.Module | None = None
+
+    def blocks(self, start: int, stop: int) -> nn.Module:
+        if (start, stop) != self._span:
+            self.release()
+            self._runner = inference_blocks(self.model, start, stop, self.channels_last)
+            self._span = (start, stop)
+        return self._runner
+
+    def release(self) -> None:
+        if self._runner is not None:
+            release_copy(self._runner, self.model)
+        self._runner, self._span = None, None
+
+
 def cached_prefix_features(model, prefix: int, splits: dict, transform, device, *, cache_dir: Path | None = None,
                            **kwargs) -> dict:
     """compute_prefix_features for sets of samples (train, val), each read
@@ -381,9 +406,9 @@ def pooled_features(backbone: str, samples: list[tuple[str, int]], *, device: st
     """The pretrained backbone's pooled feature vector of every sample (one row
     each, in order; a broken file gets a row of zeros), stored in the feature
     cache like a linear probe's, so a second call is a read from disk."""
+    from .devices import decode_threads, inference_batch_size, pick_device, use_channels_last
     from .loading import BatchNormalizer
     from .models import build_model
-    from .devices import decode_threads, inference_batch_size, pick_device, use_channels_last
 
     here = pick_device(device)
     model = build_model(backbone, num_classes=2, init="pretrained").to(here)

@@ -11,7 +11,11 @@ a time, the others wait in that device's queue. A job that raises ends as
 "failed" with a readable reason and the worker goes on with the next one.
 
 `run_job` runs one job to its end in the calling thread (a worker's, or the
-command line's through `train_blocking`) and records how it ended.
+command line's through `train_blocking` / `resume_blocking`) and records how
+it ended. A job holds its run's lock (core.run_lock) from the moment it is
+queued until its end is written, so no other window or process can resume
+or delete the run meanwhile, and a run whose process died reads as
+interrupted.
 """
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ import torch
 from .config import TrainConfig
 from .devices import device_key, release_device_memory
 from .errors import friendly
-from .runs import DEFAULT_RUNS_DIR, Run, RunStore, open_run, owner, prepare_run
+from .resume import ResumePlan, prepare_resume, restore_run
+from .run_lock import RunLock
+from .runs import DEFAULT_RUNS_DIR, Run, RunStore, prepare_run
 from .training import train
 
 ACTIVE = ("queued", "running", "stopping")
@@ -46,11 +52,16 @@ class Job:
     """Thread-safe status of one training: state, progress, metric history.
     Implements core.progress.Progress."""
 
-    def __init__(self, config, run_dir: str | None = None, resume: bool = False, on_epoch=None):
+    def __init__(self, config, run_dir: str | None = None, resume: bool = False, on_epoch=None,
+                 lock: RunLock | None = None, before_resume: dict | None = None):
         self.id = f"job-{next(_ids)}"
         self._on_epoch = on_epoch  # called in the training thread after each epoch (the CLI prints)
         self.config = config
         self.resume = resume
+        self._run_lock = lock  # the run's lock, held until the job's end is written
+        # A resume's run as it was before ({"status", "config", "epochs_done"}),
+        # put back when the resume ends without a new epoch (core.resume.restore_run).
+        self.before_resume = before_resume
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -114,6 +125,10 @@ class Job:
                                 phase={"finished": "Done", "stopped": "Stopped", "failed": "Failed"}.get(state, state))
         self._done.set()
 
+    def release_lock(self) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
+
     # --- read by pages and the command line --------------------------------
     def snapshot(self) -> dict:
         with self._lock:
@@ -160,16 +175,28 @@ class JobManager:
         self._workers: dict[str, threading.Thread] = {}
 
     def submit(self, config, resume_run: str | Path | None = None) -> Job:
-        """Queue a training (or the resumption of a run). The run folder is made
-        now, so the job is visible in the runs list while it waits."""
+        """Queue a training (or the resumption of a run, to config.epochs in
+        all). The run folder is made now, so the job is visible in the runs
+        list while it waits."""
         if resume_run is not None:
-            run = open_run(resume_run)
-            job = Job(config, run_dir=str(run.path), resume=True)
-            run.update_status(state="queued", reason=None, **owner())
-        else:
-            run = prepare_run(config, self.store)
-            job = Job(config, run_dir=str(run.path))
-        key = device_key(config.device)
+            return self.resume(resume_run, epochs=config.epochs)
+        run, lock = prepare_run(config, self.store)
+        return self._queue(Job(config, run_dir=str(run.path), lock=lock))
+
+    def resume(self, run_dir: str | Path, epochs: int | None = None) -> Job:
+        """Queue the resumption of a run (to `epochs` in all, when given).
+        Raises a UserError when it cannot be resumed: trained or queued by a
+        live process (its lock), no whole last.pt, already finished."""
+        plan = prepare_resume(run_dir, epochs)
+        return self._queue(Job(plan.config, run_dir=str(plan.run.path), resume=True, lock=plan.lock,
+                               before_resume={**plan.before, "epochs_done": plan.epochs_done}))
+
+    def _queue(self, job: Job) -> Job:
+        try:
+            key = device_key(job.config.device)
+        except BaseException:
+            job.release_lock()
+            raise
         with self._lock:
             self._jobs[job.id] = job
             if key not in self._queues:
@@ -185,11 +212,13 @@ class JobManager:
             job = self._queues[key].get()
             try:
                 if job.stop_requested:  # stopped while it was still waiting
-                    job.finish("stopped", "Stopped before it started.")
-                    open_run(job.run_dir).update_status(state="stopped", reason="Stopped before it started.")
+                    state, reason, _ = _end_run(job, Run(Path(job.run_dir)), "stopped", "Stopped before it started.")
+                    job.release_lock()
+                    job.finish(state, reason)
                     continue
                 run_job(job)
-            except BaseException as exc:  # the worker must outlive any job
+            except BaseException as exc:  # noqa: BLE001 - the worker must outlive any job
+                job.release_lock()
                 if not job.done:
                     job.finish("failed", f"Unexpected error: {exc}")
                 traceback.print_exc()
@@ -243,46 +272,82 @@ def config_dict(config) -> dict:
 # --- running a job ---------------------------------------------------------------
 
 def run_job(job: Job) -> None:
-    """Run one job to its end. Never raises: every outcome lands in the job and
-    the run's status.json."""
-    run = open_run(job.run_dir)
-    config = job.config
+    """Run one job to its end. Never raises: every outcome lands in the run's
+    status.json, then the run's lock is released, then the job says it ended
+    (so whoever waits on the job finds the files final and the run free)."""
+    run = Run(Path(job.run_dir))
+    try:
+        state, reason, result = _train_run(job, run)
+    except BaseException as exc:  # noqa: BLE001 - writing the end failed (a full disk, a deleted folder)
+        state, reason, result = "failed", friendly(exc), None
+    finally:
+        job.release_lock()
+        # The job's own device only (never raises): a CPU job leaves the GPUs alone.
+        release_device_memory(_device_used(job))
+    job.finish(state, reason, result)
+
+
+def _train_run(job: Job, run: Run) -> tuple[str, str | None, dict | None]:
+    """Train, and write how it ended: (state, reason, result) for the job."""
     if job.resume:  # the clock goes on from the time the run had already trained
         run.update_status(seconds_before_resume=run.status.get("seconds") or 0)
-    # The run's files are written before the job says it ended, so whoever
-    # waits on the job finds them final.
     try:
-        result = train(config, run, job, resume=job.resume)
+        result = train(job.config, run, job, resume=job.resume)
     except InterruptedError:
-        reason = "Stopped by you. The last finished epoch is saved; you can resume it."
-        _end_run(run, "stopped", reason)
-        job.finish("stopped", reason)
+        return _end_run(job, run, "stopped", "Stopped by you. The last finished epoch is saved; you can resume it.")
     except BaseException as exc:  # noqa: BLE001 - a job must never take the app down
         reason = friendly(exc)
         run.write_json("error.json", {"reason": reason, "traceback": traceback.format_exc()})
-        _end_run(run, "failed", reason)
-        job.finish("failed", reason)
-    else:
-        run.update_status(state="finished", reason=None, ended=time.time(), seconds=result["seconds"],
-                          best_val_accuracy=result["val_accuracy"], best_epoch=result["best_epoch"],
-                          macro_f1=result["macro_f1"])
-        job.finish("finished", None, result)
-    finally:
-        release_device_memory(torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        return _end_run(job, run, "failed", reason)
+    run.update_status(state="finished", reason=None, ended=time.time(), seconds=result["seconds"],
+                      best_val_accuracy=result["val_accuracy"], best_epoch=result["best_epoch"],
+                      macro_f1=result["macro_f1"])
+    return "finished", None, result
 
 
-def _end_run(run: Run, state: str, reason: str) -> None:
+def _device_used(job: Job) -> torch.device | None:
+    """The device the training picked (it reports it first thing), or None if
+    it ended before picking one."""
+    name = job.snapshot().get("device")
+    try:
+        return torch.device(name) if name else None
+    except (RuntimeError, TypeError):
+        return None
+
+
+def _end_run(job: Job, run: Run, state: str, reason: str) -> tuple[str, str, None]:
+    """Write a run's end when it did not finish. A resume never makes a run
+    worse than it was: without a new epoch the run is put back as it was
+    (core.resume.restore_run); with new epochs, they are kept and a failure
+    leaves it stopped, resumable again."""
     status = run.status
+    before = job.before_resume
+    if before is not None:
+        done = status.get("epochs_done")
+        if not isinstance(done, int) or done <= before["epochs_done"]:
+            return state, restore_run(run, before, reason), None
+        if state == "failed":
+            reason = (f"Resuming stopped after epoch {done}: {reason} The epochs up to {done} are saved; "
+                      "you can resume it again.")
+            state = "stopped"
     started = status.get("started") or time.time()
     run.update_status(state=state, reason=reason, ended=time.time(),
                       seconds=round((status.get("seconds_before_resume") or 0) + time.time() - started, 2))
+    return state, reason, None
 
 
-def train_blocking(config: TrainConfig, runs_dir: str | Path = "runs", on_epoch=None, run: Run | None = None,
-                   resume: bool = False) -> tuple[Job, Run]:
-    """Train in the calling thread (the command line). Same files, same job."""
-    store = RunStore(runs_dir)
-    run = run or prepare_run(config, store)
-    job = Job(config, run_dir=str(run.path), resume=resume, on_epoch=on_epoch)
+def train_blocking(config: TrainConfig, runs_dir: str | Path = "runs", on_epoch=None) -> tuple[Job, Run]:
+    """Train a new run in the calling thread (the command line). Same files, same job."""
+    run, lock = prepare_run(config, RunStore(runs_dir))
+    job = Job(config, run_dir=str(run.path), on_epoch=on_epoch, lock=lock)
     run_job(job)
     return job, run
+
+
+def resume_blocking(plan: ResumePlan, on_epoch=None) -> tuple[Job, Run]:
+    """Resume a run in the calling thread (the command line), from the plan
+    core.resume.prepare_resume made (it holds the run's lock)."""
+    job = Job(plan.config, run_dir=str(plan.run.path), resume=True, on_epoch=on_epoch, lock=plan.lock,
+              before_resume={**plan.before, "epochs_done": plan.epochs_done})
+    run_job(job)
+    return job, plan.run

@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 from PIL import Image
@@ -229,7 +229,7 @@ def threaded_batches(dataset: Dataset, batch_size: int, *, threads: int = 1, ahe
     order = list(range(len(dataset))) if order is None else list(order)
     chunks = iter([order[i:i + batch_size] for i in range(0, len(order), batch_size)])
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        pending: list[list] = []
+        pending: list[tuple[list, Future]] = []  # (the items' futures, the batch's)
 
         def top_up(count: int) -> None:
             while len(pending) < count:
@@ -237,24 +237,36 @@ def threaded_batches(dataset: Dataset, batch_size: int, *, threads: int = 1, ahe
                 if chunk is None:
                     return
                 if seeds is None:
-                    pending.append([pool.submit(dataset.__getitem__, i) for i in chunk])
+                    items = [pool.submit(dataset.__getitem__, i) for i in chunk]
                 else:
-                    pending.append([pool.submit(dataset.item, i, seeds[i]) for i in chunk])
+                    items = [pool.submit(dataset.item, i, seeds[i]) for i in chunk]
+                # Submitted after its items, so a reader takes it up only
+                # once they are all being read: it never waits on an item
+                # that no thread would pick up.
+                pending.append((items, pool.submit(_assemble, items, pin_memory)))
 
         try:
             while True:
                 top_up(1)
                 if not pending:
                     return
-                batch = collate_skip_broken([future.result() for future in pending.pop(0)])
+                batch = pending.pop(0)[1].result()
                 top_up(ahead)
-                if pin_memory and batch[0].numel():
-                    batch = (batch[0].pin_memory(), *batch[1:])  # the copy to the GPU can then run asynchronously
                 yield batch
         finally:  # also when the caller stops early: drop what was not started
-            for futures in pending:
-                for future in futures:
+            for items, assembled in pending:
+                for future in (*items, assembled):
                     future.cancel()
+
+
+def _assemble(items: list[Future], pin_memory: bool):
+    """A batch from its items' futures, in a reader thread: stacked, and on a
+    GPU pinned (page-locked), so that its copy to the GPU can run
+    asynchronously; the thread that trains only takes it."""
+    batch = collate_skip_broken([future.result() for future in items])
+    if pin_memory and batch[0].numel():
+        batch = (batch[0].pin_memory(), *batch[1:])
+    return batch
 
 
 class ThreadedLoader:

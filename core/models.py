@@ -140,7 +140,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, non-torch files...
         raise ValueError(
-            f"{path} could not be read as a PyTorch weights file ({type(exc).__name__}: {exc})."
+            f"{path} could not be read as a PyTorch weights file: it is damaged or not one ({type(exc).__name__})."
         ) from exc
     # Training checkpoints often wrap the weights: {"model": ..., "optimizer": ...}.
     for key in ("model", "state_dict"):

@@ -4,7 +4,11 @@ leaves half a file, and read back after a restart.
 Layout (see docs/DESIGN.md):
     .transfer-studio-run (the marker: this app made the folder)
     config.json  scan.json  classes.json  status.json  metrics.jsonl
-    last.pt (resume)  best.pt (best val epoch)  eval.json
+    last.pt (resume)  best.pt (best val epoch)  eval.json  run.lock
+
+Every run is read on its own: a file that is missing, cut off or not what it
+should be makes that run "damaged", with the reason in words, and never
+breaks the reading of any other run.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import torch
 
 from .config import TrainConfig
 from .errors import UserError
+from .run_lock import RunLock, is_locked
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -33,29 +38,22 @@ DEFAULT_RUNS_DIR = Path("runs")
 # never lose one of them.
 RUN_MARKER = ".transfer-studio-run"
 
-# States a run can be in, as saved in status.json. A run whose status says
-# "running" but whose process is gone was interrupted (killed, crashed machine).
+# States a run can be in, as saved in status.json. A run whose status says it
+# is active but whose lock nobody holds was interrupted (killed, crashed
+# machine); a run whose files are damaged reads as "damaged" (Run.problems).
 ACTIVE_STATES = ("queued", "running", "stopping")
 FINISHED_STATES = ("finished", "stopped", "failed", "interrupted")
+RESUMABLE_STATES = ("stopped", "failed", "interrupted", "damaged")
+
+# Files that make a folder a run: any one of them (a run whose config.json was
+# deleted is still a run, listed as damaged, never silently gone).
+RUN_FILES = ("config.json", "status.json", "last.pt", "best.pt", "metrics.jsonl")
 
 
 def owner() -> dict:
-    """Which process trains a run (status.json pid, host): see Run.state."""
+    """Which process trains a run (status.json pid, host), for people to
+    read; whether it still does is the run's lock (core.run_lock)."""
     return {"pid": os.getpid(), "host": socket.gethostname()}
-
-
-def _process_alive(pid: int | None, host: str | None) -> bool:
-    if host and host != socket.gethostname():
-        return True  # another machine's process: we cannot tell, so trust its status
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -100,20 +98,79 @@ def _json_default(obj):
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
-def read_json(path: Path, default: Any = None) -> Any:
+_TYPE_WORDS = {dict: "an object", list: "a list", str: "text", int: "a number", float: "a number",
+               bool: "true/false", type(None): "null"}
+
+
+def read_json_checked(path: Path, kind: type | None = None) -> tuple[Any, str | None]:
+    """(the JSON in `path`, None), or (None, what is wrong with the file in
+    words): missing, unreadable, not UTF-8 text, cut off, or not of `kind`."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return default
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, f"{path.name} is missing"
+    except OSError as exc:
+        return None, f"{path.name} cannot be read ({exc.strerror or exc})"
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, f"{path.name} is not text (not UTF-8)"
+    except ValueError:
+        return None, f"{path.name} is cut off or not JSON" if data.strip() else f"{path.name} is empty"
+    if kind is not None and not isinstance(value, kind):
+        return None, f"{path.name} holds {_TYPE_WORDS.get(type(value), 'something else')}, not {_TYPE_WORDS[kind]}"
+    return value, None
+
+
+def read_json(path: Path, default: Any = None, kind: type | None = None) -> Any:
+    """The JSON in `path`, or `default` when it is missing, damaged or not of `kind`."""
+    value, problem = read_json_checked(path, kind)
+    return default if problem else value
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What is wrong with a checkpoint file, in words, or None when it looks
+    whole. Cheap: a torch.save file is a zip archive, so a whole one starts
+    with a zip entry and ends with the end-of-archive record (no comment)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return f"{path.name} is empty (0 bytes)"
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(max(0, size - 22))
+            tail = f.read(22)
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    except OSError as exc:
+        return f"{path.name} cannot be read ({exc.strerror or exc})"
+    if head != b"PK\x03\x04" or not tail.startswith(b"PK\x05\x06"):
+        return f"{path.name} is cut off or not a checkpoint"
+    return None
+
+
+# atomic_write's temporary names: "." + the file's name + 8 random characters + ".tmp".
+_LEFTOVER = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "run"
 
 
+def is_run_folder(path: Path) -> bool:
+    """A folder holding any of a run's own files (RUN_FILES)."""
+    try:
+        return Path(path).is_dir() and any((Path(path) / name).exists() for name in RUN_FILES)
+    except OSError:
+        return False
+
+
 @dataclass
 class Run:
-    """One run folder. Cheap to create: files are read when asked for."""
+    """One run folder. Cheap to create: files are read when asked for, each
+    on its own, so that one damaged file never hides the rest."""
 
     path: Path
 
@@ -124,40 +181,54 @@ class Run:
     # --- reading -----------------------------------------------------------
     @property
     def config(self) -> dict:
-        return read_json(self.path / "config.json", {})
+        return read_json(self.path / "config.json", {}, dict)
 
     @property
     def classes(self) -> list[str]:
-        return read_json(self.path / "classes.json", [])
+        return read_json(self.path / "classes.json", [], list)
 
     @property
     def scan(self) -> dict:
-        return read_json(self.path / "scan.json", {})
+        return read_json(self.path / "scan.json", {}, dict)
 
     @property
     def status(self) -> dict:
-        return read_json(self.path / "status.json", {})
+        return read_json(self.path / "status.json", {}, dict)
 
     @property
     def evaluation(self) -> dict | None:
-        return read_json(self.path / "eval.json", None)
+        return read_json(self.path / "eval.json", None, dict)
+
+    def read_metrics(self) -> tuple[list[dict], str | None]:
+        """(the whole epochs of metrics.jsonl, what is wrong with the file in
+        words or None). A run rewrites the file atomically every epoch, so a
+        cut-off line means damage from outside: the epochs before it are kept
+        and the damage is reported (Run.problems), never silently dropped."""
+        path = self.path / "metrics.jsonl"
+        try:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return [], None
+        except OSError as exc:
+            return [], f"metrics.jsonl cannot be read ({exc.strerror or exc})"
+        rows: list[dict] = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                return rows, (f"metrics.jsonl line {number} is cut off or not an epoch's metrics "
+                              f"(the {len(rows)} epochs before it are kept)")
+            rows.append(row)
+        return rows, None
 
     @property
     def metrics(self) -> list[dict]:
-        """Per-epoch metrics. A run rewrites metrics.jsonl atomically every
-        epoch, so every line here is whole."""
-        path = self.path / "metrics.jsonl"
-        if not path.exists():
-            return []
-        rows = []
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break
-        return rows
+        """Per-epoch metrics: the whole rows (see read_metrics)."""
+        return self.read_metrics()[0]
 
     @property
     def last_checkpoint(self) -> Path:
@@ -168,39 +239,74 @@ class Run:
         return self.path / "best.pt"
 
     @property
+    def problems(self) -> list[str]:
+        """What is damaged in this run, in words; empty when nothing is."""
+        found = [read_json_checked(self.path / name, dict)[1] for name in ("config.json", "status.json")]
+        for name, kind in (("classes.json", list), ("scan.json", dict), ("eval.json", dict)):
+            if (self.path / name).exists():
+                found.append(read_json_checked(self.path / name, kind)[1])
+        found += [checkpoint_problem(p) for p in (self.best_checkpoint, self.last_checkpoint) if p.exists()]
+        found.append(self.read_metrics()[1])
+        return [p for p in found if p]
+
+    @property
+    def locked(self) -> bool:
+        """Whether a live process trains this run or has it queued (core.run_lock)."""
+        return is_locked(self.path)
+
+    def _state_and_problems(self) -> tuple[str, list[str]]:
+        saved = self.status.get("state")
+        if self.locked:  # a live process has it: what it last said, whatever else is on disk
+            return (saved if saved in ACTIVE_STATES + FINISHED_STATES else "running"), []
+        problems = self.problems
+        if problems:
+            return "damaged", problems
+        if saved in ACTIVE_STATES:  # nobody holds it any more: killed, crashed, machine restarted
+            return "interrupted", []
+        return (saved if isinstance(saved, str) and saved else "unknown"), []
+
+    @property
     def state(self) -> str:
-        """The saved state, except that a run whose status says it is active
-        but whose training process is gone (killed, crashed, machine restarted)
-        reads as "interrupted": it can be resumed from its last checkpoint."""
-        status = self.status
-        state = status.get("state", "unknown")
-        if state in ACTIVE_STATES and not _process_alive(status.get("pid"), status.get("host")):
-            return "interrupted"
-        return state
+        """The saved state; "interrupted" when it says it is active but no live
+        process holds its lock (it can be resumed from its last checkpoint);
+        "damaged" when one of its files is (see `problems`)."""
+        return self._state_and_problems()[0]
 
     @property
     def can_resume(self) -> bool:
-        return self.last_checkpoint.exists() and self.state in ("stopped", "failed", "interrupted")
+        """Stopped, failed, interrupted or damaged, with a whole last.pt and the
+        scan.json that holds its split."""
+        return (self.last_checkpoint.exists() and checkpoint_problem(self.last_checkpoint) is None
+                and read_json_checked(self.path / "scan.json", dict)[1] is None
+                and self.state in RESUMABLE_STATES)
 
     def summary(self) -> dict:
-        """One row for a runs table."""
+        """One row for a runs table. A damaged run's "reason" says what is
+        damaged and what can be done."""
         config, status = self.config, self.status
+        state, problems = self._state_and_problems()
+        reason = status.get("reason")
+        if state == "damaged":
+            reason = "Damaged: " + "; ".join(problems) + ". " + (
+                "You can resume it from its last finished epoch, or delete it." if self.can_resume
+                else "You can delete it.")
         return {
             "run": self.name,
             "path": str(self.path),
             "backbone": config.get("backbone"),
             "strategy": config.get("strategy"),
             "data": config.get("data_dir"),
-            "state": self.state,
-            "best_val_accuracy": status.get("best_val_accuracy"),
+            "state": state,
+            "best_val_accuracy": _number(status.get("best_val_accuracy")),
             "best_epoch": status.get("best_epoch"),
             "epochs_done": status.get("epochs_done", 0),
             "epochs": config.get("epochs"),
-            "seconds": status.get("seconds"),
+            "seconds": _number(status.get("seconds")),
             "device": status.get("device"),
             "device_name": status.get("device_name"),
-            "created": status.get("created"),
-            "reason": status.get("reason"),
+            "created": _number(status.get("created")),
+            "reason": reason,
+            "problems": problems,
             "feature_cache": status.get("feature_cache"),
         }
 
@@ -221,6 +327,37 @@ class Run:
 
     def save_checkpoint(self, name: str, payload: dict) -> None:
         atomic_torch_save(self.path / name, payload)
+
+    def remove_leftovers(self, lock: RunLock | None = None) -> list[str]:
+        """Remove the temporary files a killed write left behind (atomic_write's
+        names), unless a live process trains this run (they may be its own
+        writes in progress). `lock`: this run's lock, when the caller holds it.
+        Returns the names removed."""
+        try:
+            leftovers = [p for p in self.path.iterdir() if _LEFTOVER.fullmatch(p.name) and p.is_file()]
+        except OSError:
+            return []
+        if not leftovers:
+            return []
+        own = lock is not None and lock.held
+        try:
+            held = lock if own else RunLock(self.path).acquire(wait=0)
+        except (UserError, OSError):
+            return []  # trained now, or a folder we may not write
+        try:
+            for p in leftovers:
+                p.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            if not own:
+                held.release()
+        return [p.name for p in leftovers]
+
+
+def _number(value):
+    """A number from status.json, or None when the file holds anything else there."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 class RunStore:
@@ -244,37 +381,37 @@ class RunStore:
         raise RuntimeError(f"could not create a new run folder in {self.root}")
 
     def list(self) -> list[Run]:
-        """Runs newest first. A folder without config.json is not a run."""
-        if not self.root.is_dir():
+        """Runs newest first, damaged ones included (Run.state says so)."""
+        try:
+            entries = list(self.root.iterdir())
+        except OSError:  # no runs folder yet, or one we may not read
             return []
-        runs = [Run(p) for p in self.root.iterdir() if p.is_dir() and (p / "config.json").exists()]
-        return sorted(runs, key=lambda r: r.name, reverse=True)
+        return sorted((Run(p) for p in entries if is_run_folder(p)), key=lambda r: r.name, reverse=True)
 
     def get(self, name_or_path: str | Path) -> Run:
         path = Path(name_or_path)
-        if not (path / "config.json").exists():
-            path = self.root / str(name_or_path)
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"No run at {name_or_path} (a run folder holds config.json).")
-        return Run(path)
+        return open_run(path if is_run_folder(path) else self.root / str(name_or_path))
 
     def delete(self, run: Run) -> None:
-        """Remove a run folder: only one this app made (made_by_us), directly
-        inside this store (no link out of it), and never one that is queued or
-        training now, as its files say at this very moment."""
+        """Remove a run folder, damaged or not: only one this app made
+        (made_by_us), directly inside this store (no link out of it), and
+        never one that a live process trains or has queued: its lock, taken
+        at this very moment, says so (raises RunBusyError)."""
         path = Path(run.path)
         if path.is_symlink() or path.resolve().parent != self.root.resolve():
             raise UserError(f"{path} is not a run in {self.root}; it was not deleted.")
         if not made_by_us(path):
-            raise UserError(f"{path} was not made by Transfer Studio (it has no {RUN_MARKER} file), so it was not "
-                            "deleted. Delete it yourself if you are sure.")
+            raise UserError(
+                f"{path} was not made by Transfer Studio (it has no {RUN_MARKER} file), so it was not "
+                "deleted. Delete it yourself if you are sure."
+            )
+        lock = RunLock(path).acquire(wait=0.5)
         try:
-            state = Run(path).state
-        except (OSError, ValueError):  # a damaged status.json says nothing is training
-            state = "damaged"
-        if state in ACTIVE_STATES:
-            raise UserError(f"The run {path.name} is {state} now. Stop it first, then delete it.")
-        shutil.rmtree(path)
+            if os.name == "nt":  # Windows cannot remove a file that is open
+                lock.release()
+            shutil.rmtree(path)
+        finally:
+            lock.release()
 
 
 def made_by_us(path: Path) -> bool:
@@ -286,24 +423,31 @@ def made_by_us(path: Path) -> bool:
     path = Path(path)
     if (path / RUN_MARKER).is_file():
         return True
-    try:
-        status = read_json(path / "status.json", None)
-    except (OSError, ValueError):  # not text: not one we wrote
-        return False
-    return (path / "config.json").is_file() and isinstance(status, dict) and (
-        status.get("state") in ACTIVE_STATES + FINISHED_STATES)
+    status = read_json(path / "status.json", None, dict) or {}
+    return (path / "config.json").is_file() and status.get("state") in ACTIVE_STATES + FINISHED_STATES
 
 
 def open_run(path: str | Path) -> Run:
+    """The run at `path` (damaged or not), rid of any temporary files a kill left."""
     path = Path(path)
-    if not (path / "config.json").exists():
+    if not is_run_folder(path):
         raise FileNotFoundError(f"No run at {path} (a run folder holds config.json).")
-    return Run(path)
-
-
-def prepare_run(config: TrainConfig, store: RunStore) -> Run:
-    """Make the run folder and write its config before anything slow happens."""
-    run = store.create(config.backbone, config.strategy)
-    run.write_json("config.json", config.to_dict())
-    run.update_status(state="queued", created=time.time(), epochs_done=0, **owner())
+    run = Run(path)
+    run.remove_leftovers()
     return run
+
+
+def prepare_run(config: TrainConfig, store: RunStore) -> tuple[Run, RunLock]:
+    """Make the run folder and write its config before anything slow happens.
+    Returns the run and its lock, taken before the status says "queued" (so no
+    reader ever sees a queued run that nobody holds); the caller releases it
+    when the training has ended."""
+    run = store.create(config.backbone, config.strategy)
+    lock = RunLock(run.path).acquire()
+    try:
+        run.write_json("config.json", config.to_dict())
+        run.update_status(state="queued", created=time.time(), epochs_done=0, **owner())
+    except BaseException:
+        lock.release()
+        raise
+    return run, lock

@@ -19,18 +19,26 @@ import torch
 from torch import nn
 
 from . import evaluation
-from .checkpoints import RunWriter, model_payload, resume_payload
-from .config import OPTIMIZERS, SCHEDULES, TrainConfig
-from .scan import scan_and_decode
-from .decisions import Decisions, decide
-from .devices import describe_device, pick_device, seed_everything
-from .errors import TrainingError
-from .features import inference_blocks
 from .backbones import get_backbone
+from .checkpoints import (
+    CheckpointCopies,
+    RunWriter,
+    copies_landed,
+    restore_random_state,
+    restore_scaler,
+    resume_payload,
+)
+from .config import OPTIMIZERS, SCHEDULES, TrainConfig
+from .decisions import Decisions, decide
+from .devices import describe_device, pick_device, seed_everything, use_in_this_thread
+from .errors import TrainingError
+from .features import PrefixRunner
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, parameter_groups
 from .models import HeadConfig, build_model
 from .progress import Progress
-from .runs import Run, owner
+from .resume import kept_split, move_schedule, schedule_settings
+from .runs import Run, checkpoint_problem, owner
+from .scan import scan_and_decode
 from .training_data import TrainingData, build_data
 
 _LOSS_BLEW_UP = "The loss became infinite or NaN: the learning rate is probably too high. Try a smaller one."
@@ -94,6 +102,8 @@ class _Setup:
     scheduler: object
     scaler: torch.amp.GradScaler
     batches: int
+    copies: CheckpointCopies
+    frozen_runner: PrefixRunner
 
 
 @dataclass
@@ -109,8 +119,6 @@ class _State:
     train_started: float = 0.0
     best_weights: dict | None = None
     trained_now: dict | None = None
-    frozen_blocks: nn.Module | None = None
-    frozen_for: int | None = None
     stopped_early: bool = False
     skipped: set = field(default_factory=set)
 
@@ -119,21 +127,30 @@ def _start(config: TrainConfig, run: Run, progress: Progress, started: float) ->
     """Seed, pick the device, and say so: (device, its description)."""
     seed_everything(config.seed)
     device = pick_device(config.device)
+    use_in_this_thread(device)
     described = describe_device(device)
     progress.update(state="running", phase="Reading the image folder", started=started, **described)
     run.update_status(state="running", started=started, reason=None, **described, **owner())
     return device, described
 
 
-def _scan(config: TrainConfig, info, sizes: tuple[int, int], run: Run, progress: Progress, skipped: set):
+def _scan(config: TrainConfig, info, sizes: tuple[int, int], run: Run, progress: Progress, skipped: set,
+          resume: bool = False):
     """The scan decodes every image to check it; it keeps them, at the size
-    training needs, so that training does not decode them again."""
+    training needs, so that training does not decode them again. A resumed
+    run keeps its own split (scan.json): the scan only says which of its
+    pictures are still there, and what was added."""
     report, decoded, why_not_decoded = scan_and_decode(config.data_dir, sizes[1], val_fraction=config.val_fraction,
                                                        seed=config.seed, interpolation=info.interpolation)
-    if not report.can_train:
+    if resume:
+        report, note = kept_split(run, report)
+        progress.update(resume_note=note)
+        run.update_status(resume_note=note)
+    elif not report.can_train:
         raise TrainingError(" ".join(report.errors))
-    run.write_json("scan.json", report.to_dict())
-    run.write_json("classes.json", report.classes)
+    else:
+        run.write_json("scan.json", report.to_dict())
+        run.write_json("classes.json", report.classes)
     _skip(progress, skipped, [s.path for s in report.skipped])
     return report, decoded, why_not_decoded
 
@@ -171,7 +188,7 @@ def _optimisation(config: TrainConfig, report, model, plan, decisions: Decisions
     """(criterion, eval criterion, optimiser, schedule, grad scaler)."""
     weights = None
     if config.class_weighted:
-        weights = class_weights([l for _, l in report.train], len(report.classes)).to(decisions.device)
+        weights = class_weights([label for _, label in report.train], len(report.classes)).to(decisions.device)
     criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
     optimizer = build_optimizer(config.optimizer, parameter_groups(model, plan, config.lr, config.weight_decay), config)
     for group in optimizer.param_groups:
@@ -181,36 +198,43 @@ def _optimisation(config: TrainConfig, report, model, plan, decisions: Decisions
     return criterion, nn.CrossEntropyLoss(), optimizer, scheduler, scaler
 
 
-def _setup(config: TrainConfig, run: Run, progress: Progress, device: torch.device, skipped: set) -> _Setup:
+def _setup(config: TrainConfig, run: Run, progress: Progress, device: torch.device, skipped: set,
+           resume: bool = False) -> _Setup:
     """Scan, model, decisions, batches, optimiser: everything before the first epoch."""
     info = get_backbone(config.backbone)
     sizes = info.sizes(config.image_size)
-    report, decoded, why_not_decoded = _scan(config, info, sizes, run, progress, skipped)
+    report, decoded, why_not_decoded = _scan(config, info, sizes, run, progress, skipped, resume)
     model, plan = _build_model(config, info, len(report.classes), progress)
-    decisions = decide(config, device, sizes, plan, report, decoded_in_memory=decoded is not None)
+    decisions = decide(config, device, sizes, plan, report, decoded_in_memory=decoded is not None,
+                       decoded_bytes=decoded.nbytes if decoded is not None else 0)
     _place_model(model, decisions)
     data = build_data(config, report, model, decisions, progress, decoded, why_not_decoded)
     del decoded  # what the epochs still need, the loaders hold
     progress.update(feature_cache=data.cache, decoded_images=data.decoded)
     batches = len(data.train_loader)
     parts = _optimisation(config, report, model, plan, decisions, batches)
-    return _Setup(config, run, progress, report, model, plan, decisions, data, *parts, batches)
+    return _Setup(config, run, progress, report, model, plan, decisions, data, *parts, batches,
+                  CheckpointCopies(model), PrefixRunner(model, decisions.channels_last))
 
 
 def _resume(s: _Setup, state: _State) -> None:
     """Go on from last.pt: weights, optimiser, schedule, the best so far and
-    the random state, as if the run had never stopped."""
+    the random state, as if the run had never stopped. The schedule is the
+    one built for the run's total now (a resume may have raised it), moved
+    on to where the run stopped, not the saved one."""
     ckpt = torch.load(s.run.last_checkpoint, map_location="cpu", weights_only=True)
     s.model.load_state_dict(ckpt["model"])
+    fresh = schedule_settings(s.optimizer)
     s.optimizer.load_state_dict(ckpt["optimizer"])
-    s.scheduler.load_state_dict(ckpt["scheduler"])
-    if "scaler" in ckpt and s.scaler.is_enabled():
-        s.scaler.load_state_dict(ckpt["scaler"])
+    move_schedule(s.scheduler, s.optimizer, fresh, ckpt["epoch"] * s.batches)
+    restore_scaler(s.scaler, ckpt.get("scaler"))
     state.history = [r for r in s.run.metrics if r["epoch"] <= ckpt["epoch"]]
     state.start_epoch = ckpt["epoch"] + 1
     state.best = ckpt.get("best", state.best)
+    if checkpoint_problem(s.run.best_checkpoint):  # a damaged best.pt: the next epoch makes a new one
+        state.best = _State().best
     state.epochs_without_gain = ckpt.get("epochs_without_gain", 0)
-    torch.set_rng_state(ckpt["rng"])
+    restore_random_state(ckpt, s.decisions.device)
 
 
 # --- the loop ---------------------------------------------------------------------
@@ -223,7 +247,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
     started = time.time()
     state = _State()
     device, described = _start(config, run, progress, started)
-    s = _setup(config, run, progress, device, state.skipped)
+    s = _setup(config, run, progress, device, state.skipped, resume=resume)
     trainable, total = count_parameters(s.model)
     if resume and run.last_checkpoint.exists():
         _resume(s, state)
@@ -237,7 +261,10 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
     # every way out of here it finishes them: a stopped run keeps its last
     # finished epoch.
     with RunWriter() as writer:
-        _run_epochs(s, state, writer)
+        try:
+            _run_epochs(s, state, writer)
+        finally:
+            s.frozen_runner.release()
         progress.update(phase="Evaluating the best model on the validation images", eta_seconds=0)
         writer.flush()
         result_eval = _evaluate_best(s, state)
@@ -290,19 +317,23 @@ def _prepare_epoch(s: _Setup, state: _State, writer: RunWriter, epoch: int) -> i
     without autograd."""
     if s.plan.trained_at(epoch - 1) != state.trained_now:  # the first epoch, and gradual unfreezing
         # Checkpoints still being written share the frozen blocks' tensors
-        # (see model_payload): let them finish before any block unfreezes.
+        # (see CheckpointCopies): let them finish before any block unfreezes.
         writer.flush()
+        # On a CPU the best weights kept in memory share those tensors too,
+        # and unfrozen blocks will change them: the end reads best.pt instead.
+        if state.trained_now is not None:
+            state.best_weights = None
         state.trained_now = s.plan.trained_at(epoch - 1)
         apply_freeze_plan(s.model, s.plan, epoch=epoch - 1)
     s.model.train()
     # Blocks frozen in this epoch run without autograd: no graph is built
     # and none of their activations are kept for a backward pass. They are
     # in eval mode (TransferModel.train), so they run as a copy with
-    # BatchNorm folded in, made again only when the frozen prefix changes.
+    # BatchNorm folded in, made again (and the old one freed) only when the
+    # frozen prefix changes (PrefixRunner).
     frozen = max(s.plan.frozen_prefix(epoch - 1), s.data.train_start)
-    if frozen > s.data.train_start and frozen != state.frozen_for:
-        state.frozen_blocks = inference_blocks(s.model, s.data.train_start, frozen, s.decisions.channels_last)
-        state.frozen_for = frozen
+    if frozen > s.data.train_start:
+        s.frozen_runner.blocks(s.data.train_start, frozen)
     return frozen
 
 
@@ -325,7 +356,7 @@ def _train_epoch(s: _Setup, state: _State, epoch: int, frozen: int) -> tuple[flo
         with torch.autocast(d.device.type, dtype=d.autocast, enabled=d.autocast is not None):
             if frozen > s.data.train_start:
                 with torch.no_grad():
-                    x = state.frozen_blocks(x)
+                    x = s.frozen_runner.blocks(s.data.train_start, frozen)(x)
             logits = s.model.forward_from(frozen, x)
             loss = s.criterion(logits.float(), y)
         s.optimizer.zero_grad(set_to_none=True)
@@ -366,18 +397,24 @@ def _save_epoch(s: _Setup, state: _State, writer: RunWriter, row: dict) -> None:
     metrics line (so every epoch in metrics.jsonl can be resumed from,
     whenever a kill lands), then the progress hears of it."""
     epoch, val_acc, val_loss, best = row["epoch"], row["val_accuracy"], row["val_loss"], state.best
-    payload = model_payload(s.model, s.config, s.report.classes, epoch, state.trained_now)
-    if val_acc > best["val_accuracy"] or (val_acc == best["val_accuracy"] and val_loss < best["val_loss"]):
+    payload = s.copies.payload(s.config, s.report.classes, epoch, state.trained_now)
+    new_best = val_acc > best["val_accuracy"] or (val_acc == best["val_accuracy"] and val_loss < best["val_loss"])
+    if new_best:
         state.best = best = {"epoch": epoch, "val_accuracy": val_acc, "val_loss": val_loss}
         state.best_weights = payload["model"]
-        writer.submit(s.run.save_checkpoint, "best.pt", payload)
     if val_loss < best.get("lowest_val_loss", math.inf) - 1e-4:
         best["lowest_val_loss"] = val_loss
         state.epochs_without_gain = 0
     else:
         state.epochs_without_gain += 1
-    writer.submit(s.run.save_checkpoint, "last.pt",
-                  resume_payload(payload, s.optimizer, s.scheduler, s.scaler, best, state.epochs_without_gain))
+    last = resume_payload(payload, s.optimizer, s.scheduler, s.scaler, best, state.epochs_without_gain,
+                          s.decisions.device)
+    # Copies off a GPU were only queued above: the writer waits for them
+    # before it writes, so the training thread never does.
+    writer.submit(copies_landed(s.decisions.device))
+    if new_best:
+        writer.submit(s.run.save_checkpoint, "best.pt", payload)
+    writer.submit(s.run.save_checkpoint, "last.pt", last)
     writer.submit(s.run.write_metrics, list(state.history))
     writer.submit(s.progress.add_epoch, row)
     writer.submit(s.run.update_status, epochs_done=epoch, best_epoch=best["epoch"],
@@ -413,7 +450,7 @@ def _validate(s: _Setup) -> tuple[float, float]:
     total_loss = torch.zeros((), device=d.device)
     correct = torch.zeros((), dtype=torch.long, device=d.device)
     seen = 0
-    for x, y, _idx, bad in s.data.val_loader:
+    for x, y, _idx, _bad in s.data.val_loader:
         if s.progress.stop_requested:
             raise InterruptedError
         if len(y) == 0:

@@ -20,10 +20,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from .config import TrainConfig
+from .decisions import Decisions
+from .devices import LOADER_TIMEOUT_S
+from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache, transform_description
 from .images import DecodedImageCache
 from .loading import BatchNormalizer, ImageDataset, NormalizedBatches, ThreadedLoader, collate_skip_broken
-from .decisions import Decisions
-from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache, transform_description
 from .progress import Progress
 
 
@@ -79,7 +80,7 @@ def build_data(config: TrainConfig, report, model, decisions: Decisions, progres
         val_loader = FeatureBatches(vf, vl, vi, decisions.eval_batch_size, shuffle=False, seed=config.seed,
                                     device=decisions.device)
     else:
-        val_loader = image_loader(report.val, eval_tf, decisions.eval_batch_size, shuffle=False)
+        val_loader = image_loader(report.val, eval_tf, decisions.val_batch_size, shuffle=False)
 
     return TrainingData(train_loader, val_loader, train_start=decisions.train_start, val_start=decisions.val_start,
                         cache=_cache_record(decisions, model.block_names, features, seconds),
@@ -133,7 +134,8 @@ def _image_loader(samples, transform, size: int, shuffle: bool, seed: int, decis
     else:
         loader = DataLoader(dataset, batch_size=size, shuffle=shuffle, num_workers=decisions.workers,
                             collate_fn=collate_skip_broken, pin_memory=decisions.pin_memory, persistent_workers=True,
-                            generator=torch.Generator().manual_seed(seed))
+                            generator=torch.Generator().manual_seed(seed), timeout=LOADER_TIMEOUT_S,
+                            multiprocessing_context=decisions.worker_start)
     return NormalizedBatches(loader, normalizer)
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.config import TrainConfig
 from core.errors import UserError, friendly
 from core.jobs import ACTIVE
 from core.runs import made_by_us
@@ -109,8 +108,7 @@ def resume_button(run, mgr, run_state: str) -> None:
         help="Continue from the last finished epoch." if can_resume else "Wait until the current training ends.",
     ):
         try:
-            config = TrainConfig.from_dict(run.config)
-            job = mgr.submit(config, resume_run=run.path)
+            job = mgr.resume(run.path)  # a damaged run's settings come from its last.pt
             st.session_state["job_id"] = job.id
         except Exception as exc:  # noqa: BLE001
             st.error(f"Could not resume: {friendly(exc)}", icon=":material/error:")
@@ -161,7 +159,7 @@ def actions(run, mgr, run_state: str) -> None:
 def delete_now(run, store, mgr) -> None:
     """Delete the run if, at this moment, nothing trains it or waits to: the
     confirmation may have been open for a while, and another tab may have
-    resumed the run since (the engine checks the run's own files again)."""
+    resumed the run since (the engine then takes the run's lock)."""
     job = mgr.job_for_run(run.path)
     if job is not None and job.state in ACTIVE:
         raise UserError(f"The run {run.name} is {words.state_word(job.state)} now. Stop it first, then delete it.")
