@@ -40,7 +40,7 @@ DISK_HEADROOM = 512 * 2**20
 # Unfinished uploads live in hidden folders with this prefix (the Data page
 # and the scan skip hidden folders). Ones older than a day are left by a
 # killed server, and are removed.
-TEMP_PREFIX = ".upload-"
+TEMP_PREFIX = ".transfer-studio-upload-"
 _STALE_SECONDS = 24 * 3600
 
 # The picture formats the scan reads (by PIL's name), and the endings a file
