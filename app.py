@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:  # so `ui` and `core` import from any working dire
 import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="Transfer Studio", page_icon=str(ROOT / "assets" / "icon.svg"), layout="wide")
-st.set_option("client.toolbarMode", "minimal")  # no developer menu or "Deploy" button for non-programmers
+st.set_option("client.toolbarMode", "viewer")  # no developer menu or "Deploy" button for non-programmers
 st.logo(str(ROOT / "assets" / "logo.svg"), size="large", icon_image=str(ROOT / "assets" / "icon.svg"))
 
 # The guided flow, in sections. Each url_path is the name Streamlit derives
@@ -52,21 +52,28 @@ bookmarks.resume()  # a page that Streamlit ran alone handed itself over: go on 
 
 
 def settings() -> None:
+    """Where the app keeps its files: shown, not offered. They are fixed when
+    the server starts (see the README), so no visitor can point them elsewhere."""
+    where = state.places()
     with st.sidebar.expander("Settings", icon=":material/settings:"):
-        state.init_choice_setting("runs_dir", state.default_runs_dir())
         st.text_input(
             "Runs folder",
-            key="runs_dir",
-            persist_state="session",
+            value=str(where.runs),
+            disabled=True,
             help="Where each training run is saved (one folder per run).",
         )
-        state.init_choice_setting("data_root", state.default_data_root())
         st.text_input(
             "Folder for uploaded pictures",
-            key="data_root",
-            persist_state="session",
+            value=str(where.data),
+            disabled=True,
             help="Pictures you upload on the Data page are saved in a new folder inside this one.",
         )
+        st.caption(
+            "Set when Transfer Studio is started: `streamlit run app.py -- --runs FOLDER --data FOLDER` "
+            f"(or {state.RUNS_ENV} and {state.DATA_ENV})."
+        )
+        if where.shared:
+            st.caption(":material/lan: Shared on the network: pictures can only come from uploads and the data folder.")
 
 
 def where_you_are() -> None:
@@ -76,11 +83,11 @@ def where_you_are() -> None:
     report = cached["report"] if cached and state.choice("data_dir") else None
     if report and not report["errors"]:
         st.markdown(
-            f":material/check_circle: **Data:** {Path(report['root']).name} "
+            f":material/check_circle: **Data:** {words.md_text(Path(report['root']).name)} "
             f"({len(report['classes'])} classes, {report['num_images']} pictures)"
         )
     elif report:
-        st.markdown(f":material/warning: **Data:** {Path(report['root']).name} needs fixing")
+        st.markdown(f":material/warning: **Data:** {words.md_text(Path(report['root']).name)} needs fixing")
     else:
         st.markdown(":material/radio_button_unchecked: **Data:** not chosen yet")
     st.markdown(

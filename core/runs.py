@@ -2,6 +2,7 @@
 leaves half a file, and read back after a restart.
 
 Layout (see docs/DESIGN.md):
+    .transfer-studio-run (the marker: this app made the folder)
     config.json  scan.json  classes.json  status.json  metrics.jsonl
     last.pt (resume)  best.pt (best val epoch)  eval.json  run.lock
 
@@ -30,6 +31,12 @@ from .errors import UserError
 from .run_lock import RunLock, is_locked
 
 DEFAULT_RUNS_DIR = Path("runs")
+
+# Written into every run folder the moment RunStore.create makes it: Delete
+# removes only folders that hold it (or a run made before it existed, see
+# made_by_us), so a runs folder set to a folder full of other projects can
+# never lose one of them.
+RUN_MARKER = ".transfer-studio-run"
 
 # States a run can be in, as saved in status.json. A run whose status says it
 # is active but whose lock nobody holds was interrupted (killed, crashed
@@ -367,9 +374,10 @@ class RunStore:
             path = self.root / (base if i == 0 else f"{base}-{i}")
             try:
                 path.mkdir()
-                return Run(path)
             except FileExistsError:
                 continue
+            (path / RUN_MARKER).write_text("Made by Transfer Studio. Deleting a run removes only such folders.\n")
+            return Run(path)
         raise RuntimeError(f"could not create a new run folder in {self.root}")
 
     def list(self) -> list[Run]:
@@ -385,17 +393,38 @@ class RunStore:
         return open_run(path if is_run_folder(path) else self.root / str(name_or_path))
 
     def delete(self, run: Run) -> None:
-        """Remove a run folder of this store, damaged or not; never one that a
-        live process trains or has queued (raises RunBusyError)."""
-        if run.path.resolve().parent != self.root.resolve() or not is_run_folder(run.path):
-            raise ValueError(f"{run.path} is not a run in {self.root}")
-        lock = RunLock(run.path).acquire(wait=0.5)
+        """Remove a run folder, damaged or not: only one this app made
+        (made_by_us), directly inside this store (no link out of it), and
+        never one that a live process trains or has queued: its lock, taken
+        at this very moment, says so (raises RunBusyError)."""
+        path = Path(run.path)
+        if path.is_symlink() or path.resolve().parent != self.root.resolve():
+            raise UserError(f"{path} is not a run in {self.root}; it was not deleted.")
+        if not made_by_us(path):
+            raise UserError(
+                f"{path} was not made by Transfer Studio (it has no {RUN_MARKER} file), so it was not "
+                "deleted. Delete it yourself if you are sure."
+            )
+        lock = RunLock(path).acquire(wait=0.5)
         try:
             if os.name == "nt":  # Windows cannot remove a file that is open
                 lock.release()
-            shutil.rmtree(run.path)
+            shutil.rmtree(path)
         finally:
             lock.release()
+
+
+def made_by_us(path: Path) -> bool:
+    """Whether this app made the run folder: it holds the marker. Runs made
+    before the marker existed are accepted when they hold both a config.json
+    and a status.json whose state is one of ours: a folder of another program
+    seldom has both, and these older runs are the user's own, which they must
+    still be able to delete."""
+    path = Path(path)
+    if (path / RUN_MARKER).is_file():
+        return True
+    status = read_json(path / "status.json", None, dict) or {}
+    return (path / "config.json").is_file() and status.get("state") in ACTIVE_STATES + FINISHED_STATES
 
 
 def open_run(path: str | Path) -> Run:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.images import IMAGE_EXTENSIONS
 from core.scan import DataFolderError
-from ui import bookmarks, charts, checkup, resources, state, uploads, widgets
+from ui import bookmarks, charts, checkup, resources, state, uploads, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_DATA)  # a bookmark opened first on a fresh server
 st.title(":material/photo_library: Your pictures")
@@ -38,11 +38,8 @@ def _on_recent_picked() -> None:
     st.session_state["recent_pick"] = None
 
 
-tab_folder, tab_upload = st.tabs(
-    [":material/folder_open: A folder on this computer", ":material/upload: Upload pictures"]
-)
-
-with tab_folder:
+def folder_on_this_computer() -> None:
+    """Type a folder's path, or pick a recent one (the app serves this machine only)."""
     if "_pending_input" in st.session_state:
         st.session_state["data_dir_input"] = st.session_state.pop("_pending_input")
     if "data_dir_input" not in st.session_state:
@@ -76,18 +73,121 @@ with tab_folder:
         help="Look at every picture again (after you added or removed pictures).",
     )
 
-with tab_upload:
+
+def folder_in_the_data_folder() -> None:
+    """On a shared server: only the folders inside the data folder, by name
+    (a visitor must not read the server's other folders)."""
+    folders = state.data_folders()
+    st.caption(
+        f"This app is shared on a network: it uses the folders inside {words.md_text(state.data_root())} "
+        "(upload new pictures in the other tab)."
+    )
+    chosen = state.choice("data_dir")
+    st.selectbox(
+        "Folder with your pictures",
+        folders,
+        index=folders.index(chosen) if chosen in folders else None,
+        key="shared_pick",
+        format_func=lambda p: Path(p).name,
+        on_change=lambda: _use_folder(st.session_state.get("shared_pick") or ""),
+        placeholder="Choose a folder" if folders else "No folders yet: upload pictures first",
+        disabled=not folders,
+    )
+    st.button("Check this folder", icon=":material/search:", on_click=lambda: _use_folder(state.choice("data_dir")))
+
+
+def _report_saved(saved, what: str) -> None:
+    """Remember the new folder for this session and say what was written."""
+    st.session_state["upload_nonce"] = st.session_state.get("upload_nonce", 0) + 1
+    st.session_state["_upload_made"] = {"asked": saved.asked, "path": str(saved.folder)}
+    note = f"{what} {saved.pictures} picture{'s' if saved.pictures != 1 else ''} in {words.md_text(saved.folder)}."
+    if saved.renamed:
+        note += (
+            f" A folder named {words.md_text(saved.asked)} was already there, so this is a new folder, "
+            f"{words.md_text(saved.folder.name)}."
+        )
+    if saved.refused:
+        shown = ", ".join(words.md_text(n) for n in saved.refused[:5]) + (" …" if len(saved.refused) > 5 else "")
+        files = (
+            "1 file that is not a picture"
+            if len(saved.refused) == 1
+            else f"{len(saved.refused)} files that are not pictures"
+        )
+        note += f" Left out {files}: {shown}."
+    st.session_state["_upload_note"] = note
+    _use_folder(str(saved.folder))
+    st.rerun()
+
+
+def _made_this_session(asked: str) -> Path | None:
+    """The folder this session's last upload made under the name `asked`
+    (more classes may be added to it), else None (a new folder is made)."""
+    made = st.session_state.get("_upload_made") or {}
+    path = Path(made["path"]) if made.get("path") else None
+    if path is not None and made.get("asked") == asked and path.is_dir():
+        return path
+    return None
+
+
+def upload_zip(nonce: int, asked: str) -> None:
+    zip_file = st.file_uploader(
+        "Zip file",
+        type=["zip"],
+        key=f"zip_{nonce}",
+        help="A .zip whose folders are the classes (e.g. cats/ and dogs/).",
+    )
+    if st.button(
+        "Unpack and use this folder",
+        icon=":material/unarchive:",
+        disabled=zip_file is None,
+        help="Unpacks the pictures in the zip into a new folder and checks them.",
+    ):
+        with widgets.guard("Could not unpack the zip file"):
+            with st.spinner("Unpacking and checking every picture…"):
+                saved = uploads.unpack_zip(zip_file, state.data_root(), asked)
+            _report_saved(saved, "Unpacked")
+
+
+def upload_one_class(nonce: int, asked: str) -> None:
+    into = _made_this_session(asked)
+    class_name = st.text_input(
+        "Class name (what is in these pictures?)",
+        key="upload_class",
+        placeholder="e.g. daisy",
+        help="Each class gets its own subfolder. Add the pictures of each class in turn.",
+    )
+    images = st.file_uploader(
+        "Pictures",
+        type=sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS),
+        accept_multiple_files=True,
+        key=f"images_{nonce}",
+        help="Choose many pictures at once; they all go into the class above.",
+    )
+    if into is not None:
+        st.caption(f"These pictures are added to {words.md_text(into)}, the folder you made just before.")
+    if st.button(
+        "Add these pictures",
+        icon=":material/add_photo_alternate:",
+        disabled=not images or not (class_name or "").strip(),
+        help="Saves the pictures into the class's subfolder of the new folder.",
+    ):
+        with widgets.guard("Could not save the pictures"):
+            saved = uploads.save_pictures(images, state.data_root(), asked, class_name, into=into)
+            _report_saved(saved, f"Saved to '{uploads.safe_name(class_name, 'class')}':")
+
+
+def upload_pictures() -> None:
+    """Pictures from the browser, saved into a new folder inside the data folder."""
     st.markdown(
-        f"Your pictures are saved in a new folder inside <code>{state.data_root()}</code> "
-        "(change this under Settings in the sidebar).",
-        unsafe_allow_html=True,
+        f"Your pictures are saved in a new folder inside {words.md_text(state.data_root())} "
+        "(chosen when Transfer Studio was started). Only pictures are kept; nothing is ever overwritten."
     )
     state.init_choice_setting("upload_folder", "my-pictures")
     st.text_input(
         "Name of the new folder",
         key="upload_folder",
         persist_state="session",
-        help="A short name for this set of pictures, e.g. 'flowers'.",
+        help="A short name for this set of pictures, e.g. 'flowers'. If it is taken, a number is added.",
     )
     kind = st.radio(
         "What do you have?",
@@ -97,62 +197,35 @@ with tab_upload:
         help="A zip file can hold every class at once; loose pictures are added one class at a time.",
     )
     nonce = st.session_state.setdefault("upload_nonce", 0)
-    target = state.data_root() / uploads.safe_name(st.session_state.get("upload_folder"))
+    asked = uploads.safe_name(st.session_state.get("upload_folder"))
     if kind.startswith("A zip"):
-        zip_file = st.file_uploader(
-            "Zip file",
-            type=["zip"],
-            key=f"zip_{nonce}",
-            help="A .zip whose folders are the classes (e.g. cats/ and dogs/).",
-        )
-        if st.button(
-            "Unpack and use this folder",
-            icon=":material/unarchive:",
-            disabled=zip_file is None,
-            help="Unpacks the zip into the new folder above and checks its pictures.",
-        ):
-            with widgets.guard("Could not unpack the zip file"):
-                n = uploads.extract_zip(zip_file, target)
-                st.session_state["upload_nonce"] = nonce + 1
-                st.session_state["_upload_note"] = f"Unpacked {n} files into {target}."
-                _use_folder(str(target))
-                st.rerun()
+        upload_zip(nonce, asked)
     else:
-        class_name = st.text_input(
-            "Class name (what is in these pictures?)",
-            key="upload_class",
-            placeholder="e.g. daisy",
-            help="Each class gets its own subfolder. Add the pictures of each class in turn.",
-        )
-        images = st.file_uploader(
-            "Pictures",
-            type=sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS),
-            accept_multiple_files=True,
-            key=f"images_{nonce}",
-            help="Choose many pictures at once; they all go into the class above.",
-        )
-        if st.button(
-            "Add these pictures",
-            icon=":material/add_photo_alternate:",
-            disabled=not images or not (class_name or "").strip(),
-            help="Saves the pictures into the class's subfolder of the new folder.",
-        ):
-            with widgets.guard("Could not save the pictures"):
-                n = uploads.save_uploaded_images(images, target, class_name)
-                st.session_state["upload_nonce"] = nonce + 1
-                st.session_state["_upload_note"] = (
-                    f"Added {n} pictures to '{uploads.safe_name(class_name, 'class')}' in {target}. "
-                    "Add another class the same way."
-                )
-                _use_folder(str(target))
-                st.rerun()
-    if target.is_dir():
-        classes = sorted(p.name for p in target.iterdir() if p.is_dir() and not p.name.startswith("."))
+        upload_one_class(nonce, asked)
+    made = _made_this_session(asked)
+    if made is not None:
+        classes = sorted(p.name for p in made.iterdir() if p.is_dir() and not p.name.startswith("."))
         if classes:
-            st.caption(
-                f"{target} holds: "
-                + ", ".join(f"{c} ({sum(1 for f in (target / c).iterdir() if f.is_file())})" for c in classes)
+            counts = ", ".join(
+                f"{words.md_text(c)} ({sum(1 for f in (made / c).iterdir() if f.is_file())})" for c in classes
             )
+            st.caption(f"{words.md_text(made.name)} holds: {counts}")
+
+
+tab_folder, tab_upload = st.tabs(
+    [
+        ":material/folder_open: "
+        + ("A folder in the data folder" if state.places().shared else "A folder on this computer"),
+        ":material/upload: Upload pictures",
+    ]
+)
+with tab_folder:
+    if state.places().shared:
+        folder_in_the_data_folder()
+    else:
+        folder_on_this_computer()
+with tab_upload:
+    upload_pictures()
 
 note = st.session_state.pop("_upload_note", None)
 if note:
@@ -183,8 +256,8 @@ def how_a_folder_looks() -> None:
 def report_summary(report) -> None:
     """Ready or not, the counts and how the pictures were split."""
     st.divider()
-    st.subheader(f":material/folder: {Path(report.root).name}")
-    st.caption(report.root)
+    st.subheader(f":material/folder: {words.md_text(Path(report.root).name)}")
+    st.caption(words.md_text(report.root))
     n_train, n_val = len(report.train), len(report.val)
     if report.can_train:
         state.remember_folder(report.root)
@@ -194,8 +267,8 @@ def report_summary(report) -> None:
             icon=":material/check_circle:",
         )
     else:
-        for error in report.errors:
-            st.error(error, icon=":material/error:")
+        for error in report.errors:  # they name the user's folders
+            st.error(words.md_text(error), icon=":material/error:")
         st.markdown("Fix the folder, then press **Check this folder** again.")
 
     m1, m2, m3, m4 = st.columns(4)
@@ -210,8 +283,8 @@ def report_summary(report) -> None:
 
     if report.split_source == "folders":
         st.markdown(
-            f"**Split:** from your folders: `{report.split_folders.get('train')}/` to learn from, "
-            f"`{report.split_folders.get('val')}/` to check with."
+            f"**Split:** from your folders: {words.md_text(report.split_folders.get('train'))}/ to learn from, "
+            f"{words.md_text(report.split_folders.get('val'))}/ to check with."
         )
     else:
         st.markdown(
@@ -220,7 +293,7 @@ def report_summary(report) -> None:
         )
 
     for warning in report.warnings:
-        st.warning(warning, icon=":material/warning:")
+        st.warning(words.md_text(warning), icon=":material/warning:")
 
 
 def sizes_and_counts(report) -> None:
@@ -258,7 +331,7 @@ def class_thumbnails(report) -> None:
                 continue
         thumbs = [t for t in thumbs if t is not None]
         c_name, c_imgs = st.columns([1, 6], vertical_alignment="center")
-        c_name.markdown(f"**{name}**  \n{len(paths)} pictures")
+        c_name.markdown(f"**{words.md_text(name)}**  \n{len(paths)} pictures")
         if thumbs:
             c_imgs.image(thumbs, width=120)
 
@@ -271,7 +344,7 @@ def left_out(report) -> None:
         if report.empty_classes:
             st.markdown(
                 "Folders with no usable picture (not used as classes): "
-                + ", ".join(f"`{c}`" for c in report.empty_classes)
+                + ", ".join(words.md_text(c) for c in report.empty_classes)
             )
         if report.skipped:
             rows = []
@@ -295,7 +368,7 @@ def show_report() -> None:
             report = state.current_scan(rescan=rescan)
     except DataFolderError as exc:
         st.error(
-            f"{exc} Check the spelling, or copy the folder's path from your file manager's address bar.",
+            f"{words.md_text(exc)} Check the spelling, or copy the folder's path from your file manager's address bar.",
             icon=":material/folder_off:",
         )
         return

@@ -207,7 +207,7 @@ def show_job(job) -> None:
     run_name = Path(snap["run_dir"]).name if snap.get("run_dir") else "?"
     st.markdown(
         f"**{words.state_label(job_state)}** — {words.backbone_title(config.backbone)}, "
-        f"{words.strategy_label(config.strategy)}, on `{Path(config.data_dir).name}` · run `{run_name}`"
+        f"{words.strategy_label(config.strategy)}, on {words.md_text(Path(config.data_dir).name)} · run `{run_name}`"
     )
     if job_state in ACTIVE:
         progress_bars(snap, config)
@@ -260,7 +260,7 @@ if not active:
             info = get_backbone(config.backbone)
             r1, r2, r3, r4 = st.columns(4)
             r1.markdown(
-                f"**Pictures**  \n{Path(config.data_dir).name}: {len(report.classes)} classes, "
+                f"**Pictures**  \n{words.md_text(Path(config.data_dir).name)}: {len(report.classes)} classes, "
                 f"{report.num_images} pictures"
             )
             r2.markdown(f"**Network**  \n{info.title}" + ("" if config.init == "pretrained" else " (random weights)"))

@@ -79,7 +79,7 @@ def one_picture(run) -> None:
         if explained is not None:
             st.image(explained["overlay"], caption=f"Where it looked to say “{top_class}”", width="stretch")
     with c3:
-        st.markdown(f"### It looks like: **{top_class}**")
+        st.markdown(f"### It looks like: **{words.md_text(top_class)}**")
         sure = "very sure" if top_prob >= 0.9 else "fairly sure" if top_prob >= 0.6 else "unsure"
         st.markdown(f"The model is **{top_prob:.0%}** sure ({sure}).")
         st.plotly_chart(charts.top_classes_figure(result["top"]), key="top_classes")
@@ -128,8 +128,10 @@ def _many_pictures(run) -> None:
     rows = result["rows"]
     named = [r for r in rows if not r["error"]]
     counts = Counter(r["top_class"] for r in named)
-    text = ", ".join(f"{n} {c}" for c, n in counts.most_common())
-    st.markdown(f"Named **{len(named)}** picture{'s' if len(named) != 1 else ''} in `{result['folder']}`: {text}.")
+    text = ", ".join(f"{n} {words.md_text(c)}" for c, n in counts.most_common())
+    st.markdown(
+        f"Named **{len(named)}** picture{'s' if len(named) != 1 else ''} in {words.md_text(result['folder'])}: {text}."
+    )
     bad = len(rows) - len(named)
     if bad:
         st.warning(f"{bad} file{'s' if bad != 1 else ''} could not be read as a picture (see the last column).")
@@ -171,12 +173,16 @@ def _predict_folder(run, folder: str, k: int) -> None:
         st.warning("Type the folder's path first.", icon=":material/arrow_upward:")
         return
     path = Path(folder).expanduser()
+    refusal = state.folder_refusal(path)  # a shared app reads only its data folder
+    if refusal:
+        st.error(refusal, icon=":material/folder_off:")
+        return
     if not path.exists():
-        st.error(f"The folder {path} does not exist. Check the spelling.", icon=":material/error:")
+        st.error(f"The folder {words.md_text(path)} does not exist. Check the spelling.", icon=":material/error:")
         return
     paths = list_images(path)
     if not paths:
-        st.warning(f"There are no pictures in {path}.", icon=":material/hide_image:")
+        st.warning(f"There are no pictures in {words.md_text(path)}.", icon=":material/hide_image:")
         return
     bar = st.progress(0.0, text=f"Naming {len(paths)} pictures…")
     try:
@@ -209,7 +215,9 @@ def main() -> None:
     run = widgets.pick_run(runs, key="play_run", help="Every run that has saved a model, newest first.")
     classes = run.classes
     st.caption(
-        f"This model knows {len(classes)} classes: " + ", ".join(classes[:20]) + (" …" if len(classes) > 20 else "")
+        f"This model knows {len(classes)} classes: "
+        + ", ".join(words.md_text(c) for c in classes[:20])
+        + (" …" if len(classes) > 20 else "")
     )
     one_picture(run)
     st.divider()

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.errors import friendly
+from core.errors import UserError, friendly
 from core.jobs import ACTIVE
+from core.runs import made_by_us
 from ui import bookmarks, charts, fixes, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_RUNS)  # a bookmark opened first on a fresh server
@@ -140,17 +141,32 @@ def actions(run, mgr, run_state: str) -> None:
     if run.can_resume:
         with next(cols):
             resume_button(run, mgr, run_state)
+    ours = made_by_us(run.path)
     with next(cols):
         if st.button(
             "Delete…",
             icon=":material/delete:",
-            disabled=run_state in ACTIVE,
-            help="Stop it first." if run_state in ACTIVE else "Delete this run and all its files.",
+            disabled=run_state in ACTIVE or not ours,
+            help="Stop it first."
+            if run_state in ACTIVE
+            else "Delete this run and all its files."
+            if ours
+            else "Transfer Studio did not make this folder, so it does not delete it.",
         ):
             st.session_state["_confirm_delete"] = run.name
 
 
-def confirm_delete(run, store) -> None:
+def delete_now(run, store, mgr) -> None:
+    """Delete the run if, at this moment, nothing trains it or waits to: the
+    confirmation may have been open for a while, and another tab may have
+    resumed the run since (the engine then takes the run's lock)."""
+    job = mgr.job_for_run(run.path)
+    if job is not None and job.state in ACTIVE:
+        raise UserError(f"The run {run.name} is {words.state_word(job.state)} now. Stop it first, then delete it.")
+    store.delete(run)
+
+
+def confirm_delete(run, store, mgr) -> None:
     """Deleting asks once more, in a box of its own."""
     if st.session_state.get("_confirm_delete") == run.name:
         with st.container(border=True):
@@ -162,7 +178,7 @@ def confirm_delete(run, store) -> None:
             if y.button("Yes, delete it", type="primary", icon=":material/delete:"):
                 st.session_state.pop("_confirm_delete", None)
                 try:
-                    store.delete(run)
+                    delete_now(run, store, mgr)
                 except Exception as exc:  # noqa: BLE001
                     st.error(f"Could not delete it: {friendly(exc)}", icon=":material/error:")
                 else:
@@ -237,7 +253,7 @@ def per_class_and_settings(run) -> None:
                 f"**Numbers that learned:** {status['trainable_params']:,} of {status.get('total_params', 0):,}"
             )
         st.dataframe(pd.DataFrame([{"setting": k, "value": str(v)} for k, v in config.items()]), hide_index=True)
-        st.caption(f"Folder: {run.path}")
+        st.caption(f"Folder: {words.md_text(run.path)}")
 
 
 def main() -> None:
@@ -257,7 +273,7 @@ def main() -> None:
     fixes.fix_notes()
     fixes.older_pictures_notice(run, key="runs")
     actions(run, mgr, states[run.name])
-    confirm_delete(run, store)
+    confirm_delete(run, store, mgr)
     run_results(run)
     per_class_and_settings(run)
 

@@ -32,9 +32,10 @@ def _short(name: str, keep: int = 18) -> str:
 
 def _caption(row: dict) -> str:
     sure = f"{row['confidence']:.0%} sure"
+    said, true = words.md_text(row["predicted"]), words.md_text(row["true"])
     if row["correct"]:
-        return f":green[:material/check: **{row['predicted']}**] · {sure}"
-    return f":red[:material/close: said **{row['predicted']}**] ({sure}) · really **{row['true']}**"
+        return f":green[:material/check: **{said}**] · {sure}"
+    return f":red[:material/close: said **{said}**] ({sure}) · really **{true}**"
 
 
 def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", key: str = "gallery") -> None:
@@ -53,7 +54,7 @@ def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", k
                 elif os.path.isfile(row["path"]):
                     picture = resources.thumbnail(row["path"], os.path.getmtime(row["path"]))
                 if picture is None:
-                    st.caption(f":material/hide_image: {Path(row['path']).name} is no longer there.")
+                    st.caption(f":material/hide_image: {words.md_text(Path(row['path']).name)} is no longer there.")
                     continue
                 said = f"the model said {row['predicted']} ({row['confidence']:.0%} sure)"
                 alt = (
@@ -153,9 +154,14 @@ def confusion_section(run, evaluation: dict) -> None:
         n = len(rows)
         pictures = f"{n} picture{'s' if n != 1 else ''}"
         if true == pred:
-            st.markdown(f":green[:material/check_circle:] **{pictures}** of **{true}** the model got right.")
+            st.markdown(
+                f":green[:material/check_circle:] **{pictures}** of **{words.md_text(true)}** the model got right."
+            )
         else:
-            st.markdown(f":red[:material/cancel:] **{pictures}** of **{true}** the model took for **{pred}**.")
+            st.markdown(
+                f":red[:material/cancel:] **{pictures}** of **{words.md_text(true)}** "
+                f"the model took for **{words.md_text(pred)}**."
+            )
         where_looked = st.toggle(
             "Where did it look?",
             key="cam_cell",
@@ -245,8 +251,8 @@ def look_closer(run, rows: list[dict]) -> None:
         c.image(
             explained["overlay"], caption="Both together", width="stretch", alt="Close-up: the heat map on the picture"
         )
-        top = ", ".join(f"{cls} {p:.0%}" for cls, p in row["top"])
-        st.caption(f"Really **{row['true']}**. The model said: {top}.")
+        top = ", ".join(f"{words.md_text(cls)} {p:.0%}" for cls, p in row["top"])
+        st.caption(f"Really **{words.md_text(row['true'])}**. The model said: {top}.")
 
 
 # --- the embedding view ---------------------------------------------------------------
@@ -385,14 +391,14 @@ def summary(run, evaluation: dict) -> None:
     st.markdown(
         f"These are pictures the model never learned from. It is a {words.backbone_title(config.get('backbone'))} "
         f"({words.strategy_label(config.get('strategy'))}) trained on "
-        f"`{Path(config.get('data_dir') or '?').name}` to tell {len(evaluation['classes'])} classes apart."
+        f"{words.md_text(Path(config.get('data_dir') or '?').name)} to tell {len(evaluation['classes'])} classes apart."
     )
     held_out_view.validation_interval(evaluation)
     widgets.feature_cache_caption(run.status.get("feature_cache"))
     worst = min(evaluation["per_class"], key=lambda c: (c["recall"], c["class"]))
     if worst["recall"] < 1:
         st.markdown(
-            f"The hardest class for it: **{worst['class']}**, of which it recognised "
+            f"The hardest class for it: **{words.md_text(worst['class'])}**, of which it recognised "
             f"{words.fmt_pct(worst['recall'], 0)}."
         )
     st.markdown("#### How well each class is recognised")

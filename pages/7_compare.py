@@ -73,7 +73,7 @@ def sweep_form() -> None:
         if "sweep_strategies" not in st.session_state:
             st.session_state["sweep_strategies"] = [strategy]
         st.markdown(
-            f"One new training per network, all on **{Path(report.root).name}** "
+            f"One new training per network, all on **{words.md_text(Path(report.root).name)}** "
             f"({len(report.classes)} classes, {report.num_images} pictures) with your settings from the "
             f"**Model** page ({state.choice('epochs')} epochs). They train one after another; the table above "
             "fills in as each one finishes."

@@ -1,7 +1,8 @@
 """Every chart the pages draw, as plotly figures: training curves, class
 counts, the confusion matrix (clickable), the model's top classes, the
 embedding scatter and the comparison curves. The engine (`core`) gives the
-numbers and knows nothing of plotly."""
+numbers and knows nothing of plotly. Plotly reads a subset of HTML in every
+text, so each name a user made goes in through `words.chart_text`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from core.scan_report import ScanReport
+from ui.words import chart_text
 
 TRAIN_COLOR = "#1f77b4"
 VAL_COLOR = "#ff7f0e"
@@ -110,10 +112,11 @@ def accuracy_figure(history: list[dict], epochs: int | None = None) -> go.Figure
 
 def class_counts_figure(report: ScanReport) -> go.Figure:
     classes = report.classes
+    shown = [chart_text(c) for c in classes]
     fig = go.Figure()
     fig.add_trace(
         go.Bar(
-            x=classes,
+            x=shown,
             y=[report.counts[c]["train"] for c in classes],
             name="for training",
             marker_color=TRAIN_COLOR,
@@ -122,7 +125,7 @@ def class_counts_figure(report: ScanReport) -> go.Figure:
     )
     fig.add_trace(
         go.Bar(
-            x=classes,
+            x=shown,
             y=[report.counts[c]["val"] for c in classes],
             name="for checking (validation)",
             marker_color=VAL_COLOR,
@@ -141,7 +144,7 @@ def class_counts_figure(report: ScanReport) -> go.Figure:
 
 
 def top_classes_figure(top: list) -> go.Figure:
-    names = [c for c, _ in top][::-1]
+    names = [chart_text(c) for c, _ in top][::-1]
     probs = [100 * p for _, p in top][::-1]
     colors = ["#c7c7c7"] * (len(names) - 1) + [VAL_COLOR]
     fig = go.Figure(
@@ -168,7 +171,7 @@ def confusion_figure(eval_dict: dict, normalize: bool = False):
     predicted). normalize=True shows each row as shares of that class's images.
     Each cell's customdata is [true index, predicted index, count] so a page
     can map a click back to cell_images."""
-    classes = list(eval_dict.get("classes", []))
+    classes = [chart_text(c) for c in eval_dict.get("classes", [])]
     counts = [[int(v) for v in row] for row in eval_dict.get("confusion", [])]
     if normalize:
         values = [[v / max(1, sum(row)) for v in row] for row in counts]
@@ -191,7 +194,7 @@ def clickable_confusion(fig: go.Figure, evaluation: dict) -> go.Figure:
     invisible point on the centre of every square, carrying the same
     [true, predicted, count], and let a click anywhere pick the nearest
     centre (which is the square under the pointer)."""
-    classes = evaluation["classes"]
+    classes = [chart_text(c) for c in evaluation["classes"]]
     counts = evaluation["confusion"]
     cells = [(i, j) for i in range(len(classes)) for j in range(len(classes))]
     invisible = dict(opacity=0)
@@ -222,10 +225,10 @@ def embedding_figure(rows: list[dict], classes: list[str], title: str) -> go.Fig
                 x=[r["x"] for r in points],
                 y=[r["y"] for r in points],
                 mode="markers",
-                name=name,
+                name=chart_text(name),
                 marker=dict(color=CLASS_COLORS[i % len(CLASS_COLORS)], size=8, opacity=0.8),
-                text=[Path(r["path"]).name for r in points],
-                hovertemplate="%{text}<extra>" + name + "</extra>",
+                text=[chart_text(Path(r["path"]).name) for r in points],
+                hovertemplate="%{text}<extra>" + chart_text(name) + "</extra>",
             )
         )
     fig.update_layout(
@@ -251,6 +254,6 @@ def curves_figure(rows: list[dict], kind: str = "accuracy"):
                             if r["label"] == label and r["kind"] == kind and r["split"] == split)
             if points:
                 fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                                         name=f"{label} ({split})", line=dict(color=colours[i % len(colours)], dash=dash)))
+                                         name=f"{chart_text(label)} ({split})", line=dict(color=colours[i % len(colours)], dash=dash)))
     fig.update_layout(xaxis_title="epoch", yaxis_title=kind, margin=dict(l=10, r=10, t=30, b=10))
     return fig

@@ -1,6 +1,8 @@
-"""What the user has chosen, kept in Streamlit's session: the folders (from
-the settings or the environment), every training choice with its default, the
-scan of the chosen data folder, and the TrainConfig built from those choices.
+"""What the user has chosen, kept in Streamlit's session: every training
+choice with its default, the scan of the chosen data folder, and the
+TrainConfig built from those choices; and the app's places, which are not a
+choice of the browser: where runs and uploads are written, and whether the app
+is shared on a network, are fixed when the server starts (see `places`).
 
 The defaults and the config come from `TrainConfig`'s own fields (each field
 whose metadata does not say ui=False is a widget key of the same name), so a new
@@ -10,26 +12,29 @@ are listed: the data folder, the preset and how many last blocks.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
 import streamlit as st
 import torch
 
-from core.config import TrainConfig, defaults
-from core.scan import DataFolderError, scan_folder
-from core.scan_report import ScanReport
 from core.backbones import default_backbone
+from core.config import TrainConfig, defaults
 from core.freeze import freeze_plan_for
 from core.runs import atomic_write_json, read_json
+from core.scan import DataFolderError, scan_folder
+from core.scan_report import ScanReport
 
 log = logging.getLogger("transfer_studio")
 
 RUNS_ENV = "TRANSFER_STUDIO_RUNS"
 DATA_ENV = "TRANSFER_STUDIO_DATA"
+SHARE_ENV = "TRANSFER_STUDIO_SHARE"
 
 # The page scripts, in the order of the guided flow; Results (after Train) and
 # Compare (after Runs) are not numbered steps.
@@ -68,20 +73,72 @@ def _widget_defaults() -> dict:
 DEFAULTS: dict = {"data_dir": "", "preset": "linear", "last_n": 2, **_widget_defaults()}
 
 
-def default_runs_dir() -> str:
-    return os.environ.get(RUNS_ENV) or "runs"
+@dataclasses.dataclass(frozen=True)
+class Places:
+    """Where the app writes, and whether it is shared: set by whoever starts
+    the server, never by a browser (a visitor could otherwise unpack a zip
+    into any folder, or point Delete at any folder)."""
+
+    runs: Path  # one folder per training run
+    data: Path  # uploads are unpacked into new folders inside this one
+    shared: bool  # started for the network: the browser sees only the data folder
 
 
-def default_data_root() -> str:
-    return os.environ.get(DATA_ENV) or "data"
+def _command_line() -> argparse.Namespace:
+    """The options after `--` in `streamlit run app.py -- --runs DIR --data DIR
+    --share` (Streamlit hands them to the script as sys.argv[1:]). Unknown
+    arguments are ignored, so a test runner's own arguments are harmless."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--runs")
+    parser.add_argument("--data")
+    parser.add_argument("--share", action="store_true")
+    return parser.parse_known_args(sys.argv[1:])[0]
+
+
+def places() -> Places:
+    """The command line wins over the environment, which wins over the
+    defaults (./runs and ./data). Read from the process, so every session
+    sees the same places."""
+    args = _command_line()
+    runs = args.runs or os.environ.get(RUNS_ENV) or "runs"
+    data = args.data or os.environ.get(DATA_ENV) or "data"
+    shared = args.share or os.environ.get(SHARE_ENV, "").strip().lower() in ("1", "true", "yes")
+    return Places(Path(runs).expanduser().resolve(), Path(data).expanduser().resolve(), shared)
 
 
 def runs_dir() -> Path:
-    return Path(st.session_state.get("runs_dir") or default_runs_dir()).expanduser()
+    return places().runs
 
 
 def data_root() -> Path:
-    return Path(st.session_state.get("data_root") or default_data_root()).expanduser()
+    return places().data
+
+
+def folder_refusal(path: str | Path) -> str | None:
+    """Why the browser may not look into `path`, or None. On a server shared
+    on the network only folders inside the data folder may be read (else a
+    visitor could list any folder of the server); on this machine alone every
+    folder is the user's own."""
+    where = places()
+    if not where.shared:
+        return None
+    resolved = Path(path).expanduser().resolve()
+    if resolved == where.data or where.data in resolved.parents:
+        return None
+    return (
+        "This app is shared on a network, so it only opens folders inside its data folder "
+        f"({where.data}). Upload your pictures, or ask the person who started it to put them there."
+    )
+
+
+def data_folders() -> list[str]:
+    """The folders inside the data folder (for the shared app's folder choice),
+    newest first; hidden ones (unfinished uploads) are left out."""
+    try:
+        found = [p for p in data_root().iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return []
+    return [str(p) for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
 def choice(name: str):
@@ -110,7 +167,8 @@ def _recent_file() -> Path:
 
 def recent_folders() -> list[str]:
     items = read_json(_recent_file(), [])
-    return [p for p in items if isinstance(p, str)] if isinstance(items, list) else []
+    items = [p for p in items if isinstance(p, str)] if isinstance(items, list) else []
+    return [p for p in items if folder_refusal(p) is None]
 
 
 def remember_folder(path: str) -> None:
@@ -128,6 +186,9 @@ def current_scan(rescan: bool = False) -> ScanReport | None:
     path = choice("data_dir")
     if not path:
         return None
+    refusal = folder_refusal(path)
+    if refusal:
+        raise DataFolderError(refusal)
     key = (os.path.abspath(os.path.expanduser(path)), float(choice("val_fraction")), int(choice("seed")))
     cached = st.session_state.get("_scan")
     if cached and cached["key"] == key and not rescan:
@@ -165,7 +226,11 @@ def current_plan(counts: dict[str, int]):
         return freeze_plan_for(counts, {"strategy": "custom" if trained else "linear", "trained_blocks": trained})
     return freeze_plan_for(
         counts,
-        {"strategy": strategy, "unfreeze_every": int(choice("unfreeze_every")), "lr_factor": float(choice("lr_factor"))},
+        {
+            "strategy": strategy,
+            "unfreeze_every": int(choice("unfreeze_every")),
+            "lr_factor": float(choice("lr_factor")),
+        },
     )
 
 

@@ -1,14 +1,38 @@
-"""Words for people: numbers, durations, run states, backbone and strategy
-names, and one line naming a run. (Error texts come from `core.errors.friendly`,
-the one place for them.)"""
+"""Words for people: names shown as text, numbers, durations, run states,
+backbone and strategy names, and one line naming a run. (Error texts come from
+`core.errors.friendly`, the one place for them.)"""
 
 from __future__ import annotations
 
+import html
 import math
+import re
 import time
 from pathlib import Path
 
 from core.backbones import get_backbone
+
+# Characters that make markup inside a line of Streamlit markdown: emphasis,
+# code, links and images ([ ]), raw HTML (< >), entities (&), strikethrough,
+# maths ($), tables (|) and the backslash itself.
+_MARKDOWN_MARKUP = re.compile(r"([\\`*_\[\]<>~$|&])")
+# At the start of a line these begin a heading, quote or list.
+_LINE_START = re.compile(r"^(\s*\d*)([-+#>.)])")
+
+
+def md_text(name) -> str:
+    """A name (a class, a file, a folder: anything a user made) as plain text
+    inside st.markdown: `[click](x)` stays those characters, never a link."""
+    text = " ".join(str(name).splitlines())
+    text = _MARKDOWN_MARKUP.sub(r"\\\1", text)
+    return _LINE_START.sub(r"\1\\\2", text)
+
+
+def chart_text(name) -> str:
+    """A name as plain text in a plotly chart (axis ticks, legend, hover, bar
+    text), where plotly reads a subset of HTML: `<b>bold` stays those characters."""
+    return html.escape(str(name), quote=False)
+
 
 PRESETS = {
     "linear": "Linear probe",
