@@ -426,3 +426,20 @@ def test_the_command_line_fixes_the_places_and_names_render_as_text(tmp_path, sm
         browser.close()
     assert (runs / ".recent-folders.json").exists()  # the runs folder given on the command line
     assert json.loads((runs / ".recent-folders.json").read_text()) == [str(folder)]
+
+
+def test_a_server_open_to_the_network_is_shared_even_unasked(env):
+    """Started so that it listens on every interface (e.g. from another folder,
+    without the project's config) but without --share: the restrictions hold."""
+    from streamlit import config
+
+    previous = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    try:
+        at = _app()
+        assert not [t for t in at.text_input if t.key == "data_dir_input"], "no path box for the network"
+        at.session_state["data_dir"] = "/etc"
+        at.run()
+        assert "only opens folders inside its data folder" in _texts(at.error)
+    finally:
+        config.set_option("server.address", previous)

@@ -13,6 +13,7 @@ are listed: the data folder, the preset and how many last blocks.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import dataclasses
 import logging
 import os
@@ -103,7 +104,22 @@ def places() -> Places:
     runs = args.runs or os.environ.get(RUNS_ENV) or "runs"
     data = args.data or os.environ.get(DATA_ENV) or "data"
     shared = args.share or os.environ.get(SHARE_ENV, "").strip().lower() in ("1", "true", "yes")
+    # A server reachable from the network is shared whether or not anyone said
+    # so (e.g. started from another folder, without the project's config).
+    shared = shared or not serves_this_machine_only()
     return Places(Path(runs).expanduser().resolve(), Path(data).expanduser().resolve(), shared)
+
+
+def serves_this_machine_only() -> bool:
+    """Whether the server listens on a loopback address only. Unset means
+    every interface (Streamlit's default)."""
+    address = (st.get_option("server.address") or "").strip().strip("[]")
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def runs_dir() -> Path:
