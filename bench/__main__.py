@@ -12,6 +12,7 @@ train a probe without it) and prints ours / floor.
 first pass over the images is paid for; "(b) warm cache" is a second run that
 finds it (another head or learning rate on the same data would, too).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,21 +37,30 @@ FINETUNE_SPEEDUP = 1.5
 
 def _parse(argv):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(SHARED / "datasets" / "hymenoptera"),
-                   help="image folder with train/ and val/ class folders (default: ../shared/datasets/hymenoptera)")
-    p.add_argument("--backbone", default="mobilenet_v2",
-                   help="a torchvision backbone (the tutorial loop builds it with torchvision); default mobilenet_v2")
+    p.add_argument(
+        "--data",
+        default=str(SHARED / "datasets" / "hymenoptera"),
+        help="image folder with train/ and val/ class folders (default: ../shared/datasets/hymenoptera)",
+    )
+    p.add_argument(
+        "--backbone",
+        default="mobilenet_v2",
+        help="a torchvision backbone (the tutorial loop builds it with torchvision); default mobilenet_v2",
+    )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--finetune", default="last-2", help="the fine-tune strategy (default last-2)")
     p.add_argument("--only", choices=["linear", "finetune"], help="run one of the two comparisons")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="run every measurement this many times, alternating, and report medians")
-    p.add_argument("--quick", action="store_true",
-                   help="a smoke run: 8 images per class and 2 epochs (figures mean little)")
-    p.add_argument("--no-amp", action="store_true",
-                   help="run the engine (and the floor) in float32, without mixed precision")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="run every measurement this many times, alternating, and report medians"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run: 8 images per class and 2 epochs (figures mean little)"
+    )
+    p.add_argument(
+        "--no-amp", action="store_true", help="run the engine (and the floor) in float32, without mixed precision"
+    )
     p.add_argument("--json", help="also write the results to this file")
     return p.parse_args(argv)
 
@@ -80,29 +90,53 @@ def _machine(device) -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"device": describe_device(device)["device_name"], "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "device": describe_device(device)["device_name"],
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _load() -> str:
     try:
-        return "load average %.1f %.1f %.1f" % os.getloadavg()
+        return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
     except OSError:
         return "load average unknown"
 
 
 # --- (b) the engine ---------------------------------------------------------------
 
-def run_engine(data: str, backbone: str, strategy: str, epochs: int, seed: int, device: str, cache_dir: Path,
-               runs_dir: Path, amp: bool = True) -> dict:
+
+def run_engine(
+    data: str,
+    backbone: str,
+    strategy: str,
+    epochs: int,
+    seed: int,
+    device: str,
+    cache_dir: Path,
+    runs_dir: Path,
+    amp: bool = True,
+) -> dict:
     from core.config import TrainConfig
     from core.jobs import train_blocking
 
     # Defaults otherwise: AdamW, cosine schedule, batch 32; "auto" augmentation
     # is none for a linear probe and light (random crop + flip, as in the
     # tutorial) for a fine-tune.
-    config = TrainConfig(data_dir=data, backbone=backbone, strategy=strategy, epochs=epochs, seed=seed,
-                         device=device, cache_dir=str(cache_dir), mixed_precision=amp)
+    config = TrainConfig(
+        data_dir=data,
+        backbone=backbone,
+        strategy=strategy,
+        epochs=epochs,
+        seed=seed,
+        device=device,
+        cache_dir=str(cache_dir),
+        mixed_precision=amp,
+    )
     started, cpu_started = time.perf_counter(), time.process_time()
     job, run = train_blocking(config, runs_dir=runs_dir)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
@@ -110,14 +144,21 @@ def run_engine(data: str, backbone: str, strategy: str, epochs: int, seed: int, 
     if snap["state"] != "finished":
         raise SystemExit(f"the engine's run {snap['state']}: {snap['reason']}")
     status = run.status
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "val_accuracy": snap["result"]["val_accuracy"],
-            "feature_seconds": (status.get("feature_cache") or {}).get("seconds") or 0.0,
-            "train_images": len(run.scan["train"]), "val_images": len(run.scan["val"]),
-            "feature_cache": status.get("feature_cache"), "decoded_images": status.get("decoded_images"),
-            "history": [r["val_accuracy"] for r in run.metrics]}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "val_accuracy": snap["result"]["val_accuracy"],
+        "feature_seconds": (status.get("feature_cache") or {}).get("seconds") or 0.0,
+        "train_images": len(run.scan["train"]),
+        "val_images": len(run.scan["val"]),
+        "feature_cache": status.get("feature_cache"),
+        "decoded_images": status.get("decoded_images"),
+        "history": [r["val_accuracy"] for r in run.metrics],
+    }
 
 
 # --- the floor ----------------------------------------------------------------------
+
 
 def bare_forward_seconds(data: str, backbone: str, device_name: str, amp: bool = True) -> dict:
     """One forward pass of the backbone over every train and val image, in
@@ -130,11 +171,11 @@ def bare_forward_seconds(data: str, backbone: str, device_name: str, amp: bool =
     into the convolutions, which is what the engine's feature pass runs."""
     import torch
 
-    from core.images import open_rgb
-    from core.scan import scan_folder
-    from core.features import inference_blocks
-    from core.models import build_model
     from core.devices import autocast_dtype, inference_batch_size, pick_device, use_channels_last
+    from core.features import inference_blocks
+    from core.images import open_rgb
+    from core.models import build_model
+    from core.scan import scan_folder
 
     device = pick_device(device_name)
     report = scan_folder(data)
@@ -163,23 +204,29 @@ def bare_forward_seconds(data: str, backbone: str, device_name: str, amp: bool =
                 torch.cuda.synchronize(device)
             started = time.perf_counter()
             for i in range(0, len(images), batch):
-                forward(net, images[i:i + batch])
+                forward(net, images[i : i + batch])
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             return time.perf_counter() - started
 
-    return {"seconds": timed(model), "folded_seconds": timed(folded), "images": len(images), "batch_size": batch,
-            "channels_last": channels_last, "precision": str(dtype or torch.float32).replace("torch.", "")}
+    return {
+        "seconds": timed(model),
+        "folded_seconds": timed(folded),
+        "images": len(images),
+        "batch_size": batch,
+        "channels_last": channels_last,
+        "precision": str(dtype or torch.float32).replace("torch.", ""),
+    }
 
 
 # --- the table ----------------------------------------------------------------------
+
 
 def _median(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
-def _row(label: str, seconds: float, cpu: float | None, images: int | None, acc: float | None,
-         ratio: str = "") -> str:
+def _row(label: str, seconds: float, cpu: float | None, images: int | None, acc: float | None, ratio: str = "") -> str:
     cpu_text = f"{cpu:9.1f}" if cpu is not None else " " * 9
     ips = f"{images / seconds:9.1f}" if images else " " * 9
     acc_text = f"{acc:8.3f}" if acc is not None else " " * 8
@@ -205,10 +252,18 @@ def main(argv=None) -> int:
             data = _small_copy(data, work / "data", per_class=8)
         machine = _machine(device)
         _say(f"Transfer Studio benchmark: {args.backbone} on {data}, {epochs} epochs, seed {args.seed}")
-        _say(f"device: {machine['device']}; CPU: {machine['cpu']}, {machine['cpu_count']} cores, "
-             f"torch {machine['torch']} with {machine['torch_threads']} threads; {_load()}")
-        results: dict = {"machine": machine, "data": str(data), "backbone": args.backbone, "epochs": epochs,
-                         "seed": args.seed, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        _say(
+            f"device: {machine['device']}; CPU: {machine['cpu']}, {machine['cpu_count']} cores, "
+            f"torch {machine['torch']} with {machine['torch_threads']} threads; {_load()}"
+        )
+        results: dict = {
+            "machine": machine,
+            "data": str(data),
+            "backbone": args.backbone,
+            "epochs": epochs,
+            "seed": args.seed,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         plans = [("linear", "linear")] if args.only != "finetune" else []
         plans += [("finetune", args.finetune)] if args.only != "linear" else []
         for name, strategy in plans:
@@ -220,25 +275,53 @@ def main(argv=None) -> int:
                 for which in order:
                     if which == "a":
                         _say(f"  [{name} {rep + 1}/{args.repeat}] (a) tutorial loop, {strategy} ...  ({_load()})")
-                        runs["a"].append(train_tutorial(str(data), args.backbone, strategy, epochs, args.seed, device,
-                                                        log=_say))
+                        runs["a"].append(
+                            train_tutorial(str(data), args.backbone, strategy, epochs, args.seed, device, log=_say)
+                        )
                     else:
                         cache = work / f"cache-{name}-{rep}"  # empty: (b) pays for the first pass
-                        _say(f"  [{name} {rep + 1}/{args.repeat}] (b) Transfer Studio, {strategy}, cold cache ...  ({_load()})")
-                        runs["b"].append(run_engine(str(data), args.backbone, strategy, epochs, args.seed,
-                                                    args.device, cache, work / "runs", amp=not args.no_amp))
+                        _say(
+                            f"  [{name} {rep + 1}/{args.repeat}] (b) Transfer Studio, {strategy}, cold cache ...  ({_load()})"
+                        )
+                        runs["b"].append(
+                            run_engine(
+                                str(data),
+                                args.backbone,
+                                strategy,
+                                epochs,
+                                args.seed,
+                                args.device,
+                                cache,
+                                work / "runs",
+                                amp=not args.no_amp,
+                            )
+                        )
                         if name == "linear":
                             _say(f"  [{name} {rep + 1}/{args.repeat}] (b) again, warm cache ...")
-                            runs["b_warm"].append(run_engine(str(data), args.backbone, strategy, epochs, args.seed,
-                                                             args.device, cache, work / "runs", amp=not args.no_amp))
+                            runs["b_warm"].append(
+                                run_engine(
+                                    str(data),
+                                    args.backbone,
+                                    strategy,
+                                    epochs,
+                                    args.seed,
+                                    args.device,
+                                    cache,
+                                    work / "runs",
+                                    amp=not args.no_amp,
+                                )
+                            )
                             _say(f"  [{name} {rep + 1}/{args.repeat}] bare forward pass (floor) ...")
-                            runs["floor"].append(bare_forward_seconds(str(data), args.backbone, args.device,
-                                                                      amp=not args.no_amp))
+                            runs["floor"].append(
+                                bare_forward_seconds(str(data), args.backbone, args.device, amp=not args.no_amp)
+                            )
             results[name] = {"strategy": strategy, **{k: v for k, v in runs.items() if v}}
 
         _say("")
-        _say(f"Results ({'median of %d runs' % args.repeat if args.repeat > 1 else 'one run each'}; "
-             f"images/s = training images x epochs / seconds; {_load()})")
+        _say(
+            f"Results ({f'median of {args.repeat} runs' if args.repeat > 1 else 'one run each'}; "
+            f"images/s = training images x epochs / seconds; {_load()})"
+        )
         _say(f"  {'':<34}{'seconds':>9}{'CPU s':>9}{'images/s':>9}{'val acc':>8}  ratio (a)/(b) in seconds [in CPU s]")
         checks = []
         for name in ("linear", "finetune"):
@@ -251,22 +334,48 @@ def main(argv=None) -> int:
             title = "linear probe" if name == "linear" else f"fine-tune ({r['strategy']}, augmented)"
             _say(f"{title}")
             _say(_row("(a) tutorial loop", a_s, a_cpu, r["a"][0]["train_images"] * epochs, a_acc))
-            _say(_row("(b) Transfer Studio, cold cache", b_s, b_cpu, r["b"][0]["train_images"] * epochs, b_acc,
-                      f"{a_s / b_s:.1f}x [{a_cpu / b_cpu:.1f}x]"))
+            _say(
+                _row(
+                    "(b) Transfer Studio, cold cache",
+                    b_s,
+                    b_cpu,
+                    r["b"][0]["train_images"] * epochs,
+                    b_acc,
+                    f"{a_s / b_s:.1f}x [{a_cpu / b_cpu:.1f}x]",
+                )
+            )
             speedup = a_s / b_s
             if name == "linear":
                 w_s, w_cpu = _median(r["b_warm"], "seconds"), _median(r["b_warm"], "cpu_seconds")
                 f_s = _median(r["floor"], "seconds")
-                _say(_row("(b) again, warm feature cache", w_s, w_cpu, r["b"][0]["train_images"] * epochs,
-                          _median(r["b_warm"], "val_accuracy"), f"{a_s / w_s:.1f}x [{a_cpu / w_cpu:.1f}x]"))
+                _say(
+                    _row(
+                        "(b) again, warm feature cache",
+                        w_s,
+                        w_cpu,
+                        r["b"][0]["train_images"] * epochs,
+                        _median(r["b_warm"], "val_accuracy"),
+                        f"{a_s / w_s:.1f}x [{a_cpu / w_cpu:.1f}x]",
+                    )
+                )
                 ff_s = _median(r["floor"], "folded_seconds")
                 floor = r["floor"][0]
-                _say(_row(f"bare forward pass, {floor['images']} images", f_s, None, None, None,
-                          f"(b)/floor = {b_s / f_s:.2f}x"))
+                _say(
+                    _row(
+                        f"bare forward pass, {floor['images']} images",
+                        f_s,
+                        None,
+                        None,
+                        None,
+                        f"(b)/floor = {b_s / f_s:.2f}x",
+                    )
+                )
                 _say(_row("  the same, BatchNorm folded", ff_s, None, None, None, f"(b)/this = {b_s / ff_s:.2f}x"))
-                _say(f"  (forward passes: {floor['precision']}, batch {floor['batch_size']}, "
-                     f"{'channels-last' if floor['channels_last'] else 'NCHW'}, images already in memory; "
-                     f"(b)'s feature pass, decoding included: {_median(r['b'], 'feature_seconds'):.1f} s)")
+                _say(
+                    f"  (forward passes: {floor['precision']}, batch {floor['batch_size']}, "
+                    f"{'channels-last' if floor['channels_last'] else 'NCHW'}, images already in memory; "
+                    f"(b)'s feature pass, decoding included: {_median(r['b'], 'feature_seconds'):.1f} s)"
+                )
                 checks.append((f"linear probe >= {LINEAR_SPEEDUP:g}x faster than (a)", speedup >= LINEAR_SPEEDUP))
                 checks.append(("linear probe val accuracy >= (a)'s", b_acc >= a_acc))
                 checks.append((f"linear probe within {FLOOR_RATIO:g}x of the floor", b_s / f_s <= FLOOR_RATIO))

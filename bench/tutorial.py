@@ -16,6 +16,7 @@ tutorial's page, as the benchmark's brief asks: num_workers=0 (the page uses
 - "last-N" is its fine-tuning variant, with the same blocks frozen as in
   Transfer Studio's `last-N` plan, so both train the same weights.
 """
+
 from __future__ import annotations
 
 import os
@@ -69,8 +70,9 @@ def engine_frozen_weights(backbone: str, num_classes: int, strategy: str) -> lis
     return [p.detach() for name, on in plan.trained.items() if not on for p in ours.blocks[name].parameters()]
 
 
-def build_tutorial_model(backbone: str, num_classes: int, strategy: str,
-                         frozen: list[torch.Tensor] | None = None) -> nn.Module:
+def build_tutorial_model(
+    backbone: str, num_classes: int, strategy: str, frozen: list[torch.Tensor] | None = None
+) -> nn.Module:
     """The torchvision network with its pretrained weights and a new last layer.
     "linear" freezes every pretrained weight (the tutorial's feature
     extractor); otherwise the weights in `frozen` are frozen."""
@@ -84,8 +86,17 @@ def build_tutorial_model(backbone: str, num_classes: int, strategy: str,
     return model
 
 
-def train_tutorial(data_dir: str, backbone: str, strategy: str, epochs: int, seed: int, device: torch.device,
-                   batch_size: int = 4, num_workers: int = 0, log=print) -> dict:
+def train_tutorial(
+    data_dir: str,
+    backbone: str,
+    strategy: str,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    batch_size: int = 4,
+    num_workers: int = 0,
+    log=print,
+) -> dict:
     """Run the tutorial's loop; returns seconds, image counts and best val accuracy.
 
     The clock starts before the datasets are made and stops after the best
@@ -97,22 +108,28 @@ def train_tutorial(data_dir: str, backbone: str, strategy: str, epochs: int, see
     torch.manual_seed(seed)
     started, cpu_started = time.perf_counter(), time.process_time()
     data_transforms = {
-        "train": transforms.Compose([
-            transforms.RandomResizedCrop(224),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]),
-        "val": transforms.Compose([
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]),
+        "train": transforms.Compose(
+            [
+                transforms.RandomResizedCrop(224),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        ),
+        "val": transforms.Compose(
+            [
+                transforms.Resize(256),
+                transforms.CenterCrop(224),
+                transforms.ToTensor(),
+                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        ),
     }
     image_datasets = {x: datasets.ImageFolder(os.path.join(data_dir, x), data_transforms[x]) for x in ["train", "val"]}
-    dataloaders = {x: torch.utils.data.DataLoader(image_datasets[x], batch_size=batch_size, shuffle=True,
-                                                  num_workers=num_workers) for x in ["train", "val"]}
+    dataloaders = {
+        x: torch.utils.data.DataLoader(image_datasets[x], batch_size=batch_size, shuffle=True, num_workers=num_workers)
+        for x in ["train", "val"]
+    }
     dataset_sizes = {x: len(image_datasets[x]) for x in ["train", "val"]}
     class_names = image_datasets["train"].classes
 
@@ -156,12 +173,20 @@ def train_tutorial(data_dir: str, backbone: str, strategy: str, epochs: int, see
                 epoch_acc = running_corrects.double().item() / dataset_sizes[phase]
                 if phase == "val":
                     history.append(epoch_acc)
-                    log(f"    (a) epoch {epoch + 1}/{epochs}  val loss {epoch_loss:.4f}  acc {epoch_acc:.4f}  "
-                        f"{time.perf_counter() - started:.1f}s")
+                    log(
+                        f"    (a) epoch {epoch + 1}/{epochs}  val loss {epoch_loss:.4f}  acc {epoch_acc:.4f}  "
+                        f"{time.perf_counter() - started:.1f}s"
+                    )
                 if phase == "val" and epoch_acc > best_acc:
                     best_acc = epoch_acc
                     torch.save(model.state_dict(), best_model_params_path)
         model.load_state_dict(torch.load(best_model_params_path, weights_only=True))
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu_started, "val_accuracy": best_acc, "train_images": dataset_sizes["train"],
-            "val_images": dataset_sizes["val"], "history": history}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu_started,
+        "val_accuracy": best_acc,
+        "train_images": dataset_sizes["train"],
+        "val_images": dataset_sizes["val"],
+        "history": history,
+    }

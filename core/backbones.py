@@ -14,13 +14,13 @@ download that fails fast and clearly when there is no network.
 
 No Streamlit here: the pages, the command line and the tests all call this.
 """
+
 from __future__ import annotations
 
 import hashlib
 import http.client
 import os
 import re
-import socket
 import tempfile
 import urllib.error
 import urllib.request
@@ -100,13 +100,22 @@ class BackboneInfo:
         crop = self.image_size if (not image_size or self.fixed_image_size) else int(image_size)
         return crop, max(crop, round(crop * self.resize_size / self.image_size))
 
-    def transforms(self, image_size: int | None = None, augment: str = "none", train: bool = False,
-                   normalize: bool = True):
+    def transforms(
+        self, image_size: int | None = None, augment: str = "none", train: bool = False, normalize: bool = True
+    ):
         """This backbone's preprocessing (like torchvision's Weights.transforms()):
         core.loading.make_transform with its sizes, mean, std and resize filter."""
         crop, resize = self.sizes(image_size)
-        return make_transform(crop, resize, self.mean, self.std, augment=augment, train=train,
-                              normalize=normalize, interpolation=self.interpolation)
+        return make_transform(
+            crop,
+            resize,
+            self.mean,
+            self.std,
+            augment=augment,
+            train=train,
+            normalize=normalize,
+            interpolation=self.interpolation,
+        )
 
     def block_title(self, block: str) -> str:
         """A block's name for people ("stage3" -> "Stage 3")."""
@@ -142,8 +151,16 @@ def _speed(gflops: float | None) -> str:
     return "slow"
 
 
-def _torchvision(name: str, title: str, family: str, description: str, *, classifier: str,
-                 split: Splitter, first_pooled_block: str = "pool") -> BackboneInfo:
+def _torchvision(
+    name: str,
+    title: str,
+    family: str,
+    description: str,
+    *,
+    classifier: str,
+    split: Splitter,
+    first_pooled_block: str = "pool",
+) -> BackboneInfo:
     """A torchvision backbone with the weights torchvision recommends (its
     DEFAULT); everything numeric comes from those weights' metadata."""
     weights = torchvision.models.get_model_weights(name).DEFAULT
@@ -233,55 +250,90 @@ def _lite0(description: str) -> BackboneInfo:
 
 
 # In display order. Titles and descriptions are for non-programmers.
-_REGISTRY: dict[str, BackboneInfo] = {info.name: info for info in (
-    _torchvision(
-        "resnet18", "ResNet-18", "ResNet",
-        "A small, classic network that trains quickly and is a safe first choice.",
-        classifier="fc.", split=blocks.split_resnet,
-    ),
-    _torchvision(
-        "resnet50", "ResNet-50", "ResNet",
-        "A deeper ResNet that is more accurate than ResNet-18 but needs more time and memory.",
-        classifier="fc.", split=blocks.split_resnet,
-    ),
-    _torchvision(
-        "mobilenet_v2", "MobileNetV2", "MobileNet",
-        "A tiny, fast network made for phones, good for quick experiments on a laptop.",
-        classifier="classifier.1.", split=blocks.split_mobilenet_v2_or_efficientnet,
-    ),
-    _torchvision(
-        "mobilenet_v3_small", "MobileNetV3-Small", "MobileNet",
-        "The smallest and fastest network here; less accurate, but it trains in moments.",
-        classifier="classifier.3.", split=blocks.split_mobilenet_v3, first_pooled_block="pre_logits",
-    ),
-    _torchvision(
-        "mobilenet_v3_large", "MobileNetV3-Large", "MobileNet",
-        "A fast phone-sized network that is noticeably more accurate than MobileNetV2.",
-        classifier="classifier.3.", split=blocks.split_mobilenet_v3, first_pooled_block="pre_logits",
-    ),
-    _torchvision(
-        "efficientnet_b0", "EfficientNet-B0", "EfficientNet",
-        "A compact network that is very accurate for its size.",
-        classifier="classifier.1.", split=blocks.split_mobilenet_v2_or_efficientnet,
-    ),
-    _lite0("A phone-friendly EfficientNet whose weights come installed, so it works without internet."),
-    _torchvision(
-        "convnext_tiny", "ConvNeXt-Tiny", "ConvNeXt",
-        "A modern, accurate network; slower to train, best with a graphics card.",
-        classifier="classifier.2.", split=blocks.split_convnext, first_pooled_block="norm",
-    ),
-    _torchvision(
-        "vgg16", "VGG-16", "VGG",
-        "An old, very large network (138 million numbers); slow and memory-hungry, kept for comparison.",
-        classifier="classifier.6.", split=blocks.split_vgg, first_pooled_block="pre_logits",
-    ),
-    _torchvision(
-        "vit_b_16", "ViT-B/16", "ViT",
-        "A Vision Transformer that reads the picture as 16x16 patches; accurate but slow, "
-        "and only takes 224x224 images.",
-        classifier="heads.", split=blocks.split_vit, first_pooled_block="norm",
-    ),
-)}
+_REGISTRY: dict[str, BackboneInfo] = {
+    info.name: info
+    for info in (
+        _torchvision(
+            "resnet18",
+            "ResNet-18",
+            "ResNet",
+            "A small, classic network that trains quickly and is a safe first choice.",
+            classifier="fc.",
+            split=blocks.split_resnet,
+        ),
+        _torchvision(
+            "resnet50",
+            "ResNet-50",
+            "ResNet",
+            "A deeper ResNet that is more accurate than ResNet-18 but needs more time and memory.",
+            classifier="fc.",
+            split=blocks.split_resnet,
+        ),
+        _torchvision(
+            "mobilenet_v2",
+            "MobileNetV2",
+            "MobileNet",
+            "A tiny, fast network made for phones, good for quick experiments on a laptop.",
+            classifier="classifier.1.",
+            split=blocks.split_mobilenet_v2_or_efficientnet,
+        ),
+        _torchvision(
+            "mobilenet_v3_small",
+            "MobileNetV3-Small",
+            "MobileNet",
+            "The smallest and fastest network here; less accurate, but it trains in moments.",
+            classifier="classifier.3.",
+            split=blocks.split_mobilenet_v3,
+            first_pooled_block="pre_logits",
+        ),
+        _torchvision(
+            "mobilenet_v3_large",
+            "MobileNetV3-Large",
+            "MobileNet",
+            "A fast phone-sized network that is noticeably more accurate than MobileNetV2.",
+            classifier="classifier.3.",
+            split=blocks.split_mobilenet_v3,
+            first_pooled_block="pre_logits",
+        ),
+        _torchvision(
+            "efficientnet_b0",
+            "EfficientNet-B0",
+            "EfficientNet",
+            "A compact network that is very accurate for its size.",
+            classifier="classifier.1.",
+            split=blocks.split_mobilenet_v2_or_efficientnet,
+        ),
+        _lite0("A phone-friendly EfficientNet whose weights come installed, so it works without internet."),
+        _torchvision(
+            "convnext_tiny",
+            "ConvNeXt-Tiny",
+            "ConvNeXt",
+            "A modern, accurate network; slower to train, best with a graphics card.",
+            classifier="classifier.2.",
+            split=blocks.split_convnext,
+            first_pooled_block="norm",
+        ),
+        _torchvision(
+            "vgg16",
+            "VGG-16",
+            "VGG",
+            "An old, very large network (138 million numbers); slow and memory-hungry, kept for comparison.",
+            classifier="classifier.6.",
+            split=blocks.split_vgg,
+            first_pooled_block="pre_logits",
+        ),
+        _torchvision(
+            "vit_b_16",
+            "ViT-B/16",
+            "ViT",
+            "A Vision Transformer that reads the picture as 16x16 patches; accurate but slow, "
+            "and only takes 224x224 images.",
+            classifier="heads.",
+            split=blocks.split_vit,
+            first_pooled_block="norm",
+        ),
+    )
+}
 
 BACKBONE_NAMES: list[str] = list(_REGISTRY)
 
@@ -296,9 +348,7 @@ def get_backbone(name: str) -> BackboneInfo:
     try:
         return _REGISTRY[key]
     except KeyError:
-        raise ValueError(
-            f"Unknown backbone {name!r}. Choose one of: {', '.join(BACKBONE_NAMES)}."
-        ) from None
+        raise ValueError(f"Unknown backbone {name!r}. Choose one of: {', '.join(BACKBONE_NAMES)}.") from None
 
 
 # --------------------------------------------------------------------------------------
@@ -373,7 +423,7 @@ def ensure_weights(name: str, progress: Callable[[int, int], None] | None = None
         _download(info.weights_url, dest, progress)
     except WeightsUnavailableError:
         raise
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         raise _unavailable(info, "no network?") from exc
     except (OSError, http.client.HTTPException) as exc:
         raise _unavailable(info, f"{type(exc).__name__}: {exc}") from exc
@@ -414,4 +464,3 @@ def _download(
         os.replace(part, dest)
     finally:
         part.unlink(missing_ok=True)
-

@@ -10,6 +10,7 @@ next to the code that makes those names.
 
 Only torch here: no weights, no files.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -83,9 +84,7 @@ def _group_by_stride(layers: list[nn.Module]) -> list[tuple[str, nn.Module]]:
 
 
 def split_resnet(net) -> tuple[list[tuple[str, nn.Module]], int]:
-    stem = nn.Sequential(
-        OrderedDict(conv1=net.conv1, bn1=net.bn1, relu=net.relu, maxpool=net.maxpool)
-    )
+    stem = nn.Sequential(OrderedDict(conv1=net.conv1, bn1=net.bn1, relu=net.relu, maxpool=net.maxpool))
     blocks = [("stem", stem)]
     blocks += [(f"stage{i}", getattr(net, f"layer{i}")) for i in range(1, 5)]
     blocks.append(("pool", _pool()))

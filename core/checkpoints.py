@@ -5,6 +5,7 @@ last.pt), `resume_payload` adds what resuming needs (optimiser, schedule,
 scaler, the best so far, the random state), and `RunWriter` puts them on disk
 in the background, in order, while the next epoch trains.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -84,8 +85,13 @@ class CheckpointCopies:
         return state
 
     def payload(self, config: TrainConfig, classes: list[str], epoch: int, trained: dict[str, bool]) -> dict:
-        return {"model": self.model_state(trained), "config": config.to_dict(), "classes": list(classes),
-                "epoch": epoch, "backbone": config.backbone}
+        return {
+            "model": self.model_state(trained),
+            "config": config.to_dict(),
+            "classes": list(classes),
+            "epoch": epoch,
+            "backbone": config.backbone,
+        }
 
 
 def snapshot(obj):
@@ -99,15 +105,19 @@ def snapshot(obj):
     return copy.deepcopy(obj)
 
 
-def resume_payload(payload: dict, optimizer, scheduler, scaler, best: dict, epochs_without_gain: int,
-                   device: torch.device) -> dict:
+def resume_payload(
+    payload: dict, optimizer, scheduler, scaler, best: dict, epochs_without_gain: int, device: torch.device
+) -> dict:
     """last.pt: the model part plus everything `core.training` needs to go on
     from this epoch as if it had never stopped, the GPU's random state
     included (dropout on a GPU draws from it)."""
     out = {
         **payload,
-        "optimizer": snapshot(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict()),
-        "scaler": scaler.state_dict(), "best": dict(best), "epochs_without_gain": epochs_without_gain,
+        "optimizer": snapshot(optimizer.state_dict()),
+        "scheduler": copy.deepcopy(scheduler.state_dict()),
+        "scaler": scaler.state_dict(),
+        "best": dict(best),
+        "epochs_without_gain": epochs_without_gain,
         "rng": torch.get_rng_state(),
     }
     if device.type == "cuda":

@@ -7,6 +7,7 @@ mistake (a missing folder, an unreadable weights file, a runs folder it may
 not write, a run another process trains) is one line on stderr and a
 non-zero exit, never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,12 @@ if TYPE_CHECKING:  # for the annotation only; the commands import the engine whe
 
 
 def _print_epoch(row: dict) -> None:
-    print(f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.3f}  "
-          f"val loss {row['val_loss']:.4f}  acc {row['val_accuracy']:.3f}  lr {row['lr']:.2e}  "
-          f"{row['seconds']:.1f}s", flush=True)
+    print(
+        f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.3f}  "
+        f"val loss {row['val_loss']:.4f}  acc {row['val_accuracy']:.3f}  lr {row['lr']:.2e}  "
+        f"{row['seconds']:.1f}s",
+        flush=True,
+    )
 
 
 # Where the command line differs from the config's own default: with no
@@ -74,9 +78,18 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         choices = f.metadata.get("choices")
         if note or default is not None:
             text += f" ({note or f'default: {default}'})"
-        p.add_argument(flag, dest=f.name, type=kind, default=default, choices=list(choices) if choices else None,
-                       metavar=_METAVARS.get(kind) if not choices else None, help=text)
-    p.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR), help=f"where run folders go (default: {DEFAULT_RUNS_DIR})")
+        p.add_argument(
+            flag,
+            dest=f.name,
+            type=kind,
+            default=default,
+            choices=list(choices) if choices else None,
+            metavar=_METAVARS.get(kind) if not choices else None,
+            help=text,
+        )
+    p.add_argument(
+        "--runs-dir", default=str(DEFAULT_RUNS_DIR), help=f"where run folders go (default: {DEFAULT_RUNS_DIR})"
+    )
 
 
 def _config_from_args(args) -> TrainConfig:
@@ -94,8 +107,11 @@ def _finish(job, run) -> int:
         print(f"Run {snap['state']}: {' '.join(str(snap['reason']).split())}", file=sys.stderr)  # one line
         print(json.dumps({"run_dir": str(run.path), "state": snap["state"], "reason": snap["reason"]}))
         return 1
-    notes = [(snap.get("feature_cache") or {}).get("note"), (run.status.get("decisions") or {}).get("loader_note"),
-             snap.get("resume_note")]
+    notes = [
+        (snap.get("feature_cache") or {}).get("note"),
+        (run.status.get("decisions") or {}).get("loader_note"),
+        snap.get("resume_note"),
+    ]
     for note in filter(None, notes):  # stdout stays one JSON line for scripts
         print(note, file=sys.stderr)
     print(json.dumps({"state": "finished", **snap["result"]}))
@@ -155,8 +171,9 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_run
 
-    zip_path = export_run(args.run_dir, args.out, verify=not args.no_check,
-                          on_step=lambda text: print(text, file=sys.stderr, flush=True))
+    zip_path = export_run(
+        args.run_dir, args.out, verify=not args.no_check, on_step=lambda text: print(text, file=sys.stderr, flush=True)
+    )
     print(zip_path)
     return 0
 
@@ -178,13 +195,17 @@ def cmd_backbones(args) -> int:
 
     for b in list_backbones():
         top1 = f"{b.top1:.1f}%" if b.top1 else "  -  "
-        print(f"{b.name:<20} {b.params_m:>6.1f}M params  top-1 {top1}  {b.speed:<6} "
-              f"{'on this machine' if weights_cached(b.name) else 'needs download'}")
+        print(
+            f"{b.name:<20} {b.params_m:>6.1f}M params  top-1 {top1}  {b.speed:<6} "
+            f"{'on this machine' if weights_cached(b.name) else 'needs download'}"
+        )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="Transfer Studio's engine from the command line.")
+    parser = argparse.ArgumentParser(
+        prog="python -m core", description="Transfer Studio's engine from the command line."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("scan", help="report what is in an image folder")
@@ -210,8 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--csv", default=None, metavar="OUT",
-                   help="write one CSV row per image (file, top_class, confidence, top_k, error) to OUT")
+    p.add_argument(
+        "--csv",
+        default=None,
+        metavar="OUT",
+        help="write one CSV row per image (file, top_class, confidence, top_k, error) to OUT",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a run as TorchScript and ONNX with a model card, in one zip")
@@ -245,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("TRANSFER_STUDIO_DEBUG") == "1":
             raise
         mistake = isinstance(exc, (UserError, OSError, ValueError))
-        print(f"error: {friendly(exc)}" + ("" if mistake else " (TRANSFER_STUDIO_DEBUG=1 shows the details)"),
-              file=sys.stderr)
+        print(
+            f"error: {friendly(exc)}" + ("" if mistake else " (TRANSFER_STUDIO_DEBUG=1 shows the details)"),
+            file=sys.stderr,
+        )
         return 2 if mistake else 1
 
 

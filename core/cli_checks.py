@@ -1,6 +1,7 @@
 """The command line's checks of data and models: `inspect` (duplicates,
 leaks, suspect labels, quality of a folder) and `evaluate` (a run on new
 labelled pictures, with the interval around its accuracy)."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,14 +46,25 @@ def cmd_evaluate(args) -> int:
 
     result = evaluate_folder(args.run_dir, args.folder, device=args.device)
     if args.json:
-        keys = ("accuracy", "ci95", "n", "per_class", "confusion", "classes", "macro_f1", "unknown_classes",
-                "unreadable")
+        keys = (
+            "accuracy",
+            "ci95",
+            "n",
+            "per_class",
+            "confusion",
+            "classes",
+            "macro_f1",
+            "unknown_classes",
+            "unreadable",
+        )
         print(json.dumps({k: result[k] for k in keys}))
         return 0
     print(f"accuracy {result['accuracy']:.3f} on {result['n']} pictures. {result['words']}")
     for row in result["per_class"]:
-        print(f"  {row['class']:<20} precision {row['precision']:.2f}  recall {row['recall']:.2f}  "
-              f"F1 {row['f1']:.2f}  ({row['support']} pictures)")
+        print(
+            f"  {row['class']:<20} precision {row['precision']:.2f}  recall {row['recall']:.2f}  "
+            f"F1 {row['f1']:.2f}  ({row['support']} pictures)"
+        )
     for name, count in result["unknown_classes"].items():
         print(f"  not counted: {count} pictures in '{name}', a class this model does not know")
     for bad in result["unreadable"]:

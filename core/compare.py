@@ -12,6 +12,7 @@
 
 No Streamlit here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,8 +55,14 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def time_model(model: torch.nn.Module, image_size: int, device: str | torch.device = "cpu",
-               warmup: int = 3, repeats: int = 10, max_seconds: float = 10.0) -> float:
+def time_model(
+    model: torch.nn.Module,
+    image_size: int,
+    device: str | torch.device = "cpu",
+    warmup: int = 3,
+    repeats: int = 10,
+    max_seconds: float = 10.0,
+) -> float:
     """Median milliseconds for one image (batch of 1) through `model` on
     `device`, after `warmup` untimed runs. Stops early after max_seconds
     (at least 3 timed runs), so a slow backbone on a CPU stays bearable."""
@@ -95,8 +102,13 @@ def inference_ms(run_dir: str | Path, device: str | torch.device = "cpu", refres
     if not refresh and isinstance(cache.get(key), dict) and cache[key].get("ms_per_image"):
         return float(cache[key]["ms_per_image"])
     ms = time_model(loaded.model, image_size, device)
-    cache[key] = {"ms_per_image": ms, "measured": time.time(), "device": str(device), "image_size": image_size,
-                  "torch": torch.__version__}
+    cache[key] = {
+        "ms_per_image": ms,
+        "measured": time.time(),
+        "device": str(device),
+        "image_size": image_size,
+        "torch": torch.__version__,
+    }
     atomic_write_json(run.path / SPEED_FILE, cache)
     return ms
 
@@ -106,8 +118,9 @@ def inference_ms(run_dir: str | Path, device: str | torch.device = "cpu", refres
 # --------------------------------------------------------------------------------------
 
 
-def leaderboard(run_dirs: Iterable[str | Path], device: str | torch.device = "cpu",
-                measure_speed: bool = True) -> list[dict]:
+def leaderboard(
+    run_dirs: Iterable[str | Path], device: str | torch.device = "cpu", measure_speed: bool = True
+) -> list[dict]:
     """One row per run, best validation accuracy first (unfinished runs last).
 
     Row keys: run, path, backbone, backbone_title, strategy, state, reason,
@@ -200,9 +213,19 @@ def curves(run_dirs: Iterable[str | Path]) -> list[dict]:
                 if _number(entry.get(metric)) is None:
                     continue
                 split, kind = metric.split("_", 1)
-                rows.append({"run": run.name, "label": label, "backbone": config.get("backbone"),
-                             "strategy": config.get("strategy"), "epoch": int(entry["epoch"]), "metric": metric,
-                             "kind": kind, "split": split, "value": float(entry[metric])})
+                rows.append(
+                    {
+                        "run": run.name,
+                        "label": label,
+                        "backbone": config.get("backbone"),
+                        "strategy": config.get("strategy"),
+                        "epoch": int(entry["epoch"]),
+                        "metric": metric,
+                        "kind": kind,
+                        "split": split,
+                        "value": float(entry[metric]),
+                    }
+                )
     return rows
 
 
@@ -225,8 +248,11 @@ def sweep_configs(base_config, backbones: Sequence[str], strategies: Sequence[st
         if s == "custom":
             raise ValueError("A sweep cannot use the 'custom' strategy: its blocks differ per backbone.")
         freeze_plan_for(["stem", "stage1", "pool", "head"], {"strategy": s})  # raises for an unknown strategy
-    return [dataclasses.replace(base_config, backbone=b, strategy=s, trained_blocks=None)
-            for b in backbones for s in strategies]
+    return [
+        dataclasses.replace(base_config, backbone=b, strategy=s, trained_blocks=None)
+        for b in backbones
+        for s in strategies
+    ]
 
 
 def queue_sweep(manager, base_config, backbones: Sequence[str], strategies: Sequence[str] | None = None) -> list:
@@ -239,10 +265,19 @@ def queue_sweep(manager, base_config, backbones: Sequence[str], strategies: Sequ
     jobs = []
     for index, config in enumerate(configs):
         job = manager.submit(config)
-        atomic_write_json(Path(job.run_dir) / SWEEP_FILE, {
-            "sweep": sweep_id, "index": index, "of": len(configs), "backbone": config.backbone,
-            "strategy": config.strategy, "backbones": [c.backbone for c in configs],
-            "strategies": sorted({c.strategy for c in configs}), "data_dir": config.data_dir})
+        atomic_write_json(
+            Path(job.run_dir) / SWEEP_FILE,
+            {
+                "sweep": sweep_id,
+                "index": index,
+                "of": len(configs),
+                "backbone": config.backbone,
+                "strategy": config.strategy,
+                "backbones": [c.backbone for c in configs],
+                "strategies": sorted({c.strategy for c in configs}),
+                "data_dir": config.data_dir,
+            },
+        )
         jobs.append(job)
     return jobs
 

@@ -15,6 +15,7 @@ Field metadata keys (all optional except "help"):
              the opposite of the flag);
 - "ui":      False when the pages do not offer it as a widget.
 """
+
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -53,7 +54,9 @@ def setting(default, help: str, *, choices=None, cli: bool | str = True, ui: boo
 
 @dataclass
 class TrainConfig:
-    data_dir: str = field(metadata={"help": "the folder of pictures, one subfolder per class", "cli": False, "ui": False})
+    data_dir: str = field(
+        metadata={"help": "the folder of pictures, one subfolder per class", "cli": False, "ui": False}
+    )
     backbone: str = setting("mobilenet_v2", "backbone name (see `python -m core backbones`)")
     init: str = setting("pretrained", "'pretrained', 'random', or a path to a weights file")
     strategy: str = setting("linear", STRATEGY_HELP)
@@ -79,8 +82,7 @@ class TrainConfig:
     device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
     mixed_precision: bool = setting(True, "no mixed precision on CUDA", cli="--no-amp")
     num_workers: int | None = setting(None, "processes that read pictures; empty = chosen for this machine", ui=False)
-    feature_cache: bool = setting(True, "run the frozen layers every epoch instead of once",
-                                  cli="--no-feature-cache")
+    feature_cache: bool = setting(True, "run the frozen layers every epoch instead of once", cli="--no-feature-cache")
     cache_dir: str | None = setting(None, "where stored features go", cli=False, ui=False)
     batch_loss_every: int = setting(5, "record the loss every this many batches", cli=False, ui=False)
 

@@ -8,6 +8,7 @@ change is a line in `.transfer-studio/changes.jsonl` in the same folder, so
 the list survives restarts and is shared by every tab. A move is a rename on
 the same disk: undoing it gives back the very same bytes.
 """
+
 from __future__ import annotations
 
 import json
@@ -109,6 +110,7 @@ def last_change_time(root) -> float | None:
 
 # --- helpers ---------------------------------------------------------------------
 
+
 def _inside(root: Path, picture: str) -> Path:
     path = Path(picture)
     path = (path if path.is_absolute() else root / path).resolve()
@@ -137,8 +139,13 @@ def _record(root: Path, action: str, source: Path, target: Path) -> Change:
     with _LOCK:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(source, target)
-        change = Change(id=uuid.uuid4().hex[:12], time=time.time(), action=action,
-                        source=str(source.relative_to(root)), target=str(target.relative_to(root)))
+        change = Change(
+            id=uuid.uuid4().hex[:12],
+            time=time.time(),
+            action=action,
+            source=str(source.relative_to(root)),
+            target=str(target.relative_to(root)),
+        )
         journal = root / JOURNAL
         journal.parent.mkdir(parents=True, exist_ok=True)
         with open(journal, "a", encoding="utf-8") as f:

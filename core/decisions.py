@@ -8,6 +8,7 @@ are one frozen `Decisions`, written to the run's status.json ("decisions") and
 then only read: the data assembly (core.training_data) and the loop
 (core.training) never ask a rule again.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,15 @@ class Decisions:
         return out
 
 
-def decide(config: TrainConfig, device: torch.device, sizes: tuple[int, int], plan, report,
-           decoded_in_memory: bool, decoded_bytes: int = 0) -> Decisions:
+def decide(
+    config: TrainConfig,
+    device: torch.device,
+    sizes: tuple[int, int],
+    plan,
+    report,
+    decoded_in_memory: bool,
+    decoded_bytes: int = 0,
+) -> Decisions:
     """Every choice of the run, from the config, the device, the backbone's
     (crop, resize) `sizes`, the freeze `plan`, the scan `report`, and whether
     the scan kept the decoded images in memory (and how many bytes they take)."""
@@ -78,17 +86,26 @@ def decide(config: TrainConfig, device: torch.device, sizes: tuple[int, int], pl
     augment = config.resolved_augment
     cache_val = bool(config.feature_cache and prefix > 0)
     cache_train = cache_val and augment == "none"
-    why_not = ("turned off" if not config.feature_cache
-               else "no leading block stays frozen for the whole run" if prefix == 0
-               else "augmentation changes the training images every epoch" if augment != "none" else None)
+    why_not = (
+        "turned off"
+        if not config.feature_cache
+        else "no leading block stays frozen for the whole run"
+        if prefix == 0
+        else "augmentation changes the training images every epoch"
+        if augment != "none"
+        else None
+    )
     # Images that go through the model every epoch are read from memory when
     # the scan kept them, which needs fewer reader processes.
     read_every_epoch = (not cache_train and bool(report.train)) or (not cache_val and bool(report.val))
     in_memory = decoded_in_memory and read_every_epoch
     wanted = config.num_workers if config.num_workers is not None else devices.auto_num_workers(device, in_memory)
     workers, worker_start, loader_note = devices.loader_workers(
-        wanted if read_every_epoch else 0, other_threads=threading.active_count() > 1,
-        shm_free=devices.shared_memory_free(), shared_bytes=decoded_bytes if in_memory else 0)
+        wanted if read_every_epoch else 0,
+        other_threads=threading.active_count() > 1,
+        shm_free=devices.shared_memory_free(),
+        shared_bytes=decoded_bytes if in_memory else 0,
+    )
     if not read_every_epoch:
         loader_note = "No pictures are read during the epochs: both sets use stored features."
     eval_batch = devices.inference_batch_size(device)
@@ -100,11 +117,21 @@ def decide(config: TrainConfig, device: torch.device, sizes: tuple[int, int], pl
         # Every batch has the same image size, so cuDNN may time its
         # algorithms once and keep the fastest.
         cudnn_benchmark=device.type == "cuda",
-        image_size=sizes[0], resize_size=sizes[1], augment=augment,
+        image_size=sizes[0],
+        resize_size=sizes[1],
+        augment=augment,
         batch_size=config.batch_size or devices.auto_batch_size(device),
-        eval_batch_size=eval_batch, val_batch_size=_val_batch_size(len(report.val), eval_batch, workers),
-        workers=workers, worker_start=worker_start, loader_note=loader_note, decode_threads=devices.decode_threads(device), read_ahead=devices.read_ahead(device),
-        frozen_prefix=prefix, cache_train=cache_train, cache_val=cache_val, why_not_cache=why_not,
+        eval_batch_size=eval_batch,
+        val_batch_size=_val_batch_size(len(report.val), eval_batch, workers),
+        workers=workers,
+        worker_start=worker_start,
+        loader_note=loader_note,
+        decode_threads=devices.decode_threads(device),
+        read_ahead=devices.read_ahead(device),
+        frozen_prefix=prefix,
+        cache_train=cache_train,
+        cache_val=cache_val,
+        why_not_cache=why_not,
     )
 
 

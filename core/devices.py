@@ -6,6 +6,7 @@ pays). They are asked once per training, by core.decisions.decide, whose
 answers the loop then uses; the app and the benchmark ask them directly for
 passes of their own.
 """
+
 from __future__ import annotations
 
 import gc
@@ -39,8 +40,10 @@ def pick_device(preference: str = "auto") -> torch.device:
     if device.type == "cuda":
         device = torch.device("cuda", device.index or 0)
         if device.index >= torch.cuda.device_count():
-            raise TrainingError(f"You chose GPU {device.index}, but this machine has "
-                                f"{torch.cuda.device_count()} (numbered from 0). Choose 'auto' or another one.")
+            raise TrainingError(
+                f"You chose GPU {device.index}, but this machine has "
+                f"{torch.cuda.device_count()} (numbered from 0). Choose 'auto' or another one."
+            )
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise TrainingError("You chose Apple's GPU (MPS), but it is not available here. Choose 'auto' or 'cpu'.")
     return device
@@ -66,8 +69,11 @@ def use_in_this_thread(device: torch.device) -> None:
 def describe_device(device: torch.device) -> dict:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        return {"device": str(device), "device_name": props.name,
-                "device_memory_gb": round(props.total_memory / 2**30, 1)}
+        return {
+            "device": str(device),
+            "device_name": props.name,
+            "device_memory_gb": round(props.total_memory / 2**30, 1),
+        }
     if device.type == "mps":
         return {"device": "mps", "device_name": "Apple GPU (MPS)", "device_memory_gb": None}
     return {"device": "cpu", "device_name": f"CPU ({os.cpu_count()} cores)", "device_memory_gb": None}
@@ -176,8 +182,9 @@ def worker_start_method(other_threads: bool, platform: str = sys.platform) -> st
     return "forkserver" if not platform.startswith(("win", "darwin")) else "spawn"
 
 
-def loader_workers(wanted: int, *, other_threads: bool, shm_free: int | None, shared_bytes: int = 0,
-                   platform: str = sys.platform) -> tuple[int, str | None, str]:
+def loader_workers(
+    wanted: int, *, other_threads: bool, shm_free: int | None, shared_bytes: int = 0, platform: str = sys.platform
+) -> tuple[int, str | None, str]:
     """(worker processes, their start method, the choice in words) for
     reading images every epoch, given the `wanted` count. `shared_bytes`:
     what goes to shared memory with the workers when they do not fork (the
@@ -187,15 +194,31 @@ def loader_workers(wanted: int, *, other_threads: bool, shm_free: int | None, sh
     method = worker_start_method(other_threads, platform)
     needed = MIN_SHARED_MEMORY + (shared_bytes if method != "fork" else 0)
     if shm_free is not None and shm_free < needed:
-        return 0, None, (f"Threads in this process read the images, not worker processes: /dev/shm, through which "
-                         f"workers hand their batches over, has {shm_free / 2**20:.0f} MB free and they would need "
-                         f"{needed / 2**20:.0f} MB. Give the machine more shared memory (for Docker: "
-                         f"--shm-size=2g) to use them.")
-    why = ("other threads run in this process, and a forked copy could inherit a lock one of them holds"
-           if other_threads else "only this thread runs here, so forking is safe" if method == "fork"
-           else "this platform's way")
-    return wanted, method, (f"{wanted} worker processes read the images (started with {method}: {why}); "
-                            f"if they give no batch for {LOADER_TIMEOUT_S // 60} minutes, the run stops and says so.")
+        return (
+            0,
+            None,
+            (
+                f"Threads in this process read the images, not worker processes: /dev/shm, through which "
+                f"workers hand their batches over, has {shm_free / 2**20:.0f} MB free and they would need "
+                f"{needed / 2**20:.0f} MB. Give the machine more shared memory (for Docker: "
+                f"--shm-size=2g) to use them."
+            ),
+        )
+    why = (
+        "other threads run in this process, and a forked copy could inherit a lock one of them holds"
+        if other_threads
+        else "only this thread runs here, so forking is safe"
+        if method == "fork"
+        else "this platform's way"
+    )
+    return (
+        wanted,
+        method,
+        (
+            f"{wanted} worker processes read the images (started with {method}: {why}); "
+            f"if they give no batch for {LOADER_TIMEOUT_S // 60} minutes, the run stops and says so."
+        ),
+    )
 
 
 def decode_threads(device: torch.device) -> int:

@@ -8,6 +8,7 @@ message already says what to do. `friendly()` is used by the training job
 problem reads the same everywhere. No torch import: the GPU's out-of-memory
 error is recognised by its message.
 """
+
 from __future__ import annotations
 
 
@@ -23,11 +24,15 @@ def friendly(exc: BaseException) -> str:
     if "out of memory" in text.lower():
         return "The GPU ran out of memory. Try a smaller batch size or image size, or a smaller backbone."
     if "DataLoader timed out" in text:
-        return ("Reading the images stalled: a worker process gave no batch for minutes. "
-                "Try again, or train with --num-workers 0 so threads read them.")
+        return (
+            "Reading the images stalled: a worker process gave no batch for minutes. "
+            "Try again, or train with --num-workers 0 so threads read them."
+        )
     if "DataLoader worker" in text and ("Bus error" in text or "shared memory" in text.lower()):
-        return ("A worker process reading the images ran out of shared memory (/dev/shm). Give the machine more "
-                "(for Docker: --shm-size=2g), or train with --num-workers 0 so threads read them.")
+        return (
+            "A worker process reading the images ran out of shared memory (/dev/shm). Give the machine more "
+            "(for Docker: --shm-size=2g), or train with --num-workers 0 so threads read them."
+        )
     if isinstance(exc, FileNotFoundError):
         return f"A file or folder was missing: {exc}. Check that it is still there."
     if isinstance(exc, PermissionError):

@@ -5,6 +5,7 @@ accuracy, per-class precision / recall / F1, the confusion matrix and one row
 per image (prediction, confidence, loss) for a gallery of mistakes.
 `load_run_model` and `predict_paths` use a run's best checkpoint.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,16 @@ def metrics_from_predictions(labels: list[int], preds: list[int], classes: list[
     else:
         confusion = [[0] * len(ids) for _ in ids]
         precision = recall = f1 = support = [0] * len(ids)
-    per_class = [{"class": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                  "support": int(support[i])} for i, name in enumerate(classes)]
+    per_class = [
+        {
+            "class": name,
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(classes)
+    ]
     total = len(labels)
     with_support = [c for c in per_class if c["support"]]
     correct = sum(int(t == p) for t, p in zip(labels, preds))
@@ -47,8 +56,17 @@ def metrics_from_predictions(labels: list[int], preds: list[int], classes: list[
 
 
 @torch.no_grad()
-def evaluate_loader(model, loader, start_block: int, classes: list[str], paths: list[str],
-                    device, dtype=None, channels_last: bool = False, top_k: int = 3) -> dict:
+def evaluate_loader(
+    model,
+    loader,
+    start_block: int,
+    classes: list[str],
+    paths: list[str],
+    device,
+    dtype=None,
+    channels_last: bool = False,
+    top_k: int = 3,
+) -> dict:
     """Run model.forward_from(start_block) over loader's (inputs, labels,
     indices, failed) batches; `paths[index]` names each image."""
     model.eval()
@@ -73,12 +91,19 @@ def evaluate_loader(model, loader, start_block: int, classes: list[str], paths: 
         y, losses, top_p, top_i = (t.cpu() for t in (y, losses, top_p, top_i))
         for j in range(len(y)):
             pred = int(top_i[j, 0])
-            rows.append({
-                "path": paths[int(idx[j])], "label": int(y[j]), "true": classes[int(y[j])],
-                "pred": pred, "predicted": classes[pred], "confidence": float(top_p[j, 0]),
-                "loss": float(losses[j]), "correct": pred == int(y[j]),
-                "top": [[classes[int(c)], float(p)] for p, c in zip(top_p[j], top_i[j])],
-            })
+            rows.append(
+                {
+                    "path": paths[int(idx[j])],
+                    "label": int(y[j]),
+                    "true": classes[int(y[j])],
+                    "pred": pred,
+                    "predicted": classes[pred],
+                    "confidence": float(top_p[j, 0]),
+                    "loss": float(losses[j]),
+                    "correct": pred == int(y[j]),
+                    "top": [[classes[int(c)], float(p)] for p, c in zip(top_p[j], top_i[j])],
+                }
+            )
             labels.append(int(y[j]))
             preds.append(pred)
     result = metrics_from_predictions(labels, preds, classes)
@@ -103,7 +128,9 @@ def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch
     run = open_run(run_dir)
     path = run.best_checkpoint if which == "best" else run.last_checkpoint
     if not path.exists():
-        raise FileNotFoundError(f"The run {run.name} has no saved model yet ({path.name} is missing): it has not finished an epoch.")
+        raise FileNotFoundError(
+            f"The run {run.name} has no saved model yet ({path.name} is missing): it has not finished an epoch."
+        )
     damaged = f"The run {run.name} has no usable model"
     problem = checkpoint_problem(path)
     if problem:
@@ -114,8 +141,12 @@ def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch
         classes = ckpt.get("classes") or run.classes
         # The architecture comes from the config; the weights from the checkpoint, so
         # no download is needed to use a trained model.
-        model = build_model(config["backbone"], len(classes), init="random",
-                            head=HeadConfig(hidden=config.get("head_hidden", 0), dropout=config.get("head_dropout", 0.0)))
+        model = build_model(
+            config["backbone"],
+            len(classes),
+            init="random",
+            head=HeadConfig(hidden=config.get("head_hidden", 0), dropout=config.get("head_dropout", 0.0)),
+        )
         model.load_state_dict(ckpt["model"])
     except (UserError, MemoryError):
         raise
@@ -132,8 +163,11 @@ def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch
 def list_images(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_dir():
-        return sorted(p for p in path.rglob("*")
-                      if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+        return sorted(
+            p
+            for p in path.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+        )
     if path.exists():
         return [path]
     raise FileNotFoundError(f"{path} does not exist.")
@@ -171,7 +205,13 @@ def predict_paths(run_dir: str | Path, path: str | Path, k: int = 3, device: str
 def per_class_table(eval_dict: dict) -> list[dict]:
     """One row per class: class, precision, recall, F1 and support (val images)."""
     return [
-        {"class": c["class"], "precision": c["precision"], "recall": c["recall"], "f1": c["f1"], "support": c["support"]}
+        {
+            "class": c["class"],
+            "precision": c["precision"],
+            "recall": c["recall"],
+            "f1": c["f1"],
+            "support": c["support"],
+        }
         for c in eval_dict.get("per_class", [])
     ]
 
@@ -210,8 +250,9 @@ CSV_COLUMNS = ["file", "top_class", "confidence", "top_k", "error"]
 
 
 @torch.no_grad()
-def predict_batch(loaded: LoadedModel, paths, k: int = 3, batch_size: int = 32, root: str | Path | None = None,
-                  on_progress=None) -> list[dict]:
+def predict_batch(
+    loaded: LoadedModel, paths, k: int = 3, batch_size: int = 32, root: str | Path | None = None, on_progress=None
+) -> list[dict]:
     """Predict many image files in batches. One row per file, in order:
     {"file", "path", "top_class", "confidence", "top": [[class, p], ...], "error"}.
     "file" is the path relative to `root` when given. A file that cannot be
@@ -221,7 +262,7 @@ def predict_batch(loaded: LoadedModel, paths, k: int = 3, batch_size: int = 32, 
     k = max(1, min(int(k), len(loaded.classes)))
     rows: list[dict] = []
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
+        chunk = paths[start : start + batch_size]
         tensors, good = [], []
         batch_rows = []
         for path in chunk:
@@ -258,15 +299,21 @@ def predictions_csv(rows: list[dict]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in rows:
-        writer.writerow([
-            r["file"], r["top_class"] or "", "" if r["confidence"] is None else f"{r['confidence']:.4f}",
-            "; ".join(f"{c} {p:.4f}" for c, p in r["top"]), r.get("error") or "",
-        ])
+        writer.writerow(
+            [
+                r["file"],
+                r["top_class"] or "",
+                "" if r["confidence"] is None else f"{r['confidence']:.4f}",
+                "; ".join(f"{c} {p:.4f}" for c, p in r["top"]),
+                r.get("error") or "",
+            ]
+        )
     return buffer.getvalue()
 
 
-def predict_folder_csv(run_dir: str | Path, folder: str | Path, out_csv: str | Path, k: int = 3,
-                       device: str = "cpu", batch_size: int = 32) -> Path:
+def predict_folder_csv(
+    run_dir: str | Path, folder: str | Path, out_csv: str | Path, k: int = 3, device: str = "cpu", batch_size: int = 32
+) -> Path:
     """Predict every image in `folder` (recursively) with the run's best model
     and write a CSV with one row per image (see predictions_csv). Returns the
     CSV's path."""

@@ -12,6 +12,7 @@
 
 No Streamlit here; pages, the command line and the tests call this.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .images import bounded_rgb, open_rgb
 from .evaluation import LoadedModel, load_run_model
 from .features import weights_identity
+from .images import bounded_rgb, open_rgb
 from .models import HeadConfig, TransferModel, build_model
 from .runs import open_run
 
@@ -109,14 +110,20 @@ def _target(model: TransferModel, layer: str) -> tuple[torch.nn.Module, str]:
         raise ValueError(
             f"{layer!r} is not a layer of this {model.info.title}; its blocks are {', '.join(model.block_names)}."
         ) from None
-    if (_is_vit(model) and ":" not in str(layer) and path == cam_layers(model)[-1]
-            and isinstance(module, torch.nn.Sequential) and len(module) > 0):
+    if (
+        _is_vit(model)
+        and ":" not in str(layer)
+        and path == cam_layers(model)[-1]
+        and isinstance(module, torch.nn.Sequential)
+        and len(module) > 0
+    ):
         return module[len(module) - 1], "input"
     return module, where
 
 
-def grad_cam(source, image, target_class: int | str | None = None, layer: str | None = None
-             ) -> tuple[np.ndarray, int, float]:
+def grad_cam(
+    source, image, target_class: int | str | None = None, layer: str | None = None
+) -> tuple[np.ndarray, int, float]:
     """Grad-CAM for one image.
 
     source: a run folder, a LoadedModel (load_run_model) or a TransferModel.
@@ -191,11 +198,26 @@ def _cam_from(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
 
 
 # A perceptual colour map (close to "turbo"): dark blue = cold, red = hot.
-_TURBO = np.array([
-    [48, 18, 59], [65, 69, 171], [70, 117, 237], [57, 162, 252], [27, 207, 212], [36, 236, 166],
-    [97, 252, 108], [164, 252, 59], [209, 232, 52], [243, 198, 58], [254, 155, 45], [243, 99, 21],
-    [217, 56, 6], [177, 26, 1], [122, 4, 3],
-], dtype=np.float32)
+_TURBO = np.array(
+    [
+        [48, 18, 59],
+        [65, 69, 171],
+        [70, 117, 237],
+        [57, 162, 252],
+        [27, 207, 212],
+        [36, 236, 166],
+        [97, 252, 108],
+        [164, 252, 59],
+        [209, 232, 52],
+        [243, 198, 58],
+        [254, 155, 45],
+        [243, 99, 21],
+        [217, 56, 6],
+        [177, 26, 1],
+        [122, 4, 3],
+    ],
+    dtype=np.float32,
+)
 
 
 def colorize(heatmap: np.ndarray) -> np.ndarray:
@@ -223,8 +245,9 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45) -> Ima
     return Image.blend(base, colour, alpha)
 
 
-def explain_image(source, image, target_class: int | str | None = None, layer: str | None = None,
-                  alpha: float = 0.45) -> dict:
+def explain_image(
+    source, image, target_class: int | str | None = None, layer: str | None = None, alpha: float = 0.45
+) -> dict:
     """Everything a page shows for one image: the picture the model saw, the
     heatmap, the overlay, and which class it explains with what probability."""
     loaded = _resolve(source)
@@ -232,8 +255,15 @@ def explain_image(source, image, target_class: int | str | None = None, layer: s
     layer = layer or default_cam_layer(loaded.model)
     heatmap, index, prob = grad_cam(loaded, picture, target_class, layer)
     view = model_view(loaded, picture)
-    return {"view": view, "heatmap": heatmap, "overlay": overlay(view, heatmap, alpha),
-            "class_index": index, "class_name": loaded.classes[index], "probability": prob, "layer": layer}
+    return {
+        "view": view,
+        "heatmap": heatmap,
+        "overlay": overlay(view, heatmap, alpha),
+        "class_index": index,
+        "class_name": loaded.classes[index],
+        "probability": prob,
+        "layer": layer,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -274,8 +304,9 @@ _pretrained_lock = threading.Lock()
 
 
 @torch.no_grad()
-def embeddings(source, samples: Iterable, pretrained: bool = False, batch_size: int = 32,
-               scores: bool = False) -> np.ndarray:
+def embeddings(
+    source, samples: Iterable, pretrained: bool = False, batch_size: int = 32, scores: bool = False
+) -> np.ndarray:
     """Feature vectors (the output of the `pool` block, what the head reads) for
     `samples`: paths, (path, label) pairs or PIL images.
 
@@ -399,8 +430,9 @@ def _val_samples(run_dir, max_images: int, seed: int) -> list[tuple[str, int]]:
     return [val[i] for i in sorted(keep)]
 
 
-def embedding_view(run_dir, samples: Sequence[tuple[str, int]] | None = None, method: str = "pca",
-                   seed: int = 0, max_images: int = 300) -> dict:
+def embedding_view(
+    run_dir, samples: Sequence[tuple[str, int]] | None = None, method: str = "pca", seed: int = 0, max_images: int = 300
+) -> dict:
     """The teaching picture: val images as 2-D points, before and after fine-tuning.
 
     Returns {"rows": [{"model": "pretrained"|"fine-tuned", "path", "label",
@@ -424,9 +456,26 @@ def embedding_view(run_dir, samples: Sequence[tuple[str, int]] | None = None, me
         separation[side] = centroid_accuracy(points, labels)
         for (path, label), (px, py) in zip(samples, points):
             if np.isfinite(px):
-                rows.append({"model": side, "path": str(path), "label": label, "true": loaded.classes[label],
-                             "x": float(px), "y": float(py)})
-    note = ("This run trained only the new head, so the network's features did not change. The right "
-            "picture shows what the head makes of them instead: its score for each class." if head_only else "")
-    return {"rows": rows, "separation": separation, "method": method,
-            "after": "scores" if head_only else "features", "note": note}
+                rows.append(
+                    {
+                        "model": side,
+                        "path": str(path),
+                        "label": label,
+                        "true": loaded.classes[label],
+                        "x": float(px),
+                        "y": float(py),
+                    }
+                )
+    note = (
+        "This run trained only the new head, so the network's features did not change. The right "
+        "picture shows what the head makes of them instead: its score for each class."
+        if head_only
+        else ""
+    )
+    return {
+        "rows": rows,
+        "separation": separation,
+        "method": method,
+        "after": "scores" if head_only else "features",
+        "note": note,
+    }

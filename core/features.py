@@ -14,6 +14,7 @@ length, the image size, normalisation and resizing, and the precision the
 blocks ran in. Change any of them and a new entry is
 computed; an old one is never read for a different key.
 """
+
 from __future__ import annotations
 
 import collections
@@ -61,8 +62,18 @@ def weights_identity(init: str) -> str:
         return init
 
 
-def cache_key(*, samples, backbone: str, init: str, weights_file: str | None, prefix: int,
-              block_names: list[str], transform_desc: dict, seed: int, precision: str = "float32") -> str:
+def cache_key(
+    *,
+    samples,
+    backbone: str,
+    init: str,
+    weights_file: str | None,
+    prefix: int,
+    block_names: list[str],
+    transform_desc: dict,
+    seed: int,
+    precision: str = "float32",
+) -> str:
     payload = {
         "version": 2,
         "files": files_fingerprint(samples),
@@ -132,8 +143,7 @@ def _fold_batchnorm(block: nn.Module) -> nn.Module:
                 names = list(module._modules)
                 for first, second in zip(names, names[1:]):
                     conv, bn = module._modules[first], module._modules[second]
-                    if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-                            and bn.track_running_stats):
+                    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
                         module._modules[first] = fuse_conv_bn_eval(conv, bn)
                         module._modules[second] = nn.Identity()
         return folded
@@ -159,12 +169,24 @@ def inference_blocks(model, start: int, stop: int, channels_last: bool = False) 
     return folded
 
 
-def compute_prefix_features(model, prefix: int, samples, transform, device, *, batch_size: int = 64,
-                            threads: int = 1, ahead: int = 0, max_side: int | None = None, decoded=None,
-                            normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                            should_stop: Callable[[], bool] = lambda: False,
-                            on_batch: Callable[[int, int], None] | None = None,
-                            channels_last: bool = False, autocast_dtype=None):
+def compute_prefix_features(
+    model,
+    prefix: int,
+    samples,
+    transform,
+    device,
+    *,
+    batch_size: int = 64,
+    threads: int = 1,
+    ahead: int = 0,
+    max_side: int | None = None,
+    decoded=None,
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_batch: Callable[[int, int], None] | None = None,
+    channels_last: bool = False,
+    autocast_dtype=None,
+):
     """Run blocks[:prefix] over every sample with the (fixed) eval transform.
 
     One pass, as cheap as it gets: inference mode (no autograd bookkeeping),
@@ -186,8 +208,9 @@ def compute_prefix_features(model, prefix: int, samples, transform, device, *, b
     done = 0
     try:
         with torch.inference_mode():
-            for images, y, idx, bad in threaded_batches(dataset, batch_size, threads=threads, ahead=ahead,
-                                                        pin_memory=device.type == "cuda"):
+            for images, y, idx, bad in threaded_batches(
+                dataset, batch_size, threads=threads, ahead=ahead, pin_memory=device.type == "cuda"
+            ):
                 if should_stop():
                     raise InterruptedError("stopped while computing features")
                 failed.extend(bad)
@@ -281,8 +304,9 @@ class PrefixRunner:
         self._runner, self._span = None, None
 
 
-def cached_prefix_features(model, prefix: int, splits: dict, transform, device, *, cache_dir: Path | None = None,
-                           **kwargs) -> dict:
+def cached_prefix_features(
+    model, prefix: int, splits: dict, transform, device, *, cache_dir: Path | None = None, **kwargs
+) -> dict:
     """compute_prefix_features for sets of samples (train, val), each read
     from or written to the on-disk cache under its own key.
 
@@ -306,15 +330,20 @@ def cached_prefix_features(model, prefix: int, splits: dict, transform, device, 
             found[name] = (blob["features"], blob["labels"], blob["indices"], blob["failed"].tolist(), True)
     if missing:
         together = [sample for name in missing for sample in splits[name][0]]
-        features, labels, indices, failed = compute_prefix_features(model, prefix, together, transform, device,
-                                                                    **kwargs)
+        features, labels, indices, failed = compute_prefix_features(
+            model, prefix, together, transform, device, **kwargs
+        )
         cache_dir.mkdir(parents=True, exist_ok=True)
         start = 0
         for name in missing:
             end = start + len(splits[name][0])
             mine = (indices >= start) & (indices < end)
-            entry = {"features": features[mine], "labels": labels[mine], "indices": indices[mine] - start,
-                     "failed": torch.tensor([i - start for i in failed if start <= i < end], dtype=torch.long)}
+            entry = {
+                "features": features[mine],
+                "labels": labels[mine],
+                "indices": indices[mine] - start,
+                "failed": torch.tensor([i - start for i in failed if start <= i < end], dtype=torch.long),
+            }
             atomic_torch_save(cache_dir / f"{splits[name][1]}.pt", entry)
             found[name] = (entry["features"], entry["labels"], entry["indices"], entry["failed"].tolist(), False)
             start = end
@@ -358,10 +387,10 @@ class FeatureBatches:
                 rows = slice(start, start + self.batch_size)
                 x, y, idx = self.features[rows], self.labels[rows], self.indices[rows]
             else:
-                pick = order_here[start:start + self.batch_size]
+                pick = order_here[start : start + self.batch_size]
                 x = self.features.index_select(0, pick)
                 y = self.labels.index_select(0, pick)
-                idx = self.indices.index_select(0, order[start:start + self.batch_size])
+                idx = self.indices.index_select(0, order[start : start + self.batch_size])
             yield x.float(), y, idx, []
 
 
@@ -383,13 +412,20 @@ def describe_cache(record: dict | None) -> str:
         return f"Stored features were not used{': ' + why if why else ''}."
     blocks = record.get("prefix_blocks")
     where = "the training and validation images" if record.get("train", True) else "the validation images"
-    source = ("their outputs were stored by an earlier run on the same pictures and reused" if record.get("hit")
-              else "their outputs are stored, so the next run of this network on these pictures starts at once")
-    text = (f"Fast path: the {blocks} frozen blocks ran once over {where} ({source}); "
-            f"each epoch trained only the blocks after them.")
+    source = (
+        "their outputs were stored by an earlier run on the same pictures and reused"
+        if record.get("hit")
+        else "their outputs are stored, so the next run of this network on these pictures starts at once"
+    )
+    text = (
+        f"Fast path: the {blocks} frozen blocks ran once over {where} ({source}); "
+        f"each epoch trained only the blocks after them."
+    )
     if record.get("train") is False and record.get("why_not"):
-        text += (f" The training images still go through the frozen blocks every epoch (without learning): "
-                 f"{record['why_not']}.")
+        text += (
+            f" The training images still go through the frozen blocks every epoch (without learning): "
+            f"{record['why_not']}."
+        )
     return text
 
 
@@ -397,12 +433,24 @@ def transform_description(info, image_size: int | None = None) -> dict:
     """What about a picture's preparation changes the stored features: part
     of every cache key (training's and the folder check's alike)."""
     crop, resize = info.sizes(image_size)
-    return {"image_size": crop, "resize_size": resize, "mean": list(info.mean), "std": list(info.std),
-            "resize": f"{info.interpolation}, antialiased", "decode": "jpeg draft"}
+    return {
+        "image_size": crop,
+        "resize_size": resize,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "resize": f"{info.interpolation}, antialiased",
+        "decode": "jpeg draft",
+    }
 
 
-def pooled_features(backbone: str, samples: list[tuple[str, int]], *, device: str = "auto",
-                    cache_dir: str | None = None, on_batch: Callable[[int, int], None] | None = None):
+def pooled_features(
+    backbone: str,
+    samples: list[tuple[str, int]],
+    *,
+    device: str = "auto",
+    cache_dir: str | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+):
     """The pretrained backbone's pooled feature vector of every sample (one row
     each, in order; a broken file gets a row of zeros), stored in the feature
     cache like a linear probe's, so a second call is a read from disk."""
@@ -415,14 +463,30 @@ def pooled_features(backbone: str, samples: list[tuple[str, int]], *, device: st
     info = model.info
     prefix = model.block_names.index("head")
     crop, resize = info.sizes(None)
-    key = cache_key(samples=samples, backbone=backbone, init="pretrained", weights_file=info.weights_file,
-                    prefix=prefix, block_names=model.block_names, transform_desc=transform_description(info),
-                    seed=0)
+    key = cache_key(
+        samples=samples,
+        backbone=backbone,
+        init="pretrained",
+        weights_file=info.weights_file,
+        prefix=prefix,
+        block_names=model.block_names,
+        transform_desc=transform_description(info),
+        seed=0,
+    )
     out = cached_prefix_features(
-        model, prefix, {"all": (samples, key)}, info.transforms(normalize=False), here, cache_dir=cache_dir,
-        batch_size=inference_batch_size(here), threads=decode_threads(here), max_side=resize,
+        model,
+        prefix,
+        {"all": (samples, key)},
+        info.transforms(normalize=False),
+        here,
+        cache_dir=cache_dir,
+        batch_size=inference_batch_size(here),
+        threads=decode_threads(here),
+        max_side=resize,
         normalize=BatchNormalizer(info.mean, info.std, here, channels_last=use_channels_last(here)),
-        channels_last=use_channels_last(here), on_batch=on_batch)
+        channels_last=use_channels_last(here),
+        on_batch=on_batch,
+    )
     features, _labels, indices, _failed, _hit = out["all"]
     rows = torch.zeros((len(samples), *features.shape[1:]), dtype=torch.float32)
     if len(indices):

@@ -11,6 +11,7 @@
 
 No Streamlit here.
 """
+
 from __future__ import annotations
 
 import re
@@ -167,7 +168,7 @@ def make_freeze_plan(
         on.update({n: True for n in backbone})
     elif match := _LAST_N.fullmatch(strategy):
         count = int(match.group(1))  # counts blocks with parameters, from the top
-        on.update({n: True for n in backbone[len(backbone) - min(count, len(backbone)):]})
+        on.update({n: True for n in backbone[len(backbone) - min(count, len(backbone)) :]})
     elif strategy == "gradual":
         if unfreeze_every < 1:
             raise ValueError(f"unfreeze_every must be at least 1, not {unfreeze_every}.")
@@ -192,9 +193,7 @@ def make_freeze_plan(
             f"Unknown strategy {strategy!r}. Choose one of: linear, last-N (e.g. last-2), "
             "full, gradual, discriminative, or custom."
         )
-    return FreezePlan(
-        strategy=strategy, trained=on, lr_mult=lr_mult, unfreeze_every=every, param_free=param_free
-    )
+    return FreezePlan(strategy=strategy, trained=on, lr_mult=lr_mult, unfreeze_every=every, param_free=param_free)
 
 
 def freeze_plan_for(block_names_or_model, config: TrainConfig | Mapping) -> FreezePlan:
@@ -221,9 +220,7 @@ def freeze_plan_for(block_names_or_model, config: TrainConfig | Mapping) -> Free
 def apply_freeze_plan(model: TransferModel, plan: FreezePlan, epoch: int = 0) -> None:
     """Switch gradients on/off per block as the plan says for `epoch`."""
     if plan.block_names != model.block_names:
-        raise ValueError(
-            f"The plan is for blocks {plan.block_names}, the model has {model.block_names}."
-        )
+        raise ValueError(f"The plan is for blocks {plan.block_names}, the model has {model.block_names}.")
     for name, on in plan.trained_at(epoch).items():
         model.blocks[name].requires_grad_(on)
     # Re-apply the current mode so newly frozen blocks drop to eval mode (and
@@ -244,9 +241,7 @@ def _no_weight_decay(param_name: str, param: torch.Tensor) -> bool:
     return param.ndim <= 1 or param_name.endswith(("class_token", "pos_embedding"))
 
 
-def parameter_groups(
-    model: TransferModel, plan: FreezePlan, lr: float, weight_decay: float
-) -> list[dict]:
+def parameter_groups(model: TransferModel, plan: FreezePlan, lr: float, weight_decay: float) -> list[dict]:
     """Optimiser parameter groups following the plan's per-block learning rates.
 
     Every block with parameters is included, frozen ones too: gradual unfreezing
@@ -262,9 +257,7 @@ def parameter_groups(
             (no_decay if _no_weight_decay(param_name, param) else decay).append(param)
         block_lr = lr * plan.lr_mult.get(name, 1.0)
         if decay:
-            groups.append(
-                {"name": name, "block": name, "params": decay, "lr": block_lr, "weight_decay": weight_decay}
-            )
+            groups.append({"name": name, "block": name, "params": decay, "lr": block_lr, "weight_decay": weight_decay})
         if no_decay:
             groups.append(
                 {"name": f"{name}/no_decay", "block": name, "params": no_decay, "lr": block_lr, "weight_decay": 0.0}

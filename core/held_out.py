@@ -13,6 +13,7 @@ plus or minus two standard errors" it stays inside [0, 1] and is honest for
 small counts and accuracies near 100 %, which is what a class of 30 pictures
 gives.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,7 @@ def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float
 
 def interval_in_words(accuracy: float, n: int, low: float, high: float) -> str:
     """The sentence a teacher reads under an accuracy."""
-    return (f"95 % sure the true accuracy is between {low:.0%} and {high:.0%} "
-            f"({n} picture{'s' if n != 1 else ''}).")
+    return f"95 % sure the true accuracy is between {low:.0%} and {high:.0%} ({n} picture{'s' if n != 1 else ''})."
 
 
 def labelled_pictures(folder, classes: list[str]) -> tuple[list[tuple[Path, int]], dict[str, int]]:
@@ -67,8 +67,9 @@ def evaluate_folder(run_dir, folder, *, device: str = "cpu", batch_size: int = 3
 
     loaded = load_run_model(run_dir, device=device)
     pictures, unknown = labelled_pictures(folder, loaded.classes)
-    rows = predict_batch(loaded, [p for p, _ in pictures], k=3, batch_size=batch_size, root=Path(folder),
-                         on_progress=on_progress)
+    rows = predict_batch(
+        loaded, [p for p, _ in pictures], k=3, batch_size=batch_size, root=Path(folder), on_progress=on_progress
+    )
     index = {name: i for i, name in enumerate(loaded.classes)}
     scored, unreadable = [], []
     for (path, label), row in zip(pictures, rows):
@@ -76,13 +77,29 @@ def evaluate_folder(run_dir, folder, *, device: str = "cpu", batch_size: int = 3
             unreadable.append({"path": row["file"], "error": row["error"]})
             continue
         pred = index[row["top_class"]]
-        scored.append({"path": str(path), "file": row["file"], "label": label, "true": loaded.classes[label],
-                       "pred": pred, "predicted": row["top_class"], "confidence": row["confidence"],
-                       "correct": pred == label, "top": row["top"]})
+        scored.append(
+            {
+                "path": str(path),
+                "file": row["file"],
+                "label": label,
+                "true": loaded.classes[label],
+                "pred": pred,
+                "predicted": row["top_class"],
+                "confidence": row["confidence"],
+                "correct": pred == label,
+                "top": row["top"],
+            }
+        )
     result = metrics_from_predictions([r["label"] for r in scored], [r["pred"] for r in scored], loaded.classes)
     correct = sum(r["correct"] for r in scored)
     low, high = wilson_interval(correct, len(scored))
-    result.update(n=len(scored), ci95=[low, high], predictions=scored, unknown_classes=unknown,
-                  unreadable=unreadable, folder=str(Path(folder).resolve()),
-                  words=interval_in_words(result["accuracy"], len(scored), low, high))
+    result.update(
+        n=len(scored),
+        ci95=[low, high],
+        predictions=scored,
+        unknown_classes=unknown,
+        unreadable=unreadable,
+        folder=str(Path(folder).resolve()),
+        words=interval_in_words(result["accuracy"], len(scored), low, high),
+    )
     return result

@@ -6,23 +6,21 @@ files with verify_image, the loaders (core.loading) read them with open_rgb
 or take them from a DecodedImageCache. Nothing here knows about folders,
 classes or training.
 """
+
 from __future__ import annotations
 
 import os
 import random
 import re
 import stat
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
 
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-)
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 # Below PIL's own bomb limit (about 89 MP), so we refuse an image before PIL
 # would even warn. 80 MP is bigger than any ordinary camera photo, and decoding
@@ -297,15 +295,18 @@ def _shrink(image: Image.Image, short_side: int, interpolation: str = "bilinear"
     if min(image.size) > short_side:
         # The same call, with the same filter, as the transform's Resize:
         # that Resize then finds the size already right and changes nothing.
-        image = v2.functional.resize(image, [short_side], interpolation=v2.InterpolationMode(interpolation),
-                                     antialias=True)
+        image = v2.functional.resize(
+            image, [short_side], interpolation=v2.InterpolationMode(interpolation), antialias=True
+        )
     return np.asarray(image)
 
 
 def too_big_to_keep(need: int, budget: int) -> str:
     """Why the decoded images are not kept, in the words the run records."""
-    return (f"the decoded images need about {need / 2**20:,.0f} MB, more than the {budget / 2**20:,.0f} MB "
-            f"set aside for them, so they are read from disk every epoch")
+    return (
+        f"the decoded images need about {need / 2**20:,.0f} MB, more than the {budget / 2**20:,.0f} MB "
+        f"set aside for them, so they are read from disk every epoch"
+    )
 
 
 class DecodedImageCache:
@@ -337,7 +338,7 @@ class DecodedImageCache:
         flat, start = self._pixels.numpy(), 0
         for path in list(arrays):
             array = arrays.pop(path)
-            flat[start:start + array.nbytes] = array.reshape(-1)
+            flat[start : start + array.nbytes] = array.reshape(-1)
             self._where[path] = (start, array.shape[0], array.shape[1])
             start += array.nbytes
 
@@ -356,7 +357,7 @@ class DecodedImageCache:
         if spot is None:
             return None
         start, height, width = spot
-        return self._pixels[start:start + height * width * 3].numpy().reshape(height, width, 3)
+        return self._pixels[start : start + height * width * 3].numpy().reshape(height, width, 3)
 
     def subset(self, paths) -> DecodedImageCache:
         """The images of these paths only, so the rest can be freed. When they

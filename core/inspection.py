@@ -19,6 +19,7 @@ labels that look wrong, and pictures of poor quality.
 All of it comes from one pass of the backbone over the pictures, stored in
 the same feature cache as training, so a second check takes seconds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,9 +72,16 @@ class _Picture:
     split: str
 
 
-def inspect_folder(root, backbone: str | None = None, *, folds: int = 5, seed: int = 0,
-                   device: str = "auto", cache_dir: str | None = None,
-                   progress: Callable[[str, int, int], None] | None = None) -> InspectReport:
+def inspect_folder(
+    root,
+    backbone: str | None = None,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    device: str = "auto",
+    cache_dir: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> InspectReport:
     """Check every picture of `root` (see the module docstring). `progress`
     is called as (phase, done, total)."""
     from .backbones import default_backbone
@@ -82,30 +90,44 @@ def inspect_folder(root, backbone: str | None = None, *, folds: int = 5, seed: i
     report = scan_folder(root)
     backbone = backbone or default_backbone()
     root_path = Path(report.root)
-    pictures = [_Picture(p, os.path.relpath(p, root_path), label, split)
-                for split, samples in (("train", report.train), ("val", report.val)) for p, label in samples]
+    pictures = [
+        _Picture(p, os.path.relpath(p, root_path), label, split)
+        for split, samples in (("train", report.train), ("val", report.val))
+        for p, label in samples
+    ]
     result = InspectReport(root=str(root_path), backbone=backbone, pictures=len(pictures))
     if not pictures:
         result.notes.append("No pictures to check.")
         return result
     step = progress or (lambda *_: None)
     result.quality = quality_problems(pictures, lambda done: step("Looking at each picture", done, len(pictures)))
-    features = pooled_features(backbone, [(p.path, p.label) for p in pictures], device=device, cache_dir=cache_dir,
-                               on_batch=lambda done, total: step("Running the network once", done, total))
+    features = pooled_features(
+        backbone,
+        [(p.path, p.label) for p in pictures],
+        device=device,
+        cache_dir=cache_dir,
+        on_batch=lambda done, total: step("Running the network once", done, total),
+    )
     groups = copy_groups(pictures, features)
     result.duplicates = [[pictures[i].relative for i in g] for g in groups]
-    result.leaks = [[pictures[i].relative for i in g] for g in groups
-                    if len({pictures[i].split for i in g}) > 1]
+    result.leaks = [[pictures[i].relative for i in g] for g in groups if len({pictures[i].split for i in g}) > 1]
     suspects, note = suspect_labels(features, [p.label for p in pictures], folds=folds, seed=seed)
-    result.suspect_labels = [{"path": pictures[i].relative, "given": report.classes[given],
-                              "suggested": report.classes[suggested], "confidence": round(conf, 3)}
-                             for i, given, suggested, conf in suspects]
+    result.suspect_labels = [
+        {
+            "path": pictures[i].relative,
+            "given": report.classes[given],
+            "suggested": report.classes[suggested],
+            "confidence": round(conf, 3),
+        }
+        for i, given, suggested, conf in suspects
+    ]
     if note:
         result.notes.append(note)
     return result
 
 
 # --- quality ----------------------------------------------------------------------
+
 
 def quality_problems(pictures: list[_Picture], on_done: Callable[[int], None] = lambda _n: None) -> list[dict]:
     problems = []
@@ -142,11 +164,12 @@ def _sharpness(grey: np.ndarray) -> float:
     """Variance of the Laplacian: low when there are no sharp edges."""
     if min(grey.shape) < 3:
         return 0.0
-    lap = (grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1])
+    lap = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
     return float(lap.var())
 
 
 # --- copies -----------------------------------------------------------------------
+
 
 def copy_groups(pictures: list[_Picture], features) -> list[list[int]]:
     """Groups (lists of indices, in folder order) of pictures that are copies
@@ -194,8 +217,10 @@ def _copy_pairs(pictures: list[_Picture], features):
 
 # --- labels -----------------------------------------------------------------------
 
-def suspect_labels(features, labels: list[int], *, folds: int = 5, seed: int = 0
-                   ) -> tuple[list[tuple[int, int, int, float]], str | None]:
+
+def suspect_labels(
+    features, labels: list[int], *, folds: int = 5, seed: int = 0
+) -> tuple[list[tuple[int, int, int, float]], str | None]:
     """(index, given, suggested, confidence) for pictures whose label looks
     wrong, most suspicious first; and a note when the check could not run."""
     probs, note = out_of_sample_probabilities(features, labels, folds=folds, seed=seed)
@@ -215,8 +240,8 @@ def out_of_sample_probabilities(features, labels: list[int], *, folds: int = 5, 
     not see it (stratified k-fold); (None, reason) when a class is too small."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.preprocessing import StandardScaler
     from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     y = np.asarray(labels)
     counts = np.bincount(y)

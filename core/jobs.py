@@ -17,6 +17,7 @@ queued until its end is written, so no other window or process can resume
 or delete the run meanwhile, and a run whose process died reads as
 interrupted.
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,8 +53,15 @@ class Job:
     """Thread-safe status of one training: state, progress, metric history.
     Implements core.progress.Progress."""
 
-    def __init__(self, config, run_dir: str | None = None, resume: bool = False, on_epoch=None,
-                 lock: RunLock | None = None, before_resume: dict | None = None):
+    def __init__(
+        self,
+        config,
+        run_dir: str | None = None,
+        resume: bool = False,
+        on_epoch=None,
+        lock: RunLock | None = None,
+        before_resume: dict | None = None,
+    ):
         self.id = f"job-{next(_ids)}"
         self._on_epoch = on_epoch  # called in the training thread after each epoch (the CLI prints)
         self.config = config
@@ -121,8 +129,13 @@ class Job:
 
     def finish(self, state: str, reason: str | None = None, result: dict | None = None) -> None:
         with self._lock:
-            self._status.update(state=state, reason=reason, result=result, ended=time.time(),
-                                phase={"finished": "Done", "stopped": "Stopped", "failed": "Failed"}.get(state, state))
+            self._status.update(
+                state=state,
+                reason=reason,
+                result=result,
+                ended=time.time(),
+                phase={"finished": "Done", "stopped": "Stopped", "failed": "Failed"}.get(state, state),
+            )
         self._done.set()
 
     def release_lock(self) -> None:
@@ -188,8 +201,15 @@ class JobManager:
         Raises a UserError when it cannot be resumed: trained or queued by a
         live process (its lock), no whole last.pt, already finished."""
         plan = prepare_resume(run_dir, epochs)
-        return self._queue(Job(plan.config, run_dir=str(plan.run.path), resume=True, lock=plan.lock,
-                               before_resume={**plan.before, "epochs_done": plan.epochs_done}))
+        return self._queue(
+            Job(
+                plan.config,
+                run_dir=str(plan.run.path),
+                resume=True,
+                lock=plan.lock,
+                before_resume={**plan.before, "epochs_done": plan.epochs_done},
+            )
+        )
 
     def _queue(self, job: Job) -> Job:
         try:
@@ -271,6 +291,7 @@ def config_dict(config) -> dict:
 
 # --- running a job ---------------------------------------------------------------
 
+
 def run_job(job: Job) -> None:
     """Run one job to its end. Never raises: every outcome lands in the run's
     status.json, then the run's lock is released, then the job says it ended
@@ -299,9 +320,16 @@ def _train_run(job: Job, run: Run) -> tuple[str, str | None, dict | None]:
         reason = friendly(exc)
         run.write_json("error.json", {"reason": reason, "traceback": traceback.format_exc()})
         return _end_run(job, run, "failed", reason)
-    run.update_status(state="finished", reason=None, ended=time.time(), seconds=result["seconds"],
-                      best_val_accuracy=result["val_accuracy"], best_epoch=result["best_epoch"],
-                      macro_f1=result["macro_f1"], **{k: v for k, v in result.items() if k.startswith("test_")})
+    run.update_status(
+        state="finished",
+        reason=None,
+        ended=time.time(),
+        seconds=result["seconds"],
+        best_val_accuracy=result["val_accuracy"],
+        best_epoch=result["best_epoch"],
+        macro_f1=result["macro_f1"],
+        **{k: v for k, v in result.items() if k.startswith("test_")},
+    )
     return "finished", None, result
 
 
@@ -334,12 +362,18 @@ def _end_run(job: Job, run: Run, state: str, reason: str) -> tuple[str, str, Non
         if not isinstance(done, int) or done <= before["epochs_done"]:
             return state, restore_run(run, before, reason), None
         if state == "failed":
-            reason = (f"Resuming stopped after epoch {done}: {reason} The epochs up to {done} are saved; "
-                      "you can resume it again.")
+            reason = (
+                f"Resuming stopped after epoch {done}: {reason} The epochs up to {done} are saved; "
+                "you can resume it again."
+            )
             state = "stopped"
     started = status.get("started") or time.time()
-    run.update_status(state=state, reason=reason, ended=time.time(),
-                      seconds=round((status.get("seconds_before_resume") or 0) + time.time() - started, 2))
+    run.update_status(
+        state=state,
+        reason=reason,
+        ended=time.time(),
+        seconds=round((status.get("seconds_before_resume") or 0) + time.time() - started, 2),
+    )
     return state, reason, None
 
 
@@ -354,7 +388,13 @@ def train_blocking(config: TrainConfig, runs_dir: str | Path = "runs", on_epoch=
 def resume_blocking(plan: ResumePlan, on_epoch=None) -> tuple[Job, Run]:
     """Resume a run in the calling thread (the command line), from the plan
     core.resume.prepare_resume made (it holds the run's lock)."""
-    job = Job(plan.config, run_dir=str(plan.run.path), resume=True, on_epoch=on_epoch, lock=plan.lock,
-              before_resume={**plan.before, "epochs_done": plan.epochs_done})
+    job = Job(
+        plan.config,
+        run_dir=str(plan.run.path),
+        resume=True,
+        on_epoch=on_epoch,
+        lock=plan.lock,
+        before_resume={**plan.before, "epochs_done": plan.epochs_done},
+    )
     run_job(job)
     return job, plan.run

@@ -6,6 +6,7 @@ device.
 Images come from core.images (open_rgb, or a DecodedImageCache the scan
 filled); nothing here walks folders or knows about Streamlit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +25,7 @@ from .images import DecodedImageCache, open_rgb
 
 # --------------------------------------------------------------------------
 # Transforms
+
 
 def make_transform(
     image_size: int,
@@ -123,13 +125,19 @@ class ImageDataset(Dataset):
     those are taken from memory, the others read from disk as usual.
     """
 
-    def __init__(self, samples: list[tuple[str, int]], transform, max_side: int | None = None,
-                 decoded: DecodedImageCache | None = None):
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        transform,
+        max_side: int | None = None,
+        decoded: DecodedImageCache | None = None,
+    ):
         if decoded is not None and decoded.short_side != max_side:
             # Its images were resized for another transform: resizing them
             # again would not give what reading the file gives.
-            raise ValueError(f"The decoded images have a shorter side of {decoded.short_side}, "
-                             f"not max_side={max_side}.")
+            raise ValueError(
+                f"The decoded images have a shorter side of {decoded.short_side}, not max_side={max_side}."
+            )
         self.samples = list(samples)
         self.transform = transform
         self.max_side = max_side
@@ -210,9 +218,16 @@ def collate_skip_broken(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return images, labels, indices, failed
 
 
-def threaded_batches(dataset: Dataset, batch_size: int, *, threads: int = 1, ahead: int = 0,
-                     order: Sequence[int] | None = None, pin_memory: bool = False,
-                     seeds: Sequence[int] | None = None):
+def threaded_batches(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    threads: int = 1,
+    ahead: int = 0,
+    order: Sequence[int] | None = None,
+    pin_memory: bool = False,
+    seeds: Sequence[int] | None = None,
+):
     """Yield collate_skip_broken batches of `dataset` (in `order`, default all
     in turn), each batch's images read by `threads` threads at once.
 
@@ -227,7 +242,7 @@ def threaded_batches(dataset: Dataset, batch_size: int, *, threads: int = 1, ahe
     item of `dataset`, for its random transform (ImageDataset.item).
     """
     order = list(range(len(dataset))) if order is None else list(order)
-    chunks = iter([order[i:i + batch_size] for i in range(0, len(order), batch_size)])
+    chunks = iter([order[i : i + batch_size] for i in range(0, len(order), batch_size)])
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         pending: list[tuple[list, Future]] = []  # (the items' futures, the batch's)
 
@@ -278,8 +293,17 @@ class ThreadedLoader:
     from that generator, so an augmented run is the same every time it is
     run with the same seed, as with a DataLoader's seeded worker processes."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, threads: int = 1,
-                 ahead: int = 0, pin_memory: bool = False):
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        threads: int = 1,
+        ahead: int = 0,
+        pin_memory: bool = False,
+    ):
         self.dataset = dataset
         self.batch_size = max(1, int(batch_size))
         self.shuffle = shuffle
@@ -296,5 +320,12 @@ class ThreadedLoader:
             order = torch.randperm(n, generator=self.generator).tolist()
             if hasattr(self.dataset, "item"):
                 seeds = torch.randint(0, 2**62, (n,), generator=self.generator).tolist()
-        yield from threaded_batches(self.dataset, self.batch_size, threads=self.threads, ahead=self.ahead,
-                                    order=order, pin_memory=self.pin_memory, seeds=seeds)
+        yield from threaded_batches(
+            self.dataset,
+            self.batch_size,
+            threads=self.threads,
+            ahead=self.ahead,
+            order=order,
+            pin_memory=self.pin_memory,
+            seeds=seeds,
+        )

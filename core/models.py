@@ -12,6 +12,7 @@ What lives here:
 Freeze plans live in core.freeze. No Streamlit here: the pages, the command
 line and the tests all call this.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -147,17 +148,18 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
-    if not isinstance(obj, Mapping) or not obj or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     ):
         raise ValueError(
-            f"{path} holds no state dict (a mapping of names to tensors), so it cannot "
-            "initialise a model."
+            f"{path} holds no state dict (a mapping of names to tensors), so it cannot initialise a model."
         )
     state = dict(obj)
     # Models saved while wrapped in DataParallel prefix every key with "module.".
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -183,11 +185,7 @@ def _load_original(net: nn.Module, state: dict, info: BackboneInfo, source) -> N
     classifier = info.classifier_prefix
     missing = [k for k in own if k not in state and not k.startswith(classifier)]
     unexpected = [k for k in state if k not in own]
-    wrong_shape = [
-        k
-        for k in state
-        if k in own and state[k].shape != own[k].shape and not k.startswith(classifier)
-    ]
+    wrong_shape = [k for k in state if k in own and state[k].shape != own[k].shape and not k.startswith(classifier)]
     if missing or unexpected or wrong_shape:
         raise _mismatch_error(source, info.title, missing, unexpected, wrong_shape)
     fitting = {k: v for k, v in state.items() if v.shape == own[k].shape}
@@ -206,14 +204,10 @@ def _load_transfer(model: TransferModel, state: dict, source) -> str:
     unexpected = [k for k in state if not is_head(k) and k not in own]
     wrong_shape = [k for k in state if not is_head(k) and k in own and state[k].shape != own[k].shape]
     if body_missing or unexpected or wrong_shape:
-        raise _mismatch_error(
-            source, f"a {model.info.title} TransferModel", body_missing, unexpected, wrong_shape
-        )
+        raise _mismatch_error(source, f"a {model.info.title} TransferModel", body_missing, unexpected, wrong_shape)
     head_own = {k: v for k, v in own.items() if is_head(k)}
     head_file = {k: v for k, v in state.items() if is_head(k)}
-    head_fits = head_own.keys() == head_file.keys() and all(
-        head_file[k].shape == head_own[k].shape for k in head_own
-    )
+    head_fits = head_own.keys() == head_file.keys() and all(head_file[k].shape == head_own[k].shape for k in head_own)
     if head_fits:
         model.load_state_dict(state, strict=True)
         return f"Loaded every block, head included, from {Path(source).name}."
@@ -252,9 +246,7 @@ def build_model(
     elif init != "random":
         source = Path(init).expanduser()
         if not source.is_file():
-            raise FileNotFoundError(
-                f"init must be 'pretrained', 'random' or a weights file; {source} is not a file."
-            )
+            raise FileNotFoundError(f"init must be 'pretrained', 'random' or a weights file; {source} is not a file.")
         state = _read_state_dict(source)
         if any(k.startswith("blocks.") for k in state):
             transfer_state = state  # loaded after the split, into the TransferModel

@@ -6,6 +6,7 @@ implements it (thread-safe, read by the pages), and anything else with these
 methods would do. Every method is called from the training thread (or its
 file-writer thread), never from a page.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

@@ -10,6 +10,7 @@ Every run is read on its own: a file that is missing, cut off or not what it
 should be makes that run "damaged", with the reason in words, and never
 breaks the reading of any other run.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,8 +99,15 @@ def _json_default(obj):
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
-_TYPE_WORDS = {dict: "an object", list: "a list", str: "text", int: "a number", float: "a number",
-               bool: "true/false", type(None): "null"}
+_TYPE_WORDS = {
+    dict: "an object",
+    list: "a list",
+    str: "text",
+    int: "a number",
+    float: "a number",
+    bool: "true/false",
+    type(None): "null",
+}
 
 
 def read_json_checked(path: Path, kind: type | None = None) -> tuple[Any, str | None]:
@@ -220,8 +228,10 @@ class Run:
             except ValueError:
                 row = None
             if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-                return rows, (f"metrics.jsonl line {number} is cut off or not an epoch's metrics "
-                              f"(the {len(rows)} epochs before it are kept)")
+                return rows, (
+                    f"metrics.jsonl line {number} is cut off or not an epoch's metrics "
+                    f"(the {len(rows)} epochs before it are kept)"
+                )
             rows.append(row)
         return rows, None
 
@@ -276,9 +286,12 @@ class Run:
     def can_resume(self) -> bool:
         """Stopped, failed, interrupted or damaged, with a whole last.pt and the
         scan.json that holds its split."""
-        return (self.last_checkpoint.exists() and checkpoint_problem(self.last_checkpoint) is None
-                and read_json_checked(self.path / "scan.json", dict)[1] is None
-                and self.state in RESUMABLE_STATES)
+        return (
+            self.last_checkpoint.exists()
+            and checkpoint_problem(self.last_checkpoint) is None
+            and read_json_checked(self.path / "scan.json", dict)[1] is None
+            and self.state in RESUMABLE_STATES
+        )
 
     def summary(self) -> dict:
         """One row for a runs table. A damaged run's "reason" says what is
@@ -287,9 +300,16 @@ class Run:
         state, problems = self._state_and_problems()
         reason = status.get("reason")
         if state == "damaged":
-            reason = "Damaged: " + "; ".join(problems) + ". " + (
-                "You can resume it from its last finished epoch, or delete it." if self.can_resume
-                else "You can delete it.")
+            reason = (
+                "Damaged: "
+                + "; ".join(problems)
+                + ". "
+                + (
+                    "You can resume it from its last finished epoch, or delete it."
+                    if self.can_resume
+                    else "You can delete it."
+                )
+            )
         return {
             "run": self.name,
             "path": str(self.path),

@@ -7,6 +7,7 @@ for real (a full decode, core.images.verify_image) and explains every file
 it leaves out in plain words. Nothing here imports Streamlit: pages, the CLI
 and the tests all call it.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,10 +22,15 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .errors import UserError
-from .images import (IMAGE_EXTENSIONS, DecodedImageCache, decoded_cache_budget, estimate_decoded_bytes,
-                     too_big_to_keep, verify_image)
+from .images import (
+    IMAGE_EXTENSIONS,
+    DecodedImageCache,
+    decoded_cache_budget,
+    estimate_decoded_bytes,
+    too_big_to_keep,
+    verify_image,
+)
 from .scan_report import ScanReport, SkippedFile
-
 
 # Names that operating systems and archivers drop into folders. They are never
 # data, so they are reported as "hidden or system file" rather than as errors.
@@ -62,8 +68,14 @@ def scan_folder(root, val_fraction: float = 0.2, seed: int = 0) -> ScanReport:
     return _scan(root, val_fraction, seed)[0]
 
 
-def scan_and_decode(root, short_side: int, val_fraction: float = 0.2, seed: int = 0, budget: int | None = None,
-                    interpolation: str = "bilinear") -> tuple[ScanReport, DecodedImageCache | None, str | None]:
+def scan_and_decode(
+    root,
+    short_side: int,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    budget: int | None = None,
+    interpolation: str = "bilinear",
+) -> tuple[ScanReport, DecodedImageCache | None, str | None]:
     """scan_folder that keeps the images it decodes, for training.
 
     The scan decodes every image anyway, to prove that it can be read; here
@@ -88,8 +100,14 @@ def scan_and_decode(root, short_side: int, val_fraction: float = 0.2, seed: int 
 # The scan, step by step
 
 
-def _scan(root, val_fraction: float, seed: int, keep_side: int | None = None, budget: int | None = None,
-          interpolation: str = "bilinear"):
+def _scan(
+    root,
+    val_fraction: float,
+    seed: int,
+    keep_side: int | None = None,
+    budget: int | None = None,
+    interpolation: str = "bilinear",
+):
     """scan_folder's work. Returns (report, kept pixels or None, why not kept)."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, not {val_fraction}")
@@ -173,8 +191,11 @@ def _find_layout(root: str, val_fraction: float, skipped: list[SkippedFile]) -> 
         test_name = by_lower.get("test")
         if test_name and test_name != val_name:
             folders["test"] = test_name  # held out: scored once, at the end of a run
-        warns = [f"The folder {name}/ was not used: the split comes from {train_name}/ and {val_name}/."
-                 for name in top_dirs if name not in folders.values()]
+        warns = [
+            f"The folder {name}/ was not used: the split comes from {train_name}/ and {val_name}/."
+            for name in top_dirs
+            if name not in folders.values()
+        ]
         class_roots = {split: os.path.join(root, name) for split, name in folders.items()}
         return _Layout("folders", folders, class_roots, top_dirs, top_files, loose, warns)
     if train_name and top_dirs == [train_name]:
@@ -329,8 +350,13 @@ def _why_not_a_candidate(path: str, name: str) -> str | None:
 # Decoding every candidate
 
 
-def _decode_candidates(candidates: dict[tuple[str, str], list[str]], skipped: list[SkippedFile],
-                       keep_side: int | None, budget: int | None, interpolation: str):
+def _decode_candidates(
+    candidates: dict[tuple[str, str], list[str]],
+    skipped: list[SkippedFile],
+    keep_side: int | None,
+    budget: int | None,
+    interpolation: str,
+):
     """Decode every candidate once. Returns (usable paths per key, sorted;
     {path: size}; kept pixels or None; why they were not kept). The pixels
     are kept only when their estimated size fits the budget."""
@@ -372,7 +398,9 @@ def _verify_all(paths: list[str], keep_side: int | None = None, budget: int = 0,
         # filter is process-wide while the scan runs (warnings is global).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for path, (size, reason, pixels) in zip(paths, pool.map(lambda p: verify_image(p, keep_side, interpolation), paths)):
+            for path, (size, reason, pixels) in zip(
+                paths, pool.map(lambda p: verify_image(p, keep_side, interpolation), paths)
+            ):
                 results[path] = (size, reason)
                 if kept is not None and pixels is not None:
                     used += pixels.nbytes
@@ -386,14 +414,17 @@ def _verify_all(paths: list[str], keep_side: int | None = None, budget: int = 0,
 # The split, the counts and the advice
 
 
-def _split(split_source: str, classes: list[str], usable: dict[tuple[str, str], list[str]], val_fraction: float,
-           seed: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[tuple[str, int]]]:
+def _split(
+    split_source: str, classes: list[str], usable: dict[tuple[str, str], list[str]], val_fraction: float, seed: int
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]], list[tuple[str, int]]]:
     """(train, val, test) samples: from the split folders, or a seeded random
     split of each class (no test pictures then)."""
     label = {name: i for i, name in enumerate(classes)}
     if split_source == "folders":
-        return tuple([(p, label[name]) for name in classes for p in usable.get((split, name), [])]
-                     for split in ("train", "val", "test"))
+        return tuple(
+            [(p, label[name]) for name in classes for p in usable.get((split, name), [])]
+            for split in ("train", "val", "test")
+        )
     train: list[tuple[str, int]] = []
     val: list[tuple[str, int]] = []
     for name in classes:
@@ -420,8 +451,12 @@ def _split_counts(n: int, val_fraction: float) -> int:
     return n_val
 
 
-def _count(classes: list[str], train: list[tuple[str, int]], val: list[tuple[str, int]],
-           test: list[tuple[str, int]] | None = None) -> dict[str, dict[str, int]]:
+def _count(
+    classes: list[str],
+    train: list[tuple[str, int]],
+    val: list[tuple[str, int]],
+    test: list[tuple[str, int]] | None = None,
+) -> dict[str, dict[str, int]]:
     """Pictures per class and split ("test" only when there is a test/ folder)."""
     splits = {"train": train, "val": val, **({"test": test} if test is not None else {})}
     counts = {name: {split: 0 for split in splits} for name in classes}
@@ -446,8 +481,14 @@ def _size_summary(sizes: list[tuple[int, int]]) -> dict:
     }
 
 
-def _errors(root: str, layout: _Layout, folder_names: list[str], classes: list[str],
-            counts: dict[str, dict[str, int]], n_skipped: int) -> list[str]:
+def _errors(
+    root: str,
+    layout: _Layout,
+    folder_names: list[str],
+    classes: list[str],
+    counts: dict[str, dict[str, int]],
+    n_skipped: int,
+) -> list[str]:
     """The reasons training is impossible."""
     errors: list[str] = []
     if not classes:
@@ -464,8 +505,7 @@ def _errors(root: str, layout: _Layout, folder_names: list[str], classes: list[s
         errors.append(msg)
     elif len(classes) == 1:
         errors.append(
-            f"Only one class ({classes[0]}) was found: training needs at least two classes, "
-            f"each in its own subfolder."
+            f"Only one class ({classes[0]}) was found: training needs at least two classes, each in its own subfolder."
         )
     split_folders = layout.split_folders
     for name in classes:
@@ -489,8 +529,13 @@ def _errors(root: str, layout: _Layout, folder_names: list[str], classes: list[s
     return errors
 
 
-def _warnings(classes: list[str], counts: dict[str, dict[str, int]], used_sizes: list[tuple[int, int]],
-              empty_classes: list[str], n_skipped: int) -> list[str]:
+def _warnings(
+    classes: list[str],
+    counts: dict[str, dict[str, int]],
+    used_sizes: list[tuple[int, int]],
+    empty_classes: list[str],
+    n_skipped: int,
+) -> list[str]:
     """What the user should know although training works."""
     warns: list[str] = []
     for name in classes:
@@ -523,5 +568,7 @@ def _warnings(classes: list[str], counts: dict[str, dict[str, int]], used_sizes:
     for name in empty_classes:
         warns.append(f"The folder '{name}' has no usable images, so it is not used as a class.")
     if n_skipped:
-        warns.append(f"{n_skipped} file{'s were' if n_skipped > 1 else ' was'} skipped (see the list of skipped files and why).")
+        warns.append(
+            f"{n_skipped} file{'s were' if n_skipped > 1 else ' was'} skipped (see the list of skipped files and why)."
+        )
     return warns

@@ -3,6 +3,7 @@ the train/validation samples, the files left out and why, and the errors
 and warnings for the user. Stored as scan.json beside a run and printed by
 the command line, so it has a JSON form and a plain-text form.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -100,8 +101,7 @@ class ScanReport:
             )
         else:
             lines.append(
-                f"Split: random, {self.val_fraction:.0%} of each class set aside for validation "
-                f"(seed {self.seed})"
+                f"Split: random, {self.val_fraction:.0%} of each class set aside for validation (seed {self.seed})"
             )
 
         lines.append(f"Classes ({len(self.classes)}), images for train / validation:")
@@ -116,6 +116,7 @@ class ScanReport:
 
         sizes = self.image_sizes or {}
         if sizes.get("count"):
+
             def wh(v):
                 return f"{v[0]}×{v[1]}"
 
@@ -136,7 +137,5 @@ class ScanReport:
         if self.errors:
             lines.append("Errors (training is not possible until these are fixed):")
             lines.extend(f"  - {e}" for e in self.errors)
-        lines.append(
-            "Ready to train." if self.can_train else "Cannot train on this folder yet."
-        )
+        lines.append("Ready to train." if self.can_train else "Cannot train on this folder yet.")
         return "\n".join(lines)

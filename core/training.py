@@ -9,6 +9,7 @@ TrainingError (and the data/weights errors) for problems a person can fix,
 InterruptedError when asked to stop; core.jobs.run_job turns either into the
 run's end state.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,7 +73,8 @@ def build_scheduler(name: str, optimizer, total_steps: int, epochs: int):
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps + 1)
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps + 1
+        )
     raise TrainingError(f"Unknown schedule '{name}'. Choose one of: {', '.join(SCHEDULES)}.")
 
 
@@ -84,6 +86,7 @@ def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
 
 
 # --- setting up -----------------------------------------------------------------
+
 
 @dataclass
 class _Setup:
@@ -135,14 +138,16 @@ def _start(config: TrainConfig, run: Run, progress: Progress, started: float) ->
     return device, described
 
 
-def _scan(config: TrainConfig, info, sizes: tuple[int, int], run: Run, progress: Progress, skipped: set,
-          resume: bool = False):
+def _scan(
+    config: TrainConfig, info, sizes: tuple[int, int], run: Run, progress: Progress, skipped: set, resume: bool = False
+):
     """The scan decodes every image to check it; it keeps them, at the size
     training needs, so that training does not decode them again. A resumed
     run keeps its own split (scan.json): the scan only says which of its
     pictures are still there, and what was added."""
-    report, decoded, why_not_decoded = scan_and_decode(config.data_dir, sizes[1], val_fraction=config.val_fraction,
-                                                       seed=config.seed, interpolation=info.interpolation)
+    report, decoded, why_not_decoded = scan_and_decode(
+        config.data_dir, sizes[1], val_fraction=config.val_fraction, seed=config.seed, interpolation=info.interpolation
+    )
     if resume:
         report, note = kept_split(run, report)
         progress.update(resume_note=note)
@@ -165,12 +170,18 @@ def _build_model(config: TrainConfig, info, num_classes: int, progress: Progress
     progress.update(phase=f"Loading {info.title}")
 
     def download_progress(done: int, total: int) -> None:
-        progress.update(phase=f"Downloading {info.title} weights",
-                        download={"file": info.weights_file, "done": done, "total": total})
+        progress.update(
+            phase=f"Downloading {info.title} weights",
+            download={"file": info.weights_file, "done": done, "total": total},
+        )
 
-    model = build_model(config.backbone, num_classes, init=config.init,
-                        head=HeadConfig(hidden=config.head_hidden, dropout=config.head_dropout),
-                        progress=download_progress)
+    model = build_model(
+        config.backbone,
+        num_classes,
+        init=config.init,
+        head=HeadConfig(hidden=config.head_hidden, dropout=config.head_dropout),
+        progress=download_progress,
+    )
     progress.update(download=None)
     plan = freeze_plan_for(model, config)
     apply_freeze_plan(model, plan, epoch=0)
@@ -199,23 +210,43 @@ def _optimisation(config: TrainConfig, report, model, plan, decisions: Decisions
     return criterion, nn.CrossEntropyLoss(), optimizer, scheduler, scaler
 
 
-def _setup(config: TrainConfig, run: Run, progress: Progress, device: torch.device, skipped: set,
-           resume: bool = False) -> _Setup:
+def _setup(
+    config: TrainConfig, run: Run, progress: Progress, device: torch.device, skipped: set, resume: bool = False
+) -> _Setup:
     """Scan, model, decisions, batches, optimiser: everything before the first epoch."""
     info = get_backbone(config.backbone)
     sizes = info.sizes(config.image_size)
     report, decoded, why_not_decoded = _scan(config, info, sizes, run, progress, skipped, resume)
     model, plan = _build_model(config, info, len(report.classes), progress)
-    decisions = decide(config, device, sizes, plan, report, decoded_in_memory=decoded is not None,
-                       decoded_bytes=decoded.nbytes if decoded is not None else 0)
+    decisions = decide(
+        config,
+        device,
+        sizes,
+        plan,
+        report,
+        decoded_in_memory=decoded is not None,
+        decoded_bytes=decoded.nbytes if decoded is not None else 0,
+    )
     _place_model(model, decisions)
     data = build_data(config, report, model, decisions, progress, decoded, why_not_decoded)
     del decoded  # what the epochs still need, the loaders hold
     progress.update(feature_cache=data.cache, decoded_images=data.decoded)
     batches = len(data.train_loader)
     parts = _optimisation(config, report, model, plan, decisions, batches)
-    return _Setup(config, run, progress, report, model, plan, decisions, data, *parts, batches,
-                  CheckpointCopies(model), PrefixRunner(model, decisions.channels_last))
+    return _Setup(
+        config,
+        run,
+        progress,
+        report,
+        model,
+        plan,
+        decisions,
+        data,
+        *parts,
+        batches,
+        CheckpointCopies(model),
+        PrefixRunner(model, decisions.channels_last),
+    )
 
 
 def _resume(s: _Setup, state: _State) -> None:
@@ -240,6 +271,7 @@ def _resume(s: _Setup, state: _State) -> None:
 
 # --- the loop ---------------------------------------------------------------------
 
+
 def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = False) -> dict:
     """Train `config` into `run`, reporting to `progress`. Returns the result dict.
 
@@ -253,10 +285,16 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
     if resume and run.last_checkpoint.exists():
         _resume(s, state)
     progress.set_history(state.history)
-    run.update_status(trainable_params=trainable, total_params=total, feature_cache=s.data.cache,
-                      decoded_images=s.data.decoded, decisions=s.decisions.to_dict(),
-                      freeze_plan=s.plan.describe(), blocks=s.model.block_names,
-                      resumed_from=state.start_epoch - 1 if resume else None)
+    run.update_status(
+        trainable_params=trainable,
+        total_params=total,
+        feature_cache=s.data.cache,
+        decoded_images=s.data.decoded,
+        decisions=s.decisions.to_dict(),
+        freeze_plan=s.plan.describe(),
+        blocks=s.model.block_names,
+        resumed_from=state.start_epoch - 1 if resume else None,
+    )
 
     # Per-epoch files are written by a background thread (RunWriter). On
     # every way out of here it finishes them: a stopped run keeps its last
@@ -410,8 +448,9 @@ def _save_epoch(s: _Setup, state: _State, writer: RunWriter, row: dict) -> None:
         state.epochs_without_gain = 0
     else:
         state.epochs_without_gain += 1
-    last = resume_payload(payload, s.optimizer, s.scheduler, s.scaler, best, state.epochs_without_gain,
-                          s.decisions.device)
+    last = resume_payload(
+        payload, s.optimizer, s.scheduler, s.scaler, best, state.epochs_without_gain, s.decisions.device
+    )
     # Copies off a GPU were only queued above: the writer waits for them
     # before it writes, so the training thread never does.
     writer.submit(copies_landed(s.decisions.device))
@@ -420,8 +459,9 @@ def _save_epoch(s: _Setup, state: _State, writer: RunWriter, row: dict) -> None:
     writer.submit(s.run.save_checkpoint, "last.pt", last)
     writer.submit(s.run.write_metrics, list(state.history))
     writer.submit(s.progress.add_epoch, row)
-    writer.submit(s.run.update_status, epochs_done=epoch, best_epoch=best["epoch"],
-                  best_val_accuracy=best["val_accuracy"])
+    writer.submit(
+        s.run.update_status, epochs_done=epoch, best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"]
+    )
 
 
 def _evaluate_best(s: _Setup, state: _State) -> dict:
@@ -431,8 +471,16 @@ def _evaluate_best(s: _Setup, state: _State) -> dict:
         best_weights = torch.load(s.run.best_checkpoint, map_location="cpu", weights_only=True)["model"]
     s.model.load_state_dict(best_weights)
     d = s.decisions
-    result_eval = evaluation.evaluate_loader(s.model, s.data.val_loader, s.data.val_start, s.report.classes,
-                                             [p for p, _ in s.report.val], d.device, d.autocast, d.channels_last)
+    result_eval = evaluation.evaluate_loader(
+        s.model,
+        s.data.val_loader,
+        s.data.val_start,
+        s.report.classes,
+        [p for p, _ in s.report.val],
+        d.device,
+        d.autocast,
+        d.channels_last,
+    )
     s.run.write_json("eval.json", result_eval)
     return result_eval
 
@@ -448,14 +496,19 @@ def evaluate_test_split(s: _Setup) -> dict | None:
     d = s.decisions
     loader = loader_for_test_split(s.config, s.report, s.model, d)
     paths = [p for p, _ in s.report.test]
-    result = evaluation.evaluate_loader(s.model, loader, 0, s.report.classes, paths, d.device, d.autocast,
-                                        d.channels_last)
+    result = evaluation.evaluate_loader(
+        s.model, loader, 0, s.report.classes, paths, d.device, d.autocast, d.channels_last
+    )
     seen = {row["path"] for row in result["predictions"]}
     correct = sum(row["correct"] for row in result["predictions"])
     n = len(result["predictions"])
     low, high = wilson_interval(correct, n)
-    result.update(n=n, ci95=[low, high], words=interval_in_words(result["accuracy"], n, low, high),
-                  unreadable=[p for p in paths if p not in seen])
+    result.update(
+        n=n,
+        ci95=[low, high],
+        words=interval_in_words(result["accuracy"], n, low, high),
+        unreadable=[p for p in paths if p not in seen],
+    )
     s.run.write_json("test_eval.json", result)
     return result
 
@@ -464,8 +517,12 @@ def summarise_test_split(test_eval: dict | None) -> dict:
     """The test split's numbers for train's result line and status.json."""
     if test_eval is None:
         return {}
-    return {"test_accuracy": test_eval["accuracy"], "test_ci95": test_eval["ci95"], "test_n": test_eval["n"],
-            "test_macro_f1": test_eval["macro_f1"]}
+    return {
+        "test_accuracy": test_eval["accuracy"],
+        "test_ci95": test_eval["ci95"],
+        "test_n": test_eval["n"],
+        "test_macro_f1": test_eval["macro_f1"],
+    }
 
 
 def _to_device(x, decisions: Decisions):

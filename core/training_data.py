@@ -11,6 +11,7 @@
   that put images through the model (augmented training images, or any image
   when nothing is frozen); without it, from disk.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,8 +45,15 @@ class TrainingData:
     val_failed: list[int] = field(default_factory=list)
 
 
-def build_data(config: TrainConfig, report, model, decisions: Decisions, progress: Progress,
-               decoded: DecodedImageCache | None = None, why_not_decoded: str | None = None) -> TrainingData:
+def build_data(
+    config: TrainConfig,
+    report,
+    model,
+    decisions: Decisions,
+    progress: Progress,
+    decoded: DecodedImageCache | None = None,
+    why_not_decoded: str | None = None,
+) -> TrainingData:
     """The training and validation batches, as cheap as the decisions allow."""
     info = model.info
     # The loaders give uint8 images; they are normalised a whole batch at a
@@ -71,33 +79,49 @@ def build_data(config: TrainConfig, report, model, decisions: Decisions, progres
     train_failed, val_failed = [], []
     if decisions.cache_train:
         tf, tl, ti, train_failed, _ = features["train"]
-        train_loader = FeatureBatches(tf, tl, ti, decisions.batch_size, shuffle=True, seed=config.seed,
-                                      device=decisions.device)
+        train_loader = FeatureBatches(
+            tf, tl, ti, decisions.batch_size, shuffle=True, seed=config.seed, device=decisions.device
+        )
     else:
         train_loader = image_loader(report.train, train_tf, decisions.batch_size, shuffle=True)
     if decisions.cache_val:
         vf, vl, vi, val_failed, _ = features["val"]
-        val_loader = FeatureBatches(vf, vl, vi, decisions.eval_batch_size, shuffle=False, seed=config.seed,
-                                    device=decisions.device)
+        val_loader = FeatureBatches(
+            vf, vl, vi, decisions.eval_batch_size, shuffle=False, seed=config.seed, device=decisions.device
+        )
     else:
         val_loader = image_loader(report.val, eval_tf, decisions.val_batch_size, shuffle=False)
 
-    return TrainingData(train_loader, val_loader, train_start=decisions.train_start, val_start=decisions.val_start,
-                        cache=_cache_record(decisions, model.block_names, features, seconds),
-                        decoded=decoded_record, train_failed=list(train_failed), val_failed=list(val_failed))
+    return TrainingData(
+        train_loader,
+        val_loader,
+        train_start=decisions.train_start,
+        val_start=decisions.val_start,
+        cache=_cache_record(decisions, model.block_names, features, seconds),
+        decoded=decoded_record,
+        train_failed=list(train_failed),
+        val_failed=list(val_failed),
+    )
 
 
-def _decoded_record(decoded: DecodedImageCache | None, why_not: str | None, decisions: Decisions,
-                    read_every_epoch: int) -> dict:
+def _decoded_record(
+    decoded: DecodedImageCache | None, why_not: str | None, decisions: Decisions, read_every_epoch: int
+) -> dict:
     """status.json "decoded_images": whether the scan's decoded pictures are used."""
     if decoded is None:
         return {"used": False, "why_not": why_not or "not asked for"}
-    return {"used": True, "images": len(decoded), "megabytes": round(decoded.nbytes / 2**20, 1),
-            "short_side": decisions.resize_size, "read_every_epoch": read_every_epoch}
+    return {
+        "used": True,
+        "images": len(decoded),
+        "megabytes": round(decoded.nbytes / 2**20, 1),
+        "short_side": decisions.resize_size,
+        "read_every_epoch": read_every_epoch,
+    }
 
 
-def _feature_pass(config: TrainConfig, report, model, decisions: Decisions, progress: Progress, eval_tf,
-                  normalizer, decoded) -> tuple[dict, float]:
+def _feature_pass(
+    config: TrainConfig, report, model, decisions: Decisions, progress: Progress, eval_tf, normalizer, decoded
+) -> tuple[dict, float]:
     """The frozen prefix's outputs for the images that are the same every
     epoch, read from the on-disk cache or computed once. Returns
     ({split: (features, labels, indices, failed, hit)}, seconds)."""
@@ -105,37 +129,84 @@ def _feature_pass(config: TrainConfig, report, model, decisions: Decisions, prog
     transform_desc = transform_description(info, config.image_size)
     sets = {"train": report.train} if decisions.cache_train else {}
     sets["val"] = report.val
-    splits = {name: (samples, cache_key(samples=samples, backbone=config.backbone, init=config.init,
-                                         weights_file=info.weights_file, prefix=decisions.frozen_prefix,
-                                         block_names=model.block_names, transform_desc=transform_desc,
-                                         seed=config.seed, precision=decisions.precision))
-              for name, samples in sets.items()}
-    progress.update(phase="Computing features of the frozen layers", batch=0,
-                    batches=sum(len(samples) for samples in sets.values()))
+    splits = {
+        name: (
+            samples,
+            cache_key(
+                samples=samples,
+                backbone=config.backbone,
+                init=config.init,
+                weights_file=info.weights_file,
+                prefix=decisions.frozen_prefix,
+                block_names=model.block_names,
+                transform_desc=transform_desc,
+                seed=config.seed,
+                precision=decisions.precision,
+            ),
+        )
+        for name, samples in sets.items()
+    }
+    progress.update(
+        phase="Computing features of the frozen layers", batch=0, batches=sum(len(samples) for samples in sets.values())
+    )
     began = time.time()
     features = cached_prefix_features(
-        model, decisions.frozen_prefix, splits, eval_tf, decisions.device, cache_dir=config.cache_dir,
-        batch_size=decisions.eval_batch_size, decoded=decoded, threads=decisions.decode_threads,
-        ahead=decisions.read_ahead, max_side=decisions.resize_size, normalize=normalizer,
-        channels_last=decisions.channels_last, autocast_dtype=decisions.autocast,
+        model,
+        decisions.frozen_prefix,
+        splits,
+        eval_tf,
+        decisions.device,
+        cache_dir=config.cache_dir,
+        batch_size=decisions.eval_batch_size,
+        decoded=decoded,
+        threads=decisions.decode_threads,
+        ahead=decisions.read_ahead,
+        max_side=decisions.resize_size,
+        normalize=normalizer,
+        channels_last=decisions.channels_last,
+        autocast_dtype=decisions.autocast,
         should_stop=lambda: progress.stop_requested,
-        on_batch=lambda done, total: progress.update(batch=done, batches=total))
+        on_batch=lambda done, total: progress.update(batch=done, batches=total),
+    )
     return features, round(time.time() - began, 2)
 
 
-def _image_loader(samples, transform, size: int, shuffle: bool, seed: int, decisions: Decisions, normalizer,
-                  decoded: DecodedImageCache | None):
+def _image_loader(
+    samples,
+    transform,
+    size: int,
+    shuffle: bool,
+    seed: int,
+    decisions: Decisions,
+    normalizer,
+    decoded: DecodedImageCache | None,
+):
     """Batches of pictures (from memory or disk), normalised on the device:
     threads in this process, or DataLoader worker processes."""
     dataset = ImageDataset(samples, transform, max_side=decisions.resize_size, decoded=decoded)
     if decisions.workers == 0:
-        loader = ThreadedLoader(dataset, size, shuffle=shuffle, seed=seed, threads=decisions.decode_threads,
-                                ahead=decisions.read_ahead, pin_memory=decisions.pin_memory)
+        loader = ThreadedLoader(
+            dataset,
+            size,
+            shuffle=shuffle,
+            seed=seed,
+            threads=decisions.decode_threads,
+            ahead=decisions.read_ahead,
+            pin_memory=decisions.pin_memory,
+        )
     else:
-        loader = DataLoader(dataset, batch_size=size, shuffle=shuffle, num_workers=decisions.workers,
-                            collate_fn=collate_skip_broken, pin_memory=decisions.pin_memory, persistent_workers=True,
-                            generator=torch.Generator().manual_seed(seed), timeout=LOADER_TIMEOUT_S,
-                            multiprocessing_context=decisions.worker_start)
+        loader = DataLoader(
+            dataset,
+            batch_size=size,
+            shuffle=shuffle,
+            num_workers=decisions.workers,
+            collate_fn=collate_skip_broken,
+            pin_memory=decisions.pin_memory,
+            persistent_workers=True,
+            generator=torch.Generator().manual_seed(seed),
+            timeout=LOADER_TIMEOUT_S,
+            multiprocessing_context=decisions.worker_start,
+        )
     return NormalizedBatches(loader, normalizer)
 
 
@@ -143,10 +214,16 @@ def _cache_record(decisions: Decisions, block_names: list[str], features: dict, 
     """status.json "feature_cache": what was stored, whether it was found, and why not."""
     if decisions.cache_val:
         prefix = decisions.frozen_prefix
-        cache = {"used": True, "train": decisions.cache_train, "val": True, "prefix_blocks": prefix,
-                 "frozen_blocks": block_names[:prefix],
-                 "hit": all(out[4] for out in features.values()),
-                 "feature_shape": list(features["val"][0].shape[1:]), "seconds": seconds}
+        cache = {
+            "used": True,
+            "train": decisions.cache_train,
+            "val": True,
+            "prefix_blocks": prefix,
+            "frozen_blocks": block_names[:prefix],
+            "hit": all(out[4] for out in features.values()),
+            "feature_shape": list(features["val"][0].shape[1:]),
+            "seconds": seconds,
+        }
         if decisions.why_not_cache:
             cache["why_not"] = decisions.why_not_cache  # why the training images do not use it
     else:
@@ -163,5 +240,6 @@ def loader_for_test_split(config: TrainConfig, report, model, decisions: Decisio
     info = model.info
     eval_tf = info.transforms(config.image_size, normalize=False)
     normalizer = BatchNormalizer(info.mean, info.std, decisions.device, channels_last=decisions.channels_last)
-    return _image_loader(report.test, eval_tf, decisions.eval_batch_size, False, config.seed, decisions,
-                         normalizer, None)
+    return _image_loader(
+        report.test, eval_tf, decisions.eval_batch_size, False, config.seed, decisions, normalizer, None
+    )

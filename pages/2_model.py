@@ -8,7 +8,6 @@ import torch
 
 from core.backbones import BackboneInfo, default_backbone, list_backbones, weights_cached
 from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
-from core.backbones import BackboneInfo, default_backbone, list_backbones, weights_cached
 from core.errors import friendly
 from ui import bookmarks, resources, state, widgets, words
 

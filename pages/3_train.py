@@ -7,9 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.backbones import get_backbone, weights_cached
 from core.errors import friendly
 from core.jobs import ACTIVE
-from core.backbones import get_backbone, weights_cached
 from core.runs import open_run
 from ui import bookmarks, charts, resources, state, widgets, words
 
@@ -94,8 +94,7 @@ def progress_bars(snap: dict, config) -> None:
         frac = min(1.0, d["done"] / total) if total else 0.0
         st.progress(
             frac,
-            text=f"Downloading the pretrained weights ({d['file']}): {d['done'] / 2**20:.1f} of "
-            f"{total / 2**20:.1f} MB"
+            text=f"Downloading the pretrained weights ({d['file']}): {d['done'] / 2**20:.1f} of {total / 2**20:.1f} MB"
             if total
             else f"Downloading the pretrained weights ({d['file']})…",
         )
@@ -176,6 +175,7 @@ def finished_box(snap: dict, run_name: str) -> None:
             icon=":material/science:",
             query_params={"run": run_name},
         )
+
 
 def training_curves(job, snap: dict, config) -> None:
     """Loss and accuracy, filling in as the model trains."""

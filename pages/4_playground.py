@@ -10,9 +10,9 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageOps
 
-from core.images import IMAGE_EXTENSIONS
 from core.errors import friendly
 from core.evaluation import list_images, predict_batch, predict_images, predictions_csv
+from core.images import IMAGE_EXTENSIONS
 from ui import bookmarks, charts, fixes, resources, state, uploads, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_PLAYGROUND)  # a bookmark opened first on a fresh server

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.backbones import list_backbones, weights_cached
 from core.compare import curves, leaderboard, queue_sweep, sweep_of
+from core.devices import pick_device
 from core.errors import friendly
 from core.jobs import ACTIVE
-from core.backbones import list_backbones, weights_cached
-from core.devices import pick_device
 from ui import bookmarks, charts, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_COMPARE)  # a bookmark opened first on a fresh server
@@ -125,9 +125,7 @@ def sweep_progress(paths: list[str], rows: list[dict], states: dict, mgr) -> Non
     sweep = st.session_state.get("_sweep")
     if not (sweep and set(sweep["runs"]) & {Path(p).name for p in paths}):
         return
-    done = sum(
-        1 for r in rows if r["run"] in sweep["runs"] and (states.get(r["run"]) or r["state"]) not in ACTIVE
-    )
+    done = sum(1 for r in rows if r["run"] in sweep["runs"] and (states.get(r["run"]) or r["state"]) not in ACTIVE)
     total = len(sweep["runs"])
     now = next((r for r in rows if r["run"] in sweep["runs"] and states.get(r["run"]) == "running"), None)
     text = f"{done} of {total} trained"

@@ -4,6 +4,7 @@ Every image here comes from a real photo in tests/photos (copied, converted,
 truncated...), hats and shoes, so it runs on any clone. Only the non-images
 (text, empty, links) are made from scratch.
 """
+
 from __future__ import annotations
 
 import os

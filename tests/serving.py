@@ -6,6 +6,7 @@ project's `.streamlit/config.toml`, as the README's command does), a wait for
 its health check, and a clean stop that fails the test if the server printed
 a traceback.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,20 @@ def streamlit_server(workdir: Path, *, env: dict | None = None, args: tuple[str,
     port = free_port()
     log = workdir / f"streamlit-{port}.log"
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-               "--server.headless", "true", "--server.fileWatcherType", "none", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        *args,
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -73,7 +86,7 @@ def _hex_address(hex_ip: str) -> str:
     raw = bytes.fromhex(hex_ip)
     if len(raw) == 4:
         return socket.inet_ntop(socket.AF_INET, raw[::-1])
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
     return socket.inet_ntop(socket.AF_INET6, words)
 
 

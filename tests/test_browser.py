@@ -108,7 +108,9 @@ def test_a_teacher_trains_and_predicts_in_the_browser(server, small_data, tmp_pa
             box.fill(str(small_data))
             box.press("Enter")
             expect(page.get_by_text("Ready to train:")).to_be_visible(timeout=90_000)
-            expect(page.get_by_text("Pictures per class")).to_be_visible(timeout=30_000)  # plotly draws late on a busy machine
+            expect(page.get_by_text("Pictures per class")).to_be_visible(
+                timeout=30_000
+            )  # plotly draws late on a busy machine
             expect(page.locator('[data-testid="stImage"]').first).to_be_visible()
             _no_error_boxes(page)
             _shot(page, "1-data.png")
@@ -156,20 +158,24 @@ def test_a_teacher_trains_and_predicts_in_the_browser(server, small_data, tmp_pa
             # 5. Results: click a square of the confusion matrix, see its pictures, and where the model looked.
             _nav(page, "Results")
             expect(page.get_by_text("Which classes get mixed up")).to_be_visible(timeout=60_000)
-            expect(page.get_by_text(re.compile(r"It named \d+ of the 16 validation pictures correctly"))).to_be_visible()
+            expect(
+                page.get_by_text(re.compile(r"It named \d+ of the 16 validation pictures correctly"))
+            ).to_be_visible()
             page.wait_for_timeout(500)  # let plotly draw and wire up its events
             _click_confusion_square(page, row=2, col=2, n=4)  # real shoes, said shoes
-            expect(page.get_by_text(re.compile(r"\d+ pictures of shoes the model got right"))).to_be_visible(timeout=30_000)
+            expect(page.get_by_text(re.compile(r"\d+ pictures of shoes the model got right"))).to_be_visible(
+                timeout=30_000
+            )
             cell_images = page.get_by_alt_text(re.compile(r"^Picture of shoes; the model said shoes"))
             expect(cell_images.first).to_be_visible()
             expect(page.get_by_text(re.compile(r"shoes · \d+% sure")).first).to_be_visible()
             assert not page.get_by_alt_text(re.compile(r"^Where the model looked")).count()
             page.get_by_text("Where did it look?").first.click()
-            expect(page.get_by_text("red and yellow are the parts of the picture").first).to_be_visible(
-                timeout=60_000
-            )
+            expect(page.get_by_text("red and yellow are the parts of the picture").first).to_be_visible(timeout=60_000)
             # The square's pictures are now Grad-CAM overlays on what the model saw (224 x 224 pixels).
-            overlays = page.get_by_alt_text(re.compile(r"^Where the model looked in a picture of shoes; the model said shoes"))
+            overlays = page.get_by_alt_text(
+                re.compile(r"^Where the model looked in a picture of shoes; the model said shoes")
+            )
             expect(overlays.first).to_be_visible(timeout=60_000)
             expect(page.get_by_text(re.compile(r"\d+ pictures of shoes the model got right"))).to_be_visible()
             page.wait_for_function(

@@ -1,4 +1,5 @@
 """Comparing runs: leaderboard with measured speed, curves, backbone sweeps."""
+
 from __future__ import annotations
 
 import json
@@ -14,12 +15,11 @@ from core.compare import (
     sweep_configs,
     sweep_runs,
 )
+from core.config import TrainConfig
 from core.jobs import JobManager
 from core.runs import open_run
-from core.config import TrainConfig
-from ui.charts import curves_figure
-
 from tests.folders import small_copy
+from ui.charts import curves_figure
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,11 @@ def test_sweep_configs_cover_every_choice_and_check_names():
     base = TrainConfig(data_dir="/data", backbone="resnet18", strategy="linear", epochs=3, lr=0.01)
     configs = sweep_configs(base, ["mobilenet_v2", "efficientnet_lite0", "mobilenet_v2"], ["linear", "last-2"])
     assert [(c.backbone, c.strategy) for c in configs] == [
-        ("mobilenet_v2", "linear"), ("mobilenet_v2", "last-2"),
-        ("efficientnet_lite0", "linear"), ("efficientnet_lite0", "last-2")]
+        ("mobilenet_v2", "linear"),
+        ("mobilenet_v2", "last-2"),
+        ("efficientnet_lite0", "linear"),
+        ("efficientnet_lite0", "last-2"),
+    ]
     assert all(c.epochs == 3 and c.lr == 0.01 and c.data_dir == "/data" for c in configs)
     assert base.backbone == "resnet18"  # the base config is left alone
     assert [c.strategy for c in sweep_configs(base, ["vgg16"])] == ["linear"]
@@ -80,8 +83,7 @@ def test_sweep_configs_cover_every_choice_and_check_names():
 
 def test_a_sweep_queues_one_run_per_backbone_that_finish_in_order(hymenoptera, offline_weights, tmp_path):
     data = small_copy(hymenoptera, tmp_path / "data", train=6, val=4)
-    base = TrainConfig(data_dir=str(data), strategy="linear", epochs=1, device="cpu",
-                       cache_dir=str(tmp_path / "cache"))
+    base = TrainConfig(data_dir=str(data), strategy="linear", epochs=1, device="cpu", cache_dir=str(tmp_path / "cache"))
     manager = JobManager(tmp_path / "runs")
     jobs = queue_sweep(manager, base, ["mobilenet_v2", "efficientnet_lite0"])
     assert len(jobs) == 2

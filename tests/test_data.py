@@ -1,5 +1,6 @@
 """core.images, core.scan and core.loading on real photos: the shared datasets and a folder of odd files
 built from them (tests/odd_images.py). No mocks: every image is decoded."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,6 @@ from core.images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, open_rgb
 from core.loading import ImageDataset, collate_skip_broken, make_transform
 from core.scan import DataFolderError, scan_folder
 from core.scan_report import ScanReport
-
 from tests.odd_images import SKIPPED, USED, make_odd_folder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -349,7 +349,7 @@ def test_open_rgb_draft_keeps_the_shorter_side(hymenoptera):
 def test_open_rgb_raises_on_bad_files(odd):
     root, _, _ = odd
     for name in ("truncated.jpg", "text.jpg", "empty.jpg", "huge.png"):
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 - each kind of damage raises its own PIL/OS error
             open_rgb(root / "hat" / name)
 
 
@@ -402,7 +402,7 @@ def test_dataset_survives_a_file_deleted_after_the_scan(small_data, tmp_path):
     # The same through a real DataLoader.
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate_skip_broken)
     seen, failures = 0, []
-    for images, labels, indices, failed in loader:
+    for _images, labels, _indices, failed in loader:
         seen += len(labels)
         failures += failed
     assert seen == 5 and failures == [gone_index]

@@ -1,6 +1,7 @@
 """What the CPU can show of the GPU path: which device and dtype each piece
 of stored features ends up in, that copies made for a pass are freed, and
 that a batch order travels to the features' device once per epoch."""
+
 from __future__ import annotations
 
 import torch

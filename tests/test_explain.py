@@ -3,6 +3,7 @@
 Real photos, a real fine-tuned MobileNetV2 (conftest's fine_tuned_run), real
 pretrained EfficientNet-Lite0 weights and a randomly initialised ViT-B/16.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import pytest
 import torch
 
 from core import explain
-from core.images import open_rgb
 from core.evaluation import cell_images, load_run_model, mistakes, per_class_table
+from core.images import open_rgb
 from core.models import build_model
 from core.runs import open_run
 from ui.charts import confusion_figure
@@ -95,7 +96,7 @@ def test_grad_cam_on_the_trained_mobilenet_points_at_the_evidence(run_dir, loade
         assert prob == pytest.approx(row["confidence"], abs=0.02)  # eval ran on cached half features
         x = loaded.transform(image)[None]
 
-        def prob_without(mask):
+        def prob_without(mask, x=x, index=index):
             hidden = x.clone()
             hidden[:, :, torch.from_numpy(mask)] = 0.0  # the dataset's mean colour
             with torch.no_grad():

@@ -1,5 +1,6 @@
 """Export and batch use: the zip reloads in torch and onnxruntime and predicts
 what the app predicts; batch prediction writes a CSV row per image."""
+
 from __future__ import annotations
 
 import csv
@@ -16,12 +17,20 @@ import torch
 from PIL import Image
 
 from core import cli
-from core.images import open_rgb
 from core.evaluation import CSV_COLUMNS, load_run_model, predict_images
+from core.images import open_rgb
 from core.runs import open_run
 
-EXPECTED_FILES = {"model.ts", "model.onnx", "classes.json", "preprocessing.json", "MODEL_CARD.md",
-                  "confusion.png", "predict.py", "export_check.json"}
+EXPECTED_FILES = {
+    "model.ts",
+    "model.onnx",
+    "classes.json",
+    "preprocessing.json",
+    "MODEL_CARD.md",
+    "confusion.png",
+    "predict.py",
+    "export_check.json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +115,10 @@ def test_model_card_tells_what_a_teacher_needs(exported, run_dir):
 def test_standalone_predict_py_agrees_with_the_app(exported, run_dir):
     """The example in the zip runs on its own (onnxruntime, Pillow, NumPy)."""
     loaded = load_run_model(run_dir)
-    images = [p for p, _ in open_run(run_dir).scan["val"][:: 10]]
-    done = subprocess.run([sys.executable, "predict.py", *images], cwd=exported["folder"], capture_output=True,
-                          text=True, timeout=120)
+    images = [p for p, _ in open_run(run_dir).scan["val"][::10]]
+    done = subprocess.run(
+        [sys.executable, "predict.py", *images], cwd=exported["folder"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert len(lines) == len(images)

@@ -4,6 +4,7 @@ quality), fixing it by hand with undo, and the interval around an accuracy.
 The planted folder is built from real hymenoptera photos: three bees filed
 under ants, a resized and re-encoded copy of a training ant in val, a lightly
 cropped copy of a training bee in val, an exact copy and a darkened copy."""
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,12 @@ def _planted(src: Path, dst: Path) -> dict:
     shutil.copy(twin, dst / "train" / "bees" / "copy.jpg")
     Image.open(twin).convert("RGB").point(lambda v: v // 12).save(dst / "train" / "bees" / "dark.jpg")
     rel = lambda p: p.relative_to(dst).as_posix()  # noqa: E731
-    return {"flips": flips, "resized": (rel(ant), "val/ants/resized.jpg"),
-            "cropped": (rel(bee), "val/bees/cropped.jpg"), "copy": (rel(twin), "train/bees/copy.jpg")}
+    return {
+        "flips": flips,
+        "resized": (rel(ant), "val/ants/resized.jpg"),
+        "cropped": (rel(bee), "val/bees/cropped.jpg"),
+        "copy": (rel(twin), "train/bees/copy.jpg"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +66,14 @@ def _same_group(groups: list[list[str]], a: str, b: str) -> bool:
 def test_inspect_finds_what_was_planted(planted, shared_torch_home, tmp_path):
     root, plan = planted
     env = {"TORCH_HOME": str(shared_torch_home), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
-    out = subprocess.run([sys.executable, "-m", "core", "inspect", str(root), "--backbone", "mobilenet_v2", "--json"],
-                         cwd=REPO, env={**__import__("os").environ, **env}, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "core", "inspect", str(root), "--backbone", "mobilenet_v2", "--json"],
+        cwd=REPO,
+        env={**__import__("os").environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(found) >= {"duplicates", "leaks", "suspect_labels", "quality"}
@@ -81,8 +91,11 @@ def test_inspect_finds_what_was_planted(planted, shared_torch_home, tmp_path):
 
 
 def _digest(root: Path) -> dict:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and ".transfer-studio" not in p.parts}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".transfer-studio" not in p.parts
+    }
 
 
 def test_move_and_set_aside_then_undo_restore_the_folder_byte_for_byte(hymenoptera, tmp_path):

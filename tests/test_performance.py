@@ -3,6 +3,7 @@ is found again and invalidated when it should be, the decoded-image cache gives
 the same pixels as the disk and steps aside when memory is short, and runs one
 after another do not keep memory. No timings here: speed is measured by
 `python -m bench`, side by side in one process (see the README's "Speed")."""
+
 from __future__ import annotations
 
 import gc
@@ -18,13 +19,12 @@ import torch
 from PIL import Image
 
 import core.images
-from core.loading import ImageDataset, collate_skip_broken, make_transform
-from core.scan import scan_and_decode, scan_folder
-from core.features import FeatureBatches, inference_blocks
-from core.models import build_model
 from core.config import TrainConfig
+from core.features import FeatureBatches, inference_blocks
 from core.jobs import train_blocking
-
+from core.loading import ImageDataset, collate_skip_broken, make_transform
+from core.models import build_model
+from core.scan import scan_and_decode, scan_folder
 from tests.folders import small_copy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,8 +38,15 @@ def copy_photos(src: Path, dst: Path, per_class: int) -> Path:
 
 
 def train(tmp_path: Path, data: Path, **overrides):
-    config = dict(data_dir=str(data), backbone="mobilenet_v2", strategy="linear", epochs=1, device="cpu",
-                  cache_dir=str(tmp_path / "cache"), seed=0)
+    config = dict(
+        data_dir=str(data),
+        backbone="mobilenet_v2",
+        strategy="linear",
+        epochs=1,
+        device="cpu",
+        cache_dir=str(tmp_path / "cache"),
+        seed=0,
+    )
     config.update(overrides)
     job, run = train_blocking(TrainConfig(**config), runs_dir=tmp_path / "runs")
     assert job.state == "finished", job.snapshot()["reason"]
@@ -61,8 +68,10 @@ def test_feature_cache_is_reused_and_invalidated(hymenoptera, offline_weights, t
 
     # Another head, learning rate and optimiser, and a strategy that freezes
     # the same blocks: the stored features serve them all.
-    for overrides in ({"head_hidden": 32, "head_dropout": 0.2, "lr": 3e-3, "optimizer": "sgd"},
-                      {"strategy": "custom", "trained_blocks": {"head": True}}):
+    for overrides in (
+        {"head_hidden": 32, "head_dropout": 0.2, "lr": 3e-3, "optimizer": "sgd"},
+        {"strategy": "custom", "trained_blocks": {"head": True}},
+    ):
         job, run = train(tmp_path, data, **overrides)
         record = run.status["feature_cache"]
         assert record["hit"] is True, overrides
@@ -156,6 +165,7 @@ def test_frozen_blocks_with_batchnorm_folded_compute_the_same(backbone, request)
 def _mixed_folder(hymenoptera: Path, dst: Path) -> Path:
     """Two class folders of big and small JPEGs, the GIF placeholder and a
     truncated JPEG (which the scan leaves out)."""
+
     def pixels(path: Path) -> int:
         with Image.open(path) as img:  # the header is enough
             return img.size[0] * img.size[1]
@@ -175,8 +185,11 @@ def test_decoded_images_give_the_same_tensors_as_the_disk(hymenoptera, tmp_path)
     for image_size, resize in ((224, 256), (160, 182)):
         report, cache, why = scan_and_decode(data, resize, val_fraction=0.5)
         samples = report.train + report.val
-        assert why is None and len(samples) == 7 and [s.path for s in report.skipped] == [
-            str(data / "big" / "truncated.jpg")]  # the scan still checks every file
+        assert (
+            why is None
+            and len(samples) == 7
+            and [s.path for s in report.skipped] == [str(data / "big" / "truncated.jpg")]
+        )  # the scan still checks every file
         assert len(cache) == 7 and cache.nbytes == sum(3 * w * h for w, h in (cache.get(p).size for p, _ in samples))
         assert max(min(cache.get(p).size) for p, _ in samples) == resize  # the big photos were brought down
         assert min(min(cache.get(p).size) for p, _ in samples) < resize  # the small ones kept their size
@@ -215,8 +228,9 @@ def test_decoded_images_reach_worker_processes_through_shared_memory(hymenoptera
     pickled = multiprocessing.reduction.ForkingPickler.dumps(dataset)  # what a spawned worker receives
     assert cache.nbytes > 1_000_000 and len(pickled) < cache.nbytes / 50, (len(pickled), cache.nbytes)
 
-    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2, multiprocessing_context="spawn",
-                                         collate_fn=collate_skip_broken)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=4, num_workers=2, multiprocessing_context="spawn", collate_fn=collate_skip_broken
+    )
     got = {int(i): x for images, _, indices, _ in loader for x, i in zip(images, indices)}
     assert sorted(got) == list(range(len(samples)))
     assert all(torch.equal(got[i], expected[i]) for i in got)
@@ -284,9 +298,25 @@ def test_five_runs_in_a_row_do_not_grow_memory(hymenoptera, offline_weights, tmp
 
 def test_bench_quick_prints_the_table(hymenoptera, shared_torch_home, tmp_path):
     env = {**os.environ, "TORCH_HOME": str(shared_torch_home)}
-    out = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "linear", "--data", str(hymenoptera),
-                          "--json", str(tmp_path / "bench.json")],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--only",
+            "linear",
+            "--data",
+            str(hymenoptera),
+            "--json",
+            str(tmp_path / "bench.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr + out.stdout
     for text in ("(a) tutorial loop", "(b) Transfer Studio, cold cache", "(b)/floor", "(a)/(b)"):
         assert text in out.stdout

@@ -12,7 +12,6 @@ import shutil
 import zipfile
 from pathlib import Path
 
-
 from tests.folders import PHOTO_CLASSES, small_copy
 from tests.test_app_pages import (  # noqa: F401 - every_run_goes_through_app_py is an autouse fixture
     _app,

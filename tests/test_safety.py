@@ -1,5 +1,6 @@
 """Safe by default: every picture's decoded size is bounded on every path,
 and only regular files are ever opened."""
+
 from __future__ import annotations
 
 import io
@@ -34,7 +35,7 @@ def test_extreme_strip_is_cropped_never_expanded(tmp_path):
 
 
 def test_one_pixel_limit_for_files_and_uploads():
-    side = int(MAX_IMAGE_PIXELS ** 0.5) + 100  # just over the limit
+    side = int(MAX_IMAGE_PIXELS**0.5) + 100  # just over the limit
     huge = Image.new("L", (side, side))
     with pytest.raises(ValueError, match="too large"):
         bounded_rgb(huge)

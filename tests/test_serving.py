@@ -1,6 +1,7 @@
 """The app serves this machine only, unless the person starting it chooses
 otherwise: the README's `streamlit run app.py`, started the way a user starts
 it, must not be reachable from the network."""
+
 from __future__ import annotations
 
 import ipaddress

@@ -1,4 +1,5 @@
 """Training end to end on real photos with real pretrained weights."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,15 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_linear_probe_beats_random_init(hymenoptera, offline_weights, tmp_path):
     """What transfer buys: the same budget from pretrained vs random weights."""
-    common = dict(data_dir=str(hymenoptera), backbone="mobilenet_v2", strategy="linear", epochs=5,
-                  lr=1e-3, cache_dir=str(tmp_path / "cache"), seed=0)
+    common = dict(
+        data_dir=str(hymenoptera),
+        backbone="mobilenet_v2",
+        strategy="linear",
+        epochs=5,
+        lr=1e-3,
+        cache_dir=str(tmp_path / "cache"),
+        seed=0,
+    )
     job, run = train_blocking(TrainConfig(**common), runs_dir=tmp_path / "runs")
     result = job.snapshot()["result"]
     assert job.state == "finished", job.snapshot()["reason"]
@@ -52,8 +60,15 @@ def test_linear_probe_beats_random_init(hymenoptera, offline_weights, tmp_path):
 
 @pytest.mark.slow
 def test_partial_fine_tune_learns_clothing10(clothing10, offline_weights, tmp_path):
-    config = TrainConfig(data_dir=str(clothing10), backbone="mobilenet_v2", strategy="last-1", epochs=3,
-                         lr=1e-3, augment="none", cache_dir=str(tmp_path / "cache"))
+    config = TrainConfig(
+        data_dir=str(clothing10),
+        backbone="mobilenet_v2",
+        strategy="last-1",
+        epochs=3,
+        lr=1e-3,
+        augment="none",
+        cache_dir=str(tmp_path / "cache"),
+    )
     job, run = train_blocking(config, runs_dir=tmp_path / "runs")
     assert job.state == "finished", job.snapshot()["reason"]
     result = job.snapshot()["result"]
@@ -73,8 +88,16 @@ def _wait(predicate, timeout=120.0, every=0.05):
 
 def test_stop_ends_within_one_batch_and_queued_job_waits(small_data, tmp_path):
     manager = JobManager(tmp_path / "runs")
-    slow = dict(data_dir=str(small_data), backbone="efficientnet_lite0", strategy="full", epochs=50, batch_size=4,
-                augment="light", feature_cache=False, device="cpu")
+    slow = dict(
+        data_dir=str(small_data),
+        backbone="efficientnet_lite0",
+        strategy="full",
+        epochs=50,
+        batch_size=4,
+        augment="light",
+        feature_cache=False,
+        device="cpu",
+    )
     first = manager.submit(TrainConfig(**slow))
     second = manager.submit(TrainConfig(**slow))
 
@@ -117,14 +140,19 @@ def test_failure_is_readable_and_manager_lives_on(tmp_path, small_data):
     assert single.state == "failed"
     assert "two classes" in single.snapshot()["reason"]
 
-    good = manager.submit(TrainConfig(data_dir=str(small_data), backbone="efficientnet_lite0", epochs=1,
-                                      cache_dir=str(tmp_path / "cache")))
+    good = manager.submit(
+        TrainConfig(
+            data_dir=str(small_data), backbone="efficientnet_lite0", epochs=1, cache_dir=str(tmp_path / "cache")
+        )
+    )
     assert good.wait(120)
     assert good.state == "finished", good.snapshot()["reason"]
 
 
 def test_missing_weights_fail_with_the_file_name(tmp_path, small_data, empty_torch_home):
-    job, run = train_blocking(TrainConfig(data_dir=str(small_data), backbone="resnet18", epochs=1), runs_dir=tmp_path / "runs")
+    job, run = train_blocking(
+        TrainConfig(data_dir=str(small_data), backbone="resnet18", epochs=1), runs_dir=tmp_path / "runs"
+    )
     assert job.state == "failed"
     reason = job.snapshot()["reason"]
     assert "resnet18" in reason and str(empty_torch_home) in reason
@@ -132,8 +160,9 @@ def test_missing_weights_fail_with_the_file_name(tmp_path, small_data, empty_tor
 
 
 def _run_cli(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "core", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, **kw
+    )
 
 
 def test_killed_run_leaves_readable_files_and_resumes(tmp_path, hymenoptera, shared_torch_home):
@@ -141,13 +170,39 @@ def test_killed_run_leaves_readable_files_and_resumes(tmp_path, hymenoptera, sha
     runs = tmp_path / "runs"
     env = {**os.environ, "TORCH_HOME": str(shared_torch_home), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core", "train", data, "--backbone", "mobilenet_v2", "--strategy", "last-2",
-         "--epochs", "4", "--augment", "light", "--batch-size", "8", "--runs-dir", runs, "--device", "cpu"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "train",
+            data,
+            "--backbone",
+            "mobilenet_v2",
+            "--strategy",
+            "last-2",
+            "--epochs",
+            "4",
+            "--augment",
+            "light",
+            "--batch-size",
+            "8",
+            "--runs-dir",
+            runs,
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
+
         def one_epoch_done():
             found = list(runs.glob("*/metrics.jsonl"))
             return bool(found) and found[0].read_text().count("\n") >= 1
+
         assert _wait(one_epoch_done, timeout=300, every=0.02), proc.stdout.read() if proc.poll() is not None else ""
         time.sleep(0.3)  # into the next epoch
         proc.send_signal(signal.SIGKILL)
@@ -185,8 +240,20 @@ def test_cli_train_scan_predict(tmp_path, small_data, empty_torch_home):
     scan = _run_cli("scan", data, env=env)
     assert scan.returncode == 0 and "hat" in scan.stdout and "shoes" in scan.stdout
 
-    out = _run_cli("train", data, "--backbone", "efficientnet_lite0", "--strategy", "linear", "--epochs", "2",
-                   "--runs-dir", tmp_path / "runs", env=env, timeout=600)
+    out = _run_cli(
+        "train",
+        data,
+        "--backbone",
+        "efficientnet_lite0",
+        "--strategy",
+        "linear",
+        "--epochs",
+        "2",
+        "--runs-dir",
+        tmp_path / "runs",
+        env=env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     assert "epoch   1" in out.stdout and "epoch   2" in out.stdout
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -213,8 +280,23 @@ def test_cli_train_options_come_from_the_config():
     from core import cli
 
     parser = cli.build_parser()
-    args = parser.parse_args(["train", "data", "--backbone", "resnet18", "--batch-size", "0", "--no-amp",
-                              "--no-feature-cache", "--class-weighted", "--image-size", "160", "--lr", "0.01"])
+    args = parser.parse_args(
+        [
+            "train",
+            "data",
+            "--backbone",
+            "resnet18",
+            "--batch-size",
+            "0",
+            "--no-amp",
+            "--no-feature-cache",
+            "--class-weighted",
+            "--image-size",
+            "160",
+            "--lr",
+            "0.01",
+        ]
+    )
     config = cli._config_from_args(args)
     assert (config.backbone, config.batch_size, config.image_size, config.lr) == ("resnet18", 0, 160, 0.01)
     assert config.mixed_precision is False and config.feature_cache is False and config.class_weighted is True

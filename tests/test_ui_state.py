@@ -22,8 +22,16 @@ def test_every_offered_setting_has_a_widget_default():
 def test_build_config_reads_each_choice_by_its_field_name():
     st.session_state.clear()
     st.session_state.update(
-        data_dir="pictures", preset="last", last_n=3, epochs=7, lr=0.01, batch_size=0, image_size=160,
-        class_weighted=True, mixed_precision=False, backbone="resnet18",
+        data_dir="pictures",
+        preset="last",
+        last_n=3,
+        epochs=7,
+        lr=0.01,
+        batch_size=0,
+        image_size=160,
+        class_weighted=True,
+        mixed_precision=False,
+        backbone="resnet18",
     )
     config = state.build_config()
     assert config.strategy == "last-3" and config.backbone == "resnet18"

@@ -50,7 +50,7 @@ def loss_figure(
         fig.add_trace(
             go.Scatter(
                 x=[s / steps_per_epoch for s, _ in batch_losses],
-                y=[l for _, l in batch_losses],
+                y=[loss for _, loss in batch_losses],
                 mode="lines",
                 name="train (each batch)",
                 line=dict(color=BATCH_COLOR, width=1),
@@ -180,12 +180,25 @@ def confusion_figure(eval_dict: dict, normalize: bool = False):
         values = counts
         text = [[str(c) for c in row] for row in counts]
     custom = [[[i, j, counts[i][j]] for j in range(len(classes))] for i in range(len(classes))]
-    fig = go.Figure(go.Heatmap(
-        z=values, x=classes, y=classes, text=text, texttemplate="%{text}", customdata=custom,
-        colorscale="Blues", showscale=False,
-        hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[2]} images<extra></extra>"))
-    fig.update_layout(xaxis_title="predicted class", yaxis_title="true class",
-                      yaxis_autorange="reversed", margin=dict(l=10, r=10, t=30, b=10))
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=classes,
+            y=classes,
+            text=text,
+            texttemplate="%{text}",
+            customdata=custom,
+            colorscale="Blues",
+            showscale=False,
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata[2]} images<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        xaxis_title="predicted class",
+        yaxis_title="true class",
+        yaxis_autorange="reversed",
+        margin=dict(l=10, r=10, t=30, b=10),
+    )
     return fig
 
 
@@ -250,10 +263,20 @@ def curves_figure(rows: list[dict], kind: str = "accuracy"):
     labels = list(dict.fromkeys(r["label"] for r in rows))
     for i, label in enumerate(labels):
         for split, dash in (("val", "solid"), ("train", "dot")):
-            points = sorted((r["epoch"], r["value"]) for r in rows
-                            if r["label"] == label and r["kind"] == kind and r["split"] == split)
+            points = sorted(
+                (r["epoch"], r["value"])
+                for r in rows
+                if r["label"] == label and r["kind"] == kind and r["split"] == split
+            )
             if points:
-                fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                                         name=f"{chart_text(label)} ({split})", line=dict(color=colours[i % len(colours)], dash=dash)))
+                fig.add_trace(
+                    go.Scatter(
+                        x=[p[0] for p in points],
+                        y=[p[1] for p in points],
+                        mode="lines+markers",
+                        name=f"{chart_text(label)} ({split})",
+                        line=dict(color=colours[i % len(colours)], dash=dash),
+                    )
+                )
     fig.update_layout(xaxis_title="epoch", yaxis_title=kind, margin=dict(l=10, r=10, t=30, b=10))
     return fig

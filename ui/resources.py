@@ -12,9 +12,9 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image, ImageOps
 
-from core.images import open_rgb
 from core.evaluation import LoadedModel, load_run_model
 from core.explain import colorize, embedding_view, explain_image
+from core.images import open_rgb
 from core.jobs import ACTIVE, get_job_manager
 from core.models import HeadConfig, build_model
 from core.runs import RunStore, open_run, read_json

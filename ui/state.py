@@ -13,8 +13,8 @@ are listed: the data folder, the preset and how many last blocks.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import dataclasses
+import ipaddress
 import logging
 import os
 import sys
