@@ -21,7 +21,6 @@ import hashlib
 import http.client
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from torch import nn
 
 from . import blocks
 from .errors import UserError
+from .files import atomic_write
 from .loading import make_transform
 
 # --------------------------------------------------------------------------------------
@@ -436,15 +436,13 @@ def _download(
     progress: Callable[[int, int], None] | None = None,
     timeout: float = _DOWNLOAD_TIMEOUT_S,
 ) -> None:
-    """Fetch `url` into `dest` atomically: a kill never leaves half a file at `dest`."""
+    """Fetch `url` into `dest` atomically: a kill, a dropped connection or a
+    damaged download never leaves half a file at `dest` (core.files)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # A unique .part name in the same folder, so two downloads cannot collide
-    # and the final rename stays on one file system (atomic).
-    fd, part_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    part = Path(part_name)
-    try:
+
+    def fetch(part: str) -> None:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with open(part, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0)
             done = 0
             if progress is not None:
@@ -461,6 +459,5 @@ def _download(
                 f"The download of {dest.name} is damaged (its checksum does not match). "
                 f"Try again, or download it from {url} and put it in {dest.parent}{os.sep}."
             )
-        os.replace(part, dest)
-    finally:
-        part.unlink(missing_ok=True)
+
+    atomic_write(dest, fetch)

@@ -26,8 +26,9 @@ import torch
 
 from .backbones import get_backbone
 from .evaluation import load_run_model
+from .files import atomic_write_json
 from .freeze import freeze_plan_for
-from .runs import ACTIVE_STATES, RunStore, atomic_write_json, checkpoint_problem, open_run, read_json
+from .runs import ACTIVE_STATES, RunStore, checkpoint_problem, open_run, read_json
 
 SPEED_FILE = "speed.json"
 SWEEP_FILE = "sweep.json"

@@ -154,7 +154,7 @@ def _record(root: Path, action: str, source: Path, target: Path) -> Change:
 
 
 def _write_journal(root: Path, entries: list[Change]) -> None:
-    from .runs import atomic_write_bytes
+    from .files import atomic_write_bytes
 
     text = "".join(json.dumps(asdict(c)) + "\n" for c in entries)
     atomic_write_bytes(root / JOURNAL, text.encode())

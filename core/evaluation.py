@@ -317,7 +317,7 @@ def predict_folder_csv(
     """Predict every image in `folder` (recursively) with the run's best model
     and write a CSV with one row per image (see predictions_csv). Returns the
     CSV's path."""
-    from .runs import atomic_write_bytes
+    from .files import atomic_write_bytes
 
     loaded = load_run_model(run_dir, device=device)
     folder = Path(folder)

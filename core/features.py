@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .files import atomic_torch_save
 from .loading import ImageDataset, threaded_batches
-from .runs import atomic_torch_save
 
 
 def default_cache_dir() -> Path:

@@ -114,7 +114,7 @@ def _decode(path, draft_side: int | None) -> tuple[Image.Image, tuple[int, int]]
         width, height = img.size
         # Checked from the header alone, before any pixel is decoded.
         if width * height > MAX_IMAGE_PIXELS:
-            raise _ImageTooLargeError(path, (width, height))
+            raise _ImageTooLargeError(path if isinstance(path, str) else "you gave", (width, height))
         if draft_side and img.format == "JPEG":
             # JPEG can decode at 1/2, 1/4 or 1/8 scale almost for free. Draft
             # picks the smallest scale whose both sides stay >= draft_side.

@@ -15,8 +15,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from .evaluation import LoadedModel
+from .files import atomic_write_bytes
 from .freeze import freeze_plan_for
-from .runs import atomic_write_bytes, open_run
+from .runs import open_run
 
 # The exported files' interface, written into preprocessing.json and the card.
 ONNX_OPSET = 17

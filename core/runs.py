@@ -18,17 +18,14 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .config import TrainConfig
 from .errors import UserError
+from .files import atomic_torch_save, atomic_write_bytes, atomic_write_json, json_default
 from .run_lock import RunLock, is_locked
 
 DEFAULT_RUNS_DIR = Path("runs")
@@ -55,48 +52,6 @@ def owner() -> dict:
     """Which process trains a run (status.json pid, host), for people to
     read; whether it still does is the run's lock (core.run_lock)."""
     return {"pid": os.getpid(), "host": socket.gethostname()}
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Have `write(tmp)` write the file at a temporary name in the same folder,
-    fsync it, then rename it to `path`.
-
-    rename() within one filesystem is atomic, so a reader (or a restart after a
-    kill) sees either the old file or the new one, never a torn one. If
-    `write` fails, the temporary file is removed and `path` is untouched."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, default=_json_default).encode())
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def _json_default(obj):
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
 _TYPE_WORDS = {
@@ -342,7 +297,7 @@ class Run:
         return status
 
     def write_metrics(self, rows: list[dict]) -> None:
-        text = "".join(json.dumps(r, default=_json_default) + "\n" for r in rows)
+        text = "".join(json.dumps(r, default=json_default) + "\n" for r in rows)
         atomic_write_bytes(self.path / "metrics.jsonl", text.encode())
 
     def save_checkpoint(self, name: str, payload: dict) -> None:

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-from PIL import Image, ImageOps
 
 from core.errors import friendly
 from core.evaluation import list_images, predict_batch, predict_images, predictions_csv
-from core.images import IMAGE_EXTENSIONS
+from core.images import IMAGE_EXTENSIONS, open_rgb
 from ui import bookmarks, charts, fixes, resources, state, uploads, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_PLAYGROUND)  # a bookmark opened first on a fresh server
@@ -46,10 +45,15 @@ def one_picture(run) -> None:
         return
 
     try:
-        image = ImageOps.exif_transpose(Image.open(io.BytesIO(source.getvalue())))
-        image = image.convert("RGB")
-    except Exception:  # noqa: BLE001
-        st.error("That file could not be opened as a picture. Try a JPEG or PNG photo.", icon=":material/error:")
+        # The same path as every file: size checked from the header before any
+        # pixel is decoded, EXIF rotation, RGB, and the shape limit.
+        image = open_rgb(io.BytesIO(source.getvalue()))
+    except Exception as exc:  # noqa: BLE001
+        too_big = "too large" in str(exc)
+        st.error(
+            f"{exc}" if too_big else "That file could not be opened as a picture. Try a JPEG or PNG photo.",
+            icon=":material/error:",
+        )
         return
 
     try:

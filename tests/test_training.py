@@ -311,7 +311,7 @@ def test_cli_train_options_come_from_the_config():
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    from core.runs import atomic_write, atomic_write_bytes
+    from core.files import atomic_write, atomic_write_bytes
 
     target = tmp_path / "status.json"
     atomic_write_bytes(target, b"old")

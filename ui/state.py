@@ -26,8 +26,9 @@ import torch
 
 from core.backbones import default_backbone
 from core.config import TrainConfig, defaults
+from core.files import atomic_write_json
 from core.freeze import freeze_plan_for
-from core.runs import atomic_write_json, read_json
+from core.runs import read_json
 from core.scan import DataFolderError, scan_folder
 from core.scan_report import ScanReport
 
