@@ -405,7 +405,7 @@ def test_the_command_line_fixes_the_places_and_names_render_as_text(tmp_path, sm
         expect.set_options(timeout=30_000)
         page.goto(url)
         expect(page.get_by_text("Your pictures").first).to_be_visible(timeout=90_000)
-        page.get_by_text("Settings").first.click()
+        page.get_by_test_id("stSidebar").get_by_text("Settings", exact=True).click()
         expect(page.get_by_role("textbox", name="Runs folder")).to_have_value(str(runs))
         expect(page.get_by_role("textbox", name="Runs folder")).to_be_disabled()
         expect(page.get_by_role("textbox", name="Folder for uploaded pictures")).to_have_value(str(data))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from core.errors import friendly
-from ui import fixes
+from ui import fixes, words
 
 _KEY = "_folder_check"
 SHOWN = 15  # pictures per finding kind; the rest are counted
@@ -135,7 +135,11 @@ def findings(inspected, classes: list[str]) -> None:
             "'sure' is how sure that model is of the class it suggests."
         )
         cards = [
-            (s["path"], f"{s['given']} → **{s['suggested']}** ({s['confidence']:.0%} sure)", s["suggested"])
+            (
+                s["path"],
+                f"{words.md_text(s['given'])} → **{words.md_text(s['suggested'])}** ({s['confidence']:.0%} sure)",
+                s["suggested"],
+            )
             for s in inspected.suspect_labels[:SHOWN]
         ]
         fixes.card_grid(root, cards, classes, "suspect")
@@ -156,7 +160,7 @@ def _groups(title: str, groups: list[list[str]], root: str, classes: list[str], 
     st.markdown(f"#### {title} ({len(groups)} group{'s' if len(groups) != 1 else ''})")
     st.caption(caption)
     for group in groups[:SHOWN]:
-        fixes.card_grid(root, [(path, path, None) for path in group], classes, key)
+        fixes.card_grid(root, [(path, words.md_text(path), None) for path in group], classes, key)
     _more(len(groups))
 
 

@@ -116,7 +116,7 @@ def picture_card(
     absolute = path if os.path.isabs(path) else os.path.join(str(root), path)
     picture = resources.thumbnail(absolute, os.path.getmtime(absolute)) if os.path.isfile(absolute) else None
     if picture is None:
-        st.caption(f":material/hide_image: {Path(path).name} is no longer there (moved or set aside).")
+        st.caption(f":material/hide_image: {words.md_text(Path(path).name)} is no longer there (moved or set aside).")
         return
     st.image(picture, width="stretch", alt=f"Picture {Path(path).name}")
     st.caption(caption)
@@ -144,7 +144,7 @@ def changes_list(root: str | Path, key: str = "changes") -> None:
             text, button = st.columns([5, 1], vertical_alignment="center")
             when = words.fmt_when(change.time)
             text.markdown(
-                f"{'~~' if change.undone else ''}{change.describe()}{'~~' if change.undone else ''} "
+                f"{'~~' if change.undone else ''}{words.md_text(change.describe())}{'~~' if change.undone else ''} "
                 f"· {when}{' · undone' if change.undone else ''}"
             )
             button.button(
@@ -186,7 +186,9 @@ def disagreements(
     cards = [
         (
             r["file"],
-            (f"in {Path(r['file']).parent.name}, model says **{r['top_class']}** ({r['confidence']:.0%} sure)"),
+            (
+                f"in {words.md_text(Path(r['file']).parent.name)}, model says **{words.md_text(r['top_class'])}** ({r['confidence']:.0%} sure)"
+            ),
             r["top_class"],
         )
         for r in differ[:shown]

@@ -76,7 +76,7 @@ def new_pictures_section(run) -> None:
     st.subheader(":material/fact_check: Check on new labelled pictures")
     st.caption(
         "Choose a folder with one subfolder per class, named like this model's classes "
-        f"({', '.join(run.classes or [])}). The model is scored on every picture in it."
+        f"({', '.join(words.md_text(c) for c in run.classes or [])}). The model is scored on every picture in it."
     )
     left, right = st.columns([4, 1], vertical_alignment="bottom")
     folder = left.text_input(
@@ -104,7 +104,7 @@ def held_out_result(folder: str, result: dict) -> None:
     )
     st.markdown(result["words"])
     if result.get("unknown_classes"):
-        listed = ", ".join(f"{name} ({n})" for name, n in result["unknown_classes"].items())
+        listed = ", ".join(f"{words.md_text(name)} ({n})" for name, n in result["unknown_classes"].items())
         st.warning(f"Folders the model has no class for, not counted: {listed}.", icon=":material/help:")
     if result.get("unreadable"):
         st.caption(f"{len(result['unreadable'])} pictures could not be read and were not counted.")
@@ -148,7 +148,9 @@ def _confusion(folder: str, result: dict) -> None:
         true = st.selectbox("Real class", classes, key="held_true")
         pred = st.selectbox("Predicted as", classes, index=min(1, len(classes) - 1), key="held_pred")
     rows = cell_images(result, true, pred)
-    st.markdown(f"**{len(rows)} picture{'s' if len(rows) != 1 else ''}** of **{true}** the model called **{pred}**.")
+    st.markdown(
+        f"**{len(rows)} picture{'s' if len(rows) != 1 else ''}** of **{words.md_text(true)}** the model called **{words.md_text(pred)}**."
+    )
     # A picture the model names wrongly may be in the wrong folder: its answer is offered first.
     cards = [(r["path"], f"{Path(r['path']).name} · {r['confidence']:.0%} sure", r["predicted"]) for r in rows[:SHOWN]]
     fixes.card_grid(folder, cards, classes, "held_out")
