@@ -1,4 +1,5 @@
-"""Start the real app server for a test, and look at how it listens.
+"""Start the real app server for a test, look at how it listens, and the
+browser that drives it.
 
 One place for what the browser tests and the safety tests both need: a free
 port, `streamlit run app.py` started from the repository root (so it reads the
@@ -19,6 +20,17 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# Debian's Chromium, driven by Playwright, with the flags for a headless run here.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:

@@ -22,21 +22,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.serving import streamlit_server
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
 DATA, PLAYGROUND, RUNS = "pages/1_data.py", "pages/4_playground.py", "pages/5_runs.py"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LINK_NAME, BOLD_NAME = "[click](x)", "<b>bold"
 RENAMED = {"hat": LINK_NAME, "pants": BOLD_NAME}  # two of the test photos' classes, renamed
 
