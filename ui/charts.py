@@ -114,24 +114,9 @@ def class_counts_figure(report: ScanReport) -> go.Figure:
     classes = report.classes
     shown = [chart_text(c) for c in classes]
     fig = go.Figure()
-    fig.add_trace(
-        go.Bar(
-            x=shown,
-            y=[report.counts[c]["train"] for c in classes],
-            name="for training",
-            marker_color=TRAIN_COLOR,
-            text=[report.counts[c]["train"] for c in classes],
-        )
-    )
-    fig.add_trace(
-        go.Bar(
-            x=shown,
-            y=[report.counts[c]["val"] for c in classes],
-            name="for checking (validation)",
-            marker_color=VAL_COLOR,
-            text=[report.counts[c]["val"] for c in classes],
-        )
-    )
+    for split, name, color in (("train", "for training", TRAIN_COLOR), ("val", "for checking (validation)", VAL_COLOR)):
+        counts = [report.counts[c][split] for c in classes]
+        fig.add_trace(go.Bar(x=shown, y=counts, name=name, marker_color=color, text=counts))
     fig.update_layout(
         barmode="group",
         title="Pictures per class",

@@ -39,30 +39,26 @@ def _changed(text: str, ok: bool = True) -> None:
 
 
 def _move(root: str, path: str, chooser: str) -> None:
-    try:
-        change = move_to_class(root, path, st.session_state.get(chooser) or "")
-    except CurationError as exc:
-        _changed(str(exc), ok=False)
-    else:
-        _changed(f"{change.describe()}. You can undo it under Changes.")
+    _apply(lambda: move_to_class(root, path, st.session_state.get(chooser) or ""), "{}. You can undo it under Changes.")
 
 
 def _set_aside(root: str, path: str) -> None:
-    try:
-        change = set_aside(root, path)
-    except CurationError as exc:
-        _changed(str(exc), ok=False)
-    else:
-        _changed(f"{change.describe()}. You can undo it under Changes.")
+    _apply(lambda: set_aside(root, path), "{}. You can undo it under Changes.")
 
 
 def _undo(root: str, change_id: str) -> None:
+    _apply(lambda: undo(root, change_id), "Undone: {}.", lower_first=True)
+
+
+def _apply(action, message: str, lower_first: bool = False) -> None:
+    """Make one change and say what happened (or why it could not be made)."""
     try:
-        change = undo(root, change_id)
+        change = action()
     except CurationError as exc:
         _changed(str(exc), ok=False)
-    else:
-        _changed(f"Undone: {change.describe()[0].lower()}{change.describe()[1:]}.")
+        return
+    said = change.describe()
+    _changed(message.format(said[0].lower() + said[1:] if lower_first else said))
 
 
 def fix_notes() -> None:
