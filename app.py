@@ -92,7 +92,7 @@ def where_you_are() -> None:
         st.markdown(":material/radio_button_unchecked: **Data:** not chosen yet")
     st.markdown(
         f":material/layers: **Model:** {words.backbone_title(state.choice('backbone'))}, "
-        f"{words.strategy_label(state.strategy_name())}, {state.choice('epochs')} epochs"
+        f"{state.choice('epochs')} epochs  \n{words.strategy_lines(state.strategy_name())}"
     )
     try:
         active = resources.manager().active_jobs()

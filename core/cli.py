@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import cli_checks
+from .paths import pasted_path
 from .runs import DEFAULT_RUNS_DIR
 
 if TYPE_CHECKING:  # for the annotation only; the commands import the engine where they use it
@@ -209,25 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("scan", help="report what is in an image folder")
-    p.add_argument("data_dir")
+    p.add_argument("data_dir", type=pasted_path)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("train", help="fine-tune a pretrained backbone on an image folder")
-    p.add_argument("data_dir")
+    p.add_argument("data_dir", type=pasted_path)
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("resume", help="continue a stopped or interrupted run from its last epoch")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", type=pasted_path)
     p.add_argument("--epochs", type=int, default=None, help="new total number of epochs")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("predict", help="top-k classes for an image or every image in a folder")
-    p.add_argument("run_dir")
-    p.add_argument("path")
+    p.add_argument("run_dir", type=pasted_path)
+    p.add_argument("path", type=pasted_path)
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
@@ -240,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a run as TorchScript and ONNX with a model card, in one zip")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", type=pasted_path)
     p.add_argument("--out", default=None, help="folder for the zip (default: RUN_DIR/export)")
     p.add_argument("--no-check", action="store_true", help="skip comparing the exports with the model")
     p.set_defaults(func=cmd_export)

@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 
+from .paths import pasted_path
+
 
 def cmd_inspect(args) -> int:
     from .inspection import inspect_folder
@@ -74,7 +76,7 @@ def cmd_evaluate(args) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="find copies, leaks between splits, suspect labels and poor pictures")
-    p.add_argument("data_dir")
+    p.add_argument("data_dir", type=pasted_path)
     p.add_argument("--backbone", default=None, help="network whose features compare the pictures")
     p.add_argument("--folds", type=int, default=5, help="folds of the label check")
     p.add_argument("--device", default="auto")
@@ -82,8 +84,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("evaluate", help="score a run on new labelled pictures (one subfolder per class)")
-    p.add_argument("run_dir")
-    p.add_argument("folder")
+    p.add_argument("run_dir", type=pasted_path)
+    p.add_argument("folder", type=pasted_path)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="one JSON object: accuracy, ci95, n, per_class, confusion")
     p.set_defaults(func=cmd_evaluate)

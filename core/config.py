@@ -42,6 +42,59 @@ AUGMENT_CHOICES = {
     **AUGMENT_PRESETS,
 }
 STRATEGY_HELP = "linear | last-N (e.g. last-2) | full | gradual | discriminative"
+# Each strategy in words, written once: what it does (the name a person reads
+# first), its technical name (the second line), and one sentence of help. The
+# pages, the sidebar, the runs list, Compare and Results all read these through
+# `strategy_words`; "last-N" stands for last-1, last-2, ...
+STRATEGY_WORDS: dict[str, tuple[str, str, str]] = {
+    "linear": (
+        "Only the new last layer learns",
+        "linear probe",
+        "Only the new head learns; the pretrained network is a fixed feature extractor. "
+        "Fastest, and very good with few pictures.",
+    ),
+    "last-N": (
+        "The last blocks learn too",
+        "last-N fine-tune",
+        "The new head and the last few pretrained blocks learn; the earlier blocks stay frozen.",
+    ),
+    "full": (
+        "Everything learns",
+        "full fine-tune",
+        "Every block learns. Slowest; needs more pictures and a smaller learning rate.",
+    ),
+    "gradual": (
+        "Unfreeze one block at a time",
+        "gradual unfreezing",
+        "Starts with only the head; one more block starts learning, from the top down, every few epochs.",
+    ),
+    "discriminative": (
+        "Earlier blocks learn more slowly",
+        "discriminative learning rates",
+        "Every block learns, the earlier (more general) blocks at smaller learning rates.",
+    ),
+    "custom": (
+        "Blocks I chose myself",
+        "custom freeze plan",
+        "You switched blocks on or off yourself.",
+    ),
+}
+
+
+def strategy_words(strategy: str | None) -> tuple[str, str]:
+    """(what it does, technical name) for a strategy as saved in a config:
+    "last-2" -> ("The last 2 blocks learn too", "last-2 fine-tune")."""
+    name = str(strategy or "").strip().lower()
+    head, _, n = name.partition("-")
+    if head == "last" and n.isdigit():
+        plain = "The last block learns too" if n == "1" else f"The last {n} blocks learn too"
+        return plain, f"last-{n} fine-tune"
+    if name == "last":  # the Model page's preset, before its count is chosen
+        name = "last-N"
+    if name in STRATEGY_WORDS:
+        plain, technical, _help = STRATEGY_WORDS[name]
+        return plain, technical
+    return (str(strategy), "") if strategy else ("?", "")
 
 
 def setting(default, help: str, *, choices=None, cli: bool | str = True, ui: bool = True):

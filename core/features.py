@@ -410,7 +410,13 @@ def describe_cache(record: dict | None) -> str:
     if not record.get("used"):
         why = record.get("why_not")
         return f"Stored features were not used{': ' + why if why else ''}."
-    blocks = record.get("prefix_blocks")
+    # Blocks with weights only, as the Model page's picture counts them
+    # (FreezePlan.frozen_blocks). A record written before "frozen_with_weights"
+    # lists the whole prefix: "pool" has no weights, by design.
+    frozen = record.get("frozen_with_weights")
+    if frozen is None:
+        frozen = [b for b in record.get("frozen_blocks") or [] if b != "pool"]
+    blocks = len(frozen) or record.get("prefix_blocks")
     where = "the training and validation images" if record.get("train", True) else "the validation images"
     source = (
         "their outputs were stored by an earlier run on the same pictures and reused"

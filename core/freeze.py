@@ -15,21 +15,19 @@ No Streamlit here.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
 
-from .config import TrainConfig, defaults
+from .blocks import block_title
+from .config import STRATEGY_WORDS, TrainConfig, defaults
 from .models import TransferModel
 
+# The strategies `make_freeze_plan` knows, each with its help (core.config's words).
 STRATEGIES: dict[str, str] = {
-    "linear": "Train only the new head; the pretrained network is a fixed feature extractor.",
-    "last-N": "Train the head and the last N pretrained blocks; the earlier blocks stay frozen.",
-    "full": "Train every block, pretrained ones included (full fine-tuning).",
-    "gradual": "Start with only the head; unfreeze one more block from the top every few epochs.",
-    "discriminative": "Train every block, with smaller learning rates for the earlier, more general blocks.",
+    k: STRATEGY_WORDS[k][2] for k in ("linear", "last-N", "full", "gradual", "discriminative")
 }
 
 _LAST_N = re.compile(r"last-(\d+)")
@@ -85,6 +83,11 @@ class FreezePlan:
             k += 1
         return k
 
+    def frozen_blocks(self, epoch: int = 0, upto: int | None = None) -> list[str]:
+        """The blocks with weights that stay frozen at `epoch` (among the first
+        `upto` blocks when given): see frozen_with_weights."""
+        return frozen_with_weights(self.block_names, self.param_free, self.trained_at(epoch), upto)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -94,11 +97,11 @@ class FreezePlan:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def describe(self) -> str:
-        """One plain sentence about what this plan trains."""
+        """One plain sentence about what this plan trains (blocks named as people read them)."""
         backbone = self._backbone_blocks()
         n = len(backbone)
         on = [b for b in backbone if self.trained[b]]
-        off = n - len(on)
+        off = len(self.frozen_blocks())
         if self.strategy == "gradual":
             k = self.unfreeze_every
             every = "epoch" if k == 1 else f"{k} epochs"
@@ -118,8 +121,20 @@ class FreezePlan:
             return f"Every block is trained: the {n} pretrained blocks and the new head."
         return (
             f"The new head and {len(on)} pretrained block{'s' if len(on) > 1 else ''} "
-            f"({', '.join(on)}) are trained; the other {off} stay frozen."
+            f"({', '.join(block_title(b) for b in on)}) are trained; the other {off} stay frozen."
         )
+
+
+def frozen_with_weights(
+    block_names: Sequence[str], param_free: Sequence[str], trained: Mapping[str, bool], upto: int | None = None
+) -> list[str]:
+    """The frozen blocks a person sees in the picture of the network: blocks
+    with weights (never the head, never a block without parameters such as
+    "pool") that `trained` leaves frozen, among the first `upto` blocks when
+    given. The one count behind the Model page's picture, `FreezePlan.describe`
+    and the fast-path note ("the 6 frozen blocks ran once"), so they agree."""
+    names = list(block_names)[:upto] if upto is not None else list(block_names)
+    return [n for n in names if n != "head" and n not in param_free and not trained.get(n, False)]
 
 
 def _blocks_and_param_free(block_names_or_model) -> tuple[list[str], list[str]]:

@@ -21,6 +21,15 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# Phones' HEIC/HEIF pictures are not read: the one Python reader, pillow-heif,
+# ships wheels that bundle x265 (GPL-2.0) and LGPL codecs, and the HEVC patents
+# are unsettled (see pyproject.toml). They get a hint instead of "not a picture".
+HEIC_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif", ".hif"})
+HEIC_HINT = (
+    "a phone picture in HEIC format, which Transfer Studio cannot read: export it as JPEG "
+    "(on an iPhone: Settings > Camera > Formats > Most Compatible)"
+)
+_HEIC_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
 
 # Below PIL's own bomb limit (about 89 MP), so we refuse an image before PIL
 # would even warn. 80 MP is bigger than any ordinary camera photo, and decoding
@@ -174,6 +183,19 @@ def open_rgb(path, max_side: int | None = None) -> Image.Image:
 # Verifying a file
 
 
+def looks_like_heic(path: str) -> bool:
+    """True when a file is a HEIC/HEIF picture, by its name or, whatever its
+    name (a phone's photo renamed .jpg), by the "ftyp" box at its start."""
+    if os.path.splitext(path)[1].lower() in HEIC_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as f:
+            start = f.read(12)
+    except OSError:
+        return False
+    return start[4:8] == b"ftyp" and start[8:12] in _HEIC_BRANDS
+
+
 def _looks_like_text(path: str) -> bool:
     """True when a file's start is plain text (HTML error pages and notes saved
     as .jpg are a classic in scraped datasets)."""
@@ -214,6 +236,8 @@ def verify_image(path: str, keep_side: int | None = None, interpolation: str = "
     except PermissionError:
         return None, "no permission to read the file", None
     except UnidentifiedImageError:
+        if looks_like_heic(path):
+            return None, HEIC_HINT, None
         if _looks_like_text(path):
             return None, f"not an image (text file named {os.path.splitext(path)[1]})", None
         return None, "not an image (unknown or unsupported format)", None

@@ -23,6 +23,8 @@ from PIL import Image
 
 from .errors import UserError
 from .images import (
+    HEIC_EXTENSIONS,
+    HEIC_HINT,
     IMAGE_EXTENSIONS,
     DecodedImageCache,
     decoded_cache_budget,
@@ -30,7 +32,8 @@ from .images import (
     too_big_to_keep,
     verify_image,
 )
-from .scan_report import ScanReport, SkippedFile
+from .paths import pasted_path
+from .scan_report import ScanReport, SkippedFile, natural_key
 
 # Names that operating systems and archivers drop into folders. They are never
 # data, so they are reported as "hidden or system file" rather than as errors.
@@ -111,14 +114,14 @@ def _scan(
     """scan_folder's work. Returns (report, kept pixels or None, why not kept)."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, not {val_fraction}")
-    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    root = os.path.abspath(pasted_path(root))
     _check_root(root)
     skipped: list[SkippedFile] = []
     layout = _find_layout(root, val_fraction, skipped)
     candidates = _find_candidates(root, layout, skipped)
     usable, sizes, kept, why_not_kept = _decode_candidates(candidates, skipped, keep_side, budget, interpolation)
 
-    folder_names = sorted({name for _, name in candidates})
+    folder_names = sorted({name for _, name in candidates}, key=natural_key)  # 2 before 10
     per_class = {name: sum(len(usable[k]) for k in usable if k[1] == name) for name in folder_names}
     classes = [name for name in folder_names if per_class[name] > 0]
     empty_classes = [name for name in folder_names if per_class[name] == 0]
@@ -336,6 +339,8 @@ def _why_not_a_candidate(path: str, name: str) -> str | None:
         return _REASON_LINK if os.path.islink(path) else "file disappeared during the scan"
     except OSError:  # ELOOP for a link to itself, permissions...
         return _REASON_LINK if os.path.islink(path) else "file could not be read"
+    if os.path.splitext(name)[1].lower() in HEIC_EXTENSIONS:
+        return HEIC_HINT
     if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
         return _REASON_NOT_IMAGE_TYPE
     if not stat.S_ISREG(st.st_mode):

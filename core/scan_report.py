@@ -6,7 +6,19 @@ the command line, so it has a JSON form and a plain-text form.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+_NUMBER = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that reads names as people do: "2" before "10", "class 9"
+    before "class 10", and case ignored ("apple", "Banana", "cherry"). Ties
+    (names that differ only in case) fall back to the name itself, so the
+    order never depends on how the folder listed them."""
+    parts = _NUMBER.split(name.casefold())
+    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts), name
 
 
 @dataclass

@@ -24,6 +24,7 @@ from .config import TrainConfig
 from .decisions import Decisions
 from .devices import LOADER_TIMEOUT_S
 from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache, transform_description
+from .freeze import frozen_with_weights
 from .images import DecodedImageCache
 from .loading import BatchNormalizer, ImageDataset, NormalizedBatches, ThreadedLoader, collate_skip_broken
 from .progress import Progress
@@ -97,7 +98,7 @@ def build_data(
         val_loader,
         train_start=decisions.train_start,
         val_start=decisions.val_start,
-        cache=_cache_record(decisions, model.block_names, features, seconds),
+        cache=_cache_record(decisions, model.block_param_counts(), features, seconds),
         decoded=decoded_record,
         train_failed=list(train_failed),
         val_failed=list(val_failed),
@@ -210,16 +211,20 @@ def _image_loader(
     return NormalizedBatches(loader, normalizer)
 
 
-def _cache_record(decisions: Decisions, block_names: list[str], features: dict, seconds: float | None) -> dict:
+def _cache_record(decisions: Decisions, counts: dict[str, int], features: dict, seconds: float | None) -> dict:
     """status.json "feature_cache": what was stored, whether it was found, and why not."""
     if decisions.cache_val:
         prefix = decisions.frozen_prefix
+        block_names = list(counts)
+        param_free = [n for n, c in counts.items() if c == 0]
         cache = {
             "used": True,
             "train": decisions.cache_train,
             "val": True,
             "prefix_blocks": prefix,
             "frozen_blocks": block_names[:prefix],
+            # what the Model page's picture shows as frozen: blocks with weights
+            "frozen_with_weights": frozen_with_weights(block_names, param_free, {}, prefix),
             "hit": all(out[4] for out in features.values()),
             "feature_shape": list(features["val"][0].shape[1:]),
             "seconds": seconds,

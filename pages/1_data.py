@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.images import IMAGE_EXTENSIONS
+from core.images import HEIC_EXTENSIONS, HEIC_HINT, IMAGE_EXTENSIONS
+from core.paths import pasted_path
 from core.scan import DataFolderError
 from ui import bookmarks, charts, checkup, resources, state, uploads, widgets, words
 
@@ -22,8 +23,9 @@ widgets.intro(
 
 
 def _use_folder(path: str) -> None:
-    st.session_state["data_dir"] = path.strip()
-    st.session_state["_pending_input"] = path.strip()  # shown in the path box on the next run
+    path = pasted_path(path)  # quotes, file:// and ~ as pasted
+    st.session_state["data_dir"] = path
+    st.session_state["_pending_input"] = path  # shown in the path box on the next run
     st.session_state["_rescan"] = True
 
 
@@ -114,6 +116,8 @@ def _report_saved(saved, what: str) -> None:
             else f"{len(saved.refused)} files that are not pictures"
         )
         note += f" Left out {files}: {shown}."
+        if any(Path(n).suffix.lower() in HEIC_EXTENSIONS for n in saved.refused):
+            note += f" (.heic files: {HEIC_HINT}.)"
     st.session_state["_upload_note"] = note
     _use_folder(str(saved.folder))
     st.rerun()
@@ -158,7 +162,7 @@ def upload_one_class(nonce: int, asked: str) -> None:
     )
     images = st.file_uploader(
         "Pictures",
-        type=sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS),
+        type=sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS | HEIC_EXTENSIONS),  # HEIC: to say what to do
         accept_multiple_files=True,
         key=f"images_{nonce}",
         help="Choose many pictures at once; they all go into the class above.",

@@ -125,6 +125,7 @@ def preset_controls(trainable_blocks: list[str]) -> str:
         list(words.PRESETS),
         key="preset",
         format_func=words.PRESETS.get,
+        captions=list(words.PRESET_TECHNICAL.values()),
         horizontal=True,
         persist_state="session",
         help="Presets for which blocks learn. You can also switch single blocks below (that makes it 'My own choice').",
@@ -171,7 +172,8 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
     names = list(counts)
     trainable_blocks = [n for n in names if n != "head" and counts[n] > 0]
     end_state = plan.trained_at(max(epochs - 1, 0))
-    frozen_top_down = [n for n in reversed(trainable_blocks) if not plan.trained[n]]
+    frozen_now = plan.frozen_blocks()  # the count the sentences and the fast-path note give too
+    frozen_top_down = frozen_now[::-1]
 
     st.markdown("From the picture (left) to your classes (right). Switch a block on to let it learn:")
     for i, (col, name) in enumerate(zip(st.columns(len(names)), names)):
@@ -179,7 +181,7 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
         extra = ""
         if counts[name] == 0:
             color, block_state = COLORS["none"], "no weights"
-        elif trains:
+        elif name not in frozen_now:
             color, block_state = COLORS["learns"], f"{_icon('local_fire_department')} learns"
         elif plan.strategy == "gradual" and end_state.get(name):
             first_epoch = (frozen_top_down.index(name) + 1) * plan.unfreeze_every + 1

@@ -264,7 +264,7 @@ if not active:
                 f"{report.num_images} pictures"
             )
             r2.markdown(f"**Network**  \n{info.title}" + ("" if config.init == "pretrained" else " (random weights)"))
-            r3.markdown(f"**What learns**  \n{words.strategy_label(config.strategy)}")
+            r3.markdown(f"**What learns**  \n{words.strategy_lines(config.strategy)}")
             r4.markdown(
                 f"**Settings**  \n{config.epochs} epochs, batch {config.batch_size or 'auto'}, rate {config.lr:g}"
             )

@@ -390,8 +390,8 @@ def summary(run, evaluation: dict) -> None:
     )
     st.markdown(
         f"These are pictures the model never learned from. It is a {words.backbone_title(config.get('backbone'))} "
-        f"({words.strategy_label(config.get('strategy'))}) trained on "
-        f"{words.md_text(Path(config.get('data_dir') or '?').name)} to tell {len(evaluation['classes'])} classes apart."
+        f"trained on {words.md_text(Path(config.get('data_dir') or '?').name)} to tell "
+        f"{len(evaluation['classes'])} classes apart. How it learned: {words.strategy_md(config.get('strategy'))}."
     )
     held_out_view.validation_interval(evaluation)
     widgets.feature_cache_caption(run.status.get("feature_cache"))
@@ -403,7 +403,7 @@ def summary(run, evaluation: dict) -> None:
         )
     st.markdown("#### How well each class is recognised")
     widgets.per_class_table(evaluation)
-    st.caption(f"Macro F1 {evaluation['macro_f1']:.2f}. {held_out_view.F1_LINE}")
+    st.caption(f"Macro F1 {evaluation['macro_f1']:.2f}. {words.F1_LINE}")
 
 
 def main() -> None:

@@ -14,10 +14,6 @@ from core.held_out import interval_in_words, wilson_interval
 from core.runs import read_json
 from ui import charts, fixes, widgets, words
 
-F1_LINE = (
-    "**F1** balances finding a class's pictures (recall) against being right when naming it (precision); "
-    "**macro F1** is the average over classes, so a small class counts as much as a big one."
-)
 SHOWN = 12  # pictures of one confusion square
 
 
@@ -53,7 +49,7 @@ def test_split_section(run) -> None:
         f"It named **{right} of the {test_eval['n']}** test pictures correctly "
         f"({words.fmt_pct(test_eval['accuracy'])}). {test_eval['words']}"
     )
-    st.caption(f"Macro F1 {test_eval['macro_f1']:.2f}. {F1_LINE}")
+    st.caption(f"Macro F1 {test_eval['macro_f1']:.2f}. {words.F1_LINE}")
     widgets.per_class_table(test_eval)
     if test_eval.get("unreadable"):
         st.caption(f"{len(test_eval['unreadable'])} test pictures could not be read and were not counted.")
@@ -108,7 +104,7 @@ def held_out_result(folder: str, result: dict) -> None:
         st.warning(f"Folders the model has no class for, not counted: {listed}.", icon=":material/help:")
     if result.get("unreadable"):
         st.caption(f"{len(result['unreadable'])} pictures could not be read and were not counted.")
-    st.caption(f"Macro F1 {result['macro_f1']:.2f}. {F1_LINE}")
+    st.caption(f"Macro F1 {result['macro_f1']:.2f}. {words.F1_LINE}")
     widgets.per_class_table(result)
     _confusion(folder, result)
 

@@ -28,6 +28,7 @@ from core.backbones import default_backbone
 from core.config import TrainConfig, defaults
 from core.files import atomic_write_json
 from core.freeze import freeze_plan_for
+from core.paths import pasted_path
 from core.runs import read_json
 from core.scan import DataFolderError, scan_folder
 from core.scan_report import ScanReport
@@ -139,7 +140,7 @@ def folder_refusal(path: str | Path) -> str | None:
     where = places()
     if not where.shared:
         return None
-    resolved = Path(path).expanduser().resolve()
+    resolved = Path(pasted_path(path)).resolve()
     if resolved == where.data or where.data in resolved.parents:
         return None
     return (

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from core.errors import UserError
-from core.images import verify_image
+from core.images import HEIC_EXTENSIONS, HEIC_HINT, verify_image
 
 _SAFE = re.compile(r"[^A-Za-z0-9 _.-]+")
 
@@ -88,6 +88,15 @@ def picture_endings(path: Path) -> tuple[str, ...] | None:
             return _ENDINGS.get(img.format or "")
     except Exception:  # noqa: BLE001 - not a picture after all
         return None
+
+
+def _no_pictures(what: str, refused: list[str]) -> UserError:
+    """Nothing could be kept: say which kinds of file are pictures, and what
+    to do with a phone's HEIC pictures."""
+    text = f"{what} (JPEG, PNG, GIF, BMP, WebP or TIFF). Nothing was saved."
+    if any(Path(name).suffix.lower() in HEIC_EXTENSIONS for name in refused):
+        text += f" The .heic files are {HEIC_HINT}."
+    return UserError(text)
 
 
 def free_name(folder: Path, name: str) -> Path:
@@ -171,7 +180,7 @@ def save_pictures(files, root: Path, folder_name: str, class_name: str, into: Pa
             path.write_bytes(upload.getvalue())
             saved.pictures += _keep_if_picture(path, saved.refused, shown)
         if not saved.pictures:
-            raise UserError("None of these files is a picture (JPEG, PNG, GIF, BMP, WebP or TIFF). Nothing was saved.")
+            raise _no_pictures("None of these files is a picture", saved.refused)
         if into is not None and into.is_dir() and _inside(into, root):
             _move_files(tmp / klass, into / klass)
             saved.folder, saved.asked = into, None
@@ -271,6 +280,6 @@ def unpack_zip(data, root: Path, folder_name: str) -> Saved:
                 raise UserError(f"The zip file is damaged or encrypted ({parts[-1]}). Nothing was saved.") from exc
             saved.pictures += _keep_if_picture(out, saved.refused, "/".join(parts))
         if not saved.pictures:
-            raise UserError("This zip file holds no pictures (JPEG, PNG, GIF, BMP, WebP or TIFF). Nothing was saved.")
+            raise _no_pictures("This zip file holds no pictures", saved.refused)
         saved.folder = _publish(tmp, root, asked)
     return saved

@@ -12,6 +12,7 @@ import streamlit as st
 
 from core.errors import friendly
 from core.evaluation import per_class_table as per_class_rows
+from core.features import describe_cache
 from core.jobs import ACTIVE
 from ui.words import run_label
 
@@ -20,10 +21,12 @@ log = logging.getLogger("transfer_studio")
 
 def feature_cache_caption(record: dict | None) -> None:
     """Say in words whether stored features made a run fast (the job's or
-    the run's "feature_cache" record, whose note core writes)."""
-    if record and record.get("note"):
+    the run's "feature_cache" record). The note is written afresh from the
+    record, so a run saved before a wording was fixed reads the new words."""
+    note = describe_cache(record) if record else ""
+    if note:
         icon = ":material/bolt:" if record.get("used") else ":material/info:"
-        st.caption(f"{icon} {record['note']}")
+        st.caption(f"{icon} {note}")
 
 
 def intro(text: str) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from core.backbones import get_backbone
+from core.config import STRATEGY_WORDS, strategy_words
 
 # Characters that make markup inside a line of Streamlit markdown: emphasis,
 # code, links and images ([ ]), raw HTML (< >), entities (&), strikethrough,
@@ -34,23 +35,19 @@ def chart_text(name) -> str:
     return html.escape(str(name), quote=False)
 
 
+# The Model page's strategy presets ("last" is last-N with its own slider),
+# named and explained by core.config.STRATEGY_WORDS.
 PRESETS = {
-    "linear": "Linear probe",
-    "last": "Last blocks",
-    "full": "Full fine-tune",
-    "gradual": "Gradual unfreezing",
-    "discriminative": "Discriminative rates",
-    "custom": "My own choice",
+    preset: strategy_words(preset)[0] for preset in ("linear", "last", "full", "gradual", "discriminative", "custom")
 }
+PRESET_TECHNICAL = {preset: strategy_words(preset)[1] for preset in PRESETS}
+PRESET_HELP = {preset: STRATEGY_WORDS["last-N" if preset == "last" else preset][2] for preset in PRESETS}
 
-PRESET_HELP = {
-    "linear": "Only the new head learns; the pretrained network is a fixed feature extractor. Fastest, and very good with few pictures.",
-    "last": "The new head and the last few pretrained blocks learn; the earlier blocks stay frozen.",
-    "full": "Every block learns. Slowest; needs more pictures and a smaller learning rate.",
-    "gradual": "Starts with only the head; one more block unfreezes, from the top down, every few epochs.",
-    "discriminative": "Every block learns, the earlier (more general) blocks at smaller learning rates.",
-    "custom": "You switched blocks on or off yourself.",
-}
+# F1 in one line, wherever it appears (Results, Compare, Runs, held-out checks).
+F1_LINE = (
+    "**F1** balances finding a class's pictures (recall) against being right when naming it (precision); "
+    "**macro F1** is the average over classes, so a small class counts as much as a big one."
+)
 
 
 def fmt_params(n: int | float | None) -> str:
@@ -133,14 +130,24 @@ def backbone_title(name: str | None) -> str:
 
 
 def strategy_label(strategy: str | None) -> str:
-    if not strategy:
-        return "?"
-    if strategy.startswith("last-"):
-        n = strategy.split("-", 1)[1]
-        return f"last {n} block{'s' if n != '1' else ''}"
-    return {"linear": "linear probe", "custom": "own choice of blocks"}.get(
-        strategy, PRESETS.get(strategy, strategy).lower()
-    )
+    """A strategy on one line (tables, select boxes): what it does, then its
+    technical name in brackets."""
+    plain, technical = strategy_words(strategy)
+    return f"{plain} ({technical})" if technical else plain
+
+
+def strategy_md(strategy: str | None) -> str:
+    """A strategy inside a markdown sentence: what it does in bold, then its
+    technical name in brackets."""
+    plain, technical = strategy_words(strategy)
+    return f"**{md_text(plain)}** ({md_text(technical)})" if technical else f"**{md_text(plain)}**"
+
+
+def strategy_lines(strategy: str | None) -> str:
+    """A strategy in markdown: what it does, and its technical name as a
+    second, quieter line."""
+    plain, technical = strategy_words(strategy)
+    return f"{md_text(plain)}  \n:gray[{md_text(technical)}]" if technical else md_text(plain)
 
 
 def run_label(run, with_accuracy: bool = True) -> str:
