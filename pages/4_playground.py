@@ -12,6 +12,7 @@ import streamlit as st
 from core.errors import friendly
 from core.evaluation import list_images, predict_batch, predict_images, predictions_csv
 from core.images import IMAGE_EXTENSIONS, open_rgb
+from core.paths import pasted_path
 from ui import bookmarks, charts, fixes, resources, state, uploads, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_PLAYGROUND)  # a bookmark opened first on a fresh server
@@ -34,7 +35,10 @@ def one_picture(run) -> None:
             help="Any photo; it does not need to be from your folder.",
         )
     with tab_camera:
-        st.caption("Your browser asks before it uses the camera.")
+        st.caption(
+            "Your browser asks before it uses the camera. Opened from another computer, the camera works only "
+            "when the address starts with https (or on this computer, at localhost)."
+        )
         photo = st.camera_input(
             "Take a photo", key="play_camera", help="Hold the object in front of the camera and click."
         )
@@ -86,10 +90,10 @@ def one_picture(run) -> None:
         st.markdown(f"### It looks like: **{words.md_text(top_class)}**")
         sure = "very sure" if top_prob >= 0.9 else "fairly sure" if top_prob >= 0.6 else "unsure"
         st.markdown(f"The model is **{top_prob:.0%}** sure ({sure}).")
+        st.warning(words.always_picks(loaded.classes), icon=":material/rule:")
         st.plotly_chart(charts.top_classes_figure(result["top"]), key="top_classes")
     if explained is not None:
         st.caption(words.CAM_CAPTION)
-    st.caption("The model always picks one of the classes it was taught, even for a picture of something else.")
 
 
 @st.fragment
@@ -124,7 +128,7 @@ def _many_pictures(run) -> None:
         help="How many of the most likely classes the table lists for each picture.",
     )
     if c3.button("Name them all", icon=":material/play_arrow:", type="primary", key="batch_go"):
-        _predict_folder(run, (st.session_state.get("batch_folder") or "").strip(), int(st.session_state["batch_k"]))
+        _predict_folder(run, pasted_path(st.session_state.get("batch_folder") or ""), int(st.session_state["batch_k"]))
 
     result = st.session_state.get("_batch")
     if not result or result["run"] != run.name:

@@ -173,7 +173,7 @@ def leaderboard_table(rows: list[dict], states: dict) -> None:
                 help="Share of the validation pictures the best epoch got right.",
             ),
             "Macro F1": st.column_config.NumberColumn(
-                format="%.2f", help="The average over classes of F1 (balances precision and recall). 1.0 is perfect."
+                format="%.2f", help="1.0 is perfect. " + words.F1_LINE.replace("**", "")
             ),
             "ms per picture": st.column_config.NumberColumn(
                 format="%.0f ms",
@@ -195,8 +195,8 @@ def leaderboard_notes(rows: list[dict], busy: bool) -> None:
         )
     if busy and any(r["ms_per_image"] is None and r["state"] == "finished" for r in rows):
         notes.append("Speed is measured when no training is running (it would slow both down).")
-    if notes:
-        st.caption("  \n".join(notes))
+    notes.append(words.F1_LINE)  # the table's Macro F1 column, in one line
+    st.caption("  \n".join(notes))
 
 
 def compared_curves(paths: list[str], rows: list[dict]) -> None:

@@ -216,7 +216,7 @@ def test_compare_lists_runs_and_a_sweep_fills_the_leaderboard(env, with_run, hym
     _wait_for(at, both_done, timeout=240)
     board = at.dataframe[0].value
     assert sorted(board["Network"]) == ["EfficientNet-Lite0", "MobileNetV2"]
-    assert set(board["What learned"]) == {"linear probe"}
+    assert set(board["What learned"]) == {"Only the new last layer learns (linear probe)"}
     assert (board["Best val accuracy"] >= 0).all() and board["Numbers that learned"].tolist() == [2562, 2562]
     assert board["ms per picture"].notna().all()
     assert len(at.get("plotly_chart")) == 2  # accuracy and loss curves

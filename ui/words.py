@@ -161,6 +161,19 @@ def run_label(run, with_accuracy: bool = True) -> str:
     return f"{s['run']} · {backbone_title(s['backbone'])} · {strategy_label(s['strategy'])} · {data}{acc_text}"
 
 
+def always_picks(classes: list[str]) -> str:
+    """Beside the Playground's answer: the model cannot say "none of these"."""
+    names = [f"**{md_text(c)}**" for c in classes[:6]]
+    if len(classes) > 6:
+        listed = ", ".join(names) + ", …"
+    else:
+        listed = " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
+    return (
+        f"It always picks one of its {len(classes)} classes ({listed}), even for a picture of something else: "
+        "how sure it is compares only these classes, so it can be very sure and still wrong."
+    )
+
+
 CAM_CAPTION = (
     "The colours show **where the model looked**: red and yellow are the parts of the picture that pushed it "
     "towards its answer, blue the parts that hardly mattered (Grad-CAM)."

@@ -1,0 +1,269 @@
+"""Words for non-programmers: strategies named by what they do, block names
+as people read them, counts that agree with the picture of the network,
+paths pasted the way people paste them, phones' HEIC pictures, class names
+in the order people expect, and the Playground's honesty about its classes.
+
+Real photos (tests/photos), the real scan, the real command line, and the
+app's pages through Streamlit's AppTest with a real EfficientNet-Lite0 run.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import types
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import cli
+from core.config import STRATEGY_WORDS, strategy_words
+from core.freeze import STRATEGIES, make_freeze_plan
+from core.images import HEIC_HINT
+from core.paths import pasted_path
+from core.resume import kept_split
+from core.scan import scan_folder
+from tests.folders import PHOTOS
+from ui import uploads, words
+
+REPO = Path(__file__).resolve().parent.parent
+APP = str(REPO / "app.py")
+# Names that only the code uses: none may appear in a sentence a person reads.
+RAW_BLOCK_NAME = re.compile(r"\b(final_conv|stage\d|features\.\d+|pre_logits|patch_embed)\b")
+# The blocks of MobileNetV2 and EfficientNet-Lite (a parameter-free "pool" before the head).
+MOBILE_BLOCKS = {
+    "stem": 1824,
+    "stage1": 13968,
+    "stage2": 39696,
+    "stage3": 487040,
+    "stage4": 1269184,
+    "final_conv": 412160,
+    "pool": 0,
+    "head": 3843,
+}
+
+
+def _photos(dst: Path, classes: dict[str, str], per_class: int = 3) -> Path:
+    """A folder of real photos: class folder name -> the photo class it copies."""
+    for name, source in classes.items():
+        (dst / name).mkdir(parents=True)
+        for photo in sorted((PHOTOS / "train" / source).glob("*.jpg"))[:per_class]:
+            shutil.copy(photo, dst / name / photo.name)
+    return dst
+
+
+# --- strategies ----------------------------------------------------------------------------
+
+
+def test_every_strategy_is_named_by_what_it_does_with_its_technical_name_second():
+    assert set(STRATEGY_WORDS) == set(STRATEGIES) | {"custom"}
+    for key, (plain, technical, help_text) in STRATEGY_WORDS.items():
+        assert plain and technical and help_text and plain != technical, key
+        assert plain[0].isupper() and technical[0].islower(), key  # a name, then a term
+    assert strategy_words("linear") == ("Only the new last layer learns", "linear probe")
+    assert strategy_words("last-2") == ("The last 2 blocks learn too", "last-2 fine-tune")
+    assert strategy_words("last-1") == ("The last block learns too", "last-1 fine-tune")
+    assert strategy_words("gradual")[0] == "Unfreeze one block at a time"
+    assert strategy_words("discriminative")[0] == "Earlier blocks learn more slowly"
+
+    # The Model page's presets, the tables and markdown all read the same words.
+    assert words.PRESETS["linear"] == "Only the new last layer learns"
+    assert words.PRESET_TECHNICAL["full"] == "full fine-tune"
+    assert words.PRESETS["last"] == STRATEGY_WORDS["last-N"][0]
+    assert words.strategy_label("full") == "Everything learns (full fine-tune)"
+    assert words.strategy_lines("gradual") == "Unfreeze one block at a time  \n:gray[gradual unfreezing]"
+    assert words.strategy_md("linear") == "**Only the new last layer learns** (linear probe)"
+
+
+def test_the_plan_sentence_names_blocks_as_people_read_them():
+    plan = make_freeze_plan(MOBILE_BLOCKS, "last-2")
+    sentence = plan.describe()
+    assert "(Stage 4, Final layer) are trained" in sentence
+    assert not RAW_BLOCK_NAME.search(sentence), sentence
+
+
+def test_frozen_counts_leave_out_the_block_without_weights():
+    """The picture shows "pool" as "no weights"; the fast-path note once counted
+    it as a 7th frozen block. One function gives both numbers."""
+    linear = make_freeze_plan(MOBILE_BLOCKS, "linear")
+    assert linear.frozen_prefix() == 7  # what is stored: every block before the head
+    assert linear.frozen_blocks() == ["stem", "stage1", "stage2", "stage3", "stage4", "final_conv"]
+    assert "the 6 pretrained blocks stay frozen" in linear.describe()
+    last2 = make_freeze_plan(MOBILE_BLOCKS, "last-2")
+    assert len(last2.frozen_blocks()) == 4 and "the other 4 stay frozen" in last2.describe()
+    assert last2.frozen_blocks(upto=last2.frozen_prefix()) == ["stem", "stage1", "stage2", "stage3"]
+
+
+# --- paths ---------------------------------------------------------------------------------
+
+
+def test_pasted_paths_become_the_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "My Photos" / "école 2"
+    folder.mkdir(parents=True)
+    plain = str(folder)
+    url = "file://" + quote(plain)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for pasted in (
+        plain,
+        f"'{plain}'",
+        f'"{plain}"',
+        f"  “{plain}”\n",
+        url,
+        f'"{url}"',
+        "file://localhost" + quote(plain),
+        "~/My Photos/école 2",
+        plain.replace(" ", "\\ "),  # dropped into a terminal
+    ):
+        assert pasted_path(pasted) == plain, pasted
+    assert pasted_path("") == ""
+    assert pasted_path("relative/folder") == "relative/folder"
+
+
+def test_the_scan_and_the_command_line_take_pasted_paths(tmp_path, monkeypatch, capsys):
+    data = _photos(tmp_path / "my pictures", {"hat": "hat", "shoes": "shoes"})
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for pasted in (f"'{data}'", "file://" + quote(str(data)), "~/my pictures"):
+        assert scan_folder(pasted).classes == ["hat", "shoes"], pasted
+    assert cli.main(["scan", f'"{data}"', "--json"]) == 0
+    assert '"hat"' in capsys.readouterr().out
+
+
+# --- class order ---------------------------------------------------------------------------
+
+
+def test_class_names_sort_as_people_read_them(tmp_path):
+    photo_of = {"10": "hat", "2": "pants", "1": "shoes", "banana": "t-shirt", "Apple": "hat", "class 9": "pants"}
+    report = scan_folder(_photos(tmp_path / "data", {**photo_of, "class 10": "shoes"}))
+    assert report.classes == ["1", "2", "10", "Apple", "banana", "class 9", "class 10"]
+    # Labels follow that order.
+    assert {report.classes[label] for p, label in report.train if "/10/" in p} == {"10"}
+
+
+def test_a_run_keeps_the_class_order_it_was_trained_with(tmp_path):
+    """A run saved before the natural order stores ["10", "2"]; resuming it
+    keeps its own order and labels, whatever a fresh scan says now."""
+    data = _photos(tmp_path / "data", {"10": "hat", "2": "shoes"}, per_class=4)
+    now = scan_folder(data)
+    assert now.classes == ["2", "10"]
+    old = now.to_dict()
+    old["classes"] = ["10", "2"]
+    swap = {0: 1, 1: 0}
+    for split in ("train", "val"):
+        old[split] = [[p, swap[label]] for p, label in old[split]]
+    old["counts"] = {"10": now.counts["10"], "2": now.counts["2"]}
+    kept, _note = kept_split(types.SimpleNamespace(scan=old), now)
+    assert kept.classes == ["10", "2"]
+    assert all(kept.classes[label] == Path(p).parent.name for p, label in kept.train + kept.val)
+
+
+# --- HEIC ----------------------------------------------------------------------------------
+
+
+def _heic_bytes() -> bytes:
+    """The start of an iPhone photo: an ISO box "ftyp" of brand "heic"."""
+    return b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+
+
+def test_heic_pictures_get_a_hint_to_export_them_as_jpeg(tmp_path):
+    data = _photos(tmp_path / "data", {"hat": "hat", "shoes": "shoes"})
+    (data / "hat" / "IMG_0001.HEIC").write_bytes(_heic_bytes())
+    (data / "shoes" / "renamed-on-the-phone.jpg").write_bytes(_heic_bytes())
+    report = scan_folder(data)
+    reasons = {Path(s.path).name: s.reason for s in report.skipped}
+    assert reasons["IMG_0001.HEIC"] == HEIC_HINT
+    assert reasons["renamed-on-the-phone.jpg"] == HEIC_HINT
+    assert "export it as JPEG" in HEIC_HINT and "not a" not in HEIC_HINT
+    assert "export it as JPEG" in report.format_text()
+
+    # Uploading only HEIC pictures says the same, and saves nothing.
+    upload = types.SimpleNamespace(name="IMG_0002.heic", getvalue=_heic_bytes)
+    with pytest.raises(Exception, match="export it as JPEG"):
+        uploads.save_pictures([upload], tmp_path / "uploads", "phone", "hat")
+
+
+# --- the pages -----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=False)
+def through_app_py(monkeypatch):
+    """As in test_app_pages: every rerun executes app.py's st.navigation."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+def _texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "success") for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def _frozen_tiles(at: AppTest) -> int:
+    """How many blocks the Model page's picture shows as frozen."""
+    return sum("ac_unit</span> frozen" in m.value for m in at.markdown if "border-radius:10px" in m.value)
+
+
+def _page(at: AppTest, page: str) -> AppTest:
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_pages_name_strategies_blocks_and_f1_in_plain_words(env, with_run, small_data, through_app_py):
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    _page(at, "pages/1_data.py")
+    at.text_input(key="data_dir_input").set_value(f"'{small_data}'").run()  # pasted with quotes
+    assert at.session_state["data_dir"] == str(small_data)
+    assert "needs fixing" not in _texts(at)
+
+    # Model: the strategies by what they do, technical names as captions; the
+    # picture, the sentence and (later) the fast-path note count 6 frozen blocks.
+    _page(at, "pages/2_model.py")
+    at.selectbox(key="backbone").set_value("efficientnet_lite0").run()
+    at.radio(key="preset").set_value("linear").run()
+    radio = at.radio(key="preset")
+    assert radio.options[0] == "Only the new last layer learns"
+    assert list(radio.proto.captions) == list(words.PRESET_TECHNICAL.values())
+    assert _frozen_tiles(at) == 6  # the fast-path note on Results says 6 too
+    sidebar = "\n".join(m.value for m in at.sidebar.markdown)
+    assert "Only the new last layer learns  \n:gray[linear probe]" in sidebar
+    at.radio(key="preset").set_value("last").run()
+    at.slider(key="last_n").set_value(2).run()
+    assert "(Stage 4, Final layer) are trained; the other 4 stay frozen" in _texts(at)
+    assert _frozen_tiles(at) == 4
+    assert not RAW_BLOCK_NAME.search(_texts(at)), RAW_BLOCK_NAME.search(_texts(at))
+
+    # Runs, Results and Compare name the run's strategy the same way; F1 is explained.
+    _page(at, "pages/5_runs.py")
+    assert list(at.dataframe[0].value["What learned"]) == ["Only the new last layer learns (linear probe)"]
+    _page(at, "pages/6_results.py")
+    results = _texts(at)
+    assert "How it learned: **Only the new last layer learns** (linear probe)" in results
+    assert "the 6 frozen blocks ran once" in results  # the same count as the picture
+    assert words.F1_LINE in results
+    _page(at, "pages/7_compare.py")
+    assert words.F1_LINE in _texts(at)
+    assert not RAW_BLOCK_NAME.search(_texts(at))
+
+
+def test_playground_says_it_always_picks_one_of_its_classes_beside_the_answer(
+    env, with_run, small_data, through_app_py
+):
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    _page(at, "pages/4_playground.py")
+    hand = sorted((small_data / "val" / "hat").glob("*.jpg"))[0]
+    at.file_uploader(key="play_upload").upload(hand.name, hand.read_bytes(), "image/jpeg").run()
+    assert not at.exception, [e.value for e in at.exception]
+    warning = "\n".join(w.value for w in at.warning)
+    assert "always picks one of its 4 classes" in warning
+    assert "**hat**, **pants**, **shoes** or **t-shirt**" in warning
+    assert not any("always picks" in c.value for c in at.caption)  # not small grey text
