@@ -306,7 +306,7 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
         step=1,
         key="epochs",
         persist_state="session",
-        help="One epoch = the model sees every training picture once. 5 is plenty for a linear probe.",
+        help="One epoch = the model sees every training picture once. 5 is plenty when only the new last layer learns.",
     )
     state.init_choice("batch_size")
     s2.select_slider(
@@ -386,7 +386,7 @@ def optimiser_settings() -> None:
 
 def regularisation_settings() -> None:
     state.init_choice("augment")
-    words = {"auto": "auto (none for a linear probe, else light)", **{k: k for k in AUGMENT_PRESETS}}
+    words = {"auto": "auto (none when only the last layer learns, else light)", **{k: k for k in AUGMENT_PRESETS}}
     st.selectbox(
         "Augmentation",
         list(words),
@@ -395,7 +395,8 @@ def regularisation_settings() -> None:
         format_func=words.get,
         help="Random changes to the training pictures so the model does not just memorise them. "
         + AUGMENT_PRESETS.get(
-            state.choice("augment"), "Auto keeps a linear probe fast (its features are computed once)."
+            state.choice("augment"),
+            "Auto keeps 'only the new last layer learns' fast (its features are computed once).",
         ),
     )
     state.init_choice("label_smoothing")
@@ -489,7 +490,8 @@ def machine_settings(info: BackboneInfo) -> None:
         "Remember the frozen blocks' output",
         key="feature_cache",
         persist_state="session",
-        help="Runs the frozen blocks once per picture and reuses the result: makes a linear probe take seconds.",
+        help="Runs the frozen blocks once per picture and reuses the result: when only the new last layer learns, "
+        "training takes seconds.",
     )
     state.init_choice("init")
     st.radio(

@@ -246,8 +246,7 @@ def per_class_and_settings(run) -> None:
     with st.expander("All settings of this run"):
         config = run.config
         plan = status.get("freeze_plan")
-        if plan:
-            st.markdown(f"**What learned:** {plan}")
+        st.markdown(f"**What learned:** {words.strategy_md(config.get('strategy'))}. {words.md_text(plan or '')}")
         if status.get("trainable_params"):
             st.markdown(
                 f"**Numbers that learned:** {status['trainable_params']:,} of {status.get('total_params', 0):,}"

@@ -244,6 +244,7 @@ def test_pages_name_strategies_blocks_and_f1_in_plain_words(env, with_run, small
     # Runs, Results and Compare name the run's strategy the same way; F1 is explained.
     _page(at, "pages/5_runs.py")
     assert list(at.dataframe[0].value["What learned"]) == ["Only the new last layer learns (linear probe)"]
+    assert "**What learned:** **Only the new last layer learns** (linear probe). Only the new head" in _texts(at)
     _page(at, "pages/6_results.py")
     results = _texts(at)
     assert "How it learned: **Only the new last layer learns** (linear probe)" in results
