@@ -225,11 +225,13 @@ def look_closer(run, rows: list[dict]) -> None:
         names = {r["path"]: f"{Path(r['path']).name} (really {r['true']}, said {r['predicted']})" for r in rows}
         c1, c2 = st.columns([2, 1])
         path = c1.selectbox("Picture", list(names), format_func=names.get, key="closer_path")
-        layers = cam_layers(resources.loaded_model(run))
+        loaded = resources.loaded_model(run)
+        layers = cam_layers(loaded)
         layer = c2.selectbox(
             "Layer to look at",
             layers,
             index=len(layers) - 1,
+            format_func=loaded.model.info.block_title,  # "Final layer", not final_conv
             key=f"closer_layer_{run.name}",
             help="The last layer (the default) shows whole objects; earlier layers show finer, more local detail.",
         )

@@ -250,6 +250,8 @@ def test_pages_name_strategies_blocks_and_f1_in_plain_words(env, with_run, small
     assert "How it learned: **Only the new last layer learns** (linear probe)" in results
     assert "the 6 frozen blocks ran once" in results  # the same count as the picture
     assert words.F1_LINE in results
+    layers = at.selectbox(key=f"closer_layer_{with_run.name}").options  # Grad-CAM's layer, as people read it
+    assert layers[-1] == "Final layer" and not RAW_BLOCK_NAME.search(" ".join(layers)), layers
     _page(at, "pages/7_compare.py")
     assert words.F1_LINE in _texts(at)
     assert not RAW_BLOCK_NAME.search(_texts(at))
