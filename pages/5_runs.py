@@ -246,7 +246,9 @@ def per_class_and_settings(run) -> None:
     with st.expander("All settings of this run"):
         config = run.config
         plan = status.get("freeze_plan")
-        st.markdown(f"**What learned:** {words.strategy_md(config.get('strategy'))}. {words.md_text(plan or '')}")
+        st.markdown(
+            f"**What learned:** {words.strategy_md(config.get('strategy'))}. {words.md_text(words.plan_sentence(plan))}"
+        )
         if status.get("trainable_params"):
             st.markdown(
                 f"**Numbers that learned:** {status['trainable_params']:,} of {status.get('total_params', 0):,}"

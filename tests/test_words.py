@@ -84,6 +84,15 @@ def test_the_plan_sentence_names_blocks_as_people_read_them():
     assert not RAW_BLOCK_NAME.search(sentence), sentence
 
 
+def test_a_plan_sentence_saved_by_an_older_run_reads_with_block_titles():
+    old = "The new head and 2 pretrained blocks (stage4, final_conv) are trained; the other 4 stay frozen."
+    assert words.plan_sentence(old) == (
+        "The new head and 2 pretrained blocks (Stage 4, Final layer) are trained; the other 4 stay frozen."
+    )
+    new = make_freeze_plan(MOBILE_BLOCKS, "last-2").describe()
+    assert words.plan_sentence(new) == new
+
+
 def test_frozen_counts_leave_out_the_block_without_weights():
     """The picture shows "pool" as "no weights"; the fast-path note once counted
     it as a 7th frozen block. One function gives both numbers."""

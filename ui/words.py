@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from core.backbones import get_backbone
+from core.blocks import block_title
 from core.config import STRATEGY_WORDS, strategy_words
 
 # Characters that make markup inside a line of Streamlit markdown: emphasis,
@@ -159,6 +160,18 @@ def run_label(run, with_accuracy: bool = True) -> str:
     acc_text = f" · {fmt_pct(acc)}" if with_accuracy and acc is not None and acc >= 0 else ""
     data = Path(s["data"]).name if s.get("data") else "?"
     return f"{s['run']} · {backbone_title(s['backbone'])} · {strategy_label(s['strategy'])} · {data}{acc_text}"
+
+
+_OLD_PLAN_BLOCKS = re.compile(r"\(([a-z0-9_]+(?:, [a-z0-9_]+)*)\) are trained")
+
+
+def plan_sentence(text: str | None) -> str:
+    """A run's saved plan sentence (status.json "freeze_plan"). Runs saved
+    before blocks were named for people list them as code names
+    ("(stage4, final_conv) are trained"): those read as titles here."""
+    return _OLD_PLAN_BLOCKS.sub(
+        lambda m: f"({', '.join(block_title(b) for b in m.group(1).split(', '))}) are trained", text or ""
+    )
 
 
 def always_picks(classes: list[str]) -> str:
