@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli_checks
+from . import cli_checks, cli_data
 from .runs import DEFAULT_RUNS_DIR
 
 if TYPE_CHECKING:  # for the annotation only; the commands import the engine where they use it
@@ -252,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backbones", help="list the backbones")
     p.set_defaults(func=cmd_backbones)
     cli_checks.add_commands(sub)
+    cli_data.register(sub)
     return parser
 
 
