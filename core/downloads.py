@@ -13,6 +13,7 @@ import hashlib
 import os
 import socket
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -60,14 +61,23 @@ def check_digest(path: Path, expected: str | None, algorithm: str = "sha256", wh
 
 
 def reachable(url: str, timeout: float = CONNECT_TIMEOUT) -> bool:
-    """Whether a connection to `url`'s server opens within `timeout` seconds."""
+    """Whether a connection to `url`'s server opens within `timeout` seconds,
+    the name lookup included (a dead DNS server can stall it for long)."""
     parts = urllib.parse.urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answer: list[bool] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=connect, daemon=True, name="reachable")
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(answer and answer[0])
 
 
 def download(

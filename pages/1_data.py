@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.images import IMAGE_EXTENSIONS
 from core.scan import DataFolderError
-from ui import bookmarks, charts, checkup, resources, state, uploads, widgets, words
+from ui import bookmarks, charts, checkup, resources, starters, state, uploads, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_DATA)  # a bookmark opened first on a fresh server
 st.title(":material/photo_library: Your pictures")
@@ -212,11 +212,12 @@ def upload_pictures() -> None:
             st.caption(f"{words.md_text(made.name)} holds: {counts}")
 
 
-tab_folder, tab_upload = st.tabs(
+tab_folder, tab_upload, tab_starters = st.tabs(
     [
         ":material/folder_open: "
         + ("A folder in the data folder" if state.places().shared else "A folder on this computer"),
         ":material/upload: Upload pictures",
+        ":material/school: Example pictures and standard datasets",
     ]
 )
 with tab_folder:
@@ -226,6 +227,8 @@ with tab_folder:
         folder_on_this_computer()
 with tab_upload:
     upload_pictures()
+with tab_starters:
+    starters.section(_use_folder)
 
 note = st.session_state.pop("_upload_note", None)
 if note:

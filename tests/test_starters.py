@@ -265,3 +265,66 @@ def test_a_damaged_archive_is_a_clear_error(tmp_path):
     (archives / "cifar-10-python.tar.gz").write_bytes(io.BytesIO(b"\x1f\x8b not really").getvalue())
     with pytest.raises(UserError, match="damaged or not the dataset's archive"):
         standard_datasets.import_dataset("cifar10", tmp_path / "data", archive_dir=archives)
+
+
+# --- the Data page ---------------------------------------------------------------------
+
+
+@pytest.fixture()
+def data_page(env, monkeypatch):
+    """The Data page in AppTest, every rerun through app.py as on the real
+    server (see tests/test_app_pages.py)."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/1_data.py").run()
+    assert not at.exception
+    return at
+
+
+def _shown(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_data_page_offline_example_says_so_and_points_to_the_camera(data_page, monkeypatch):
+    monkeypatch.setenv("TRANSFER_STUDIO_MIRROR", _closed_port_url("").rstrip("/"))
+    at = data_page
+    assert "Licence" in _shown(at.caption)
+    at.button(key="example_fetch").click().run()
+    assert not at.exception
+    assert "no internet" in _shown(at.error)
+    assert "camera" in _shown(at.info)
+
+
+def test_data_page_fetches_an_example_and_chooses_it(data_page, env, local_server, monkeypatch):
+    monkeypatch.setenv("TRANSFER_STUDIO_MIRROR", local_server)
+    at = data_page
+    at.button(key="example_fetch").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Ready to train" in _shown(at.success)
+    assert at.session_state["data_dir"] == str(env / "data" / "ants-and-bees")
+
+
+def test_data_page_makes_a_standard_dataset_folder_and_chooses_it(data_page, env):
+    raw = env / "data" / ".downloads" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 30), ("t10k", 20)):
+        (raw / f"{prefix}-images-idx3-ubyte.gz").write_bytes(_idx(_pictures(n, (28, 28), n)))
+        (raw / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(_idx(np.arange(n) % 10))
+    at = data_page
+    at.selectbox(key="standard_pick").set_value("mnist").run()
+    at.number_input(key="standard_per_class").set_value(3).run()
+    at.button(key="standard_make").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Ready to train" in _shown(at.success)
+    assert at.session_state["data_dir"] == str(env / "data" / "mnist-3-per-class")
+    assert {m.label: m.value for m in at.metric}["Classes"] == "10"
