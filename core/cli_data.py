@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-DEFAULT_DATA_DIR = "data"
+# The app's data folder when nothing else is said (ui.state.places reads the same variable).
+DEFAULT_DATA_DIR = os.environ.get("TRANSFER_STUDIO_DATA") or "data"
 
 
 def _report(what: str, fraction: float) -> None:
@@ -17,6 +19,7 @@ def _report(what: str, fraction: float) -> None:
 
 def cmd_examples(args) -> int:
     from . import examples
+    from .downloads import OfflineError
 
     root = Path(args.data_dir)
     if args.from_zip:
@@ -26,7 +29,11 @@ def cmd_examples(args) -> int:
         def progress(done: int, total: int | None) -> None:
             _report(f"Downloading {done / 2**20:,.1f}" + (f" of {total / 2**20:,.1f} MB" if total else " MB"), 0)
 
-        folder = examples.fetch(args.fetch, root, progress)
+        try:
+            folder = examples.fetch(args.fetch, root, progress)
+        except OfflineError as exc:
+            zip_path = root / examples.example(args.fetch).archive
+            raise OfflineError(f"{exc} On the command line: python -m core examples --from-zip {zip_path}") from exc
         print(file=sys.stderr)
     else:
         for ex in examples.EXAMPLES.values():
@@ -57,7 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .standard_datasets import ARCHIVE_FOLDER, DEFAULT_PER_CLASS
 
     p = sub.add_parser("examples", help="list the example picture sets, or fetch or unpack one into a new folder")
-    p.add_argument("data_dir", nargs="?", default=DEFAULT_DATA_DIR, help="the data folder (default: ./data)")
+    p.add_argument(
+        "data_dir", nargs="?", default=DEFAULT_DATA_DIR, help=f"the data folder (default: {DEFAULT_DATA_DIR})"
+    )
     p.add_argument("--fetch", metavar="NAME", default=None, help="download this example set and unpack it")
     p.add_argument("--from-zip", metavar="PATH", default=None, help="unpack an example set's zip you already have")
     p.set_defaults(func=cmd_examples)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import downloads
 from .errors import UserError
-from .unpack import MAX_UNPACKED_BYTES, unpack_zip
+from .unpack import MAX_UNPACKED_BYTES, TEMP_PREFIX, unpack_zip
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,8 @@ def example(name: str) -> ExampleSet:
 def offline_hint(ex: ExampleSet, data_root: Path) -> str:
     """What to do without internet, in words for a person."""
     return (
-        "Make your own classes with the camera instead, or, if you have the archive from another computer, "
-        f"put the downloaded zip ({ex.archive}) at {Path(data_root) / ex.archive} and unpack it from the zip "
-        f"you have (on the command line: python -m core examples --from-zip {Path(data_root) / ex.archive})."
+        "Make your own classes with the camera instead, or unpack a copy of the archive you already have: "
+        f"put {ex.archive} at {Path(data_root) / ex.archive} and choose “Unpack from a zip you have”."
     )
 
 
@@ -106,7 +105,7 @@ def fetch(
     ex = example(name)
     data_root = Path(data_root)
     data_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".transfer-studio-download-", dir=data_root) as tmp:
+    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX + "download-", dir=data_root) as tmp:
         archive = downloads.download(
             url or ex.url,
             Path(tmp) / ex.archive,

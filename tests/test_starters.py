@@ -302,7 +302,7 @@ def test_data_page_offline_example_says_so_and_points_to_the_camera(data_page, m
     at.button(key="example_fetch").click().run()
     assert not at.exception
     assert "no internet" in _shown(at.error)
-    assert "camera" in _shown(at.info)
+    assert "camera" in _shown(at.error) and "Unpack from a zip you have" in _shown(at.error)
 
 
 def test_data_page_fetches_an_example_and_chooses_it(data_page, env, local_server, monkeypatch):

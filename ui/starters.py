@@ -21,27 +21,28 @@ from core.errors import friendly
 from ui import state, words
 
 MIRROR_ENV = "TRANSFER_STUDIO_MIRROR"
-_CAMERA_HINT = "Without internet, make your own classes with the camera, or upload pictures you have."
 
 
 def _mirror() -> str | None:
     return (os.environ.get(MIRROR_ENV) or "").strip().rstrip("/") or None
 
 
-def _done(folder: Path, what: str, use_folder: Callable[[str], None]) -> None:
+def _done(folder: Path, what: str, use_folder: Callable[[str], None], per_class: int | None = None) -> None:
     """Choose the new folder and say what was made (shown after the rerun)."""
     pictures = sum(1 for p in folder.rglob("*") if p.is_file())
-    st.session_state["_upload_note"] = (
-        f"{what}: {pictures} pictures in {words.md_text(folder)}. It is now the chosen folder."
-    )
+    note = f"{what}: {pictures} pictures in {words.md_text(folder)}. It is now the chosen folder."
+    classes = [p for p in (folder / "train").iterdir() if p.is_dir()] if (folder / "train").is_dir() else []
+    if per_class and pictures < per_class * len(classes):
+        note += f" The dataset has fewer than {per_class} pictures of some classes, so all of theirs were taken."
+    st.session_state["_upload_note"] = note
     use_folder(str(folder))
     st.rerun()
 
 
 def _failed(exc: Exception, what: str) -> None:
     if isinstance(exc, OfflineError):
-        st.error(f"{words.md_text(friendly(exc))}", icon=":material/wifi_off:")
-        st.info(_CAMERA_HINT, icon=":material/photo_camera:")
+        st.session_state["_starters_offline"] = True  # opens "Unpack from a zip you have"
+        st.error(words.md_text(friendly(exc)), icon=":material/wifi_off:")
     else:
         st.error(f"{what}: {words.md_text(friendly(exc))}", icon=":material/error:")
 
@@ -85,11 +86,16 @@ def example_pictures(use_folder: Callable[[str], None]) -> None:
 
 def _from_local_zip(ex: examples.ExampleSet, use_folder: Callable[[str], None]) -> None:
     """Unpack a copy of the archive already on this computer (brought on a USB stick)."""
-    with st.expander("No internet? Unpack from a zip you have"):
+    with st.expander(
+        "No internet? Unpack from a zip you have", expanded=bool(st.session_state.get("_starters_offline"))
+    ):
+        usual = Path(state.data_root()) / ex.archive
+        if usual.is_file() and not st.session_state.get("example_zip_path"):
+            st.session_state["example_zip_path"] = str(usual)  # found where the offline message says to put it
         path = st.text_input(
             "Path of the zip file on this computer",
             key="example_zip_path",
-            placeholder=f"e.g. {Path(state.data_root()) / ex.archive}",
+            placeholder=f"e.g. {usual}",
             help=f"The archive downloaded on another computer from {ex.url}",
         )
         if st.button("Unpack and use these pictures", icon=":material/unarchive:", disabled=not (path or "").strip()):
@@ -147,7 +153,7 @@ def standard_dataset(use_folder: Callable[[str], None]) -> None:
             bar.empty()
             _failed(exc, f"Could not make the {std.title} folder")
         else:
-            _done(folder, f"Made from {std.title}", use_folder)
+            _done(folder, f"Made from {std.title}", use_folder, int(per_class))
 
 
 def section(use_folder: Callable[[str], None]) -> None:
