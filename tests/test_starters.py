@@ -15,6 +15,7 @@ import http.server
 import io
 import pickle
 import socket
+import struct
 import tarfile
 import threading
 import zipfile
@@ -137,15 +138,39 @@ def _pictures(n: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
 
 
+class _Python2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2's cPickle wrote its str (BINSTRING), as in the
+    real CIFAR files: they come back as latin1 text, which numpy turns back
+    into an array's bytes."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, obj: bytes) -> None:
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+
+def _py2_pickle(obj) -> bytes:
+    out = io.BytesIO()
+    _Python2Pickler(out, protocol=2).dump(obj)
+    return out.getvalue()
+
+
 def _cifar_tree(folder: Path, per_batch: int, names: list[str], hundred: bool = False) -> None:
-    """A tiny cifar-10-batches-py (or cifar-100-python) folder in CIFAR's layout."""
+    """A tiny cifar-10-batches-py (pickled as Python 2 did, like the real
+    files) or cifar-100-python (pickled by Python 3) folder in CIFAR's layout."""
     folder.mkdir(parents=True)
     key = "fine_labels" if hundred else "labels"
     files = ["train", "test"] if hundred else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for n, name in enumerate(files):
         labels = [i % len(names) for i in range(per_batch)]
         batch = {b"data": _pictures(per_batch, (3 * 32 * 32,), n), key.encode(): labels, b"batch_label": b"x"}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        (folder / name).write_bytes(pickle.dumps(batch) if hundred else _py2_pickle(batch))
     meta = {("fine_label_names" if hundred else "label_names"): names}
     (folder / ("meta" if hundred else "batches.meta")).write_bytes(pickle.dumps(meta))
 
