@@ -27,7 +27,8 @@ def cmd_examples(args) -> int:
     elif args.fetch:
 
         def progress(done: int, total: int | None) -> None:
-            _report(f"Downloading {done / 2**20:,.1f}" + (f" of {total / 2**20:,.1f} MB" if total else " MB"), 0)
+            size = f" of {total / 2**20:,.1f}" if total else ""
+            _report(f"Downloading {done / 2**20:,.1f}{size} MB", done / total if total else 0.0)
 
         try:
             folder = examples.fetch(args.fetch, root, progress)

@@ -16,6 +16,7 @@ seen in training, and core.scan reads it as its train/val split.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,6 @@ class Standard:
     words: str
     files: tuple[tuple[str, str, str], ...]  # (file name, URL, md5) to download, as torchvision does
     place: str  # inside the archive folder: the archive file or the folder that holds the files
-    classes_hint: str
     licence: str
 
 
@@ -64,7 +64,6 @@ def _torchvision_sources() -> dict[str, Standard]:
                 "ships, trucks. The set the PyTorch tutorials train on.",
                 ((tv.CIFAR10.filename, tv.CIFAR10.url, tv.CIFAR10.tgz_md5),),
                 tv.CIFAR10.filename,
-                "airplane … truck",
                 "From Alex Krizhevsky's page (University of Toronto), free for research and teaching.",
             ),
             Standard(
@@ -73,7 +72,6 @@ def _torchvision_sources() -> dict[str, Standard]:
                 "Small 32×32 colour photos of 100 things (apples, bicycles, clouds, …): harder than CIFAR-10.",
                 ((tv.CIFAR100.filename, tv.CIFAR100.url, tv.CIFAR100.tgz_md5),),
                 tv.CIFAR100.filename,
-                "apple … worm",
                 "From Alex Krizhevsky's page (University of Toronto), free for research and teaching.",
             ),
             Standard(
@@ -82,7 +80,6 @@ def _torchvision_sources() -> dict[str, Standard]:
                 "Handwritten digits 0 to 9, small grey 28×28 pictures.",
                 idx_files(tv.MNIST),
                 "MNIST/raw",
-                "0 … 9",
                 "Yann LeCun and Corinna Cortes, CC BY-SA 3.0.",
             ),
             Standard(
@@ -91,7 +88,6 @@ def _torchvision_sources() -> dict[str, Standard]:
                 "Small grey 28×28 pictures of 10 kinds of clothes and shoes, from Zalando's shop.",
                 idx_files(tv.FashionMNIST),
                 "FashionMNIST/raw",
-                "T-shirt … ankle boot",
                 "Zalando Research, MIT licence.",
             ),
             Standard(
@@ -100,21 +96,16 @@ def _torchvision_sources() -> dict[str, Standard]:
                 "96×96 colour photos of 10 things (like CIFAR-10, larger and fewer). The archive is 2.6 GB.",
                 ((tv.STL10.filename, tv.STL10.url, tv.STL10.tgz_md5),),
                 tv.STL10.filename,
-                "airplane … truck",
                 "Adam Coates, Honglak Lee, Andrew Ng (Stanford), for research and teaching.",
             ),
         )
     }
 
 
-_SOURCES: dict[str, Standard] | None = None
-
-
+@functools.cache
 def standards() -> dict[str, Standard]:
-    global _SOURCES
-    if _SOURCES is None:
-        _SOURCES = _torchvision_sources()
-    return _SOURCES
+    """The datasets by name (torchvision is imported on the first call only)."""
+    return _torchvision_sources()
 
 
 def standard(name: str) -> Standard:
