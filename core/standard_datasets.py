@@ -27,7 +27,8 @@ from PIL import Image
 from . import dataset_formats as fmt
 from . import downloads
 from .errors import UserError
-from .unpack import publish, safe_name, staging
+from .names import safe_name
+from .unpack import publish, staging
 
 DEFAULT_PER_CLASS = 100
 MAX_PER_CLASS = 5000

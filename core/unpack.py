@@ -14,7 +14,6 @@ path, no hidden or system files).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -28,8 +27,7 @@ from PIL import Image
 
 from .errors import UserError
 from .images import IMAGE_EXTENSIONS, verify_image
-
-_SAFE = re.compile(r"[^A-Za-z0-9 _.-]+")
+from .names import free_name, safe_name
 
 # What a zip of pictures may unpack: 2 GB is tens of thousands of photos, more
 # than a class project needs; past it, unpack it yourself and type its folder.
@@ -73,11 +71,6 @@ class Saved:
         return self.asked is not None and self.asked != self.folder.name
 
 
-def safe_name(text: str, fallback: str = "my-pictures") -> str:
-    name = _SAFE.sub("", (text or "").strip()).strip(" .")
-    return name[:80] or fallback
-
-
 def picture_endings(path: Path) -> tuple[str, ...] | None:
     """The endings a file may have when its content is a picture the scan
     uses; None when it is not one (whatever its name says)."""
@@ -89,16 +82,6 @@ def picture_endings(path: Path) -> tuple[str, ...] | None:
             return _ENDINGS.get(img.format or "")
     except Exception:  # noqa: BLE001 - not a picture after all
         return None
-
-
-def free_name(folder: Path, name: str) -> Path:
-    """folder/name, or folder/name-2 (…) when that is taken: never an existing path."""
-    stem, suffix = os.path.splitext(name)
-    candidate, n = folder / name, 1
-    while candidate.exists() or candidate.is_symlink():
-        n += 1
-        candidate = folder / f"{stem}-{n}{suffix}"
-    return candidate
 
 
 def keep_if_picture(path: Path, refused: list[str], shown: str) -> bool:
