@@ -11,7 +11,7 @@ are what `python -m core backbones --json` prints. No Streamlit here.
 
 from __future__ import annotations
 
-from .backbones import BackboneInfo, default_backbone, list_backbones, weights_cached
+from .backbones import BackboneInfo, default_backbone, get_backbone, list_backbones, weights_cached
 
 READY_WORDS = "Ready — works offline"
 
@@ -87,3 +87,19 @@ def backbone_entry(info: BackboneInfo) -> dict:
 def backbone_entries() -> list[dict]:
     """Every network the app offers, in display order, as `backbone_entry`."""
     return [backbone_entry(b) for b in list_backbones()]
+
+
+def download_failure(summary: dict) -> str | None:
+    """The network whose weights a run could not get, when that is why it
+    failed (its reason names the weights file) and they are still not here;
+    else None. `summary` is a run folder's `Run.summary()`, so this survives a
+    reload or a restart."""
+    if summary.get("state") != "failed":
+        return None
+    try:
+        info = get_backbone(summary.get("backbone") or "")
+    except ValueError:
+        return None
+    if weights_cached(info.name) or info.weights_file not in (summary.get("reason") or ""):
+        return None
+    return info.name
