@@ -13,7 +13,6 @@ than the free disk allows.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -27,8 +26,7 @@ from PIL import Image
 
 from core.errors import UserError
 from core.images import verify_image
-
-_SAFE = re.compile(r"[^A-Za-z0-9 _.-]+")
+from core.names import free_name, safe_name
 
 # What a zip of pictures may unpack: 2 GB is tens of thousands of photos, more
 # than a class project needs; past it, unpack it yourself and type its folder.
@@ -72,11 +70,6 @@ class Saved:
         return self.asked is not None and self.asked != self.folder.name
 
 
-def safe_name(text: str, fallback: str = "my-pictures") -> str:
-    name = _SAFE.sub("", (text or "").strip()).strip(" .")
-    return name[:80] or fallback
-
-
 def picture_endings(path: Path) -> tuple[str, ...] | None:
     """The endings a file may have when its content is a picture the scan
     uses; None when it is not one (whatever its name says)."""
@@ -88,16 +81,6 @@ def picture_endings(path: Path) -> tuple[str, ...] | None:
             return _ENDINGS.get(img.format or "")
     except Exception:  # noqa: BLE001 - not a picture after all
         return None
-
-
-def free_name(folder: Path, name: str) -> Path:
-    """folder/name, or folder/name-2 (…) when that is taken: never an existing path."""
-    stem, suffix = os.path.splitext(name)
-    candidate, n = folder / name, 1
-    while candidate.exists() or candidate.is_symlink():
-        n += 1
-        candidate = folder / f"{stem}-{n}{suffix}"
-    return candidate
 
 
 def _keep_if_picture(path: Path, refused: list[str], shown: str) -> bool:
