@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.images import IMAGE_EXTENSIONS
 from core.scan import DataFolderError
-from ui import bookmarks, charts, checkup, resources, state, uploads, widgets, words
+from ui import bookmarks, camera_classes, charts, checkup, resources, state, uploads, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_DATA)  # a bookmark opened first on a fresh server
 st.title(":material/photo_library: Your pictures")
@@ -212,12 +212,15 @@ def upload_pictures() -> None:
             st.caption(f"{words.md_text(made.name)} holds: {counts}")
 
 
-tab_folder, tab_upload = st.tabs(
+tab_folder, tab_upload, tab_camera = st.tabs(
     [
         ":material/folder_open: "
         + ("A folder in the data folder" if state.places().shared else "A folder on this computer"),
         ":material/upload: Upload pictures",
-    ]
+        ":material/photo_camera: Make classes with the camera",
+    ],
+    key="data_way_in",
+    on_change="rerun",  # the camera turns on only while its tab is open
 )
 with tab_folder:
     if state.places().shared:
@@ -226,6 +229,9 @@ with tab_folder:
         folder_on_this_computer()
 with tab_upload:
     upload_pictures()
+with tab_camera:
+    if tab_camera.open:
+        camera_classes.show(_use_folder)
 
 note = st.session_state.pop("_upload_note", None)
 if note:
