@@ -27,11 +27,12 @@ WAIT = 30_000  # ms: a busy machine may take a while to rerun the page
 FAKE_CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
 
-@pytest.fixture()
-def app(tmp_path):
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    tmp_path = tmp_path_factory.mktemp("camera")
     data = tmp_path / "data"
     env = {
         "TORCH_HOME": str(tmp_path / "torch-home"),

@@ -31,20 +31,20 @@ _NEXT_TARGET = "_camera_target_next"  # a class to record into from the next run
 # What to say when the browser gives no camera (its error name -> words).
 _CAMERA_PROBLEMS = {
     "insecure": "This browser lets a page use the camera only when Transfer Studio is opened on the computer "
-    "that runs it (an address starting with http://localhost) or over https. Open it there, or add "
-    "pictures with **Upload pictures** under each class instead.",
+    "that runs it (an address starting with http://localhost) or over https.",
     "NotAllowedError": "The browser was not allowed to use the camera. Allow the camera for this page "
-    "(the camera sign in the address bar), then press **Try the camera again**, or upload pictures instead.",
+    "(the camera sign in the address bar), then press **Try the camera again**.",
     "SecurityError": "The browser does not allow the camera on this page. Open Transfer Studio at "
-    "http://localhost on the computer that runs it (or over https), or upload pictures instead.",
-    "NotFoundError": "No camera was found. Plug one in and press **Try the camera again**, or upload pictures instead.",
-    "OverconstrainedError": "No camera was found that can take pictures here. Upload pictures instead.",
+    "http://localhost on the computer that runs it, or over https.",
+    "NotFoundError": "No camera was found. Plug one in and press **Try the camera again**.",
+    "OverconstrainedError": "No camera was found that can take pictures here.",
     "NotReadableError": "The camera is busy in another program (a video call?). Close that program and press "
-    "**Try the camera again**, or upload pictures instead.",
+    "**Try the camera again**.",
     "AbortError": "The camera is busy in another program (a video call?). Close that program and press "
-    "**Try the camera again**, or upload pictures instead.",
-    "ended": "The camera stopped (was it unplugged?). Press **Try the camera again**, or upload pictures instead.",
+    "**Try the camera again**.",
+    "ended": "The camera stopped (was it unplugged?). Press **Try the camera again**.",
 }
+_UPLOAD_INSTEAD = " You can add pictures from this computer instead: **Change** beside a class."
 
 
 def camera_problem(camera: dict | None) -> str | None:
@@ -52,9 +52,8 @@ def camera_problem(camera: dict | None) -> str | None:
     if not isinstance(camera, dict) or camera.get("status") != "error":
         return None
     name = str(camera.get("error") or "")
-    return _CAMERA_PROBLEMS.get(
-        name, f"The camera could not be started ({name or 'no reason given'}). Upload pictures instead."
-    )
+    why = _CAMERA_PROBLEMS.get(name, f"The camera could not be started ({name or 'no reason given'}).")
+    return why + _UPLOAD_INSTEAD
 
 
 def _current() -> MadeFolder | None:

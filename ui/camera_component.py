@@ -27,6 +27,7 @@ _CSS = """
 .ts-cam video { width: 100%; max-width: 480px; aspect-ratio: 4 / 3; background: #222; border-radius: 8px;
   transform: scaleX(-1); display: block; border: 3px solid transparent; object-fit: cover; }
 .ts-cam.recording video { border-color: #e53935; }
+.ts-cam.failed video { display: none; }
 .ts-cam .row { display: flex; gap: 0.5rem; align-items: center; flex-wrap: wrap; margin-top: 0.5rem; }
 .ts-cam button { font: inherit; padding: 0.45rem 0.9rem; border-radius: 8px; cursor: pointer;
   border: 1px solid var(--st-border-color, #ccc); background: var(--st-secondary-background-color, #f0f2f6);
@@ -59,6 +60,7 @@ function enable(cam) {
   cam.hold.disabled = !ready;
   cam.burst.disabled = !ready;
   cam.retry.style.display = cam.failed && !cam.stream && !cam.starting ? "" : "none";
+  cam.root.classList.toggle("failed", !!cam.failed && !cam.stream);
   cam.burst.textContent = "Take " + (cam.cfg.burst || 20) + " pictures";
 }
 
