@@ -92,6 +92,10 @@ def choose_folder() -> None:
         help="The pictures are saved in a new folder with this name inside the data folder.",
     )
     class_text = col_class.text_input("Name of the first class", key="camera_first_class", placeholder="e.g. thumbs up")
+    st.caption(
+        "The camera turns on when you start. Browsers allow it only on the computer that runs Transfer Studio "
+        "(localhost) or over https; without a camera, pictures can be added from this computer instead."
+    )
     if st.button("Start with this class", icon=":material/add:", type="primary"):
         _add_class(None, folder_name, class_text)
     earlier = made_folders(state.data_root())
@@ -139,6 +143,7 @@ def camera(made: MadeFolder, counts: dict[str, int]) -> None:
         classes,
         key=_TARGET,
         horizontal=True,
+        format_func=words.md_text,
         help="Choose the class, then show it to the camera and hold the red button.",
     )
     target = st.session_state[_TARGET]
@@ -172,7 +177,7 @@ def _thumbs(paths: list[Path], n: int = 6) -> list:
 
 def _upload_into(made: MadeFolder, name: str) -> None:
     files = st.file_uploader(
-        f"Add pictures to {name}",
+        f"Add pictures to {words.md_text(name)}",
         type=sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS),
         accept_multiple_files=True,
         key=f"camera_upload_{name}_{st.session_state.get('camera_upload_nonce', 0)}",
@@ -212,7 +217,9 @@ def _change_class(made: MadeFolder, name: str) -> None:
                     with widgets.guard("Could not delete the picture"):
                         made.delete_picture(path)
                         st.rerun()
-    sure = st.checkbox(f"Yes, remove {name} and its {len(pictures)} pictures", key=f"camera_rm_sure_{name}")
+    sure = st.checkbox(
+        f"Yes, remove {words.md_text(name)} and its {len(pictures)} pictures", key=f"camera_rm_sure_{name}"
+    )
     if st.button("Remove this class", key=f"camera_rm_{name}", icon=":material/delete_forever:", disabled=not sure):
         with widgets.guard("Could not remove the class"):
             made.remove_class(name)

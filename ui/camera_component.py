@@ -158,6 +158,7 @@ function build(parent) {
   const down = (e) => { e.preventDefault(); begin(cam, cam.cfg.max_frames || 60); };
   const up = () => { if (cam.recording && cam.recording.limit === (cam.cfg.max_frames || 60)) finish(cam); };
   cam.hold.addEventListener("pointerdown", down);
+  cam.hold.addEventListener("contextmenu", (e) => e.preventDefault());  // a long touch is a hold, not a menu
   ["pointerup", "pointerleave", "pointercancel"].forEach((n) => cam.hold.addEventListener(n, up));
   cam.hold.addEventListener("keydown", (e) => { if ((e.key === " " || e.key === "Enter") && !e.repeat) down(e); });
   cam.hold.addEventListener("keyup", (e) => { if (e.key === " " || e.key === "Enter") up(); });
