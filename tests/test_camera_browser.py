@@ -102,6 +102,9 @@ def test_two_classes_from_the_camera_become_a_folder_the_app_scans(app):
             folder = data / "gestures"
             up, down = _pictures(folder / "thumbs up"), _pictures(folder / "thumbs down")
             assert len(up) == 20 and 10 <= len(down) <= 60, (len(up), len(down))
+            assert len({p.read_bytes() for p in up + down}) == len(up) + len(
+                down
+            )  # frames over time, not one frame again
             with Image.open(up[0]) as img:  # the fake camera's frames, as JPEGs of at most 640 pixels
                 assert img.format == "JPEG" and max(img.size) <= 640 and min(img.size) >= 100
             expect(page.get_by_role("radio", name="thumbs down")).to_be_checked(timeout=WAIT)  # still recording into it
