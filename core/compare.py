@@ -292,3 +292,17 @@ def sweep_runs(runs_dir: str | Path, sweep_id: str) -> list:
     """The runs of one sweep, in the order they were queued."""
     runs = [r for r in RunStore(runs_dir).list() if (sweep_of(r.path) or {}).get("sweep") == sweep_id]
     return sorted(runs, key=lambda r: _number(sweep_of(r.path).get("index")) or 0)
+
+
+def latest_sweep(runs_dir: str | Path) -> dict | None:
+    """The newest sweep in the runs folder, read from the run folders' sweep.json
+    (so a page finds it again after a reload or a restart): {"id", "runs"
+    (run names in the order they were queued)}, or None."""
+    runs = RunStore(runs_dir).list()  # newest first
+    sweeps = {run.name: (sweep_of(run.path) or {}) for run in runs}
+    newest = next((s.get("sweep") for s in sweeps.values() if s.get("sweep")), None)
+    if newest is None:
+        return None
+    members = [name for name, s in sweeps.items() if s.get("sweep") == newest]
+    members.sort(key=lambda name: _number(sweeps[name].get("index")) or 0)
+    return {"id": newest, "runs": members}

@@ -11,7 +11,7 @@ import streamlit as st
 from core.images import HEIC_EXTENSIONS, HEIC_HINT, IMAGE_EXTENSIONS
 from core.paths import pasted_path
 from core.scan import DataFolderError
-from ui import bookmarks, charts, checkup, resources, state, uploads, widgets, words
+from ui import bookmarks, camera_classes, charts, checkup, resources, starters, state, uploads, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_DATA)  # a bookmark opened first on a fresh server
 st.title(":material/photo_library: Your pictures")
@@ -216,12 +216,16 @@ def upload_pictures() -> None:
             st.caption(f"{words.md_text(made.name)} holds: {counts}")
 
 
-tab_folder, tab_upload = st.tabs(
+tab_folder, tab_upload, tab_camera, tab_starters = st.tabs(
     [
         ":material/folder_open: "
         + ("A folder in the data folder" if state.places().shared else "A folder on this computer"),
         ":material/upload: Upload pictures",
-    ]
+        ":material/photo_camera: Make classes with the camera",
+        ":material/school: Example pictures and standard datasets",
+    ],
+    key="data_way_in",
+    on_change="rerun",  # the camera turns on only while its tab is open
 )
 with tab_folder:
     if state.places().shared:
@@ -230,6 +234,11 @@ with tab_folder:
         folder_on_this_computer()
 with tab_upload:
     upload_pictures()
+with tab_camera:
+    if tab_camera.open:
+        camera_classes.show(_use_folder)
+with tab_starters:
+    starters.section(_use_folder)
 
 note = st.session_state.pop("_upload_note", None)
 if note:
@@ -242,7 +251,8 @@ if note:
 def how_a_folder_looks() -> None:
     """Before a folder is chosen: what it should look like."""
     st.info(
-        "Type the path of a folder above, or upload pictures. The folder should look like this "
+        "Type the path of a folder above, upload pictures, make classes with the camera or start from example "
+        "pictures. A folder should look like this "
         "(any names, at least two classes):",
         icon=":material/arrow_upward:",
     )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 import torch
 
-from core.backbones import BackboneInfo, default_backbone, list_backbones, weights_cached
+from core.backbones import BackboneInfo
 from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
 from core.errors import friendly
-from ui import bookmarks, resources, state, widgets, words
+from ui import bookmarks, networks, resources, state, widgets, words
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 COLORS = {"learns": "#ffd0a1", "later": "#fff1c9", "frozen": "#d3e6fa", "none": "#eeeeee"}
@@ -25,94 +24,11 @@ def _icon(name: str) -> str:
     )
 
 
-def _on_backbone_changed() -> None:
-    # Block switches belong to one network: another one starts from the linear probe.
-    if st.session_state.get("preset") == "custom" and not state.custom_trained(st.session_state["backbone"]):
-        st.session_state["preset"] = "linear"
-
-
 def _on_block_switched(block_names: list[str]) -> None:
     """A block's switch was flipped: the plan becomes the user's own."""
     trained = {n: bool(st.session_state.get(f"blk_{n}")) for n in block_names}
     st.session_state.setdefault("custom_trained", {})[state.choice("backbone")] = trained
     st.session_state["preset"] = "custom"
-
-
-# --- 1. the backbone ------------------------------------------------------------------------
-
-
-def backbone_section() -> BackboneInfo:
-    st.subheader("1. The pretrained network")
-    backbones = list_backbones()
-    by_name = {b.name: b for b in backbones}
-    cached = {b.name: weights_cached(b.name) for b in backbones}
-    state.init_choice("backbone")
-    if st.session_state["backbone"] not in by_name:
-        st.session_state["backbone"] = default_backbone()
-    chosen = st.session_state["backbone"]
-
-    table = pd.DataFrame(
-        [
-            {
-                "Chosen": b.name == chosen,
-                "Network": b.title,
-                "Size (million numbers)": b.params_m,
-                "ImageNet accuracy (%)": b.top1,
-                "Speed": b.speed,
-                "Weights here": cached[b.name],
-                "Download": "–" if cached[b.name] else f"{b.file_mb:.0f} MB",
-                "About": b.description,
-            }
-            for b in backbones
-        ]
-    )
-    st.dataframe(
-        table,
-        hide_index=True,
-        column_config={
-            "Chosen": st.column_config.CheckboxColumn(width="small", help="The network chosen below."),
-            "Size (million numbers)": st.column_config.NumberColumn(
-                format="%.1f", help="Parameters: how many numbers the network has. Bigger networks are slower."
-            ),
-            "ImageNet accuracy (%)": st.column_config.NumberColumn(
-                format="%.1f", help="How often it was right on ImageNet's 1,000 classes (top-1)."
-            ),
-            "Speed": st.column_config.TextColumn(help="How fast it trains and predicts: fast, medium or slow."),
-            "Weights here": st.column_config.CheckboxColumn(
-                help="Ticked: its pretrained weights are on this computer, so it works without internet."
-            ),
-            "Download": st.column_config.TextColumn(
-                help="Networks without their weights here download them (once) when training starts; "
-                "that needs internet."
-            ),
-            "About": st.column_config.TextColumn(width="large"),
-        },
-    )
-
-    def label(name: str) -> str:
-        b = by_name[name]
-        where = "weights on this computer" if cached[name] else f"downloads {b.file_mb:.0f} MB"
-        return f"{b.title} — {b.speed}, {where}"
-
-    st.selectbox(
-        "Network to start from",
-        list(by_name),
-        key="backbone",
-        format_func=label,
-        persist_state="session",
-        on_change=_on_backbone_changed,
-        help="The pretrained network whose knowledge is reused. Small and fast ones are best for a first try.",
-    )
-    info = by_name[state.choice("backbone")]
-    if cached[info.name]:
-        st.caption(f":material/check_circle: {info.title}: {info.description} Its weights are on this computer.")
-    else:
-        st.info(
-            f"{info.title}: {info.description} Its weights ({info.file_mb:.0f} MB) are not on this computer yet: "
-            "they download when training starts, which needs internet.",
-            icon=":material/cloud_download:",
-        )
-    return info
 
 
 # --- 2. which blocks learn -------------------------------------------------------------------
@@ -515,7 +431,7 @@ widgets.intro(
     "<b>learn</b> from your pictures. The defaults are a good first try; then go on to <b>Train</b>."
 )
 report, _ = state.scan_or_none()
-chosen_info = backbone_section()
+chosen_info = networks.picker()
 chosen_preset = blocks_section(chosen_info, len(report.classes) if report is not None and report.classes else 2)
 head_section()
 settings_section(chosen_info, chosen_preset)

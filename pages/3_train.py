@@ -11,7 +11,7 @@ from core.backbones import get_backbone, weights_cached
 from core.errors import friendly
 from core.jobs import ACTIVE
 from core.runs import open_run
-from ui import bookmarks, charts, resources, state, widgets, words
+from ui import bookmarks, charts, networks, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_TRAIN)  # a bookmark opened first on a fresh server
 st.title(":material/fitness_center: Train")
@@ -217,6 +217,7 @@ def show_job(job) -> None:
         finished_box(snap, run_name)
     elif job_state == "failed":
         st.error(f"**Training failed.** {snap.get('reason')}", icon=":material/error:")
+        networks.offer_after_failure(snap.get("run_dir"), key=f"switch_{job.id}")
     elif job_state == "stopped":
         st.info(f"**Stopped.** {snap.get('reason') or ''} Resume it from the Runs page.", icon=":material/stop_circle:")
     training_curves(job, snap, config)

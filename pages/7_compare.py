@@ -7,12 +7,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.backbones import list_backbones, weights_cached
-from core.compare import curves, leaderboard, queue_sweep, sweep_of
+from core.backbones import list_backbones
+from core.compare import curves, latest_sweep, leaderboard, queue_sweep, sweep_of
 from core.devices import pick_device
 from core.errors import friendly
 from core.jobs import ACTIVE
-from ui import bookmarks, charts, resources, state, widgets, words
+from ui import bookmarks, charts, networks, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_COMPARE)  # a bookmark opened first on a fresh server
 st.title(":material/leaderboard: Compare")
@@ -65,11 +65,9 @@ def sweep_form() -> None:
         strategy = state.strategy_name()
         if strategy == "custom":
             strategy = "linear"
-        backbones = list_backbones()
-        by_name = {b.name: b for b in backbones}
-        cached = {b.name: weights_cached(b.name) for b in backbones}
+        by_name = {b.name: b for b in list_backbones()}
         if "sweep_backbones" not in st.session_state:
-            st.session_state["sweep_backbones"] = [b.name for b in backbones if cached[b.name]][:3]
+            st.session_state["sweep_backbones"] = networks.default_sweep()  # ready ones: they work offline
         if "sweep_strategies" not in st.session_state:
             st.session_state["sweep_strategies"] = [strategy]
         st.markdown(
@@ -83,9 +81,9 @@ def sweep_form() -> None:
             "Networks",
             list(by_name),
             key="sweep_backbones",
-            format_func=lambda n: by_name[n].title + ("" if cached[n] else f" (downloads {by_name[n].file_mb:.0f} MB)"),
-            help="Small, fast networks first is a good start. Those not on this computer download their weights "
-            "once, which needs internet.",
+            format_func=networks.sweep_label,
+            help="Small, fast networks first is a good start. Those not ready on this computer download their "
+            "weights once, which needs internet.",
         )
         c2.multiselect(
             "What learns",
@@ -97,13 +95,7 @@ def sweep_form() -> None:
         chosen = st.session_state.get("sweep_backbones") or []
         ways = st.session_state.get("sweep_strategies") or [strategy]
         count = len(chosen) * len(ways)
-        need = [by_name[n].title for n in chosen if not cached[n]]
-        if need:
-            st.info(
-                f"{', '.join(need)} will download {'its' if len(need) == 1 else 'their'} weights first; "
-                "that needs internet.",
-                icon=":material/cloud_download:",
-            )
+        networks.sweep_needs_internet(chosen)
         st.button(
             f"Train {count} model{'s' if count != 1 else ''}",
             type="primary",
@@ -125,10 +117,13 @@ def sweep_progress(paths: list[str], rows: list[dict], states: dict, mgr) -> Non
     sweep = st.session_state.get("_sweep")
     if not (sweep and set(sweep["runs"]) & {Path(p).name for p in paths}):
         return
-    done = sum(1 for r in rows if r["run"] in sweep["runs"] and (states.get(r["run"]) or r["state"]) not in ACTIVE)
+    ended = [r for r in rows if r["run"] in sweep["runs"] and (states.get(r["run"]) or r["state"]) not in ACTIVE]
+    done, failed = len(ended), sum(1 for r in ended if (states.get(r["run"]) or r["state"]) == "failed")
     total = len(sweep["runs"])
     now = next((r for r in rows if r["run"] in sweep["runs"] and states.get(r["run"]) == "running"), None)
-    text = f"{done} of {total} trained"
+    text = f"{done - failed} of {total} trained" + (
+        f" · {failed} could not train (why: below the table)" if failed else ""
+    )
     if now is not None:
         job = mgr.job_for_run(now["path"])
         snap = job.snapshot() if job else {}
@@ -241,6 +236,7 @@ def board(paths: list[str]) -> None:
 
     sweep_progress(paths, rows, states, mgr)
     leaderboard_table(rows, states)
+    networks.failed_run_notes(rows)
     leaderboard_notes(rows, busy)
     compared_curves(paths, rows)
 
@@ -274,8 +270,11 @@ def main() -> None:
     runs = resources.store().list()
     mgr = resources.manager()
     alive = mgr.alive_run_dirs()
-    usable = [r for r in runs if r.best_checkpoint.exists() or str(r.path.resolve()) in alive]
+    # A failed run has no model, but its row says why (read from its folder).
+    usable = [r for r in runs if r.best_checkpoint.exists() or str(r.path.resolve()) in alive or r.state == "failed"]
     by_name = {r.name: r for r in usable}
+    if "_sweep" not in st.session_state:  # a reload or a new tab: the newest sweep, from the run folders
+        st.session_state["_sweep"] = latest_sweep(state.runs_dir())
 
     st.subheader("Trained models side by side")
     if not usable:
@@ -286,7 +285,9 @@ def main() -> None:
     else:
         chosen = st.session_state.get("compare_runs")
         if chosen is None:
-            chosen = [r.name for r in usable if r.state == "finished"][:5] or [usable[0].name]
+            sweep = (st.session_state.get("_sweep") or {}).get("runs", [])
+            finished = [r.name for r in usable if r.state == "finished" and r.name not in sweep]
+            chosen = ([n for n in sweep if n in by_name] + finished)[:5] or [usable[0].name]
         st.session_state["compare_runs"] = [n for n in chosen if n in by_name]
         st.multiselect(
             "Runs to compare",

@@ -204,8 +204,9 @@ def test_model_page_presets_and_block_switches_change_what_learns(env, offline_w
     at = _goto(_choose_data(_app(), small_data), MODEL)
     assert at.selectbox(key="backbone").value == "mobilenet_v2"  # offline weights here
     table = at.dataframe[0].value
-    assert bool(table.loc[table["Network"] == "MobileNetV2", "Weights here"].iloc[0])
-    assert bool(table.loc[table["Network"] == "EfficientNet-Lite0", "Weights here"].iloc[0])  # ships in a package
+    offline = dict(zip(table["Network"], table["Works offline?"]))
+    assert offline["MobileNetV2"] == "Ready — works offline"
+    assert offline["EfficientNet-Lite0"] == "Ready — works offline"  # ships in a package
 
     linear = _learning(at)
     assert linear == 1280 * 4 + 4  # only the new head, for 4 classes

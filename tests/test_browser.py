@@ -109,7 +109,7 @@ def test_a_teacher_trains_and_predicts_in_the_browser(server, small_data, tmp_pa
             _nav(page, "Model")
             expect(page.get_by_text("Network to start from")).to_be_visible()
             page.get_by_test_id("stSelectbox").filter(has_text="Network to start from").click()
-            page.get_by_role("option", name="EfficientNet-Lite0 — fast, weights on this computer").click()
+            page.get_by_role("option", name="EfficientNet-Lite0 · fast · Ready — works offline").click()
             page.get_by_text("Only the new last layer learns", exact=True).click()
             epochs = page.get_by_role("spinbutton", name="Epochs")
             epochs.fill("2")

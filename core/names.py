@@ -1,0 +1,32 @@
+"""Names a person types that become files or folders: made safe, and made free.
+
+A name from a browser (a folder for an upload, a class made with the camera)
+keeps letters, digits, spaces, `_`, `.` and `-` only, so it can never name a
+path outside its folder (no `/`, no `..`) nor a hidden file; and a name that
+is taken gets a number (`flowers-2`) instead of replacing what is there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+_SAFE = re.compile(r"[^A-Za-z0-9 _.-]+")
+
+
+def safe_name(text: str, fallback: str = "my-pictures") -> str:
+    """`text` with only safe characters (at most 80), never starting or ending
+    with a dot or a space; `fallback` when nothing is left."""
+    name = _SAFE.sub("", (text or "").strip()).strip(" .")
+    return name[:80] or fallback
+
+
+def free_name(folder: Path, name: str) -> Path:
+    """folder/name, or folder/name-2 (…) when that is taken: never an existing path."""
+    stem, suffix = os.path.splitext(name)
+    candidate, n = folder / name, 1
+    while candidate.exists() or candidate.is_symlink():
+        n += 1
+        candidate = folder / f"{stem}-{n}{suffix}"
+    return candidate
