@@ -89,6 +89,9 @@ class Job:
             "images_per_second": None,
             "eta_seconds": None,
             "download": None,  # {"file": name, "done": bytes, "total": bytes}
+            # The step before or after the epochs that counts pictures (Job.phase):
+            # {"name", "done", "total", "started", "rate" (pictures/s), "eta" (s)}.
+            "counted": None,
             "history": [],  # one dict per finished epoch
             "batch_losses": [],  # [step, loss] every few batches
             "skipped_files": [],
@@ -103,6 +106,11 @@ class Job:
     def update(self, **changes) -> None:
         with self._lock:
             self._status.update(changes)
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        now = time.time()
+        with self._lock:
+            self._status.update(phase=name, **phase_progress(self._status.get("counted"), name, done, total, now))
 
     def add_epoch(self, row: dict) -> None:
         with self._lock:
@@ -175,6 +183,19 @@ class Job:
     @property
     def done(self) -> bool:
         return self._done.is_set()
+
+
+def phase_progress(before: dict | None, name: str, done: int, total: int, now: float) -> dict:
+    """The status fields for a counted phase: its count, its rate since it
+    began, and the time it has left (and, as the run's own speed and time
+    left until the epochs report theirs, the same)."""
+    if not before or before["name"] != name or done < before["done"]:
+        before = {"name": name, "done": 0, "started": now}
+    elapsed = now - before["started"]
+    rate = done / elapsed if done and elapsed > 0 else None
+    eta = max(0.0, (total - done) / rate) if rate else None
+    counted = {"name": name, "done": done, "total": total, "started": before["started"], "rate": rate, "eta": eta}
+    return {"counted": counted, "images_per_second": rate, "eta_seconds": eta}
 
 
 class JobManager:

@@ -37,7 +37,7 @@ from .features import PrefixRunner
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, parameter_groups
 from .held_out import interval_in_words, wilson_interval
 from .models import HeadConfig, build_model
-from .progress import Progress
+from .progress import Progress, counted
 from .resume import kept_split, move_schedule, schedule_settings
 from .runs import Run, checkpoint_problem, owner
 from .scan import scan_and_decode
@@ -425,7 +425,9 @@ def _report_batch(s: _Setup, state: _State, epoch: int, batch_index: int, loss: 
     remaining_batches = (s.config.epochs - epoch) * s.batches + (s.batches - batch_index)
     eta = remaining_batches * (elapsed / max(1, state.step - (state.start_epoch - 1) * s.batches))
     s.progress.update(batch=batch_index, images_per_second=speed, eta_seconds=eta)
-    if state.step % max(1, s.config.batch_loss_every) == 0 or batch_index == s.batches:
+    every = max(1, s.config.batch_loss_every)
+    first_ones = epoch == state.start_epoch and batch_index <= every  # the chart shows life at once
+    if first_ones or state.step % every == 0 or batch_index == s.batches:
         value = loss.item()
         if not math.isfinite(value):
             raise TrainingError(_LOSS_BLEW_UP)
@@ -473,7 +475,7 @@ def _evaluate_best(s: _Setup, state: _State) -> dict:
     d = s.decisions
     result_eval = evaluation.evaluate_loader(
         s.model,
-        s.data.val_loader,
+        counted(s.data.val_loader, s.progress, "Evaluating the best model on the validation images", len(s.report.val)),
         s.data.val_start,
         s.report.classes,
         [p for p, _ in s.report.val],
@@ -492,9 +494,13 @@ def evaluate_test_split(s: _Setup) -> dict | None:
     weights and the choice of that epoch is already made."""
     if not s.report.test:
         return None
-    s.progress.update(phase="Evaluating the best model on the test pictures", eta_seconds=0)
     d = s.decisions
-    loader = loader_for_test_split(s.config, s.report, s.model, d)
+    loader = counted(
+        loader_for_test_split(s.config, s.report, s.model, d),
+        s.progress,
+        "Evaluating the best model on the test pictures",
+        len(s.report.test),
+    )
     paths = [p for p, _ in s.report.test]
     result = evaluation.evaluate_loader(
         s.model, loader, 0, s.report.classes, paths, d.device, d.autocast, d.channels_last
