@@ -92,6 +92,7 @@ class Job:
             # The step before or after the epochs that counts pictures (Job.phase):
             # {"name", "done", "total", "started", "rate" (pictures/s), "eta" (s)}.
             "counted": None,
+            "phase_since": time.time(),  # when the phase began
             "history": [],  # one dict per finished epoch
             "batch_losses": [],  # [step, loss] every few batches
             "skipped_files": [],
@@ -105,12 +106,18 @@ class Job:
     # --- written by the training thread ------------------------------------
     def update(self, **changes) -> None:
         with self._lock:
+            if changes.get("phase", self._status["phase"]) != self._status["phase"]:
+                self._status["phase_since"] = time.time()
             self._status.update(changes)
 
     def phase(self, name: str, done: int, total: int) -> None:
         now = time.time()
         with self._lock:
-            self._status.update(phase=name, **phase_progress(self._status.get("counted"), name, done, total, now))
+            if self._status["state"] == "stopping":  # it says so until it has stopped
+                return
+            since = self._status["phase_since"] if self._status["phase"] == name else now
+            self._status.update(phase=name, phase_since=since)
+            self._status.update(phase_progress(self._status["counted"], name, done, total, now, since))
 
     def add_epoch(self, row: dict) -> None:
         with self._lock:
@@ -185,12 +192,14 @@ class Job:
         return self._done.is_set()
 
 
-def phase_progress(before: dict | None, name: str, done: int, total: int, now: float) -> dict:
+def phase_progress(
+    before: dict | None, name: str, done: int, total: int, now: float, since: float | None = None
+) -> dict:
     """The status fields for a counted phase: its count, its rate since it
-    began, and the time it has left (and, as the run's own speed and time
-    left until the epochs report theirs, the same)."""
+    began (at `since`, else now), and the time it has left (and, as the run's
+    own speed and time left until the epochs report theirs, the same)."""
     if not before or before["name"] != name or done < before["done"]:
-        before = {"name": name, "done": 0, "started": now}
+        before = {"name": name, "done": 0, "started": now if since is None else since}
     elapsed = now - before["started"]
     rate = done / elapsed if done and elapsed > 0 else None
     eta = max(0.0, (total - done) / rate) if rate else None

@@ -127,13 +127,16 @@ class _State:
     skipped: set = field(default_factory=set)
 
 
+READING = "Reading the image folder"  # the scan, counted picture by picture
+
+
 def _start(config: TrainConfig, run: Run, progress: Progress, started: float) -> tuple[torch.device, dict]:
     """Seed, pick the device, and say so: (device, its description)."""
     seed_everything(config.seed)
     device = pick_device(config.device)
     use_in_this_thread(device)
     described = describe_device(device)
-    progress.update(state="running", phase="Reading the image folder", started=started, **described)
+    progress.update(state="running", phase=READING, started=started, **described)
     run.update_status(state="running", started=started, reason=None, **described, **owner())
     return device, described
 
@@ -146,7 +149,12 @@ def _scan(
     run keeps its own split (scan.json): the scan only says which of its
     pictures are still there, and what was added."""
     report, decoded, why_not_decoded = scan_and_decode(
-        config.data_dir, sizes[1], val_fraction=config.val_fraction, seed=config.seed, interpolation=info.interpolation
+        config.data_dir,
+        sizes[1],
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        interpolation=info.interpolation,
+        on_file=lambda done, total: progress.phase(READING, done, total),
     )
     if resume:
         report, note = kept_split(run, report)

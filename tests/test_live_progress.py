@@ -1,6 +1,6 @@
 """Life from the first second: a real training (EfficientNet-Lite0 on the 56
-test photos, on the CPU) reports every step as it goes: the feature pass
-picture by picture batch, the epochs batch by batch with loss points from the
+test photos, on the CPU) reports every step as it goes: the scan picture by
+picture, the feature pass batch by batch, the epochs batch by batch with loss points from the
 first batches, and the final evaluation; and a stop before the first epoch
 ends says there is nothing to resume."""
 
@@ -10,6 +10,7 @@ from core.config import TrainConfig
 from core.jobs import Job, phase_progress, run_job
 from core.loading import batch_chunks
 from core.runs import RunStore, open_run, prepare_run
+from core.training import READING
 from core.training_data import FEATURE_PASS
 
 PACKAGED = "efficientnet_lite0"
@@ -53,7 +54,13 @@ def test_every_step_reports_from_its_first_batch(tmp_path, small_data):
     snap = job.snapshot()
     assert snap["state"] == "finished", snap["reason"]
 
-    # The feature pass: 56 pictures, counted batch by batch before the first epoch.
+    # The scan checks the 56 pictures one by one, then the feature pass goes
+    # through them batch by batch, all before the first epoch.
+    names = [s["counted"]["name"] for s in job.seen]
+    assert names.index(FEATURE_PASS) > max(i for i, name in enumerate(names) if name == READING)
+    reading = [s["counted"]["done"] for s in job.seen if s["counted"]["name"] == READING]
+    assert reading[-1] == 56 and len(reading) >= 10 and reading == sorted(reading)
+
     features = [s for s in job.seen if s["counted"]["name"] == FEATURE_PASS]
     counts = [s["counted"]["done"] for s in features]
     assert counts[0] == 0 and counts[-1] == 56, counts
@@ -95,6 +102,9 @@ def test_a_phase_rate_and_time_left_start_again_with_each_phase():
     assert later["counted"]["rate"] == 5.0 and later["eta_seconds"] == 15.0
     other = phase_progress(later["counted"], "Evaluating", 0, 10, now=20.0)
     assert other["counted"]["started"] == 20.0 and other["counted"]["done"] == 0
+    # A phase whose first report comes after its first picture is timed from its start.
+    scan = phase_progress(other["counted"], "Reading", 1, 10, now=12.0, since=10.0)
+    assert scan["counted"]["rate"] == 0.5 and scan["eta_seconds"] == 18.0
 
 
 def test_the_first_batches_grow_to_the_full_size():
