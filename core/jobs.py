@@ -195,15 +195,24 @@ class Job:
 def phase_progress(
     before: dict | None, name: str, done: int, total: int, now: float, since: float | None = None
 ) -> dict:
-    """The status fields for a counted phase: its count, its rate since it
-    began (at `since`, else now), and the time it has left (and, as the run's
-    own speed and time left until the epochs report theirs, the same)."""
+    """The status fields for a counted phase: its count, its rate, and the
+    time it has left (and, as the run's own speed and time left until the
+    epochs report theirs, the same). The first report is timed from the
+    phase's start (at `since`, else now); later ones from the first report,
+    so one-time costs (threads starting, the first batch's warm-up) do not
+    weigh on the rate for the rest of the phase."""
     if not before or before["name"] != name or done < before["done"]:
-        before = {"name": name, "done": 0, "started": now if since is None else since}
-    elapsed = now - before["started"]
-    rate = done / elapsed if done and elapsed > 0 else None
+        before = {"name": name, "done": 0, "started": now if since is None else since, "first": None}
+    first = before.get("first")
+    if first and done > first[0] and now > first[1]:
+        rate = (done - first[0]) / (now - first[1])
+    else:
+        elapsed = now - before["started"]
+        rate = done / elapsed if done and elapsed > 0 else None
+        first = [done, now] if done and first is None else first
     eta = max(0.0, (total - done) / rate) if rate else None
-    counted = {"name": name, "done": done, "total": total, "started": before["started"], "rate": rate, "eta": eta}
+    counted = {"name": name, "done": done, "total": total, "started": before["started"], "first": first}
+    counted.update(rate=rate, eta=eta)
     return {"counted": counted, "images_per_second": rate, "eta_seconds": eta}
 
 

@@ -100,7 +100,10 @@ def test_a_phase_rate_and_time_left_start_again_with_each_phase():
     assert first["counted"]["rate"] is None and first["eta_seconds"] is None  # nothing measured yet
     later = phase_progress(first["counted"], "Features", 25, 100, now=15.0)
     assert later["counted"]["rate"] == 5.0 and later["eta_seconds"] == 15.0
-    other = phase_progress(later["counted"], "Evaluating", 0, 10, now=20.0)
+    # Then timed from the first report on: the first batch's warm-up does not count twice.
+    steady = phase_progress(later["counted"], "Features", 75, 100, now=20.0)
+    assert steady["counted"]["rate"] == 10.0 and steady["eta_seconds"] == 2.5
+    other = phase_progress(steady["counted"], "Evaluating", 0, 10, now=20.0)
     assert other["counted"]["started"] == 20.0 and other["counted"]["done"] == 0
     # A phase whose first report comes after its first picture is timed from its start.
     scan = phase_progress(other["counted"], "Reading", 1, 10, now=12.0, since=10.0)
