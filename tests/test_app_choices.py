@@ -59,16 +59,19 @@ def test_a_second_tab_never_wipes_the_first_tabs_choices(env, small_data):
     second = _app()  # opened first, on the defaults
     first = _goto(_choose_data(_app(), small_data), MODEL)
     first.number_input(key="epochs").set_value(4).run()
+    first.selectbox(key="backbone").set_value("resnet18").run()
 
-    _goto(second, MODEL)  # the older tab goes on: it changes the learning rate only
-    second.select_slider(key="lr").set_value(0.01).run()
+    _goto(second, MODEL)  # the older tab goes on (its Model page shows its own defaults) ...
+    second.select_slider(key="lr").set_value(0.01).run()  # ... and changes the learning rate only
     _goto(second, TRAIN)
     saved = json.loads(choices_path(env / "runs").read_text())
     assert saved["data_dir"] == str(small_data) and saved["epochs"] == 4  # the first tab's choices
+    assert saved["backbone"] == "resnet18"
     assert saved["lr"] == 0.01  # and the second's change: the last change of each choice wins
 
     third = _goto(_app(), MODEL)
     assert third.number_input(key="epochs").value == 4 and third.select_slider(key="lr").value == 0.01
+    assert third.selectbox(key="backbone").value == "resnet18"
 
 
 def test_a_damaged_choices_file_gives_the_defaults(env):

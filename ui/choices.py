@@ -57,7 +57,7 @@ def _allowed() -> dict:
 def _current() -> dict:
     """This session's value of every kept choice (its default when unset)."""
     out = {name: st.session_state.get(name, default) for name, default in EXPECTED.items()}
-    out["backbone"] = st.session_state.get("backbone") or ""
+    out["backbone"] = state.choice("backbone")  # unset means the default network, as the Model page shows
     return copy.deepcopy(out)  # a snapshot: the blocks switched by hand are a dict changed in place
 
 
