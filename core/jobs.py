@@ -107,7 +107,8 @@ class Job:
     def update(self, **changes) -> None:
         with self._lock:
             if changes.get("phase", self._status["phase"]) != self._status["phase"]:
-                self._status["phase_since"] = time.time()
+                # A new step: its speed and time left are not the last step's.
+                self._status.update(phase_since=time.time(), images_per_second=None, eta_seconds=None)
             self._status.update(changes)
 
     def phase(self, name: str, done: int, total: int) -> None:

@@ -62,9 +62,10 @@ def fraction(snap: dict) -> float:
 
 
 def time_left(snap: dict) -> str | None:
-    """ "about 12 s left" (for this step before the epochs), or None when not known yet."""
+    """The time left in words ("about 12 s left", "… for this step" before
+    the epochs), or None when it is not known yet."""
     eta = snap.get("eta_seconds")
-    if eta is None or snap.get("state") not in ACTIVE or snap.get("download"):
+    if eta is None or snap.get("state") != "running" or snap.get("download"):
         return None
     step = counted(snap)
     return f"about {words.fmt_duration(eta)} left" + (" for this step" if step else "")
