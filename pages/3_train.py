@@ -83,7 +83,7 @@ def _rerun_when_it_ends(job, job_state: str) -> None:
         st.rerun()
 
 
-def progress_bars(snap: dict, config) -> None:
+def progress_bars(snap: dict) -> None:
     """What the training does now (the download, the feature pass, the epochs
     and batches, the final evaluation), in the sidebar's words (ui.live)."""
     left = live.time_left(snap)
@@ -195,7 +195,7 @@ def show_job(job) -> None:
         f"{words.strategy_label(config.strategy)}, on {words.md_text(Path(config.data_dir).name)} · run `{run_name}`"
     )
     if job_state in ACTIVE:
-        progress_bars(snap, config)
+        progress_bars(snap)
         widgets.feature_cache_caption(snap.get("feature_cache"))
         live_numbers(job, snap)
     if job_state == "finished":
