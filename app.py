@@ -46,9 +46,10 @@ if "ui.resources" not in sys.modules:
     with st.spinner("Starting Transfer Studio (loading PyTorch)…"):
         from ui import resources  # noqa: E402
 from core.errors import friendly  # noqa: E402
-from ui import bookmarks, resources, state, words  # noqa: E402
+from ui import bookmarks, choices, live, resources, state, words  # noqa: E402
 
 bookmarks.resume()  # a page that Streamlit ran alone handed itself over: go on to it
+choices.restore()  # a new session (a reload, a new tab, a restart) starts from the choices that stay
 
 
 def settings() -> None:
@@ -88,6 +89,8 @@ def where_you_are() -> None:
         )
     elif report:
         st.markdown(f":material/warning: **Data:** {words.md_text(Path(report['root']).name)} needs fixing")
+    elif state.choice("data_dir"):  # chosen in an earlier session, not checked in this one yet
+        st.markdown(f":material/folder: **Data:** {words.md_text(Path(state.choice('data_dir')).name)}")
     else:
         st.markdown(":material/radio_button_unchecked: **Data:** not chosen yet")
     st.markdown(
@@ -99,9 +102,7 @@ def where_you_are() -> None:
     except Exception:  # noqa: BLE001 - a bad runs folder is reported on the pages
         active = []
     if active:
-        snap = active[0].snapshot()
-        where = f"epoch {snap['epoch']} of {snap['epochs']}" if snap.get("epoch") else "getting ready"
-        st.markdown(f":material/directions_run: **Training:** {where}")
+        live.show_in_sidebar(active[0])  # the job's own network and folder, and what it does now
 
 
 with st.sidebar:
@@ -116,3 +117,4 @@ except Exception as exc:  # noqa: BLE001 - a user never sees a traceback
 finally:  # also after a page's st.stop()
     with status_box:
         where_you_are()
+    choices.save_changes()

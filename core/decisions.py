@@ -34,6 +34,7 @@ class Decisions:
     batch_size: int  # training
     eval_batch_size: int  # passes without gradients: feature pass, validation
     val_batch_size: int  # validation pictures per batch when worker processes read them
+    feature_first_batch: int  # the feature pass's first batch (they double up to eval_batch_size)
     workers: int  # DataLoader processes; 0 = threads in this process (ThreadedLoader)
     worker_start: str | None  # how those processes start (fork, forkserver, spawn)
     loader_note: str  # who reads the images every epoch, and why, in words
@@ -123,6 +124,7 @@ def decide(
         batch_size=config.batch_size or devices.auto_batch_size(device),
         eval_batch_size=eval_batch,
         val_batch_size=_val_batch_size(len(report.val), eval_batch, workers),
+        feature_first_batch=devices.first_feature_batch(device, eval_batch),
         workers=workers,
         worker_start=worker_start,
         loader_note=loader_note,

@@ -186,6 +186,7 @@ def compute_prefix_features(
     on_batch: Callable[[int, int], None] | None = None,
     channels_last: bool = False,
     autocast_dtype=None,
+    first_batch: int | None = None,
 ):
     """Run blocks[:prefix] over every sample with the (fixed) eval transform.
 
@@ -195,7 +196,9 @@ def compute_prefix_features(
     the model needs them (threaded_batches). `decoded`, a DecodedImageCache,
     saves decoding the images it holds. `normalize`: for a transform that
     gives uint8 images, what turns a batch of them into the model's input
-    (a core.loading.BatchNormalizer).
+    (a core.loading.BatchNormalizer). `first_batch`: a smaller first batch
+    (the next ones double up to `batch_size`), so `on_batch(done, total)`
+    hears of the pass from its first seconds.
 
     Returns (features, labels, indices, failed_indices): features is a CPU
     tensor (float16 for big feature maps, float32 for vectors) in the order of
@@ -209,7 +212,12 @@ def compute_prefix_features(
     try:
         with torch.inference_mode():
             for images, y, idx, bad in threaded_batches(
-                dataset, batch_size, threads=threads, ahead=ahead, pin_memory=device.type == "cuda"
+                dataset,
+                batch_size,
+                threads=threads,
+                ahead=ahead,
+                pin_memory=device.type == "cuda",
+                first=first_batch,
             ):
                 if should_stop():
                     raise InterruptedError("stopped while computing features")

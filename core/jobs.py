@@ -89,6 +89,10 @@ class Job:
             "images_per_second": None,
             "eta_seconds": None,
             "download": None,  # {"file": name, "done": bytes, "total": bytes}
+            # The step before or after the epochs that counts pictures (Job.phase):
+            # {"name", "done", "total", "started", "rate" (pictures/s), "eta" (s)}.
+            "counted": None,
+            "phase_since": time.time(),  # when the phase began
             "history": [],  # one dict per finished epoch
             "batch_losses": [],  # [step, loss] every few batches
             "skipped_files": [],
@@ -102,7 +106,19 @@ class Job:
     # --- written by the training thread ------------------------------------
     def update(self, **changes) -> None:
         with self._lock:
+            if changes.get("phase", self._status["phase"]) != self._status["phase"]:
+                # A new step: its speed and time left are not the last step's.
+                self._status.update(phase_since=time.time(), images_per_second=None, eta_seconds=None)
             self._status.update(changes)
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        now = time.time()
+        with self._lock:
+            if self._status["state"] == "stopping":  # it says so until it has stopped
+                return
+            since = self._status["phase_since"] if self._status["phase"] == name else now
+            self._status.update(phase=name, phase_since=since)
+            self._status.update(phase_progress(self._status["counted"], name, done, total, now, since))
 
     def add_epoch(self, row: dict) -> None:
         with self._lock:
@@ -175,6 +191,30 @@ class Job:
     @property
     def done(self) -> bool:
         return self._done.is_set()
+
+
+def phase_progress(
+    before: dict | None, name: str, done: int, total: int, now: float, since: float | None = None
+) -> dict:
+    """The status fields for a counted phase: its count, its rate, and the
+    time it has left (and, as the run's own speed and time left until the
+    epochs report theirs, the same). The first report is timed from the
+    phase's start (at `since`, else now); later ones from the first report,
+    so one-time costs (threads starting, the first batch's warm-up) do not
+    weigh on the rate for the rest of the phase."""
+    if not before or before["name"] != name or done < before["done"]:
+        before = {"name": name, "done": 0, "started": now if since is None else since, "first": None}
+    first = before.get("first")
+    if first and done > first[0] and now > first[1]:
+        rate = (done - first[0]) / (now - first[1])
+    else:
+        elapsed = now - before["started"]
+        rate = done / elapsed if done and elapsed > 0 else None
+        first = [done, now] if done and first is None else first
+    eta = max(0.0, (total - done) / rate) if rate else None
+    counted = {"name": name, "done": done, "total": total, "started": before["started"], "first": first}
+    counted.update(rate=rate, eta=eta)
+    return {"counted": counted, "images_per_second": rate, "eta_seconds": eta}
 
 
 class JobManager:

@@ -227,6 +227,7 @@ def threaded_batches(
     order: Sequence[int] | None = None,
     pin_memory: bool = False,
     seeds: Sequence[int] | None = None,
+    first: int | None = None,
 ):
     """Yield collate_skip_broken batches of `dataset` (in `order`, default all
     in turn), each batch's images read by `threads` threads at once.
@@ -239,10 +240,12 @@ def threaded_batches(
     reading and computing at the same time only makes them take turns (its
     threads wait for each other at every layer), so it is faster to read a
     batch with every core, then compute with every core. `seeds`: one per
-    item of `dataset`, for its random transform (ImageDataset.item).
+    item of `dataset`, for its random transform (ImageDataset.item). `first`:
+    the first batch's size; each next one is twice as big, up to `batch_size`
+    (a long pass then reports progress after its first few pictures).
     """
     order = list(range(len(dataset))) if order is None else list(order)
-    chunks = iter([order[i : i + batch_size] for i in range(0, len(order), batch_size)])
+    chunks = iter(batch_chunks(order, batch_size, first))
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         pending: list[tuple[list, Future]] = []  # (the items' futures, the batch's)
 
@@ -272,6 +275,16 @@ def threaded_batches(
             for items, assembled in pending:
                 for future in (*items, assembled):
                     future.cancel()
+
+
+def batch_chunks(order: list, batch_size: int, first: int | None = None) -> list[list]:
+    """`order` cut into batches of `batch_size`, the first ones growing from `first`."""
+    chunks, start, size = [], 0, max(1, min(first or batch_size, batch_size))
+    while start < len(order):
+        chunks.append(order[start : start + size])
+        start += size
+        size = min(batch_size, size * 2)
+    return chunks
 
 
 def _assemble(items: list[Future], pin_memory: bool):

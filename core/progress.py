@@ -9,12 +9,19 @@ file-writer thread), never from a page.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 
 class Progress(Protocol):
     def update(self, **changes) -> None:
         """Set status fields: state, phase, epoch, batch, batches, speed, ..."""
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        """A step before or after the epochs (the feature pass, the final
+        evaluation) has handled `done` of its `total` pictures; called with 0
+        when it begins, then after every batch, so a watcher can show the
+        count, the rate and the time left from the first batch on."""
 
     def add_epoch(self, row: dict) -> None:
         """One finished epoch's metrics row (as written to metrics.jsonl)."""
@@ -31,3 +38,21 @@ class Progress(Protocol):
     @property
     def stop_requested(self) -> bool:
         """True once someone asked the training to stop before its next batch."""
+
+
+def _pictures(batch) -> int:
+    """Pictures in a loader's (inputs, labels, indices, broken) batch, broken ones included."""
+    return len(batch[2]) + len(batch[3])
+
+
+def counted(
+    batches: Iterable, progress: Progress, name: str, total: int, size: Callable[[object], int] = _pictures
+) -> Iterator:
+    """`batches`, reporting the phase `name` to `progress` as each one is
+    handled (when the next one is asked for, and at the end)."""
+    done = 0
+    progress.phase(name, 0, total)
+    for batch in batches:
+        yield batch
+        done += size(batch)
+        progress.phase(name, min(done, total), total)

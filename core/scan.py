@@ -78,6 +78,7 @@ def scan_and_decode(
     seed: int = 0,
     budget: int | None = None,
     interpolation: str = "bilinear",
+    on_file=None,
 ) -> tuple[ScanReport, DecodedImageCache | None, str | None]:
     """scan_folder that keeps the images it decodes, for training.
 
@@ -88,9 +89,10 @@ def scan_and_decode(
     (report, None, why) when the images would not fit in `budget` bytes
     (default decoded_cache_budget()): then they are only verified, as
     scan_folder does, and training reads them from disk. interpolation: the
-    transform's resize filter, which the images are shrunk with.
+    transform's resize filter, which the images are shrunk with. on_file:
+    called with (done, total) as the pictures are checked.
     """
-    report, kept, why = _scan(root, val_fraction, seed, short_side, budget, interpolation)
+    report, kept, why = _scan(root, val_fraction, seed, short_side, budget, interpolation, on_file)
     if kept is None:
         return report, None, why
     used = {path for path, _ in report.train + report.val}
@@ -110,6 +112,7 @@ def _scan(
     keep_side: int | None = None,
     budget: int | None = None,
     interpolation: str = "bilinear",
+    on_file=None,
 ):
     """scan_folder's work. Returns (report, kept pixels or None, why not kept)."""
     if not 0 < val_fraction < 1:
@@ -119,7 +122,9 @@ def _scan(
     skipped: list[SkippedFile] = []
     layout = _find_layout(root, val_fraction, skipped)
     candidates = _find_candidates(root, layout, skipped)
-    usable, sizes, kept, why_not_kept = _decode_candidates(candidates, skipped, keep_side, budget, interpolation)
+    usable, sizes, kept, why_not_kept = _decode_candidates(
+        candidates, skipped, keep_side, budget, interpolation, on_file
+    )
 
     folder_names = sorted({name for _, name in candidates}, key=natural_key)  # 2 before 10
     per_class = {name: sum(len(usable[k]) for k in usable if k[1] == name) for name in folder_names}
@@ -361,6 +366,7 @@ def _decode_candidates(
     keep_side: int | None,
     budget: int | None,
     interpolation: str,
+    on_file=None,
 ):
     """Decode every candidate once. Returns (usable paths per key, sorted;
     {path: size}; kept pixels or None; why they were not kept). The pixels
@@ -372,7 +378,7 @@ def _decode_candidates(
         need = estimate_decoded_bytes(all_paths, keep_side)
         if need > budget:
             keep_side, why_not_kept = None, too_big_to_keep(need, budget)
-    verified, kept, why = _verify_all(all_paths, keep_side, budget or 0, interpolation)
+    verified, kept, why = _verify_all(all_paths, keep_side, budget or 0, interpolation, on_file)
     usable: dict[tuple[str, str], list[str]] = {}
     sizes: dict[str, tuple[int, int]] = {}
     for key, paths in candidates.items():
@@ -388,7 +394,9 @@ def _decode_candidates(
     return usable, sizes, kept, why_not_kept or why
 
 
-def _verify_all(paths: list[str], keep_side: int | None = None, budget: int = 0, interpolation: str = "bilinear"):
+def _verify_all(
+    paths: list[str], keep_side: int | None = None, budget: int = 0, interpolation="bilinear", on_file=None
+):
     """{path: (size, reason)}, and with keep_side the usable images' pixels
     {path: array} while they fit in `budget` bytes (else None and why not)."""
     # PIL releases the GIL while decoding, so threads give real parallelism
@@ -407,6 +415,8 @@ def _verify_all(paths: list[str], keep_side: int | None = None, budget: int = 0,
                 paths, pool.map(lambda p: verify_image(p, keep_side, interpolation), paths)
             ):
                 results[path] = (size, reason)
+                if on_file is not None:
+                    on_file(len(results), len(paths))
                 if kept is not None and pixels is not None:
                     used += pixels.nbytes
                     kept[path] = pixels

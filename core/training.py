@@ -37,7 +37,7 @@ from .features import PrefixRunner
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, parameter_groups
 from .held_out import interval_in_words, wilson_interval
 from .models import HeadConfig, build_model
-from .progress import Progress
+from .progress import Progress, counted
 from .resume import kept_split, move_schedule, schedule_settings
 from .runs import Run, checkpoint_problem, owner
 from .scan import scan_and_decode
@@ -127,13 +127,16 @@ class _State:
     skipped: set = field(default_factory=set)
 
 
+READING = "Reading the image folder"  # the scan, counted picture by picture
+
+
 def _start(config: TrainConfig, run: Run, progress: Progress, started: float) -> tuple[torch.device, dict]:
     """Seed, pick the device, and say so: (device, its description)."""
     seed_everything(config.seed)
     device = pick_device(config.device)
     use_in_this_thread(device)
     described = describe_device(device)
-    progress.update(state="running", phase="Reading the image folder", started=started, **described)
+    progress.update(state="running", phase=READING, started=started, **described)
     run.update_status(state="running", started=started, reason=None, **described, **owner())
     return device, described
 
@@ -146,7 +149,12 @@ def _scan(
     run keeps its own split (scan.json): the scan only says which of its
     pictures are still there, and what was added."""
     report, decoded, why_not_decoded = scan_and_decode(
-        config.data_dir, sizes[1], val_fraction=config.val_fraction, seed=config.seed, interpolation=info.interpolation
+        config.data_dir,
+        sizes[1],
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        interpolation=info.interpolation,
+        on_file=lambda done, total: progress.phase(READING, done, total),
     )
     if resume:
         report, note = kept_split(run, report)
@@ -425,7 +433,9 @@ def _report_batch(s: _Setup, state: _State, epoch: int, batch_index: int, loss: 
     remaining_batches = (s.config.epochs - epoch) * s.batches + (s.batches - batch_index)
     eta = remaining_batches * (elapsed / max(1, state.step - (state.start_epoch - 1) * s.batches))
     s.progress.update(batch=batch_index, images_per_second=speed, eta_seconds=eta)
-    if state.step % max(1, s.config.batch_loss_every) == 0 or batch_index == s.batches:
+    every = max(1, s.config.batch_loss_every)
+    first_ones = epoch == state.start_epoch and batch_index <= every  # the chart shows life at once
+    if first_ones or state.step % every == 0 or batch_index == s.batches:
         value = loss.item()
         if not math.isfinite(value):
             raise TrainingError(_LOSS_BLEW_UP)
@@ -473,7 +483,7 @@ def _evaluate_best(s: _Setup, state: _State) -> dict:
     d = s.decisions
     result_eval = evaluation.evaluate_loader(
         s.model,
-        s.data.val_loader,
+        counted(s.data.val_loader, s.progress, "Evaluating the best model on the validation images", len(s.report.val)),
         s.data.val_start,
         s.report.classes,
         [p for p, _ in s.report.val],
@@ -492,9 +502,13 @@ def evaluate_test_split(s: _Setup) -> dict | None:
     weights and the choice of that epoch is already made."""
     if not s.report.test:
         return None
-    s.progress.update(phase="Evaluating the best model on the test pictures", eta_seconds=0)
     d = s.decisions
-    loader = loader_for_test_split(s.config, s.report, s.model, d)
+    loader = counted(
+        loader_for_test_split(s.config, s.report, s.model, d),
+        s.progress,
+        "Evaluating the best model on the test pictures",
+        len(s.report.test),
+    )
     paths = [p for p, _ in s.report.test]
     result = evaluation.evaluate_loader(
         s.model, loader, 0, s.report.classes, paths, d.device, d.autocast, d.channels_last

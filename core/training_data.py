@@ -46,6 +46,9 @@ class TrainingData:
     val_failed: list[int] = field(default_factory=list)
 
 
+FEATURE_PASS = "Computing features of the frozen layers"
+
+
 def build_data(
     config: TrainConfig,
     report,
@@ -147,9 +150,7 @@ def _feature_pass(
         )
         for name, samples in sets.items()
     }
-    progress.update(
-        phase="Computing features of the frozen layers", batch=0, batches=sum(len(samples) for samples in sets.values())
-    )
+    progress.phase(FEATURE_PASS, 0, sum(len(samples) for samples in sets.values()))
     began = time.time()
     features = cached_prefix_features(
         model,
@@ -167,7 +168,8 @@ def _feature_pass(
         channels_last=decisions.channels_last,
         autocast_dtype=decisions.autocast,
         should_stop=lambda: progress.stop_requested,
-        on_batch=lambda done, total: progress.update(batch=done, batches=total),
+        first_batch=decisions.feature_first_batch,
+        on_batch=lambda done, total: progress.phase(FEATURE_PASS, done, total),
     )
     return features, round(time.time() - began, 2)
 

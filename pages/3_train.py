@@ -11,7 +11,7 @@ from core.backbones import get_backbone, weights_cached
 from core.errors import friendly
 from core.jobs import ACTIVE
 from core.runs import open_run
-from ui import bookmarks, charts, networks, resources, state, widgets, words
+from ui import bookmarks, charts, live, networks, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_TRAIN)  # a bookmark opened first on a fresh server
 st.title(":material/fitness_center: Train")
@@ -83,33 +83,16 @@ def _rerun_when_it_ends(job, job_state: str) -> None:
         st.rerun()
 
 
-def progress_bars(snap: dict, config) -> None:
-    """The download, the epochs and batches, or the phase before training."""
-    job_state = snap["state"]
-    epochs = snap.get("epochs") or config.epochs
-    epoch, batch, batches = snap.get("epoch") or 0, snap.get("batch") or 0, snap.get("batches") or 0
-    if snap.get("download"):
-        d = snap["download"]
-        total = d.get("total") or 0
-        frac = min(1.0, d["done"] / total) if total else 0.0
-        st.progress(
-            frac,
-            text=f"Downloading the pretrained weights ({d['file']}): {d['done'] / 2**20:.1f} of {total / 2**20:.1f} MB"
-            if total
-            else f"Downloading the pretrained weights ({d['file']})…",
+def progress_bars(snap: dict) -> None:
+    """What the training does now (the download, the feature pass, the epochs
+    and batches, the final evaluation), in the sidebar's words (ui.live)."""
+    left = live.time_left(snap)
+    st.progress(live.fraction(snap), text=live.doing_now(snap) + (f" · {left}" if left else ""))
+    if "features" in (snap.get("phase") or ""):
+        st.caption(
+            "The frozen blocks look at each picture once and their output is remembered, "
+            "so every epoch after that takes only seconds."
         )
-    if snap.get("phase") == "Training" or job_state == "stopping":
-        done = ((epoch - 1) * batches + batch) / max(1, epochs * batches) if batches else 0.0
-        st.progress(min(1.0, max(0.0, done)), text=f"Epoch {epoch} of {epochs} · batch {batch} of {batches}")
-    else:
-        frac = batch / batches if batches else 0.0
-        detail = f" ({batch} of {batches} pictures)" if batches else ""
-        st.progress(min(1.0, frac), text=f"{snap.get('phase') or 'Starting'}…{detail}")
-        if "features" in (snap.get("phase") or ""):
-            st.caption(
-                "The frozen blocks look at each picture once and their output is remembered, "
-                "so every epoch after that takes only seconds."
-            )
 
 
 def live_numbers(job, snap: dict) -> None:
@@ -140,7 +123,9 @@ def live_numbers(job, snap: dict) -> None:
         args=(job,),
         key=f"stop_{job.id}",
         disabled=job_state == "stopping",
-        help="Stops after the current batch; the last finished epoch is kept and can be resumed.",
+        help="Stops after the current batch; the last finished epoch is kept and can be resumed."
+        if snap["history"]
+        else "Stops after the current batch. No epoch has finished yet, so there will be nothing to resume.",
     )
 
 
@@ -210,7 +195,7 @@ def show_job(job) -> None:
         f"{words.strategy_label(config.strategy)}, on {words.md_text(Path(config.data_dir).name)} · run `{run_name}`"
     )
     if job_state in ACTIVE:
-        progress_bars(snap, config)
+        progress_bars(snap)
         widgets.feature_cache_caption(snap.get("feature_cache"))
         live_numbers(job, snap)
     if job_state == "finished":
@@ -219,7 +204,8 @@ def show_job(job) -> None:
         st.error(f"**Training failed.** {snap.get('reason')}", icon=":material/error:")
         networks.offer_after_failure(snap.get("run_dir"), key=f"switch_{job.id}")
     elif job_state == "stopped":
-        st.info(f"**Stopped.** {snap.get('reason') or ''} Resume it from the Runs page.", icon=":material/stop_circle:")
+        more = " Resume it from the Runs page." if snap["history"] else ""
+        st.info(f"**Stopped.** {snap.get('reason') or ''}{more}", icon=":material/stop_circle:")
     training_curves(job, snap, config)
 
 

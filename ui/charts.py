@@ -51,7 +51,8 @@ def loss_figure(
             go.Scatter(
                 x=[s / steps_per_epoch for s, _ in batch_losses],
                 y=[loss for _, loss in batch_losses],
-                mode="lines",
+                mode="lines+markers" if len(batch_losses) < 8 else "lines",  # the first points show as dots
+                marker=dict(size=4),
                 name="train (each batch)",
                 line=dict(color=BATCH_COLOR, width=1),
             )
