@@ -136,7 +136,7 @@ def test_a_new_tab_during_a_training_shows_that_training_and_the_sidebar_agrees(
         at = _app()
         side = _sidebar(at)
         assert "Training:** EfficientNet-Lite0 on clothes" in side
-        assert "full fine-tune, 40 epochs" in side and "elsewhere" not in side
+        assert "40 epochs" in side and "Everything learns" in side and "elsewhere" not in side
         _goto(at, TRAIN)
         assert "Training now" in _texts(at.subheader)
         # The page's progress line and the sidebar's say the same, batch by batch.
