@@ -98,7 +98,7 @@ def test_a_teacher_trains_and_predicts_in_the_browser(server, small_data, tmp_pa
             box.fill(str(small_data))
             box.press("Enter")
             expect(page.get_by_text("Ready to train:")).to_be_visible(timeout=90_000)
-            expect(page.get_by_text("Pictures per class")).to_be_visible(
+            expect(page.get_by_test_id("stPlotlyChart").get_by_text("Pictures per class")).to_be_visible(
                 timeout=30_000
             )  # plotly draws late on a busy machine
             expect(page.locator('[data-testid="stImage"]').first).to_be_visible()
