@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli_checks
+from . import cli_checks, cli_sweep
 from .runs import DEFAULT_RUNS_DIR
 
 
@@ -278,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backbones", help="list the backbones")
     p.set_defaults(func=cmd_backbones)
     cli_checks.add_commands(sub)
+    cli_sweep.add_command(sub, _add_train_options, _config_from_args)
     return parser
 
 

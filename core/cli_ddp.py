@@ -52,6 +52,8 @@ def _stop_on_sigterm(world_size: int) -> None:
 
     def handler(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the ending be written
+        if sys.exc_info()[0] is not None:
+            return  # the run is ending already (a peer's error came first): its end is being written
         raise TrainingError(_TOLD_TO_STOP.format(n=world_size))
 
     signal.signal(signal.SIGTERM, handler)
