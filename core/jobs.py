@@ -80,6 +80,8 @@ class Job:
         # stop.request file there works like request_stop().
         self._mirror = follow.LiveMirror(run_dir) if run_dir and mirror else None
         self._stop_file = follow.StopWatch(run_dir) if run_dir else None
+        if resume and lock is not None and run_dir:  # a stop asked of its last training, whose process died
+            follow.clear_stop(run_dir)
         self._status: dict[str, Any] = {
             "id": self.id,
             "state": "queued",

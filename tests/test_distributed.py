@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from core.runs import Run, RunStore
+from core.follow import LIVE_FILE
+from core.runs import Run, RunStore, read_json
 from tests.folders import PACKAGED_BACKBONE, PHOTOS, small_copy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,7 +125,8 @@ def test_a_killed_rank_ends_the_run_as_failed_with_a_reason(photos, tmp_path, ki
         while time.time() < deadline and launcher.poll() is None:
             listed = RunStore(runs).list()
             run = listed[0] if listed else None
-            if run is not None and (run.status.get("epochs_done") or 0) >= 1:
+            live = read_json(run.path / LIVE_FILE, {}, dict) if run is not None else {}
+            if live.get("phase") == "Training" and (live.get("batch") or 0) >= 1:  # the ranks are training
                 break
             time.sleep(0.3)
         assert run is not None and run.status.get("state") == "running", launcher.communicate()
