@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import distributed
+from . import distributed, training
 from .errors import TrainingError
 from .jobs import Job, run_job
 from .run_lock import RunLock, is_locked
@@ -51,12 +51,23 @@ def _stop_on_sigterm(world_size: int) -> None:
     with a reason instead of dying mid-write."""
 
     def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the ending be written
-        if sys.exc_info()[0] is not None:
-            return  # the run is ending already (a peer's error came first): its end is being written
-        raise TrainingError(_TOLD_TO_STOP.format(n=world_size))
+        # Raised only inside the training itself (core.training.train), where
+        # run_job turns it into the run's end; anywhere else the run is
+        # already ending (a peer's error came first) and its end is written.
+        if sys.exc_info()[0] is None and _inside_training(frame):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the ending be written
+            raise TrainingError(_TOLD_TO_STOP.format(n=world_size))
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _inside_training(frame) -> bool:
+    trainer = training.train.__code__
+    while frame is not None:
+        if frame.f_code is trainer:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def train(config, runs_dir: str, on_epoch) -> tuple[Job, Run]:
@@ -106,6 +117,7 @@ def _run(job: Job, world) -> tuple[Job, Run]:
     run = Run(Path(job.run_dir)) if world.main else distributed.PeerRun(Path(job.run_dir))
     try:
         run_job(job, run)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the end is written (or about to be): finish it
         if not world.main and job.state == "failed":
             _write_if_rank0_died(run.path, world.world_size)
     finally:
