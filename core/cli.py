@@ -17,9 +17,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli_checks, cli_data
+from . import cli_checks, cli_data, cli_sweep
 from .paths import pasted_path
 from .runs import DEFAULT_RUNS_DIR
+
+
+def launched_by_torchrun() -> bool:
+    """torchrun (or another launcher) started this command as one of several processes."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
 
 if TYPE_CHECKING:  # for the annotation only; the commands import the engine where they use it
     from .config import TrainConfig
@@ -102,8 +108,10 @@ def _config_from_args(args) -> TrainConfig:
     return TrainConfig(data_dir=str(Path(args.data_dir).resolve()), **values)
 
 
-def _finish(job, run) -> int:
+def _finish(job, run, printing: bool = True) -> int:
     snap = job.snapshot()
+    if not printing:  # a rank other than 0 of a torchrun training: rank 0 reports
+        return 0 if snap["state"] == "finished" else 1
     if snap["state"] != "finished":
         print(f"Run {snap['state']}: {' '.join(str(snap['reason']).split())}", file=sys.stderr)  # one line
         print(json.dumps({"run_dir": str(run.path), "state": snap["state"], "reason": snap["reason"]}))
@@ -135,6 +143,18 @@ def cmd_train(args) -> int:
     from .jobs import train_blocking
 
     config = _config_from_args(args)
+    if launched_by_torchrun():  # several processes, one run (core.cli_ddp)
+        from . import cli_ddp
+
+        rank0 = os.environ.get("RANK", "0") == "0"
+        if rank0:
+            print(
+                f"Training {config.backbone} ({config.strategy}) on {config.data_dir} for {config.epochs} epochs, "
+                f"{os.environ.get('WORLD_SIZE')} processes",
+                flush=True,
+            )
+        job, run = cli_ddp.train(config, args.runs_dir, on_epoch=_print_epoch)
+        return _finish(job, run, printing=rank0)
     print(f"Training {config.backbone} ({config.strategy}) on {config.data_dir} for {config.epochs} epochs", flush=True)
     job, run = train_blocking(config, runs_dir=args.runs_dir, on_epoch=_print_epoch)
     return _finish(job, run)
@@ -144,6 +164,12 @@ def cmd_resume(args) -> int:
     from .jobs import resume_blocking
     from .resume import prepare_resume
 
+    if launched_by_torchrun():  # several processes, one run (core.cli_ddp)
+        from . import cli_ddp
+
+        rank0 = os.environ.get("RANK", "0") == "0"
+        job, run, done = cli_ddp.resume(args.run_dir, args.epochs, on_epoch=_print_epoch)
+        return _finish(job, run, printing=rank0)
     plan = prepare_resume(args.run_dir, args.epochs)  # refused while another process trains it
     print(f"Resuming {plan.run.name} after epoch {plan.epochs_done} of {plan.config.epochs}", flush=True)
     job, run = resume_blocking(plan, on_epoch=_print_epoch)
@@ -259,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backbones)
     cli_checks.add_commands(sub)
     cli_data.register(sub)
+    cli_sweep.add_command(sub, _add_train_options, _config_from_args)
     return parser
 
 

@@ -256,12 +256,25 @@ def sweep_configs(base_config, backbones: Sequence[str], strategies: Sequence[st
     ]
 
 
+def spread_over_gpus(configs: list, gpus: int | None = None) -> list:
+    """With several GPUs and the device left to "auto", the runs go to GPU 0,
+    1, ... in turn: the job manager keeps one queue per device, so one run
+    trains on each GPU at the same time. One GPU or none: unchanged (one after
+    another, as before)."""
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    if gpus < 2:
+        return configs
+    return [
+        dataclasses.replace(c, device=f"cuda:{i % gpus}") if c.device == "auto" else c for i, c in enumerate(configs)
+    ]
+
+
 def queue_sweep(manager, base_config, backbones: Sequence[str], strategies: Sequence[str] | None = None) -> list:
     """Queue one run per (backbone, strategy) on `manager` (a JobManager). Jobs
     for the same device run one after another in this order. Each run folder
     gets a sweep.json naming the sweep, so sweep_runs finds them after a restart.
     Returns the jobs."""
-    configs = sweep_configs(base_config, backbones, strategies)
+    configs = spread_over_gpus(sweep_configs(base_config, backbones, strategies))
     sweep_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     jobs = []
     for index, config in enumerate(configs):

@@ -33,6 +33,11 @@ def friendly(exc: BaseException) -> str:
             "A worker process reading the images ran out of shared memory (/dev/shm). Give the machine more "
             "(for Docker: --shm-size=2g), or train with --num-workers 0 so threads read them."
         )
+    if type(exc).__name__.startswith("Dist") or any(w in text for w in ("gloo", "NCCL", "ProcessGroup")):
+        return (  # torch.distributed: a rank of a multi-process (torchrun) training is gone or stalled
+            "Another process of this multi-process training stopped answering (it crashed, was killed, or its "
+            "machine lost the network), so this one stopped too. The last finished epoch is saved: you can resume it."
+        )
     if isinstance(exc, FileNotFoundError):
         return f"A file or folder was missing: {exc}. Check that it is still there."
     if isinstance(exc, PermissionError):

@@ -380,13 +380,17 @@ class FeatureBatches:
         self.batch_size = max(1, int(batch_size))
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
+        self.sampler = None  # distributed: the rows this rank reads, in order (core.distributed)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
+        return math.ceil(len(self.sampler if self.sampler is not None else self.indices) / self.batch_size)
 
     def __iter__(self):
         n = len(self.indices)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        if self.sampler is not None:
+            order = torch.tensor(list(self.sampler), dtype=torch.long)
+            n = len(order)
         # The order goes to the features' device once per epoch, not once per
         # batch (each copy of a CPU tensor to the GPU would wait for it).
         order_here = order.to(self.features.device) if order is not None else None

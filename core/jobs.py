@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from . import follow
 from .config import TrainConfig
 from .devices import device_key, release_device_memory
 from .errors import friendly
@@ -61,6 +62,7 @@ class Job:
         on_epoch=None,
         lock: RunLock | None = None,
         before_resume: dict | None = None,
+        mirror: bool = True,
     ):
         self.id = f"job-{next(_ids)}"
         self._on_epoch = on_epoch  # called in the training thread after each epoch (the CLI prints)
@@ -73,6 +75,13 @@ class Job:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._done = threading.Event()
+        # Followed from the run folder by other processes (core.follow): the live
+        # fields mirrored to live.json (mirror=False: a rank other than 0), and a
+        # stop.request file there works like request_stop().
+        self._mirror = follow.LiveMirror(run_dir) if run_dir and mirror else None
+        self._stop_file = follow.StopWatch(run_dir) if run_dir else None
+        if resume and lock is not None and run_dir:  # a stop asked of its last training, whose process died
+            follow.clear_stop(run_dir)
         self._status: dict[str, Any] = {
             "id": self.id,
             "state": "queued",
@@ -110,6 +119,13 @@ class Job:
                 # A new step: its speed and time left are not the last step's.
                 self._status.update(phase_since=time.time(), images_per_second=None, eta_seconds=None)
             self._status.update(changes)
+        self._mirror_live()
+
+    def _mirror_live(self, force: bool = False) -> None:
+        if self._mirror is not None and self._mirror.due(force):
+            with self._lock:
+                live = copy.deepcopy({k: self._status.get(k) for k in follow.LIVE_KEYS})
+            self._mirror.write(live)
 
     def phase(self, name: str, done: int, total: int) -> None:
         now = time.time()
@@ -136,6 +152,7 @@ class Job:
             points.append([step, loss])
             if len(points) > MAX_BATCH_POINTS:
                 del points[::2]  # keep the whole curve, at half the resolution
+        self._mirror_live()
 
     def add_skipped(self, paths: list[str]) -> None:
         if paths:
@@ -153,6 +170,11 @@ class Job:
                 phase={"finished": "Done", "stopped": "Stopped", "failed": "Failed"}.get(state, state),
             )
         self._done.set()
+
+    @property
+    def owns_run(self) -> bool:
+        """Whether this job holds its run's lock (rank 0 of a torchrun training, or any other job)."""
+        return self._run_lock is not None and self._run_lock.held
 
     def release_lock(self) -> None:
         if self._run_lock is not None:
@@ -183,6 +205,8 @@ class Job:
 
     @property
     def stop_requested(self) -> bool:
+        if not self._stop.is_set() and self._stop_file is not None and self._stop_file.asked():
+            self.request_stop()  # a Stop from another process (core.follow.request_stop)
         return self._stop.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -332,16 +356,20 @@ def config_dict(config) -> dict:
 # --- running a job ---------------------------------------------------------------
 
 
-def run_job(job: Job) -> None:
+def run_job(job: Job, run: Run | None = None) -> None:
     """Run one job to its end. Never raises: every outcome lands in the run's
     status.json, then the run's lock is released, then the job says it ended
-    (so whoever waits on the job finds the files final and the run free)."""
-    run = Run(Path(job.run_dir))
+    (so whoever waits on the job finds the files final and the run free).
+    `run`: the run folder as this process sees it (core.distributed.PeerRun
+    on ranks other than 0)."""
+    run = run or Run(Path(job.run_dir))
     try:
         state, reason, result = _train_run(job, run)
     except BaseException as exc:  # noqa: BLE001 - writing the end failed (a full disk, a deleted folder)
         state, reason, result = "failed", friendly(exc), None
     finally:
+        if job.owns_run:  # a stop asked through the folder is done with
+            follow.clear_stop(run.path)
         job.release_lock()
         # The job's own device only (never raises): a CPU job leaves the GPUs alone.
         release_device_memory(_device_used(job))

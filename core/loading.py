@@ -322,9 +322,10 @@ class ThreadedLoader:
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
         self.threads, self.ahead, self.pin_memory = threads, ahead, pin_memory
+        self.sampler = None  # distributed: the items this rank reads, in order (core.distributed)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.batch_size)
+        return math.ceil(len(self.sampler if self.sampler is not None else self.dataset) / self.batch_size)
 
     def __iter__(self):
         n = len(self.dataset)
@@ -333,6 +334,8 @@ class ThreadedLoader:
             order = torch.randperm(n, generator=self.generator).tolist()
             if hasattr(self.dataset, "item"):
                 seeds = torch.randint(0, 2**62, (n,), generator=self.generator).tolist()
+        if self.sampler is not None:
+            order = list(self.sampler)
         yield from threaded_batches(
             self.dataset,
             self.batch_size,

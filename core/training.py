@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import evaluation
+from . import distributed, evaluation
 from .backbones import get_backbone
 from .checkpoints import (
     CheckpointCopies,
@@ -108,6 +108,7 @@ class _Setup:
     batches: int
     copies: CheckpointCopies
     frozen_runner: PrefixRunner
+    forward: object = None  # model.forward_from, or it through DDP (core.distributed.wrap_model)
 
 
 @dataclass
@@ -133,7 +134,7 @@ READING = "Reading the image folder"  # the scan, counted picture by picture
 def _start(config: TrainConfig, run: Run, progress: Progress, started: float) -> tuple[torch.device, dict]:
     """Seed, pick the device, and say so: (device, its description)."""
     seed_everything(config.seed)
-    device = pick_device(config.device)
+    device = distributed.place(pick_device(config.device))  # distributed: this rank's GPU
     use_in_this_thread(device)
     described = describe_device(device)
     progress.update(state="running", phase=READING, started=started, **described)
@@ -235,9 +236,11 @@ def _setup(
         decoded_in_memory=decoded is not None,
         decoded_bytes=decoded.nbytes if decoded is not None else 0,
     )
+    decisions = distributed.per_rank_decisions(decisions)  # distributed: the batch split between ranks
     _place_model(model, decisions)
     data = build_data(config, report, model, decisions, progress, decoded, why_not_decoded)
     del decoded  # what the epochs still need, the loaders hold
+    distributed.shard_loaders(data, config.seed)  # a DistributedSampler per split (one process too)
     progress.update(feature_cache=data.cache, decoded_images=data.decoded)
     batches = len(data.train_loader)
     parts = _optimisation(config, report, model, plan, decisions, batches)
@@ -314,8 +317,9 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
             s.frozen_runner.release()
         progress.update(phase="Evaluating the best model on the validation images", eta_seconds=0)
         writer.flush()
-        result_eval = _evaluate_best(s, state)
-    test_eval = evaluate_test_split(s)
+        # distributed: rank 0 alone evaluates the best model and writes the files
+        result_eval = _evaluate_best(s, state) if distributed.current().main else {"macro_f1": None}
+    test_eval = evaluate_test_split(s) if distributed.current().main else None
     seconds = time.time() - started + (run.status.get("seconds_before_resume") or 0)
     return {
         "run_dir": str(run.path),
@@ -331,6 +335,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
         "trainable_params": trainable,
         "total_params": total,
         "skipped_files": len(state.skipped),
+        "world_size": distributed.current().world_size,
         **summarise_test_split(test_eval),
     }  # the model, optimiser and data go with this frame; run_job then frees the GPU's cache
 
@@ -374,6 +379,8 @@ def _prepare_epoch(s: _Setup, state: _State, writer: RunWriter, epoch: int) -> i
             state.best_weights = None
         state.trained_now = s.plan.trained_at(epoch - 1)
         apply_freeze_plan(s.model, s.plan, epoch=epoch - 1)
+        s.forward = distributed.wrap_model(s.model, s.decisions.device)  # DDP follows what trains
+    distributed.set_epoch(s.data, epoch)  # distributed: this epoch's shuffle, the same on every rank
     s.model.train()
     # Blocks frozen in this epoch run without autograd: no graph is built
     # and none of their activations are kept for a backward pass. They are
@@ -395,7 +402,7 @@ def _train_epoch(s: _Setup, state: _State, epoch: int, frozen: int) -> tuple[flo
     epoch_correct = torch.zeros((), dtype=torch.long, device=d.device)
     epoch_seen = 0
     for batch_index, (x, y, _idx, bad) in enumerate(s.data.train_loader, start=1):
-        if s.progress.stop_requested:
+        if distributed.any_rank(s.progress.stop_requested):  # distributed: all ranks stop at one batch
             raise InterruptedError
         if bad:
             _skip(s.progress, state.skipped, [s.report.train[i][0] for i in bad])
@@ -406,7 +413,7 @@ def _train_epoch(s: _Setup, state: _State, epoch: int, frozen: int) -> tuple[flo
             if frozen > s.data.train_start:
                 with torch.no_grad():
                     x = s.frozen_runner.blocks(s.data.train_start, frozen)(x)
-            logits = s.model.forward_from(frozen, x)
+            logits = s.forward(frozen, x)
             loss = s.criterion(logits.float(), y)
         s.optimizer.zero_grad(set_to_none=True)
         s.scaler.scale(loss).backward()
@@ -419,7 +426,10 @@ def _train_epoch(s: _Setup, state: _State, epoch: int, frozen: int) -> tuple[flo
         epoch_seen += len(y)
         state.images_done += len(y)
         _report_batch(s, state, epoch, batch_index, loss)
-    epoch_loss, epoch_correct = epoch_loss.item(), epoch_correct.item()
+    # distributed: the sums over every rank, so the numbers are one process's
+    epoch_loss, epoch_correct, epoch_seen = distributed.sum_over_ranks(
+        epoch_loss.item(), epoch_correct.item(), epoch_seen
+    )
     if not math.isfinite(epoch_loss):
         raise TrainingError(_LOSS_BLEW_UP)
     return epoch_loss, epoch_correct, epoch_seen
@@ -483,7 +493,12 @@ def _evaluate_best(s: _Setup, state: _State) -> dict:
     d = s.decisions
     result_eval = evaluation.evaluate_loader(
         s.model,
-        counted(s.data.val_loader, s.progress, "Evaluating the best model on the validation images", len(s.report.val)),
+        counted(
+            distributed.final_val_loader(s.data),
+            s.progress,
+            "Evaluating the best model on the validation images",
+            len(s.report.val),
+        ),
         s.data.val_start,
         s.report.classes,
         [p for p, _ in s.report.val],
@@ -556,7 +571,8 @@ def _validate(s: _Setup) -> tuple[float, float]:
     correct = torch.zeros((), dtype=torch.long, device=d.device)
     seen = 0
     for x, y, _idx, _bad in s.data.val_loader:
-        if s.progress.stop_requested:
+        # distributed: ranks may hold different numbers of validation batches: no per-batch stop there
+        if s.progress.stop_requested and not distributed.current().active:
             raise InterruptedError
         if len(y) == 0:
             continue
@@ -566,4 +582,5 @@ def _validate(s: _Setup) -> tuple[float, float]:
         total_loss += s.eval_criterion(logits.float(), y) * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-    return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
+    total_loss, correct, seen = distributed.sum_over_ranks(total_loss.item(), correct.item(), seen)
+    return total_loss / max(seen, 1), correct / max(seen, 1)

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
+from . import distributed
 from .config import TrainConfig
 from .decisions import Decisions
 from .devices import LOADER_TIMEOUT_S
-from .features import FeatureBatches, cache_key, cached_prefix_features, describe_cache, transform_description
+from .features import FeatureBatches, cache_key, describe_cache, transform_description
 from .freeze import frozen_with_weights
 from .images import DecodedImageCache
 from .loading import BatchNormalizer, ImageDataset, NormalizedBatches, ThreadedLoader, collate_skip_broken
@@ -152,7 +153,8 @@ def _feature_pass(
     }
     progress.phase(FEATURE_PASS, 0, sum(len(samples) for samples in sets.values()))
     began = time.time()
-    features = cached_prefix_features(
+    # distributed: the pictures split between the ranks, the features gathered (one process: the same call)
+    features = distributed.prefix_features(
         model,
         decisions.frozen_prefix,
         splits,

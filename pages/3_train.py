@@ -11,7 +11,7 @@ from core.backbones import get_backbone, weights_cached
 from core.errors import friendly
 from core.jobs import ACTIVE
 from core.runs import open_run
-from ui import bookmarks, charts, live, networks, resources, state, widgets, words
+from ui import bookmarks, charts, follow_view, live, networks, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_TRAIN)  # a bookmark opened first on a fresh server
 st.title(":material/fitness_center: Train")
@@ -27,6 +27,9 @@ def _start() -> None:
         return
     try:
         config = state.build_config()
+        if st.session_state.get("_gpus_to_use"):  # "use all N GPUs": a torchrun subprocess, followed
+            follow_view.start_launch(config, state.runs_dir(), st.session_state["_gpus_to_use"])
+            return
         job = resources.manager().submit(config)
     except Exception as exc:  # noqa: BLE001 - reported on the page
         st.session_state["_start_error"] = friendly(exc)
@@ -227,6 +230,10 @@ if job is not None:
         _show_job_safely(job)
     st.divider()
 
+# --- runs other processes train now (CLI, torchrun, another app), and this session's torchrun one
+follow_view.launched(state.runs_dir())
+follow_view.elsewhere(state.runs_dir(), resources.manager().alive_run_dirs())
+
 # --- what will be trained, and the start button -------------------------------------
 if not active:
     report, scan_error = state.scan_or_none()
@@ -260,6 +267,7 @@ if not active:
                     f"{info.title}'s weights ({info.file_mb:.0f} MB) will be downloaded first; that needs internet.",
                     icon=":material/cloud_download:",
                 )
+            st.session_state["_gpus_to_use"] = follow_view.gpu_choice()
             b1, b2 = st.columns([1, 3], vertical_alignment="center")
             b1.button(
                 "Start training",

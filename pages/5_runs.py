@@ -10,7 +10,7 @@ import streamlit as st
 from core.errors import UserError, friendly
 from core.jobs import ACTIVE
 from core.runs import made_by_us
-from ui import bookmarks, charts, fixes, resources, state, widgets, words
+from ui import bookmarks, charts, fixes, follow_view, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_RUNS)  # a bookmark opened first on a fresh server
 st.title(":material/history: Runs")
@@ -81,7 +81,7 @@ def pick_open_run(runs: list):
     return by_name[st.session_state["open_run"]]
 
 
-def run_heading(run, run_state: str) -> None:
+def run_heading(run, run_state: str, elsewhere: bool = False) -> None:
     summary = run.summary()
     st.divider()
     st.subheader(f"{words.state_label(run_state)} · {run.name}")
@@ -95,8 +95,10 @@ def run_heading(run, run_state: str) -> None:
             "Resume it to continue from its last finished epoch.",
             icon=":material/warning:",
         )
-    elif run_state in ACTIVE:
+    elif run_state in ACTIVE and not elsewhere:
         st.info("This run is training now; watch it on the **Train** page.", icon=":material/directions_run:")
+    elif run_state in ACTIVE:  # trained by another process (CLI, torchrun, another app): followed from its folder
+        follow_view.live(str(run.path))
 
 
 def resume_button(run, mgr, run_state: str) -> None:
@@ -270,7 +272,7 @@ def main() -> None:
     states = {run.name: _live_state(run, mgr, alive) for run in runs}
     runs_table(runs, states)
     run = pick_open_run(runs)
-    run_heading(run, states[run.name])
+    run_heading(run, states[run.name], elsewhere=str(run.path.resolve()) not in alive)
     fixes.fix_notes()
     fixes.older_pictures_notice(run, key="runs")
     actions(run, mgr, states[run.name])
