@@ -268,16 +268,23 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run a command. A mistake a person can fix is one line and exit 2; any
-    other error one line and exit 1 (TRANSFER_STUDIO_DEBUG=1 shows the traceback)."""
-    from .errors import UserError, friendly
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command's options; with --recipe, the recipe's settings fill those
+    not given on the command line."""
     args = build_parser().parse_args(argv)
     if getattr(args, "recipe", None):
         from .recipes import recipe_settings
 
         args = build_parser(recipe_settings(args.recipe)).parse_args(argv)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a command. A mistake a person can fix is one line and exit 2; any
+    other error one line and exit 1 (TRANSFER_STUDIO_DEBUG=1 shows the traceback)."""
+    from .errors import UserError, friendly
+
+    args = parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -98,7 +98,10 @@ class FreezePlan:
 
     def describe(self) -> str:
         """One plain sentence about what this plan trains."""
-        return head_first_words(self.head_epochs) + self._describe_blocks()
+        blocks = self._describe_blocks()
+        if self.head_epochs <= 0:
+            return blocks
+        return head_first_words(self.head_epochs) + " Then " + blocks[0].lower() + blocks[1:]
 
     def _describe_blocks(self) -> str:
         backbone = self._backbone_blocks()
@@ -132,8 +135,8 @@ class FreezePlan:
 def head_first_words(head_epochs: int) -> str:
     if head_epochs <= 0:
         return ""
-    first = "epoch" if head_epochs == 1 else f"{head_epochs} epochs"
-    return f"The first {first} train only the new head. Then: "
+    first = "epoch trains" if head_epochs == 1 else f"{head_epochs} epochs train"
+    return f"The first {first} only the new head."
 
 
 def _gentler_words(lr_mult: dict[str, float], on: list[str]) -> str:
