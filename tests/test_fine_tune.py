@@ -20,6 +20,7 @@ from core.freeze import freeze_plan_for
 from core.recipes import RECIPES, get_recipe
 from core.schedules import build_schedule, phases
 from tests.folders import PACKAGED_BACKBONE
+from tests.test_app_pages import every_run_goes_through_app_py  # noqa: F401 - the page test runs app.py
 
 REPO = Path(__file__).resolve().parent.parent
 MOBILENET_BLOCKS = ["stem", "stage1", "stage2", "stage3", "stage4", "final_conv", "pool", "head"]
@@ -178,3 +179,36 @@ def test_the_bench_runs_fastai_fine_tune_beside_the_presets(hymenoptera, offline
     assert 0.0 <= float(fastai.split()[5]) <= 1.0  # seconds, CPU s, then its val accuracy
     assert any("Transfer Studio, last-1" in line for line in lines)
     assert "fastai vision_learner" in done.stdout or "fastai fine_tune" in done.stdout
+
+
+# --- the Model page --------------------------------------------------------------------------
+
+
+def test_model_page_fills_a_recipe_and_applies_the_lr_finders_suggestion(env, small_data):
+    from tests.test_app_pages import MODEL, _app, _button, _choose_data, _goto, _ok, _texts
+
+    at = _goto(_choose_data(_app(), small_data), MODEL)
+    assert "With 40 training pictures, try the linear probe first" in _texts(at.caption)
+    at.selectbox(key="recipe_choice").set_value("keras-vgg16").run()
+    assert "Deep Learning with Python" in _texts(at.caption)
+    _button(at, "Use this recipe").click().run()
+    _ok(at)
+    assert at.selectbox(key="backbone").value == "vgg16"
+    assert at.select_slider(key="lr").value == 2e-5  # kept, though not one of the usual choices
+    assert at.selectbox(key="image_size").value == 150
+    assert at.select_slider(key="batch_size").value == 20
+    assert (at.selectbox(key="head_hidden").value, at.selectbox(key="optimizer").value) == (256, "rmsprop")
+    assert at.radio(key="preset").value == "linear"
+
+    # Everything can still be changed; the finder sweeps for what is chosen now.
+    at.selectbox(key="backbone").set_value(PACKAGED_BACKBONE).run()
+    at.selectbox(key="image_size").set_value(128).run()
+    _button(at, "Find a learning rate").click().run(timeout=600)
+    _ok(at)
+    assert at.get("plotly_chart"), "no curve"
+    assert "Suggested learning rate" in _texts(at.caption)
+    use = next(b for b in at.button if b.label.startswith("Use ") and b.label.endswith("as the learning rate"))
+    suggested = float(use.label.split()[1])
+    use.click().run()
+    _ok(at)
+    assert at.select_slider(key="lr").value == pytest.approx(suggested)
