@@ -278,6 +278,13 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def learned_parameters(model: TransferModel, plan: FreezePlan, epochs: int) -> int:
+    """How many parameters learn by the last of `epochs` epochs (after a
+    head-first epoch, or gradual unfreezing, more than at the start)."""
+    trained = plan.trained_at(max(epochs - 1, 0))
+    return sum(p.numel() for name, block in model.blocks.items() if trained[name] for p in block.parameters())
+
+
 def _no_weight_decay(param_name: str, param: torch.Tensor) -> bool:
     # Biases and norm scales are 1-D; decaying them only hurts. ViT's class token
     # and position embedding are likewise left alone (as timm and others do).

@@ -34,7 +34,7 @@ from .decisions import Decisions, decide
 from .devices import describe_device, pick_device, seed_everything, use_in_this_thread
 from .errors import TrainingError
 from .features import PrefixRunner
-from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, parameter_groups
+from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, learned_parameters, parameter_groups
 from .held_out import interval_in_words, wilson_interval
 from .models import HeadConfig, build_model
 from .progress import Progress
@@ -251,7 +251,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
     state = _State()
     device, described = _start(config, run, progress, started)
     s = _setup(config, run, progress, device, state.skipped, resume=resume)
-    trainable, total = count_parameters(s.model)
+    trainable, total = learned_parameters(s.model, s.plan, config.epochs), count_parameters(s.model)[1]
     if resume and run.last_checkpoint.exists():
         _resume(s, state)
     progress.set_history(state.history)

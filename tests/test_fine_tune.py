@@ -103,6 +103,7 @@ def test_a_short_fine_tune_trains_the_head_first_with_gentler_rates_and_resumes(
     assert rows[1]["trainable_params"] > head_only  # epoch 2: the last block joins in
     status = json.loads((run / "status.json").read_text())
     assert status["freeze_plan"].startswith("The first epoch trains only the new head.")
+    assert status["trainable_params"] == rows[1]["trainable_params"]  # what learned by the end
 
     last = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
     rates = _lr_by_block(last)
