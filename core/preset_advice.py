@@ -3,8 +3,10 @@ measured (README, "Fine-tuning"): one line for the Model page."""
 
 from __future__ import annotations
 
-# Below this many training pictures a linear probe matched every fine-tune
-# in the measurements; from there on, fine-tuning the last blocks paid.
+# Below this many training pictures a linear probe matched a fine-tune in the
+# measurements (245 pictures of ants and bees: full fine-tune 0.948, probe
+# 0.948); above it fine-tuning the last blocks paid (400 pictures of 10 kinds
+# of clothes: last-2 beat the probe's 0.818).
 FEW_PICTURES = 300
 
 
@@ -12,15 +14,15 @@ def preset_advice(train_pictures: int | None) -> str:
     """One line: the preset to try first for `train_pictures` (None: unknown)."""
     if not train_pictures:
         return (
-            "Try the linear probe first (seconds, and as good as any fine-tune with a few hundred pictures); "
-            "fine-tune the last blocks when you have more."
+            "Try the linear probe first when you have a few hundred pictures or fewer (seconds, and as good as a "
+            "fine-tune in our tests); with more, fine-tune the last 2 blocks."
         )
     if train_pictures < FEW_PICTURES:
         return (
-            f"With {train_pictures} training pictures, try the linear probe first: in our measurements fine-tuning "
-            "matched it at best with this few, and took minutes instead of seconds."
+            f"With {train_pictures} training pictures, try the linear probe first: in our tests a full fine-tune "
+            "on 245 pictures only matched it, and took minutes instead of seconds."
         )
     return (
-        f"With {train_pictures} training pictures, try the last 2 blocks first (with its head-first epoch and "
-        "gentler rates for earlier blocks), and compare it with the linear probe."
+        f"With {train_pictures} training pictures, try fine-tuning the last 2 blocks first: in our tests on 400 "
+        "pictures of 10 kinds of clothes it beat the linear probe."
     )
