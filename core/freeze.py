@@ -255,8 +255,7 @@ def freeze_plan_for(block_names_or_model, config: TrainConfig | Mapping) -> Free
         unfreeze_every=int(settings["unfreeze_every"]),
         lr_factor=float(settings["lr_factor"]),
         trained=config.get("trained_blocks") if str(strategy).strip().lower() == "custom" else None,
-        # At least one epoch fine-tunes: a one-epoch run has no head-first epoch.
-        head_epochs=min(int(settings["head_epochs"]), max(int(settings["epochs"]) - 1, 0)),
+        head_epochs=int(settings["head_epochs"]),
         discriminative_lr=bool(settings["discriminative_lr"]),
     )
 

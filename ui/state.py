@@ -248,7 +248,6 @@ def current_plan(counts: dict[str, int]):
             "unfreeze_every": int(choice("unfreeze_every")),
             "lr_factor": float(choice("lr_factor")),
             "head_epochs": int(choice("head_epochs")),
-            "epochs": int(choice("epochs")),
             "discriminative_lr": bool(choice("discriminative_lr")),
         },
     )
