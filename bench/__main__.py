@@ -51,7 +51,17 @@ def _parse(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--finetune", default="last-2", help="the fine-tune strategy (default last-2)")
-    p.add_argument("--only", choices=["linear", "finetune"], help="run one of the two comparisons")
+    p.add_argument(
+        "--only",
+        choices=["linear", "finetune", "presets"],
+        help="run one of the comparisons: the tutorial loop against a linear probe or a fine-tune; or "
+        "(only this way) every preset, with its defaults, against fastai's fine_tune",
+    )
+    p.add_argument(
+        "--presets",
+        default="linear,last-2,full,gradual,discriminative",
+        help="the presets compared with fastai's fine_tune (comma-separated)",
+    )
     p.add_argument(
         "--repeat", type=int, default=1, help="run every measurement this many times, alternating, and report medians"
     )
@@ -238,6 +248,7 @@ def main(argv=None) -> int:
     if "TORCH_HOME" not in os.environ and (SHARED / "torch-home").is_dir():
         os.environ["TORCH_HOME"] = str(SHARED / "torch-home")  # the offline weights beside the checkout
     sys.path.insert(0, str(REPO))
+    from bench.presets import compare_presets, print_presets
     from bench.tutorial import train_tutorial
     from core.devices import pick_device
 
@@ -264,8 +275,8 @@ def main(argv=None) -> int:
             "seed": args.seed,
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        plans = [("linear", "linear")] if args.only != "finetune" else []
-        plans += [("finetune", args.finetune)] if args.only != "linear" else []
+        plans = [("linear", "linear")] if args.only in (None, "linear") else []
+        plans += [("finetune", args.finetune)] if args.only in (None, "finetune") else []
         for name, strategy in plans:
             runs: dict[str, list[dict]] = {"a": [], "b": [], "b_warm": [], "floor": []}
             for rep in range(args.repeat):
@@ -381,6 +392,21 @@ def main(argv=None) -> int:
                 checks.append((f"linear probe within {FLOOR_RATIO:g}x of the floor", b_s / f_s <= FLOOR_RATIO))
             else:
                 checks.append((f"fine-tune >= {FINETUNE_SPEEDUP:g}x faster than (a)", speedup >= FINETUNE_SPEEDUP))
+        if args.only == "presets":  # its own comparison: five trainings and fastai's
+            results["presets"] = compare_presets(
+                str(data),
+                args.backbone,
+                [p.strip() for p in args.presets.split(",") if p.strip()],
+                epochs,
+                args.seed,
+                device,
+                args.device,
+                work,
+                amp=not args.no_amp,
+                run_engine=run_engine,
+                log=_say,
+            )
+            checks += print_presets(results["presets"], log=_say)
         if args.quick:
             _say("(--quick: a smoke run on 8 images per class; the targets are for the full run)")
         else:

@@ -1,4 +1,4 @@
-"""Command line: `python -m core scan | train | resume | predict | export | runs | backbones`.
+"""Command line: `python -m core scan | train | resume | predict | export | runs | backbones | lr-find`.
 
 Every command uses the same engine as the app. `train` prints one line per
 epoch and ends with one line of JSON (run_dir, val_accuracy, best_epoch,
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli_checks, cli_data, cli_sweep
+from . import cli_checks, cli_data, cli_lr_find, cli_sweep
 from .paths import pasted_path
 from .runs import DEFAULT_RUNS_DIR
 
@@ -96,6 +96,15 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         )
     p.add_argument(
         "--runs-dir", default=str(DEFAULT_RUNS_DIR), help=f"where run folders go (default: {DEFAULT_RUNS_DIR})"
+    )
+    from .recipes import RECIPES
+
+    p.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default=None,
+        help="fill the settings from a classic tutorial (options given here still win): "
+        + "; ".join(f"{name}: {r.title}" for name, r in RECIPES.items()),
     )
 
 
@@ -233,7 +242,9 @@ def cmd_backbones(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
+    """The parser; `train_defaults` (a recipe's settings) replace the train
+    options' defaults, so options given on the command line still win."""
     parser = argparse.ArgumentParser(
         prog="python -m core", description="Transfer Studio's engine from the command line."
     )
@@ -249,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a pretrained backbone on an image folder")
     p.add_argument("data_dir", type=pasted_path)
     _add_train_options(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, **(train_defaults or {}))
 
     p = sub.add_parser("resume", help="continue a stopped or interrupted run from its last epoch")
     p.add_argument("run_dir", type=pasted_path)
@@ -286,7 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     cli_checks.add_commands(sub)
     cli_data.register(sub)
     cli_sweep.add_command(sub, _add_train_options, _config_from_args)
+    cli_lr_find.register(sub, _add_train_options, _config_from_args)
+    sub.choices["lr-find"].set_defaults(**(train_defaults or {}))
     return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command's options; with --recipe, the recipe's settings fill those
+    not given on the command line."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "recipe", None):
+        from .recipes import recipe_settings
+
+        args = build_parser(recipe_settings(args.recipe)).parse_args(argv)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     other error one line and exit 1 (TRANSFER_STUDIO_DEBUG=1 shows the traceback)."""
     from .errors import UserError, friendly
 
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

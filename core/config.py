@@ -28,7 +28,7 @@ OPTIMIZERS = {
 }
 SCHEDULES = {
     "constant": "The learning rate stays the same.",
-    "step": "The learning rate drops to a tenth every third of the epochs.",
+    "step": "The learning rate drops to a tenth every few epochs (step_epochs; by default every third of them).",
     "cosine": "The learning rate glides down to zero along a cosine curve.",
     "onecycle": "The learning rate warms up, then comes down (one-cycle policy).",
 }
@@ -97,6 +97,13 @@ def strategy_words(strategy: str | None) -> tuple[str, str]:
     return (str(strategy), "") if strategy else ("?", "")
 
 
+BATCHNORM = {
+    "auto": "Kept as ImageNet set it when batches hold fewer than 64 pictures (too few to measure them well).",
+    "frozen": "The pretrained BatchNorm statistics stay as ImageNet set them, even in blocks that learn.",
+    "train": "Blocks that learn also re-measure their BatchNorm statistics on every batch.",
+}
+
+
 def setting(default, help: str, *, choices=None, cli: bool | str = True, ui: bool = True):
     """A dataclass field whose metadata carries what a person needs to know."""
     meta = {"help": help, "choices": choices, "cli": cli, "ui": ui}
@@ -116,6 +123,18 @@ class TrainConfig:
     trained_blocks: dict | None = setting(None, "strategy 'custom': block name -> trained", cli=False, ui=False)
     unfreeze_every: int = setting(1, "gradual: epochs between unfreezing one more block")
     lr_factor: float = setting(0.5, "discriminative: each earlier block's rate is this times the next one's")
+    head_epochs: int = setting(
+        1, "fine-tuning: epochs that train only the new head before the pretrained blocks join in (0 = none)"
+    )
+    discriminative_lr: bool = setting(
+        True,
+        "fine-tuning: one rate for every block that learns, instead of smaller rates for earlier blocks (lr_factor)",
+        cli="--no-discriminative-lr",
+    )
+    warmup_epochs: float = setting(
+        0.5, "fine-tuning: epochs over which the rates climb from zero once the pretrained blocks join in"
+    )
+    batchnorm: str = setting("auto", "BatchNorm statistics in the blocks that learn", choices=BATCHNORM)
     head_hidden: int = setting(0, "width of a hidden layer in the new head; 0 = a single linear layer")
     head_dropout: float = setting(0.0, "dropout before the new head's last layer")
     epochs: int = setting(5, "passes over the training pictures")
@@ -126,6 +145,7 @@ class TrainConfig:
     weight_decay: float = setting(1e-4, "pulls weights towards zero a little every step")
     momentum: float = setting(0.9, "SGD and RMSprop: how much of the last step carries over")
     schedule: str = setting("cosine", "how the learning rate changes over the epochs", choices=SCHEDULES)
+    step_epochs: int = setting(0, "step schedule: epochs between drops to a tenth; 0 = every third of the epochs")
     augment: str = setting("auto", "random changes to the training pictures", choices=AUGMENT_CHOICES)
     label_smoothing: float = setting(0.0, "keeps the model from being over-sure (0.1 is typical)")
     class_weighted: bool = setting(False, "weigh rare classes up in the loss")
@@ -144,14 +164,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """A config from its dict. A run saved before a setting existed trained
+        as LEGACY says, not as today's default: it resumes the same way."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{**LEGACY, **{k: v for k, v in d.items() if k in names}})
 
     @property
     def resolved_augment(self) -> str:
         if self.augment != "auto":
             return self.augment
         return "none" if self.strategy == "linear" else "light"
+
+
+# What a run saved before these settings existed did (no head-first epoch, one
+# rate for every block, no warm-up, BatchNorm statistics re-measured).
+LEGACY = {"head_epochs": 0, "discriminative_lr": False, "warmup_epochs": 0.0, "batchnorm": "train"}
 
 
 def defaults() -> dict:

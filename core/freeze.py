@@ -40,6 +40,7 @@ class FreezePlan:
     trained: dict[str, bool]  # per block, at epoch 0
     lr_mult: dict[str, float]  # per block learning-rate multiplier
     unfreeze_every: int = 0  # gradual: one more block unfreezes every K epochs
+    head_epochs: int = 0  # the first epochs train only the head (the other blocks join in after)
     # Blocks without parameters (e.g. "pool"): never trained, and counted as
     # frozen by frozen_prefix. Added so a plan knows this without the model.
     param_free: list[str] = field(default_factory=list)
@@ -59,6 +60,8 @@ class FreezePlan:
         return [n for n in self.trained if n != "head" and n not in self.param_free]
 
     def trained_at(self, epoch: int) -> dict[str, bool]:
+        if epoch < self.head_epochs:
+            return {name: name == "head" for name in self.trained}
         state = dict(self.trained)
         if self.strategy == "gradual" and self.unfreeze_every > 0:
             still_frozen_top_down = [n for n in reversed(self._backbone_blocks()) if not state[n]]
@@ -98,6 +101,12 @@ class FreezePlan:
 
     def describe(self) -> str:
         """One plain sentence about what this plan trains (blocks named as people read them)."""
+        blocks = self._describe_blocks()
+        if self.head_epochs <= 0:
+            return blocks
+        return head_first_words(self.head_epochs) + " Then " + blocks[0].lower() + blocks[1:]
+
+    def _describe_blocks(self) -> str:
         backbone = self._backbone_blocks()
         n = len(backbone)
         on = [b for b in backbone if self.trained[b]]
@@ -117,11 +126,12 @@ class FreezePlan:
             )
         if not on:
             return f"Only the new head is trained; the {n} pretrained blocks stay frozen."
+        gentler = _gentler_words(self.lr_mult, on)
         if off == 0:
-            return f"Every block is trained: the {n} pretrained blocks and the new head."
+            return f"Every block is trained: the {n} pretrained blocks and the new head{gentler}."
         return (
             f"The new head and {len(on)} pretrained block{'s' if len(on) > 1 else ''} "
-            f"({', '.join(block_title(b) for b in on)}) are trained; the other {off} stay frozen."
+            f"({', '.join(block_title(b) for b in on)}) are trained{gentler}; the other {off} stay frozen."
         )
 
 
@@ -135,6 +145,18 @@ def frozen_with_weights(
     and the fast-path note ("the 6 frozen blocks ran once"), so they agree."""
     names = list(block_names)[:upto] if upto is not None else list(block_names)
     return [n for n in names if n != "head" and n not in param_free and not trained.get(n, False)]
+
+
+def head_first_words(head_epochs: int) -> str:
+    if head_epochs <= 0:
+        return ""
+    first = "epoch trains" if head_epochs == 1 else f"{head_epochs} epochs train"
+    return f"The first {first} only the new head."
+
+
+def _gentler_words(lr_mult: dict[str, float], on: list[str]) -> str:
+    lowest = min((lr_mult.get(b, 1.0) for b in on), default=1.0)
+    return f", earlier blocks more gently (down to {lowest:.2g}x the head's rate)" if lowest < 1 else ""
 
 
 def _blocks_and_param_free(block_names_or_model) -> tuple[list[str], list[str]]:
@@ -160,6 +182,8 @@ def make_freeze_plan(
     unfreeze_every: int = 1,
     lr_factor: float = 0.5,
     trained: Mapping[str, bool] | None = None,
+    head_epochs: int = 0,
+    discriminative_lr: bool = False,
 ) -> FreezePlan:
     """Build the plan for a preset (see STRATEGIES) or "custom" with `trained`.
 
@@ -208,7 +232,22 @@ def make_freeze_plan(
             f"Unknown strategy {strategy!r}. Choose one of: linear, last-N (e.g. last-2), "
             "full, gradual, discriminative, or custom."
         )
-    return FreezePlan(strategy=strategy, trained=on, lr_mult=lr_mult, unfreeze_every=every, param_free=param_free)
+    fine_tunes = strategy == "gradual" or any(on[n] for n in backbone)
+    if discriminative_lr and fine_tunes and strategy != "discriminative":
+        if not 0 < lr_factor <= 1:
+            raise ValueError(f"lr_factor must be in (0, 1], not {lr_factor}.")
+        for distance, name in enumerate(reversed(backbone), start=1):
+            lr_mult[name] = lr_factor**distance
+    # Gradual unfreezing starts with the head alone anyway.
+    head_first = max(0, int(head_epochs)) if fine_tunes and strategy != "gradual" else 0
+    return FreezePlan(
+        strategy=strategy,
+        trained=on,
+        lr_mult=lr_mult,
+        unfreeze_every=every,
+        head_epochs=head_first,
+        param_free=param_free,
+    )
 
 
 def freeze_plan_for(block_names_or_model, config: TrainConfig | Mapping) -> FreezePlan:
@@ -217,6 +256,8 @@ def freeze_plan_for(block_names_or_model, config: TrainConfig | Mapping) -> Free
 
     `config`: a TrainConfig or its dict (a run's saved config, or the pages'
     choices); a setting it lacks (or holds as None) takes TrainConfig's default.
+    With `head_epochs` and `discriminative_lr` the fine-tuning presets train
+    the head alone first and give earlier blocks smaller rates.
     `block_names_or_model`: as for make_freeze_plan.
     """
     if isinstance(config, TrainConfig):
@@ -229,6 +270,8 @@ def freeze_plan_for(block_names_or_model, config: TrainConfig | Mapping) -> Free
         unfreeze_every=int(settings["unfreeze_every"]),
         lr_factor=float(settings["lr_factor"]),
         trained=config.get("trained_blocks") if str(strategy).strip().lower() == "custom" else None,
+        head_epochs=int(settings["head_epochs"]),
+        discriminative_lr=bool(settings["discriminative_lr"]),
     )
 
 
@@ -248,6 +291,13 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def learned_parameters(model: TransferModel, plan: FreezePlan, epochs: int) -> int:
+    """How many parameters learn by the last of `epochs` epochs (after a
+    head-first epoch, or gradual unfreezing, more than at the start)."""
+    trained = plan.trained_at(max(epochs - 1, 0))
+    return sum(p.numel() for name, block in model.blocks.items() if trained[name] for p in block.parameters())
 
 
 def _no_weight_decay(param_name: str, param: torch.Tensor) -> bool:

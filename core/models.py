@@ -85,6 +85,9 @@ class TransferModel(nn.Module):
         # Set by build_model: how the weights were initialised, in words.
         self.init = "random"
         self.init_note = ""
+        # Set by training: BatchNorm layers keep their pretrained statistics
+        # even in blocks that learn (core.schedules.frozen_batchnorm).
+        self.frozen_batchnorm = False
 
     @property
     def block_names(self) -> list[str]:
@@ -120,6 +123,10 @@ class TransferModel(nn.Module):
             for block in self.blocks.values():
                 if not any(p.requires_grad for p in block.parameters()):
                     block.eval()
+                elif self.frozen_batchnorm:
+                    for module in block.modules():
+                        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                            module.eval()
         return self
 
     def block_param_counts(self) -> dict[str, int]:

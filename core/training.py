@@ -29,53 +29,22 @@ from .checkpoints import (
     restore_scaler,
     resume_payload,
 )
-from .config import OPTIMIZERS, SCHEDULES, TrainConfig
+from .config import TrainConfig
 from .decisions import Decisions, decide
 from .devices import describe_device, pick_device, seed_everything, use_in_this_thread
 from .errors import TrainingError
 from .features import PrefixRunner
-from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, parameter_groups
+from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, learned_parameters, parameter_groups
 from .held_out import interval_in_words, wilson_interval
 from .models import HeadConfig, build_model
 from .progress import Progress, counted
 from .resume import kept_split, move_schedule, schedule_settings
 from .runs import Run, checkpoint_problem, owner
 from .scan import scan_and_decode
+from .schedules import build_optimizer, build_schedule, frozen_batchnorm
 from .training_data import TrainingData, build_data, loader_for_test_split
 
 _LOSS_BLEW_UP = "The loss became infinite or NaN: the learning rate is probably too high. Try a smaller one."
-
-
-def build_optimizer(name: str, groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
-    name = name.lower()
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=config.lr, momentum=config.momentum, alpha=0.9, eps=1e-3)
-    raise TrainingError(f"Unknown optimiser '{name}'. Choose one of: {', '.join(OPTIMIZERS)}.")
-
-
-def build_scheduler(name: str, optimizer, total_steps: int, epochs: int):
-    """Every schedule steps once per batch, so all of them behave the same when
-    a run is stopped and resumed."""
-    name = name.lower()
-    total_steps = max(1, total_steps)
-    if name == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    if name == "step":
-        every = max(1, total_steps // 3)
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=every, gamma=0.1)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps + 1
-        )
-    raise TrainingError(f"Unknown schedule '{name}'. Choose one of: {', '.join(SCHEDULES)}.")
 
 
 def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
@@ -214,7 +183,7 @@ def _optimisation(config: TrainConfig, report, model, plan, decisions: Decisions
     optimizer = build_optimizer(config.optimizer, parameter_groups(model, plan, config.lr, config.weight_decay), config)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
-    scheduler = build_scheduler(config.schedule, optimizer, batches * config.epochs, config.epochs)
+    scheduler = build_schedule(config, optimizer, plan, batches)
     scaler = torch.amp.GradScaler("cuda", enabled=decisions.grad_scaling)
     return criterion, nn.CrossEntropyLoss(), optimizer, scheduler, scaler
 
@@ -238,6 +207,7 @@ def _setup(
     )
     decisions = distributed.per_rank_decisions(decisions)  # distributed: the batch split between ranks
     _place_model(model, decisions)
+    model.frozen_batchnorm = frozen_batchnorm(config.batchnorm, decisions.batch_size)
     data = build_data(config, report, model, decisions, progress, decoded, why_not_decoded)
     del decoded  # what the epochs still need, the loaders hold
     distributed.shard_loaders(data, config.seed)  # a DistributedSampler per split (one process too)
@@ -292,7 +262,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
     state = _State()
     device, described = _start(config, run, progress, started)
     s = _setup(config, run, progress, device, state.skipped, resume=resume)
-    trainable, total = count_parameters(s.model)
+    trainable, total = learned_parameters(s.model, s.plan, config.epochs), count_parameters(s.model)[1]
     if resume and run.last_checkpoint.exists():
         _resume(s, state)
     progress.set_history(state.history)

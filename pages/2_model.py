@@ -8,7 +8,7 @@ import torch
 from core.backbones import BackboneInfo
 from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
 from core.errors import friendly
-from ui import bookmarks, networks, resources, state, widgets, words
+from ui import bookmarks, fine_tune_view, networks, resources, state, widgets, words
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 COLORS = {"learns": "#ffd0a1", "later": "#fff1c9", "frozen": "#d3e6fa", "none": "#eeeeee"}
@@ -104,7 +104,7 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
             color, block_state = COLORS["later"], f"{_icon('ac_unit')} until epoch {first_epoch}"
         else:
             color, block_state = COLORS["frozen"], f"{_icon('ac_unit')} frozen"
-        if plan.strategy == "discriminative" and counts[name]:
+        if plan.lr_mult.get(name, 1) < 1 and counts[name]:
             extra = f"<br><small>rate ×{plan.lr_mult.get(name, 1):.2g}</small>"
         arrow = ""
         if i < len(names) - 1:
@@ -173,7 +173,8 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
     trainable_blocks = [n for n in counts if n != "head" and counts[n] > 0]
     preset = preset_controls(trainable_blocks)
     plan = state.current_plan(counts)
-    st.caption(words.PRESET_HELP[preset] if preset in ("linear", "full") else plan.describe())
+    st.caption(words.PRESET_HELP[preset] if preset == "linear" else plan.describe())
+    fine_tune_view.preset_hint(report)
     epochs = int(state.choice("epochs"))
     block_picture(info, counts, plan, epochs)
     trainable_count(counts, plan, epochs)
@@ -227,7 +228,7 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
     state.init_choice("batch_size")
     s2.select_slider(
         "Batch size",
-        [0, 4, 8, 16, 32, 64, 128, 256],
+        fine_tune_view.options_with([0, 4, 8, 16, 32, 64, 128, 256], state.choice("batch_size")),
         key="batch_size",
         persist_state="session",
         format_func=lambda v: "auto" if v == 0 else str(v),
@@ -235,21 +236,20 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
         "memory; auto picks one for this machine.",
     )
     state.init_choice("lr")
-    if st.session_state["lr"] not in LEARNING_RATES:
-        st.session_state["lr"] = min(LEARNING_RATES, key=lambda v: abs(v - st.session_state["lr"]))
     s3.select_slider(
         "Learning rate",
-        LEARNING_RATES,
+        fine_tune_view.options_with(LEARNING_RATES, state.choice("lr")),
         key="lr",
         persist_state="session",
         format_func=lambda v: f"{v:g}",
         help="How big each correction is. Too big and training jumps around; too small and it crawls.",
     )
-    if preset in ("full", "discriminative") and state.choice("lr") >= 1e-3:
+    if preset in ("full", "last") and not state.choice("discriminative_lr") and state.choice("lr") >= 1e-3:
         st.caption(
             ":material/lightbulb: When every block learns, a smaller learning rate (0.0001 or 0.0003) "
             "usually works better."
         )
+    fine_tune_view.lr_finder()
     with st.expander("Advanced settings"):
         a1, a2, a3 = st.columns(3)
         with a1:
@@ -258,6 +258,7 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
             regularisation_settings()
         with a3:
             machine_settings(info)
+        fine_tune_view.fine_tune_settings(preset)
 
 
 def optimiser_settings() -> None:
@@ -347,7 +348,7 @@ def machine_settings(info: BackboneInfo) -> None:
     state.init_choice("image_size")
     st.selectbox(
         "Picture size",
-        [0, 128, 160, 192, 224, 256, 288, 320, 384],
+        fine_tune_view.options_with([0, 128, 160, 192, 224, 256, 288, 320, 384], state.choice("image_size")),
         key="image_size",
         persist_state="session",
         disabled=info.fixed_image_size,
@@ -431,6 +432,7 @@ widgets.intro(
     "<b>learn</b> from your pictures. The defaults are a good first try; then go on to <b>Train</b>."
 )
 report, _ = state.scan_or_none()
+fine_tune_view.recipe_picker()
 chosen_info = networks.picker()
 chosen_preset = blocks_section(chosen_info, len(report.classes) if report is not None and report.classes else 2)
 head_section()

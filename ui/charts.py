@@ -266,3 +266,27 @@ def curves_figure(rows: list[dict], kind: str = "accuracy"):
                 )
     fig.update_layout(xaxis_title="epoch", yaxis_title=kind, margin=dict(l=10, r=10, t=30, b=10))
     return fig
+
+
+def lr_find_figure(result: dict) -> go.Figure:
+    """The learning-rate finder's curve: smoothed loss against the rate (log
+    axis), the suggestion and the steepest fall marked."""
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=result["lrs"], y=result["raw_losses"], mode="lines", name="each step", line=dict(color=BATCH_COLOR)
+        )
+    )
+    fig.add_trace(
+        go.Scatter(x=result["lrs"], y=result["losses"], mode="lines", name="smoothed", line=dict(color=TRAIN_COLOR))
+    )
+    for lr, name, color in (
+        (result["suggestion"], "suggested", "#2ca02c"),
+        (result["steepest"], "steepest", "#d62728"),
+    ):
+        fig.add_vline(x=lr, line=dict(color=color, dash="dash"), annotation_text=f"{name} {lr:.2g}")
+    low, high = min(result["losses"]), max(result["losses"][:1] + result["losses"][-1:])
+    _layout(fig, "Loss as the learning rate grows", "loss")
+    fig.update_xaxes(type="log", title="learning rate")
+    fig.update_yaxes(range=[low - 0.1 * abs(low), high + 0.2 * abs(high)])
+    return fig

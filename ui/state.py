@@ -248,6 +248,8 @@ def current_plan(counts: dict[str, int]):
             "strategy": strategy,
             "unfreeze_every": int(choice("unfreeze_every")),
             "lr_factor": float(choice("lr_factor")),
+            "head_epochs": int(choice("head_epochs")),
+            "discriminative_lr": bool(choice("discriminative_lr")),
         },
     )
 

@@ -1,0 +1,246 @@
+"""The learning-rate finder (fastai's `lr_find`, after L. Smith's range test).
+
+A short run whose rate grows exponentially, from `start_lr` to `end_lr`, one
+step per batch; the loss of each step, smoothed, against the rate. It stops
+when the loss explodes (four times its lowest). The suggestion is fastai's
+"valley": the middle of the longest stretch where the loss keeps falling,
+a little towards its end; "steepest" is where it falls fastest.
+
+It sweeps what a training with the same settings trains first: with the
+head-first epoch (the default for fine-tuning) or a linear probe, the new
+head alone, on the stored outputs of the frozen blocks (made once, as a
+training makes them, and kept for the runs after), so it takes seconds.
+Without one, the blocks that learn, on pictures. The sweep's model is thrown
+away; nothing is written but the feature cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .backbones import get_backbone
+from .config import TrainConfig
+from .decisions import decide
+from .devices import pick_device, seed_everything
+from .errors import TrainingError
+from .features import PrefixRunner
+from .freeze import FreezePlan, apply_freeze_plan, freeze_plan_for, parameter_groups
+from .models import HeadConfig, build_model
+from .scan import scan_and_decode
+from .schedules import build_optimizer, frozen_batchnorm
+from .training_data import build_data
+
+SMOOTHING = 0.98  # fastai's: an exponential moving average of the loss, bias-corrected
+EXPLODES = 4.0  # stop once the smoothed loss is this many times its lowest
+
+
+@dataclass
+class LrFindResult:
+    lrs: list[float]
+    losses: list[float]  # smoothed
+    raw_losses: list[float]
+    suggestion: float  # the valley
+    steepest: float
+    start_lr: float
+    end_lr: float
+    exploded: bool  # stopped because the loss blew up
+    trains: str  # what the sweep trained, in words
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def words(self) -> str:
+        return (
+            f"Suggested learning rate: {self.suggestion:.2g} (the loss falls fastest at {self.steepest:.2g}); "
+            f"swept {len(self.lrs)} steps from {self.start_lr:.0e} to {self.lrs[-1]:.2g}, training {self.trains}."
+        )
+
+
+class _Quiet:
+    """A Progress that only passes on a request to stop."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None = None):
+        self._should_stop = should_stop or (lambda: False)
+
+    def update(self, **changes) -> None:
+        pass
+
+    def add_epoch(self, row: dict) -> None:
+        pass
+
+    def set_history(self, rows: list[dict]) -> None:
+        pass
+
+    def add_batch_loss(self, step: int, loss: float) -> None:
+        pass
+
+    def add_skipped(self, paths: list[str]) -> None:
+        pass
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._should_stop()
+
+
+def valley(losses: list[float]) -> int:
+    """fastai's valley: the index a little past the middle of the longest
+    run of (not necessarily consecutive) falling losses."""
+    n = len(losses)
+    if n < 2:
+        return 0
+    longest = [1] * n
+    start = end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and longest[i] < longest[j] + 1:
+                longest[i] = longest[j] + 1
+        if longest[end] < longest[i]:
+            end, start = i, i - longest[i]
+    sections = (end - start) / 3
+    return min(n - 1, max(0, start + int(sections) + int(sections / 2)))
+
+
+def steepest(lrs: list[float], losses: list[float]) -> int:
+    """Where the smoothed loss falls fastest against the log of the rate."""
+    if len(losses) < 3:
+        return 0
+    slopes = [
+        (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1])) for i in range(1, len(lrs) - 1)
+    ]
+    return 1 + min(range(len(slopes)), key=slopes.__getitem__)
+
+
+def _sweep_plan(plan: FreezePlan) -> FreezePlan:
+    """The blocks the run trains first, for the whole sweep."""
+    return FreezePlan(
+        strategy="custom", trained=plan.trained_at(0), lr_mult=dict(plan.lr_mult), param_free=list(plan.param_free)
+    )
+
+
+def _trains_words(plan: FreezePlan, stored: bool) -> str:
+    on = [n for n, t in plan.trained.items() if t and n != "head"]
+    what = "the new head" if not on else f"the new head and {len(on)} pretrained blocks"
+    return what + (", on stored features of the frozen blocks" if stored else ", on pictures")
+
+
+def lr_find(
+    config: TrainConfig,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    should_stop: Callable[[], bool] | None = None,
+) -> LrFindResult:
+    """Sweep the learning rate for `config` (its data, backbone, strategy,
+    optimiser, batch size). Raises TrainingError for settings it cannot use."""
+    if not 0 < start_lr < end_lr:
+        raise TrainingError(f"The sweep needs 0 < start rate < end rate, not {start_lr:g} and {end_lr:g}.")
+    steps = max(6, int(steps))
+    began = time.time()
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+    info = get_backbone(config.backbone)
+    sizes = info.sizes(config.image_size)
+    report, decoded, why_not = scan_and_decode(
+        config.data_dir, sizes[1], val_fraction=config.val_fraction, seed=config.seed, interpolation=info.interpolation
+    )
+    if not report.can_train:
+        raise TrainingError(" ".join(report.errors))
+    head = HeadConfig(hidden=config.head_hidden, dropout=config.head_dropout)
+    model = build_model(config.backbone, len(report.classes), init=config.init, head=head)
+    plan = _sweep_plan(freeze_plan_for(model, config))
+    if not any(on for name, on in plan.trained.items() if name != "head"):
+        # Only the head learns: fixed pictures, so every one goes through the
+        # frozen blocks once (as a linear probe's training does).
+        config = dataclasses.replace(config, augment="none")
+    apply_freeze_plan(model, plan, epoch=0)
+    decisions = decide(
+        config, device, sizes, plan, report, decoded is not None, decoded.nbytes if decoded is not None else 0
+    )
+    model.to(device)
+    if decisions.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.frozen_batchnorm = frozen_batchnorm(config.batchnorm, decisions.batch_size)
+    progress = _Quiet(should_stop)
+    data = build_data(config, report, model, decisions, progress, decoded, why_not)
+    del decoded
+    optimizer = build_optimizer(config.optimizer, parameter_groups(model, plan, 1.0, config.weight_decay), config)
+    lrs, raw, smooth, exploded = _sweep(model, plan, data, decisions, optimizer, (start_lr, end_lr, steps), progress)
+    if not lrs:
+        raise TrainingError("The sweep made no step: the training pictures could not be read.")
+    usable = len(smooth) - 5 if len(smooth) > 10 else len(smooth)  # fastai skips the last few (the blow-up)
+    return LrFindResult(
+        lrs=lrs,
+        losses=smooth,
+        raw_losses=raw,
+        suggestion=lrs[valley(smooth[:usable])],
+        steepest=lrs[steepest(lrs[:usable], smooth[:usable])],
+        start_lr=start_lr,
+        end_lr=end_lr,
+        exploded=exploded,
+        trains=_trains_words(plan, data.train_start > 0),
+        seconds=round(time.time() - began, 2),
+    )
+
+
+def _sweep(model: nn.Module, plan: FreezePlan, data, decisions, optimizer, sweep: tuple, progress: _Quiet):
+    """The steps: (rates, raw losses, smoothed losses, exploded)."""
+    start_lr, end_lr, steps = sweep
+    multipliers = [group["lr"] for group in optimizer.param_groups]  # built at rate 1: each block's own factor
+    criterion = nn.CrossEntropyLoss()
+    frozen = max(plan.frozen_prefix(0), data.train_start)
+    runner = PrefixRunner(model, decisions.channels_last)
+    lrs, raw, smooth = [], [], []
+    average, best = 0.0, math.inf
+    model.train()
+    try:
+        while len(lrs) < steps:
+            for x, y, _idx, _bad in data.train_loader:
+                if progress.stop_requested:
+                    raise InterruptedError
+                if len(y) == 0:
+                    continue
+                lr = start_lr * (end_lr / start_lr) ** (len(lrs) / (steps - 1))
+                for group, mult in zip(optimizer.param_groups, multipliers):
+                    group["lr"] = lr * mult
+                loss = _step(model, runner, data.train_start, frozen, x, y, decisions, optimizer, criterion)
+                average = SMOOTHING * average + (1 - SMOOTHING) * loss
+                smoothed = average / (1 - SMOOTHING ** (len(lrs) + 1))
+                lrs.append(lr)
+                raw.append(loss)
+                smooth.append(smoothed)
+                best = min(best, smoothed)
+                if not math.isfinite(smoothed) or smoothed > EXPLODES * best:
+                    return lrs, raw, smooth, True
+                if len(lrs) >= steps:
+                    break
+            else:
+                if not lrs:  # a whole pass without a usable batch
+                    break
+    finally:
+        runner.release()
+    return lrs, raw, smooth, False
+
+
+def _step(model, runner, start: int, frozen: int, x, y, decisions, optimizer, criterion) -> float:
+    device = decisions.device
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if decisions.channels_last and x.dim() == 4:
+        x = x.to(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=decisions.autocast, enabled=decisions.autocast is not None):
+        if frozen > start:
+            with torch.no_grad():
+                x = runner.blocks(start, frozen)(x)
+        loss = criterion(model.forward_from(frozen, x).float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())

@@ -1,0 +1,174 @@
+"""The Model page's help with fine-tuning: recipes of the classic tutorials,
+the learning-rate finder, the fine-tuning settings and which preset to try
+first. Streamlit glue only: the recipes, the finder and the advice are core's."""
+
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from core.config import BATCHNORM, help_text
+from core.errors import friendly
+from core.preset_advice import preset_advice
+from core.recipes import RECIPES, get_recipe
+from ui import charts, state
+
+_LAST_N = re.compile(r"last-(\d+)")
+_LR_FIND = "_lr_find"  # session key: the last sweep's result and the settings it was for
+
+
+def options_with(values: list, current) -> list:
+    """A widget's options, with the current value added where a recipe or the
+    finder chose one that the list lacks (a widget cannot show a value it
+    does not offer)."""
+    return values if current in values else sorted([*values, current])
+
+
+# --- recipes -----------------------------------------------------------------------
+
+
+def _apply_recipe() -> None:
+    name = st.session_state.get("recipe_choice")
+    if not name:
+        return
+    for key, value in get_recipe(name).settings.items():
+        if key == "strategy":
+            match = _LAST_N.fullmatch(value)
+            st.session_state["preset"] = "last" if match else value
+            if match:
+                st.session_state["last_n"] = int(match.group(1))
+        elif key == "backbone" or key in state.DEFAULTS:
+            st.session_state[key] = 0 if value is None else value
+    st.session_state["recipe_applied"] = name
+
+
+def recipe_picker() -> None:
+    """Pick a recipe and fill the settings with it; every one can still be changed."""
+    with st.expander("Start from a recipe of a classic tutorial", icon=":material/menu_book:"):
+        st.selectbox(
+            "Recipe",
+            [None, *RECIPES],
+            key="recipe_choice",
+            format_func=lambda n: "choose one…" if n is None else RECIPES[n].title,
+            help="Fills the settings below the way a well-known tutorial trains. You can change any of them after.",
+        )
+        name = st.session_state.get("recipe_choice")
+        if name:
+            st.caption(get_recipe(name).source)
+        st.button("Use this recipe", on_click=_apply_recipe, disabled=not name, icon=":material/done_all:")
+        applied = st.session_state.get("recipe_applied")
+        if applied:
+            st.caption(f":material/check: Settings filled from “{RECIPES[applied].title}”; change any of them below.")
+
+
+# --- which preset first ------------------------------------------------------------
+
+
+def preset_hint(report) -> None:
+    pictures = len(report.train) if report is not None else None
+    st.caption(":material/tips_and_updates: " + preset_advice(pictures))
+
+
+# --- the learning-rate finder ------------------------------------------------------
+
+
+def _use_suggestion(lr: float) -> None:
+    st.session_state["lr"] = float(f"{lr:.2g}")
+
+
+def lr_finder() -> None:
+    """A button that sweeps the rate for the current settings, draws the curve
+    and applies the suggestion with one more click."""
+    config = state.build_config()
+    key = {k: v for k, v in config.to_dict().items() if k not in ("lr", "epochs")}
+    if st.button(
+        "Find a learning rate",
+        icon=":material/query_stats:",
+        help="A short run whose rate grows step by step, from tiny to far too big: the loss against the rate "
+        "shows where learning is fastest. With the head trained first it uses stored features: seconds.",
+    ):
+        from core.lr_find import lr_find
+
+        try:
+            with st.spinner("Sweeping the learning rate…"):
+                result = lr_find(config)
+        except Exception as exc:  # noqa: BLE001 - any failure is one line for the user
+            st.error(f"The learning-rate finder could not run: {friendly(exc)}", icon=":material/error:")
+            return
+        st.session_state[_LR_FIND] = {"key": key, "result": result.to_dict(), "words": result.words}
+    found = st.session_state.get(_LR_FIND)
+    if not found:
+        return
+    if found["key"] != key:
+        st.caption("The settings changed since the last sweep: find the rate again for these.")
+        return
+    result = found["result"]
+    st.plotly_chart(charts.lr_find_figure(result), key="lr_find_chart")
+    st.caption(found["words"])
+    suggested = float(f"{result['suggestion']:.2g}")
+    st.button(
+        f"Use {suggested:g} as the learning rate",
+        on_click=_use_suggestion,
+        args=(result["suggestion"],),
+        disabled=state.choice("lr") == suggested,
+        icon=":material/check:",
+    )
+
+
+# --- the fine-tuning settings ------------------------------------------------------
+
+
+def fine_tune_settings(preset: str | None) -> None:
+    """Head-first epochs, warm-up, gentler rates for earlier blocks, BatchNorm, and the step schedule's step."""
+    f1, f2, f3 = st.columns(3)
+    fine_tunes = preset not in (None, "linear")
+    state.init_choice("head_epochs")
+    f1.number_input(
+        "Epochs that train only the head first",
+        0,
+        50,
+        key="head_epochs",
+        persist_state="session",
+        disabled=not fine_tunes,
+        help=help_text("head_epochs").split(": ", 1)[1].capitalize() + ".",
+    )
+    state.init_choice("warmup_epochs")
+    f2.number_input(
+        "Warm-up epochs",
+        0.0,
+        20.0,
+        step=0.5,
+        key="warmup_epochs",
+        persist_state="session",
+        disabled=not fine_tunes,
+        help=help_text("warmup_epochs").split(": ", 1)[1].capitalize() + ".",
+    )
+    state.init_choice("discriminative_lr")
+    f3.toggle(
+        "Earlier blocks learn more gently",
+        key="discriminative_lr",
+        persist_state="session",
+        disabled=not fine_tunes,
+        help="Each block learns at a fraction of the next one's rate (0.5 by default): the earlier, more "
+        "general blocks change least.",
+    )
+    state.init_choice("batchnorm")
+    f1.selectbox(
+        "BatchNorm statistics",
+        list(BATCHNORM),
+        key="batchnorm",
+        persist_state="session",
+        disabled=not fine_tunes,
+        help=BATCHNORM[state.choice("batchnorm")],
+    )
+    if state.choice("schedule") == "step":
+        state.init_choice("step_epochs")
+        f2.number_input(
+            "Epochs between drops",
+            0,
+            100,
+            key="step_epochs",
+            persist_state="session",
+            help=help_text("step_epochs").split(": ", 1)[1].capitalize() + ".",
+        )
