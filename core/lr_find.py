@@ -33,6 +33,7 @@ from .errors import TrainingError
 from .features import PrefixRunner
 from .freeze import FreezePlan, apply_freeze_plan, freeze_plan_for, parameter_groups
 from .models import HeadConfig, build_model
+from .progress import Quiet
 from .scan import scan_and_decode
 from .schedules import build_optimizer, frozen_batchnorm
 from .training_data import build_data
@@ -63,32 +64,6 @@ class LrFindResult:
             f"Suggested learning rate: {self.suggestion:.2g} (the loss falls fastest at {self.steepest:.2g}); "
             f"swept {len(self.lrs)} steps from {self.start_lr:.0e} to {self.lrs[-1]:.2g}, training {self.trains}."
         )
-
-
-class _Quiet:
-    """A Progress that only passes on a request to stop."""
-
-    def __init__(self, should_stop: Callable[[], bool] | None = None):
-        self._should_stop = should_stop or (lambda: False)
-
-    def update(self, **changes) -> None:
-        pass
-
-    def add_epoch(self, row: dict) -> None:
-        pass
-
-    def set_history(self, rows: list[dict]) -> None:
-        pass
-
-    def add_batch_loss(self, step: int, loss: float) -> None:
-        pass
-
-    def add_skipped(self, paths: list[str]) -> None:
-        pass
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._should_stop()
 
 
 def valley(losses: list[float]) -> int:
@@ -169,7 +144,7 @@ def lr_find(
     if decisions.channels_last:
         model.to(memory_format=torch.channels_last)
     model.frozen_batchnorm = frozen_batchnorm(config.batchnorm, decisions.batch_size)
-    progress = _Quiet(should_stop)
+    progress = Quiet(should_stop)
     data = build_data(config, report, model, decisions, progress, decoded, why_not)
     del decoded
     optimizer = build_optimizer(config.optimizer, parameter_groups(model, plan, 1.0, config.weight_decay), config)
@@ -191,7 +166,7 @@ def lr_find(
     )
 
 
-def _sweep(model: nn.Module, plan: FreezePlan, data, decisions, optimizer, sweep: tuple, progress: _Quiet):
+def _sweep(model: nn.Module, plan: FreezePlan, data, decisions, optimizer, sweep: tuple, progress: Quiet):
     """The steps: (rates, raw losses, smoothed losses, exploded)."""
     start_lr, end_lr, steps = sweep
     multipliers = [group["lr"] for group in optimizer.param_groups]  # built at rate 1: each block's own factor

@@ -56,3 +56,35 @@ def counted(
         yield batch
         done += size(batch)
         progress.phase(name, min(done, total), total)
+
+
+class Quiet:
+    """A `Progress` that reports nowhere and stops when `should_stop()` says
+    so: for work that runs the loop's pieces without a watcher (the
+    learning-rate finder, scripts). Kept beside the protocol so a method added
+    to one is added to the other."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None = None):
+        self._should_stop = should_stop or (lambda: False)
+
+    def update(self, **changes) -> None:
+        pass
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        pass
+
+    def add_epoch(self, row: dict) -> None:
+        pass
+
+    def set_history(self, rows: list[dict]) -> None:
+        pass
+
+    def add_batch_loss(self, step: int, loss: float) -> None:
+        pass
+
+    def add_skipped(self, paths: list[str]) -> None:
+        pass
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._should_stop()

@@ -154,3 +154,12 @@ def test_the_product_uses_no_private_streamlit_modules():
         if private:
             bad[str(path.relative_to(REPO))] = sorted(private)
     assert not bad, f"Streamlit's private runtime, which changes without notice: {bad}"
+
+
+def test_the_quiet_progress_has_every_method_of_the_protocol():
+    """core.progress.Quiet stands in for a Job where nobody watches (lr-find):
+    a method added to the Progress protocol must be added to it too."""
+    from core.progress import Progress, Quiet
+
+    wanted = {n for n in vars(Progress) if not n.startswith("_")}
+    assert wanted <= set(dir(Quiet)), wanted - set(dir(Quiet))
