@@ -86,10 +86,13 @@ class FreezePlan:
             k += 1
         return k
 
-    def frozen_blocks(self, epoch: int = 0, upto: int | None = None) -> list[str]:
+    def frozen_blocks(self, epoch: int | None = None, upto: int | None = None) -> list[str]:
         """The blocks with weights that stay frozen at `epoch` (among the first
-        `upto` blocks when given): see frozen_with_weights."""
-        return frozen_with_weights(self.block_names, self.param_free, self.trained_at(epoch), upto)
+        `upto` blocks when given): see frozen_with_weights. Without an epoch:
+        once the head-only epochs are over, the plan a person chose (during
+        them every block is frozen, which is not what the picture shows)."""
+        at = self.head_epochs if epoch is None else epoch
+        return frozen_with_weights(self.block_names, self.param_free, self.trained_at(at), upto)
 
     def to_dict(self) -> dict:
         return asdict(self)
