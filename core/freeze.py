@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig, defaults
+from .fusion import fused_span
 from .models import TransferModel
 
 STRATEGIES: dict[str, str] = {
@@ -45,6 +46,9 @@ class FreezePlan:
     # Blocks without parameters (e.g. "pool"): never trained, and counted as
     # frozen by frozen_prefix. Added so a plan knows this without the model.
     param_free: list[str] = field(default_factory=list)
+    # Fusion (core.fusion.fused_span): [first fused block, head]; a stored
+    # prefix may not end between them, or the fused stages' outputs are lost.
+    fused_span: list[int] = field(default_factory=list)
 
     def __post_init__(self):
         # A plan written by hand (or saved without this field) still knows that
@@ -83,6 +87,8 @@ class FreezePlan:
             if state[name]:
                 break
             k += 1
+        if self.fused_span and self.fused_span[0] < k < self.fused_span[1]:
+            k = self.fused_span[0]
         return k
 
     def to_dict(self) -> dict:
@@ -208,13 +214,15 @@ def freeze_plan_for(block_names_or_model, config: TrainConfig | Mapping) -> Free
         config = config.to_dict()
     settings = {**defaults(), **{k: v for k, v in config.items() if v is not None}}
     strategy = settings["strategy"]
-    return make_freeze_plan(
+    plan = make_freeze_plan(
         block_names_or_model,
         strategy,
         unfreeze_every=int(settings["unfreeze_every"]),
         lr_factor=float(settings["lr_factor"]),
         trained=config.get("trained_blocks") if str(strategy).strip().lower() == "custom" else None,
     )
+    plan.fused_span = fused_span(plan.block_names, settings["fusion"], int(settings["fusion_stages"]))
+    return plan
 
 
 def apply_freeze_plan(model: TransferModel, plan: FreezePlan, epoch: int = 0) -> None:
