@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli_checks
+from . import cli_adapt, cli_checks
 from .runs import DEFAULT_RUNS_DIR
 
 if TYPE_CHECKING:  # for the annotation only; the commands import the engine where they use it
@@ -136,7 +136,8 @@ def cmd_train(args) -> int:
     config = _config_from_args(args)
     print(f"Training {config.backbone} ({config.strategy}) on {config.data_dir} for {config.epochs} epochs", flush=True)
     job, run = train_blocking(config, runs_dir=args.runs_dir, on_epoch=_print_epoch)
-    return _finish(job, run)
+    code = _finish(job, run)
+    return code or cli_adapt.adapt_after_training(run.path, args)
 
 
 def cmd_resume(args) -> int:
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a pretrained backbone on an image folder")
     p.add_argument("data_dir")
     _add_train_options(p)
+    cli_adapt.add_adapt_to(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("resume", help="continue a stopped or interrupted run from its last epoch")
@@ -252,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backbones", help="list the backbones")
     p.set_defaults(func=cmd_backbones)
     cli_checks.add_commands(sub)
+    cli_adapt.register(sub)
     return parser
 
 

@@ -74,6 +74,7 @@ def cache_key(
     transform_desc: dict,
     seed: int,
     precision: str = "float32",
+    taps: list[str] | None = None,
 ) -> str:
     payload = {
         "version": 2,
@@ -89,6 +90,8 @@ def cache_key(
         # Random initial weights come from the seed, so they are part of the key.
         "seed": seed if init == "random" else None,
     }
+    if taps:  # a fused model's prefix stores its fused stages' pooled outputs (core.fusion)
+        payload["fused"] = list(taps)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
