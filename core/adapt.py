@@ -5,12 +5,15 @@ Two methods, each giving an adapted model in the run folder (`adapted.pt`,
 with `adapt.json`: source and target accuracy before and after, side by side):
 
 - "adabn": re-estimate every BatchNorm layer's statistics on the new pictures
-  (AdaBN, Li et al. 2016). Nothing is learned; often not enough on a strong shift.
-- "tent": AdaBN, then learn the BatchNorm layers' scales and shifts on the new
-  pictures for a few passes: predictions that are confident (TENT's entropy
-  minimisation, Wang et al. 2021) but not all the same class (SHOT's
-  diversity term, Liang et al. 2020), plus self-training on the pictures the
-  model is already sure of (pseudo-labels). Then AdaBN once more.
+  (AdaBN, Li et al. 2016). Nothing is learned; with a frozen backbone it can
+  even hurt, since the head learned ImageNet-normalised features.
+- "self-training": learns from the new pictures. Their features (what the
+  head reads) are aligned to the source pictures' mean and spread (AdaBN's
+  idea where the head reads, `FeatureAlign`), then the alignment and the head
+  train on them without labels: sure answers (TENT's entropy minimisation,
+  Wang et al. 2021), varied answers (SHOT's diversity term, Liang et al.
+  2020) and confident pseudo-labels, with the labelled source features as an
+  anchor. It runs on stored feature vectors, so it takes seconds.
 
 The source accuracy is on the run's own validation pictures; the target
 accuracy on labelled target pictures when there are any (`labelled_dir`, or
@@ -23,6 +26,7 @@ page call `adapt_run`.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,12 +44,12 @@ from .scan_report import ScanReport
 
 METHODS = {
     "adabn": "Re-measure the network's internal averages on the new pictures (AdaBN). Quick; nothing is learned.",
-    "tent": (
-        "AdaBN, then a few passes that tune the network's normalisation layers on the new pictures "
-        "so its answers become sure and varied (TENT), learning from the answers it is already sure of."
+    "self-training": (
+        "Line up the new pictures' features with your pictures', then let the last layer learn from the new "
+        "pictures without labels: sure, varied answers, and the answers it is already sure of."
     ),
 }
-DEFAULT_METHOD = "tent"
+DEFAULT_METHOD = "self-training"
 MAX_TARGET_PICTURES = 1000  # decoded once and kept in memory as uint8
 ADAPTED_FILE = "adapted.pt"
 RECORD_FILE = "adapt.json"
@@ -126,74 +130,88 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p.clamp_min(1e-8))).sum(-1)
 
 
-def tent(
-    model: nn.Module,
-    images: torch.Tensor,
-    normalize,
-    *,
-    epochs: int = 3,
-    lr: float = 1e-3,
-    batch: int = 32,
-    sure: float = 0.8,
-    seed: int = 0,
-    on_epoch: Callable[[int, int], None] | None = None,
-) -> list[float]:
-    """Learn the BatchNorm scales and shifts on unlabelled `images`: entropy
-    down, diversity of the mean prediction up, cross-entropy on the pictures
-    predicted with probability >= `sure` at the start of each pass. Returns
-    the loss of each pass."""
-    layers = _batchnorms(model)
-    if not layers:
-        raise UserError("This network has no BatchNorm layers, so TENT cannot adapt it; try another backbone.")
-    model.requires_grad_(False)
-    params = []
-    for m in layers:
-        if m.affine:
-            m.weight.requires_grad_(True)
-            m.bias.requires_grad_(True)
-            params += [m.weight, m.bias]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    losses = []
-    try:
-        for epoch in range(epochs):
-            pseudo, confident = _pseudo_labels(model, images, normalize, sure)
-            model.eval()
-            for m in layers:
-                m.train()  # batch statistics, as TENT does
-            total, seen = 0.0, 0
-            for rows in _batches(len(images), batch, generator):
-                if len(rows) < 2:
-                    continue
-                p = model(normalize(images[rows])).softmax(1)
-                loss = _entropy(p).mean() - _entropy(p.mean(0))
-                keep = confident[rows]
-                if keep.any():
-                    loss = loss + F.nll_loss(torch.log(p[keep].clamp_min(1e-8)), pseudo[rows][keep])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss) * len(rows)
-                seen += len(rows)
-            losses.append(total / max(seen, 1))
-            if on_epoch:
-                on_epoch(epoch + 1, epochs)
-    finally:
-        model.requires_grad_(False)
-        model.eval()
-    return losses
+class FeatureAlign(nn.Module):
+    """Before the head: each feature of a target picture moved and scaled so
+    that over the target pictures it has the mean and spread it had over the
+    source (training) pictures: AdaBN's idea, on the features the head reads."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.register_buffer("scale", torch.ones(width))
+        self.register_buffer("shift", torch.zeros(width))
+
+    def fit(self, source: torch.Tensor, target: torch.Tensor) -> FeatureAlign:
+        eps = 1e-3 * float(source.std(0).mean()) + 1e-8
+        scale = ((source.std(0) + eps) / (target.std(0) + eps)).clamp(0.2, 5.0)
+        self.scale.copy_(scale)
+        self.shift.copy_(source.mean(0) - target.mean(0) * scale)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def with_alignment(model) -> nn.Module:
+    """The model with a FeatureAlign in front of its head (adapted.pt's layout)."""
+    head = model.blocks["head"]
+    if not (isinstance(head, nn.Sequential) and isinstance(head[0], FeatureAlign)):
+        model.blocks["head"] = nn.Sequential(FeatureAlign(model.feature_dim), head)
+    return model
 
 
 @torch.no_grad()
-def _pseudo_labels(model, images, normalize, sure: float) -> tuple[torch.Tensor, torch.Tensor]:
+def head_inputs(model, images: torch.Tensor, normalize, batch: int = 64) -> torch.Tensor:
+    """What the head reads for each picture (the pooled features), frozen model in eval mode."""
     model.eval()
-    probs = torch.cat([model(normalize(images[rows])).softmax(1).cpu() for rows in _batches(len(images), 64)])
-    confidence, labels = probs.max(1)
-    return labels.to(_device(model)), (confidence >= sure).to(_device(model))
+    k = model.block_names.index("head")
+    parts = [model.forward_to(k, normalize(images[rows])).float() for rows in _batches(len(images), batch)]
+    return torch.cat(parts) if parts else torch.empty(0)
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def self_train(
+    head: nn.Module,
+    source: tuple[torch.Tensor, torch.Tensor],
+    target: torch.Tensor,
+    *,
+    steps: int = 300,
+    lr: float = 1e-3,
+    sure: float = 0.9,
+    seed: int = 0,
+) -> list[float]:
+    """Train `head` (a FeatureAlign, then the run's head) on the target
+    pictures' features without their labels: answers that are sure (entropy
+    down, as TENT) and varied (the mean answer's entropy up, as SHOT), plus
+    cross-entropy on the pictures it is already sure of (pseudo-labels,
+    refreshed every 50 steps), while the labelled source features keep it
+    from forgetting the classes. Returns the loss every 50 steps."""
+    torch.manual_seed(seed)
+    source_x, source_y = source
+    params = [p for p in head.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    losses = []
+    pseudo = confident = None
+    head.train()
+    for step in range(steps):
+        if step % 50 == 0:
+            with torch.no_grad():
+                head.eval()
+                confidence, pseudo = head(target).softmax(1).max(1)
+                confident = confidence >= sure
+                head.train()
+        p = head(target).softmax(1)
+        loss = _entropy(p).mean() - _entropy(p.mean(0)) + F.cross_entropy(head(source_x), source_y)
+        if confident.any():
+            loss = loss + F.nll_loss(torch.log(p[confident].clamp_min(1e-8)), pseudo[confident])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 50 == 49:
+            losses.append(float(loss.detach()))
+    head.eval()
+    head.requires_grad_(False)
+    return losses
 
 
 # --- a run ------------------------------------------------------------------------------
@@ -208,22 +226,34 @@ def _target_samples(target_dir: Path, limit: int) -> list[tuple[str, int]]:
     return [(str(p), -1) for p in paths]
 
 
-def _pictures(run, loaded, target_dir: Path, labelled_dir: Path | None, limit: int):
-    """Decoded (target, source val, labelled target) pictures, uint8."""
+def _pictures(run, loaded, target_dir: Path, labelled_dir: Path | None, limit: int, need_train: bool):
+    """Decoded (target, source val, source train, labelled target) pictures, uint8."""
     transform = loaded.model.info.transforms(loaded.config.get("image_size"), normalize=False)
     target, _ = _decode(_target_samples(target_dir, limit), transform, loaded.resize_size)
     if not len(target):
         raise UserError(f"None of the pictures in {target_dir} could be read.")
-    source = _decode(ScanReport.from_dict(run.scan).val, transform, loaded.resize_size)
-    labelled_folder = labelled_dir or target_dir
-    labelled = _labelled_samples(labelled_folder, loaded.classes)
+    report = ScanReport.from_dict(run.scan)
+    source = _decode(report.val, transform, loaded.resize_size)
+    train = _decode(report.train[:limit], transform, loaded.resize_size) if need_train else None
+    labelled = _labelled_samples(labelled_dir or target_dir, loaded.classes)
     if labelled_dir is not None and not labelled:
         raise UserError(
             f"{labelled_dir} has no subfolders named like this run's classes ({', '.join(loaded.classes)}), "
             "so its pictures cannot be scored."
         )
     scored = _decode(labelled[:limit], transform, loaded.resize_size) if labelled else None
-    return target, source, scored
+    return target, source, train, scored
+
+
+def _self_trained(model, normalize, train, target, seed: int) -> tuple[nn.Module, list[float]]:
+    """The model with an aligned, self-trained head (see self_train)."""
+    source_z = head_inputs(model, train[0], normalize)
+    target_z = head_inputs(model, target, normalize)
+    adapted = with_alignment(copy.deepcopy(model))
+    head = adapted.blocks["head"]
+    head[0].fit(source_z, target_z)
+    losses = self_train(head, (source_z, train[1].to(source_z.device)), target_z, seed=seed)
+    return adapted, losses
 
 
 def adapt_run(
@@ -232,8 +262,6 @@ def adapt_run(
     labelled_dir: str | Path | None = None,
     *,
     method: str = DEFAULT_METHOD,
-    epochs: int = 3,
-    lr: float = 1e-3,
     device: str = "cpu",
     limit: int = MAX_TARGET_PICTURES,
     on_phase: Callable[[str], None] | None = None,
@@ -251,47 +279,42 @@ def adapt_run(
     normalize = BatchNormalizer(info.mean, info.std, loaded.device)
     target_dir = Path(target_dir)
     say("Reading the pictures")
-    target, (source_x, source_y), scored = _pictures(
-        run, loaded, target_dir, Path(labelled_dir) if labelled_dir else None, limit
+    target, (source_x, source_y), train, scored = _pictures(
+        run, loaded, target_dir, Path(labelled_dir) if labelled_dir else None, limit, method == "self-training"
     )
-    before_source = accuracy(model, source_x, source_y, normalize)
-    before_target = accuracy(model, *scored, normalize) if scored else None
+    before = accuracy(model, source_x, source_y, normalize), accuracy(model, *scored, normalize) if scored else None
     say("Re-measuring the network's averages on the new pictures (AdaBN)")
-    layers = adabn(model, target, normalize)
-    if not layers:
-        raise UserError(f"{info.title} has no BatchNorm layers, so it cannot be adapted this way.")
-    adabn_target = accuracy(model, *scored, normalize) if scored else None
+    normalised = copy.deepcopy(model)
+    layers = adabn(normalised, target, normalize)
+    adabn_target = accuracy(normalised, *scored, normalize) if scored else None
     losses = []
-    if method == "tent":
-        say("Tuning the normalisation layers on the new pictures (TENT)")
-        losses = tent(model, target, normalize, epochs=epochs, lr=lr, seed=int(loaded.config.get("seed", 0)))
-        adabn(model, target, normalize)
+    if method == "adabn":
+        if not layers:
+            raise UserError(f"{info.title} has no BatchNorm layers, so AdaBN cannot adapt it; try self-training.")
+        adapted = normalised
+    else:
+        say("Learning from the new pictures (self-training)")
+        adapted, losses = _self_trained(model, normalize, train, target, int(loaded.config.get("seed") or 0))
+    labelled = Path(labelled_dir).resolve() if labelled_dir else (target_dir.resolve() if scored else None)
     record = {
         "method": method,
         "method_words": METHODS[method],
         "target_dir": str(target_dir.resolve()),
         "target_pictures": len(target),
-        "labelled_dir": str(Path(labelled_dir).resolve())
-        if labelled_dir
-        else (str(target_dir.resolve()) if scored else None),
+        "labelled_dir": str(labelled) if labelled else None,
         "scored_pictures": len(scored[1]) if scored else 0,
-        "source": {
-            "before": before_source,
-            "after": accuracy(model, source_x, source_y, normalize),
-            "n": len(source_y),
-        },
+        "source": {"before": before[0], "after": accuracy(adapted, source_x, source_y, normalize), "n": len(source_y)},
         "target": {
-            "before": before_target,
+            "before": before[1],
             "adabn": adabn_target,
-            "after": accuracy(model, *scored, normalize) if scored else None,
+            "after": accuracy(adapted, *scored, normalize) if scored else None,
         },
-        "epochs": epochs if method == "tent" else 0,
         "losses": [round(v, 4) for v in losses],
         "batchnorm_layers": layers,
         "seconds": round(time.time() - began, 1),
         "created": time.time(),
     }
-    payload = {"model": model.state_dict(), "config": loaded.config, "classes": loaded.classes, "adapt": record}
+    payload = {"model": adapted.state_dict(), "config": loaded.config, "classes": loaded.classes, "adapt": record}
     atomic_torch_save(run.path / ADAPTED_FILE, payload)
     run.write_json(RECORD_FILE, record)
     return record

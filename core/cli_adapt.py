@@ -16,10 +16,9 @@ def _options(p: argparse.ArgumentParser) -> None:
         "--adapt-method",
         default=DEFAULT_METHOD,
         choices=list(METHODS),
-        help=f"adabn: re-estimate BatchNorm statistics only; tent: AdaBN, then TENT with pseudo-labels "
-        f"(default: {DEFAULT_METHOD})",
+        help="adabn: re-estimate BatchNorm statistics only; self-training: align the features, then learn "
+        f"from the new pictures with entropy minimisation and pseudo-labels (default: {DEFAULT_METHOD})",
     )
-    p.add_argument("--adapt-epochs", type=int, default=3, metavar="N", help="tent: passes over the new pictures")
 
 
 def _summary(record: dict) -> str:
@@ -47,7 +46,6 @@ def _adapt(run_dir, target, labelled, args, quiet: bool) -> dict:
         target,
         labelled,
         method=args.adapt_method,
-        epochs=args.adapt_epochs,
         device=getattr(args, "adapt_device", "cpu"),
         on_phase=None if quiet else say,
     )

@@ -75,7 +75,7 @@ def adapt_section(run) -> None:
         list(METHODS),
         index=list(METHODS).index(DEFAULT_METHOD),
         key="adapt_method",
-        format_func=lambda m: {"tent": "TENT (learns)", "adabn": "AdaBN (quick)"}[m],
+        format_func=lambda m: {"self-training": "self-training (learns)", "adabn": "AdaBN (nothing learned)"}[m],
         help=" ".join(f"{m}: {text}" for m, text in METHODS.items()),
     )
     refusal = _refused(folder)
@@ -85,7 +85,7 @@ def adapt_section(run) -> None:
         "Adapt to these pictures", icon=":material/tune:", key="adapt_go", disabled=not folder or bool(refusal)
     ):
         try:
-            with st.spinner("Adapting the model to the new pictures (about a minute on a CPU)…"):
+            with st.spinner("Adapting the model to the new pictures (a minute or two on a CPU)…"):
                 adapt_run(run.path, folder, method=method)
         except Exception as exc:  # noqa: BLE001 - reported in words
             st.error(f"The adaptation did not work: {friendly(exc)}", icon=":material/error:")
