@@ -83,8 +83,12 @@ def stage_weights_section(run) -> None:
     st.subheader("Which stages the head listens to")
     titles = [info.block_title(name) for name in record["stages"]]
     st.plotly_chart(stage_weights_figure(record, titles), key="fusion_weights")
-    how = "learned one weight per stage" if record["fusion"] == "weighted" else "weighs the stages for each picture"
+    how = (
+        "learned one weight per stage"
+        if record["fusion"] == "weighted"
+        else "weighs the stages anew for each picture; these are its mean weights over the validation pictures"
+    )
     st.caption(
-        f"The head {how} ({record.get('of', '')}). Later stages see whole objects, earlier ones textures and "
+        f"The head {how}. Later stages see whole objects, earlier ones textures and "
         "shapes: a large weight on an early stage means your pictures need more than the usual ImageNet features."
     )
