@@ -90,6 +90,8 @@ def register(sub) -> None:
         metavar="DIR",
         help="labelled pictures of the new kind (one subfolder per class) to score before and after",
     )
-    p.add_argument("--device", dest="adapt_device", default="cpu")
+    p.add_argument(
+        "--device", dest="adapt_device", default="cpu", metavar="DEVICE", help="cpu, cuda, ... (default: cpu)"
+    )
     _options(p)
     p.set_defaults(func=cmd_adapt)
