@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli_checks, cli_data, cli_lr_find, cli_sweep
+from . import cli_adapt, cli_checks, cli_data, cli_lr_find, cli_sweep
 from .paths import pasted_path
 from .runs import DEFAULT_RUNS_DIR
 
@@ -166,7 +166,8 @@ def cmd_train(args) -> int:
         return _finish(job, run, printing=rank0)
     print(f"Training {config.backbone} ({config.strategy}) on {config.data_dir} for {config.epochs} epochs", flush=True)
     job, run = train_blocking(config, runs_dir=args.runs_dir, on_epoch=_print_epoch)
-    return _finish(job, run)
+    code = _finish(job, run)
+    return code or cli_adapt.adapt_after_training(run.path, args)
 
 
 def cmd_resume(args) -> int:
@@ -260,6 +261,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a pretrained backbone on an image folder")
     p.add_argument("data_dir", type=pasted_path)
     _add_train_options(p)
+    cli_adapt.add_adapt_to(p)
     p.set_defaults(func=cmd_train, **(train_defaults or {}))
 
     p = sub.add_parser("resume", help="continue a stopped or interrupted run from its last epoch")
@@ -299,6 +301,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     cli_sweep.add_command(sub, _add_train_options, _config_from_args)
     cli_lr_find.register(sub, _add_train_options, _config_from_args)
     sub.choices["lr-find"].set_defaults(**(train_defaults or {}))
+    cli_adapt.register(sub)
     return parser
 
 

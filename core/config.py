@@ -41,6 +41,12 @@ AUGMENT_CHOICES = {
     "auto": "Automatic: none for a linear probe (so stored features can be used), light otherwise.",
     **AUGMENT_PRESETS,
 }
+FUSIONS = {
+    "none": "The head sees only the last stage's features (the usual transfer learning).",
+    "concat": "The head sees the last few stages' pooled features side by side.",
+    "weighted": "The head sums the last few stages' features with one learned weight per stage.",
+    "attention": "The head weighs the last few stages anew for each picture (attention).",
+}
 STRATEGY_HELP = "linear | last-N (e.g. last-2) | full | gradual | discriminative"
 # Each strategy in words, written once: what it does (the name a person reads
 # first), its technical name (the second line), and one sentence of help. The
@@ -137,6 +143,8 @@ class TrainConfig:
     batchnorm: str = setting("auto", "BatchNorm statistics in the blocks that learn", choices=BATCHNORM)
     head_hidden: int = setting(0, "width of a hidden layer in the new head; 0 = a single linear layer")
     head_dropout: float = setting(0.0, "dropout before the new head's last layer")
+    fusion: str = setting("none", "feed the head features of several stages, not only the last", choices=FUSIONS)
+    fusion_stages: int = setting(3, "with fusion: how many of the last stages feed the head (2 or more)")
     epochs: int = setting(5, "passes over the training pictures")
     batch_size: int | None = setting(32, "pictures per step; 0 = chosen for this machine")
     image_size: int | None = setting(None, "picture side in pixels; empty or 0 = the backbone's own size")

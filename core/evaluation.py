@@ -145,7 +145,7 @@ def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch
             config["backbone"],
             len(classes),
             init="random",
-            head=HeadConfig(hidden=config.get("head_hidden", 0), dropout=config.get("head_dropout", 0.0)),
+            head=HeadConfig.from_settings(config),
         )
         model.load_state_dict(ckpt["model"])
     except (UserError, MemoryError):

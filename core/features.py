@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .files import atomic_torch_save
+from .fusion import TappedBlocks
 from .loading import ImageDataset, threaded_batches
 
 
@@ -73,6 +74,7 @@ def cache_key(
     transform_desc: dict,
     seed: int,
     precision: str = "float32",
+    taps: list[str] | None = None,
 ) -> str:
     payload = {
         "version": 2,
@@ -88,6 +90,8 @@ def cache_key(
         # Random initial weights come from the seed, so they are part of the key.
         "seed": seed if init == "random" else None,
     }
+    if taps:  # a fused model's prefix stores its fused stages' pooled outputs (core.fusion)
+        payload["fused"] = list(taps)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -161,12 +165,22 @@ def inference_blocks(model, start: int, stop: int, channels_last: bool = False) 
     themselves, no copy."""
     blocks = list(model.blocks.values())[start:stop]
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for b in blocks for m in b.modules()):
-        return nn.Sequential(*blocks)
-    folded = nn.Sequential(*[_fold_batchnorm(b) for b in blocks]).eval()
+        return _span(model, start, stop, blocks)
+    folded = _span(model, start, stop, [_fold_batchnorm(b) for b in blocks]).eval()
     folded.requires_grad_(False)
     if channels_last:
         folded.to(memory_format=torch.channels_last)  # the folded weights are new tensors
     return folded
+
+
+def _span(model, start: int, stop: int, blocks: list[nn.Module]) -> nn.Module:
+    """Blocks as one module; a span through a fused model's taps collects
+    their pooled outputs (core.fusion)."""
+    names = model.block_names[start:stop]
+    taps = getattr(model, "taps", [])
+    if taps and set(taps) & set(names):
+        return TappedBlocks(list(zip(names, blocks)), taps)
+    return nn.Sequential(*blocks)
 
 
 def compute_prefix_features(

@@ -23,6 +23,7 @@ from torch import nn
 
 from .blocks import block_title
 from .config import STRATEGY_WORDS, TrainConfig, defaults
+from .fusion import fused_span
 from .models import TransferModel
 
 # The strategies `make_freeze_plan` knows, each with its help (core.config's words).
@@ -44,6 +45,9 @@ class FreezePlan:
     # Blocks without parameters (e.g. "pool"): never trained, and counted as
     # frozen by frozen_prefix. Added so a plan knows this without the model.
     param_free: list[str] = field(default_factory=list)
+    # Fusion (core.fusion.fused_span): [first fused block, head]; a stored
+    # prefix may not end between them, or the fused stages' outputs are lost.
+    fused_span: list[int] = field(default_factory=list)
 
     def __post_init__(self):
         # A plan written by hand (or saved without this field) still knows that
@@ -84,6 +88,8 @@ class FreezePlan:
             if state[name]:
                 break
             k += 1
+        if self.fused_span and self.fused_span[0] < k < self.fused_span[1]:
+            k = self.fused_span[0]
         return k
 
     def frozen_blocks(self, epoch: int | None = None, upto: int | None = None) -> list[str]:
@@ -267,7 +273,7 @@ def freeze_plan_for(block_names_or_model, config: TrainConfig | Mapping) -> Free
         config = config.to_dict()
     settings = {**defaults(), **{k: v for k, v in config.items() if v is not None}}
     strategy = settings["strategy"]
-    return make_freeze_plan(
+    plan = make_freeze_plan(
         block_names_or_model,
         strategy,
         unfreeze_every=int(settings["unfreeze_every"]),
@@ -276,6 +282,8 @@ def freeze_plan_for(block_names_or_model, config: TrainConfig | Mapping) -> Free
         head_epochs=int(settings["head_epochs"]),
         discriminative_lr=bool(settings["discriminative_lr"]),
     )
+    plan.fused_span = fused_span(plan.block_names, settings["fusion"], int(settings["fusion_stages"]))
+    return plan
 
 
 def apply_freeze_plan(model: TransferModel, plan: FreezePlan, epoch: int = 0) -> None:

@@ -129,7 +129,7 @@ def lr_find(
     )
     if not report.can_train:
         raise TrainingError(" ".join(report.errors))
-    head = HeadConfig(hidden=config.head_hidden, dropout=config.head_dropout)
+    head = HeadConfig.from_settings(config.to_dict())
     model = build_model(config.backbone, len(report.classes), init=config.init, head=head)
     plan = _sweep_plan(freeze_plan_for(model, config))
     if not any(on for name, on in plan.trained.items() if name != "head"):

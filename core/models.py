@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .backbones import BackboneInfo, ensure_weights, get_backbone
+from .fusion import make_fusion_head, run_blocks
 
 # --------------------------------------------------------------------------------------
 # The model: named blocks and a new head
@@ -34,6 +35,19 @@ from .backbones import BackboneInfo, ensure_weights, get_backbone
 class HeadConfig:
     hidden: int = 0  # 0 = a single Linear; >0 = Linear-ReLU-Dropout-Linear
     dropout: float = 0.0  # with hidden=0, applied to the features before the Linear
+    fusion: str = "none"  # "none" | "concat" | "weighted" | "attention" (core.fusion)
+    fusion_stages: int = 3  # with fusion: how many of the last stages feed the head
+
+    @classmethod
+    def from_settings(cls, settings: Mapping) -> HeadConfig:
+        """The head a training config (a TrainConfig's dict, or a run's saved config) asks for."""
+        get = lambda key, default: default if settings.get(key) is None else settings[key]  # noqa: E731
+        return cls(
+            hidden=int(get("head_hidden", 0)),
+            dropout=float(get("head_dropout", 0.0)),
+            fusion=str(get("fusion", "none")),
+            fusion_stages=int(get("fusion_stages", 3)),
+        )
 
 
 def _make_head(in_features: int, num_classes: int, config: HeadConfig) -> nn.Sequential:
@@ -80,8 +94,21 @@ class TransferModel(nn.Module):
         self.feature_dim = int(feature_dim)
         self.info = info if info is not None else get_backbone(backbone)
         self.head_config = head if head is not None else HeadConfig()
+        blocks = list(blocks)
         self.blocks = nn.ModuleDict(OrderedDict(blocks))
-        self.blocks["head"] = _make_head(self.feature_dim, self.num_classes, self.head_config)
+        # Fusion: the blocks whose pooled outputs feed the head (core.fusion); [] = the last only.
+        self.taps: list[str] = []
+        if self.head_config.fusion not in ("none", "", None):
+            self.taps, _dims, head = make_fusion_head(
+                blocks,
+                self.head_config.fusion,
+                self.head_config.fusion_stages,
+                self.info.image_size,
+                lambda width: _make_head(width, self.num_classes, self.head_config),
+            )
+            self.blocks["head"] = head
+        else:
+            self.blocks["head"] = _make_head(self.feature_dim, self.num_classes, self.head_config)
         # Set by build_model: how the weights were initialised, in words.
         self.init = "random"
         self.init_note = ""
@@ -94,18 +121,24 @@ class TransferModel(nn.Module):
         return list(self.blocks.keys())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.taps:
+            return run_blocks(list(self.blocks.items()), x, self.taps)
         for block in self.blocks.values():
             x = block(x)
         return x
 
     def forward_to(self, k: int, x: torch.Tensor) -> torch.Tensor:
         """Run the first k blocks (k = len(block_names) runs everything)."""
+        if self.taps:
+            return run_blocks(list(self.blocks.items())[:k], x, self.taps)
         for block in list(self.blocks.values())[:k]:
             x = block(x)
         return x
 
     def forward_from(self, k: int, x: torch.Tensor) -> torch.Tensor:
         """Run the blocks from index k on, e.g. on features cached by forward_to(k, ...)."""
+        if self.taps:
+            return run_blocks(list(self.blocks.items())[k:], x, self.taps)
         for block in list(self.blocks.values())[k:]:
             x = block(x)
         return x

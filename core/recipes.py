@@ -13,7 +13,7 @@ No torch here: the command line reads the recipes before it loads the engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from .config import TrainConfig
 
@@ -133,28 +133,26 @@ _ALL = [
     ),
 ]
 
-# The multi-layer fusion head is another setting (`fusion`); its recipe is
-# offered where TrainConfig has it.
-if "fusion" in {f.name for f in fields(TrainConfig)}:
-    _ALL.append(
-        Recipe(
-            "resnet50-fusion",
-            "ResNet-50 with multi-layer feature fusion",
-            "The tutorials that fuse features of several stages (e.g. hypercolumns, Hariharan et al. 2015): "
-            "ResNet-50 frozen, the pooled outputs of its last stages concatenated into the new head.",
-            {
-                "backbone": "resnet50",
-                "strategy": "linear",
-                "fusion": "concat",
-                "optimizer": "adam",
-                "lr": 0.001,
-                "schedule": "cosine",
-                "epochs": 10,
-                "image_size": 224,
-                "augment": "none",
-            },
-        )
+# ResNet-50 with the multi-layer fusion head (`fusion`, core/fusion.py).
+_ALL.append(
+    Recipe(
+        "resnet50-fusion",
+        "ResNet-50 with multi-layer feature fusion",
+        "The tutorials that fuse features of several stages (e.g. hypercolumns, Hariharan et al. 2015): "
+        "ResNet-50 frozen, the pooled outputs of its last stages concatenated into the new head.",
+        {
+            "backbone": "resnet50",
+            "strategy": "linear",
+            "fusion": "concat",
+            "optimizer": "adam",
+            "lr": 0.001,
+            "schedule": "cosine",
+            "epochs": 10,
+            "image_size": 224,
+            "augment": "none",
+        },
     )
+)
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in _ALL}
 

@@ -35,6 +35,7 @@ from .devices import describe_device, pick_device, seed_everything, use_in_this_
 from .errors import TrainingError
 from .features import PrefixRunner
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, learned_parameters, parameter_groups
+from .fusion import record_stage_weights
 from .held_out import interval_in_words, wilson_interval
 from .models import HeadConfig, build_model
 from .progress import Progress, counted
@@ -157,7 +158,7 @@ def _build_model(config: TrainConfig, info, num_classes: int, progress: Progress
         config.backbone,
         num_classes,
         init=config.init,
-        head=HeadConfig(hidden=config.head_hidden, dropout=config.head_dropout),
+        head=HeadConfig.from_settings(config.to_dict()),
         progress=download_progress,
     )
     progress.update(download=None)
@@ -288,7 +289,12 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
         progress.update(phase="Evaluating the best model on the validation images", eta_seconds=0)
         writer.flush()
         # distributed: rank 0 alone evaluates the best model and writes the files
-        result_eval = _evaluate_best(s, state) if distributed.current().main else {"macro_f1": None}
+        main_rank = distributed.current().main
+        result_eval = _evaluate_best(s, state) if main_rank else {"macro_f1": None}
+        if main_rank:
+            record_stage_weights(
+                s.model, distributed.final_val_loader(s.data), s.data.val_start, s.run, s.decisions.device
+            )
     test_eval = evaluate_test_split(s) if distributed.current().main else None
     seconds = time.time() - started + (run.status.get("seconds_before_resume") or 0)
     return {

@@ -147,6 +147,7 @@ def _feature_pass(
                 transform_desc=transform_desc,
                 seed=config.seed,
                 precision=decisions.precision,
+                taps=[t for t in getattr(model, "taps", []) if t in model.block_names[: decisions.frozen_prefix]],
             ),
         )
         for name, samples in sets.items()

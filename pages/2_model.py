@@ -8,7 +8,7 @@ import torch
 from core.backbones import BackboneInfo
 from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
 from core.errors import friendly
-from ui import bookmarks, fine_tune_view, networks, resources, state, widgets, words
+from ui import bookmarks, fine_tune_view, fusion_view, networks, resources, state, widgets, words
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 COLORS = {"learns": "#ffd0a1", "later": "#fff1c9", "frozen": "#d3e6fa", "none": "#eeeeee"}
@@ -436,5 +436,6 @@ fine_tune_view.recipe_picker()
 chosen_info = networks.picker()
 chosen_preset = blocks_section(chosen_info, len(report.classes) if report is not None and report.classes else 2)
 head_section()
+fusion_view.fusion_options(chosen_info)
 settings_section(chosen_info, chosen_preset)
 widgets.next_step(state.PAGE_TRAIN, "Next: train the model")

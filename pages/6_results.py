@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.errors import friendly
 from core.evaluation import cell_images, mistakes
-from ui import bookmarks, charts, fixes, held_out_view, resources, state, widgets, words
+from ui import adapt_view, bookmarks, charts, fixes, fusion_view, held_out_view, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_RESULTS)  # a bookmark opened first on a fresh server
 st.title(":material/insights: Results")
@@ -443,6 +443,7 @@ def main() -> None:
         return
 
     summary(run, evaluation)
+    fusion_view.stage_weights_section(run)
     st.divider()
     held_out_view.test_split_section(run)
     held_out_view.new_pictures_section(run)
@@ -454,6 +455,8 @@ def main() -> None:
     embedding_section(run, evaluation)
     st.divider()
     export_section(run)
+    st.divider()
+    adapt_view.adapt_section(run)
     st.divider()
     st.page_link(
         state.PAGE_PLAYGROUND,
