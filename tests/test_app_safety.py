@@ -404,7 +404,7 @@ def test_the_command_line_fixes_the_places_and_names_render_as_text(tmp_path, sm
         page.get_by_test_id("stSelectbox").filter(has_text="Folder with your pictures").click()
         page.get_by_role("option", name="odd").click()
         expect(page.get_by_text("Ready to train:")).to_be_visible(timeout=90_000)
-        expect(page.get_by_text("Pictures per class")).to_be_visible()
+        expect(page.get_by_test_id("stPlotlyChart").get_by_text("Pictures per class")).to_be_visible()
         # The names are shown as the characters they are: no link, nothing bold.
         expect(page.get_by_text(LINK_NAME, exact=True).first).to_be_visible()
         assert page.locator('a[href="x"]').count() == 0

@@ -251,7 +251,8 @@ def test_decoded_cache_steps_aside_when_memory_is_short(hymenoptera, offline_wei
     # A whole run on a machine that can spare little memory reads from disk instead.
     data = copy_photos(hymenoptera, tmp_path / "data", per_class=3)
     monkeypatch.setattr(core.images, "DECODED_CACHE_MAX_BYTES", 100_000)
-    _, run = train(tmp_path, data, strategy="full", augment="light", batch_size=4)
+    # head_epochs=0: every epoch trains every block (the default head-only first epoch would store features)
+    _, run = train(tmp_path, data, strategy="full", augment="light", batch_size=4, head_epochs=0)
     decoded = run.status["decoded_images"]
     assert decoded["used"] is False and "MB" in decoded["why_not"]
     assert run.status["feature_cache"]["used"] is False  # nothing stays frozen in a full fine-tune
