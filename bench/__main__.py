@@ -294,8 +294,9 @@ def main(argv=None) -> int:
                         _say(
                             f"  [{name} {rep + 1}/{args.repeat}] (b) Transfer Studio, {strategy}, cold cache ...  ({_load()})"
                         )
-                        runs["b"].append(
-                            run_engine(
+
+                        def engine(strategy=strategy, epochs=epochs, cache=cache):
+                            return run_engine(
                                 str(data),
                                 args.backbone,
                                 strategy,
@@ -306,22 +307,11 @@ def main(argv=None) -> int:
                                 work / "runs",
                                 amp=not args.no_amp,
                             )
-                        )
+
+                        runs["b"].append(engine())
                         if name == "linear":
                             _say(f"  [{name} {rep + 1}/{args.repeat}] (b) again, warm cache ...")
-                            runs["b_warm"].append(
-                                run_engine(
-                                    str(data),
-                                    args.backbone,
-                                    strategy,
-                                    epochs,
-                                    args.seed,
-                                    args.device,
-                                    cache,
-                                    work / "runs",
-                                    amp=not args.no_amp,
-                                )
-                            )
+                            runs["b_warm"].append(engine())  # the same run, its features now stored
                             _say(f"  [{name} {rep + 1}/{args.repeat}] bare forward pass (floor) ...")
                             runs["floor"].append(
                                 bare_forward_seconds(str(data), args.backbone, args.device, amp=not args.no_amp)

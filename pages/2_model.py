@@ -165,7 +165,12 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
     st.subheader("2. Which blocks learn")
     try:
         counts = resources.block_param_counts(
-            info.name, num_classes, int(state.choice("head_hidden")), float(state.choice("head_dropout"))
+            info.name,
+            num_classes,
+            int(state.choice("head_hidden")),
+            float(state.choice("head_dropout")),
+            str(state.choice("fusion")),
+            int(state.choice("fusion_stages")),
         )
     except Exception as exc:  # noqa: BLE001 - e.g. a missing optional package
         st.error(f"Could not build {info.title}: {friendly(exc)} Pick another network.", icon=":material/error:")

@@ -56,14 +56,20 @@ def thumbnail(path: str, mtime: float, side: int = 160):
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def block_param_counts(backbone: str, num_classes: int, head_hidden: int, head_dropout: float) -> dict[str, int]:
-    """Parameters per block, from a randomly initialised model (no download)."""
-    model = build_model(
-        backbone,
-        max(num_classes, 2),
-        init="random",
-        head=HeadConfig(hidden=int(head_hidden), dropout=float(head_dropout)),
+def block_param_counts(
+    backbone: str,
+    num_classes: int,
+    head_hidden: int,
+    head_dropout: float,
+    fusion: str = "none",
+    fusion_stages: int = 3,
+) -> dict[str, int]:
+    """Parameters per block, from a randomly initialised model (no download),
+    with the head the settings ask for (a fused head has more numbers)."""
+    head = HeadConfig.from_settings(
+        {"head_hidden": head_hidden, "head_dropout": head_dropout, "fusion": fusion, "fusion_stages": fusion_stages}
     )
+    model = build_model(backbone, max(num_classes, 2), init="random", head=head)
     return model.block_param_counts()
 
 
