@@ -19,6 +19,7 @@ import torch
 
 from . import devices
 from .config import TrainConfig
+from .images import decoded_cache_budget
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Decisions:
     read_ahead: int
     frozen_prefix: int  # leading blocks frozen for the whole run
     cache_train: bool  # training images go through the frozen prefix once, stored
+    train_views: int  # with augmentation: stored versions of each training picture (0: none stored)
     cache_val: bool  # validation images likewise
     why_not_cache: str | None  # why the training images do not use stored features
 
@@ -79,22 +81,27 @@ def decide(
     report,
     decoded_in_memory: bool,
     decoded_bytes: int = 0,
+    stored_bytes_per_picture: int = 0,
 ) -> Decisions:
     """Every choice of the run, from the config, the device, the backbone's
-    (crop, resize) `sizes`, the freeze `plan`, the scan `report`, and whether
-    the scan kept the decoded images in memory (and how many bytes they take)."""
+    (crop, resize) `sizes`, the freeze `plan`, the scan `report`, whether
+    the scan kept the decoded images in memory (and how many bytes they take),
+    and the bytes the frozen prefix's output of one picture takes when stored."""
     prefix = plan.frozen_prefix(None, config.epochs)
     augment = config.resolved_augment
     cache_val = bool(config.feature_cache and prefix > 0)
-    cache_train = cache_val and augment == "none"
+    views, views_note = 0, None
+    if cache_val and augment != "none":
+        views, views_note = views_that_fit(
+            config.augment_views, config.epochs, len(report.train), stored_bytes_per_picture, decoded_cache_budget()
+        )
+    cache_train = cache_val and (augment == "none" or views > 0)
     why_not = (
         "turned off"
         if not config.feature_cache
         else "no leading block stays frozen for the whole run"
         if prefix == 0
-        else "augmentation changes the training images every epoch"
-        if augment != "none"
-        else None
+        else views_note
     )
     # Images that go through the model every epoch are read from memory when
     # the scan kept them, which needs fewer reader processes.
@@ -132,9 +139,30 @@ def decide(
         read_ahead=devices.read_ahead(device),
         frozen_prefix=prefix,
         cache_train=cache_train,
+        train_views=views,
         cache_val=cache_val,
         why_not_cache=why_not,
     )
+
+
+def views_that_fit(wanted: int, epochs: int, pictures: int, bytes_per_picture: int, budget: int):
+    """How many augmented versions of each training picture to store
+    (core.augmented_views), and, when none, why in words: as many as asked
+    for, no more than there are epochs to use them, and only as many as fit
+    in `budget` bytes. When fewer than 2 fit where more were wanted, none are
+    stored: one version seen every epoch would be no augmentation at all."""
+    if wanted <= 0:
+        return 0, "augmentation changes the training images every epoch"
+    views = min(wanted, max(1, epochs))
+    fit = budget // (bytes_per_picture * pictures) if bytes_per_picture > 0 and pictures > 0 else views
+    if fit < min(views, 2):
+        need = min(views, 2) * bytes_per_picture * pictures
+        return 0, (
+            f"storing augmented versions of the training images would need about {need / 2**20:,.0f} MB, "
+            f"more than the {budget / 2**20:,.0f} MB set aside, so the augmented images go through the "
+            "frozen blocks every epoch"
+        )
+    return int(min(views, fit)), None
 
 
 def _val_batch_size(images: int, eval_batch: int, workers: int) -> int:

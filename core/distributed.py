@@ -145,6 +145,10 @@ def prefix_features(model, prefix: int, splits: dict, transform, device, *, cach
         }
     together = [sample for samples, _key in splits.values() for sample in samples]
     mine = list(range(w.rank, len(together), w.world_size))
+    seeds_of = kwargs.pop("seeds_of", None)
+    if seeds_of:  # a random transform: each picture keeps its own seed, whichever rank reads it
+        seeds = [seed for name in splits for seed in seeds_of[name]]
+        kwargs["seeds"] = [seeds[i] for i in mine]
     features, labels, indices, failed = compute_prefix_features(
         model, prefix, [together[i] for i in mine], transform, device, **kwargs
     )

@@ -201,8 +201,11 @@ def compute_prefix_features(
     channels_last: bool = False,
     autocast_dtype=None,
     first_batch: int | None = None,
+    seeds: list[int] | None = None,
 ):
-    """Run blocks[:prefix] over every sample with the (fixed) eval transform.
+    """Run blocks[:prefix] over every sample with the (fixed) eval transform,
+    or a random one whose choices come from `seeds`, one per sample
+    (core.augmented_views).
 
     One pass, as cheap as it gets: inference mode (no autograd bookkeeping),
     BatchNorm folded into the convolutions (inference_blocks), big batches,
@@ -232,6 +235,7 @@ def compute_prefix_features(
                 ahead=ahead,
                 pin_memory=device.type == "cuda",
                 first=first_batch,
+                seeds=seeds,
             ):
                 if should_stop():
                     raise InterruptedError("stopped while computing features")
@@ -263,7 +267,7 @@ def compute_prefix_features(
 
 # Feature maps are big (e.g. 96x14x14 per image); half precision halves disk and
 # memory at no cost to what a head learns from them. Vectors stay float32.
-_HALF_ABOVE_NUMEL = 8192
+HALF_ABOVE_NUMEL = 8192
 _FP16_MAX = 65504.0
 
 
@@ -273,7 +277,7 @@ def _storage_form(out: torch.Tensor) -> torch.Tensor:
     Values computed in bfloat16 (or float32) can lie beyond float16's range
     and would turn into inf; they are clipped to its largest finite value
     first (on the device, no synchronisation)."""
-    if out[0].numel() <= _HALF_ABOVE_NUMEL:
+    if out[0].numel() <= HALF_ABOVE_NUMEL:
         return out.float()
     return out.float().clamp_(-_FP16_MAX, _FP16_MAX).half()
 
@@ -327,14 +331,23 @@ class PrefixRunner:
 
 
 def cached_prefix_features(
-    model, prefix: int, splits: dict, transform, device, *, cache_dir: Path | None = None, **kwargs
+    model,
+    prefix: int,
+    splits: dict,
+    transform,
+    device,
+    *,
+    cache_dir: Path | None = None,
+    seeds_of: dict | None = None,
+    **kwargs,
 ) -> dict:
     """compute_prefix_features for sets of samples (train, val), each read
     from or written to the on-disk cache under its own key.
 
     splits: {name: (samples, key)}. The sets that are not in the cache are
     computed together in one pass: the frozen blocks are prepared once, and
-    batches stay full across the sets' boundary.
+    batches stay full across the sets' boundary. seeds_of: {name: one seed
+    per sample} for a random transform.
 
     Returns {name: (features, labels, indices, failed, hit)}."""
     cache_dir = Path(cache_dir or default_cache_dir()) / "features"
@@ -352,6 +365,8 @@ def cached_prefix_features(
             found[name] = (blob["features"], blob["labels"], blob["indices"], blob["failed"].tolist(), True)
     if missing:
         together = [sample for name in missing for sample in splits[name][0]]
+        if seeds_of:
+            kwargs["seeds"] = [seed for name in missing for seed in seeds_of[name]]
         features, labels, indices, failed = compute_prefix_features(
             model, prefix, together, transform, device, **kwargs
         )
@@ -384,7 +399,7 @@ class FeatureBatches:
 
     def __init__(self, features, labels, indices, batch_size: int, shuffle: bool, seed: int, device):
         device = torch.device(device)
-        if device.type == "cuda" and not _fits_on_gpu(features, device):
+        if device.type == "cuda" and not fits_on_gpu(features, device):
             device = torch.device("cpu")  # kept in CPU memory, copied per batch
         if device.type != "cuda":
             features = features.float()  # CPU kernels want float32; once, not per batch
@@ -420,7 +435,7 @@ class FeatureBatches:
             yield x.float(), y, idx, []
 
 
-def _fits_on_gpu(features, device) -> bool:
+def fits_on_gpu(features, device) -> bool:
     """Keep cached features on the GPU when they take under a quarter of its free memory."""
     try:
         free, _total = torch.cuda.mem_get_info(device)
@@ -444,14 +459,18 @@ def describe_cache(record: dict | None) -> str:
         frozen = [b for b in record.get("frozen_blocks") or [] if b != "pool"]
     blocks = len(frozen) or record.get("prefix_blocks")
     where = "the training and validation images" if record.get("train", True) else "the validation images"
+    views = record.get("train_views") or 0
+    if views:
+        where = f"{views} randomly changed versions of each training image and over the validation images"
     source = (
         "their outputs were stored by an earlier run on the same pictures and reused"
         if record.get("hit")
         else "their outputs are stored, so the next run of this network on these pictures starts at once"
     )
+    each_epoch = "each epoch took one version of each image and" if views else "each epoch"
     text = (
         f"Fast path: the {blocks} frozen blocks ran once over {where} ({source}); "
-        f"each epoch trained only the blocks after them."
+        f"{each_epoch} trained only the blocks after them."
     )
     if record.get("train") is False and record.get("why_not"):
         text += (

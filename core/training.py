@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from . import distributed, evaluation
+from .augmented_views import stored_bytes_per_picture
 from .backbones import get_backbone
 from .checkpoints import (
     CheckpointCopies,
@@ -205,6 +206,7 @@ def _setup(
         report,
         decoded_in_memory=decoded is not None,
         decoded_bytes=decoded.nbytes if decoded is not None else 0,
+        stored_bytes_per_picture=stored_bytes_per_picture(model, plan.frozen_prefix(None, config.epochs), sizes[0]),
     )
     decisions = distributed.per_rank_decisions(decisions)  # distributed: the batch split between ranks
     _place_model(model, decisions)

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import distributed
+from .augmented_views import ViewBatches, stack_views, view_seeds, view_transform_description
 from .config import TrainConfig
 from .decisions import Decisions
 from .devices import LOADER_TIMEOUT_S
@@ -75,14 +76,20 @@ def build_data(
 
     features, seconds = {}, None
     if decisions.cache_val:
-        features, seconds = _feature_pass(config, report, model, decisions, progress, eval_tf, normalizer, decoded)
+        transforms = {"eval": eval_tf, "train": train_tf}
+        features, seconds = _feature_pass(config, report, model, decisions, progress, transforms, normalizer, decoded)
     decoded = decoded.subset(every_epoch) if decoded is not None and every_epoch else None
 
     def image_loader(samples, transform, size: int, shuffle: bool):
         return _image_loader(samples, transform, size, shuffle, config.seed, decisions, normalizer, decoded)
 
     train_failed, val_failed = [], []
-    if decisions.cache_train:
+    if decisions.cache_train and decisions.train_views:
+        tf, tl, ti, train_failed, _ = features["train_views"]
+        train_loader = ViewBatches(
+            tf, tl, ti, decisions.train_views, decisions.batch_size, seed=config.seed, device=decisions.device
+        )
+    elif decisions.cache_train:
         tf, tl, ti, train_failed, _ = features["train"]
         train_loader = FeatureBatches(
             tf, tl, ti, decisions.batch_size, shuffle=True, seed=config.seed, device=decisions.device
@@ -125,43 +132,80 @@ def _decoded_record(
 
 
 def _feature_pass(
-    config: TrainConfig, report, model, decisions: Decisions, progress: Progress, eval_tf, normalizer, decoded
+    config: TrainConfig, report, model, decisions: Decisions, progress: Progress, transforms: dict, normalizer, decoded
 ) -> tuple[dict, float]:
     """The frozen prefix's outputs for the images that are the same every
-    epoch, read from the on-disk cache or computed once. Returns
-    ({split: (features, labels, indices, failed, hit)}, seconds)."""
+    epoch (and for the stored augmented versions of the training images),
+    read from the on-disk cache or computed once. Returns ({split:
+    (features, labels, indices, failed, hit)}, seconds); "train_views" holds
+    the versions stacked (core.augmented_views.stack_views)."""
     info = model.info
     transform_desc = transform_description(info, config.image_size)
-    sets = {"train": report.train} if decisions.cache_train else {}
+    views = decisions.train_views if decisions.cache_train else 0
+    sets = {"train": report.train} if decisions.cache_train and not views else {}
     sets["val"] = report.val
-    splits = {
-        name: (
-            samples,
-            cache_key(
-                samples=samples,
-                backbone=config.backbone,
-                init=config.init,
-                weights_file=info.weights_file,
-                prefix=decisions.frozen_prefix,
-                block_names=model.block_names,
-                transform_desc=transform_desc,
-                seed=config.seed,
-                precision=decisions.precision,
-                taps=[t for t in getattr(model, "taps", []) if t in model.block_names[: decisions.frozen_prefix]],
-            ),
+    total = sum(len(samples) for samples in sets.values()) + views * len(report.train)
+
+    def key(samples, description: dict) -> str:
+        return cache_key(
+            samples=samples,
+            backbone=config.backbone,
+            init=config.init,
+            weights_file=info.weights_file,
+            prefix=decisions.frozen_prefix,
+            block_names=model.block_names,
+            transform_desc=description,
+            seed=config.seed,
+            precision=decisions.precision,
+            taps=[t for t in getattr(model, "taps", []) if t in model.block_names[: decisions.frozen_prefix]],
         )
-        for name, samples in sets.items()
-    }
-    progress.phase(FEATURE_PASS, 0, sum(len(samples) for samples in sets.values()))
+
+    progress.phase(FEATURE_PASS, 0, total)
     began = time.time()
+    features = {}
+    if views:
+        named = {f"train_view{v}": v for v in range(views)}
+        described = {
+            n: view_transform_description(transform_desc, decisions.augment, config.seed, v) for n, v in named.items()
+        }
+        out = _prefix_pass(
+            config,
+            model,
+            decisions,
+            progress,
+            {name: (report.train, key(report.train, described[name])) for name in named},
+            transforms["train"],
+            normalizer,
+            decoded,
+            (0, total),
+            seeds_of={name: view_seeds(config.seed, v, len(report.train)) for name, v in named.items()},
+        )
+        features["train_views"] = (*stack_views([out[name][:4] for name in named]), all(o[4] for o in out.values()))
+    splits = {name: (samples, key(samples, transform_desc)) for name, samples in sets.items()}
+    done_before = views * len(report.train)
+    features.update(
+        _prefix_pass(
+            config, model, decisions, progress, splits, transforms["eval"], normalizer, decoded, (done_before, total)
+        )
+    )
+    return features, round(time.time() - began, 2)
+
+
+def _prefix_pass(
+    config, model, decisions, progress, splits, transform, normalizer, decoded, counted: tuple, seeds_of=None
+) -> dict:
+    """One call of the (distributed) feature pass over `splits`; `counted`:
+    (pictures done before it, pictures in the whole pass) for the progress."""
+    done_before, total = counted
     # distributed: the pictures split between the ranks, the features gathered (one process: the same call)
-    features = distributed.prefix_features(
+    return distributed.prefix_features(
         model,
         decisions.frozen_prefix,
         splits,
-        eval_tf,
+        transform,
         decisions.device,
         cache_dir=config.cache_dir,
+        seeds_of=seeds_of,
         batch_size=decisions.eval_batch_size,
         decoded=decoded,
         threads=decisions.decode_threads,
@@ -172,9 +216,8 @@ def _feature_pass(
         autocast_dtype=decisions.autocast,
         should_stop=lambda: progress.stop_requested,
         first_batch=decisions.feature_first_batch,
-        on_batch=lambda done, total: progress.phase(FEATURE_PASS, done, total),
+        on_batch=lambda done, _total: progress.phase(FEATURE_PASS, done_before + done, total),
     )
-    return features, round(time.time() - began, 2)
 
 
 def _image_loader(
@@ -231,6 +274,7 @@ def _cache_record(decisions: Decisions, counts: dict[str, int], features: dict, 
             # what the Model page's picture shows as frozen: blocks with weights
             "frozen_with_weights": frozen_with_weights(block_names, param_free, {}, prefix),
             "hit": all(out[4] for out in features.values()),
+            "train_views": decisions.train_views,
             "feature_shape": list(features["val"][0].shape[1:]),
             "seconds": seconds,
         }

@@ -100,7 +100,8 @@ def test_feature_cache_is_reused_and_invalidated(hymenoptera, offline_weights, t
 
 def test_augmented_fine_tune_caches_only_validation(hymenoptera, offline_weights, tmp_path):
     data = copy_photos(hymenoptera, tmp_path / "data", per_class=4)
-    job, run = train(tmp_path, data, strategy="last-2", augment="light")
+    # New random changes every epoch (augment_views=0); stored versions: tests/test_augmented_views.py
+    job, run = train(tmp_path, data, strategy="last-2", augment="light", augment_views=0)
     record = run.status["feature_cache"]
     assert record["used"] and record["val"] and not record["train"]
     assert "augmentation" in record["why_not"]
