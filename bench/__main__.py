@@ -37,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -288,7 +289,11 @@ def measure_warm_path(ctx) -> dict:
         _say(f"  [warm] {rep + 1}/{ctx.args.repeat} the warm path ...  ({_load()})")
         folder = ctx.work / f"warm-{rep}"
         folder.mkdir()
-        runs.append(measure_warm(str(ctx.data), ctx.args.backbone, ctx.epochs, folder, log=_say))
+        try:
+            runs.append(measure_warm(str(ctx.data), ctx.args.backbone, ctx.epochs, folder, log=_say))
+        except Exception as exc:  # noqa: BLE001 - it runs last: the rows measured before it still print
+            traceback.print_exc()
+            return {"runs": [], "skipped": f"bench/warm.py failed: {type(exc).__name__}: {exc}"}
     return {"epochs": ctx.epochs, "runs": runs}
 
 
