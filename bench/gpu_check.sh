@@ -139,7 +139,7 @@ if [ "$DEVICE" = cpu ]; then
     echo "skipped in a dry run"
 else
     timeout 300 python -m bench --quick --device "$DEVICE" --data "$DATA" > "$LOG/bench.out" 2>&1 || FAILED+=("bench")
-    tail -n 16 "$LOG/bench.out"
+    tail -n 32 "$LOG/bench.out"
 fi
 
 section "a CPU job leaves CUDA uninitialised"
