@@ -128,6 +128,7 @@ def _finish(job, run, printing: bool = True) -> int:
     notes = [
         (snap.get("feature_cache") or {}).get("note"),
         (run.status.get("decisions") or {}).get("loader_note"),
+        snap.get("resizing_note"),
         snap.get("resume_note"),
     ]
     for note in filter(None, notes):  # stdout stays one JSON line for scripts

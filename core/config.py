@@ -162,6 +162,11 @@ class TrainConfig:
         "picture go through the frozen blocks once and are stored; each epoch uses one of them "
         "(0 = new changes every epoch, which runs the frozen blocks every epoch)",
     )
+    progressive_resizing: float = setting(
+        0.5,
+        "when pictures go through the whole network every epoch (full, gradual): the share of the epochs "
+        "that train on smaller pictures, from half size growing to full (0 = full size from the start)",
+    )
     label_smoothing: float = setting(0.0, "keeps the model from being over-sure (0.1 is typical)")
     class_weighted: bool = setting(False, "weigh rare classes up in the loss")
     early_stopping: int = setting(0, "stop after this many epochs without a better val loss; 0 = off")
@@ -193,8 +198,15 @@ class TrainConfig:
 
 # What a run saved before these settings existed did (no head-first epoch, one
 # rate for every block, no warm-up, BatchNorm statistics re-measured, new
-# random changes every epoch).
-LEGACY = {"head_epochs": 0, "discriminative_lr": False, "warmup_epochs": 0.0, "batchnorm": "train", "augment_views": 0}
+# random changes every epoch, full-size pictures from the start).
+LEGACY = {
+    "head_epochs": 0,
+    "discriminative_lr": False,
+    "warmup_epochs": 0.0,
+    "batchnorm": "train",
+    "augment_views": 0,
+    "progressive_resizing": 0.0,
+}
 
 
 def defaults() -> dict:

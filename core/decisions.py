@@ -17,7 +17,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from . import devices
+from . import devices, progressive
+from .backbones import get_backbone
 from .config import TrainConfig
 from .images import decoded_cache_budget
 
@@ -44,6 +45,7 @@ class Decisions:
     frozen_prefix: int  # leading blocks frozen for the whole run
     cache_train: bool  # training images go through the frozen prefix once, stored
     train_views: int  # with augmentation: stored versions of each training picture (0: none stored)
+    epoch_image_sizes: list[int] | None  # progressive resizing: each epoch's picture side (None: image_size)
     cache_val: bool  # validation images likewise
     why_not_cache: str | None  # why the training images do not use stored features
 
@@ -140,6 +142,14 @@ def decide(
         frozen_prefix=prefix,
         cache_train=cache_train,
         train_views=views,
+        # Only where the pictures go through every block each epoch: stored features are full size.
+        epoch_image_sizes=(
+            progressive.epoch_image_sizes(sizes[0], config.epochs, config.progressive_resizing)
+            if not cache_train
+            and config.progressive_resizing > 0
+            and not get_backbone(config.backbone).fixed_image_size
+            else None
+        ),
         cache_val=cache_val,
         why_not_cache=why_not,
     )

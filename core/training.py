@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import distributed, evaluation
+from . import distributed, evaluation, progressive
 from .augmented_views import stored_bytes_per_picture
 from .backbones import get_backbone
 from .checkpoints import (
@@ -214,7 +214,7 @@ def _setup(
     data = build_data(config, report, model, decisions, progress, decoded, why_not_decoded)
     del decoded  # what the epochs still need, the loaders hold
     distributed.shard_loaders(data, config.seed)  # a DistributedSampler per split (one process too)
-    progress.update(feature_cache=data.cache, decoded_images=data.decoded)
+    progress.update(feature_cache=data.cache, decoded_images=data.decoded, resizing_note=_resizing_note(decisions))
     batches = len(data.train_loader)
     parts = _optimisation(config, report, model, plan, decisions, batches)
     return _Setup(
@@ -231,6 +231,10 @@ def _setup(
         CheckpointCopies(model),
         PrefixRunner(model, decisions.channels_last),
     )
+
+
+def _resizing_note(decisions: Decisions) -> str | None:
+    return progressive.describe(decisions.epoch_image_sizes) if decisions.epoch_image_sizes else None
 
 
 def _resume(s: _Setup, state: _State) -> None:
@@ -387,6 +391,8 @@ def _train_epoch(s: _Setup, state: _State, epoch: int, frozen: int) -> tuple[flo
         if len(y) == 0:
             continue
         x, y = _to_device(x, d), y.to(d.device, non_blocking=True)
+        if d.epoch_image_sizes:  # progressive resizing: this epoch's smaller pictures
+            x = progressive.shrink(x, d.epoch_image_sizes[epoch - 1])
         with torch.autocast(d.device.type, dtype=d.autocast, enabled=d.autocast is not None):
             if frozen > s.data.train_start:
                 with torch.no_grad():

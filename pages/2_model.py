@@ -264,6 +264,7 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
         with a3:
             machine_settings(info)
         fine_tune_view.fine_tune_settings(preset)
+        fine_tune_view.speed_settings(preset)
 
 
 def optimiser_settings() -> None:

@@ -172,3 +172,32 @@ def fine_tune_settings(preset: str | None) -> None:
             persist_state="session",
             help=help_text("step_epochs").split(": ", 1)[1].capitalize() + ".",
         )
+
+
+def speed_settings(preset: str | None) -> None:
+    """The two shortcuts that trade a little variety for speed, each with its measured default."""
+    s1, s2 = st.columns(2)
+    fine_tunes = preset not in (None, "linear")
+    state.init_choice("augment_views")
+    s1.number_input(
+        "Stored versions of each picture",
+        0,
+        20,
+        key="augment_views",
+        persist_state="session",
+        disabled=not fine_tunes,
+        help="With random changes and frozen blocks: this many changed versions of each training picture go "
+        "through the frozen blocks once; each epoch uses one. Much faster; 0 makes new changes every epoch.",
+    )
+    state.init_choice("progressive_resizing")
+    s2.slider(
+        "Share of epochs on smaller pictures",
+        0.0,
+        0.9,
+        step=0.1,
+        key="progressive_resizing",
+        persist_state="session",
+        disabled=not fine_tunes,
+        help="When the whole network learns: the first epochs see smaller pictures (from half size, growing), "
+        "which take a fraction of the time; the last ones and validation are full size. 0 turns it off.",
+    )
