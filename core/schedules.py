@@ -33,14 +33,28 @@ SMALL_BATCH = 64
 def build_optimizer(name: str, groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
     name = name.lower()
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+        return _fused(torch.optim.SGD, groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
+        return _fused(torch.optim.Adam, groups, lr=config.lr)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
+        return _fused(torch.optim.AdamW, groups, lr=config.lr)
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=config.lr, momentum=config.momentum, alpha=0.9, eps=1e-3)
     raise TrainingError(f"Unknown optimiser '{name}'. Choose one of: {', '.join(OPTIMIZERS)}.")
+
+
+def _fused(kind, groups: list[dict], **settings) -> torch.optim.Optimizer:
+    """The optimiser's fused kernel (one pass over each weight instead of one
+    per operation: an AdamW step of MobileNetV2 took a third of the time on
+    a CPU here), where this torch has one for the weights' device; else the
+    usual one."""
+    devices = {p.device.type for group in groups for p in group["params"]}
+    if devices <= {"cpu", "cuda"}:
+        try:
+            return kind(groups, fused=True, **settings)
+        except (RuntimeError, TypeError, ValueError):  # no fused kernel for these weights here
+            pass
+    return kind(groups, **settings)
 
 
 def build_scheduler(name: str, optimizer, total_steps: int, epochs: int, step_every: int = 0):
