@@ -258,6 +258,7 @@ def test_worker_processes_from_a_job_thread_start_safely(tmp_path, empty_torch_h
         backbone=PACKAGED_BACKBONE,
         strategy="last-1",
         augment="light",
+        augment_views=0,  # the pictures are read every epoch, by worker processes
         epochs=1,
         batch_size=4,
         num_workers=2,

@@ -275,7 +275,7 @@ def test_five_runs_in_a_row_do_not_grow_memory(hymenoptera, offline_weights, tmp
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # The heavier path: augmented images decoded in memory, cached validation
     # features, a fine-tune of the last blocks.
-    common = dict(strategy="last-2", augment="light", batch_size=4, device=device)
+    common = dict(strategy="last-2", augment="light", augment_views=0, batch_size=4, device=device)
     rss, gpu = [], []
     for _ in range(5):
         train(tmp_path, data, **common)
