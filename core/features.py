@@ -461,7 +461,8 @@ def describe_cache(record: dict | None) -> str:
     where = "the training and validation images" if record.get("train", True) else "the validation images"
     views = record.get("train_views") or 0
     if views:
-        where = f"{views} randomly changed versions of each training image and over the validation images"
+        versions = "1 randomly changed version" if views == 1 else f"{views} randomly changed versions"
+        where = f"{versions} of each training image and over the validation images"
     source = (
         "their outputs were stored by an earlier run on the same pictures and reused"
         if record.get("hit")

@@ -297,6 +297,8 @@ def test_cpu_job_leaves_cuda_uninitialised_and_says_how_it_read(tmp_path, empty_
             "last-1",
             "--augment",
             "light",
+            "--augment-views",
+            "0",
             "--epochs",
             "1",
             "--device",

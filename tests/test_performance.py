@@ -70,7 +70,7 @@ def test_feature_cache_is_reused_and_invalidated(hymenoptera, offline_weights, t
     # the same blocks: the stored features serve them all.
     for overrides in (
         {"head_hidden": 32, "head_dropout": 0.2, "lr": 3e-3, "optimizer": "sgd"},
-        {"strategy": "custom", "trained_blocks": {"head": True}},
+        {"strategy": "custom", "trained_blocks": {"head": True}, "augment": "none"},
     ):
         job, run = train(tmp_path, data, **overrides)
         record = run.status["feature_cache"]
