@@ -71,6 +71,21 @@ class Decisions:
         return out
 
 
+def _stored_sets(config: TrainConfig, plan) -> tuple[int, bool, bool]:
+    """(the prefix frozen for the whole run, whether the training pictures and
+    whether the validation pictures go through it once, stored)."""
+    prefix = plan.frozen_prefix(None, config.epochs)
+    cache_val = bool(config.feature_cache and prefix > 0)
+    return prefix, cache_val and config.resolved_augment == "none", cache_val
+
+
+def reads_pictures_every_epoch(config: TrainConfig, plan, report) -> bool:
+    """Whether the epochs read pictures (a set that does not use stored
+    features), which is when keeping them decoded in memory pays."""
+    _, cache_train, cache_val = _stored_sets(config, plan)
+    return (not cache_train and bool(report.train)) or (not cache_val and bool(report.val))
+
+
 def decide(
     config: TrainConfig,
     device: torch.device,
@@ -83,10 +98,8 @@ def decide(
     """Every choice of the run, from the config, the device, the backbone's
     (crop, resize) `sizes`, the freeze `plan`, the scan `report`, and whether
     the scan kept the decoded images in memory (and how many bytes they take)."""
-    prefix = plan.frozen_prefix(None, config.epochs)
+    prefix, cache_train, cache_val = _stored_sets(config, plan)
     augment = config.resolved_augment
-    cache_val = bool(config.feature_cache and prefix > 0)
-    cache_train = cache_val and augment == "none"
     why_not = (
         "turned off"
         if not config.feature_cache
@@ -98,7 +111,7 @@ def decide(
     )
     # Images that go through the model every epoch are read from memory when
     # the scan kept them, which needs fewer reader processes.
-    read_every_epoch = (not cache_train and bool(report.train)) or (not cache_val and bool(report.val))
+    read_every_epoch = reads_pictures_every_epoch(config, plan, report)
     in_memory = decoded_in_memory and read_every_epoch
     wanted = config.num_workers if config.num_workers is not None else devices.auto_num_workers(device, in_memory)
     workers, worker_start, loader_note = devices.loader_workers(

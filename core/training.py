@@ -30,10 +30,10 @@ from .checkpoints import (
     resume_payload,
 )
 from .config import TrainConfig
-from .decisions import Decisions, decide
+from .decisions import Decisions, decide, reads_pictures_every_epoch
 from .devices import describe_device, pick_device, seed_everything, use_in_this_thread
 from .errors import TrainingError
-from .features import PrefixRunner
+from .features import PrefixRunner, default_cache_dir
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, learned_parameters, parameter_groups
 from .fusion import record_stage_weights
 from .held_out import interval_in_words, wilson_interval
@@ -42,6 +42,7 @@ from .progress import Progress, counted
 from .resume import kept_split, move_schedule, schedule_settings
 from .runs import Run, checkpoint_problem, owner
 from .scan import scan_and_decode
+from .scan_cache import CHECKED_BEFORE, decode_pictures
 from .schedules import build_optimizer, build_schedule, frozen_batchnorm
 from .training_data import TrainingData, build_data, loader_for_test_split
 
@@ -116,9 +117,11 @@ def _scan(
     config: TrainConfig, info, sizes: tuple[int, int], run: Run, progress: Progress, skipped: set, resume: bool = False
 ):
     """The scan decodes every image to check it; it keeps them, at the size
-    training needs, so that training does not decode them again. A resumed
-    run keeps its own split (scan.json): the scan only says which of its
-    pictures are still there, and what was added."""
+    training needs, so that training does not decode them again. When no
+    picture changed since an earlier run's scan, it decodes none (its
+    verdicts are kept with the stored features; see _decode_for_epochs). A
+    resumed run keeps its own split (scan.json): the scan only says which of
+    its pictures are still there, and what was added."""
     report, decoded, why_not_decoded = scan_and_decode(
         config.data_dir,
         sizes[1],
@@ -126,6 +129,7 @@ def _scan(
         seed=config.seed,
         interpolation=info.interpolation,
         on_file=lambda done, total: progress.phase(READING, done, total),
+        reuse_checks_from=config.cache_dir or default_cache_dir(),
     )
     if resume:
         report, note = kept_split(run, report)
@@ -138,6 +142,18 @@ def _scan(
         run.write_json("classes.json", report.classes)
     _skip(progress, skipped, [s.path for s in report.skipped])
     return report, decoded, why_not_decoded
+
+
+def _decode_for_epochs(info, sizes, report, progress: Progress):
+    """The pictures the epochs read, decoded into memory now, once, as the
+    scan would have kept them: a scan that reused earlier verdicts decoded
+    none (a linear probe on stored features never needs them)."""
+    return decode_pictures(
+        [p for p, _ in report.train + report.val],
+        sizes[1],
+        interpolation=info.interpolation,
+        on_file=lambda done, total: progress.phase(READING, done, total),
+    )
 
 
 def _skip(progress: Progress, skipped: set, paths: list[str]) -> None:
@@ -197,6 +213,8 @@ def _setup(
     sizes = info.sizes(config.image_size)
     report, decoded, why_not_decoded = _scan(config, info, sizes, run, progress, skipped, resume)
     model, plan = _build_model(config, info, len(report.classes), progress)
+    if why_not_decoded == CHECKED_BEFORE and reads_pictures_every_epoch(config, plan, report):
+        decoded, why_not_decoded = _decode_for_epochs(info, sizes, report, progress)
     decisions = decide(
         config,
         device,
