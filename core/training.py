@@ -23,6 +23,7 @@ from . import distributed, evaluation
 from .backbones import get_backbone
 from .checkpoints import (
     CheckpointCopies,
+    EpochFiles,
     RunWriter,
     copies_landed,
     restore_random_state,
@@ -447,10 +448,11 @@ def _report_batch(s: _Setup, state: _State, epoch: int, batch_index: int, loss: 
 
 
 def _save_epoch(s: _Setup, state: _State, writer: RunWriter, row: dict) -> None:
-    """The epoch's files go to the writer thread, which writes them in this
-    order while the next epoch trains: the checkpoints, then the epoch's
-    metrics line (so every epoch in metrics.jsonl can be resumed from,
-    whenever a kill lands), then the progress hears of it."""
+    """The epoch's files go to the writer thread, which writes them while the
+    next epoch trains (EpochFiles: the checkpoints, then the metrics line,
+    so every epoch in metrics.jsonl can be resumed from), then the progress
+    hears of it. When epochs outrun the disk, a later epoch's files take the
+    place of those still waiting."""
     epoch, val_acc, val_loss, best = row["epoch"], row["val_accuracy"], row["val_loss"], state.best
     payload = s.copies.payload(s.config, s.report.classes, epoch, state.trained_now)
     new_best = val_acc > best["val_accuracy"] or (val_acc == best["val_accuracy"] and val_loss < best["val_loss"])
@@ -466,16 +468,13 @@ def _save_epoch(s: _Setup, state: _State, writer: RunWriter, row: dict) -> None:
         payload, s.optimizer, s.scheduler, s.scaler, best, state.epochs_without_gain, s.decisions.device
     )
     # Copies off a GPU were only queued above: the writer waits for them
-    # before it writes, so the training thread never does.
-    writer.submit(copies_landed(s.decisions.device))
-    if new_best:
-        writer.submit(s.run.save_checkpoint, "best.pt", payload)
-    writer.submit(s.run.save_checkpoint, "last.pt", last)
-    writer.submit(s.run.write_metrics, list(state.history))
-    writer.submit(s.progress.add_epoch, row)
-    writer.submit(
-        s.run.update_status, epochs_done=epoch, best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"]
+    # (copies_landed) before it writes, so the training thread never does.
+    status = {"epochs_done": epoch, "best_epoch": best["epoch"], "best_val_accuracy": best["val_accuracy"]}
+    files = EpochFiles(
+        s.run, copies_landed(s.decisions.device), payload if new_best else None, last, list(state.history), status
     )
+    writer.submit_files(files)
+    writer.submit(s.progress.add_epoch, row)
 
 
 def _evaluate_best(s: _Setup, state: _State) -> dict:
