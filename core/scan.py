@@ -77,7 +77,7 @@ def scan_and_decode(
     budget: int | None = None,
     interpolation: str = "bilinear",
     on_file=None,
-    reuse_checks_from=None,
+    reuse_checks_from: str | os.PathLike | None = None,
 ) -> tuple[ScanReport, DecodedImageCache | None, str | None]:
     """scan_folder that keeps the images it decodes, for training.
 
