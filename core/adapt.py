@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ADAPT_METHODS, DEFAULT_ADAPT_METHOD
 from .errors import UserError
 from .evaluation import list_images, load_run_model
 from .files import atomic_torch_save
@@ -42,14 +43,7 @@ from .loading import BatchNormalizer, ImageDataset, threaded_batches
 from .runs import open_run
 from .scan_report import ScanReport
 
-METHODS = {
-    "adabn": "Re-measure the network's internal averages on the new pictures (AdaBN). Quick; nothing is learned.",
-    "self-training": (
-        "Line up the new pictures' features with your pictures', then let the last layer learn from the new "
-        "pictures without labels: sure, varied answers, and the answers it is already sure of."
-    ),
-}
-DEFAULT_METHOD = "self-training"
+METHODS, DEFAULT_METHOD = ADAPT_METHODS, DEFAULT_ADAPT_METHOD  # named once, in core.config
 MAX_TARGET_PICTURES = 1000  # decoded once and kept in memory as uint8
 ADAPTED_FILE = "adapted.pt"
 RECORD_FILE = "adapt.json"

@@ -12,6 +12,8 @@ import contextlib
 import copy
 import queue
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -144,19 +146,53 @@ def restore_random_state(ckpt: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
 
 
+@dataclass
+class EpochFiles:
+    """An epoch's files, written in this order: its checkpoints (best.pt when
+    it is the best epoch so far, then last.pt), then its line in
+    metrics.jsonl, so every epoch there can be resumed from, then status.json.
+    `landed`: waits for the payloads' copies off a GPU (copies_landed)."""
+
+    run: object  # the Run (core.runs), or a PeerRun that writes nothing
+    landed: Callable[[], None]
+    best: dict | None
+    last: dict
+    history: list[dict]
+    status: dict
+
+    def absorb(self, later: EpochFiles) -> None:
+        """Become a later epoch's files, these not being written yet: its
+        last.pt, metrics and status; its best.pt, or else still this one's."""
+        self.landed, self.last, self.history, self.status = later.landed, later.last, later.history, later.status
+        self.best = later.best if later.best is not None else self.best
+
+    def write(self) -> None:
+        self.landed()  # copies recorded later on the same stream landed after the earlier ones
+        if self.best is not None:
+            self.run.save_checkpoint("best.pt", self.best)
+        self.run.save_checkpoint("last.pt", self.last)
+        self.run.write_metrics(self.history)
+        self.run.update_status(**self.status)
+
+
 class RunWriter:
     """Writes a run's files in a background thread, one after another in the
     order given, so training goes on while a checkpoint reaches the disk (a
-    MobileNetV2 checkpoint and its fsync take tens of milliseconds, as long
-    as a whole epoch of a linear probe).
+    MobileNetV2 checkpoint and its fsync take tens of milliseconds, longer
+    than a whole epoch of a linear probe).
 
-    At most `backlog` writes wait; submit blocks beyond that, so a slow disk
-    slows training down instead of filling memory with checkpoints. A write
-    that fails is raised in the training thread at the next submit or flush."""
+    An epoch's files (submit_files) that are still waiting when the next
+    epoch's come are replaced by them: a disk slower than the epochs writes
+    fewer checkpoints, only ever the newest, instead of making every epoch
+    wait. At most `backlog` other writes wait; submit blocks beyond that. A
+    write that fails is raised in the training thread at the next submit or
+    flush."""
 
     def __init__(self, backlog: int = 8):
         self._queue: queue.Queue = queue.Queue(maxsize=backlog)
         self._error: BaseException | None = None
+        self._waiting: EpochFiles | None = None  # an epoch's files queued, not yet being written
+        self._waiting_lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, name="run-writer", daemon=True)
         self._thread.start()
 
@@ -181,6 +217,24 @@ class RunWriter:
     def submit(self, fn, *args, **kwargs) -> None:
         self._raise()
         self._queue.put((fn, args, kwargs))
+
+    def submit_files(self, files: EpochFiles) -> None:
+        """Queue an epoch's files, or put them in the place of the previous
+        epoch's when those are still waiting (so whatever was queued after
+        those, such as the progress hearing of that epoch, still runs after
+        files at least as new)."""
+        self._raise()
+        with self._waiting_lock:
+            if self._waiting is not None:
+                self._waiting.absorb(files)
+                return
+            self._waiting = files
+        self._queue.put((self._write_waiting, (), {}))
+
+    def _write_waiting(self) -> None:
+        with self._waiting_lock:
+            files, self._waiting = self._waiting, None
+        files.write()
 
     def flush(self) -> None:
         """Wait until everything submitted is on disk."""

@@ -11,6 +11,7 @@ non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -152,6 +153,10 @@ def cmd_scan(args) -> int:
 def cmd_train(args) -> int:
     from .jobs import train_blocking
 
+    # What the engine's imports made lives as long as this command: no
+    # collection needs to walk it again (a full one would take longer than a
+    # warm linear probe's epochs).
+    gc.freeze()
     config = _config_from_args(args)
     if launched_by_torchrun():  # several processes, one run (core.cli_ddp)
         from . import cli_ddp

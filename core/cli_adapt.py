@@ -10,14 +10,14 @@ import sys
 
 
 def _options(p: argparse.ArgumentParser) -> None:
-    from .adapt import DEFAULT_METHOD, METHODS
+    from .config import ADAPT_METHODS, DEFAULT_ADAPT_METHOD
 
     p.add_argument(
         "--adapt-method",
-        default=DEFAULT_METHOD,
-        choices=list(METHODS),
+        default=DEFAULT_ADAPT_METHOD,
+        choices=list(ADAPT_METHODS),
         help="adabn: re-estimate BatchNorm statistics only; self-training: align the features, then learn "
-        f"from the new pictures with entropy minimisation and pseudo-labels (default: {DEFAULT_METHOD})",
+        f"from the new pictures with entropy minimisation and pseudo-labels (default: {DEFAULT_ADAPT_METHOD})",
     )
 
 

@@ -110,6 +110,18 @@ BATCHNORM = {
 }
 
 
+# Adapting a trained run to new pictures (core.adapt; `python -m core adapt`,
+# `train --adapt-to`, the Adapt page): the methods and the default.
+ADAPT_METHODS = {
+    "adabn": "Re-measure the network's internal averages on the new pictures (AdaBN). Quick; nothing is learned.",
+    "self-training": (
+        "Line up the new pictures' features with your pictures', then let the last layer learn from the new "
+        "pictures without labels: sure, varied answers, and the answers it is already sure of."
+    ),
+}
+DEFAULT_ADAPT_METHOD = "self-training"
+
+
 def setting(default, help: str, *, choices=None, cli: bool | str = True, ui: bool = True):
     """A dataclass field whose metadata carries what a person needs to know."""
     meta = {"help": help, "choices": choices, "cli": cli, "ui": ui}

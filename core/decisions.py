@@ -75,6 +75,23 @@ class Decisions:
         return out
 
 
+def _stored_sets(config: TrainConfig, plan) -> tuple[int, bool, bool]:
+    """(the prefix frozen for the whole run, whether the training pictures and
+    whether the validation pictures go through it once, stored)."""
+    prefix = plan.frozen_prefix(None, config.epochs)
+    cache_val = bool(config.feature_cache and prefix > 0)
+    return prefix, cache_val and config.resolved_augment == "none", cache_val
+
+
+def reads_pictures_every_epoch(config: TrainConfig, plan, report) -> bool:
+    """Whether pictures are read after the scan more than once: a set that
+    does not use stored features, or augmented training pictures (read
+    every epoch, or once for each stored version, core.augmented_views),
+    which is when keeping them decoded in memory pays."""
+    _, cache_train, cache_val = _stored_sets(config, plan)
+    return (not cache_train and bool(report.train)) or (not cache_val and bool(report.val))
+
+
 def decide(
     config: TrainConfig,
     device: torch.device,
@@ -89,9 +106,8 @@ def decide(
     (crop, resize) `sizes`, the freeze `plan`, the scan `report`, whether
     the scan kept the decoded images in memory (and how many bytes they take),
     and the bytes the frozen prefix's output of one picture takes when stored."""
-    prefix = plan.frozen_prefix(None, config.epochs)
+    prefix, _, cache_val = _stored_sets(config, plan)
     augment = config.resolved_augment
-    cache_val = bool(config.feature_cache and prefix > 0)
     views, views_note = 0, None
     if cache_val and augment != "none":
         views, views_note = views_that_fit(

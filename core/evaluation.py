@@ -22,16 +22,22 @@ from .runs import checkpoint_problem, open_run
 
 def metrics_from_predictions(labels: list[int], preds: list[int], classes: list[str]) -> dict:
     """Accuracy, per-class precision / recall / F1 and the confusion matrix
-    (rows: true class, columns: predicted), computed by scikit-learn."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    ids = list(range(len(classes)))
-    if labels:
-        confusion = confusion_matrix(labels, preds, labels=ids)
-        precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
-    else:
-        confusion = [[0] * len(ids) for _ in ids]
-        precision = recall = f1 = support = [0] * len(ids)
+    (rows: true class, columns: predicted). The same numbers as
+    scikit-learn's confusion_matrix and precision_recall_fscore_support
+    (zero_division=0), counted here: importing scikit-learn would take longer
+    than a warm linear probe's whole training."""
+    n = len(classes)
+    pairs = [(t, p) for t, p in zip(labels, preds) if 0 <= t < n and 0 <= p < n]
+    confusion = [[0] * n for _ in range(n)]
+    for t, p in pairs:
+        confusion[t][p] += 1
+    support = [sum(row) for row in confusion]
+    predicted = [sum(column) for column in zip(*confusion)] if n else []
+    hits = [confusion[i][i] for i in range(n)]
+    precision = [hits[i] / predicted[i] if predicted[i] else 0.0 for i in range(n)]
+    recall = [hits[i] / support[i] if support[i] else 0.0 for i in range(n)]
+    # scikit-learn's F-score: 2·TP / (2·TP + FP + FN), 0 when there is neither
+    f1 = [2 * hits[i] / (predicted[i] + support[i]) if predicted[i] + support[i] else 0.0 for i in range(n)]
     per_class = [
         {
             "class": name,

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Have `write(tmp)` write the file at a temporary name in the same folder,
@@ -48,6 +46,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
+    import torch  # here, not at the top: the command line's --help and a scan never load torch
+
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 

@@ -16,9 +16,7 @@ import stat
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms import v2
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Phones' HEIC/HEIF pictures are not read: the one Python reader, pillow-heif,
@@ -317,6 +315,8 @@ def _shrink(image: Image.Image, short_side: int, interpolation: str = "bilinear"
     """An RGB image as a (height, width, 3) uint8 array, its shorter side
     brought down to short_side (smaller images keep their size)."""
     if min(image.size) > short_side:
+        from torchvision.transforms import v2  # here: checking pictures (a scan) needs no torch
+
         # The same call, with the same filter, as the transform's Resize:
         # that Resize then finds the size already right and changes nothing.
         image = v2.functional.resize(
@@ -356,6 +356,8 @@ class DecodedImageCache:
         """arrays: {path: (height, width, 3) uint8 array}. It is emptied as
         the pixels are copied in, so memory never holds them twice."""
         self.short_side = int(short_side)
+        import torch  # here: checking pictures (a scan) needs no torch
+
         self.interpolation = interpolation  # the filter the images were shrunk with
         self._pixels = torch.empty(sum(int(a.nbytes) for a in arrays.values()), dtype=torch.uint8)
         self._where: dict[str, tuple[int, int, int]] = {}  # path -> (start, height, width)

@@ -363,6 +363,7 @@ def run_job(job: Job, run: Run | None = None) -> None:
     `run`: the run folder as this process sees it (core.distributed.PeerRun
     on ranks other than 0)."""
     run = run or Run(Path(job.run_dir))
+    device = None
     try:
         state, reason, result = _train_run(job, run)
     except BaseException as exc:  # noqa: BLE001 - writing the end failed (a full disk, a deleted folder)
@@ -372,8 +373,15 @@ def run_job(job: Job, run: Run | None = None) -> None:
             follow.clear_stop(run.path)
         job.release_lock()
         # The job's own device only (never raises): a CPU job leaves the GPUs alone.
-        release_device_memory(_device_used(job))
+        device = _device_used(job)
+        if device is not None and device.type == "cuda":
+            release_device_memory(device)
     job.finish(state, reason, result)
+    if device is None or device.type != "cuda":
+        # A CPU run's memory is the process's: its cycles are collected after
+        # the job says it ended, since a full collection of a process that
+        # imported torch takes longer than a warm linear probe's epochs.
+        release_device_memory(device)
 
 
 def _train_run(job: Job, run: Run) -> tuple[str, str | None, dict | None]:

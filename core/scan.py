@@ -4,8 +4,10 @@ are left out and why, and what the user should fix or know.
 
 The scan is the user's first contact with their data, so it checks every file
 for real (a full decode, core.images.verify_image) and explains every file
-it leaves out in plain words. Nothing here imports Streamlit: pages, the CLI
-and the tests all call it.
+it leaves out in plain words. A training's scan (scan_and_decode with
+reuse_checks_from) keeps the verdicts, and the next one takes them instead of
+decoding again while no file has changed (core.scan_cache). Nothing here
+imports Streamlit: pages, the CLI and the tests all call it.
 """
 
 from __future__ import annotations
@@ -15,11 +17,7 @@ import os
 import random
 import stat
 import statistics
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-from PIL import Image
 
 from .errors import UserError
 from .images import (
@@ -30,9 +28,9 @@ from .images import (
     decoded_cache_budget,
     estimate_decoded_bytes,
     too_big_to_keep,
-    verify_image,
 )
 from .paths import pasted_path
+from .scan_cache import CHECKED_BEFORE, CheckedPictures, check_all
 from .scan_report import ScanReport, SkippedFile, natural_key
 
 # Names that operating systems and archivers drop into folders. They are never
@@ -79,6 +77,7 @@ def scan_and_decode(
     budget: int | None = None,
     interpolation: str = "bilinear",
     on_file=None,
+    reuse_checks_from: str | os.PathLike | None = None,
 ) -> tuple[ScanReport, DecodedImageCache | None, str | None]:
     """scan_folder that keeps the images it decodes, for training.
 
@@ -91,8 +90,12 @@ def scan_and_decode(
     scan_folder does, and training reads them from disk. interpolation: the
     transform's resize filter, which the images are shrunk with. on_file:
     called with (done, total) as the pictures are checked.
+    reuse_checks_from: a cache folder where the verdicts are kept (core.scan_cache);
+    when no picture changed since they were, none is decoded and the result is
+    (report, None, CHECKED_BEFORE): decode_pictures decodes them if needed.
     """
-    report, kept, why = _scan(root, val_fraction, seed, short_side, budget, interpolation, on_file)
+    checked = CheckedPictures(reuse_checks_from, os.path.abspath(pasted_path(root))) if reuse_checks_from else None
+    report, kept, why = _scan(root, val_fraction, seed, short_side, budget, interpolation, on_file, checked)
     if kept is None:
         return report, None, why
     used = {path for path, _ in report.train + report.val}
@@ -113,6 +116,7 @@ def _scan(
     budget: int | None = None,
     interpolation: str = "bilinear",
     on_file=None,
+    checked: CheckedPictures | None = None,
 ):
     """scan_folder's work. Returns (report, kept pixels or None, why not kept)."""
     if not 0 < val_fraction < 1:
@@ -123,7 +127,7 @@ def _scan(
     layout = _find_layout(root, val_fraction, skipped)
     candidates = _find_candidates(root, layout, skipped)
     usable, sizes, kept, why_not_kept = _decode_candidates(
-        candidates, skipped, keep_side, budget, interpolation, on_file
+        candidates, skipped, keep_side, budget, interpolation, on_file, checked
     )
 
     folder_names = sorted({name for _, name in candidates}, key=natural_key)  # 2 before 10
@@ -367,18 +371,26 @@ def _decode_candidates(
     budget: int | None,
     interpolation: str,
     on_file=None,
+    checked: CheckedPictures | None = None,
 ):
-    """Decode every candidate once. Returns (usable paths per key, sorted;
-    {path: size}; kept pixels or None; why they were not kept). The pixels
-    are kept only when their estimated size fits the budget."""
+    """Decode every candidate once (or, with `checked`, none when all are
+    unchanged since their kept verdicts). Returns (usable paths per key,
+    sorted; {path: size}; kept pixels or None; why they were not kept). The
+    pixels are kept only when their estimated size fits the budget."""
     all_paths = [p for paths in candidates.values() for p in paths]
+    verified = checked.fresh(all_paths) if checked is not None else None
+    if verified is not None:
+        keep_side, kept, why = None, None, CHECKED_BEFORE
     why_not_kept = None
     if keep_side:
         budget = decoded_cache_budget() if budget is None else int(budget)
         need = estimate_decoded_bytes(all_paths, keep_side)
         if need > budget:
             keep_side, why_not_kept = None, too_big_to_keep(need, budget)
-    verified, kept, why = _verify_all(all_paths, keep_side, budget or 0, interpolation, on_file)
+    if verified is None:
+        verified, kept, why = check_all(all_paths, keep_side, budget or 0, interpolation, on_file)
+        if checked is not None:
+            checked.keep(verified)
     usable: dict[tuple[str, str], list[str]] = {}
     sizes: dict[str, tuple[int, int]] = {}
     for key, paths in candidates.items():
@@ -392,37 +404,6 @@ def _decode_candidates(
                 sizes[path] = size
         usable[key] = sorted(good)
     return usable, sizes, kept, why_not_kept or why
-
-
-def _verify_all(
-    paths: list[str], keep_side: int | None = None, budget: int = 0, interpolation="bilinear", on_file=None
-):
-    """{path: (size, reason)}, and with keep_side the usable images' pixels
-    {path: array} while they fit in `budget` bytes (else None and why not)."""
-    # PIL releases the GIL while decoding, so threads give real parallelism
-    # without the start-up cost (and pickling) of processes.
-    workers = max(2, min(16, 2 * (os.cpu_count() or 1)))
-    results: dict = {}
-    kept: dict | None = {} if keep_side else None
-    why, used = None, 0
-    with warnings.catch_warnings():
-        # Images over PIL's own limit are refused by our (lower) limit anyway;
-        # silence PIL's warning so the console is not cluttered. Note: the
-        # filter is process-wide while the scan runs (warnings is global).
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for path, (size, reason, pixels) in zip(
-                paths, pool.map(lambda p: verify_image(p, keep_side, interpolation), paths)
-            ):
-                results[path] = (size, reason)
-                if on_file is not None:
-                    on_file(len(results), len(paths))
-                if kept is not None and pixels is not None:
-                    used += pixels.nbytes
-                    kept[path] = pixels
-                    if used > budget:  # the estimate was low: stop keeping, memory stays bounded
-                        kept, why = None, too_big_to_keep(used * len(paths) // len(results), budget)
-    return results, kept, why
 
 
 # --------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .augmented_views import stored_bytes_per_picture
 from .backbones import get_backbone
 from .checkpoints import (
     CheckpointCopies,
+    EpochFiles,
     RunWriter,
     copies_landed,
     restore_random_state,
@@ -31,10 +32,10 @@ from .checkpoints import (
     resume_payload,
 )
 from .config import TrainConfig
-from .decisions import Decisions, decide
+from .decisions import Decisions, decide, reads_pictures_every_epoch
 from .devices import describe_device, pick_device, seed_everything, use_in_this_thread
 from .errors import TrainingError
-from .features import PrefixRunner, inference_blocks, release_copy
+from .features import PrefixRunner, default_cache_dir, inference_blocks, release_copy
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, learned_parameters, parameter_groups
 from .fusion import record_stage_weights
 from .held_out import interval_in_words, wilson_interval
@@ -43,6 +44,7 @@ from .progress import Progress, counted
 from .resume import kept_split, move_schedule, schedule_settings
 from .runs import Run, checkpoint_problem, owner
 from .scan import scan_and_decode
+from .scan_cache import CHECKED_BEFORE, decode_pictures
 from .schedules import build_optimizer, build_schedule, frozen_batchnorm
 from .training_data import TrainingData, build_data, loader_for_test_split
 
@@ -117,9 +119,11 @@ def _scan(
     config: TrainConfig, info, sizes: tuple[int, int], run: Run, progress: Progress, skipped: set, resume: bool = False
 ):
     """The scan decodes every image to check it; it keeps them, at the size
-    training needs, so that training does not decode them again. A resumed
-    run keeps its own split (scan.json): the scan only says which of its
-    pictures are still there, and what was added."""
+    training needs, so that training does not decode them again. When no
+    picture changed since an earlier run's scan, it decodes none (its
+    verdicts are kept with the stored features; see _decode_for_epochs). A
+    resumed run keeps its own split (scan.json): the scan only says which of
+    its pictures are still there, and what was added."""
     report, decoded, why_not_decoded = scan_and_decode(
         config.data_dir,
         sizes[1],
@@ -127,6 +131,7 @@ def _scan(
         seed=config.seed,
         interpolation=info.interpolation,
         on_file=lambda done, total: progress.phase(READING, done, total),
+        reuse_checks_from=config.cache_dir or default_cache_dir(),
     )
     if resume:
         report, note = kept_split(run, report)
@@ -139,6 +144,18 @@ def _scan(
         run.write_json("classes.json", report.classes)
     _skip(progress, skipped, [s.path for s in report.skipped])
     return report, decoded, why_not_decoded
+
+
+def _decode_for_epochs(info, sizes, report, progress: Progress):
+    """The pictures the epochs read, decoded into memory now, once, as the
+    scan would have kept them: a scan that reused earlier verdicts decoded
+    none (a linear probe on stored features never needs them)."""
+    return decode_pictures(
+        [p for p, _ in report.train + report.val],
+        sizes[1],
+        interpolation=info.interpolation,
+        on_file=lambda done, total: progress.phase(READING, done, total),
+    )
 
 
 def _skip(progress: Progress, skipped: set, paths: list[str]) -> None:
@@ -198,6 +215,8 @@ def _setup(
     sizes = info.sizes(config.image_size)
     report, decoded, why_not_decoded = _scan(config, info, sizes, run, progress, skipped, resume)
     model, plan = _build_model(config, info, len(report.classes), progress)
+    if why_not_decoded == CHECKED_BEFORE and reads_pictures_every_epoch(config, plan, report):
+        decoded, why_not_decoded = _decode_for_epochs(info, sizes, report, progress)
     decisions = decide(
         config,
         device,
@@ -437,10 +456,11 @@ def _report_batch(s: _Setup, state: _State, epoch: int, batch_index: int, loss: 
 
 
 def _save_epoch(s: _Setup, state: _State, writer: RunWriter, row: dict) -> None:
-    """The epoch's files go to the writer thread, which writes them in this
-    order while the next epoch trains: the checkpoints, then the epoch's
-    metrics line (so every epoch in metrics.jsonl can be resumed from,
-    whenever a kill lands), then the progress hears of it."""
+    """The epoch's files go to the writer thread, which writes them while the
+    next epoch trains (EpochFiles: the checkpoints, then the metrics line,
+    so every epoch in metrics.jsonl can be resumed from), then the progress
+    hears of it. When epochs outrun the disk, a later epoch's files take the
+    place of those still waiting."""
     epoch, val_acc, val_loss, best = row["epoch"], row["val_accuracy"], row["val_loss"], state.best
     payload = s.copies.payload(s.config, s.report.classes, epoch, state.trained_now)
     new_best = val_acc > best["val_accuracy"] or (val_acc == best["val_accuracy"] and val_loss < best["val_loss"])
@@ -456,16 +476,13 @@ def _save_epoch(s: _Setup, state: _State, writer: RunWriter, row: dict) -> None:
         payload, s.optimizer, s.scheduler, s.scaler, best, state.epochs_without_gain, s.decisions.device
     )
     # Copies off a GPU were only queued above: the writer waits for them
-    # before it writes, so the training thread never does.
-    writer.submit(copies_landed(s.decisions.device))
-    if new_best:
-        writer.submit(s.run.save_checkpoint, "best.pt", payload)
-    writer.submit(s.run.save_checkpoint, "last.pt", last)
-    writer.submit(s.run.write_metrics, list(state.history))
-    writer.submit(s.progress.add_epoch, row)
-    writer.submit(
-        s.run.update_status, epochs_done=epoch, best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"]
+    # (copies_landed) before it writes, so the training thread never does.
+    status = {"epochs_done": epoch, "best_epoch": best["epoch"], "best_val_accuracy": best["val_accuracy"]}
+    files = EpochFiles(
+        s.run, copies_landed(s.decisions.device), payload if new_best else None, last, list(state.history), status
     )
+    writer.submit_files(files)
+    writer.submit(s.progress.add_epoch, row)
 
 
 def _evaluate_best(s: _Setup, state: _State) -> dict:
