@@ -21,9 +21,9 @@ from tests.shift import shifted_copy
 
 
 @pytest.mark.slow
-def test_self_training_gains_on_shifted_pictures(trained_run, small_data, tmp_path):
-    source_run = trained_run(small_data, backbone=PACKAGED_BACKBONE, strategy="linear", epochs=5, device="cpu", seed=0)
-    run = shutil.copytree(source_run, tmp_path / source_run.name)  # the shared run stays as it was
+def test_self_training_gains_on_shifted_pictures(linear_probe_run, tmp_path):
+    # The session's shared linear probe (trained once for many tests), copied: it stays as it was.
+    run = shutil.copytree(linear_probe_run, tmp_path / linear_probe_run.name)
     target = tmp_path / "dim-room"
     for split in ("train", "val"):
         shifted_copy(PHOTOS / split, target)  # 56 pictures in class subfolders, used only to score
@@ -35,7 +35,7 @@ def test_self_training_gains_on_shifted_pictures(trained_run, small_data, tmp_pa
     assert record["method"] == "self-training" and record["target_pictures"] == record["scored_pictures"] == 56
     t = record["target"]
     assert t["before"] < record["source"]["before"]  # the shift hurts
-    assert t["after"] >= t["before"] + 0.05, record  # measured: 0.571 -> 0.714
+    assert t["after"] >= t["before"] + 0.05, record  # measured: 0.429 -> 0.732 (AdaBN alone: 0.286)
     assert t["after"] > t["adabn"], record  # the gain is not AdaBN's
     assert record["source"]["before"] is not None and record["source"]["after"] is not None
     # adapted.pt is a whole model: the run's network with the aligned, retrained head.

@@ -25,18 +25,42 @@ ARTIFACTS = REPO / "test-artifacts"
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture()
-def server(tmp_path):
+def _env(folder: Path) -> dict:
+    return {
+        "TORCH_HOME": str(folder / "torch-home"),  # empty: only EfficientNet-Lite0's packaged weights
+        "TRANSFER_STUDIO_RUNS": str(folder / "runs"),
+        "TRANSFER_STUDIO_CACHE": str(folder / "cache"),
+        "TRANSFER_STUDIO_DATA": str(folder / "data"),
+    }
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    """One server for this file's tests (each start costs a new process that loads torch):
+    {"url": ..., "fresh": no page asked of it yet}."""
     if not CHROMIUM.exists():
         pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
-    env = {
-        "TORCH_HOME": str(tmp_path / "torch-home"),  # empty: only EfficientNet-Lite0's packaged weights
-        "TRANSFER_STUDIO_RUNS": str(tmp_path / "runs"),
-        "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache"),
-        "TRANSFER_STUDIO_DATA": str(tmp_path / "data"),
-    }
-    with streamlit_server(tmp_path, env=env) as (url, _port, _log):
+    folder = tmp_path_factory.mktemp("browser")
+    with streamlit_server(folder, env=_env(folder)) as (url, _port, _log):
+        yield {"url": url, "fresh": True}
+
+
+@pytest.fixture()
+def server(app_server):
+    app_server["fresh"] = False
+    return app_server["url"]
+
+
+@pytest.fixture()
+def fresh_server(app_server, tmp_path):
+    """A server that has served no page yet: the shared one while no test has
+    used it (this file's first test), else a new one of its own."""
+    if app_server["fresh"]:
+        app_server["fresh"] = False
+        yield app_server["url"]
+        return
+    with streamlit_server(tmp_path, env=_env(tmp_path)) as (url, _port, _log):
         yield url
 
 
@@ -77,6 +101,30 @@ def _click_confusion_square(page, row: int, col: int, n: int) -> None:
     page.mouse.move(x, y)  # plotly picks the point under the pointer on hover, then clicks it
     page.wait_for_timeout(300)
     page.mouse.click(x, y)
+
+
+def test_a_bookmarked_page_opens_inside_the_app_on_a_fresh_server(fresh_server):
+    """The very first request to a new server is a page's address: Streamlit
+    would run that script alone, as an old-style pages-folder app (a sidebar of
+    file names, "common" among them); the page hands itself over to app.py."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(fresh_server + "/results")
+            expect(page.get_by_text("There is no trained model yet.")).to_be_visible(timeout=90_000)
+            nav = page.locator('[data-testid="stSidebarNav"]')
+            expect(nav.get_by_text("Results", exact=True)).to_be_visible()
+            expect(page.get_by_text("YOUR CHOICES")).to_be_visible()  # app.py's sidebar ran
+            assert nav.get_by_text("common", exact=True).count() == 0
+            assert nav.get_by_text("app", exact=True).count() == 0
+            assert page.url.rstrip("/").endswith("/results")
+            _no_error_boxes(page)
+            _shot(page, "0-bookmarked-results.png")
+        finally:
+            browser.close()
 
 
 def test_a_teacher_trains_and_predicts_in_the_browser(server, small_data, tmp_path):
@@ -209,29 +257,5 @@ def test_a_teacher_trains_and_predicts_in_the_browser(server, small_data, tmp_pa
         except Exception:
             _shot(page, "failure.png")
             raise
-        finally:
-            browser.close()
-
-
-def test_a_bookmarked_page_opens_inside_the_app_on_a_fresh_server(server):
-    """The very first request to a new server is a page's address: Streamlit
-    would run that script alone, as an old-style pages-folder app (a sidebar of
-    file names, "common" among them); the page hands itself over to app.py."""
-    from playwright.sync_api import expect, sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            page.goto(server + "/results")
-            expect(page.get_by_text("There is no trained model yet.")).to_be_visible(timeout=90_000)
-            nav = page.locator('[data-testid="stSidebarNav"]')
-            expect(nav.get_by_text("Results", exact=True)).to_be_visible()
-            expect(page.get_by_text("YOUR CHOICES")).to_be_visible()  # app.py's sidebar ran
-            assert nav.get_by_text("common", exact=True).count() == 0
-            assert nav.get_by_text("app", exact=True).count() == 0
-            assert page.url.rstrip("/").endswith("/results")
-            _no_error_boxes(page)
-            _shot(page, "0-bookmarked-results.png")
         finally:
             browser.close()

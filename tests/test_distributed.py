@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from core import cli
 from core.follow import LIVE_FILE
 from core.runs import Run, RunStore, read_json
 from tests.folders import PACKAGED_BACKBONE, PHOTOS, small_copy
@@ -47,23 +48,24 @@ def photos(tmp_path_factory) -> Path:
     return small_copy(PHOTOS, tmp_path_factory.mktemp("ddp") / "photos", train=10, val=4)
 
 
-def test_two_processes_train_one_run_like_one_process_and_resume(photos, tmp_path):
+def test_two_processes_train_one_run_like_one_process_and_resume(photos, tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs-ddp"
-    command = ["-m", "core", "train", str(photos), "--epochs", "3", "--runs-dir", str(runs), *SETTINGS]
+    command = ["train", str(photos), "--epochs", "3", "--runs-dir", str(runs), *SETTINGS]
     two = subprocess.run(
-        _torchrun(*command), cwd=REPO, env=_env(tmp_path, "cache-ddp"), capture_output=True, text=True, timeout=300
+        _torchrun("-m", "core", *command),
+        cwd=REPO,
+        env=_env(tmp_path, "cache-ddp"),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     ddp = _result(two)
-    one = _result(
-        subprocess.run(
-            [sys.executable, *command[: -len(SETTINGS) - 2], "--runs-dir", str(tmp_path / "runs-one"), *SETTINGS],
-            cwd=REPO,
-            env=_env(tmp_path, "cache-one"),  # its own feature pass, not the gathered one
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    )
+    # The same command in one process: this one (cli.main, as `python -m core` runs it; no third
+    # interpreter to start), with its own feature pass, not the gathered one.
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache-one"))
+    capsys.readouterr()
+    assert cli.main([*command[: -len(SETTINGS) - 2], "--runs-dir", str(tmp_path / "runs-one"), *SETTINGS]) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert ddp["world_size"] == 2 and one["world_size"] == 1
     assert abs(ddp["val_accuracy"] - one["val_accuracy"]) <= 0.02
     assert [r for r in RunStore(runs).list()] == [Run(Path(ddp["run_dir"]))]  # one run folder, not two

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +18,6 @@ from PIL import Image
 from core.curation import SET_ASIDE_DIR, changes, move_to_class, set_aside, undo
 from core.held_out import wilson_interval
 from core.scan import scan_folder
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _planted(src: Path, dst: Path) -> dict:
@@ -63,19 +59,17 @@ def _same_group(groups: list[list[str]], a: str, b: str) -> bool:
     return any(a in g and b in g for g in groups)
 
 
-def test_inspect_finds_what_was_planted(planted, shared_torch_home, tmp_path):
+def test_inspect_finds_what_was_planted(planted, shared_torch_home, tmp_path, monkeypatch, capsys):
+    from core import cli
+
     root, plan = planted
-    env = {"TORCH_HOME": str(shared_torch_home), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
-    out = subprocess.run(
-        [sys.executable, "-m", "core", "inspect", str(root), "--backbone", "mobilenet_v2", "--json"],
-        cwd=REPO,
-        env={**__import__("os").environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr
-    found = json.loads(out.stdout.strip().splitlines()[-1])
+    monkeypatch.setenv("TORCH_HOME", str(shared_torch_home))
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
+    # `inspect` in this process (cli.main, as `python -m core` runs it): no interpreter to start.
+    code = cli.main(["inspect", str(root), "--backbone", "mobilenet_v2", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    found = json.loads(out.out.strip().splitlines()[-1])
     assert set(found) >= {"duplicates", "leaks", "suspect_labels", "quality"}
     assert _same_group(found["duplicates"], *plan["copy"])
     for pair in (plan["resized"], plan["cropped"]):

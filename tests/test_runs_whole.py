@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from core import cli
 from core.config import TrainConfig
 from core.errors import UserError
 from core.jobs import JobManager, resume_blocking, train_blocking
@@ -83,6 +84,18 @@ def _cli(*args, env=None, timeout=600):
     )
 
 
+def _cli_started(*args, env=None) -> subprocess.Popen:
+    """`python -m core ARGS` started, not waited for (communicate() reads its output)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "core", *map(str, args)],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 # --- one damaged run never hides the others ------------------------------------------------
 
 
@@ -104,7 +117,7 @@ def _damage(runs: Path, finished_run: Path) -> dict[str, Path]:
     return made
 
 
-def test_one_damaged_run_never_hides_the_others(tmp_path, finished_run):
+def test_one_damaged_run_never_hides_the_others(tmp_path, finished_run, capsys):
     from core.compare import curves, leaderboard
     from core.evaluation import load_run_model
 
@@ -142,9 +155,9 @@ def test_one_damaged_run_never_hides_the_others(tmp_path, finished_run):
     with pytest.raises(UserError, match="best.pt is empty"):
         load_run_model(made["best-empty"])
 
-    out = _cli("runs", "--runs-dir", runs)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
+    capsys.readouterr()
+    assert cli.main(["runs", "--runs-dir", str(runs)]) == 0  # `python -m core runs`, in this process
+    lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(made) and sum("damaged" in line for line in lines) == len(made) - 1
 
     store = RunStore(runs)
@@ -244,7 +257,7 @@ def _wait(condition, timeout: float) -> bool:
     return False
 
 
-def test_resume_is_refused_while_another_process_trains(tmp_path, hymenoptera, offline_weights):
+def test_resume_is_refused_while_another_process_trains(tmp_path, hymenoptera, offline_weights, capsys):
     data = _pictures(hymenoptera, tmp_path / "data")
     runs = tmp_path / "runs"
     env = {**os.environ, "TORCH_HOME": str(offline_weights), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
@@ -286,9 +299,12 @@ def test_resume_is_refused_while_another_process_trains(tmp_path, hymenoptera, o
         run_dir = next(runs.iterdir())
         metrics_before = (run_dir / "metrics.jsonl").read_text()
 
-        out = _cli("resume", run_dir, env=env, timeout=120)
-        assert out.returncode == 2 and "Traceback" not in out.stderr
-        assert "being trained" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+        # `resume` in this process (cli.main, as `python -m core` runs it): the lock it meets is
+        # the other process's all the same. (Real processes answer mistakes in the test below.)
+        capsys.readouterr()
+        assert cli.main(["resume", str(run_dir)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "being trained" in err and len(err.strip().splitlines()) == 1
         with pytest.raises(RunBusyError):
             JobManager(runs).resume(run_dir)
         with pytest.raises(RunBusyError):
@@ -369,10 +385,23 @@ def test_the_cli_answers_mistakes_with_one_line(tmp_path, finished_run, hymenopt
         "finished run": ("resume", run_dir),
         "missing folder": ("predict", run_dir, tmp_path / "nowhere"),
     }
-    for what, args in cases.items():
-        out = _cli(*args, env=env)
-        assert out.returncode != 0, what
-        assert "Traceback" not in out.stderr, (what, out.stderr)
-        lines = out.stderr.strip().splitlines()
-        assert len(lines) == 1, (what, out.stderr)
+    # Each case is a process of its own, whose whole stderr is read. They run side by side (most of
+    # each is starting Python and loading torch), each with its own feature cache: they share nothing
+    # they write.
+    started = {
+        what: _cli_started(*args, env={**env, "TRANSFER_STUDIO_CACHE": str(tmp_path / f"cache-{i}")})
+        for i, (what, args) in enumerate(cases.items())
+    }
+    try:
+        for what, proc in started.items():
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode != 0, what
+            assert "Traceback" not in err, (what, err)
+            lines = err.strip().splitlines()
+            assert len(lines) == 1, (what, err)
+    finally:
+        for proc in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert open_run(run_dir).state == "finished"

@@ -60,8 +60,10 @@ def test_linear_probe_beats_random_init(hymenoptera, offline_weights, tmp_path):
 
 @pytest.mark.slow
 def test_partial_fine_tune_learns_clothing10(clothing10, offline_weights, tmp_path):
+    # Half the pictures (20 + 15 of each class, 346 in all) show it learns: measured 0.66 (chance 0.1).
+    data = small_copy(clothing10, tmp_path / "clothing10", train=20, val=15)
     config = TrainConfig(
-        data_dir=str(clothing10),
+        data_dir=str(data),
         backbone="mobilenet_v2",
         strategy="last-1",
         epochs=3,
@@ -165,7 +167,18 @@ def _run_cli(*args, env=None, **kw):
     )
 
 
-def test_killed_run_leaves_readable_files_and_resumes(tmp_path, hymenoptera, shared_torch_home):
+def _cli_here(capsys, *args) -> tuple[int, str, str]:
+    """`python -m core ARGS` run inside this process (the same cli.main; no second
+    interpreter to start): exit code, stdout, stderr."""
+    from core import cli
+
+    capsys.readouterr()  # what came before is not this command's
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_killed_run_leaves_readable_files_and_resumes(tmp_path, hymenoptera, shared_torch_home, monkeypatch, capsys):
     data = small_copy(hymenoptera, tmp_path / "data", train=12, val=12)
     runs = tmp_path / "runs"
     env = {**os.environ, "TORCH_HOME": str(shared_torch_home), "PYTHONUNBUFFERED": "1"}
@@ -223,10 +236,12 @@ def test_killed_run_leaves_readable_files_and_resumes(tmp_path, hymenoptera, sha
     assert not [p for p in run.path.iterdir() if p.name.endswith(".tmp")]
     first_rows = run.metrics
 
-    out = _run_cli("resume", run.path, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr + out.stdout
-    assert f"after epoch {done}" in out.stdout
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # Resumed from the files alone (the killed process is gone), by `resume` run in this process.
+    monkeypatch.setenv("TORCH_HOME", str(shared_torch_home))
+    code, out, err = _cli_here(capsys, "resume", run.path)
+    assert code == 0, err + out
+    assert f"after epoch {done}" in out
+    result = json.loads(out.strip().splitlines()[-1])
     assert result["epochs_done"] == 4
     rows = run.metrics
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
@@ -234,12 +249,15 @@ def test_killed_run_leaves_readable_files_and_resumes(tmp_path, hymenoptera, sha
     assert run.state == "finished"
 
 
-def test_cli_train_scan_predict(tmp_path, small_data, empty_torch_home):
+def test_cli_train_scan_predict(tmp_path, small_data, empty_torch_home, monkeypatch, capsys):
     data = small_data
     env = {**os.environ, "TORCH_HOME": str(empty_torch_home), "TRANSFER_STUDIO_CACHE": str(tmp_path / "cache")}
-    scan = _run_cli("scan", data, env=env)
-    assert scan.returncode == 0 and "hat" in scan.stdout and "shoes" in scan.stdout
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", env["TRANSFER_STUDIO_CACHE"])
+    code, out, _ = _cli_here(capsys, "scan", data)
+    assert code == 0 and "hat" in out and "shoes" in out
 
+    # Training goes through a real `python -m core` process: its exit code and printed lines.
+    # Small pictures: nothing here depends on how well it learns.
     out = _run_cli(
         "train",
         data,
@@ -249,6 +267,8 @@ def test_cli_train_scan_predict(tmp_path, small_data, empty_torch_home):
         "linear",
         "--epochs",
         "2",
+        "--image-size",
+        "64",
         "--runs-dir",
         tmp_path / "runs",
         env=env,
@@ -260,16 +280,16 @@ def test_cli_train_scan_predict(tmp_path, small_data, empty_torch_home):
     assert {"run_dir", "val_accuracy", "best_epoch", "seconds", "device"} <= result.keys()
 
     image = sorted((data / "val" / "shoes").iterdir())[0]
-    pred = _run_cli("predict", result["run_dir"], image, "--json", "--top-k", "4", env=env)  # all 4: they sum to 1
-    assert pred.returncode == 0, pred.stderr
-    row = json.loads(pred.stdout.strip().splitlines()[0])
+    code, out, err = _cli_here(capsys, "predict", result["run_dir"], image, "--json", "--top-k", "4")  # all 4: sum 1
+    assert code == 0, err
+    row = json.loads(out.strip().splitlines()[0])
     assert row["top"][0][0] in PHOTO_CLASSES and abs(sum(p for _, p in row["top"]) - 1) < 1e-4
 
-    folder = _run_cli("predict", result["run_dir"], data / "val", env=env)
-    assert folder.returncode == 0 and folder.stdout.count("\n") == 16
+    code, out, _ = _cli_here(capsys, "predict", result["run_dir"], data / "val")
+    assert code == 0 and out.count("\n") == 16
 
-    missing = _run_cli("scan", tmp_path / "nowhere", env=env)
-    assert missing.returncode != 0 and "nowhere" in missing.stderr
+    code, _, err = _cli_here(capsys, "scan", tmp_path / "nowhere")
+    assert code != 0 and "nowhere" in err
 
 
 def test_cli_train_options_come_from_the_config():

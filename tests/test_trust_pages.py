@@ -11,10 +11,9 @@ import csv
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+from core import cli
 from core.curation import changes
 from core.held_out import interval_in_words, wilson_interval
 from tests.test_app_pages import (  # noqa: F401 - every_run_goes_through_app_py is an autouse fixture
@@ -29,7 +28,6 @@ from tests.test_app_pages import (  # noqa: F401 - every_run_goes_through_app_py
 )
 from tests.test_inspection import _planted
 
-REPO = Path(__file__).resolve().parent.parent
 RESULTS, RUNS = "pages/6_results.py", "pages/5_runs.py"
 
 
@@ -148,28 +146,15 @@ def test_a_run_trained_before_its_pictures_changed_is_marked(env, with_run):
     assert "Trained on older pictures" not in _texts(at.warning)
 
 
-def test_evaluate_agrees_with_predict_csv(with_run, tmp_path):
+def test_evaluate_agrees_with_predict_csv(with_run, tmp_path, capsys):
     folder = Path(json.loads((with_run / "config.json").read_text())["data_dir"]) / "val"
     out_csv = tmp_path / "out.csv"
-    predict = subprocess.run(
-        [sys.executable, "-m", "core", "predict", str(with_run), str(folder), "--csv", str(out_csv)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-        check=False,
-    )
-    assert predict.returncode == 0, predict.stderr
-    evaluate = subprocess.run(
-        [sys.executable, "-m", "core", "evaluate", str(with_run), str(folder), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-        check=False,
-    )
-    assert evaluate.returncode == 0, evaluate.stderr
-    result = json.loads(evaluate.stdout)
+    # Both commands in this process (cli.main, as `python -m core` runs them): no interpreter to start
+    # for each. A real `python -m core` process is started in tests/test_training.py and test_runs_whole.py.
+    assert cli.main(["predict", str(with_run), str(folder), "--csv", str(out_csv)]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(with_run), str(folder), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
     with open(out_csv, newline="") as f:
         rows = [r for r in csv.DictReader(f) if not r["error"]]
     assert len(rows) == result["n"] == 16
