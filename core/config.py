@@ -167,7 +167,7 @@ class TrainConfig:
     schedule: str = setting("cosine", "how the learning rate changes over the epochs", choices=SCHEDULES)
     step_epochs: int = setting(0, "step schedule: epochs between drops to a tenth; 0 = every third of the epochs")
     augment: str = setting("auto", "random changes to the training pictures", choices=AUGMENT_CHOICES)
-    # 4: on hymenoptera and clothing10 (README, Speed) as accurate as new changes every epoch, in a third of the time.
+    # 4: last-2 on hymenoptera, 10 epochs (README, Speed): 0.961 val accuracy in 52 s, against 0.941 in 69 s with new changes each epoch.
     augment_views: int = setting(
         4,
         "with random changes and blocks frozen for the whole run: this many changed versions of each training "
