@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -100,18 +101,19 @@ def decide(
     report,
     decoded_in_memory: bool,
     decoded_bytes: int = 0,
-    stored_bytes_per_picture: int = 0,
+    stored_bytes_per_picture: Callable[[], int] = lambda: 0,
 ) -> Decisions:
     """Every choice of the run, from the config, the device, the backbone's
     (crop, resize) `sizes`, the freeze `plan`, the scan `report`, whether
     the scan kept the decoded images in memory (and how many bytes they take),
-    and the bytes the frozen prefix's output of one picture takes when stored."""
+    and what tells the bytes the frozen prefix's output of one picture takes
+    when stored (asked only when augmented versions may be stored)."""
     prefix, _, cache_val = _stored_sets(config, plan)
     augment = config.resolved_augment
     views, views_note = 0, None
     if cache_val and augment != "none":
         views, views_note = views_that_fit(
-            config.augment_views, config.epochs, len(report.train), stored_bytes_per_picture, decoded_cache_budget()
+            config.augment_views, config.epochs, len(report.train), stored_bytes_per_picture(), decoded_cache_budget()
         )
     cache_train = cache_val and (augment == "none" or views > 0)
     why_not = (

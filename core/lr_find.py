@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .augmented_views import stored_bytes_per_picture
 from .backbones import get_backbone
 from .config import TrainConfig
 from .decisions import decide
@@ -138,7 +139,14 @@ def lr_find(
         config = dataclasses.replace(config, augment="none")
     apply_freeze_plan(model, plan, epoch=0)
     decisions = decide(
-        config, device, sizes, plan, report, decoded is not None, decoded.nbytes if decoded is not None else 0
+        config,
+        device,
+        sizes,
+        plan,
+        report,
+        decoded is not None,
+        decoded.nbytes if decoded is not None else 0,
+        lambda: stored_bytes_per_picture(model, plan.frozen_prefix(None, config.epochs), sizes[0]),
     )
     model.to(device)
     if decisions.channels_last:

@@ -47,9 +47,11 @@ def shrink(batch: torch.Tensor, side: int) -> torch.Tensor:
     )
 
 
-def describe(sizes: list[int]) -> str | None:
-    """The sizes in words for the run's page and the command line."""
-    full = sizes[-1] if sizes else None
+def describe(sizes: list[int] | None) -> str | None:
+    """The sizes in words for the run's page and the command line (None: no resizing)."""
+    if not sizes:
+        return None
+    full = sizes[-1]
     small = [s for s in sizes if s != full]
     if not small:
         return None

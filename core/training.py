@@ -225,7 +225,9 @@ def _setup(
         report,
         decoded_in_memory=decoded is not None,
         decoded_bytes=decoded.nbytes if decoded is not None else 0,
-        stored_bytes_per_picture=stored_bytes_per_picture(model, plan.frozen_prefix(None, config.epochs), sizes[0]),
+        stored_bytes_per_picture=lambda: stored_bytes_per_picture(
+            model, plan.frozen_prefix(None, config.epochs), sizes[0]
+        ),
     )
     decisions = distributed.per_rank_decisions(decisions)  # distributed: the batch split between ranks
     _place_model(model, decisions)
@@ -233,7 +235,8 @@ def _setup(
     data = build_data(config, report, model, decisions, progress, decoded, why_not_decoded)
     del decoded  # what the epochs still need, the loaders hold
     distributed.shard_loaders(data, config.seed)  # a DistributedSampler per split (one process too)
-    progress.update(feature_cache=data.cache, decoded_images=data.decoded, resizing_note=_resizing_note(decisions))
+    resizing = progressive.describe(decisions.epoch_image_sizes)
+    progress.update(feature_cache=data.cache, decoded_images=data.decoded, resizing_note=resizing)
     batches = len(data.train_loader)
     parts = _optimisation(config, report, model, plan, decisions, batches)
     return _Setup(
@@ -250,10 +253,6 @@ def _setup(
         CheckpointCopies(model),
         PrefixRunner(model, decisions.channels_last),
     )
-
-
-def _resizing_note(decisions: Decisions) -> str | None:
-    return progressive.describe(decisions.epoch_image_sizes) if decisions.epoch_image_sizes else None
 
 
 def _resume(s: _Setup, state: _State) -> None:
