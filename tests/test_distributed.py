@@ -4,7 +4,8 @@ process, one run folder, resume, and a killed rank that ends the run as
 failed with a reason instead of hanging.
 
 Real processes, real weights (EfficientNet-Lite0, shipped in a package), real
-photos (tests/photos), small pictures so it stays cheap.
+photos (the hymenoptera ants and bees for the accuracy comparison, tests/photos
+for the kill), small pictures so it stays cheap.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from core import cli
 from core.follow import LIVE_FILE
 from core.runs import Run, RunStore, read_json
-from tests.folders import PACKAGED_BACKBONE, PHOTOS, small_copy
+from tests.folders import HYMENOPTERA, PACKAGED_BACKBONE, PHOTOS, small_copy
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = ["--backbone", PACKAGED_BACKBONE, "--image-size", "96", "--batch-size", "8", "--device", "cpu"]
@@ -48,9 +49,16 @@ def photos(tmp_path_factory) -> Path:
     return small_copy(PHOTOS, tmp_path_factory.mktemp("ddp") / "photos", train=10, val=4)
 
 
-def test_two_processes_train_one_run_like_one_process_and_resume(photos, tmp_path, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def ants_and_bees() -> Path:
+    if not HYMENOPTERA.is_dir():
+        pytest.skip(f"needs the hymenoptera photos at {HYMENOPTERA} (../shared)")
+    return HYMENOPTERA
+
+
+def test_two_processes_train_one_run_like_one_process_and_resume(ants_and_bees, tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs-ddp"
-    command = ["train", str(photos), "--epochs", "3", "--runs-dir", str(runs), *SETTINGS]
+    command = ["train", str(ants_and_bees), "--epochs", "3", "--runs-dir", str(runs), *SETTINGS]
     two = subprocess.run(
         _torchrun("-m", "core", *command),
         cwd=REPO,
@@ -71,7 +79,8 @@ def test_two_processes_train_one_run_like_one_process_and_resume(photos, tmp_pat
     assert [r for r in RunStore(runs).list()] == [Run(Path(ddp["run_dir"]))]  # one run folder, not two
     run = Run(Path(ddp["run_dir"]))
     assert run.state == "finished" and run.status["world_size"] == 2 and len(run.metrics) == 3
-    assert run.evaluation["count"] == 16  # rank 0 evaluated every validation picture, not its share
+    val_pictures = sum(1 for p in (ants_and_bees / "val").rglob("*") if p.is_file())
+    assert run.evaluation["count"] == val_pictures  # rank 0 evaluated every validation picture, not its share
     assert two.stdout.count("epoch ") == 3  # rank 0 alone prints
 
     again = subprocess.run(
