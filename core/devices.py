@@ -72,8 +72,8 @@ def use_in_this_thread(device: torch.device) -> None:
 def free_cores(samples: int = 5) -> int:
     """The cores a CPU training can have to itself now: this process's cores
     less the other tasks running at this moment (the kernel's count of
-    runnable tasks, /proc/loadavg, the median of a few looks over a tenth of
-    a second), at least one. The load average would count this process's own
+    runnable tasks, /proc/loadavg, the median of a few looks over 40
+    milliseconds, a time a warm run's start can spare), at least one. The load average would count this process's own
     work of the last minute. Why it matters: the compute threads of one
     operation wait for each other, so on 2 cores with another busy program, 2
     threads trained a MobileNetV2 fine-tune's epoch 2.4x slower than 1."""
@@ -86,7 +86,7 @@ def free_cores(samples: int = 5) -> int:
         except (OSError, ValueError, IndexError):
             return cores  # not Linux: use them all, as torch does
         counts.append(running - 1)  # not this task, which is running to read it
-        time.sleep(0.02)
+        time.sleep(0.01)
     others = sorted(counts)[len(counts) // 2]
     return max(1, min(cores, cores - others))
 

@@ -15,6 +15,7 @@ line and the tests all call this.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -175,6 +176,25 @@ def _original_network(name: str) -> nn.Module:
     return get_backbone(name).build()
 
 
+# The app trains the same network again and again in one process: its
+# ImageNet weights are read from disk once (load_state_dict copies them into
+# the model and never changes them). Only the last file is kept, and only a
+# small one, so a large network's weights do not stay in memory for good.
+_KEPT_WEIGHTS_BYTES = 64 * 2**20
+
+
+@functools.lru_cache(maxsize=1)
+def _kept_state_dict(path: str, mtime_ns: int, size: int) -> dict[str, torch.Tensor]:
+    return _read_state_dict(Path(path))
+
+
+def _pretrained_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    stat = Path(path).stat()
+    if stat.st_size > _KEPT_WEIGHTS_BYTES:
+        return _read_state_dict(path)
+    return _kept_state_dict(str(path), stat.st_mtime_ns, stat.st_size)
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a weights file safely (weights_only) and unwrap common checkpoint layouts."""
     try:
@@ -282,7 +302,7 @@ def build_model(
     source = None
     if init == "pretrained":
         source = ensure_weights(info.name, progress)
-        _load_original(net, _read_state_dict(source), info, source)
+        _load_original(net, _pretrained_state_dict(source), info, source)
     elif init != "random":
         source = Path(init).expanduser()
         if not source.is_file():

@@ -35,7 +35,7 @@ from .config import TrainConfig
 from .decisions import Decisions, decide, reads_pictures_every_epoch
 from .devices import describe_device, pick_device, seed_everything, use_in_this_thread
 from .errors import TrainingError
-from .features import PrefixRunner, default_cache_dir, inference_blocks, release_copy
+from .features import PrefixRunner, default_cache_dir
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, learned_parameters, parameter_groups
 from .fusion import record_stage_weights
 from .held_out import interval_in_words, wilson_interval
@@ -46,7 +46,9 @@ from .runs import Run, checkpoint_problem, owner
 from .scan import scan_and_decode
 from .scan_cache import CHECKED_BEFORE, decode_pictures
 from .schedules import build_optimizer, build_schedule, frozen_batchnorm
+from .train_folding import folded_for_training
 from .training_data import TrainingData, build_data, loader_for_test_split
+from .validation import to_device, validate
 
 _LOSS_BLEW_UP = "The loss became infinite or NaN: the learning rate is probably too high. Try a smaller one."
 
@@ -347,8 +349,9 @@ def _run_epochs(s: _Setup, state: _State, writer: RunWriter) -> None:
         frozen = _prepare_epoch(s, state, writer, epoch)
         s.progress.update(epoch=epoch, epochs=s.config.epochs, batch=0, batches=s.batches, phase="Training")
         epoch_start = time.time()
-        epoch_loss, epoch_correct, epoch_seen = _train_epoch(s, state, epoch, frozen)
-        val_loss, val_acc = _validate(s)
+        with folded_for_training(s.model):  # frozen BatchNorm statistics: the same numbers, less work
+            epoch_loss, epoch_correct, epoch_seen = _train_epoch(s, state, epoch, frozen)
+        val_loss, val_acc = validate(s)
         row = {
             "epoch": epoch,
             "train_loss": epoch_loss / max(epoch_seen, 1),
@@ -408,7 +411,7 @@ def _train_epoch(s: _Setup, state: _State, epoch: int, frozen: int) -> tuple[flo
             _skip(s.progress, state.skipped, [s.report.train[i][0] for i in bad])
         if len(y) == 0:
             continue
-        x, y = _to_device(x, d), y.to(d.device, non_blocking=True)
+        x, y = to_device(x, d), y.to(d.device, non_blocking=True)
         if d.epoch_image_sizes:  # progressive resizing: this epoch's smaller pictures
             x = progressive.shrink(x, d.epoch_image_sizes[epoch - 1])
         with torch.autocast(d.device.type, dtype=d.autocast, enabled=d.autocast is not None):
@@ -552,47 +555,3 @@ def summarise_test_split(test_eval: dict | None) -> dict:
         "test_n": test_eval["n"],
         "test_macro_f1": test_eval["macro_f1"],
     }
-
-
-def _to_device(x, decisions: Decisions):
-    x = x.to(decisions.device, non_blocking=True)
-    if decisions.channels_last and x.dim() == 4:
-        x = x.to(memory_format=torch.channels_last)
-    return x
-
-
-@torch.no_grad()
-def _validate(s: _Setup) -> tuple[float, float]:
-    """(mean loss, accuracy) on the validation batches."""
-    s.model.eval()
-    d = s.decisions
-    # Sums stay on the device: one synchronisation per validation, not per batch.
-    total_loss = torch.zeros((), device=d.device)
-    correct = torch.zeros((), dtype=torch.long, device=d.device)
-    seen = 0
-    # The blocks run as a copy with BatchNorm folded in (core.features), made
-    # for this validation: the same numbers, for a fraction of the work.
-    network = inference_blocks(s.model, s.data.val_start, len(s.model.block_names), d.channels_last)
-    try:
-        total_loss, correct, seen = _validation_sums(s, network, total_loss, correct)
-    finally:
-        release_copy(network, s.model)
-    total_loss, correct, seen = distributed.sum_over_ranks(total_loss.item(), correct.item(), seen)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
-
-
-def _validation_sums(s: _Setup, network, total_loss, correct) -> tuple:
-    d, seen = s.decisions, 0
-    for x, y, _idx, _bad in s.data.val_loader:
-        # distributed: ranks may hold different numbers of validation batches: no per-batch stop there
-        if s.progress.stop_requested and not distributed.current().active:
-            raise InterruptedError
-        if len(y) == 0:
-            continue
-        x, y = _to_device(x, d), y.to(d.device, non_blocking=True)
-        with torch.autocast(d.device.type, dtype=d.autocast, enabled=d.autocast is not None):
-            logits = network(x)
-        total_loss += s.eval_criterion(logits.float(), y) * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-    return total_loss, correct, seen
