@@ -76,8 +76,9 @@ def sweep_form() -> None:
             f"**Model** page ({state.choice('epochs')} epochs). They train one after another; the table above "
             "fills in as each one finishes."
         )
-        c1, c2 = st.columns([3, 2])
-        c1.multiselect(
+        # Full width, one under the other: in a column the third network's chip
+        # was hidden past the edge while the button said "Train 3 models".
+        st.multiselect(
             "Networks",
             list(by_name),
             key="sweep_backbones",
@@ -85,7 +86,7 @@ def sweep_form() -> None:
             help="Small, fast networks first is a good start. Those not ready on this computer download their "
             "weights once, which needs internet.",
         )
-        c2.multiselect(
+        st.multiselect(
             "What learns",
             SWEEP_STRATEGIES,
             key="sweep_strategies",
