@@ -162,13 +162,14 @@ def _compare_two_ready_networks(page) -> None:
     networks = page.get_by_test_id("stMultiSelect").filter(has=page.get_by_role("combobox", name="Networks"))
     expect(networks).to_contain_text("EfficientNet-Lite0 · works offline")  # ready ones come chosen
     expect(networks).to_contain_text("EfficientNet-Lite1 · works offline")
+    expect(page.get_by_role("button", name="Train 3 models")).to_be_visible()
+    _shot(page, "first-8-compare-form.png")  # the ready networks, chosen for the teacher
     page.get_by_role("button", name="Remove EfficientNet-Lite2 · works offline").click()  # two are enough
     page.get_by_role("button", name=re.compile(r"^Remove The last 2 blocks learn too")).click()
     page.get_by_role("combobox", name="What learns").click()
     page.get_by_role("option", name=re.compile(r"^Only the new last layer learns")).click()
     page.keyboard.press("Escape")
     expect(page.get_by_role("button", name="Train 2 models")).to_be_visible(timeout=WAIT)
-    _shot(page, "first-8-compare-form.png")
     page.get_by_role("button", name="Train 2 models").click()
     expect(page.get_by_text(re.compile(r"^[01] of 2 trained"))).to_be_visible(timeout=WAIT)
     _shot(page, "first-9-compare-running.png")
