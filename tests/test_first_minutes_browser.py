@@ -192,7 +192,7 @@ def _compare_two_ready_networks(page) -> None:
 def test_a_teacher_on_a_new_laptop_makes_classes_trains_reloads_and_compares(new_laptop):
     from playwright.sync_api import sync_playwright
 
-    url, _tmp = new_laptop
+    url, tmp = new_laptop
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + FAKE_CAMERA)
         tabs = browser.new_context(viewport={"width": 1300, "height": 900})  # a second tab opens in it
@@ -208,3 +208,5 @@ def test_a_teacher_on_a_new_laptop_makes_classes_trains_reloads_and_compares(new
             raise
         finally:
             browser.close()
+    # Everything ran from the packaged weights: nothing was downloaded into torch's cache in the home folder.
+    assert not (tmp / "home" / ".cache" / "torch").exists()
