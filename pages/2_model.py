@@ -104,7 +104,8 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
             color, block_state = COLORS["later"], f"{_icon('ac_unit')} until epoch {first_epoch}"
         else:
             color, block_state = COLORS["frozen"], f"{_icon('ac_unit')} frozen"
-        if plan.lr_mult.get(name, 1) < 1 and counts[name]:
+        learns_some_time = name not in frozen_now or end_state.get(name)
+        if plan.lr_mult.get(name, 1) < 1 and counts[name] and learns_some_time:  # a frozen block has no rate
             extra = f"<br><small>rate ×{plan.lr_mult.get(name, 1):.2g}</small>"
         arrow = ""
         if i < len(names) - 1:
@@ -114,7 +115,7 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
             )
         col.markdown(
             f"<div style='position:relative;background:{color};border-radius:10px;padding:8px 6px;"
-            "text-align:center;height:160px;border:1px solid #0001;display:flex;flex-direction:column;"
+            "text-align:center;height:180px;border:1px solid #0001;display:flex;flex-direction:column;"
             "justify-content:space-between'>"
             f"<div><b>{info.block_title(name)}</b><br><small>{words.fmt_short(counts[name])} numbers</small></div>"
             f"<div style='line-height:1.2'><small style='opacity:.75'>"
@@ -125,15 +126,13 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
         if counts[name] == 0:
             continue
         st.session_state[f"blk_{name}"] = bool(trains)  # the switch shows the plan
+        # No help icon: beside it the word "learns" was cut to "le…" in a column this narrow.
         col.toggle(
             "learns",
             key=f"blk_{name}",
             disabled=name == "head",
             on_change=_on_block_switched,
             args=(trainable_blocks,),
-            help="The new head always learns."
-            if name == "head"
-            else f"Switch on to let {info.block_title(name)} learn from your pictures.",
         )
 
 

@@ -69,11 +69,14 @@ def _evaluation(run_dir: str | None) -> dict | None:
         return None
 
 
-def _device_text(snap: dict) -> str:
-    name = snap.get("device_name") or "–"
+def _device_words(snap: dict) -> tuple[str, str]:
+    """The kind of device, short enough for a metric's big figures (there
+    "CPU (2 cores)" showed as "CPU (2 cor…"), and its name and memory below."""
+    name = snap.get("device_name") or ""
     if snap.get("device_memory_gb"):
         name += f" · {snap['device_memory_gb']:.0f} GB"
-    return name
+    kind = str(snap.get("device") or "").split(":")[0]
+    return {"cuda": "GPU", "mps": "GPU", "cpu": "CPU"}.get(kind, name or "–"), name
 
 
 def _rerun_when_it_ends(job, job_state: str) -> None:
@@ -118,7 +121,10 @@ def live_numbers(job, snap: dict) -> None:
         words.fmt_pct(last["val_accuracy"]) if last else "–",
         help="The share of the validation pictures the model gets right after the last finished epoch.",
     )
-    m4.metric("Running on", _device_text(snap), help="The GPU (with its memory) or the CPU that trains the model.")
+    kind, name = _device_words(snap)
+    m4.metric("Running on", kind, help="The GPU (with its memory) or the CPU that trains the model.")
+    if name and name != kind:
+        m4.caption(words.md_text(name))
     st.button(
         "Stop training",
         icon=":material/stop_circle:",
@@ -165,6 +171,18 @@ def finished_box(snap: dict, run_name: str) -> None:
         )
 
 
+def stopped_words(snap: dict) -> str:
+    """Why it stopped and, once an epoch has finished, where to resume it, said
+    once ("Stopped. Stopped by you. … you can resume it. Resume it …" said it twice)."""
+    reason = snap.get("reason") or ""
+    text = reason if reason.startswith("Stopped") else f"**Stopped.** {reason}".strip()
+    if not snap["history"]:
+        return text
+    if "you can resume it." in text:
+        return text.replace("you can resume it.", "you can resume it from the Runs page.")
+    return f"{text} Resume it from the Runs page."
+
+
 def training_curves(job, snap: dict, config) -> None:
     """Loss and accuracy, filling in as the model trains."""
     job_state = snap["state"]
@@ -209,8 +227,7 @@ def show_job(job) -> None:
         st.error(f"**Training failed.** {snap.get('reason')}", icon=":material/error:")
         networks.offer_after_failure(snap.get("run_dir"), key=f"switch_{job.id}")
     elif job_state == "stopped":
-        more = " Resume it from the Runs page." if snap["history"] else ""
-        st.info(f"**Stopped.** {snap.get('reason') or ''}{more}", icon=":material/stop_circle:")
+        st.info(stopped_words(snap), icon=":material/stop_circle:")
     training_curves(job, snap, config)
 
 

@@ -12,7 +12,7 @@ from core.compare import curves, latest_sweep, leaderboard, queue_sweep, sweep_o
 from core.devices import pick_device
 from core.errors import friendly
 from core.jobs import ACTIVE
-from ui import bookmarks, charts, networks, resources, state, widgets, words
+from ui import bookmarks, charts, live, networks, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_COMPARE)  # a bookmark opened first on a fresh server
 st.title(":material/leaderboard: Compare")
@@ -76,8 +76,9 @@ def sweep_form() -> None:
             f"**Model** page ({state.choice('epochs')} epochs). They train one after another; the table above "
             "fills in as each one finishes."
         )
-        c1, c2 = st.columns([3, 2])
-        c1.multiselect(
+        # Full width, one under the other: in a column the third network's chip
+        # was hidden past the edge while the button said "Train 3 models".
+        st.multiselect(
             "Networks",
             list(by_name),
             key="sweep_backbones",
@@ -85,7 +86,7 @@ def sweep_form() -> None:
             help="Small, fast networks first is a good start. Those not ready on this computer download their "
             "weights once, which needs internet.",
         )
-        c2.multiselect(
+        st.multiselect(
             "What learns",
             SWEEP_STRATEGIES,
             key="sweep_strategies",
@@ -113,53 +114,62 @@ def sweep_form() -> None:
 
 
 def sweep_progress(paths: list[str], rows: list[dict], states: dict, mgr) -> None:
-    """How far the sweep started on this page has come."""
+    """How far the sweep started on this page has come: a bar while it trains,
+    one line once every run of it has ended."""
     sweep = st.session_state.get("_sweep")
     if not (sweep and set(sweep["runs"]) & {Path(p).name for p in paths}):
         return
     ended = [r for r in rows if r["run"] in sweep["runs"] and (states.get(r["run"]) or r["state"]) not in ACTIVE]
     done, failed = len(ended), sum(1 for r in ended if (states.get(r["run"]) or r["state"]) == "failed")
     total = len(sweep["runs"])
-    now = next((r for r in rows if r["run"] in sweep["runs"] and states.get(r["run"]) == "running"), None)
     text = f"{done - failed} of {total} trained" + (
         f" · {failed} could not train (why: below the table)" if failed else ""
     )
+    if done >= total:  # a full bar beside "0 of 1 trained" would say the opposite of its words
+        icon = ":material/warning:" if failed else ":material/check_circle:"
+        st.markdown(f"{icon} {text}")
+        return
+    now = next((r for r in rows if r["run"] in sweep["runs"] and states.get(r["run"]) == "running"), None)
     if now is not None:
         job = mgr.job_for_run(now["path"])
-        snap = job.snapshot() if job else {}
-        step = f"epoch {snap['epoch']} of {snap['epochs']}" if snap.get("epoch") else "getting ready"
-        text += f" · now training {now['backbone_title']} ({step})"
+        step = live.doing_now(job.snapshot()) if job else "getting ready"
+        text += f" · now training {now['backbone_title']}: {step}"
     st.progress(done / max(1, total), text=text)
 
 
 def leaderboard_table(rows: list[dict], states: dict) -> None:
-    """One row per run; what is not known yet stays blank."""
+    """One row per run; what is not known yet is a dash, as in "Training time"
+    (Streamlit writes "None" in a number cell with no value, whatever its format,
+    so these numbers are shown as text)."""
+
+    def number(value, pattern: str) -> str:
+        return "–" if value is None or value != value else pattern.format(value)  # value != value: NaN
+
     table = pd.DataFrame(
         [
             {
                 "Network": r["backbone_title"],
                 "What learned": words.strategy_label(r["strategy"]),
                 "Status": words.state_word(states.get(r["run"]) or r["state"]),
-                "Numbers that learned": r["trainable_params"],
+                "Numbers that learned": number(r["trainable_params"], "{:,.0f}"),
                 "Best val accuracy": None
                 if r["best_val_accuracy"] is None or r["best_val_accuracy"] < 0
                 else 100 * r["best_val_accuracy"],
-                "Macro F1": r["macro_f1"],
+                "Macro F1": number(r["macro_f1"], "{:.2f}"),
                 "Training time": words.fmt_duration(r["training_seconds"]) if r["training_seconds"] else "–",
-                "ms per picture": r["ms_per_image"],
+                "ms per picture": number(r["ms_per_image"], "{:.0f} ms"),
                 "Run": r["run"],
             }
             for r in rows
         ]
     )
-    for column in ("Numbers that learned", "Best val accuracy", "Macro F1", "ms per picture"):
-        table[column] = pd.to_numeric(table[column], errors="coerce")  # not yet known: blank, not "None"
+    table["Best val accuracy"] = pd.to_numeric(table["Best val accuracy"], errors="coerce")  # a bar: empty if none
     st.dataframe(
         table,
         hide_index=True,
         column_config={
-            "Numbers that learned": st.column_config.NumberColumn(
-                format="compact", help="Trainable parameters: how many of the network's numbers changed."
+            "Numbers that learned": st.column_config.TextColumn(
+                alignment="right", help="Trainable parameters: how many of the network's numbers changed."
             ),
             "Best val accuracy": st.column_config.ProgressColumn(
                 format="%.1f%%",
@@ -167,11 +177,12 @@ def leaderboard_table(rows: list[dict], states: dict) -> None:
                 max_value=100,
                 help="Share of the validation pictures the best epoch got right.",
             ),
-            "Macro F1": st.column_config.NumberColumn(
-                format="%.2f", help="1.0 is perfect. " + words.F1_LINE.replace("**", "")
+            "Macro F1": st.column_config.TextColumn(
+                alignment="right", help="1.0 is perfect. " + words.F1_LINE.replace("**", "")
             ),
-            "ms per picture": st.column_config.NumberColumn(
-                format="%.0f ms",
+            "Training time": st.column_config.TextColumn(alignment="right"),
+            "ms per picture": st.column_config.TextColumn(
+                alignment="right",
                 help="How long the model takes to name one picture on this computer. Measured once per model, "
                 "when no training runs.",
             ),
@@ -244,7 +255,7 @@ def board(paths: list[str]) -> None:
 _CURVE_LAYOUT = dict(
     height=460,
     legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0, font=dict(size=11)),
-    xaxis=dict(dtick=1, title="epoch"),
+    xaxis=dict(title="epoch"),  # its ticks: charts.curves_figure
 )
 
 

@@ -55,13 +55,17 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 6
 
 
 @contextlib.contextmanager
-def streamlit_server(workdir: Path, *, env: dict | None = None, args: tuple[str, ...] = ()):
+def streamlit_server(workdir: Path, *, env: dict | None = None, args: tuple[str, ...] = (), drop: tuple[str, ...] = ()):
     """`streamlit run app.py --server.port P [args]` from the repository root;
     yields (url, port, log path). Only the port is given on the command line:
-    everything else comes from the project's config, as for a user."""
+    everything else comes from the project's config, as for a user. `env` is
+    added to this process's environment and the names in `drop` are left out
+    of it (a server that has never heard of TORCH_HOME, as on a new laptop)."""
     port = free_port()
     log = workdir / f"streamlit-{port}.log"
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    for name in drop:
+        full_env.pop(name, None)
     command = [
         sys.executable,
         "-m",

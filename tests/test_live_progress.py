@@ -114,3 +114,12 @@ def test_the_first_batches_grow_to_the_full_size():
     sizes = [len(chunk) for chunk in batch_chunks(list(range(200)), 64, first=8)]
     assert sizes == [8, 16, 32, 64, 64, 16]
     assert [len(c) for c in batch_chunks(list(range(130)), 64)] == [64, 64, 2]
+
+
+def test_an_epoch_of_one_batch_says_no_batch_count():
+    """A small folder trains in one batch per epoch: "batch 0 of 1" said nothing true."""
+    from ui import live
+
+    snap = {"state": "running", "phase": "Training", "epoch": 3, "epochs": 100, "batches": 1, "batch": 0}
+    assert live.doing_now(snap) == "Epoch 3 of 100"
+    assert live.doing_now(dict(snap, batches=4, batch=2)) == "Epoch 3 of 100 · batch 2 of 4"

@@ -133,6 +133,9 @@ def test_compare_preselects_ready_networks_and_a_failed_run_says_why_after_a_rel
     _ok(at)
     _wait_for(at, lambda a: "did not train" in _texts(a.error))
     assert "resnet18-f37072fd.pth" in _texts(at.error)
+    # The sweep has ended: one line that says so, no full progress bar beside "0 of 1 trained".
+    assert "0 of 1 trained · 1 could not train (why: below the table)" in _texts(at.markdown)
+    assert not at.get("progress")
 
     # One click swaps it for a network that works offline.
     _button(at, "Use only networks that work offline").click().run()

@@ -249,6 +249,9 @@ def test_pages_name_strategies_blocks_and_f1_in_plain_words(env, with_run, small
     texts = _texts(at)  # (with the fine-tuning defaults the sentence also says the earlier block learns more gently)
     assert "(Stage 4, Final layer) are trained" in texts and "the other 4 stay frozen" in texts, texts
     assert _frozen_tiles(at) == 4
+    tiles = [m.value for m in at.markdown if "border-radius:10px" in m.value]
+    rates = [t for t in tiles if "rate ×" in t]  # the learning blocks' gentler rates: none on a frozen block
+    assert len(rates) == 2 and not any("ac_unit</span> frozen" in t for t in rates), rates
     assert not RAW_BLOCK_NAME.search(_texts(at)), RAW_BLOCK_NAME.search(_texts(at))
 
     # Runs, Results and Compare name the run's strategy the same way; F1 is explained.

@@ -247,6 +247,7 @@ def curves_figure(rows: list[dict], kind: str = "accuracy"):
     fig = go.Figure()
     colours = CLASS_COLORS
     labels = list(dict.fromkeys(r["label"] for r in rows))
+    last_epoch = max((r["epoch"] for r in rows), default=1)
     for i, label in enumerate(labels):
         for split, dash in (("val", "solid"), ("train", "dot")):
             points = sorted(
@@ -259,12 +260,14 @@ def curves_figure(rows: list[dict], kind: str = "accuracy"):
                     go.Scatter(
                         x=[p[0] for p in points],
                         y=[p[1] for p in points],
-                        mode="lines+markers",
+                        mode="lines+markers" if len(points) <= 30 else "lines",  # many dots make a smear
                         name=f"{chart_text(label)} ({split})",
                         line=dict(color=colours[i % len(colours)], dash=dash),
                     )
                 )
     fig.update_layout(xaxis_title="epoch", yaxis_title=kind, margin=dict(l=10, r=10, t=30, b=10))
+    # One tick per epoch only while they fit: 100 epochs of ticks are an unreadable smear.
+    fig.update_xaxes(dtick=1 if last_epoch <= 20 else None)
     return fig
 
 

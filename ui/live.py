@@ -42,7 +42,8 @@ def doing_now(snap: dict) -> str:
     if _in_epochs(snap):
         epochs, batches = snap.get("epochs") or "?", snap.get("batches") or 0
         line = f"Epoch {snap['epoch']} of {epochs}"
-        return line + (f" · batch {snap.get('batch') or 0} of {batches}" if batches else "")
+        # An epoch of one batch has no batch to count ("batch 0 of 1" said nothing true).
+        return line + (f" · batch {snap.get('batch') or 0} of {batches}" if batches > 1 else "")
     return f"{snap.get('phase') or 'Starting'}…"
 
 
