@@ -100,7 +100,7 @@ def _table(backbones: list[BackboneInfo], ready: dict[str, bool], chosen: str) -
         column_config={
             "Chosen": st.column_config.CheckboxColumn(width="small", help="The network chosen below."),
             "Works offline?": st.column_config.TextColumn(
-                width="medium",
+                width="large",  # "Needs internet the first time (45 MB download)" whole, not cut
                 help="Ready: its pretrained weights are on this computer, so it works without internet. "
                 "The others download their weights once, the first time they train; that needs internet.",
             ),
