@@ -171,18 +171,6 @@ def finished_box(snap: dict, run_name: str) -> None:
         )
 
 
-def stopped_words(snap: dict) -> str:
-    """Why it stopped and, once an epoch has finished, where to resume it, said
-    once ("Stopped. Stopped by you. … you can resume it. Resume it …" said it twice)."""
-    reason = snap.get("reason") or ""
-    text = reason if reason.startswith("Stopped") else f"**Stopped.** {reason}".strip()
-    if not snap["history"]:
-        return text
-    if "you can resume it." in text:
-        return text.replace("you can resume it.", "you can resume it from the Runs page.")
-    return f"{text} Resume it from the Runs page."
-
-
 def training_curves(job, snap: dict, config) -> None:
     """Loss and accuracy, filling in as the model trains."""
     job_state = snap["state"]
@@ -227,7 +215,7 @@ def show_job(job) -> None:
         st.error(f"**Training failed.** {snap.get('reason')}", icon=":material/error:")
         networks.offer_after_failure(snap.get("run_dir"), key=f"switch_{job.id}")
     elif job_state == "stopped":
-        st.info(stopped_words(snap), icon=":material/stop_circle:")
+        st.info(words.stopped_words(snap), icon=":material/stop_circle:")
     training_curves(job, snap, config)
 
 

@@ -318,8 +318,8 @@ def test_stop_then_resume_from_the_runs_page(env, small_data):
 
     _wait_for(at, one_epoch_done)
     _button(at, "Stop training").click().run()
-    _wait_for(at, lambda a: "Stopped." in _texts(a.info) or "Finished." in _texts(a.success))
-    assert "Stopped." in _texts(at.info), "all 12 epochs ended before the stop arrived"
+    _wait_for(at, lambda a: "Stopped by you" in _texts(a.info) or "Finished." in _texts(a.success))
+    assert "Stopped by you" in _texts(at.info), "all 12 epochs ended before the stop arrived"
 
     _goto(at, RUNS)
     assert "stopped" in list(at.dataframe[0].value["Status"])

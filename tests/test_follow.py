@@ -111,7 +111,7 @@ def test_a_run_from_the_command_line_shows_live_in_the_app_and_its_stop_ends_it(
                 page.wait_for_timeout(500)
             page.get_by_role("button", name="Stop training").click()
             cli.wait(timeout=90)
-            expect(page.get_by_text("Stopped.", exact=False).first).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Stopped by you", exact=False).first).to_be_visible(timeout=30_000)
             browser.close()
     finally:
         if cli.poll() is None:

@@ -55,7 +55,7 @@ def _ending(snap: dict) -> None:
     elif state in ("failed", "damaged"):
         st.error(f"**Training failed.** {reason or ''}", icon=":material/error:")
     elif state == "stopped":
-        st.info(f"**Stopped.** {reason or ''}", icon=":material/stop_circle:")
+        st.info(words.stopped_words(snap), icon=":material/stop_circle:")
     elif state == "interrupted":
         st.warning(
             "The process that trained this run ended without saying how. Resume it from the Runs page.",

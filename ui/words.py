@@ -191,3 +191,15 @@ CAM_CAPTION = (
     "The colours show **where the model looked**: red and yellow are the parts of the picture that pushed it "
     "towards its answer, blue the parts that hardly mattered (Grad-CAM)."
 )
+
+
+def stopped_words(snap: dict) -> str:
+    """Why it stopped and, once an epoch has finished, where to resume it, said
+    once ("Stopped. Stopped by you. … you can resume it. Resume it …" said it twice)."""
+    reason = snap.get("reason") or ""
+    text = reason if reason.startswith("Stopped") else f"**Stopped.** {reason}".strip()
+    if not snap["history"]:
+        return text
+    if "you can resume it." in text:
+        return text.replace("you can resume it.", "you can resume it from the Runs page.")
+    return f"{text} Resume it from the Runs page."
