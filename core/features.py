@@ -17,7 +17,6 @@ computed; an old one is never read for a different key.
 
 from __future__ import annotations
 
-import collections
 import copy
 import hashlib
 import json
@@ -95,62 +94,49 @@ def cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-class _ConvLeafTracer(torch.fx.Tracer):
-    """Traces a block without looking inside its convolutions, so a
-    convolution subclass that computes its padding from the input's size
-    (EfficientNet-Lite's "same" padding) stays one opaque, foldable call."""
+# Where a convolution feeds straight into a BatchNorm outside an
+# nn.Sequential, by the code of the modules that hold them: torchvision's
+# ResNet blocks and efficientnet-lite-pytorch's MBConv block (a pair whose
+# convolution is missing, an MBConv block without expansion, is skipped).
+# torch.fx could find the pairs through any structure, but its tracing patches
+# nn.Module.__call__ for every thread of the process while it runs: a
+# Playground prediction or a Grad-CAM in the app while a training traced its
+# validation copy failed ("module is not installed as a submodule") or came
+# back blank.
+_NAMED_PAIRS = {
+    ("torchvision.models.resnet", "BasicBlock"): (("conv1", "bn1"), ("conv2", "bn2")),
+    ("torchvision.models.resnet", "Bottleneck"): (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+    ("efficientnet_lite_pytorch.model", "MBConvBlock"): (
+        ("_expand_conv", "_bn0"),
+        ("_depthwise_conv", "_bn1"),
+        ("_project_conv", "_bn2"),
+    ),
+}
 
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, nn.Conv2d) or super().is_leaf_module(module, qualified_name)
 
-
-def _fold_traced(block: nn.Module) -> nn.Module:
-    """Fold every BatchNorm2d whose only input is a Conv2d called nowhere else,
-    in a torch.fx trace of `block` (torch.fx.experimental.optimization.fuse
-    does the same, but only for the exact class nn.Conv2d, not subclasses)."""
-    graph = _ConvLeafTracer().trace(block)
-    module = torch.fx.GraphModule(block, graph)
-    modules = dict(module.named_modules())
-    calls = collections.Counter(n.target for n in graph.nodes if n.op == "call_module")
-    for node in list(graph.nodes):
-        bn = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats:
-            continue
-        conv_node = node.args[0]
-        conv = modules.get(conv_node.target) if getattr(conv_node, "op", None) == "call_module" else None
-        if not isinstance(conv, nn.Conv2d) or len(conv_node.users) > 1 or calls[conv_node.target] > 1:
-            continue  # the convolution's raw output is needed elsewhere, or its weights are shared
-        parent, _, name = conv_node.target.rpartition(".")
-        setattr(modules[parent] if parent else module, name, fuse_conv_bn_eval(conv, bn))
-        node.replace_all_uses_with(conv_node)
-        graph.erase_node(node)
-    module.recompile()
-    module.delete_all_unused_submodules()  # the folded BatchNorms
-    return module
+def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """The names of the (convolution, BatchNorm) children of `module` where
+    the BatchNorm's only input is that convolution's output."""
+    if isinstance(module, nn.Sequential):  # children run one after another
+        names = list(module._modules)
+        return list(zip(names, names[1:], strict=False))
+    return list(_NAMED_PAIRS.get((type(module).__module__, type(module).__name__), ()))
 
 
 def _fold_batchnorm(block: nn.Module) -> nn.Module:
     """A copy of `block` for inference with each BatchNorm folded into the
     convolution before it: the convolution's weights and bias absorb the
-    normalisation, so one pass over the data does the work of two.
-
-    torch.fx finds the conv -> BN pairs through any module structure; a block
-    it cannot trace falls back to folding pairs that sit next to each other
-    in an nn.Sequential."""
-    try:
-        # A copy (the block itself is untouched), in eval mode: folding uses the running statistics.
-        return _fold_traced(copy.deepcopy(block).eval())
-    except Exception:  # noqa: BLE001 - symbolic tracing refuses some Python code
-        folded = copy.deepcopy(block).eval()
-        for module in folded.modules():
-            if isinstance(module, nn.Sequential):
-                names = list(module._modules)
-                for first, second in zip(names, names[1:]):
-                    conv, bn = module._modules[first], module._modules[second]
-                    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                        module._modules[first] = fuse_conv_bn_eval(conv, bn)
-                        module._modules[second] = nn.Identity()
-        return folded
+    normalisation, so one pass over the data does the work of two. A
+    convolution subclass (EfficientNet-Lite's input-dependent "same" padding)
+    keeps its class and so its padding. The block itself is untouched."""
+    folded = copy.deepcopy(block).eval()  # eval: folding uses the running statistics
+    for module in list(folded.modules()):
+        for conv_name, bn_name in _conv_bn_pairs(module):
+            conv, bn = module._modules.get(conv_name), module._modules.get(bn_name)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                module._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+                module._modules[bn_name] = nn.Identity()
+    return folded
 
 
 def inference_blocks(model, start: int, stop: int, channels_last: bool = False) -> nn.Module:
@@ -295,9 +281,9 @@ def _to_host(out: torch.Tensor) -> torch.Tensor:
 def release_copy(runner: nn.Module, model) -> None:
     """Free a folded copy made by inference_blocks as soon as it is done.
 
-    torch.fx copies hold reference cycles (graph <-> module), so without this
-    their weights stay in (GPU) memory until the garbage collector runs: old
-    copies piled up during gradual unfreezing. The model's own blocks (what
+    Without this their weights stay in (GPU) memory until the copy's last
+    reference goes (or, caught in a reference cycle, the garbage collector
+    runs): old copies piled up during gradual unfreezing. The model's own blocks (what
     inference_blocks returns when there was nothing to fold) are left alone."""
     own = {id(t) for t in (*model.parameters(), *model.buffers())}
     for t in (*runner.parameters(), *runner.buffers()):

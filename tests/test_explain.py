@@ -124,6 +124,7 @@ def test_grad_cam_on_the_trained_mobilenet_points_at_the_evidence(run_dir, loade
 
 
 def test_grad_cam_on_efficientnet_lite0(small_data):
+    torch.manual_seed(0)  # the new head's weights: the same maps on every run
     model = build_model("efficientnet_lite0", 2)  # ImageNet weights ship in a package
     image = open_rgb(sorted((small_data / "val" / "shoes").glob("*.jpg"))[0])
     assert explain.default_cam_layer(model) == "final_conv"
@@ -135,6 +136,42 @@ def test_grad_cam_on_efficientnet_lite0(small_data):
         maps.append(heatmap)
     assert np.abs(maps[0] - maps[1]).mean() > 0.01
     assert not any(p.grad is not None for p in model.parameters())  # no side effects on the model
+
+
+def test_grad_cam_while_a_training_runs_in_another_thread(small_data, tmp_path):
+    """The app explains and predicts in its page threads while a job trains in
+    another. Each validation of that job folds BatchNorm into a copy of its
+    blocks; that must never reach into this thread's forward passes (a
+    torch.fx trace did: it patches nn.Module.__call__ for the whole process)."""
+    import threading
+
+    from core.config import TrainConfig
+    from core.jobs import train_blocking
+
+    config = TrainConfig(
+        data_dir=str(small_data),
+        backbone="efficientnet_lite0",
+        strategy="full",
+        epochs=4,
+        image_size=64,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    ended = {}
+    trainer = threading.Thread(
+        target=lambda: ended.update(zip(("job", "run"), train_blocking(config, tmp_path / "runs")))
+    )
+    torch.manual_seed(0)
+    model = build_model("efficientnet_lite0", 2)
+    image = open_rgb(sorted((small_data / "val" / "shoes").glob("*.jpg"))[0])
+    reference, _, _ = explain.grad_cam(model, image, target_class=0)
+    trainer.start()
+    maps = 0
+    while trainer.is_alive() or maps < 3:
+        heatmap, _, _ = explain.grad_cam(model, image, target_class=0)
+        np.testing.assert_allclose(heatmap, reference, atol=1e-4)
+        maps += 1
+    trainer.join()
+    assert ended["job"].snapshot()["state"] == "finished" and len(ended["run"].metrics) == 4
 
 
 def test_grad_cam_on_vit_uses_the_patch_tokens(small_data):
