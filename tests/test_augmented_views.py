@@ -11,28 +11,15 @@ from __future__ import annotations
 import torch
 
 from core.augmented_views import ViewBatches, stack_views, view_seeds
-from core.config import TrainConfig
 from core.decisions import views_that_fit
-from core.jobs import train_blocking
 from tests.folders import small_copy
+from tests.train_here import train_in
 
 
 def train(tmp_path, data, **overrides):
-    config = dict(
-        data_dir=str(data),
-        backbone="mobilenet_v2",
-        strategy="last-2",
-        augment="light",
-        epochs=2,
-        image_size=96,
-        device="cpu",
-        cache_dir=str(tmp_path / "cache"),
-        seed=0,
-    )
-    config.update(overrides)
-    job, run = train_blocking(TrainConfig(**config), runs_dir=tmp_path / "runs")
-    assert job.state == "finished", job.snapshot()["reason"]
-    return job, run
+    """A last-2 fine-tune with the tutorial's light augmentation, 2 epochs on 96-pixel pictures."""
+    settings = dict(strategy="last-2", augment="light", epochs=2, image_size=96)
+    return train_in(tmp_path, data, **{**settings, **overrides})
 
 
 def test_a_fine_tune_trains_on_stored_versions_found_again_by_the_next_run(hymenoptera, offline_weights, tmp_path):

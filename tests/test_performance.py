@@ -19,13 +19,12 @@ import torch
 from PIL import Image
 
 import core.images
-from core.config import TrainConfig
 from core.features import FeatureBatches, inference_blocks
-from core.jobs import train_blocking
 from core.loading import ImageDataset, collate_skip_broken, make_transform
 from core.models import build_model
 from core.scan import scan_and_decode, scan_folder
 from tests.folders import small_copy
+from tests.train_here import train_in
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,22 +36,6 @@ def copy_photos(src: Path, dst: Path, per_class: int) -> Path:
     return small_copy(src, dst, train=per_class, val=per_class)
 
 
-def train(tmp_path: Path, data: Path, **overrides):
-    config = dict(
-        data_dir=str(data),
-        backbone="mobilenet_v2",
-        strategy="linear",
-        epochs=1,
-        device="cpu",
-        cache_dir=str(tmp_path / "cache"),
-        seed=0,
-    )
-    config.update(overrides)
-    job, run = train_blocking(TrainConfig(**config), runs_dir=tmp_path / "runs")
-    assert job.state == "finished", job.snapshot()["reason"]
-    return job, run
-
-
 # --------------------------------------------------------------------------
 # Feature cache
 
@@ -60,7 +43,7 @@ def train(tmp_path: Path, data: Path, **overrides):
 def test_feature_cache_is_reused_and_invalidated(hymenoptera, offline_weights, tmp_path):
     data = copy_photos(hymenoptera, tmp_path / "data", per_class=4)
 
-    _, first = train(tmp_path, data)
+    _, first = train_in(tmp_path, data)
     record = first.status["feature_cache"]
     assert record["used"] and record["train"] and record["val"]
     assert record["hit"] is False
@@ -72,7 +55,7 @@ def test_feature_cache_is_reused_and_invalidated(hymenoptera, offline_weights, t
         {"head_hidden": 32, "head_dropout": 0.2, "lr": 3e-3, "optimizer": "sgd"},
         {"strategy": "custom", "trained_blocks": {"head": True}, "augment": "none"},
     ):
-        job, run = train(tmp_path, data, **overrides)
+        job, run = train_in(tmp_path, data, **overrides)
         record = run.status["feature_cache"]
         assert record["hit"] is True, overrides
         assert record["prefix_blocks"] == first.status["feature_cache"]["prefix_blocks"]
@@ -80,28 +63,28 @@ def test_feature_cache_is_reused_and_invalidated(hymenoptera, offline_weights, t
         assert job.snapshot()["feature_cache"]["hit"] is True  # what the app shows while it trains
 
     # Anything that changes the stored outputs makes a new entry.
-    _, run = train(tmp_path, data, image_size=160)
+    _, run = train_in(tmp_path, data, image_size=160)
     assert run.status["feature_cache"]["hit"] is False
-    _, run = train(tmp_path, data, backbone="efficientnet_lite0")
+    _, run = train_in(tmp_path, data, backbone="efficientnet_lite0")
     assert run.status["feature_cache"]["hit"] is False
 
     photo = next((data / "train" / "bees").iterdir())
     os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))  # same bytes, touched
-    _, run = train(tmp_path, data)
+    _, run = train_in(tmp_path, data)
     assert run.status["feature_cache"]["hit"] is False
-    _, run = train(tmp_path, data)
+    _, run = train_in(tmp_path, data)
     assert run.status["feature_cache"]["hit"] is True  # and the new entry is found again
 
     # A photo replaced by another (different content).
     shutil.copy(next((data / "train" / "ants").iterdir()), photo)
-    _, run = train(tmp_path, data)
+    _, run = train_in(tmp_path, data)
     assert run.status["feature_cache"]["hit"] is False
 
 
 def test_augmented_fine_tune_caches_only_validation(hymenoptera, offline_weights, tmp_path):
     data = copy_photos(hymenoptera, tmp_path / "data", per_class=4)
     # New random changes every epoch (augment_views=0); stored versions: tests/test_augmented_views.py
-    job, run = train(tmp_path, data, strategy="last-2", augment="light", augment_views=0)
+    job, run = train_in(tmp_path, data, strategy="last-2", augment="light", augment_views=0)
     record = run.status["feature_cache"]
     assert record["used"] and record["val"] and not record["train"]
     assert "augmentation" in record["why_not"]
@@ -253,7 +236,7 @@ def test_decoded_cache_steps_aside_when_memory_is_short(hymenoptera, offline_wei
     data = copy_photos(hymenoptera, tmp_path / "data", per_class=3)
     monkeypatch.setattr(core.images, "DECODED_CACHE_MAX_BYTES", 100_000)
     # head_epochs=0: every epoch trains every block (the default head-only first epoch would store features)
-    _, run = train(tmp_path, data, strategy="full", augment="light", batch_size=4, head_epochs=0)
+    _, run = train_in(tmp_path, data, strategy="full", augment="light", batch_size=4, head_epochs=0)
     decoded = run.status["decoded_images"]
     assert decoded["used"] is False and "MB" in decoded["why_not"]
     assert run.status["feature_cache"]["used"] is False  # nothing stays frozen in a full fine-tune
@@ -278,7 +261,7 @@ def test_five_runs_in_a_row_do_not_grow_memory(hymenoptera, offline_weights, tmp
     common = dict(strategy="last-2", augment="light", augment_views=0, batch_size=4, device=device)
     rss, gpu = [], []
     for _ in range(5):
-        train(tmp_path, data, **common)
+        train_in(tmp_path, data, **common)
         gc.collect()
         rss.append(_rss_bytes())
         if device == "cuda":
@@ -355,8 +338,8 @@ def test_an_augmented_run_is_the_same_with_the_same_seed(hymenoptera, offline_we
     reaches torch's global generator first, so a run can be repeated."""
     data = copy_photos(hymenoptera, tmp_path / "data", per_class=8)
     config = dict(strategy="last-1", augment="light", epochs=2, batch_size=4, image_size=128, num_workers=0)
-    runs = [train(tmp_path, data, **config)[1] for _ in range(2)]
+    runs = [train_in(tmp_path, data, **config)[1] for _ in range(2)]
     first, second = ([(r["train_loss"], r["val_loss"]) for r in run.metrics] for run in runs)
     assert first == second
-    _, other = train(tmp_path, data, **config, seed=1)
+    _, other = train_in(tmp_path, data, **config, seed=1)
     assert [(r["train_loss"], r["val_loss"]) for r in other.metrics] != first  # the seed does matter
