@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .conv_bn_pairs import conv_bn_pairs
 from .files import atomic_torch_save
 from .fusion import TappedBlocks
 from .loading import ImageDataset, threaded_batches
@@ -94,35 +95,6 @@ def cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-# Where a convolution feeds straight into a BatchNorm outside an
-# nn.Sequential, by the code of the modules that hold them: torchvision's
-# ResNet blocks and efficientnet-lite-pytorch's MBConv block (a pair whose
-# convolution is missing, an MBConv block without expansion, is skipped).
-# torch.fx could find the pairs through any structure, but its tracing patches
-# nn.Module.__call__ for every thread of the process while it runs: a
-# Playground prediction or a Grad-CAM in the app while a training traced its
-# validation copy failed ("module is not installed as a submodule") or came
-# back blank.
-_NAMED_PAIRS = {
-    ("torchvision.models.resnet", "BasicBlock"): (("conv1", "bn1"), ("conv2", "bn2")),
-    ("torchvision.models.resnet", "Bottleneck"): (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
-    ("efficientnet_lite_pytorch.model", "MBConvBlock"): (
-        ("_expand_conv", "_bn0"),
-        ("_depthwise_conv", "_bn1"),
-        ("_project_conv", "_bn2"),
-    ),
-}
-
-
-def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
-    """The names of the (convolution, BatchNorm) children of `module` where
-    the BatchNorm's only input is that convolution's output."""
-    if isinstance(module, nn.Sequential):  # children run one after another
-        names = list(module._modules)
-        return list(zip(names, names[1:], strict=False))
-    return list(_NAMED_PAIRS.get((type(module).__module__, type(module).__name__), ()))
-
-
 def _fold_batchnorm(block: nn.Module) -> nn.Module:
     """A copy of `block` for inference with each BatchNorm folded into the
     convolution before it: the convolution's weights and bias absorb the
@@ -130,12 +102,11 @@ def _fold_batchnorm(block: nn.Module) -> nn.Module:
     convolution subclass (EfficientNet-Lite's input-dependent "same" padding)
     keeps its class and so its padding. The block itself is untouched."""
     folded = copy.deepcopy(block).eval()  # eval: folding uses the running statistics
-    for module in list(folded.modules()):
-        for conv_name, bn_name in _conv_bn_pairs(module):
-            conv, bn = module._modules.get(conv_name), module._modules.get(bn_name)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                module._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
-                module._modules[bn_name] = nn.Identity()
+    for parent, conv_name, bn_name in list(conv_bn_pairs(folded)):  # listed first: the loop replaces children
+        conv, bn = parent._modules[conv_name], parent._modules[bn_name]
+        if bn.track_running_stats:
+            parent._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+            parent._modules[bn_name] = nn.Identity()
     return folded
 
 
