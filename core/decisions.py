@@ -35,7 +35,8 @@ class Decisions:
     resize_size: int  # the shorter side before the crop (and of the decoded images kept in memory)
     augment: str  # the preset, "auto" resolved
     batch_size: int  # training
-    eval_batch_size: int  # passes without gradients: feature pass, validation
+    eval_batch_size: int  # passes of pictures without gradients: feature pass, validation
+    stored_eval_batch_size: int  # passes of stored features without gradients (validation)
     val_batch_size: int  # validation pictures per batch when worker processes read them
     feature_first_batch: int  # the feature pass's first batch (they double up to eval_batch_size)
     workers: int  # DataLoader processes; 0 = threads in this process (ThreadedLoader)
@@ -150,6 +151,7 @@ def decide(
         augment=augment,
         batch_size=config.batch_size or devices.auto_batch_size(device),
         eval_batch_size=eval_batch,
+        stored_eval_batch_size=devices.stored_features_batch_size(device),
         val_batch_size=_val_batch_size(len(report.val), eval_batch, workers),
         feature_first_batch=devices.first_feature_batch(device, eval_batch),
         workers=workers,

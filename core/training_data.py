@@ -99,7 +99,7 @@ def build_data(
     if decisions.cache_val:
         vf, vl, vi, val_failed, _ = features["val"]
         val_loader = FeatureBatches(
-            vf, vl, vi, decisions.eval_batch_size, shuffle=False, seed=config.seed, device=decisions.device
+            vf, vl, vi, decisions.stored_eval_batch_size, shuffle=False, seed=config.seed, device=decisions.device
         )
     else:
         val_loader = image_loader(report.val, eval_tf, decisions.val_batch_size, shuffle=False)

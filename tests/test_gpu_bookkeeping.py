@@ -273,7 +273,8 @@ def test_worker_processes_from_a_job_thread_start_safely(tmp_path, empty_torch_h
     assert decisions["workers"] == 2
     assert decisions["worker_start"] == "forkserver"
     assert "started with forkserver" in decisions["loader_note"]
-    assert decisions["val_batch_size"] == 16
+    # A small validation set: batches of the CPU's inference batch, 8, so both workers read
+    assert decisions["val_batch_size"] == decisions["eval_batch_size"] == 8
 
 
 def test_cpu_job_leaves_cuda_uninitialised_and_says_how_it_read(tmp_path, empty_torch_home):
