@@ -110,6 +110,9 @@ def _fold_batchnorm(block: nn.Module) -> nn.Module:
     return folded
 
 
+FOLDED_COPY = "is_folded_copy"  # the attribute inference_blocks sets on the copies it makes
+
+
 def inference_blocks(model, start: int, stop: int, channels_last: bool = False) -> nn.Module:
     """blocks[start:stop] as one module for passes without gradients through
     blocks that are frozen (in eval mode, their weights fixed).
@@ -125,6 +128,7 @@ def inference_blocks(model, start: int, stop: int, channels_last: bool = False) 
         return _span(model, start, stop, blocks)
     folded = _span(model, start, stop, [_fold_batchnorm(b) for b in blocks]).eval()
     folded.requires_grad_(False)
+    setattr(folded, FOLDED_COPY, True)  # every tensor in it is its own: release_copy may free them
     if channels_last:
         folded.to(memory_format=torch.channels_last)  # the folded weights are new tensors
     return folded
@@ -214,7 +218,7 @@ def compute_prefix_features(
                     on_batch(done, len(samples))
     finally:
         model.train(was_training)
-        release_copy(frozen, model)
+        release_copy(frozen)
     if not feats:
         return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), failed
     if device.type == "cuda":
@@ -249,17 +253,20 @@ def _to_host(out: torch.Tensor) -> torch.Tensor:
     return host
 
 
-def release_copy(runner: nn.Module, model) -> None:
+def release_copy(runner: nn.Module) -> None:
     """Free a folded copy made by inference_blocks as soon as it is done.
 
     Without this their weights stay in (GPU) memory until the copy's last
     reference goes (or, caught in a reference cycle, the garbage collector
-    runs): old copies piled up during gradual unfreezing. The model's own blocks (what
-    inference_blocks returns when there was nothing to fold) are left alone."""
-    own = {id(t) for t in (*model.parameters(), *model.buffers())}
+    runs): old copies piled up during gradual unfreezing. Only a copy is
+    freed (inference_blocks marks it): the model's own blocks, what it
+    returns when there was nothing to fold, are left alone. Deciding by the
+    mark, not by comparing every tensor with the model's, keeps this cheap
+    enough for every validation of a warm linear probe."""
+    if not getattr(runner, FOLDED_COPY, False):
+        return
     for t in (*runner.parameters(), *runner.buffers()):
-        if id(t) not in own:
-            t.data = torch.empty(0, dtype=t.dtype, device=t.device)
+        t.data = torch.empty(0, dtype=t.dtype, device=t.device)
 
 
 class PrefixRunner:
@@ -283,7 +290,7 @@ class PrefixRunner:
 
     def release(self) -> None:
         if self._runner is not None:
-            release_copy(self._runner, self.model)
+            release_copy(self._runner)
         self._runner, self._span = None, None
 
 

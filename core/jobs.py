@@ -309,6 +309,16 @@ class JobManager:
             finally:
                 self._queues[key].task_done()
 
+    def wait_idle(self) -> None:
+        """Return once every job queued so far has ended, its clean-up (the
+        memory given back after it said it ended) included: for scripts and
+        measurements that start the next job on an idle app, as a person's
+        next click would."""
+        with self._lock:
+            queues = list(self._queues.values())
+        for jobs in queues:
+            jobs.join()
+
     def jobs(self) -> list[Job]:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: j.snapshot()["created"])

@@ -152,15 +152,21 @@ class TransferModel(nn.Module):
         small new data set) and its dropout/stochastic depth stay off. That is
         also what makes a frozen prefix safe to cache.
         """
-        super().train(mode)
-        if mode:
-            for block in self.blocks.values():
-                if not any(p.requires_grad for p in block.parameters()):
-                    block.eval()
-                elif self.frozen_batchnorm:
-                    for module in block.modules():
-                        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                            module.eval()
+        # One walk over the modules, not nn.Module.train's walk and then
+        # another over the frozen blocks: it runs every epoch (and every
+        # validation), where a warm linear probe's epochs take milliseconds.
+        self.training = mode
+        for child in self.children():
+            if child is not self.blocks:
+                child.train(mode)
+        self.blocks.training = mode
+        for block in self.blocks.values():
+            learns = mode and any(p.requires_grad for p in block.parameters())
+            block.train(learns)
+            if learns and self.frozen_batchnorm:
+                for module in block.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
         return self
 
     def block_param_counts(self) -> dict[str, int]:

@@ -58,17 +58,18 @@ def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
     )
 
 
-def foldable_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    """Every (conv, bn) pair of `model` that can be folded now (see the module)."""
-    pairs = [(parent._modules[c], parent._modules[b]) for parent, c, b in conv_bn_pairs(model)]
+def foldable_pairs(*modules: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """Every (conv, bn) pair of `modules` that can be folded now (see the module)."""
+    pairs = [(parent._modules[c], parent._modules[b]) for m in modules for parent, c, b in conv_bn_pairs(m)]
     return [(conv, bn) for conv, bn in pairs if _foldable(conv, bn)]
 
 
 @contextlib.contextmanager
-def folded_for_training(model: nn.Module) -> Iterator[int]:
-    """Within the block, the foldable pairs of `model` run folded; yields how
-    many. The modules' own forwards are back on the way out, whatever happens."""
-    pairs = foldable_pairs(model)
+def folded_for_training(*modules: nn.Module) -> Iterator[int]:
+    """Within the block, the foldable pairs of `modules` (a model, or the
+    blocks a training step runs) run folded; yields how many. The modules'
+    own forwards are back on the way out, whatever happens."""
+    pairs = foldable_pairs(*modules)
     try:
         for conv, bn in pairs:
             object.__setattr__(conv, "_folded_bn", bn)  # a plain attribute: not a submodule, not in the state dict

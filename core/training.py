@@ -99,6 +99,7 @@ class _State:
     train_started: float = 0.0
     best_weights: dict | None = None
     trained_now: dict | None = None
+    trainable_now: int = 0  # parameters that learn in this epoch (counted when the plan changes)
     stopped_early: bool = False
     skipped: set = field(default_factory=set)
 
@@ -349,7 +350,10 @@ def _run_epochs(s: _Setup, state: _State, writer: RunWriter) -> None:
         frozen = _prepare_epoch(s, state, writer, epoch)
         s.progress.update(epoch=epoch, epochs=s.config.epochs, batch=0, batches=s.batches, phase="Training")
         epoch_start = time.time()
-        with folded_for_training(s.model):  # frozen BatchNorm statistics: the same numbers, less work
+        # Frozen BatchNorm statistics: the same numbers, less work. Only the
+        # blocks this epoch runs through the model (the frozen prefix runs as
+        # a folded copy of its own, PrefixRunner).
+        with folded_for_training(*list(s.model.blocks.values())[frozen:]):
             epoch_loss, epoch_correct, epoch_seen = _train_epoch(s, state, epoch, frozen)
         val_loss, val_acc = validate(s)
         row = {
@@ -359,7 +363,7 @@ def _run_epochs(s: _Setup, state: _State, writer: RunWriter) -> None:
             "val_loss": val_loss,
             "val_accuracy": val_acc,
             "lr": s.optimizer.param_groups[-1]["lr"],
-            "trainable_params": count_parameters(s.model)[0],
+            "trainable_params": state.trainable_now,
             "seconds": time.time() - epoch_start,
         }
         state.history.append(row)
@@ -382,6 +386,7 @@ def _prepare_epoch(s: _Setup, state: _State, writer: RunWriter, epoch: int) -> i
             state.best_weights = None
         state.trained_now = s.plan.trained_at(epoch - 1)
         apply_freeze_plan(s.model, s.plan, epoch=epoch - 1)
+        state.trainable_now = count_parameters(s.model)[0]
         s.forward = distributed.wrap_model(s.model, s.decisions.device)  # DDP follows what trains
     distributed.set_epoch(s.data, epoch)  # distributed: this epoch's shuffle, the same on every rank
     s.model.train()

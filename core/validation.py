@@ -34,7 +34,7 @@ def validate(s) -> tuple[float, float]:
     try:
         total_loss, correct, seen = _validation_sums(s, network, total_loss, correct)
     finally:
-        release_copy(network, s.model)
+        release_copy(network)
     total_loss, correct, seen = distributed.sum_over_ranks(total_loss.item(), correct.item(), seen)
     return total_loss / max(seen, 1), correct / max(seen, 1)
 

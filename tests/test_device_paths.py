@@ -30,7 +30,7 @@ def test_folded_copy_is_freed_and_model_untouched():
         assert torch.allclose(runner(x), expected, atol=1e-3)
     copies = [p for p in runner.parameters()]
     assert copies, "efficientnet-lite0's stem has BatchNorm: inference_blocks makes a folded copy"
-    release_copy(runner, model)
+    release_copy(runner)
     assert all(p.numel() == 0 for p in runner.parameters())
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name]), name
@@ -40,7 +40,7 @@ def test_release_leaves_the_models_own_blocks_alone():
     model = build_model("efficientnet_lite0", num_classes=3, init="random").eval()
     own = torch.nn.Sequential(*list(model.blocks.values())[-2:])  # no BatchNorm in pool/head: no copy
     n = sum(p.numel() for p in model.parameters())
-    release_copy(own, model)
+    release_copy(own)
     assert sum(p.numel() for p in model.parameters()) == n
 
 
