@@ -182,6 +182,36 @@ def _original_network(name: str) -> nn.Module:
     return get_backbone(name).build()
 
 
+# From about this many weights, a network's random initialisation costs more
+# than building it on the "meta" device (where every construction step goes
+# through a device mode). Measured here, build and load: ViT-B/16 (86 M) 1.31 s
+# plain, 0.20 s meta; ResNet-50 (25 M) 0.55 s and 0.25 s; MobileNetV2 (3.5 M)
+# 0.13 s and 0.17 s, so small networks keep the plain build.
+_META_BUILD_FROM_WEIGHTS = 10_000_000
+
+
+def _network_to_load(info: BackboneInfo, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The original network, about to receive `state`. For a large network
+    whose file holds every one of its tensors with the right shape: built on
+    the "meta" device (shapes, no memory), then given empty memory, so the
+    random initialisation that the file's weights replace at once is
+    skipped. Otherwise (a small network, a file that leaves something out, a
+    constructor that needs real tensors) the plain build, initialised as
+    usual: what a file leaves out must not stay uninitialised memory."""
+    if sum(t.numel() for t in state.values()) < _META_BUILD_FROM_WEIGHTS:
+        return _original_network(info.name)
+    try:
+        with torch.device("meta"):
+            skeleton = _original_network(info.name)
+    except Exception:  # noqa: BLE001 - see above
+        return _original_network(info.name)
+    tensors = dict(skeleton.named_parameters())
+    tensors.update(skeleton.named_buffers())
+    if all(name in state and tuple(state[name].shape) == tuple(t.shape) for name, t in tensors.items()):
+        return skeleton.to_empty(device="cpu")
+    return _original_network(info.name)
+
+
 # The app trains the same network again and again in one process: its
 # ImageNet weights are read from disk once (load_state_dict copies them into
 # the model and never changes them). Only the last file is kept, and only a
@@ -302,13 +332,14 @@ def build_model(
     """
     info = get_backbone(backbone)
     head = head if head is not None else HeadConfig()
-    net = _original_network(info.name)
 
     transfer_state = None
     source = None
     if init == "pretrained":
         source = ensure_weights(info.name, progress)
-        _load_original(net, _pretrained_state_dict(source), info, source)
+        state = _pretrained_state_dict(source)
+        net = _network_to_load(info, state)
+        _load_original(net, state, info, source)
     elif init != "random":
         source = Path(init).expanduser()
         if not source.is_file():
@@ -316,8 +347,12 @@ def build_model(
         state = _read_state_dict(source)
         if any(k.startswith("blocks.") for k in state):
             transfer_state = state  # loaded after the split, into the TransferModel
+            net = _original_network(info.name)
         else:
+            net = _network_to_load(info, state)
             _load_original(net, state, info, source)
+    else:
+        net = _original_network(info.name)
 
     blocks, feature_dim = info.split(net)
     model = TransferModel(info.name, blocks, feature_dim, num_classes, info, head)

@@ -409,6 +409,26 @@ def test_init_from_a_torchvision_state_dict(tmp_path):
     assert model.init == str(path)
 
 
+def test_a_large_network_from_a_file_skips_its_random_init_and_loads_every_weight(tmp_path):
+    # ResNet-50 (25 M weights) is built on the meta device, then given the file's weights.
+    net = torchvision.models.resnet50(weights=None).eval()
+    path = tmp_path / "resnet50.pth"
+    torch.save(net.state_dict(), path)
+    model = M.build_model("resnet50", 2, init=str(path)).eval()
+    loaded = model.state_dict()
+    assert all(torch.isfinite(t).all() for t in loaded.values() if t.is_floating_point())
+    assert sum(t.numel() for t in loaded.values()) > M._META_BUILD_FROM_WEIGHTS  # the meta route
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(net.fc(model.forward_to(len(model.block_names) - 1, x)), net(x))
+
+    # A file that leaves a tensor out: the plain build, so nothing stays uninitialised memory.
+    partial = {k: v for k, v in net.state_dict().items() if k != "layer1.0.bn1.running_var"}
+    skeleton = M._network_to_load(M.get_backbone("resnet50"), partial)
+    assert torch.isfinite(skeleton.layer1[0].bn1.running_var).all()
+    assert torch.equal(skeleton.layer1[0].bn1.running_var, torch.ones(64))  # BatchNorm's own initial value
+
+
 def test_init_from_a_transfer_model_checkpoint(tmp_path):
     first = M.build_model("mobilenet_v3_small", 3, init="random")
     path = tmp_path / "best.pt"
