@@ -35,6 +35,7 @@ class Decisions:
     resize_size: int  # the shorter side before the crop (and of the decoded images kept in memory)
     augment: str  # the preset, "auto" resolved
     batch_size: int  # training
+    train_slice: int  # training batches of pictures run in slices of this many (core.sliced_steps); 0: whole
     eval_batch_size: int  # passes of pictures without gradients: feature pass, validation
     stored_eval_batch_size: int  # passes of stored features without gradients (validation)
     val_batch_size: int  # validation pictures per batch when worker processes read them
@@ -150,6 +151,8 @@ def decide(
         resize_size=sizes[1],
         augment=augment,
         batch_size=config.batch_size or devices.auto_batch_size(device),
+        # Stored features are small maps: slices only pay where pictures enter the network.
+        train_slice=0 if cache_train else devices.training_slice(device),
         eval_batch_size=eval_batch,
         stored_eval_batch_size=devices.stored_features_batch_size(device),
         val_batch_size=_val_batch_size(len(report.val), eval_batch, workers),

@@ -165,6 +165,14 @@ def stored_features_batch_size(device: torch.device) -> int:
     return 64 if device.type != "cuda" else inference_batch_size(device)
 
 
+def training_slice(device: torch.device) -> int:
+    """On a CPU, training batches of pictures run in slices of this many,
+    their gradients summed (core.sliced_steps): the inference batch, for the
+    same reason (the activation maps stay in the cache). 0 on a GPU, which
+    wants whole batches."""
+    return inference_batch_size(device) if device.type != "cuda" else 0
+
+
 def first_feature_batch(device: torch.device, eval_batch: int) -> int:
     """The feature pass's first batch. On a CPU a batch takes a while, so
     the pass starts with at most 8 pictures (then doubles up to the batch

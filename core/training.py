@@ -46,6 +46,7 @@ from .runs import Run, checkpoint_problem, owner
 from .scan import scan_and_decode
 from .scan_cache import CHECKED_BEFORE, decode_pictures
 from .schedules import build_optimizer, build_schedule, frozen_batchnorm
+from .sliced_steps import batch_total, can_slice, sliced_forward_backward, summed_twin
 from .train_folding import folded_for_training
 from .training_data import TrainingData, build_data, loader_for_test_split
 from .validation import to_device, validate
@@ -84,6 +85,7 @@ class _Setup:
     copies: CheckpointCopies
     frozen_runner: PrefixRunner
     forward: object = None  # model.forward_from, or it through DDP (core.distributed.wrap_model)
+    summed_criterion: nn.Module = None  # the criterion summed over pictures, for slices (core.sliced_steps)
 
 
 @dataclass
@@ -100,6 +102,7 @@ class _State:
     best_weights: dict | None = None
     trained_now: dict | None = None
     trainable_now: int = 0  # parameters that learn in this epoch (counted when the plan changes)
+    slice_now: int = 0  # this epoch's training batches run in slices of this many (0: whole)
     stopped_early: bool = False
     skipped: set = field(default_factory=set)
 
@@ -255,6 +258,7 @@ def _setup(
         batches,
         CheckpointCopies(model),
         PrefixRunner(model, decisions.channels_last),
+        summed_criterion=summed_twin(parts[0]),
     )
 
 
@@ -398,6 +402,10 @@ def _prepare_epoch(s: _Setup, state: _State, writer: RunWriter, epoch: int) -> i
     frozen = max(s.plan.frozen_prefix(epoch - 1), s.data.train_start)
     if frozen > s.data.train_start:
         s.frozen_runner.blocks(s.data.train_start, frozen)
+    slices_allowed = s.decisions.train_slice and can_slice(
+        list(s.model.blocks.values())[frozen:], distributed.current().world_size
+    )
+    state.slice_now = s.decisions.train_slice if slices_allowed else 0
     return frozen
 
 
@@ -419,14 +427,8 @@ def _train_epoch(s: _Setup, state: _State, epoch: int, frozen: int) -> tuple[flo
         x, y = to_device(x, d), y.to(d.device, non_blocking=True)
         if d.epoch_image_sizes:  # progressive resizing: this epoch's smaller pictures
             x = progressive.shrink(x, d.epoch_image_sizes[epoch - 1])
-        with torch.autocast(d.device.type, dtype=d.autocast, enabled=d.autocast is not None):
-            if frozen > s.data.train_start:
-                with torch.no_grad():
-                    x = s.frozen_runner.blocks(s.data.train_start, frozen)(x)
-            logits = s.forward(frozen, x)
-            loss = s.criterion(logits.float(), y)
         s.optimizer.zero_grad(set_to_none=True)
-        s.scaler.scale(loss).backward()
+        loss, logits = _forward_backward(s, x, y, frozen, state.slice_now)
         s.scaler.step(s.optimizer)
         s.scaler.update()
         s.scheduler.step()
@@ -443,6 +445,30 @@ def _train_epoch(s: _Setup, state: _State, epoch: int, frozen: int) -> tuple[flo
     if not math.isfinite(epoch_loss):
         raise TrainingError(_LOSS_BLEW_UP)
     return epoch_loss, epoch_correct, epoch_seen
+
+
+def _forward_backward(s: _Setup, x, y, frozen: int, slice_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's forward and backward passes, whole or in slices of
+    `slice_size` (core.sliced_steps): its (mean loss, logits), detached."""
+    d = s.decisions
+
+    def forward(pictures: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(d.device.type, dtype=d.autocast, enabled=d.autocast is not None):
+            if frozen > s.data.train_start:
+                with torch.no_grad():
+                    pictures = s.frozen_runner.blocks(s.data.train_start, frozen)(pictures)
+            return s.forward(frozen, pictures)
+
+    def backward(loss: torch.Tensor) -> None:
+        s.scaler.scale(loss).backward()
+
+    if slice_size and len(y) > slice_size:
+        total = batch_total(s.criterion, y)
+        return sliced_forward_backward(forward, s.summed_criterion, total, x, y, slice_size, backward)
+    logits = forward(x)
+    loss = s.criterion(logits.float(), y)
+    backward(loss)
+    return loss.detach(), logits.detach()
 
 
 def _report_batch(s: _Setup, state: _State, epoch: int, batch_index: int, loss: torch.Tensor) -> None:
