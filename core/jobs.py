@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from . import follow
+from .collection import collect_and_freeze
 from .config import TrainConfig
 from .devices import device_key, release_device_memory
 from .errors import friendly
@@ -245,6 +246,7 @@ class JobManager:
     """Queues jobs per device and runs each in a background thread."""
 
     def __init__(self, runs_dir: str | Path = DEFAULT_RUNS_DIR):
+        collect_and_freeze()  # the process's objects so far: the first job's collections skip them
         self.store = RunStore(runs_dir)
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
@@ -387,11 +389,10 @@ def run_job(job: Job, run: Run | None = None) -> None:
         if device is not None and device.type == "cuda":
             release_device_memory(device)
     job.finish(state, reason, result)
-    if device is None or device.type != "cuda":
-        # A CPU run's memory is the process's: its cycles are collected after
-        # the job says it ended, since a full collection of a process that
-        # imported torch takes longer than a warm linear probe's epochs.
-        release_device_memory(device)
+    # The run's cycles are collected after the job says it ended, since a
+    # full collection of a process that imported torch takes longer than a
+    # warm linear probe's epochs; what is left is frozen (core.collection).
+    collect_and_freeze()
 
 
 def _train_run(job: Job, run: Run) -> tuple[str, str | None, dict | None]:

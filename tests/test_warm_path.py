@@ -232,3 +232,42 @@ def test_epoch_files_waiting_for_the_disk_give_way_to_newer_ones(tmp_path):
     assert torch.load(run.path / "best.pt", weights_only=True)["epoch"] == 2  # the newest best, kept
     assert [r["epoch"] for r in run.metrics] == [1, 2, 3, 4]
     assert json.loads((run.path / "status.json").read_text())["epochs_done"] == 4
+
+
+# --------------------------------------------------------------------------
+# The garbage collector in the app's process (core.collection)
+
+
+class _Node:
+    def __init__(self):
+        self.me = self  # a reference cycle: only a collection frees it
+
+
+def test_the_app_freezes_what_lives_through_a_job_and_frees_old_cycles_later(tmp_path, empty_torch_home):
+    import gc
+    import weakref
+
+    from core import collection
+    from core.jobs import JobManager
+
+    manager = JobManager(tmp_path / "runs")  # freezes what the process holds now
+    assert gc.get_freeze_count() > 1000
+    old = _Node()
+    old_alive = weakref.ref(old)
+
+    data = small_copy(PHOTOS, tmp_path / "data", train=3, val=2)
+    config = TrainConfig(data_dir=str(data), backbone=PACKAGED_BACKBONE, epochs=1, device="cpu", seed=0)
+    config.cache_dir = str(tmp_path / "cache")
+    job = manager.submit(config)
+    assert job.wait(600) and job.state == "finished", job.snapshot()["reason"]
+    manager.wait_idle()  # its clean-up: what is new collected, the survivors (the node) frozen
+    del old
+    gc.collect()  # an ordinary collection skips frozen objects: the dropped cycle stays
+    assert old_alive() is not None
+
+    # Once the frozen objects have grown by a quarter, the next clean-up collects them all.
+    grown = [[] for _ in range(int(gc.get_freeze_count() * (collection.FULL_AFTER_GROWTH - 1)) + 1000)]
+    fulls = [collection.collect_and_freeze() for _ in range(2)]  # the first freezes them, at the latest
+    assert any(fulls)
+    assert old_alive() is None
+    del grown
