@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -334,6 +335,14 @@ def _header(ctx, machine: dict) -> None:
     )
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # handled like Ctrl+C: the finished sections are printed
+
+
+def _write_json(path: str, results: dict) -> None:
+    Path(path).write_text(json.dumps(results, indent=2, default=str))
+
+
 def main(argv=None) -> int:
     began = time.perf_counter()
     args = _parse(argv)
@@ -374,8 +383,19 @@ def main(argv=None) -> int:
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         sections = SECTIONS if args.only is None else [name for name in SECTIONS if name == args.only]
+        # A run cut short (timeout's SIGTERM on a lent GPU machine, Ctrl+C)
+        # still prints and saves the sections it finished.
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         for name in sections:
-            results[name] = MEASURE[name](ctx)
+            try:
+                results[name] = MEASURE[name](ctx)
+            except (KeyboardInterrupt, SystemExit) as exc:  # SystemExit: a training of the engine failed
+                why = "stopped" if isinstance(exc, KeyboardInterrupt) else str(exc)
+                _say(f"\nThe {name} section did not finish ({why}): the results below are the sections before it.")
+                results["stopped_during"] = {"section": name, "why": why}
+                break
+            if args.json:  # after every section, so a run cut short leaves what it measured
+                _write_json(args.json, results)
         if args.only == "presets":  # its own comparison: five trainings and fastai's
             presets = [p.strip() for p in args.presets.split(",") if p.strip()]
             results["presets"] = compare_presets(
@@ -394,7 +414,7 @@ def main(argv=None) -> int:
 
         _say("")
         _say(
-            f"Results ({f'median of {args.repeat} runs' if args.repeat > 1 else 'one run each'}; "
+            f"Results{' (incomplete)' if 'stopped_during' in results else ''} ({f'median of {args.repeat} runs' if args.repeat > 1 else 'one run each'}; "
             f"images/s = training images x epochs / seconds; {_load()})"
         )
         checks = _table(results, ctx)
@@ -405,8 +425,8 @@ def main(argv=None) -> int:
         results.update(checks={text: ok for text, ok in checks}, wall_seconds=wall)
         results["ended"] = time.strftime("%Y-%m-%d %H:%M:%S")
         if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-        return 0
+            _write_json(args.json, results)
+        return 1 if "stopped_during" in results else 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -132,11 +132,20 @@ job, run = train_blocking(config, runs_dir=os.environ["RUNS"])
 mib = lambda b: f"{b / 2**20:.0f} MiB"
 for i in range(torch.cuda.device_count()):
     print(f"cuda:{i} after the job: allocated {mib(torch.cuda.memory_allocated(i))}, "
-          f"reserved {mib(torch.cuda.memory_reserved(i))} (under 128 MiB expected), "
+          f"reserved {mib(torch.cuda.memory_reserved(i))}, "
           f"peak allocated {mib(torch.cuda.max_memory_allocated(i))}, peak reserved {mib(torch.cuda.max_memory_reserved(i))}")
+# PyTorch keeps a cuBLAS workspace per (handle, stream) in its caching
+# allocator for the process's life (32 MiB each on Hopper; the H200 run of
+# 2026-11-30 showed 65 MiB allocated after the job): not the run's tensors.
+# Cleared here, in the check only, to measure what the run itself left.
+if torch.cuda.is_initialized() and hasattr(torch._C, "_cuda_clearCublasWorkspaces"):
+    torch._C._cuda_clearCublasWorkspaces()
+    torch.cuda.empty_cache()
+left = torch.cuda.memory_reserved(0) if torch.cuda.device_count() else 0
+print(f"cuda:0 without PyTorch's cuBLAS workspaces: allocated {mib(torch.cuda.memory_allocated(0))}, "
+      f"reserved {mib(left)} (under 16 MiB expected)")
 others = [i for i in range(1, torch.cuda.device_count()) if torch.cuda.memory_reserved(i)]
-ok = (job.state == "finished" and not others
-      and (torch.cuda.memory_reserved(0) < 128 * 2**20 if torch.cuda.device_count() else True))
+ok = job.state == "finished" and not others and left < 16 * 2**20
 print("ok" if ok else f"NOT OK ({job.state}: {job.snapshot()['reason']}; other GPUs used: {others})")
 sys.exit(0 if ok else 1)
 EOF

@@ -328,6 +328,35 @@ def test_bench_quick_prints_every_row_of_issue_15s_targets(hymenoptera, shared_t
     assert results["full"]["epochs"] == 2 and results["wall_seconds"] > 0
 
 
+def test_a_bench_cut_short_prints_and_saves_the_sections_it_finished(hymenoptera, shared_torch_home, tmp_path):
+    """On a lent GPU machine the bench runs under `timeout`: its SIGTERM in a
+    later section must leave the finished sections' rows, on screen and in
+    the JSON file, with what stopped it (the run of 2026-11-30 lost them all)."""
+    import json
+    import signal
+    import time
+
+    saved = tmp_path / "bench.json"
+    env = {**os.environ, "TORCH_HOME": str(shared_torch_home)}
+    args = [sys.executable, "-m", "bench", "--quick", "--data", str(hymenoptera), "--json", str(saved)]
+    bench = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not saved.exists() and bench.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the file appears once the first section (the linear probe) is done
+        assert bench.poll() is None, bench.communicate()[0]
+        bench.send_signal(signal.SIGTERM)
+        out, _ = bench.communicate(timeout=300)
+    finally:
+        bench.kill()
+    assert bench.returncode == 1, out
+    assert "did not finish (stopped)" in out and "Results (incomplete)" in out, out
+    assert "(b) again, warm feature cache" in out  # the linear probe's rows
+    results = json.loads(saved.read_text())
+    assert "linear" in results and results["stopped_during"]["why"] == "stopped"
+    assert results["stopped_during"]["section"] in ("finetune", "full", "warm")
+
+
 # --------------------------------------------------------------------------
 # Reproducible augmentation
 
