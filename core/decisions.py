@@ -144,8 +144,10 @@ def decide(
         autocast=devices.autocast_dtype(device, config.mixed_precision),
         channels_last=devices.use_channels_last(device),
         pin_memory=device.type == "cuda",
-        # Every batch has the same image size, so cuDNN may time its
-        # algorithms once and keep the fastest.
+        # cuDNN times its algorithms once per input shape and keeps the
+        # fastest: it pays when most batches share a shape. Progressive
+        # resizing and a last partial batch add shapes, each timed once (the
+        # H200 run's slow first all-block epoch may be that: README, Speed).
         cudnn_benchmark=device.type == "cuda",
         image_size=sizes[0],
         resize_size=sizes[1],
