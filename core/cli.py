@@ -111,11 +111,17 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 def _config_from_args(args) -> TrainConfig:
     from .backbones import default_backbone
-    from .config import TrainConfig
+    from .config import TrainConfig, setting_problems
 
-    values = {f.name: getattr(args, f.name) for f, _, _ in _train_fields()}
+    flags = {f.name: flag for f, flag, _ in _train_fields()}
+    values = {name: getattr(args, name) for name in flags}
     values["backbone"] = values["backbone"] or default_backbone()
-    return TrainConfig(data_dir=str(Path(args.data_dir).resolve()), **values)
+    config = TrainConfig(data_dir=str(Path(args.data_dir).resolve()), **values)
+    problems = setting_problems(config)
+    if problems:  # refused before any run folder is made, as argparse refuses a wrong choice
+        lines = (f"  {flags.get(name, name)} {text}" for name, text in problems.items())
+        raise SystemExit("Some settings cannot be used:\n" + "\n".join(lines))
+    return config
 
 
 def _finish(job, run, printing: bool = True) -> int:

@@ -13,7 +13,11 @@ Field metadata keys (all optional except "help"):
              app or derived), or the option's flag when it is not the field's
              name (e.g. "--no-amp" for `mixed_precision`, which then stores
              the opposite of the flag);
-- "ui":      False when the pages do not offer it as a widget.
+- "ui":      False when the pages do not offer it as a widget;
+- "limits":  (lowest, highest) a number may be, both allowed: the pages'
+             widgets span it, the command line refuses a value outside it,
+             and no run starts with one (`setting_problems`). None (where
+             the field allows it) means "chosen for this machine".
 """
 
 from __future__ import annotations
@@ -122,9 +126,9 @@ ADAPT_METHODS = {
 DEFAULT_ADAPT_METHOD = "self-training"
 
 
-def setting(default, help: str, *, choices=None, cli: bool | str = True, ui: bool = True):
+def setting(default, help: str, *, choices=None, cli: bool | str = True, ui: bool = True, limits=None):
     """A dataclass field whose metadata carries what a person needs to know."""
-    meta = {"help": help, "choices": choices, "cli": cli, "ui": ui}
+    meta = {"help": help, "choices": choices, "cli": cli, "ui": ui, "limits": limits}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -139,10 +143,14 @@ class TrainConfig:
     init: str = setting("pretrained", "'pretrained', 'random', or a path to a weights file")
     strategy: str = setting("linear", STRATEGY_HELP)
     trained_blocks: dict | None = setting(None, "strategy 'custom': block name -> trained", cli=False, ui=False)
-    unfreeze_every: int = setting(1, "gradual: epochs between unfreezing one more block")
-    lr_factor: float = setting(0.5, "discriminative: each earlier block's rate is this times the next one's")
+    unfreeze_every: int = setting(1, "gradual: epochs between unfreezing one more block", limits=(1, 10))
+    lr_factor: float = setting(
+        0.5, "discriminative: each earlier block's rate is this times the next one's", limits=(0.1, 1.0)
+    )
     head_epochs: int = setting(
-        1, "fine-tuning: epochs that train only the new head before the pretrained blocks join in (0 = none)"
+        1,
+        "fine-tuning: epochs that train only the new head before the pretrained blocks join in (0 = none)",
+        limits=(0, 50),
     )
     discriminative_lr: bool = setting(
         True,
@@ -150,22 +158,32 @@ class TrainConfig:
         cli="--no-discriminative-lr",
     )
     warmup_epochs: float = setting(
-        0.5, "fine-tuning: epochs over which the rates climb from zero once the pretrained blocks join in"
+        0.5,
+        "fine-tuning: epochs over which the rates climb from zero once the pretrained blocks join in",
+        limits=(0.0, 20.0),
     )
     batchnorm: str = setting("auto", "BatchNorm statistics in the blocks that learn", choices=BATCHNORM)
-    head_hidden: int = setting(0, "width of a hidden layer in the new head; 0 = a single linear layer")
-    head_dropout: float = setting(0.0, "dropout before the new head's last layer")
+    head_hidden: int = setting(
+        0, "width of a hidden layer in the new head; 0 = a single linear layer", limits=(0, 4096)
+    )
+    head_dropout: float = setting(0.0, "dropout before the new head's last layer", limits=(0.0, 0.8))
     fusion: str = setting("none", "feed the head features of several stages, not only the last", choices=FUSIONS)
-    fusion_stages: int = setting(3, "with fusion: how many of the last stages feed the head (2 or more)")
-    epochs: int = setting(5, "passes over the training pictures")
-    batch_size: int | None = setting(32, "pictures per step; 0 = chosen for this machine")
-    image_size: int | None = setting(None, "picture side in pixels; empty or 0 = the backbone's own size")
+    fusion_stages: int = setting(
+        3, "with fusion: how many of the last stages feed the head (2 or more)", limits=(2, 64)
+    )
+    epochs: int = setting(5, "passes over the training pictures", limits=(1, 500))
+    batch_size: int | None = setting(32, "pictures per step; 0 = chosen for this machine", limits=(0, 4096))
+    image_size: int | None = setting(
+        None, "picture side in pixels; empty or 0 = the backbone's own size", limits=(0, 1024)
+    )
     optimizer: str = setting("adamw", "how the corrections are made", choices=OPTIMIZERS)
-    lr: float = setting(1e-3, "learning rate: how big each correction is")
-    weight_decay: float = setting(1e-4, "pulls weights towards zero a little every step")
-    momentum: float = setting(0.9, "SGD and RMSprop: how much of the last step carries over")
+    lr: float = setting(1e-3, "learning rate: how big each correction is", limits=(1e-7, 10.0))
+    weight_decay: float = setting(1e-4, "pulls weights towards zero a little every step", limits=(0.0, 1.0))
+    momentum: float = setting(0.9, "SGD and RMSprop: how much of the last step carries over", limits=(0.0, 0.99))
     schedule: str = setting("cosine", "how the learning rate changes over the epochs", choices=SCHEDULES)
-    step_epochs: int = setting(0, "step schedule: epochs between drops to a tenth; 0 = every third of the epochs")
+    step_epochs: int = setting(
+        0, "step schedule: epochs between drops to a tenth; 0 = every third of the epochs", limits=(0, 100)
+    )
     augment: str = setting("auto", "random changes to the training pictures", choices=AUGMENT_CHOICES)
     # 4: last-2 on hymenoptera, 10 epochs (README, Speed): 0.961 val accuracy in 52 s, against 0.941 in 69 s with new changes each epoch.
     augment_views: int = setting(
@@ -173,23 +191,29 @@ class TrainConfig:
         "with random changes and blocks frozen for the whole run: this many changed versions of each training "
         "picture go through the frozen blocks once and are stored; each epoch uses one of them "
         "(0 = new changes every epoch, which runs the frozen blocks every epoch)",
+        limits=(0, 20),
     )
     progressive_resizing: float = setting(
         0.5,
         "when pictures go through the whole network every epoch (full, gradual): the share of the epochs "
         "that train on smaller pictures, from half size growing to full (0 = full size from the start)",
+        limits=(0.0, 0.9),
     )
-    label_smoothing: float = setting(0.0, "keeps the model from being over-sure (0.1 is typical)")
+    label_smoothing: float = setting(0.0, "keeps the model from being over-sure (0.1 is typical)", limits=(0.0, 0.3))
     class_weighted: bool = setting(False, "weigh rare classes up in the loss")
-    early_stopping: int = setting(0, "stop after this many epochs without a better val loss; 0 = off")
-    seed: int = setting(0, "the same seed gives the same split and the same run")
-    val_fraction: float = setting(0.2, "share of pictures kept for validation when the folder has no val/ split")
+    early_stopping: int = setting(0, "stop after this many epochs without a better val loss; 0 = off", limits=(0, 50))
+    seed: int = setting(0, "the same seed gives the same split and the same run", limits=(0, 2**31 - 1))
+    val_fraction: float = setting(
+        0.2, "share of pictures kept for validation when the folder has no val/ split", limits=(0.05, 0.5)
+    )
     device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
     mixed_precision: bool = setting(True, "no mixed precision on CUDA", cli="--no-amp")
-    num_workers: int | None = setting(None, "processes that read pictures; empty = chosen for this machine", ui=False)
+    num_workers: int | None = setting(
+        None, "processes that read pictures; empty = chosen for this machine", ui=False, limits=(0, 64)
+    )
     feature_cache: bool = setting(True, "run the frozen layers every epoch instead of once", cli="--no-feature-cache")
     cache_dir: str | None = setting(None, "where stored features go", cli=False, ui=False)
-    batch_loss_every: int = setting(5, "record the loss every this many batches", cli=False, ui=False)
+    batch_loss_every: int = setting(5, "record the loss every this many batches", cli=False, ui=False, limits=(1, 1000))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -219,6 +243,37 @@ LEGACY = {
     "augment_views": 0,
     "progressive_resizing": 0.0,
 }
+
+
+def limits(name: str) -> tuple:
+    """(lowest, highest) the setting `name` may be (its field's "limits")."""
+    return next(f.metadata["limits"] for f in fields(TrainConfig) if f.name == name)
+
+
+def setting_problems(config: TrainConfig) -> dict[str, str]:
+    """What is wrong with `config`'s settings, in words: {setting: problem}
+    for every number outside its limits (None, where the field allows it,
+    means "chosen for this machine") and every word not among its choices.
+    Empty when the run can start."""
+    problems = {}
+    for f in fields(TrainConfig):
+        value, bounds, choices = getattr(config, f.name), f.metadata.get("limits"), f.metadata.get("choices")
+        if bounds and value is not None:
+            low, high = bounds
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems[f.name] = f"is {value!r}, not a number"
+            elif not low <= value <= high:
+                problems[f.name] = f"is {value:g}; it can be {low:g} to {high:g} ({f.metadata['help']})"
+        elif choices and value not in choices:
+            problems[f.name] = f"is {value!r}; it can be {', '.join(map(str, choices))}"
+    return problems
+
+
+def check_settings(config: TrainConfig) -> None:
+    """Raise ValueError naming every setting that is wrong (setting_problems)."""
+    problems = setting_problems(config)
+    if problems:
+        raise ValueError("; ".join(f"{name} {text}" for name, text in problems.items()))
 
 
 def defaults() -> dict:

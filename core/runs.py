@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
+from .config import TrainConfig, check_settings
 from .errors import UserError
 from .files import atomic_torch_save, atomic_write_bytes, atomic_write_json, json_default
 from .run_lock import RunLock, is_locked
@@ -416,7 +416,9 @@ def prepare_run(config: TrainConfig, store: RunStore) -> tuple[Run, RunLock]:
     """Make the run folder and write its config before anything slow happens.
     Returns the run and its lock, taken before the status says "queued" (so no
     reader ever sees a queued run that nobody holds); the caller releases it
-    when the training has ended."""
+    when the training has ended. Settings outside their limits are refused
+    before any folder is made (ValueError, naming them)."""
+    check_settings(config)
     run = store.create(config.backbone, config.strategy)
     lock = RunLock(run.path).acquire()
     try:

@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 
 from core.backbones import BackboneInfo
-from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
+from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES, limits
 from core.errors import friendly
 from ui import bookmarks, fine_tune_view, fusion_view, networks, resources, state, widgets, words
 
@@ -63,8 +63,7 @@ def preset_controls(trainable_blocks: list[str]) -> str:
         state.init_choice("unfreeze_every")
         st.slider(
             "Unfreeze one more block every … epochs",
-            1,
-            10,
+            *limits("unfreeze_every"),
             key="unfreeze_every",
             persist_state="session",
             help="Training starts with only the head; then, every this many epochs, the next block down starts learning.",
@@ -73,8 +72,7 @@ def preset_controls(trainable_blocks: list[str]) -> str:
         state.init_choice("lr_factor")
         st.slider(
             "Each earlier block learns this fraction of the next one's rate",
-            0.1,
-            1.0,
+            *limits("lr_factor"),
             step=0.05,
             key="lr_factor",
             persist_state="session",
@@ -204,8 +202,7 @@ def head_section() -> None:
     state.init_choice("head_dropout")
     h2.slider(
         "Dropout",
-        0.0,
-        0.8,
+        *limits("head_dropout"),
         step=0.05,
         key="head_dropout",
         persist_state="session",
@@ -222,8 +219,7 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
     state.init_choice("epochs")
     s1.number_input(
         "Epochs",
-        min_value=1,
-        max_value=500,
+        *limits("epochs"),
         step=1,
         key="epochs",
         persist_state="session",
@@ -296,8 +292,7 @@ def optimiser_settings() -> None:
     state.init_choice("momentum")
     st.slider(
         "Momentum",
-        0.0,
-        0.99,
+        *limits("momentum"),
         step=0.01,
         key="momentum",
         persist_state="session",
@@ -324,8 +319,7 @@ def regularisation_settings() -> None:
     state.init_choice("label_smoothing")
     st.slider(
         "Label smoothing",
-        0.0,
-        0.3,
+        *limits("label_smoothing"),
         step=0.05,
         key="label_smoothing",
         persist_state="session",
@@ -341,8 +335,7 @@ def regularisation_settings() -> None:
     state.init_choice("early_stopping")
     st.number_input(
         "Stop early after … epochs without progress (0 = never)",
-        0,
-        50,
+        *limits("early_stopping"),
         key="early_stopping",
         persist_state="session",
         help="Stops training when the validation loss has not improved for this many epochs.",
@@ -363,8 +356,7 @@ def machine_settings(info: BackboneInfo) -> None:
     state.init_choice("val_fraction")
     st.slider(
         "Share of pictures kept for checking",
-        0.05,
-        0.5,
+        *limits("val_fraction"),
         step=0.05,
         key="val_fraction",
         persist_state="session",
@@ -374,8 +366,7 @@ def machine_settings(info: BackboneInfo) -> None:
     state.init_choice("seed")
     st.number_input(
         "Random seed",
-        0,
-        2**31 - 1,
+        *limits("seed"),
         key="seed",
         persist_state="session",
         help="The same seed gives the same split and the same start, so runs can be compared.",

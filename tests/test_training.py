@@ -330,6 +330,44 @@ def test_cli_train_options_come_from_the_config():
         parser.parse_args(["train", "data", "--optimizer", "nope"])
 
 
+def test_settings_outside_their_limits_are_refused_before_any_run_folder(tmp_path, small_data):
+    """Each number setting carries its limits; the command line names every
+    wrong one, and a job (the app's, the API's) is refused with the same
+    words, before a run folder is made. Before, `--epochs 0` made a run that
+    failed with 'best.pt missing' and `--batch-size -3` trained as if unset."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from core.config import check_settings, setting_problems
+
+    assert setting_problems(TrainConfig(data_dir="x")) == {}  # the defaults are within their limits
+    hints = get_type_hints(TrainConfig)
+    numbers = {f.name for f in fields(TrainConfig) if {int, float} & set(getattr(hints[f.name], "__args__", ()))}
+    numbers |= {f.name for f in fields(TrainConfig) if hints[f.name] in (int, float)}
+    assert numbers == {f.name for f in fields(TrainConfig) if f.metadata.get("limits")}  # every number has them
+
+    wrong = TrainConfig(data_dir=str(small_data), epochs=0, batch_size=-3, lr=-1.0, optimizer="nope", image_size=None)
+    assert set(setting_problems(wrong)) == {"epochs", "batch_size", "lr", "optimizer"}
+    with pytest.raises(ValueError, match="epochs is 0; it can be 1 to 500"):
+        check_settings(wrong)
+    manager = JobManager(tmp_path / "runs")
+    with pytest.raises(ValueError, match="batch_size is -3"):
+        manager.submit(wrong)
+    assert not list((tmp_path / "runs").glob("*/config.json"))
+
+    out = subprocess.run(
+        [sys.executable, "-m", "core", "train", str(small_data), "--epochs", "0", "--head-dropout", "0.95"]
+        + ["--runs-dir", str(tmp_path / "cli-runs")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "--epochs is 0; it can be 1 to 500" in out.stderr and "--head-dropout is 0.95" in out.stderr, out.stderr
+    assert not (tmp_path / "cli-runs").exists()
+
+
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     from core.files import atomic_write, atomic_write_bytes
 

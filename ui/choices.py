@@ -25,22 +25,12 @@ SNAPSHOT = "_choices_saved"  # the persisted choices as this session last loaded
 # network, and the blocks a person switched on by hand (per network).
 EXPECTED = {**state.DEFAULTS, "backbone": "", "custom_trained": {}}
 
-# Ranges of the number widgets that refuse a value outside them (a slider or
+# Ranges of the number widgets, which refuse a value outside them (a slider or
 # number box raises rather than clamps): a value saved outside is left out.
+# The settings' own limits (core.config), and the one choice that is not a setting.
 LIMITS = {
+    **{f.name: f.metadata["limits"] for f in dataclasses.fields(TrainConfig) if f.metadata.get("limits")},
     "last_n": (1, 64),
-    "unfreeze_every": (1, 10),
-    "lr_factor": (0.1, 1.0),
-    "head_dropout": (0.0, 0.8),
-    "momentum": (0.0, 0.99),
-    "label_smoothing": (0.0, 0.3),
-    "val_fraction": (0.05, 0.5),
-    "epochs": (1, 500),
-    "early_stopping": (0, 50),
-    "seed": (0, 2**31 - 1),
-    "batch_size": (0, 4096),
-    "image_size": (0, 1024),
-    "head_hidden": (0, 4096),
 }
 
 

@@ -8,7 +8,7 @@ import re
 
 import streamlit as st
 
-from core.config import BATCHNORM, help_text
+from core.config import BATCHNORM, help_text, limits
 from core.errors import friendly
 from core.preset_advice import preset_advice
 from core.recipes import RECIPES, get_recipe
@@ -126,8 +126,7 @@ def fine_tune_settings(preset: str | None) -> None:
     state.init_choice("head_epochs")
     f1.number_input(
         "Epochs that train only the head first",
-        0,
-        50,
+        *limits("head_epochs"),
         key="head_epochs",
         persist_state="session",
         disabled=not fine_tunes,
@@ -136,8 +135,7 @@ def fine_tune_settings(preset: str | None) -> None:
     state.init_choice("warmup_epochs")
     f2.number_input(
         "Warm-up epochs",
-        0.0,
-        20.0,
+        *limits("warmup_epochs"),
         step=0.5,
         key="warmup_epochs",
         persist_state="session",
@@ -166,8 +164,7 @@ def fine_tune_settings(preset: str | None) -> None:
         state.init_choice("step_epochs")
         f2.number_input(
             "Epochs between drops",
-            0,
-            100,
+            *limits("step_epochs"),
             key="step_epochs",
             persist_state="session",
             help=help_text("step_epochs").split(": ", 1)[1].capitalize() + ".",
@@ -181,8 +178,7 @@ def speed_settings(preset: str | None) -> None:
     state.init_choice("augment_views")
     s1.number_input(
         "Stored versions of each picture",
-        0,
-        20,
+        *limits("augment_views"),
         key="augment_views",
         persist_state="session",
         disabled=not fine_tunes,
@@ -192,8 +188,7 @@ def speed_settings(preset: str | None) -> None:
     state.init_choice("progressive_resizing")
     s2.slider(
         "Share of epochs on smaller pictures",
-        0.0,
-        0.9,
+        *limits("progressive_resizing"),
         step=0.1,
         key="progressive_resizing",
         persist_state="session",

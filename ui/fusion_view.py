@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.backbones import BackboneInfo
-from core.config import FUSIONS, help_text
+from core.config import FUSIONS, help_text, limits
 from core.fusion import fused_blocks
 from core.runs import read_json
 from ui import resources, state
@@ -38,7 +38,7 @@ def fusion_options(info: BackboneInfo) -> None:
         st.session_state["fusion_stages"] = most
     stages = f2.slider(
         "Stages that feed the head",
-        2,
+        limits("fusion_stages")[0],
         most,
         key="fusion_stages",
         persist_state="session",
