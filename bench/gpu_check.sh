@@ -121,6 +121,27 @@ train last-2-augmented --strategy last-2 --augment light --epochs 5
 train full-two-epochs --strategy full --epochs 2 --batch-size 16 --lr 3e-4
 train linear-no-amp --strategy linear --epochs 5 --no-amp
 
+section "cuDNN's autotuning: full, 2 epochs, as decided and forced on"
+# core/decisions.py turns cudnn.benchmark on only for runs of at least
+# CUDNN_TIMING_MIN_STEPS steps, from the first H200 run's slow first
+# all-block epoch; this times the second epoch both ways (off first: the
+# timings cuDNN keeps for the process would favour a second run with it on).
+timeout 200 python - <<'EOF' || FAILED+=("cudnn-timing")
+import os, sys, core.decisions as decisions
+from core.config import TrainConfig
+from core.jobs import train_blocking
+for label, min_steps in (("as decided", decisions.CUDNN_TIMING_MIN_STEPS), ("forced on", 0)):
+    decisions.CUDNN_TIMING_MIN_STEPS = min_steps
+    config = TrainConfig(data_dir=os.environ["DATA"], backbone="mobilenet_v2", strategy="full", epochs=2,
+                         batch_size=16, lr=3e-4, progressive_resizing=0.0, device=os.environ["DEVICE"])
+    job, run = train_blocking(config, runs_dir=os.environ["RUNS"])
+    rows = run.metrics
+    print(f"{label}: cudnn.benchmark {run.status['decisions']['cudnn_benchmark']}, {job.state}, epoch seconds "
+          + ", ".join(f"{r['seconds']:.1f}" for r in rows) + f", val accuracy {rows[-1]['val_accuracy']:.3f}")
+    if job.state != "finished":
+        sys.exit(1)
+EOF
+
 section "memory given back after a run (and only on its GPU)"
 timeout 240 python - <<'EOF' || FAILED+=("memory-release")
 import os, sys, torch

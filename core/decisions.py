@@ -78,6 +78,27 @@ class Decisions:
         return out
 
 
+# cuDNN's autotuning (torch.backends.cudnn.benchmark) times the algorithms
+# of every convolution for each new input shape, forward and backward, and
+# keeps the fastest for the rest of the process. On the H200 (README, Speed)
+# the first epoch that trained mobilenet_v2's blocks took 39 s for 244
+# pictures where the head-only epoch before it took 13 s, and last-2's took
+# 6 s against 0.1 s for the epochs after: tens of seconds of timing that a
+# few hundred steps, a few milliseconds faster each, never earn back. So it
+# is on only for runs this long (a guess from those figures, to be settled
+# by timing both on a GPU); cuDNN's own heuristics pick the rest, which also
+# makes two runs with one seed more alike.
+CUDNN_TIMING_MIN_STEPS = 2000
+
+
+def _batch_size(config: TrainConfig, device: torch.device) -> int:
+    return config.batch_size or devices.auto_batch_size(device)
+
+
+def _training_steps(config: TrainConfig, report, device: torch.device) -> int:
+    return math.ceil(len(report.train) / _batch_size(config, device)) * config.epochs
+
+
 def _stored_sets(config: TrainConfig, plan) -> tuple[int, bool, bool]:
     """(the prefix frozen for the whole run, whether the training pictures and
     whether the validation pictures go through it once, stored)."""
@@ -144,15 +165,11 @@ def decide(
         autocast=devices.autocast_dtype(device, config.mixed_precision),
         channels_last=devices.use_channels_last(device),
         pin_memory=device.type == "cuda",
-        # cuDNN times its algorithms once per input shape and keeps the
-        # fastest: it pays when most batches share a shape. Progressive
-        # resizing and a last partial batch add shapes, each timed once (the
-        # H200 run's slow first all-block epoch may be that: README, Speed).
-        cudnn_benchmark=device.type == "cuda",
+        cudnn_benchmark=device.type == "cuda" and _training_steps(config, report, device) >= CUDNN_TIMING_MIN_STEPS,
         image_size=sizes[0],
         resize_size=sizes[1],
         augment=augment,
-        batch_size=config.batch_size or devices.auto_batch_size(device),
+        batch_size=_batch_size(config, device),
         # Stored features are small maps: slices only pay where pictures enter the network.
         train_slice=0 if cache_train else devices.training_slice(device),
         eval_batch_size=eval_batch,

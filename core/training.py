@@ -195,8 +195,8 @@ def _place_model(model: nn.Module, decisions: Decisions) -> None:
     model.to(decisions.device)
     if decisions.channels_last:
         model.to(memory_format=torch.channels_last)
-    if decisions.cudnn_benchmark:
-        torch.backends.cudnn.benchmark = True
+    if decisions.device.type == "cuda":  # set both ways: a run before this one in the process may have turned it on
+        torch.backends.cudnn.benchmark = decisions.cudnn_benchmark
 
 
 def _optimisation(config: TrainConfig, report, model, plan, decisions: Decisions, batches: int):
