@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check: everything the CPU cannot show about the GPU path, and issue
-# 15's benchmark on the GPU, in one call on a lent GPU machine (about 6
+# 15's benchmark on the GPU, in one call on a lent GPU machine (about 9
 # minutes on one H200).
 #
 # 1. On the CPU machine, once:   bash bench/gpu_check.sh --prepare
@@ -15,7 +15,8 @@
 # cuda` (the tutorial loop, fastai and the engine side by side, with the GPU's
 # utilisation); trains linear, last-2 with augmentation (worker processes),
 # full for two epochs and linear with --no-amp, each to a final JSON line with
-# val accuracy >= 0.9 and an eval.json; checks that a run gives its GPU memory
+# val accuracy >= 0.9 and an eval.json; times the first all-block epoch with
+# and without cuDNN's autotuning; checks that a run gives its GPU memory
 # back; counts CUDA synchronisations per training batch
 # (torch.cuda.set_sync_debug_mode("warn")); checks that a CPU job leaves CUDA
 # uninitialised; runs the device tests. The last line is "GPU CHECK: PASS" or
