@@ -39,7 +39,7 @@ def friendly(exc: BaseException) -> str:
             "machine lost the network), so this one stopped too. The last finished epoch is saved: you can resume it."
         )
     if isinstance(exc, FileNotFoundError):
-        return f"A file or folder was missing: {exc}. Check that it is still there."
+        return f"A file or folder was missing: {str(exc).rstrip('.')}. Check that it is still there."
     if isinstance(exc, PermissionError):
         return f"Transfer Studio is not allowed to read or write {exc.filename or 'a file'}. Check its permissions."
     if isinstance(exc, ValueError):

@@ -290,6 +290,8 @@ def test_cli_train_scan_predict(tmp_path, small_data, empty_torch_home, monkeypa
 
     code, _, err = _cli_here(capsys, "scan", tmp_path / "nowhere")
     assert code != 0 and "nowhere" in err
+    code, _, err = _cli_here(capsys, "export", tmp_path / "no-run")
+    assert code != 0 and "no-run" in err and ".." not in err  # one sentence, one full stop
 
 
 def test_cli_train_options_come_from_the_config():
