@@ -96,7 +96,10 @@ def _batch_size(config: TrainConfig, device: torch.device) -> int:
 
 
 def _training_steps(config: TrainConfig, report, device: torch.device) -> int:
-    return math.ceil(len(report.train) / _batch_size(config, device)) * config.epochs
+    """The steps this process takes (under torchrun each takes its share of the pictures)."""
+    dist = torch.distributed
+    processes = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return math.ceil(len(report.train) / processes / _batch_size(config, device)) * config.epochs
 
 
 def _stored_sets(config: TrainConfig, plan) -> tuple[int, bool, bool]:
