@@ -67,7 +67,7 @@ fi
 export TRANSFER_STUDIO_CACHE=$WORK/cache DATA DEVICE RUNS=$WORK/runs
 FAILED=()
 
-section() { echo; echo "=== $* ==="; }
+section() { echo; echo "=== $* === (at ${SECONDS} s)"; }  # the times say where a run near its limit went
 
 section "GPU and shared memory"
 nvidia-smi --query-gpu=index,name,compute_cap,memory.total,driver_version --format=csv 2>&1 | head -9
