@@ -71,7 +71,7 @@ def _train_fields():
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     """One option per TrainConfig setting, from its field: the flag, type,
     default, choices and help are the field's (see core/config.py)."""
-    from .config import defaults
+    from .config import defaults, number_text
 
     values = defaults()
     for f, flag, kind in _train_fields():
@@ -83,9 +83,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
             action = "store_false" if flag.startswith("--no-") else "store_true"
             p.add_argument(flag, dest=f.name, action=action, default=default, help=text)
             continue
-        choices = f.metadata.get("choices")
-        if note or default is not None:
-            text += f" ({note or f'default: {default}'})"
+        choices, limits = f.metadata.get("choices"), f.metadata.get("limits")
+        said = [note or f"default: {default}"] if note or default is not None else []
+        said += [f"{number_text(limits[0])} to {number_text(limits[1])}"] if limits else []
+        if said:
+            text += f" ({'; '.join(said)})"
         p.add_argument(
             flag,
             dest=f.name,

@@ -245,6 +245,11 @@ LEGACY = {
 }
 
 
+def number_text(value) -> str:
+    """A setting's number as a person types it: whole numbers in full, others short (0.001, 1e-07)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def limits(name: str) -> tuple:
     """(lowest, highest) the setting `name` may be (its field's "limits")."""
     return next(f.metadata["limits"] for f in fields(TrainConfig) if f.name == name)
@@ -263,7 +268,10 @@ def setting_problems(config: TrainConfig) -> dict[str, str]:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 problems[f.name] = f"is {value!r}, not a number"
             elif not low <= value <= high:
-                problems[f.name] = f"is {value:g}; it can be {low:g} to {high:g} ({f.metadata['help']})"
+                problems[f.name] = (
+                    f"is {number_text(value)}; it can be {number_text(low)} to {number_text(high)} "
+                    f"({f.metadata['help']})"
+                )
         elif choices and value not in choices:
             problems[f.name] = f"is {value!r}; it can be {', '.join(map(str, choices))}"
     return problems
