@@ -136,11 +136,15 @@ class TransferModel(nn.Module):
             x = block(x)
         return x
 
+    def blocks_from(self, k: int) -> list[nn.Module]:
+        """The blocks from index k on: those a batch entering at block k runs through."""
+        return list(self.blocks.values())[k:]
+
     def forward_from(self, k: int, x: torch.Tensor) -> torch.Tensor:
         """Run the blocks from index k on, e.g. on features cached by forward_to(k, ...)."""
         if self.taps:
             return run_blocks(list(self.blocks.items())[k:], x, self.taps)
-        for block in list(self.blocks.values())[k:]:
+        for block in self.blocks_from(k):
             x = block(x)
         return x
 

@@ -357,7 +357,7 @@ def _run_epochs(s: _Setup, state: _State, writer: RunWriter) -> None:
         # Frozen BatchNorm statistics: the same numbers, less work. Only the
         # blocks this epoch runs through the model (the frozen prefix runs as
         # a folded copy of its own, PrefixRunner).
-        with folded_for_training(*list(s.model.blocks.values())[frozen:]):
+        with folded_for_training(*s.model.blocks_from(frozen)):
             epoch_loss, epoch_correct, epoch_seen = _train_epoch(s, state, epoch, frozen)
         val_loss, val_acc = validate(s)
         row = {
@@ -403,7 +403,7 @@ def _prepare_epoch(s: _Setup, state: _State, writer: RunWriter, epoch: int) -> i
     if frozen > s.data.train_start:
         s.frozen_runner.blocks(s.data.train_start, frozen)
     slices_allowed = s.decisions.train_slice and can_slice(
-        list(s.model.blocks.values())[frozen:], distributed.current().world_size
+        s.model.blocks_from(frozen), distributed.current().world_size
     )
     state.slice_now = s.decisions.train_slice if slices_allowed else 0
     return frozen
