@@ -181,14 +181,12 @@ def training_curves(job, snap: dict, config) -> None:
         st.caption(
             "The charts fill in as the model trains: the faint line after every few batches, the dots after each epoch."
         )
+    epochs = charts.epoch_axis(history, snap.get("epochs") or config.epochs, running=job_state in ACTIVE)
     c1, c2 = st.columns(2)
     c1.plotly_chart(
-        charts.loss_figure(
-            history, snap.get("batch_losses"), _steps_per_epoch(snap), snap.get("epochs") or config.epochs
-        ),
-        key=f"loss_{job.id}",
+        charts.loss_figure(history, snap.get("batch_losses"), _steps_per_epoch(snap), epochs), key=f"loss_{job.id}"
     )
-    c2.plotly_chart(charts.accuracy_figure(history, snap.get("epochs") or config.epochs), key=f"acc_{job.id}")
+    c2.plotly_chart(charts.accuracy_figure(history, epochs), key=f"acc_{job.id}")
 
 
 def show_job(job) -> None:

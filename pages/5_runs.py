@@ -196,7 +196,7 @@ def confirm_delete(run, store, mgr) -> None:
         st.toast(f"Deleted {deleted}.", icon=":material/delete:")
 
 
-def run_results(run) -> None:
+def run_results(run, run_state: str) -> None:
     """The headline numbers and curves (the Results page has the full picture)."""
     summary = run.summary()
     status = run.status
@@ -227,7 +227,7 @@ def run_results(run) -> None:
         )
 
     c1, c2 = st.columns(2)
-    epochs = summary.get("epochs")
+    epochs = charts.epoch_axis(metrics, summary.get("epochs"), running=run_state in ACTIVE)
     c1.plotly_chart(charts.loss_figure(metrics, epochs=epochs), key="run_loss")
     c2.plotly_chart(charts.accuracy_figure(metrics, epochs=epochs), key="run_acc")
 
@@ -277,7 +277,7 @@ def main() -> None:
     fixes.older_pictures_notice(run, key="runs")
     actions(run, mgr, states[run.name])
     confirm_delete(run, store, mgr)
-    run_results(run)
+    run_results(run, states[run.name])
     per_class_and_settings(run)
 
 

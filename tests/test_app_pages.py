@@ -323,6 +323,11 @@ def test_stop_then_resume_from_the_runs_page(env, small_data):
 
     _goto(at, RUNS)
     assert "stopped" in list(at.dataframe[0].value["Status"])
+    # The stopped run's curves span the epochs it did, not the 12 it was set for.
+    (metrics,) = (env / "runs").glob("*/metrics.jsonl")
+    done = len(metrics.read_text().splitlines())
+    for chart in at.get("plotly_chart"):
+        assert json.loads(chart.proto.spec)["layout"]["xaxis"]["range"] == [0, done + 0.1]
     _button(at, "Resume").click().run()
     _ok(at)
     assert "Training now" in _texts(at.subheader)  # it went on to the Train page

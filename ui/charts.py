@@ -83,6 +83,15 @@ def loss_figure(
     return fig
 
 
+def epoch_axis(history: list[dict], planned: int | None, running: bool) -> int | None:
+    """How many epochs the curves' x axis spans: the planned ones while the
+    run goes on (the curves show how far it has come), the ones it did once
+    it has ended (a run stopped at 5 of 100 epochs fills the chart)."""
+    if running:
+        return planned
+    return max((r["epoch"] for r in history), default=None) or planned
+
+
 def accuracy_figure(history: list[dict], epochs: int | None = None) -> go.Figure:
     fig = go.Figure()
     epochs_x = [r["epoch"] for r in history]

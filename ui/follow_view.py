@@ -89,11 +89,12 @@ def show(run_dir: str) -> None:
     history, epochs = snap["history"], snap.get("epochs") or 1
     if history or snap.get("batch_losses"):
         steps = snap.get("batches") if snap.get("phase") == "Training" else None
+        axis = charts.epoch_axis(history, epochs, running=state in ACTIVE_STATES or state == "stopping")
         c1, c2 = st.columns(2)
         c1.plotly_chart(
-            charts.loss_figure(history, snap.get("batch_losses"), steps, epochs), key=f"floss_{Path(run_dir).name}"
+            charts.loss_figure(history, snap.get("batch_losses"), steps, axis), key=f"floss_{Path(run_dir).name}"
         )
-        c2.plotly_chart(charts.accuracy_figure(history, epochs), key=f"facc_{Path(run_dir).name}")
+        c2.plotly_chart(charts.accuracy_figure(history, axis), key=f"facc_{Path(run_dir).name}")
         st.caption(f"{len(history)} of {epochs} epochs done.")
 
 
