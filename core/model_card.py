@@ -14,6 +14,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .blocks import block_title
+from .config import strategy_words
 from .evaluation import LoadedModel
 from .files import atomic_write_bytes
 from .freeze import freeze_plan_for
@@ -147,7 +149,7 @@ def _blocks_table(loaded: LoadedModel, config: dict, status: dict) -> tuple[list
             state = "frozen"
         lr = plan.lr_mult.get(name, 1.0)
         rate = f"{lr:.3g}x" if name in trained else "-"
-        rows.append(f"| {name} | {count:,} | {state} | {rate} |")
+        rows.append(f"| {block_title(name)} (`{name}`) | {count:,} | {state} | {rate} |")
     return rows, trained
 
 
@@ -220,6 +222,7 @@ def _card_model(loaded: LoadedModel, config: dict, status: dict) -> list[str]:
     info, classes = loaded.model.info, loaded.classes
     block_rows, trained_blocks = _blocks_table(loaded, config, status)
     frozen = [b for b, c in loaded.model.block_param_counts().items() if c and b not in trained_blocks]
+    plain, technical = strategy_words(config.get("strategy"))
     init = config.get("init", "pretrained")
     start = (
         "ImageNet weights"
@@ -237,9 +240,9 @@ def _card_model(loaded: LoadedModel, config: dict, status: dict) -> list[str]:
         f"- Started from: {start}; a new head for the {len(classes)} classes"
         + (f" (a hidden layer of {config.get('head_hidden')})" if config.get("head_hidden") else "")
         + ".",
-        f"- Strategy: **{config.get('strategy')}**. {status.get('freeze_plan') or ''}".rstrip(),
-        f"- Trained blocks: {', '.join(trained_blocks) or '-'}.",
-        f"- Frozen blocks: {', '.join(frozen) or 'none'}.",
+        f"- Strategy: **{plain}** ({technical}, `{config.get('strategy')}`). {status.get('freeze_plan') or ''}".rstrip(),
+        f"- Trained blocks: {', '.join(map(block_title, trained_blocks)) or '-'}.",
+        f"- Frozen blocks: {', '.join(map(block_title, frozen)) or 'none'}.",
         f"- Trainable parameters: {status.get('trainable_params', 0):,} of {status.get('total_params', 0):,}."
         if status.get("total_params")
         else "- Trainable parameters: -",

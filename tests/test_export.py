@@ -100,9 +100,11 @@ def test_model_card_tells_what_a_teacher_needs(exported, run_dir):
     ev = open_run(run_dir).evaluation
     assert "MobileNetV2" in card and "mobilenet_v2" in card
     assert "| ants | 30 | 20 |" in card and "| bees | 30 | 20 |" in card  # data and counts per class
-    assert "**last-1**" in card
-    assert "Trained blocks: final_conv, head." in card
-    assert "Frozen blocks: stem, stage1, stage2, stage3, stage4." in card
+    # Blocks and strategy in the words the app uses, the code names beside them for whoever loads the weights.
+    assert "**The last block learns too** (last-1 fine-tune, `last-1`)" in card
+    assert "Trained blocks: Final layer, New head." in card
+    assert "Frozen blocks: Stem, Stage 1, Stage 2, Stage 3, Stage 4." in card
+    assert "| Stage 3 (`stage3`) |" in card
     assert f"Accuracy: **{100 * ev['accuracy']:.1f}%**" in card
     assert f"Macro F1: **{ev['macro_f1']:.3f}**" in card
     assert "![confusion matrix](confusion.png)" in card
