@@ -84,7 +84,11 @@ def pick_open_run(runs: list):
 def run_heading(run, run_state: str, elsewhere: bool = False) -> None:
     summary = run.summary()
     st.divider()
-    st.subheader(f"{words.state_label(run_state)} · {run.name}")
+    st.subheader(
+        f"{words.state_label(run_state)} · {words.backbone_title(summary.get('backbone'))} · "
+        f"{words.strategy_label(summary.get('strategy'))}"
+    )
+    st.caption(f"Its folder in the runs folder: {words.md_text(run.name)}")
     if run_state == "failed":
         st.error(f"This run failed: {summary.get('reason') or 'no reason was saved.'}", icon=":material/error:")
     elif run_state == "stopped":
