@@ -76,6 +76,12 @@ def _parse(argv):
         "against fastai's fine_tune",
     )
     p.add_argument(
+        "--skip",
+        default="",
+        help="sections to leave out of a whole run, comma-separated (e.g. warm: on a GPU machine whose time is "
+        "short, the warm path's targets are for the 2-core CPU)",
+    )
+    p.add_argument(
         "--presets",
         default="linear,last-2,full,gradual,discriminative",
         help="the presets compared with fastai's fine_tune (comma-separated)",
@@ -360,6 +366,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"{data} needs train/ and val/ folders of classes (the tutorial's ImageFolder layout)")
     if args.full_epochs < 1 or args.epochs < 1:
         raise SystemExit("--epochs and --full-epochs need at least 1")
+    skipped = {name.strip() for name in args.skip.split(",") if name.strip()}
+    if skipped - set(SECTIONS):
+        raise SystemExit(f"--skip takes {', '.join(SECTIONS)}, not {', '.join(sorted(skipped - set(SECTIONS)))}")
     work = Path(tempfile.mkdtemp(prefix="transfer-studio-bench-"))
     try:
         ctx = SimpleNamespace(
@@ -383,6 +392,7 @@ def main(argv=None) -> int:
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         sections = SECTIONS if args.only is None else [name for name in SECTIONS if name == args.only]
+        sections = [name for name in sections if name not in skipped]
         # A run cut short (timeout's SIGTERM on a lent GPU machine, Ctrl+C)
         # still prints and saves the sections it finished.
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
