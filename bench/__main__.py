@@ -422,11 +422,10 @@ def main(argv=None) -> int:
                 log=_say,
             )
 
+        incomplete = " (incomplete)" if "stopped_during" in results else ""
+        runs = f"median of {args.repeat} runs" if args.repeat > 1 else "one run each"
         _say("")
-        _say(
-            f"Results{' (incomplete)' if 'stopped_during' in results else ''} ({f'median of {args.repeat} runs' if args.repeat > 1 else 'one run each'}; "
-            f"images/s = training images x epochs / seconds; {_load()})"
-        )
+        _say(f"Results{incomplete} ({runs}; images/s = training images x epochs / seconds; {_load()})")
         checks = _table(results, ctx)
         quick = " (--quick: a smoke run on 8 images per class; the targets are for the full run)" if args.quick else ""
         _say(f"Targets{quick}: {targets_line(checks)}")
