@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from . import devices, progressive
+from . import devices, distributed, progressive
 from .backbones import get_backbone
 from .config import TrainConfig
 from .images import decoded_cache_budget
@@ -97,8 +97,7 @@ def _batch_size(config: TrainConfig, device: torch.device) -> int:
 
 def _training_steps(config: TrainConfig, report, device: torch.device) -> int:
     """The steps this process takes (under torchrun each takes its share of the pictures)."""
-    dist = torch.distributed
-    processes = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    processes = distributed.current().world_size
     return math.ceil(len(report.train) / processes / _batch_size(config, device)) * config.epochs
 
 
