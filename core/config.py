@@ -250,9 +250,14 @@ def number_text(value) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
+def _metadata(name: str):
+    """The metadata of the setting `name` (its field's)."""
+    return next(f.metadata for f in fields(TrainConfig) if f.name == name)
+
+
 def limits(name: str) -> tuple:
     """(lowest, highest) the setting `name` may be (its field's "limits")."""
-    return next(f.metadata["limits"] for f in fields(TrainConfig) if f.name == name)
+    return _metadata(name)["limits"]
 
 
 def setting_problems(config: TrainConfig) -> dict[str, str]:
@@ -298,4 +303,4 @@ def defaults() -> dict:
 
 
 def help_text(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)
+    return _metadata(name)["help"]
