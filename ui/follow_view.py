@@ -72,7 +72,8 @@ def show(run_dir: str) -> None:
         f"**{words.state_label(state)}** — {words.backbone_title(config.get('backbone'))}, "
         f"{words.strategy_label(config.get('strategy'))} · run `{Path(run_dir).name}` · trained by {_who(snap)}"
     )
-    if state in ACTIVE_STATES or state == "stopping":
+    going = state in ACTIVE_STATES or state == "stopping"
+    if going:
         _progress(snap)
         _numbers(snap)
         st.button(
@@ -89,7 +90,7 @@ def show(run_dir: str) -> None:
     history, epochs = snap["history"], snap.get("epochs") or 1
     if history or snap.get("batch_losses"):
         steps = snap.get("batches") if snap.get("phase") == "Training" else None
-        axis = charts.epoch_axis(history, epochs, running=state in ACTIVE_STATES or state == "stopping")
+        axis = charts.epoch_axis(history, epochs, running=going)
         c1, c2 = st.columns(2)
         c1.plotly_chart(
             charts.loss_figure(history, snap.get("batch_losses"), steps, axis), key=f"floss_{Path(run_dir).name}"
