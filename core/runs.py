@@ -416,9 +416,14 @@ def prepare_run(config: TrainConfig, store: RunStore) -> tuple[Run, RunLock]:
     """Make the run folder and write its config before anything slow happens.
     Returns the run and its lock, taken before the status says "queued" (so no
     reader ever sees a queued run that nobody holds); the caller releases it
-    when the training has ended. Settings outside their limits are refused
-    before any folder is made (ValueError, naming them)."""
+    when the training has ended. Settings outside their limits, and a data
+    folder that is not there, are refused before any folder is made
+    (ValueError or DataFolderError, in words), so a mistake leaves no failed
+    run behind."""
+    from .scan import check_data_folder  # the scan's imports wait until a training is asked for
+
     check_settings(config)
+    check_data_folder(config.data_dir)
     run = store.create(config.backbone, config.strategy)
     lock = RunLock(run.path).acquire()
     try:

@@ -122,7 +122,7 @@ def _scan(
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, not {val_fraction}")
     root = os.path.abspath(pasted_path(root))
-    _check_root(root)
+    check_data_folder(root)
     skipped: list[SkippedFile] = []
     layout = _find_layout(root, val_fraction, skipped)
     candidates = _find_candidates(root, layout, skipped)
@@ -161,7 +161,10 @@ def _scan(
     return report, kept, why_not_kept
 
 
-def _check_root(root: str) -> None:
+def check_data_folder(root: str) -> None:
+    """Raise DataFolderError, in words, when `root` is not a folder this
+    process can read (before a scan, or before a run folder is made for it)."""
+    root = os.path.abspath(pasted_path(root))
     if not os.path.exists(root):
         raise DataFolderError(f"The folder {root} does not exist.")
     if not os.path.isdir(root):

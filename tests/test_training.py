@@ -127,11 +127,12 @@ def test_stop_ends_within_one_batch_and_queued_job_waits(small_data, tmp_path):
 
 def test_failure_is_readable_and_manager_lives_on(tmp_path, small_data):
     manager = JobManager(tmp_path / "runs")
-    missing = tmp_path / "no-such-folder"
-    bad = manager.submit(TrainConfig(data_dir=str(missing), backbone="efficientnet_lite0"))
+    no_classes = tmp_path / "no-class-folders"  # a folder that is there: the scan finds nothing to learn
+    no_classes.mkdir()
+    bad = manager.submit(TrainConfig(data_dir=str(no_classes), backbone="efficientnet_lite0"))
     assert bad.wait(60)
     assert bad.state == "failed"
-    assert str(missing) in bad.snapshot()["reason"]
+    assert f"No class folders were found in {no_classes}" in bad.snapshot()["reason"]
     assert "Traceback" not in bad.snapshot()["reason"]
     assert open_run(bad.run_dir).state == "failed"
 
@@ -368,6 +369,30 @@ def test_settings_outside_their_limits_are_refused_before_any_run_folder(tmp_pat
     assert out.returncode != 0
     assert "--epochs is 0; it can be 1 to 500" in out.stderr and "--head-dropout is 0.95" in out.stderr, out.stderr
     assert not (tmp_path / "cli-runs").exists()
+
+
+def test_a_data_folder_that_is_not_there_is_named_and_leaves_no_run(tmp_path):
+    """A mistyped folder is a mistake to fix, not a training that failed:
+    before, it left a failed run in the Runs list for each try."""
+    from core.scan import DataFolderError
+
+    nowhere = tmp_path / "my photos" / "nowhere"
+    with pytest.raises(DataFolderError, match="does not exist"):
+        JobManager(tmp_path / "runs").submit(TrainConfig(data_dir=str(nowhere)))
+    (tmp_path / "a file.jpg").write_bytes(b"not a folder")
+    with pytest.raises(DataFolderError, match="is a file, not a folder"):
+        JobManager(tmp_path / "runs").submit(TrainConfig(data_dir=str(tmp_path / "a file.jpg")))
+    assert not list((tmp_path / "runs").glob("*/config.json"))
+
+    out = subprocess.run(
+        [sys.executable, "-m", "core", "train", str(nowhere), "--runs-dir", str(tmp_path / "cli-runs")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and f"{nowhere} does not exist" in out.stderr, out.stderr
+    assert not list((tmp_path / "cli-runs").glob("*/config.json"))
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

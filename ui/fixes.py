@@ -211,8 +211,13 @@ def trained_on_older_pictures(run) -> bool:
 def _train_again(run) -> None:
     from core.config import TrainConfig
 
-    config = TrainConfig.from_dict(run.config)
-    job = resources.manager().submit(config)
+    from core.errors import friendly
+
+    try:  # e.g. the folder was moved meanwhile, or a training already runs
+        job = resources.manager().submit(TrainConfig.from_dict(run.config))
+    except Exception as exc:  # noqa: BLE001 - said on the page, the app goes on
+        st.session_state[_NOTE] = (f"Could not train again: {friendly(exc)}", False)
+        return
     text = f"Training again on the same settings: {Path(job.run_dir or '').name}. Watch it on the Train page."
     st.session_state[_NOTE] = (text, True)
 
