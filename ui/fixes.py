@@ -210,7 +210,6 @@ def trained_on_older_pictures(run) -> bool:
 
 def _train_again(run) -> None:
     from core.config import TrainConfig
-
     from core.errors import friendly
 
     try:  # e.g. the folder was moved meanwhile, or a training already runs
