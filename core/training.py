@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import distributed, evaluation, progressive
+from . import distributed, progressive
 from .augmented_views import stored_bytes_per_picture
 from .backbones import get_backbone
 from .checkpoints import (
@@ -36,11 +36,11 @@ from .decisions import Decisions, decide, reads_pictures_every_epoch
 from .devices import describe_device, pick_device, seed_everything, use_in_this_thread
 from .errors import TrainingError
 from .features import PrefixRunner, default_cache_dir
+from .final_evaluation import evaluate_best, evaluate_test_split, summarise_test_split
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, learned_parameters, parameter_groups
 from .fusion import record_stage_weights
-from .held_out import interval_in_words, wilson_interval
 from .models import HeadConfig, build_model
-from .progress import Progress, counted
+from .progress import Progress
 from .resume import kept_split, move_schedule, schedule_settings
 from .runs import Run, checkpoint_problem, owner
 from .scan import scan_and_decode
@@ -48,7 +48,7 @@ from .scan_cache import CHECKED_BEFORE, decode_pictures
 from .schedules import build_optimizer, build_schedule, frozen_batchnorm
 from .sliced_steps import batch_total, can_slice, sliced_forward_backward, summed_twin
 from .train_folding import folded_for_training
-from .training_data import TrainingData, build_data, loader_for_test_split
+from .training_data import TrainingData, build_data
 from .validation import to_device, validate
 
 _LOSS_BLEW_UP = "The loss became infinite or NaN: the learning rate is probably too high. Try a smaller one."
@@ -321,7 +321,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
         writer.flush()
         # distributed: rank 0 alone evaluates the best model and writes the files
         main_rank = distributed.current().main
-        result_eval = _evaluate_best(s, state) if main_rank else {"macro_f1": None}
+        result_eval = evaluate_best(s, state.best_weights) if main_rank else {"macro_f1": None}
         if main_rank:
             record_stage_weights(
                 s.model, distributed.final_val_loader(s.data), s.data.val_start, s.run, s.decisions.device
@@ -516,73 +516,3 @@ def _save_epoch(s: _Setup, state: _State, writer: RunWriter, row: dict) -> None:
     )
     writer.submit_files(files)
     writer.submit(s.progress.add_epoch, row)
-
-
-def _evaluate_best(s: _Setup, state: _State) -> dict:
-    """Evaluate the best epoch's weights on val and write eval.json."""
-    best_weights = state.best_weights
-    if best_weights is None:  # resumed, and no epoch since beat the best before
-        best_weights = torch.load(s.run.best_checkpoint, map_location="cpu", weights_only=True)["model"]
-    s.model.load_state_dict(best_weights)
-    d = s.decisions
-    result_eval = evaluation.evaluate_loader(
-        s.model,
-        counted(
-            distributed.final_val_loader(s.data),
-            s.progress,
-            "Evaluating the best model on the validation images",
-            len(s.report.val),
-        ),
-        s.data.val_start,
-        s.report.classes,
-        [p for p, _ in s.report.val],
-        d.device,
-        d.autocast,
-        d.channels_last,
-    )
-    s.run.write_json("eval.json", result_eval)
-    return result_eval
-
-
-def evaluate_test_split(s: _Setup) -> dict | None:
-    """Score the best model, once, on the test/ pictures (if the folder has
-    them) into test_eval.json: the first and only time they are read after
-    the scan. Runs after _evaluate_best, so the model holds the best epoch's
-    weights and the choice of that epoch is already made."""
-    if not s.report.test:
-        return None
-    d = s.decisions
-    loader = counted(
-        loader_for_test_split(s.config, s.report, s.model, d),
-        s.progress,
-        "Evaluating the best model on the test pictures",
-        len(s.report.test),
-    )
-    paths = [p for p, _ in s.report.test]
-    result = evaluation.evaluate_loader(
-        s.model, loader, 0, s.report.classes, paths, d.device, d.autocast, d.channels_last
-    )
-    seen = {row["path"] for row in result["predictions"]}
-    correct = sum(row["correct"] for row in result["predictions"])
-    n = len(result["predictions"])
-    low, high = wilson_interval(correct, n)
-    result.update(
-        n=n,
-        ci95=[low, high],
-        words=interval_in_words(result["accuracy"], n, low, high),
-        unreadable=[p for p in paths if p not in seen],
-    )
-    s.run.write_json("test_eval.json", result)
-    return result
-
-
-def summarise_test_split(test_eval: dict | None) -> dict:
-    """The test split's numbers for train's result line and status.json."""
-    if test_eval is None:
-        return {}
-    return {
-        "test_accuracy": test_eval["accuracy"],
-        "test_ci95": test_eval["ci95"],
-        "test_n": test_eval["n"],
-        "test_macro_f1": test_eval["macro_f1"],
-    }
