@@ -36,7 +36,7 @@ def runs_table(runs: list, states: dict) -> None:
         acc = s.get("best_val_accuracy")
         rows.append(
             {
-                "Run": s["run"],
+                "Started": words.fmt_when(s.get("created")),
                 "Status": words.state_word(states[run.name]),
                 "Network": words.backbone_title(s["backbone"]),
                 "What learned": words.strategy_label(s["strategy"]),
@@ -44,7 +44,7 @@ def runs_table(runs: list, states: dict) -> None:
                 "Best val accuracy": None if acc is None or acc < 0 else 100 * acc,
                 "Epochs": f"{s.get('epochs_done') or 0} of {s.get('epochs')}",
                 "Time": words.fmt_duration(s.get("seconds")) if s.get("seconds") else "–",
-                "Started": words.fmt_when(s.get("created")),
+                "Run": s["run"],  # its folder's name, for finding it on disk
             }
         )
     st.dataframe(
@@ -75,7 +75,7 @@ def pick_open_run(runs: list):
         "Open a run",
         names,
         key="open_run",
-        format_func=lambda n: words.run_label(by_name[n]),
+        format_func=words.run_labels(runs).get,
         help="Shows the run's results below.",
     )
     return by_name[st.session_state["open_run"]]

@@ -304,7 +304,7 @@ def main() -> None:
             "Runs to compare",
             list(by_name),
             key="compare_runs",
-            format_func=lambda n: words.run_label(by_name[n], with_accuracy=False),
+            format_func=words.run_labels(list(by_name.values()), with_accuracy=False).get,
             help="Every run that has a saved model (or is training now), newest first.",
             persist_state="session",
         )

@@ -283,3 +283,28 @@ def test_playground_says_it_always_picks_one_of_its_classes_beside_the_answer(
     assert "always picks one of its 4 classes" in warning
     assert "**hat**, **pants**, **shoes** or **t-shirt**" in warning
     assert not any("always picks" in c.value for c in at.caption)  # not small grey text
+
+
+def test_runs_are_named_by_when_and_what_and_told_apart_when_alike(tmp_path):
+    """A person picks a run by when it started and what it was, not by its
+    folder's name; two runs that read alike (a sweep starts several in one
+    minute) end with their folder's name, so the list still tells them apart."""
+    import time
+
+    from core.config import TrainConfig
+    from core.runs import RunStore, prepare_run
+
+    store, pictures = RunStore(tmp_path / "runs"), tmp_path / "holiday photos"
+    pictures.mkdir()
+    made = []
+    for backbone in ("mobilenet_v2", "mobilenet_v2", "resnet18"):
+        run, lock = prepare_run(TrainConfig(data_dir=str(pictures), backbone=backbone), store)
+        lock.release()
+        run.update_status(created=time.mktime((2026, 12, 1, 9, 30, 0, 0, 0, -1)), best_val_accuracy=0.875)
+        made.append(run)
+    labels = words.run_labels(store.list())
+    alike, other = labels[made[0].name], labels[made[2].name]
+    assert other == "01 Dec 09:30 · ResNet-18 · Only the new last layer learns (linear probe) · holiday photos · 87.5%"
+    assert alike.startswith("01 Dec 09:30 · MobileNetV2 · ") and alike.endswith(f" · {made[0].name}")
+    assert len(set(labels.values())) == 3
+    assert words.run_labels(store.list(), with_accuracy=False)[made[2].name].endswith("· holiday photos")

@@ -14,7 +14,7 @@ from core.errors import friendly
 from core.evaluation import per_class_table as per_class_rows
 from core.features import describe_cache
 from core.jobs import ACTIVE
-from ui.words import run_label
+from ui.words import run_labels
 
 log = logging.getLogger("transfer_studio")
 
@@ -63,7 +63,7 @@ def pick_run(runs: list, key: str, label: str = "Trained model", help: str | Non
     if st.session_state.get(key) not in names:
         st.session_state[key] = prefer if prefer in names else names[0]
     # The label must not change while a run trains, or the choice would be lost.
-    labels = {n: run_label(r, with_accuracy=r.state not in ACTIVE) for n, r in by_name.items()}
+    labels = run_labels(runs, with_accuracy=lambda r: r.state not in ACTIVE)
     st.selectbox(label, names, key=key, format_func=labels.get, help=help, persist_state="session")
     chosen = st.session_state[key]
     # The address follows the choice: a reload keeps it, and a link to another run still wins.

@@ -8,6 +8,7 @@ import html
 import math
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 from core.backbones import get_backbone
@@ -152,14 +153,27 @@ def strategy_lines(strategy: str | None) -> str:
 
 
 def run_label(run, with_accuracy: bool = True) -> str:
-    """One line naming a run. A select widget remembers its choice by this
-    text, so a widget whose runs may still be training passes
-    with_accuracy=False (the accuracy changes every epoch)."""
+    """One line naming a run for a person: when it started, the network,
+    what learned, the pictures and its best accuracy. A select widget
+    remembers its choice by this text, so a widget whose runs may still be
+    training passes with_accuracy=False (the accuracy changes every epoch);
+    one listing several runs uses run_labels, which keeps the lines apart."""
     s = run.summary()
     acc = s.get("best_val_accuracy")
     acc_text = f" · {fmt_pct(acc)}" if with_accuracy and acc is not None and acc >= 0 else ""
     data = Path(s["data"]).name if s.get("data") else "?"
-    return f"{s['run']} · {backbone_title(s['backbone'])} · {strategy_label(s['strategy'])} · {data}{acc_text}"
+    when = fmt_when(s.get("created")) if s.get("created") else s["run"]
+    return f"{when} · {backbone_title(s['backbone'])} · {strategy_label(s['strategy'])} · {data}{acc_text}"
+
+
+def run_labels(runs, with_accuracy=True) -> dict[str, str]:
+    """{run name: run_label} for a list of runs. Runs whose lines would read
+    the same (a sweep starts several in one minute) end with their folder's
+    name, so a person, and the select widget, can tell them apart.
+    `with_accuracy`: a bool, or a function of the run."""
+    labels = {r.name: run_label(r, with_accuracy(r) if callable(with_accuracy) else with_accuracy) for r in runs}
+    repeated = {text for text, n in Counter(labels.values()).items() if n > 1}
+    return {name: f"{text} · {name}" if text in repeated else text for name, text in labels.items()}
 
 
 _OLD_PLAN_BLOCKS = re.compile(r"\(([a-z0-9_]+(?:, [a-z0-9_]+)*)\) are trained")
