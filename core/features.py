@@ -426,17 +426,16 @@ def describe_cache(record: dict | None) -> str:
     views = record.get("train_views") or 0
     if views:
         versions = "1 randomly changed version" if views == 1 else f"{views} randomly changed versions"
-        where = f"{versions} of each training image and over the validation images"
-    source = (
-        "their outputs were stored by an earlier run on the same pictures and reused"
-        if record.get("hit")
-        else "their outputs are stored, so the next run of this network on these pictures starts at once"
-    )
+        where = f"{versions} of each training image and the validation images"
     each_epoch = "each epoch took one version of each image and" if views else "each epoch"
-    text = (
-        f"Fast path: the {blocks} frozen blocks ran once over {where} ({source}); "
-        f"{each_epoch} trained only the blocks after them."
-    )
+    trained = f"{each_epoch} trained only the blocks after them."
+    # Short sentences, no parenthesis: the note sits under the run's result.
+    if record.get("hit"):
+        text = f"Fast path: the {blocks} frozen blocks ran once over {where} in an earlier run, which kept what "
+        text += f"they made; {trained}"
+    else:
+        text = f"Fast path: the {blocks} frozen blocks ran once over {where}; {trained}"
+        text += " What they made is kept, so the next run of this network on these pictures starts sooner."
     if record.get("train") is False and record.get("why_not"):
         text += (
             f" The training images still go through the frozen blocks every epoch (without learning): "
