@@ -7,6 +7,7 @@ in pages/ is thin: widgets and layout over `core`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ if "ui.resources" not in sys.modules:
     with st.spinner("Starting Transfer Studio (loading PyTorch)…"):
         from ui import resources  # noqa: E402
 from core.errors import friendly  # noqa: E402
+from core.scan import DataFolderError  # noqa: E402
 from ui import bookmarks, choices, live, resources, state, words  # noqa: E402
 
 bookmarks.resume()  # a page that Streamlit ran alone handed itself over: go on to it
@@ -80,6 +82,9 @@ def settings() -> None:
 def where_you_are() -> None:
     """One line per step of the flow, drawn after the page so it shows its latest choices."""
     st.caption("YOUR CHOICES")
+    if "_scan" not in st.session_state:  # a folder chosen before a reload: its counts, if no picture needs decoding
+        with contextlib.suppress(DataFolderError):  # a bad folder is explained on the Data page
+            state.current_scan(quick_only=True)
     cached = st.session_state.get("_scan")
     report = cached["report"] if cached and state.choice("data_dir") else None
     if report and not report["errors"]:

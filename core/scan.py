@@ -30,7 +30,7 @@ from .images import (
     too_big_to_keep,
 )
 from .paths import pasted_path
-from .scan_cache import CHECKED_BEFORE, CheckedPictures, check_all
+from .scan_cache import CHECKED_BEFORE, CheckedPictures, check_all, checked_pictures
 from .scan_report import ScanReport, SkippedFile, natural_key
 
 # Names that operating systems and archivers drop into folders. They are never
@@ -60,13 +60,33 @@ class DataFolderError(UserError):
 # The public entry points
 
 
-def scan_folder(root, val_fraction: float = 0.2, seed: int = 0) -> ScanReport:
+def scan_folder(
+    root, val_fraction: float = 0.2, seed: int = 0, reuse_checks_from: str | os.PathLike | None = None, decode_all=False
+) -> ScanReport:
     """Scan an image folder (one subfolder per class, or train/ + val/ each
     holding class folders) into a ScanReport. Every image is decoded once.
+    reuse_checks_from: a cache folder of kept verdicts (core.scan_cache): when
+    no picture changed since an earlier scan of the folder, none is decoded
+    (unless decode_all); else all are, and their verdicts are kept.
 
     Raises DataFolderError if root is missing, not a folder, or unreadable.
     """
-    return _scan(root, val_fraction, seed)[0]
+    checked = checked_pictures(reuse_checks_from, root, trust_kept=not decode_all)
+    return _scan(root, val_fraction, seed, checked=checked)[0]
+
+
+def scan_if_checked_before(root, val_fraction: float, seed: int, reuse_checks_from: str | os.PathLike):
+    """scan_folder when every picture was checked by an earlier scan and is
+    unchanged (files listed and stat'ed, none decoded); else None. For places
+    that must stay quick, such as the sidebar."""
+    try:
+        return _scan(root, val_fraction, seed, checked=checked_pictures(reuse_checks_from, root), decode=False)[0]
+    except _NeedsDecoding:
+        return None
+
+
+class _NeedsDecoding(Exception):
+    """scan_if_checked_before's way out: a picture has no fresh verdict."""
 
 
 def scan_and_decode(
@@ -94,7 +114,7 @@ def scan_and_decode(
     when no picture changed since they were, none is decoded and the result is
     (report, None, CHECKED_BEFORE): decode_pictures decodes them if needed.
     """
-    checked = CheckedPictures(reuse_checks_from, os.path.abspath(pasted_path(root))) if reuse_checks_from else None
+    checked = checked_pictures(reuse_checks_from, root)
     report, kept, why = _scan(root, val_fraction, seed, short_side, budget, interpolation, on_file, checked)
     if kept is None:
         return report, None, why
@@ -117,8 +137,10 @@ def _scan(
     interpolation: str = "bilinear",
     on_file=None,
     checked: CheckedPictures | None = None,
+    decode: bool = True,
 ):
-    """scan_folder's work. Returns (report, kept pixels or None, why not kept)."""
+    """scan_folder's work. Returns (report, kept pixels or None, why not kept).
+    decode=False: raise _NeedsDecoding rather than decode a picture."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, not {val_fraction}")
     root = os.path.abspath(pasted_path(root))
@@ -127,7 +149,7 @@ def _scan(
     layout = _find_layout(root, val_fraction, skipped)
     candidates = _find_candidates(root, layout, skipped)
     usable, sizes, kept, why_not_kept = _decode_candidates(
-        candidates, skipped, keep_side, budget, interpolation, on_file, checked
+        candidates, skipped, keep_side, budget, interpolation, on_file, checked, decode
     )
 
     folder_names = sorted({name for _, name in candidates}, key=natural_key)  # 2 before 10
@@ -375,15 +397,19 @@ def _decode_candidates(
     interpolation: str,
     on_file=None,
     checked: CheckedPictures | None = None,
+    decode: bool = True,
 ):
     """Decode every candidate once (or, with `checked`, none when all are
-    unchanged since their kept verdicts). Returns (usable paths per key,
+    unchanged since their kept verdicts; with decode=False, raise
+    _NeedsDecoding where some would be). Returns (usable paths per key,
     sorted; {path: size}; kept pixels or None; why they were not kept). The
     pixels are kept only when their estimated size fits the budget."""
     all_paths = [p for paths in candidates.values() for p in paths]
     verified = checked.fresh(all_paths) if checked is not None else None
     if verified is not None:
         keep_side, kept, why = None, None, CHECKED_BEFORE
+    elif not decode:
+        raise _NeedsDecoding
     why_not_kept = None
     if keep_side:
         budget = decoded_cache_budget() if budget is None else int(budget)

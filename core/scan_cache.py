@@ -1,11 +1,11 @@
 """Checking every picture of a scan, and the verdicts kept for the next one.
 
 The scan proves that each picture can be read by decoding it (`check_all`,
-threads over core.images.verify_image). A training's scan also keeps the
-verdicts (usable and its size, or why not) in a small JSON file per folder,
+threads over core.images.verify_image). A training's scan, and the app's
+Data page, also keep the verdicts (usable and its size, or why not) in a small JSON file per folder,
 `<cache>/scans/<key>.json`, each with its file's fingerprint taken before the
 decode: path, size, modification and change time (a chmod or a copy changes
-the change time). The next training's scan of the same folder reuses them
+the change time). The next scan of the same folder reuses them
 only when every picture it would decode is still exactly as it was; any new,
 removed or changed file and the scan decodes everything again, as the first
 time. A broken picture keeps its verdict, so it is still listed as skipped.
@@ -28,6 +28,7 @@ from PIL import Image
 
 from .files import atomic_write_json
 from .images import DecodedImageCache, decoded_cache_budget, estimate_decoded_bytes, too_big_to_keep, verify_image
+from .paths import pasted_path
 
 _VERSION = 1  # raise it when a verdict could come out differently (verify_image's rules)
 CHECKED_BEFORE = "every picture was checked by an earlier scan and has not changed since, so none was decoded again"
@@ -94,6 +95,7 @@ class CheckedPictures:
         key = hashlib.sha256(f"{_VERSION}:{root}".encode()).hexdigest()[:32]
         self.path = Path(cache_dir) / "scans" / f"{key}.json"
         self._fingerprints: dict[str, list[int] | None] = {}
+        self.trust_kept = True  # False: `fresh` takes the fingerprints and reuses no verdict
 
     def fresh(self, paths: list[str]) -> dict | None:
         """{path: (size, reason)} when every path has a kept verdict and is
@@ -101,6 +103,8 @@ class CheckedPictures:
         fingerprints are taken now, before any decoding, so a file changed
         while it is decoded reads as changed next time."""
         self._fingerprints = {path: _fingerprint(path) for path in paths}
+        if not self.trust_kept:
+            return None
         try:
             stored = json.loads(self.path.read_text())
             files = stored["files"] if stored.get("version") == _VERSION and stored.get("root") == self.root else {}
@@ -129,3 +133,14 @@ class CheckedPictures:
             atomic_write_json(self.path, {"version": _VERSION, "root": self.root, "files": files})
         except OSError:
             pass
+
+
+def checked_pictures(cache_dir: str | os.PathLike | None, root: str, trust_kept=True) -> CheckedPictures | None:
+    """The kept verdicts of the folder `root` (as pasted) under `cache_dir`;
+    None without a cache folder. trust_kept=False: none is reused (every
+    picture is decoded), and this scan's are kept."""
+    if not cache_dir:
+        return None
+    checked = CheckedPictures(cache_dir, os.path.abspath(pasted_path(root)))
+    checked.trust_kept = trust_kept
+    return checked

@@ -22,11 +22,13 @@ widgets.intro(
 )
 
 
-def _use_folder(path: str) -> None:
+def _use_folder(path: str, every_picture: bool = False) -> None:
+    """Scan `path` on this run: pictures checked before and unchanged since are
+    not decoded again, unless every_picture (the "Check this folder" button)."""
     path = pasted_path(path)  # quotes, file:// and ~ as pasted
     st.session_state["data_dir"] = path
     st.session_state["_pending_input"] = path  # shown in the path box on the next run
-    st.session_state["_rescan"] = True
+    st.session_state["_rescan"] = "all" if every_picture else "changed"
 
 
 def _on_path_typed() -> None:
@@ -71,7 +73,7 @@ def folder_on_this_computer() -> None:
     st.button(
         "Check this folder",
         icon=":material/search:",
-        on_click=_on_path_typed,
+        on_click=lambda: _use_folder(st.session_state.get("data_dir_input") or "", every_picture=True),
         help="Look at every picture again (after you added or removed pictures).",
     )
 
@@ -95,7 +97,12 @@ def folder_in_the_data_folder() -> None:
         placeholder="Choose a folder" if folders else "No folders yet: upload pictures first",
         disabled=not folders,
     )
-    st.button("Check this folder", icon=":material/search:", on_click=lambda: _use_folder(state.choice("data_dir")))
+    st.button(
+        "Check this folder",
+        icon=":material/search:",
+        on_click=lambda: _use_folder(state.choice("data_dir"), every_picture=True),
+        help="Look at every picture again (after you added or removed pictures).",
+    )
 
 
 def _report_saved(saved, what: str) -> None:
@@ -376,7 +383,7 @@ def show_report() -> None:
     if not state.choice("data_dir"):
         how_a_folder_looks()
         return
-    rescan = st.session_state.pop("_rescan", False)
+    rescan = st.session_state.pop("_rescan", None)
     try:
         with st.spinner("Looking at every picture…"):
             report = state.current_scan(rescan=rescan)

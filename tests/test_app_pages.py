@@ -121,6 +121,49 @@ def test_data_page_scans_a_folder_and_remembers_it(env, small_data):
     assert "Ready to train" in _texts(again.success)
 
 
+def test_a_folder_checked_before_is_not_decoded_again(env, small_data, monkeypatch):
+    small_data = shutil.copytree(small_data, env / "pictures" / "clothes")  # this test changes a picture
+    """Pictures that a scan checked and that have not changed since are not
+    decoded again: a new session's sidebar knows the counts of a folder it
+    was handed (a run's settings carried over) and choosing the folder again
+    is quick; "Check this folder" still looks at every picture. The real
+    decoder runs; the test only counts its calls."""
+    import core.scan_cache
+
+    decoded, decode = [], core.scan_cache.verify_image
+    monkeypatch.setattr(
+        core.scan_cache, "verify_image", lambda path, *a, **k: decoded.append(path) or decode(path, *a, **k)
+    )
+    _choose_data(_app(), small_data)
+    pictures = len(decoded)
+    assert pictures == 56
+
+    decoded.clear()
+    again = AppTest.from_file(APP, default_timeout=60)
+    again.session_state["data_dir"] = str(small_data)  # as "use these settings" leaves it
+    again.switch_page(RUNS).run()
+    _ok(again)
+    assert "clothes (4 classes, 56 pictures)" in _texts(again.sidebar.markdown) and decoded == []
+    _goto(again, DATA)
+    assert "Ready to train" in _texts(again.success) and decoded == []
+    _button(again, "Check this folder").click().run()
+    _ok(again)
+    assert len(decoded) == pictures and "Ready to train" in _texts(again.success)
+
+    # A changed picture brings the decoding back, for the sidebar too.
+    victim = sorted((small_data / "train" / "hat").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:300])  # now a truncated JPEG
+    decoded.clear()
+    fresh = AppTest.from_file(APP, default_timeout=60)
+    fresh.session_state["data_dir"] = str(small_data)
+    fresh.switch_page(RUNS).run()
+    _ok(fresh)
+    assert "Data:** clothes" in _texts(fresh.sidebar.markdown) and "pictures)" not in _texts(fresh.sidebar.markdown)
+    assert decoded == []
+    _goto(fresh, DATA)
+    assert len(decoded) == pictures and "1 file was skipped" in _texts(fresh.warning)
+
+
 def test_data_page_explains_a_missing_folder(env):
     at = _choose_data(_app(), env / "no-such-folder")
     errors = _texts(at.error)

@@ -27,7 +27,7 @@ from core.config import TrainConfig
 from core.evaluation import metrics_from_predictions
 from core.jobs import train_blocking
 from core.runs import RunStore, prepare_run
-from core.scan import scan_and_decode, scan_folder
+from core.scan import scan_and_decode, scan_folder, scan_if_checked_before
 from core.scan_cache import CHECKED_BEFORE
 from tests.folders import PACKAGED_BACKBONE, PHOTOS, small_copy
 
@@ -102,9 +102,18 @@ def test_an_unchanged_folder_is_not_decoded_again(tmp_path, decodes):
     assert decodes == [] and decoded is None and why == CHECKED_BEFORE
     assert again.to_dict() == first.to_dict()  # the broken file still listed as skipped, with its reason
 
-    # The folder's own scan (the Data page, `python -m core scan`) checks every file for real.
+    # `python -m core scan` checks every file for real; the Data page reuses the verdicts
+    # (and the sidebar asks for nothing else), unless its "Check this folder" asks for all.
     decodes.clear()
     assert scan_folder(data).to_dict() == first.to_dict() and len(decodes) == pictures
+    decodes.clear()
+    assert scan_folder(data, reuse_checks_from=cache).to_dict() == first.to_dict() and decodes == []
+    assert scan_if_checked_before(data, 0.2, 0, cache).to_dict() == first.to_dict() and decodes == []
+    assert scan_folder(data, reuse_checks_from=cache, decode_all=True).to_dict() == first.to_dict()
+    assert len(decodes) == pictures
+    (data / "train" / "hat" / "notes.jpg").touch()  # changed: the quick scan declines, decoding nothing
+    decodes.clear()
+    assert scan_if_checked_before(data, 0.2, 0, cache) is None and decodes == []
 
 
 def test_any_change_to_the_files_brings_the_decoding_back(tmp_path, decodes):

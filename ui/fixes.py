@@ -35,7 +35,7 @@ def _key(prefix: str, path: str) -> str:
 def _changed(text: str, ok: bool = True) -> None:
     """After a change: say so, and let the Data page scan the folder again."""
     st.session_state[_NOTE] = (text, ok)
-    st.session_state["_rescan"] = True
+    st.session_state["_rescan"] = "changed"
 
 
 def _move(root: str, path: str, chooser: str) -> None:

@@ -26,11 +26,12 @@ import torch
 
 from core.backbones import default_backbone
 from core.config import TrainConfig, defaults
+from core.features import default_cache_dir
 from core.files import atomic_write_json
 from core.freeze import freeze_plan_for
 from core.paths import pasted_path
 from core.runs import read_json
-from core.scan import DataFolderError, scan_folder
+from core.scan import DataFolderError, scan_folder, scan_if_checked_before
 from core.scan_report import ScanReport
 
 log = logging.getLogger("transfer_studio")
@@ -198,9 +199,13 @@ def remember_folder(path: str) -> None:
         log.warning("could not save the recent folders list", exc_info=True)
 
 
-def current_scan(rescan: bool = False) -> ScanReport | None:
+def current_scan(rescan: str | None = None, quick_only: bool = False) -> ScanReport | None:
     """The scan of the chosen data folder, made once per folder and split
-    setting (and again when asked). Raises DataFolderError for a bad path."""
+    setting, and again when asked: rescan="changed" (a folder chosen, a
+    picture moved) decodes no picture that an earlier scan or training
+    checked and that has not changed since; rescan="all" (the "Check this
+    folder" button) decodes every one. quick_only (the sidebar): only a
+    scan that decodes nothing, else None. Raises DataFolderError for a bad path."""
     path = choice("data_dir")
     if not path:
         return None
@@ -211,7 +216,15 @@ def current_scan(rescan: bool = False) -> ScanReport | None:
     cached = st.session_state.get("_scan")
     if cached and cached["key"] == key and not rescan:
         return ScanReport.from_dict(cached["report"])
-    report = scan_folder(key[0], val_fraction=key[1], seed=key[2])
+    if not quick_only:
+        report = scan_folder(key[0], key[1], key[2], reuse_checks_from=default_cache_dir(), decode_all=rescan == "all")
+    elif st.session_state.get("_scan_needs_decoding") == key:  # asked before: the folder is not listed again
+        return None
+    else:
+        report = scan_if_checked_before(key[0], key[1], key[2], default_cache_dir())
+        if report is None:
+            st.session_state["_scan_needs_decoding"] = key
+            return None
     st.session_state["_scan"] = {"key": key, "report": report.to_dict(), "time": time.time()}
     return report
 
