@@ -40,8 +40,9 @@ def cmd_examples(args) -> int:
         print(file=sys.stderr)
     else:
         for ex in examples.EXAMPLES.values():
-            print(f"{ex.name}: {ex.title}, about {ex.about_mb} MB. {ex.inside}\n  {ex.words}")
-            print(f"  licence: {ex.licence} {ex.licence_url}\n  from: {ex.url}")
+            size = f"about {ex.about_mb} MB" if ex.needs_internet else "comes with Transfer Studio"
+            print(f"{ex.name}: {ex.title}, {size}. {ex.inside}\n  {ex.words}")
+            print(f"  licence: {ex.licence} {ex.licence_url}\n  from: {ex.url or examples.BUNDLED / str(ex.bundled)}")
         return 0
     print(folder)
     return 0
@@ -70,7 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "data_dir", nargs="?", default=DEFAULT_DATA_DIR, help=f"the data folder (default: {DEFAULT_DATA_DIR})"
     )
-    p.add_argument("--fetch", metavar="NAME", default=None, help="download this example set and unpack it")
+    p.add_argument(
+        "--fetch",
+        metavar="NAME",
+        default=None,
+        help="download this example set and unpack it (or copy it, if it ships)",
+    )
     p.add_argument("--from-zip", metavar="PATH", default=None, help="unpack an example set's zip you already have")
     p.set_defaults(func=cmd_examples)
 

@@ -1,7 +1,7 @@
 """Shared fixtures: the photos in the repository, the shared datasets and
 offline weights in ../shared, and runs trained once per session.
 
-Tests on `small_data` (tests/photos) with EfficientNet-Lite0, whose weights ship
+Tests on `small_data` (assets/examples/clothes) with EfficientNet-Lite0, whose weights ship
 in a Python package, run anywhere. ../shared sits beside the checkout on
 development machines and in CI, never on a user's machine. Outside CI, tests
 that need it skip with a reason; in CI (TRANSFER_STUDIO_REQUIRE_SHARED=1, set by

@@ -1,7 +1,8 @@
 """Where the tests' photos are, and small copies of photo folders.
 
-Two sources. `tests/photos` ships in the repository (56 small CC0 photos of 4
-classes, see tests/photos/LICENSE.md), so tests built on it run on any clone.
+Two sources. `assets/examples/clothes` ships in the repository (56 small CC0
+photos of 4 classes, see its LICENSE.md; the app offers them as an example set
+that needs no internet), so tests built on it run on any clone.
 `../shared` (real datasets and offline MobileNetV2 weights) sits beside the
 checkout on development machines and in CI only; the heavier tests and the
 benchmark use it. TRANSFER_STUDIO_SHARED points elsewhere (a missing folder
@@ -15,7 +16,7 @@ import shutil
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PHOTOS = REPO_ROOT / "tests" / "photos"
+PHOTOS = REPO_ROOT / "assets" / "examples" / "clothes"  # the example set that ships with the app
 PHOTO_CLASSES = ("hat", "pants", "shoes", "t-shirt")
 # The one pretrained backbone whose weights ship inside a Python package (a dependency).
 PACKAGED_BACKBONE = "efficientnet_lite0"

@@ -1,6 +1,6 @@
 """Build a folder of real photos mixed with the odd files real folders contain.
 
-Every image here comes from a real photo in tests/photos (copied, converted,
+Every image here comes from a real photo in assets/examples/clothes (copied, converted,
 truncated...), hats and shoes, so it runs on any clone. Only the non-images
 (text, empty, links) are made from scratch.
 """
@@ -32,7 +32,7 @@ def _landscape_photo() -> Path:
         with Image.open(path) as img:
             if img.width > img.height + 50:
                 return path
-    raise RuntimeError("no landscape photo in tests/photos/*/shoes")
+    raise RuntimeError("no landscape photo in assets/examples/clothes/*/shoes")
 
 
 def _symlink(target: str, link: Path) -> bool:

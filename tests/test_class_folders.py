@@ -1,4 +1,4 @@
-"""core.class_folders on real photos (tests/photos): a folder made one class at
+"""core.class_folders on real photos (assets/examples/clothes): a folder made one class at
 a time, as the camera and uploads fill it, that the scan then reads like any."""
 
 from __future__ import annotations

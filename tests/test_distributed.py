@@ -4,7 +4,7 @@ process, one run folder, resume, and a killed rank that ends the run as
 failed with a reason instead of hanging.
 
 Real processes, real weights (EfficientNet-Lite0, shipped in a package), real
-photos (the hymenoptera ants and bees for the accuracy comparison, tests/photos
+photos (the hymenoptera ants and bees for the accuracy comparison, assets/examples/clothes
 for the kill), small pictures so it stays cheap.
 """
 

@@ -131,6 +131,26 @@ def test_examples_command_lists_and_unpacks(ants_bees_zip, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "data" / "ants-and-bees")
 
 
+def test_the_example_set_that_ships_with_the_app_needs_no_internet(tmp_path, capsys, monkeypatch):
+    """A class with no internet still has pictures: the small clothes set is
+    copied (no download is tried: the proxy goes nowhere) into a new folder
+    that trains as it is, and a second copy never writes over the first."""
+    monkeypatch.setenv("https_proxy", _closed_port_url(""))
+    monkeypatch.setenv("http_proxy", _closed_port_url(""))
+    root = tmp_path / "data"
+    ex = examples.example("clothes-4")
+    assert not ex.needs_internet and ex.url is None
+    folder = examples.fetch("clothes-4", root)
+    assert folder == root / "clothes-4"
+    report = scan_folder(str(folder))
+    assert report.can_train and report.classes == ["hat", "pants", "shoes", "t-shirt"]
+    assert (len(report.train), len(report.val), report.skipped) == (40, 16, [])
+    assert not list(folder.glob("*.md")) and not list(folder.glob("*.py"))  # the pictures only
+    assert cli.main(["examples", "--fetch", "clothes-4", str(root)]) == 0
+    assert capsys.readouterr().out.strip() == str(root / "clothes-4-2")
+    assert _visible(root) == ["clothes-4", "clothes-4-2"]
+
+
 # --- standard datasets, in their own formats ----------------------------------------
 
 
@@ -323,6 +343,7 @@ def _shown(elements) -> str:
 def test_data_page_offline_example_says_so_and_points_to_the_camera(data_page, monkeypatch):
     monkeypatch.setenv("TRANSFER_STUDIO_MIRROR", _closed_port_url("").rstrip("/"))
     at = data_page
+    at.radio(key="example_pick").set_value("ants-bees").run()
     assert "Licence" in _shown(at.caption)
     at.button(key="example_fetch").click().run()
     assert not at.exception
@@ -333,10 +354,23 @@ def test_data_page_offline_example_says_so_and_points_to_the_camera(data_page, m
 def test_data_page_fetches_an_example_and_chooses_it(data_page, env, local_server, monkeypatch):
     monkeypatch.setenv("TRANSFER_STUDIO_MIRROR", local_server)
     at = data_page
+    at.radio(key="example_pick").set_value("ants-bees").run()
     at.button(key="example_fetch").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert "Ready to train" in _shown(at.success)
     assert at.session_state["data_dir"] == str(env / "data" / "ants-and-bees")
+
+
+def test_data_page_offers_first_the_example_set_that_needs_no_internet(data_page, env, monkeypatch):
+    monkeypatch.setenv("TRANSFER_STUDIO_MIRROR", _closed_port_url("").rstrip("/"))  # no internet
+    at = data_page
+    assert at.radio(key="example_pick").value == "clothes-4"
+    assert "come with Transfer Studio" in _shown(at.markdown) and "to download" not in _shown(at.markdown)
+    at.button(key="example_fetch").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Ready to train" in _shown(at.success) and not at.error
+    assert at.session_state["data_dir"] == str(env / "data" / "clothes-4")
+    assert {m.label: m.value for m in at.metric}["Classes"] == "4"
 
 
 def test_data_page_makes_a_standard_dataset_folder_and_chooses_it(data_page, env):

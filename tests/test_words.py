@@ -3,7 +3,7 @@ as people read them, counts that agree with the picture of the network,
 paths pasted the way people paste them, phones' HEIC pictures, class names
 in the order people expect, and the Playground's honesty about its classes.
 
-Real photos (tests/photos), the real scan, the real command line, and the
+Real photos (assets/examples/clothes), the real scan, the real command line, and the
 app's pages through Streamlit's AppTest with a real EfficientNet-Lite0 run.
 """
 

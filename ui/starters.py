@@ -60,6 +60,9 @@ def example_pictures(use_folder: Callable[[str], None]) -> None:
         help="Small sets of photos that others share openly, ready to train on.",
     )
     ex = examples.EXAMPLES[name]
+    if not ex.needs_internet:
+        _bundled_pictures(ex, use_folder)
+        return
     st.markdown(f"{ex.words}  \n{ex.inside} About {ex.about_mb} MB to download.")
     st.caption(f"Licence: {ex.licence} [Details]({ex.licence_url})")
     if st.button("Download and use these pictures", icon=":material/download:", key="example_fetch"):
@@ -82,6 +85,19 @@ def example_pictures(use_folder: Callable[[str], None]) -> None:
             _done(folder, f"Fetched {ex.title}", use_folder)
     if not state.places().shared:
         _from_local_zip(ex, use_folder)
+
+
+def _bundled_pictures(ex: examples.ExampleSet, use_folder: Callable[[str], None]) -> None:
+    """A set that ships with the app: copied into a new folder, no download."""
+    st.markdown(f"{ex.words}  \n{ex.inside}")
+    st.caption(f"Licence: {ex.licence} [Details]({ex.licence_url})")
+    if st.button("Use these pictures", icon=":material/photo_library:", key="example_fetch"):
+        try:
+            folder = examples.fetch(ex.name, state.data_root())
+        except Exception as exc:  # noqa: BLE001 - shown in words, never a traceback
+            _failed(exc, "Could not copy the example pictures")
+        else:
+            _done(folder, f"Copied {ex.title}", use_folder)
 
 
 def _from_local_zip(ex: examples.ExampleSet, use_folder: Callable[[str], None]) -> None:

@@ -1,6 +1,6 @@
-"""Regenerate tests/photos from the CC0 clothing set in ../shared (see LICENSE.md).
+"""Regenerate assets/examples/clothes from the CC0 clothing set in ../shared (see LICENSE.md).
 
-    python tests/photos/make_photos.py [--source ../shared/datasets/clothing10]
+    python assets/examples/clothes/make_photos.py [--source ../shared/datasets/clothing10]
 
 Deterministic: the first photos of each chosen class by file name, resized so the
 shorter side is SHORT_SIDE pixels and saved as baseline JPEG at QUALITY with no
@@ -23,7 +23,7 @@ SHORT_SIDE = 112
 QUALITY = 85
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SOURCE = HERE.parents[2] / "shared" / "datasets" / "clothing10"
+DEFAULT_SOURCE = HERE.parents[3] / "shared" / "datasets" / "clothing10"
 
 
 def make(source: Path, out: Path = HERE) -> list[Path]:
