@@ -114,6 +114,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 def _config_from_args(args) -> TrainConfig:
     from .backbones import default_backbone
     from .config import TrainConfig, setting_problems
+    from .scan import check_data_folder
 
     flags = {f.name: flag for f, flag, _ in _train_fields()}
     values = {name: getattr(args, name) for name in flags}
@@ -123,6 +124,7 @@ def _config_from_args(args) -> TrainConfig:
     if problems:  # refused before any run folder is made, as argparse refuses a wrong choice
         lines = (f"  {flags.get(name, name)} {text}" for name, text in problems.items())
         raise SystemExit("Some settings cannot be used:\n" + "\n".join(lines))
+    check_data_folder(config.data_dir)  # a mistyped folder: one line, before "Training ..." is printed
     return config
 
 
