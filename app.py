@@ -7,7 +7,6 @@ in pages/ is thin: widgets and layout over `core`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -82,12 +81,18 @@ def settings() -> None:
 def where_you_are() -> None:
     """One line per step of the flow, drawn after the page so it shows its latest choices."""
     st.caption("YOUR CHOICES")
-    if "_scan" not in st.session_state:  # a folder chosen before a reload: its counts, if no picture needs decoding
-        with contextlib.suppress(DataFolderError):  # a bad folder is explained on the Data page
+    report, unusable = state.scan_of_choice(), False
+    if report is None:  # e.g. a folder handed over by a run's settings: its counts, if no picture needs decoding
+        try:
             state.current_scan(quick_only=True)
-    cached = st.session_state.get("_scan")
-    report = cached["report"] if cached and state.choice("data_dir") else None
-    if report and not report["errors"]:
+        except DataFolderError:  # not there, or not a folder: the Data page says why
+            unusable = True
+        report = state.scan_of_choice()
+    if unusable:
+        chosen = Path(state.choice("data_dir")).expanduser()
+        why = "cannot be used" if chosen.exists() else "not found"
+        st.markdown(f":material/folder_off: **Data:** {words.md_text(chosen.name)} ({why})")
+    elif report and not report["errors"]:
         st.markdown(
             f":material/check_circle: **Data:** {words.md_text(Path(report['root']).name)} "
             f"({len(report['classes'])} classes, {report['num_images']} pictures)"

@@ -164,11 +164,17 @@ def test_a_folder_checked_before_is_not_decoded_again(env, small_data, monkeypat
     assert len(decoded) == pictures and "1 file was skipped" in _texts(fresh.warning)
 
 
-def test_data_page_explains_a_missing_folder(env):
-    at = _choose_data(_app(), env / "no-such-folder")
+def test_data_page_explains_a_missing_folder(env, small_data):
+    at = _choose_data(_app(), small_data)
+    assert "clothes (4 classes, 56 pictures)" in _texts(at.sidebar.markdown)
+    at.text_input(key="data_dir_input").set_value(str(env / "no-such-folder")).run()
+    _ok(at)
     errors = _texts(at.error)
     assert "does not exist" in errors and "Check the spelling" in errors
     assert not at.success
+    # The sidebar follows: not the last good folder's counts.
+    assert "no-such-folder (not found)" in _texts(at.sidebar.markdown)
+    assert "56 pictures" not in _texts(at.sidebar.markdown)
 
 
 def test_data_page_refuses_a_folder_with_one_class(env, small_data):

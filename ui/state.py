@@ -212,7 +212,7 @@ def current_scan(rescan: str | None = None, quick_only: bool = False) -> ScanRep
     refusal = folder_refusal(path)
     if refusal:
         raise DataFolderError(refusal)
-    key = (os.path.abspath(os.path.expanduser(path)), float(choice("val_fraction")), int(choice("seed")))
+    key = (_folder_key(path), float(choice("val_fraction")), int(choice("seed")))
     cached = st.session_state.get("_scan")
     if cached and cached["key"] == key and not rescan:
         return ScanReport.from_dict(cached["report"])
@@ -227,6 +227,18 @@ def current_scan(rescan: str | None = None, quick_only: bool = False) -> ScanRep
             return None
     st.session_state["_scan"] = {"key": key, "report": report.to_dict(), "time": time.time()}
     return report
+
+
+def _folder_key(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def scan_of_choice() -> dict | None:
+    """The last scan's report (as a dict) if it is of the folder chosen now;
+    None when no folder is chosen or it was not scanned yet (e.g. a folder
+    typed with a mistake: the last good folder's counts would mislead)."""
+    cached, path = st.session_state.get("_scan"), choice("data_dir")
+    return cached["report"] if cached and path and cached["key"][0] == _folder_key(path) else None
 
 
 def scan_or_none() -> tuple[ScanReport | None, str | None]:
