@@ -16,9 +16,10 @@ import math
 import os
 import random
 import stat
-import statistics
 from dataclasses import dataclass
 
+from .choices import FOLDER as CHOICES_FOLDER
+from .curation import JOURNAL, SET_ASIDE_DIR
 from .errors import UserError
 from .images import (
     HEIC_EXTENSIONS,
@@ -31,12 +32,15 @@ from .images import (
 )
 from .paths import pasted_path
 from .scan_cache import CHECKED_BEFORE, CheckedPictures, check_all, checked_pictures
-from .scan_report import ScanReport, SkippedFile, natural_key
+from .scan_report import ScanReport, SkippedFile, natural_key, size_summary
 
 # Names that operating systems and archivers drop into folders. They are never
 # data, so they are reported as "hidden or system file" rather than as errors.
 _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "ehthumbs.db"})
 _SYSTEM_DIRS = frozenset({"__macosx"})
+# The app's own folders inside a picture folder (set-aside pictures, the change
+# journal, saved choices): its doing, not the user's, so not listed as left out.
+_APP_DIRS = frozenset({SET_ASIDE_DIR, JOURNAL.parts[0], CHOICES_FOLDER})
 
 # Split folder names, in order of preference for the validation split.
 _VAL_NAMES = ("val", "valid", "validation", "test")
@@ -173,7 +177,7 @@ def _scan(
         train=train,
         val=val,
         counts=counts,
-        image_sizes=_size_summary(used_sizes),
+        image_sizes=size_summary(used_sizes),
         skipped=skipped,
         empty_classes=empty_classes,
         warnings=warns,
@@ -288,6 +292,8 @@ def _list_dir(path: str, skipped: list[SkippedFile]) -> tuple[list[str], list[st
             except OSError:  # e.g. a symlink loop
                 is_dir = False
             if is_dir:
+                if entry.name in _APP_DIRS:
+                    continue
                 if _is_hidden_or_system(entry.name):
                     skipped.append(SkippedFile(os.path.join(path, entry.name), _REASON_HIDDEN))
                 else:
@@ -489,21 +495,6 @@ def _count(
         for _, lab in samples:
             counts[classes[lab]][split] += 1
     return counts
-
-
-def _size_summary(sizes: list[tuple[int, int]]) -> dict:
-    if not sizes:
-        return {"count": 0, "min": None, "max": None, "median": None}
-    # Smallest and largest are real images (by pixel count); the median is per
-    # side, which is what matters when choosing a resize.
-    smallest = min(sizes, key=lambda s: (s[0] * s[1], s))
-    largest = max(sizes, key=lambda s: (s[0] * s[1], s))
-    return {
-        "count": len(sizes),
-        "min": list(smallest),
-        "max": list(largest),
-        "median": [statistics.median_low(s[0] for s in sizes), statistics.median_low(s[1] for s in sizes)],
-    }
 
 
 def _errors(

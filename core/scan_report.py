@@ -7,6 +7,7 @@ the command line, so it has a JSON form and a plain-text form.
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass, field
 
 _NUMBER = re.compile(r"(\d+)")
@@ -151,3 +152,19 @@ class ScanReport:
             lines.extend(f"  - {e}" for e in self.errors)
         lines.append("Ready to train." if self.can_train else "Cannot train on this folder yet.")
         return "\n".join(lines)
+
+
+def size_summary(sizes: list[tuple[int, int]]) -> dict:
+    """The report's image_sizes: count, smallest, largest and median (width, height)."""
+    if not sizes:
+        return {"count": 0, "min": None, "max": None, "median": None}
+    # Smallest and largest are real images (by pixel count); the median is per
+    # side, which is what matters when choosing a resize.
+    smallest = min(sizes, key=lambda s: (s[0] * s[1], s))
+    largest = max(sizes, key=lambda s: (s[0] * s[1], s))
+    return {
+        "count": len(sizes),
+        "min": list(smallest),
+        "max": list(largest),
+        "median": [statistics.median_low(s[0] for s in sizes), statistics.median_low(s[1] for s in sizes)],
+    }

@@ -155,7 +155,11 @@ def finished_box(snap: dict, run_name: str) -> None:
             "pictures correctly, pictures it never learned from."
         )
     if snap.get("skipped_files"):
-        st.caption(f"{len(snap['skipped_files'])} pictures could not be read during training and were left out.")
+        left_out = len(snap["skipped_files"])
+        st.caption(
+            f"{left_out} file{'s were' if left_out != 1 else ' was'} left out (not pictures, or unreadable): "
+            "the Data page lists which and why."
+        )
     widgets.feature_cache_caption(snap.get("feature_cache"))
     l1, l2, _ = st.columns([1, 1, 2])
     with l1:

@@ -105,10 +105,12 @@ def test_move_and_set_aside_then_undo_restore_the_folder_byte_for_byte(hymenopte
     report = scan_folder(root)
     paths = {Path(p).relative_to(root).as_posix() for p, _ in report.train + report.val}
     assert ant not in paths and moved.target in paths  # the scan ignores set-aside pictures
+    assert report.skipped == []  # and the app's own folders (.set-aside, the journal) are not "left out"
     assert [c.id for c in changes(root)] == [aside.id, moved.id]
     undo(root, aside.id)
     undo(root, moved.id)
     assert _digest(root) == {k: v for k, v in before.items()}
+    assert scan_folder(root).skipped == []
     assert all(c.undone for c in changes(root))
 
 
