@@ -150,6 +150,7 @@ def leaderboard_table(rows: list[dict], states: dict) -> None:
             {
                 "Network": r["backbone_title"],
                 "What learned": words.strategy_label(r["strategy"]),
+                "Pictures": _folder_name(r),
                 "Status": words.state_word(states.get(r["run"]) or r["state"]),
                 "Numbers that learned": number(r["trainable_params"], "{:,.0f}"),
                 "Best val accuracy": None
@@ -190,11 +191,23 @@ def leaderboard_table(rows: list[dict], states: dict) -> None:
     )
 
 
+def _folder_name(row: dict) -> str:
+    return Path(row["data"]).name if row.get("data") else "?"
+
+
 def leaderboard_notes(rows: list[dict], busy: bool) -> None:
-    """The best run so far, and why a speed may be missing."""
+    """The best run so far (only between runs on the same pictures), and why a speed may be missing."""
     best = next((r for r in rows if r["best_val_accuracy"] is not None and r["best_val_accuracy"] >= 0), None)
+    folders = sorted({_folder_name(r) for r in rows})
     notes = []
-    if best is not None and len(rows) > 1:
+    if len({r.get("data") for r in rows}) > 1:  # each accuracy is on its own folder's validation pictures
+        st.warning(
+            f"These runs learned from different pictures ({', '.join(words.md_text(f) for f in folders)}), and "
+            "each accuracy is measured on its own folder's pictures: they do not rank against each other. "
+            "Choose runs on the same pictures to find the best one.",
+            icon=":material/compare_arrows:",
+        )
+    elif best is not None and len(rows) > 1:
         notes.append(
             f":material/trophy: Best so far: **{best['backbone_title']}**, {words.strategy_md(best['strategy'])}, "
             f"with {words.fmt_pct(best['best_val_accuracy'])} right."
@@ -299,6 +312,8 @@ def main() -> None:
             sweep = (st.session_state.get("_sweep") or {}).get("runs", [])
             finished = [r.name for r in usable if r.state == "finished" and r.name not in sweep]
             chosen = ([n for n in sweep if n in by_name] + finished)[:5] or [usable[0].name]
+            same_pictures = by_name[chosen[0]].config.get("data_dir")  # runs on other folders do not rank with it
+            chosen = [n for n in chosen if by_name[n].config.get("data_dir") == same_pictures]
         st.session_state["compare_runs"] = [n for n in chosen if n in by_name]
         st.multiselect(
             "Runs to compare",

@@ -188,6 +188,26 @@ def test_predictions_csv_from_the_command_line(env, with_run, small_data):
 # --- Compare ----------------------------------------------------------------------------
 
 
+def test_compare_does_not_rank_runs_on_different_pictures(env, with_run):
+    """Two runs on different folders: Compare starts with the newest run's
+    folder only, and when both are chosen it says they do not rank against
+    each other instead of naming a best one (each accuracy is on its own
+    folder's validation pictures)."""
+    other = env / "runs" / "20990101-000000-efficientnet_lite0-linear"  # newer: chosen first
+    shutil.copytree(with_run, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "data_dir": str(env / "ants-and-bees")}))
+
+    at = _goto(_app(), COMPARE)
+    assert at.multiselect(key="compare_runs").value == [other.name]
+    at.multiselect(key="compare_runs").set_value([other.name, with_run.name]).run()
+    _ok(at)
+    board = at.dataframe[0].value
+    assert sorted(board["Pictures"]) == ["ants-and-bees", "clothes"]
+    assert "do not rank against each other" in _texts(at.warning)
+    assert "Best so far" not in _texts(at.caption)
+
+
 def test_compare_lists_runs_and_a_sweep_fills_the_leaderboard(env, with_run, hymenoptera, offline_weights):
     at = _goto(_app(), COMPARE)
     board = at.dataframe[0].value
