@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig
+from .counts import how_many
 from .errors import TrainingError, UserError
 from .run_lock import RunLock
 from .runs import (
@@ -158,11 +159,13 @@ def kept_split(run: Run, current: ScanReport) -> tuple[ScanReport, str | None]:
     notes = []
     if added:
         notes.append(
-            f"{len(added)} pictures were added to the folder since this run started; they are not used, "
+            f"{how_many(len(added), 'picture')} {'was' if len(added) == 1 else 'were'} added to the folder since this run started; they are not used, "
             "so that the run keeps its split (start a new run to train on them)."
         )
     if gone:
-        notes.append(f"{len(gone)} pictures of this run are gone or unreadable now; they are skipped.")
+        notes.append(
+            f"{how_many(len(gone), 'picture')} of this run {'is' if len(gone) == 1 else 'are'} gone or unreadable now; skipped."
+        )
     return report, " ".join(notes) or None
 
 

@@ -19,6 +19,7 @@ import stat
 from dataclasses import dataclass
 
 from .choices import FOLDER as CHOICES_FOLDER
+from .counts import how_many
 from .curation import JOURNAL, SET_ASIDE_DIR
 from .errors import UserError
 from .images import (
@@ -558,12 +559,12 @@ def _warnings(
         c = counts[name]
         if 0 < c["train"] < _FEW_TRAIN:
             warns.append(
-                f"Class '{name}' has only {c['train']} training images; 10 or more per class "
+                f"Class '{name}' has only {how_many(c['train'], 'training image')}; 10 or more per class "
                 f"(ideally many more) gives much better results."
             )
         if 0 < c["val"] < _FEW_VAL:
             warns.append(
-                f"Class '{name}' has only {c['val']} validation image{'s' if c['val'] > 1 else ''}, "
+                f"Class '{name}' has only {how_many(c['val'], 'validation image')}, "
                 f"so its measured accuracy will be very noisy."
             )
     train_counts = {name: counts[name]["train"] for name in classes if counts[name]["train"] > 0}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.counts import how_many
 from core.images import HEIC_EXTENSIONS, HEIC_HINT, IMAGE_EXTENSIONS
 from core.paths import pasted_path
 from core.scan import DataFolderError
@@ -352,7 +353,7 @@ def class_thumbnails(report) -> None:
                 continue
         thumbs = [t for t in thumbs if t is not None]
         c_name, c_imgs = st.columns([1, 6], vertical_alignment="center")
-        c_name.markdown(f"**{words.md_text(name)}**  \n{len(paths)} pictures")
+        c_name.markdown(f"**{words.md_text(name)}**  \n{how_many(len(paths), 'picture')}")
         if thumbs:
             c_imgs.image(thumbs, width=120)
 

@@ -391,7 +391,7 @@ def summary(run, evaluation: dict) -> None:
         f"### It named **{right} of the {count}** validation pictures correctly ({words.fmt_pct(evaluation['accuracy'])})"
     )
     st.markdown(
-        f"These are pictures the model never learned from. It is a {words.backbone_title(config.get('backbone'))} "
+        f"These are pictures the model never learned from. The model: {words.backbone_title(config.get('backbone'))}, "
         f"trained on {words.md_text(Path(config.get('data_dir') or '?').name)} to tell "
         f"{len(evaluation['classes'])} classes apart. How it learned: {words.strategy_md(config.get('strategy'))}."
     )

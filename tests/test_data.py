@@ -134,7 +134,10 @@ def test_random_split_keeps_one_val_image_per_small_class(hymenoptera, tmp_path)
     report = scan_with_deadline(tmp_path)
     assert report.counts == {"ants": {"train": 1, "val": 1}, "bees": {"train": 2, "val": 1}}
     assert report.can_train
-    assert any("ants" in w and "training images" in w for w in report.warnings)
+    # In words a person writes: "1 training image", "2 training images", "1 validation image".
+    assert any("Class 'ants' has only 1 training image;" in w for w in report.warnings), report.warnings
+    assert any("Class 'bees' has only 2 training images;" in w for w in report.warnings)
+    assert any("Class 'ants' has only 1 validation image," in w for w in report.warnings)
 
 
 def test_class_with_a_single_image_cannot_be_validated(hymenoptera, tmp_path):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
+from core.counts import how_many
 from core.errors import friendly
 from ui import fixes, words
 
@@ -108,7 +109,7 @@ def findings(inspected, classes: list[str]) -> None:
     root = inspected.root
     found = len(inspected.duplicates) + len(inspected.suspect_labels) + len(inspected.quality)
     if not found:
-        st.success(f"Nothing to fix in {inspected.pictures} pictures.", icon=":material/verified:")
+        st.success(f"Nothing to fix in {how_many(inspected.pictures, 'picture')}.", icon=":material/verified:")
     for note in inspected.notes:
         st.info(note, icon=":material/info:")
     _groups(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.counts import how_many
 from core.errors import friendly
 from core.evaluation import cell_images
 from core.held_out import interval_in_words, wilson_interval
@@ -103,7 +104,10 @@ def held_out_result(folder: str, result: dict) -> None:
         listed = ", ".join(f"{words.md_text(name)} ({n})" for name, n in result["unknown_classes"].items())
         st.warning(f"Folders the model has no class for, not counted: {listed}.", icon=":material/help:")
     if result.get("unreadable"):
-        st.caption(f"{len(result['unreadable'])} pictures could not be read and were not counted.")
+        unreadable = len(result["unreadable"])
+        st.caption(
+            f"{how_many(unreadable, 'picture')} could not be read and {'was' if unreadable == 1 else 'were'} not counted."
+        )
     st.caption(f"Macro F1 {result['macro_f1']:.2f}. {words.F1_LINE}")
     widgets.per_class_table(result)
     _confusion(folder, result)
