@@ -280,12 +280,13 @@ def report_summary(report) -> None:
     st.divider()
     st.subheader(f":material/folder: {words.md_text(Path(report.root).name)}")
     st.caption(words.md_text(report.root))
-    n_train, n_val = len(report.train), len(report.val)
+    n_train, n_val, n_test = len(report.train), len(report.val), len(report.test)
+    final_test = f", {n_test} kept apart for one final test" if n_test else ""
     if report.can_train:
         state.remember_folder(report.root)
         st.success(
             f"**Ready to train:** {len(report.classes)} classes, {report.num_images} pictures "
-            f"({n_train} to learn from, {n_val} to check the model with).",
+            f"({n_train} to learn from, {n_val} to check the model with{final_test}).",
             icon=":material/check_circle:",
         )
     else:
@@ -304,9 +305,16 @@ def report_summary(report) -> None:
     m4.metric("Files left out", len(report.skipped), help="Files that are not usable pictures; see the list below.")
 
     if report.split_source == "folders":
+        test_folder = report.split_folders.get("test")
         st.markdown(
             f"**Split:** from your folders: {words.md_text(report.split_folders.get('train'))}/ to learn from, "
-            f"{words.md_text(report.split_folders.get('val'))}/ to check with."
+            f"{words.md_text(report.split_folders.get('val'))}/ to check with"
+            + (
+                f", and {words.md_text(test_folder)}/ kept apart: scored once, at the end of each training, "
+                "on pictures that played no part in it (see Results)."
+                if test_folder
+                else "."
+            )
         )
     else:
         st.markdown(

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from core.scan_report import ScanReport
 from tests.folders import PACKAGED_BACKBONE, PHOTOS, small_copy
 from tests.test_app_pages import _app, _goto, _texts, every_run_goes_through_app_py  # noqa: F401 - autouse
+from ui import charts
 
 _opened: list[tuple[str, bool, bool]] = []
 _watch: dict = {"runs": None, "test_dir": None}
@@ -105,6 +107,20 @@ def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_sp
     assert "On the test pictures" in _texts(at.subheader)
     assert f"of the {test_eval['n']}** test pictures correctly" in _texts(at.markdown)
     assert test_eval["words"] in _texts(at.markdown)
+
+
+def test_the_data_page_counts_the_test_pictures_apart(with_test_split, env):
+    """Before: '72 pictures (40 to learn from, 8 to check with)' left 24 unexplained."""
+    at = _goto(_app(), "pages/1_data.py")
+    at.text_input(key="data_dir_input").set_value(str(with_test_split)).run()
+    assert not at.exception
+    assert "(40 to learn from, 8 to check the model with, 8 kept apart for one final test)" in _texts(at.success)
+    assert "test/ kept apart: scored once, at the end of each training" in _texts(at.markdown)
+    bars = {
+        trace.name: sum(trace.y)
+        for trace in charts.class_counts_figure(ScanReport.from_dict(at.session_state["_scan"]["report"])).data
+    }
+    assert bars == {"for training": 40, "for checking (validation)": 8, "for the final test": 8}
 
 
 def test_train_command_line_reports_test_accuracy(with_test_split, env, tmp_path, monkeypatch, capsys):

@@ -15,6 +15,7 @@ from ui.words import chart_text
 
 TRAIN_COLOR = "#1f77b4"
 VAL_COLOR = "#ff7f0e"
+TEST_COLOR = "#2ca02c"  # the held-out test/ pictures
 BATCH_COLOR = "rgba(31, 119, 180, 0.3)"
 CLASS_COLORS = [
     "#1f77b4",
@@ -124,8 +125,11 @@ def class_counts_figure(report: ScanReport) -> go.Figure:
     classes = report.classes
     shown = [chart_text(c) for c in classes]
     fig = go.Figure()
-    for split, name, color in (("train", "for training", TRAIN_COLOR), ("val", "for checking (validation)", VAL_COLOR)):
-        counts = [report.counts[c][split] for c in classes]
+    splits = [("train", "for training", TRAIN_COLOR), ("val", "for checking (validation)", VAL_COLOR)]
+    if report.test:  # a test/ folder: scored once, at the end of a run
+        splits.append(("test", "for the final test", TEST_COLOR))
+    for split, name, color in splits:
+        counts = [report.counts[c].get(split, 0) for c in classes]
         fig.add_trace(go.Bar(x=shown, y=counts, name=name, marker_color=color, text=counts))
     fig.update_layout(
         barmode="group",
