@@ -159,13 +159,15 @@ def lr_find(
     lrs, raw, smooth, exploded = _sweep(model, plan, data, decisions, optimizer, (start_lr, end_lr, steps), progress)
     if not lrs:
         raise TrainingError("The sweep made no step: the training pictures could not be read.")
-    usable = len(smooth) - 5 if len(smooth) > 10 else len(smooth)  # fastai skips the last few (the blow-up)
+    # As fastai's suggestions do: not the last few steps (the blow-up), nor the first tenth, where the
+    # smoothed loss is still mostly its start (its first slope once came out "steepest" at 1e-07).
+    first, end = (len(smooth) // 10, len(smooth) - 5) if len(smooth) > 10 else (0, len(smooth))
     return LrFindResult(
         lrs=lrs,
         losses=smooth,
         raw_losses=raw,
-        suggestion=lrs[valley(smooth[:usable])],
-        steepest=lrs[steepest(lrs[:usable], smooth[:usable])],
+        suggestion=lrs[first + valley(smooth[first:end])],
+        steepest=lrs[first + steepest(lrs[first:end], smooth[first:end])],
         start_lr=start_lr,
         end_lr=end_lr,
         exploded=exploded,

@@ -155,6 +155,9 @@ def test_lr_find_sweeps_the_head_on_stored_features_and_suggests_a_rate_inside(s
     assert 6 <= len(lrs) <= 30 and len(result["losses"]) == len(lrs) == len(result["raw_losses"])
     assert lrs[0] == pytest.approx(1e-6) and all(a < b for a, b in zip(lrs, lrs[1:]))
     assert result["suggestion"] in lrs
+    if len(lrs) > 10:  # as fastai: neither the first tenth (the smoothing's start) nor the last five
+        usable = lrs[len(lrs) // 10 : len(lrs) - 5]
+        assert result["suggestion"] in usable and result["steepest"] in usable
     assert "stored features" in result["trains"]
     assert "Suggested learning rate" in out
 
