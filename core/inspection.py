@@ -37,6 +37,7 @@ from .scan import scan_folder
 # resized copy lands at pHash distance <= 4 and cosine >= 0.98, a 10 % crop at
 # cosine 0.93-0.97, while different photos of one class stay below 0.90.
 PHASH_MAX_DISTANCE = 6
+_PHASH_MIN_BITS = 8  # of 64: fewer set (or unset) bits, and the picture is blank (see _copy_pairs)
 NEAR_COPY_COSINE = 0.93
 # Quality thresholds (pixel values 0-255 on a 256-pixel thumbnail).
 TOO_DARK = 40
@@ -210,6 +211,14 @@ def _copy_pairs(pictures: list[_Picture], features):
     vectors = features.float().numpy()
     vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     cosine = vectors @ vectors.T
+    # pHash sets the bits above their median, about half of them for any picture with detail; a
+    # blank one (a white frame, a black square) sets almost none whatever its colour, and the
+    # network sees little in it either: a white and a black frame matched both ways. Blank
+    # pictures are copies only byte for byte (above); the quality check speaks for them (dark, bright, blurry).
+    set_bits = bits.sum(1)
+    blank = (set_bits < _PHASH_MIN_BITS) | (set_bits > bits.shape[1] - _PHASH_MIN_BITS)
+    distance[blank, :] = distance[:, blank] = bits.shape[1]
+    cosine[blank, :] = cosine[:, blank] = -1.0
     close = (distance <= PHASH_MAX_DISTANCE) | (cosine >= NEAR_COPY_COSINE)
     for i, j in zip(*np.nonzero(np.triu(close, k=1))):
         yield int(i), int(j)

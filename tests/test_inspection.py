@@ -18,6 +18,7 @@ from PIL import Image
 from core.curation import SET_ASIDE_DIR, changes, move_to_class, set_aside, undo
 from core.held_out import wilson_interval
 from core.scan import scan_folder
+from tests.folders import PACKAGED_BACKBONE
 
 
 def _planted(src: Path, dst: Path) -> dict:
@@ -82,6 +83,24 @@ def test_inspect_finds_what_was_planted(planted, shared_torch_home, tmp_path, mo
     flip = next(s for s in found["suspect_labels"] if s["path"] == plan["flips"][0])
     assert flip["given"] == "ants" and flip["suggested"] == "bees" and 0.5 < flip["confidence"] <= 1
     assert {"path": "train/bees/dark.jpg", "problem": "too dark"} in found["quality"]
+
+
+def test_two_blank_pictures_are_not_called_copies(small_data, tmp_path, monkeypatch):
+    """A white frame and a small black square hash alike (pHash sets almost
+    no bit of a picture without detail, whatever its colour): they were
+    reported as "the same picture" across the splits. Real copies still are."""
+    from core.inspection import inspect_folder
+
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
+    root = shutil.copytree(small_data, tmp_path / "pictures")
+    Image.new("RGB", (300, 300), (255, 255, 255)).save(root / "train" / "hat" / "blank_white.jpg")
+    Image.new("RGB", (40, 40), (0, 0, 0)).save(root / "val" / "shoes" / "blank_black.png")
+    hat = sorted((root / "train" / "hat").glob("*.jpg"))[0]
+    shutil.copy(hat, root / "val" / "hat" / "again.jpg")
+    report = inspect_folder(str(root), PACKAGED_BACKBONE, device="cpu")
+    groups = report.to_dict()["duplicates"]
+    assert not _same_group(groups, "train/hat/blank_white.jpg", "val/shoes/blank_black.png"), groups
+    assert _same_group(groups, hat.relative_to(root).as_posix(), "val/hat/again.jpg")
 
 
 def _digest(root: Path) -> dict:
