@@ -19,7 +19,6 @@ import stat
 from dataclasses import dataclass
 
 from .choices import FOLDER as CHOICES_FOLDER
-from .counts import how_many
 from .curation import JOURNAL, SET_ASIDE_DIR
 from .errors import UserError
 from .images import (
@@ -32,6 +31,7 @@ from .images import (
     too_big_to_keep,
 )
 from .paths import pasted_path
+from .scan_advice import folder_errors, folder_warnings
 from .scan_cache import CHECKED_BEFORE, CheckedPictures, check_all, checked_pictures
 from .scan_report import ScanReport, SkippedFile, natural_key, size_summary
 
@@ -46,11 +46,6 @@ _APP_DIRS = frozenset({SET_ASIDE_DIR, JOURNAL.parts[0], CHOICES_FOLDER})
 # Split folder names, in order of preference for the validation split.
 _VAL_NAMES = ("val", "valid", "validation", "test")
 
-# Thresholds for warnings (plain advice, not errors).
-_FEW_TRAIN = 10
-_FEW_VAL = 3
-_IMBALANCE_RATIO = 5
-_TINY_SIDE = 32
 
 _REASON_HIDDEN = "hidden or system file"
 _REASON_LINK = "symlink loop / broken link"
@@ -81,9 +76,8 @@ def scan_folder(
 
 
 def scan_if_checked_before(root, val_fraction: float, seed: int, reuse_checks_from: str | os.PathLike):
-    """scan_folder when every picture was checked by an earlier scan and is
-    unchanged (files listed and stat'ed, none decoded); else None. For places
-    that must stay quick, such as the sidebar."""
+    """scan_folder when every picture was checked by an earlier scan and is unchanged
+    (files listed and stat'ed, none decoded); else None. For the sidebar, say."""
     try:
         return _scan(root, val_fraction, seed, checked=checked_pictures(reuse_checks_from, root), decode=False)[0]
     except _NeedsDecoding:
@@ -165,8 +159,8 @@ def _scan(
     counts = _count(classes, train, val, test if "test" in layout.split_folders else None)
     used_sizes = [sizes[p] for p, _ in train + val + test]
 
-    errors = _errors(root, layout, folder_names, classes, counts, len(skipped))
-    warns = layout.warnings + _warnings(classes, counts, used_sizes, empty_classes, len(skipped))
+    errors = folder_errors(root, layout, folder_names, classes, counts, len(skipped))
+    warns = layout.warnings + folder_warnings(classes, counts, used_sizes, empty_classes, len(skipped))
     skipped.sort(key=lambda s: s.path)
     report = ScanReport(
         root=root,
@@ -443,7 +437,7 @@ def _decode_candidates(
 
 
 # --------------------------------------------------------------------------
-# The split, the counts and the advice
+# The split and the counts (the advice about them: core.scan_advice)
 
 
 def _split(
@@ -496,96 +490,3 @@ def _count(
         for _, lab in samples:
             counts[classes[lab]][split] += 1
     return counts
-
-
-def _errors(
-    root: str,
-    layout: _Layout,
-    folder_names: list[str],
-    classes: list[str],
-    counts: dict[str, dict[str, int]],
-    n_skipped: int,
-) -> list[str]:
-    """The reasons training is impossible."""
-    errors: list[str] = []
-    if not classes:
-        if not folder_names:
-            msg = (
-                f"No class folders were found in {root}. Put each class's images in its own "
-                f"subfolder, for example {os.path.join(root, 'cats')} and {os.path.join(root, 'dogs')}."
-            )
-            if layout.loose:
-                msg += f" ({layout.loose} images sit directly in the folder, outside any class folder.)"
-        else:
-            msg = f"No usable images were found in {root}"
-            msg += f" ({n_skipped} files were skipped; see the list)." if n_skipped else "."
-        errors.append(msg)
-    elif len(classes) == 1:
-        errors.append(
-            f"Only one class ({classes[0]}) was found: training needs at least two classes, each in its own subfolder."
-        )
-    split_folders = layout.split_folders
-    for name in classes:
-        c = counts[name]
-        if layout.split_source == "folders":
-            if c["train"] == 0:
-                errors.append(
-                    f"Class '{name}' has images in {split_folders['val']}/ but none in "
-                    f"{split_folders['train']}/: every class needs training images."
-                )
-            if c["val"] == 0:
-                errors.append(
-                    f"Class '{name}' has no images in {split_folders['val']}/: every class needs "
-                    f"at least one validation image to measure accuracy."
-                )
-        elif c["val"] == 0:
-            errors.append(
-                f"Class '{name}' has only 1 usable image: each class needs at least 2 "
-                f"(one to train on, one to check the model with)."
-            )
-    return errors
-
-
-def _warnings(
-    classes: list[str],
-    counts: dict[str, dict[str, int]],
-    used_sizes: list[tuple[int, int]],
-    empty_classes: list[str],
-    n_skipped: int,
-) -> list[str]:
-    """What the user should know although training works."""
-    warns: list[str] = []
-    for name in classes:
-        c = counts[name]
-        if 0 < c["train"] < _FEW_TRAIN:
-            warns.append(
-                f"Class '{name}' has only {how_many(c['train'], 'training image')}; 10 or more per class "
-                f"(ideally many more) gives much better results."
-            )
-        if 0 < c["val"] < _FEW_VAL:
-            warns.append(
-                f"Class '{name}' has only {how_many(c['val'], 'validation image')}, "
-                f"so its measured accuracy will be very noisy."
-            )
-    train_counts = {name: counts[name]["train"] for name in classes if counts[name]["train"] > 0}
-    if len(train_counts) >= 2:
-        most = max(train_counts, key=train_counts.get)
-        least = min(train_counts, key=train_counts.get)
-        if train_counts[most] > _IMBALANCE_RATIO * train_counts[least]:
-            warns.append(
-                f"The classes are very unbalanced: '{most}' has {train_counts[most]} training images "
-                f"but '{least}' only {train_counts[least]}. The model may learn to favour '{most}'."
-            )
-    tiny = sum(1 for w, h in used_sizes if min(w, h) < _TINY_SIDE)
-    if tiny:
-        warns.append(
-            f"{tiny} image{'s are' if tiny > 1 else ' is'} tiny (a side under {_TINY_SIDE} pixels); "
-            f"{'they' if tiny > 1 else 'it'} will be blown up and look blurry to the model."
-        )
-    for name in empty_classes:
-        warns.append(f"The folder '{name}' has no usable images, so it is not used as a class.")
-    if n_skipped:
-        warns.append(
-            f"{n_skipped} file{'s were' if n_skipped > 1 else ' was'} skipped (see the list of skipped files and why)."
-        )
-    return warns

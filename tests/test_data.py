@@ -209,7 +209,18 @@ def test_images_without_class_folders(hymenoptera, tmp_path):
     assert report.classes == [] and report.num_images == 0
     assert not report.can_train
     assert "class folders" in report.errors[0] and str(tmp_path) in report.errors[0]
+    assert f"3 pictures sit directly in {tmp_path.name}" in report.errors[0]
     assert "Cannot train" in report.format_text()
+
+
+def test_a_class_folder_chosen_instead_of_its_parent_says_choose_the_folder_above(hymenoptera, tmp_path):
+    bees = tmp_path / "pictures" / "bees"
+    copy_photos(hymenoptera / "train" / "bees", bees, 4)
+    copy_photos(hymenoptera / "train" / "ants", bees / "nested", 3)  # one subfolder: read as the only class
+    report = scan_with_deadline(bees)
+    assert not report.can_train and report.classes == ["nested"]
+    assert "Only one class (nested) was found" in report.errors[0]
+    assert f"choose the folder above it, {tmp_path / 'pictures'}, which holds a folder per class" in report.errors[0]
 
 
 def test_missing_path_raises_naming_it(tmp_path):
