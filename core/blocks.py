@@ -50,7 +50,14 @@ def block_words(name: str, position: float) -> str:
     """What a block sees, in words; `position` runs from 0 (stem) to 1 (head)."""
     if name in BLOCK_WORDS:
         return BLOCK_WORDS[name]
-    return "textures and simple shapes" if position < 0.45 else "parts of objects"
+    # Three bands, so that neighbouring stages do not all read the same.
+    return (
+        "textures and simple shapes"
+        if position < 0.3
+        else "patterns and small parts"
+        if position < 0.6
+        else "parts of objects"
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def decide(
     why_not = (
         "turned off"
         if not config.feature_cache
-        else "no leading block stays frozen for the whole run"
+        else "every block learns during the run, so no block's outputs stay the same to keep"
         if prefix == 0
         else views_note
     )

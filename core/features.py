@@ -431,8 +431,8 @@ def describe_cache(record: dict | None) -> str:
     trained = f"{each_epoch} trained only the blocks after them."
     # Short sentences, no parenthesis: the note sits under the run's result.
     if record.get("hit"):
-        text = f"Fast path: the {blocks} frozen blocks ran once over {where} in an earlier run, which kept what "
-        text += f"they made; {trained}"
+        text = f"Fast path: the {blocks} frozen blocks ran once over {where}, for an earlier run or check of these "
+        text += f"pictures, and what they made was kept; {trained}"
     else:
         text = f"Fast path: the {blocks} frozen blocks ran once over {where}; {trained}"
         text += " What they made is kept, so the next run of this network on these pictures starts sooner."
