@@ -111,9 +111,11 @@ def live_numbers(job, snap: dict) -> None:
         f"{speed:.0f}" if speed else "–",
         help="How many training pictures the model gets through each second.",
     )
+    in_step = live.counted(snap) is not None  # before the epochs (reading, the frozen blocks' pass): its own time
     m2.metric(
-        "Time left (estimate)",
+        "Time left in this step" if in_step else "Time left (estimate)",
         words.fmt_duration(snap.get("eta_seconds")) if snap.get("eta_seconds") is not None else "–",
+        help="Before the epochs start, the time left in the step shown above; then, in the whole training.",
     )
     last = snap["history"][-1] if snap["history"] else None
     m3.metric(
