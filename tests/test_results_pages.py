@@ -137,6 +137,13 @@ def test_results_page_follows_a_link_and_explains_no_runs(env, with_run):
     at.query_params["run"] = with_run.name  # and following a link to the other one again still works
     at.run()
     assert at.selectbox(key="results_run").value == with_run.name
+    assert "not in the runs folder any more" not in _texts(at.info)
+    at.query_params["run"] = "20250101-000000-deleted-since"  # a bookmark of a run deleted since: said, not hidden
+    at.run()
+    assert "deleted-since is not in the runs folder any more" in _texts(at.info)
+    assert at.selectbox(key="results_run").value == with_run.name
+    at.run()  # said once: the address now follows the run shown
+    assert "not in the runs folder any more" not in _texts(at.info)
     shutil.rmtree(newer)
 
     shutil.rmtree(with_run)

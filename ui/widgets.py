@@ -14,7 +14,7 @@ from core.errors import friendly
 from core.evaluation import per_class_table as per_class_rows
 from core.features import describe_cache
 from core.jobs import ACTIVE
-from ui.words import run_labels
+from ui.words import md_text, run_labels
 
 log = logging.getLogger("transfer_studio")
 
@@ -60,10 +60,17 @@ def pick_run(runs: list, key: str, label: str = "Trained model", help: str | Non
     if wanted in names and st.session_state.get(seen) != wanted:
         st.session_state[key] = wanted
         st.session_state[seen] = wanted
+    gone = wanted if wanted and wanted not in names and st.session_state.get(seen) != wanted else None
     if st.session_state.get(key) not in names:
         st.session_state[key] = prefer if prefer in names else names[0]
     # The label must not change while a run trains, or the choice would be lost.
     labels = run_labels(runs, with_accuracy=lambda r: r.state not in ACTIVE)
+    if gone:  # a link or bookmark to a run deleted since: say so, rather than show another run silently
+        st.info(
+            f"The run {md_text(gone)} is not in the runs folder any more (deleted or moved); "
+            f"showing {md_text(labels[st.session_state[key]])} instead.",
+            icon=":material/link_off:",
+        )
     st.selectbox(label, names, key=key, format_func=labels.get, help=help, persist_state="session")
     chosen = st.session_state[key]
     # The address follows the choice: a reload keeps it, and a link to another run still wins.
