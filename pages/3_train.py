@@ -219,8 +219,29 @@ def show_job(job) -> None:
         st.error(f"**Training failed.** {snap.get('reason')}", icon=":material/error:")
         networks.offer_after_failure(snap.get("run_dir"), key=f"switch_{job.id}")
     elif job_state == "stopped":
-        st.info(words.stopped_words(snap), icon=":material/stop_circle:")
+        resumable = _resumable(snap)
+        where = "with the button below" if resumable else "from the Runs page"
+        st.info(words.stopped_words(snap, where), icon=":material/stop_circle:")
+        if resumable:
+            st.button(
+                "Resume", icon=":material/play_arrow:", on_click=_resume, args=(snap["run_dir"],), key="resume_here"
+            )
     training_curves(job, snap, config)
+
+
+def _resumable(snap: dict) -> bool:
+    """A stopped run with a finished epoch, and nothing training now."""
+    try:
+        return bool(snap["history"]) and open_run(snap["run_dir"]).can_resume and not resources.manager().active_jobs()
+    except (FileNotFoundError, KeyError, TypeError):
+        return False
+
+
+def _resume(run_dir: str) -> None:
+    try:
+        st.session_state["job_id"] = resources.manager().resume(run_dir).id
+    except Exception as exc:  # noqa: BLE001 - said on the page
+        st.session_state["_start_error"] = friendly(exc)
 
 
 def _show_job_safely(job) -> None:

@@ -369,6 +369,8 @@ def test_stop_then_resume_from_the_runs_page(env, small_data):
     _button(at, "Stop training").click().run()
     _wait_for(at, lambda a: "Stopped by you" in _texts(a.info) or "Finished." in _texts(a.success))
     assert "Stopped by you" in _texts(at.info), "all 12 epochs ended before the stop arrived"
+    # The Train page offers to resume it there (the same manager.resume as the Runs page's button).
+    assert "resume it with the button below" in _texts(at.info) and _button(at, "Resume")
 
     _goto(at, RUNS)
     assert "stopped" in list(at.dataframe[0].value["Status"])

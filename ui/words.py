@@ -207,13 +207,13 @@ CAM_CAPTION = (
 )
 
 
-def stopped_words(snap: dict) -> str:
-    """Why it stopped and, once an epoch has finished, where to resume it, said
+def stopped_words(snap: dict, where: str = "from the Runs page") -> str:
+    """Why it stopped and, once an epoch has finished, where to resume it (`where`), said
     once ("Stopped. Stopped by you. … you can resume it. Resume it …" said it twice)."""
     reason = snap.get("reason") or ""
     text = reason if reason.startswith("Stopped") else f"**Stopped.** {reason}".strip()
     if not snap["history"]:
         return text
     if "you can resume it." in text:
-        return text.replace("you can resume it.", "you can resume it from the Runs page.")
-    return f"{text} Resume it from the Runs page."
+        return text.replace("you can resume it.", f"you can resume it {where}.")
+    return f"{text} Resume it {where}."
