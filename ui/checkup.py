@@ -2,7 +2,10 @@
 thread, its findings as galleries with fix actions, and the list of changes.
 
 The thread only writes to its FolderCheck; the page reads it (a fragment
-polls while it runs), so no st.* call ever happens off the script thread."""
+polls while it runs), so no st.* call ever happens off the script thread.
+The checks live in this server process, one per folder (the latest), not in
+a browser session: a reload or a second tab finds a check still running, or
+its findings, instead of starting over."""
 
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ from ui import fixes, words
 
 _KEY = "_folder_check"
 SHOWN = 15  # pictures per finding kind; the rest are counted
+_KEPT = 8  # folders whose latest check is kept; the oldest goes first
+_checks: dict[str, FolderCheck] = {}  # folder -> its latest check, for every session of this server
+_checks_lock = threading.Lock()
 
 
 @dataclass
@@ -50,15 +56,26 @@ class FolderCheck:
 
 
 def _start(root: str) -> None:
-    check = FolderCheck(root)
-    check.thread = threading.Thread(target=check.work, name="folder-check", daemon=True)
+    with _checks_lock:
+        check = _checks.get(root)
+        if check is None or not check.running:  # a second tab's click joins the check already running
+            check = FolderCheck(root)
+            check.thread = threading.Thread(target=check.work, name="folder-check", daemon=True)
+            _checks.pop(root, None)
+            _checks[root] = check  # the newest last
+            while len(_checks) > _KEPT:
+                _checks.pop(next(iter(_checks)))
+            check.thread.start()
     st.session_state[_KEY] = check
-    check.thread.start()
 
 
 def _current(root: str) -> FolderCheck | None:
-    check = st.session_state.get(_KEY)
-    return check if check is not None and check.root == root else None
+    """This folder's latest check, from this session or another (a reload, a second tab)."""
+    with _checks_lock:
+        check = _checks.get(root)
+    if check is not None:
+        st.session_state[_KEY] = check  # what the progress fragment polls
+    return check
 
 
 @st.fragment(run_every=1.0)
