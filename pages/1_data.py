@@ -131,14 +131,15 @@ def _report_saved(saved, what: str) -> None:
     st.rerun()
 
 
-def _made_this_session(asked: str) -> Path | None:
-    """The folder this session's last upload made under the name `asked`
-    (more classes may be added to it), else None (a new folder is made)."""
+def _made_before(asked: str) -> Path | None:
+    """The folder to add the next class to: the one this session's last
+    upload made under the name `asked`, or after a reload the newest such
+    folder that still has one class only; else None (a new folder is made)."""
     made = st.session_state.get("_upload_made") or {}
     path = Path(made["path"]) if made.get("path") else None
     if path is not None and made.get("asked") == asked and path.is_dir():
         return path
-    return None
+    return uploads.unfinished_folder(state.data_root(), asked)
 
 
 def upload_zip(nonce: int, asked: str) -> None:
@@ -161,7 +162,7 @@ def upload_zip(nonce: int, asked: str) -> None:
 
 
 def upload_one_class(nonce: int, asked: str) -> None:
-    into = _made_this_session(asked)
+    into = _made_before(asked)
     class_name = st.text_input(
         "Class name (what is in these pictures?)",
         key="upload_class",
@@ -176,7 +177,10 @@ def upload_one_class(nonce: int, asked: str) -> None:
         help="Choose many pictures at once; they all go into the class above.",
     )
     if into is not None:
-        st.caption(f"These pictures are added to {words.md_text(into)}, the folder you made just before.")
+        st.caption(
+            f"These pictures are added to {words.md_text(into)}, the folder you started before "
+            "(for a new folder, change its name above)."
+        )
     if st.button(
         "Add these pictures",
         icon=":material/add_photo_alternate:",
@@ -214,7 +218,7 @@ def upload_pictures() -> None:
         upload_zip(nonce, asked)
     else:
         upload_one_class(nonce, asked)
-    made = _made_this_session(asked)
+    made = _made_before(asked)
     if made is not None:
         classes = sorted(p.name for p in made.iterdir() if p.is_dir() and not p.name.startswith("."))
         if classes:

@@ -1,5 +1,5 @@
 """Pictures a person uploads, written so that nothing else is ever written:
-into a NEW folder inside the data folder (or one this session made), only
+into a NEW folder inside the data folder (or one an earlier upload started), only
 files that decode as pictures. The rules (what is a picture, the hidden
 staging folder renamed at the end, what a zip may unpack) live in
 core.unpack, shared with the example sets and the standard datasets."""
@@ -22,6 +22,28 @@ from core.unpack import (  # noqa: F401 - the rules live in core; the pages impo
     staging,
     unpack_zip,
 )
+
+
+def unfinished_folder(root: Path, folder_name: str) -> Path | None:
+    """The newest folder an earlier upload made under `folder_name` (named
+    so, or so-2, so-3, …, directly inside `root`) that holds one class only:
+    a folder whose next class was still to come, when the session that made
+    it is gone (a reload). None when there is none."""
+    asked = safe_name(folder_name)
+    try:
+        candidates = [
+            p
+            for p in Path(root).iterdir()
+            if p.is_dir()
+            and not p.is_symlink()
+            and (p.name == asked or (p.name.startswith(asked + "-") and p.name[len(asked) + 1 :].isdigit()))
+        ]
+    except OSError:
+        return None
+    for folder in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        classes = [c for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".")]
+        return folder if len(classes) == 1 else None  # the newest only: an older one was left as it is
+    return None
 
 
 def _inside(folder: Path, root: Path) -> bool:
