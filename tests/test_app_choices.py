@@ -158,7 +158,8 @@ def test_a_new_tab_during_a_training_shows_that_training_and_the_sidebar_agrees(
     at = _goto(at, TRAIN)
     stopped = _texts(at.info)
     if job.snapshot()["history"]:  # an epoch ended before the stop landed
-        assert "you can resume it from the Runs page" in stopped and stopped.count("esume it") == 1
+        assert "you can resume it with the button below" in stopped and stopped.count("esume it") == 1
+        assert "Resume" in [b.label for b in at.button]
     else:
         assert "nothing to resume" in stopped and "Runs page" not in stopped
     # "Train again" trains what was running: its folder and settings.

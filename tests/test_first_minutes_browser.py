@@ -140,8 +140,9 @@ def _train_and_reload(page, url: str) -> None:
         second.close()
 
     page.get_by_role("button", name="Stop training").click()
-    stopped = "Stopped by you. The last finished epoch is saved; you can resume it from the Runs page."
+    stopped = "Stopped by you. The last finished epoch is saved; you can resume it with the button below."
     expect(page.get_by_text(stopped, exact=True)).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("button", name="Resume")).to_be_visible()
     expect(page.get_by_text("Train again")).to_be_visible(timeout=WAIT)
     expect(ready).to_be_visible()
     expect(page.get_by_text(re.compile(r"^Network\s+EfficientNet-Lite0$"))).to_be_visible()
