@@ -47,7 +47,7 @@ def test_feature_cache_is_reused_and_invalidated(hymenoptera, offline_weights, t
     record = first.status["feature_cache"]
     assert record["used"] and record["train"] and record["val"]
     assert record["hit"] is False
-    assert "are stored" in record["note"]
+    assert "What they made is kept" in record["note"]
 
     # Another head, learning rate and optimiser, and a strategy that freezes
     # the same blocks: the stored features serve them all.
