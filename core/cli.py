@@ -114,7 +114,6 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 def _config_from_args(args) -> TrainConfig:
     from .backbones import default_backbone
     from .config import TrainConfig, setting_problems
-    from .scan import check_data_folder
 
     flags = {f.name: flag for f, flag, _ in _train_fields()}
     values = {name: getattr(args, name) for name in flags}
@@ -124,7 +123,6 @@ def _config_from_args(args) -> TrainConfig:
     if problems:  # refused before any run folder is made, as argparse refuses a wrong choice
         lines = (f"  {flags.get(name, name)} {text}" for name, text in problems.items())
         raise SystemExit("Some settings cannot be used:\n" + "\n".join(lines))
-    check_data_folder(config.data_dir)  # a mistyped folder: one line, before "Training ..." is printed
     return config
 
 
@@ -162,12 +160,14 @@ def cmd_scan(args) -> int:
 
 def cmd_train(args) -> int:
     from .jobs import train_blocking
+    from .scan import check_data_folder
 
     # What the engine's imports made lives as long as this command: no
     # collection needs to walk it again (a full one would take longer than a
     # warm linear probe's epochs).
     gc.freeze()
     config = _config_from_args(args)
+    check_data_folder(config.data_dir)  # a mistyped folder: one line, before "Training ..." is printed
     if launched_by_torchrun():  # several processes, one run (core.cli_ddp)
         from . import cli_ddp
 

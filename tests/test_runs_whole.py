@@ -226,7 +226,7 @@ def test_a_resumed_run_keeps_its_split(tmp_path, hymenoptera, offline_weights):
     evaluated = sorted(p["path"] for p in run.evaluation["predictions"])
     assert evaluated == sorted(p for p, _ in split["val"])  # the same validation pictures, nothing new
     note = run.status["resume_note"]
-    assert "6 pictures were added" in note and "1 pictures of this run are gone" in note
+    assert "6 pictures were added" in note and "1 picture of this run is gone" in note
     assert gone in job.snapshot()["skipped_files"]
 
 
