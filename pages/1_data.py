@@ -133,12 +133,15 @@ def _report_saved(saved, what: str) -> None:
 
 def _made_before(asked: str) -> Path | None:
     """The folder to add the next class to: the one this session's last
-    upload made under the name `asked`, or after a reload the newest such
-    folder that still has one class only; else None (a new folder is made)."""
+    upload made under the name `asked`, or (on this machine only, e.g. after
+    a reload) the newest such folder that still has one class only; else
+    None (a new folder is made)."""
     made = st.session_state.get("_upload_made") or {}
     path = Path(made["path"]) if made.get("path") else None
     if path is not None and made.get("asked") == asked and path.is_dir():
         return path
+    if state.places().shared:  # visitors of a shared app never add to each other's folders
+        return None
     return uploads.unfinished_folder(state.data_root(), asked)
 
 

@@ -203,15 +203,25 @@ def test_pictures_of_one_class_are_checked_by_content_and_never_overwrite(env, s
     assert "None of these files is a picture" in _texts(at.error)
     assert sorted(p.name for p in (env / "data").iterdir()) == ["my-pictures"]
 
-    # Another session with the same default name makes a new folder.
+    # Another session (a reload) with the same name: on this machine it adds the next class to the
+    # folder that has one class so far, says so first, and still overwrites nothing.
     other = _app()
     other.radio(key="upload_kind").set_value("Pictures of one class").run()
+    assert "my-pictures, the folder you started before" in _texts(other.caption)
     other.text_input(key="upload_class").set_value("pants").run()
     other.file_uploader(key="images_0").set_value([("1.jpg", pants_photo.read_bytes(), "image/jpeg")]).run()
     _button(other, "Add these pictures").click().run()
     _ok(other)
-    assert _files_under(env / "data" / "my-pictures-2") == {"pants/1.jpg"}
-    assert _files_under(folder) == {"hat/1.jpg", "hat/1-2.jpg"}
+    assert _files_under(folder) == {"hat/1.jpg", "hat/1-2.jpg", "pants/1.jpg"}
+    # Once it has two classes, the next session's upload makes a new folder.
+    third = _app()
+    third.radio(key="upload_kind").set_value("Pictures of one class").run()
+    assert "the folder you started before" not in _texts(third.caption)
+    third.text_input(key="upload_class").set_value("shoes").run()
+    third.file_uploader(key="images_0").set_value([("1.jpg", hat_photo.read_bytes(), "image/jpeg")]).run()
+    _button(third, "Add these pictures").click().run()
+    _ok(third)
+    assert _files_under(env / "data" / "my-pictures-2") == {"shoes/1.jpg"}
 
 
 # --- 3. delete --------------------------------------------------------------------------------

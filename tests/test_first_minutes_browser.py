@@ -183,7 +183,9 @@ def _compare_two_ready_networks(page) -> None:
     for network in ("EfficientNet-Lite0", "EfficientNet-Lite1"):
         assert texts.count(network) == 1, texts
         row = texts[texts.index(network) :]
-        assert row[2] == "finished" and 0 <= float(row[4]) <= 100, texts  # status, best val accuracy
+        assert row[2] == "hands" and row[3] == "finished" and 0 <= float(row[5]) <= 100, (
+            texts
+        )  # pictures, status, accuracy
     assert "failed" not in texts, texts
     assert page.get_by_text("did not train").count() == 0
     _no_error_boxes(page)
