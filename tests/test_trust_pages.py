@@ -63,6 +63,7 @@ def test_data_page_check_finds_planted_problems_and_move_then_undo_restores_the_
     assert planted["resized"][1] in shown  # the near-copy in val, shown in its leak group
     suspects = [c for c in at.caption if "→" in str(c.value)]
     assert suspects, "no suspect label shown"
+    assert any("flip" in str(c.value) for c in suspects), "a card names its file, so it can be found"
     # A reload (a new session) finds the findings: the check lives in the server, not in the tab.
     again = _choose_data(_app(), root)
     assert "Check again" in [b.label for b in again.button]

@@ -115,7 +115,8 @@ def picture_card(
         st.caption(f":material/hide_image: {words.md_text(Path(path).name)} is no longer there (moved or set aside).")
         return
     st.image(picture, width="stretch", alt=f"Picture {Path(path).name}")
-    st.caption(caption)
+    shown = os.path.relpath(absolute, str(root)) if os.path.isabs(path) else path  # where to find it in the folder
+    st.caption(f"{caption}  \n:gray[{words.md_text(shown)}]")
     fix_actions(root, absolute, classes, key, suggested)
 
 
