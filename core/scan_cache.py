@@ -90,12 +90,12 @@ def _fingerprint(path: str) -> list[int] | None:
 class CheckedPictures:
     """The verdicts of a folder's last checked scan, kept under `cache_dir`."""
 
-    def __init__(self, cache_dir: str | Path, root: str):
+    def __init__(self, cache_dir: str | Path, root: str, trust_kept: bool = True):
         self.root = root
+        self.trust_kept = trust_kept  # False: `fresh` takes the fingerprints and reuses no verdict
         key = hashlib.sha256(f"{_VERSION}:{root}".encode()).hexdigest()[:32]
         self.path = Path(cache_dir) / "scans" / f"{key}.json"
         self._fingerprints: dict[str, list[int] | None] = {}
-        self.trust_kept = True  # False: `fresh` takes the fingerprints and reuses no verdict
 
     def fresh(self, paths: list[str]) -> dict | None:
         """{path: (size, reason)} when every path has a kept verdict and is
@@ -139,8 +139,4 @@ def checked_pictures(cache_dir: str | os.PathLike | None, root: str, trust_kept=
     """The kept verdicts of the folder `root` (as pasted) under `cache_dir`;
     None without a cache folder. trust_kept=False: none is reused (every
     picture is decoded), and this scan's are kept."""
-    if not cache_dir:
-        return None
-    checked = CheckedPictures(cache_dir, os.path.abspath(pasted_path(root)))
-    checked.trust_kept = trust_kept
-    return checked
+    return CheckedPictures(cache_dir, os.path.abspath(pasted_path(root)), trust_kept) if cache_dir else None

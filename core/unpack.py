@@ -128,11 +128,21 @@ def _remove_stale(root: Path) -> None:
             continue
 
 
+def _published_name(asked: str, n: int) -> str:
+    return asked if n == 1 else f"{asked}-{n}"
+
+
+def published_as(name: str, asked: str) -> bool:
+    """Whether `name` is one that publish gives a folder asked for as `asked`."""
+    number = name[len(asked) + 1 :] if name.startswith(asked + "-") else ""
+    return name == asked or (number.isdigit() and name == _published_name(asked, int(number)))
+
+
 def publish(tmp: Path, root: Path, asked: str) -> Path:
     """Rename the finished temporary folder to root/asked, or to the first
     free root/asked-2, -3… (never onto an existing folder)."""
     for n in range(1, 10_000):
-        target = root / (asked if n == 1 else f"{asked}-{n}")
+        target = root / _published_name(asked, n)
         if target.exists() or target.is_symlink():
             continue
         try:

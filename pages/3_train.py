@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.backbones import get_backbone, weights_cached
+from core.counts import how_many
 from core.errors import friendly
 from core.jobs import ACTIVE
 from core.runs import open_run
@@ -159,7 +160,7 @@ def finished_box(snap: dict, run_name: str) -> None:
     if snap.get("skipped_files"):
         left_out = len(snap["skipped_files"])
         st.caption(
-            f"{left_out} file{'s were' if left_out != 1 else ' was'} left out (not pictures, or unreadable): "
+            f"{how_many(left_out, 'file')} {'was' if left_out == 1 else 'were'} left out (not pictures, or unreadable): "
             "the Data page lists which and why."
         )
     widgets.feature_cache_caption(snap.get("feature_cache"))

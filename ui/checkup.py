@@ -19,7 +19,6 @@ from core.counts import how_many
 from core.errors import friendly
 from ui import fixes, words
 
-_KEY = "_folder_check"
 SHOWN = 15  # pictures per finding kind; the rest are counted
 _KEPT = 8  # folders whose latest check is kept; the oldest goes first
 _checks: dict[str, FolderCheck] = {}  # folder -> its latest check, for every session of this server
@@ -66,22 +65,18 @@ def _start(root: str) -> None:
             while len(_checks) > _KEPT:
                 _checks.pop(next(iter(_checks)))
             check.thread.start()
-    st.session_state[_KEY] = check
 
 
 def _current(root: str) -> FolderCheck | None:
     """This folder's latest check, from this session or another (a reload, a second tab)."""
     with _checks_lock:
-        check = _checks.get(root)
-    if check is not None:
-        st.session_state[_KEY] = check  # what the progress fragment polls
-    return check
+        return _checks.get(root)
 
 
 @st.fragment(run_every=1.0)
-def _progress() -> None:
-    """Polls the running check; the whole page redraws when it ends."""
-    check = st.session_state.get(_KEY)
+def _progress(root: str) -> None:
+    """Polls the folder's running check; the whole page redraws when it ends."""
+    check = _current(root)
     if check is None or not check.running:
         st.rerun(scope="app")
     share = check.done / check.total if check.total else 0.0
@@ -113,7 +108,7 @@ def check_section(report) -> None:
         args=(root,),
     )
     if running:
-        _progress()
+        _progress(root)
     elif check is not None and check.error:
         st.error(f"The check did not work: {check.error}", icon=":material/error:")
     elif check is not None and check.report is not None:

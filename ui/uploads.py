@@ -18,6 +18,7 @@ from core.unpack import (  # noqa: F401 - the rules live in core; the pages impo
     no_pictures,
     picture_endings,
     publish,
+    published_as,
     safe_name,
     staging,
     unpack_zip,
@@ -31,19 +32,14 @@ def unfinished_folder(root: Path, folder_name: str) -> Path | None:
     it is gone (a reload). None when there is none."""
     asked = safe_name(folder_name)
     try:
-        candidates = [
-            p
-            for p in Path(root).iterdir()
-            if p.is_dir()
-            and not p.is_symlink()
-            and (p.name == asked or (p.name.startswith(asked + "-") and p.name[len(asked) + 1 :].isdigit()))
-        ]
+        made = [p for p in Path(root).iterdir() if published_as(p.name, asked) and p.is_dir() and not p.is_symlink()]
+        newest = max(made, key=lambda p: p.stat().st_mtime, default=None)  # an older one was left as it is
+        if newest is None:
+            return None
+        classes = [c for c in newest.iterdir() if c.is_dir() and not c.name.startswith(".")]
     except OSError:
         return None
-    for folder in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
-        classes = [c for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".")]
-        return folder if len(classes) == 1 else None  # the newest only: an older one was left as it is
-    return None
+    return newest if len(classes) == 1 else None
 
 
 def _inside(folder: Path, root: Path) -> bool:
