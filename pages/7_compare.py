@@ -12,6 +12,7 @@ from core.compare import curves, latest_sweep, leaderboard, queue_sweep, sweep_o
 from core.devices import pick_device
 from core.errors import friendly
 from core.jobs import ACTIVE
+from core.runs import Run
 from ui import bookmarks, charts, live, networks, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_COMPARE)  # a bookmark opened first on a fresh server
@@ -218,12 +219,13 @@ def leaderboard_notes(rows: list[dict], busy: bool) -> None:
     st.caption("  \n".join(notes))
 
 
-def compared_curves(paths: list[str], rows: list[dict]) -> None:
+def compared_curves(paths: list[str]) -> None:
     """Every run's accuracy and loss curves, one colour per run."""
     data = curves(paths)
     if not data:
         return
-    labels = _curve_labels(rows)
+    # Named as in every run picker; without accuracy, which changes while a run trains.
+    labels = words.run_labels([Run(Path(p)) for p in paths], with_accuracy=False)
     data = [dict(r, label=labels.get(r["run"], r["label"])) for r in data]
     acc = [dict(r, value=100 * r["value"]) if r["kind"] == "accuracy" else r for r in data]
     c1, c2 = st.columns(2)
@@ -262,7 +264,7 @@ def board(paths: list[str]) -> None:
     leaderboard_table(rows, states)
     networks.failed_run_notes(rows)
     leaderboard_notes(rows, busy)
-    compared_curves(paths, rows)
+    compared_curves(paths)
 
 
 _CURVE_LAYOUT = dict(
@@ -270,18 +272,6 @@ _CURVE_LAYOUT = dict(
     legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0, font=dict(size=11)),
     xaxis=dict(title="epoch"),  # its ticks: charts.curves_figure
 )
-
-
-def _curve_labels(rows: list[dict]) -> dict[str, str]:
-    """A name per run for the charts' legends: the network, what learned, when."""
-    labels = {}
-    for r in rows:
-        stamp = r["run"][:15]
-        when = f"{stamp[6:8]}/{stamp[4:6]} {stamp[9:11]}:{stamp[11:13]}" if stamp[:8].isdigit() else r["run"]
-        labels[r["run"]] = f"{r['backbone_title']}, {words.strategy_label(r['strategy'])} · {when}"
-    if len(set(labels.values())) < len(labels):  # two runs in the same minute: tell them apart by name
-        labels = {run: f"{label} · {run}" for run, label in labels.items()}
-    return labels
 
 
 def _board_safely(paths: list[str]) -> None:
