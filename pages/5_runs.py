@@ -61,26 +61,6 @@ def runs_table(runs: list, states: dict) -> None:
     )
 
 
-def pick_open_run(runs: list):
-    """The run to open: follows a ?run=NAME link once, then the select box."""
-    names = [r.name for r in runs]
-    by_name = {r.name: r for r in runs}
-    wanted = st.query_params.get("run")
-    if wanted in names and st.session_state.get("_runs_query") != wanted:
-        st.session_state["open_run"] = wanted
-        st.session_state["_runs_query"] = wanted
-    if st.session_state.get("open_run") not in names:
-        st.session_state["open_run"] = names[0]
-    st.selectbox(
-        "Open a run",
-        names,
-        key="open_run",
-        format_func=words.run_labels(runs).get,
-        help="Shows the run's results below.",
-    )
-    return by_name[st.session_state["open_run"]]
-
-
 def run_heading(run, run_state: str, elsewhere: bool = False) -> None:
     summary = run.summary()
     st.divider()
@@ -275,7 +255,7 @@ def main() -> None:
     alive = mgr.alive_run_dirs()
     states = {run.name: _live_state(run, mgr, alive) for run in runs}
     runs_table(runs, states)
-    run = pick_open_run(runs)
+    run = widgets.pick_run(runs, key="open_run", label="Open a run", help="Shows the run's results below.")
     run_heading(run, states[run.name], elsewhere=str(run.path.resolve()) not in alive)
     fixes.fix_notes()
     fixes.older_pictures_notice(run, key="runs")

@@ -144,6 +144,13 @@ def test_results_page_follows_a_link_and_explains_no_runs(env, with_run):
     assert at.selectbox(key="results_run").value == with_run.name
     at.run()  # said once: the address now follows the run shown
     assert "not in the runs folder any more" not in _texts(at.info)
+    at = _goto(_app(), RUNS)  # the Runs page's own picker says so too
+    at.query_params["run"] = "20250101-000000-deleted-since"
+    at.run()
+    assert "deleted-since is not in the runs folder any more" in _texts(at.info)
+    assert at.selectbox(key="open_run").value == newer.name
+    at.selectbox(key="open_run").set_value(with_run.name).run()
+    assert at.query_params["run"] == with_run.name  # a reload keeps the run opened
     shutil.rmtree(newer)
 
     shutil.rmtree(with_run)
