@@ -112,10 +112,19 @@ def test_results_page_checks_a_new_labelled_folder(env, with_run, small_data, tm
     assert "of the 16** pictures correctly" in shown
     assert "95 % sure the true accuracy is between" in shown and "(16 pictures)" in shown
     assert "wasps (1)" in _texts(at.warning)  # a class the model does not know: reported, not counted
+    # The pictures shown open on the most common mistake, not on an empty square.
+    result = at.session_state["_held_out"]["result"]
+    classes, confusion = result["classes"], result["confusion"]
+    true, pred = at.selectbox(key="held_true").value, at.selectbox(key="held_pred").value
+    mistakes = [n for i, row in enumerate(confusion) for j, n in enumerate(row) if i != j]
+    if any(mistakes):
+        assert true != pred and confusion[classes.index(true)][classes.index(pred)] == max(mistakes)
+    else:
+        assert true == pred
 
 
 def test_a_run_trained_before_its_pictures_changed_is_marked(env, with_run):
-    from core.curation import move_to_class, undo
+    from core.curation import move_to_class
 
     # The run's own copy of its pictures, so the shared folder stays untouched.
     config_path = with_run / "config.json"
@@ -146,7 +155,12 @@ def test_a_run_trained_before_its_pictures_changed_is_marked(env, with_run):
     assert len(retrained) == 1
     assert json.loads((retrained[0] / "config.json").read_text()) == json.loads(config_path.read_text())
 
-    undo(data_dir, change.id)  # the folder is as the run saw it again: no marker
+    # Undone on the page that made the change ("You can undo it under Changes"): the folder is as the run
+    # saw it again, and the marker is gone.
+    at = _goto(_app(), RESULTS)
+    at.button(key=f"results_changes_undo_{change.id}").click().run()
+    _ok(at)
+    assert picture.is_file() and "Undone: moved" in _texts(at.success)
     at = _goto(_app(), RESULTS)
     assert "Trained on older pictures" not in _texts(at.warning)
 

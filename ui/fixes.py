@@ -130,10 +130,13 @@ def card_grid(
                 picture_card(root, path, caption, classes, key, suggested)
 
 
-def changes_list(root: str | Path, key: str = "changes") -> None:
-    """Every change made to the folder, newest first, each with Undo."""
+def changes_list(root: str | Path, key: str = "changes", expanded: bool | None = None) -> None:
+    """Every change made to the folder, newest first, each with Undo; open
+    when there are some, unless `expanded` says otherwise."""
     made = changes(root)
-    with st.expander(f"Changes ({len(made)})", icon=":material/history:", expanded=bool(made)):
+    with st.expander(
+        f"Changes ({len(made)})", icon=":material/history:", expanded=bool(made) if expanded is None else expanded
+    ):
         if not made:
             st.caption("No picture of this folder was moved or set aside here yet.")
             return
@@ -240,3 +243,5 @@ def older_pictures_notice(run, key: str) -> None:
         args=(run,),
         help="Starts a new run with this run's settings on the folder as it is now.",
     )
+    # The changes themselves, each with Undo: a Fix made on this page says they are "under Changes".
+    changes_list(run.config["data_dir"], key=f"{key}_changes", expanded=False)
