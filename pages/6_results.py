@@ -75,29 +75,6 @@ def _explaining_spinner(where_looked: bool, count: int):
 # --- the confusion matrix ---------------------------------------------------------------
 
 
-def _most_confused(evaluation: dict) -> tuple[int, int]:
-    """The square with the most mistakes, or the first class's right answers."""
-    confusion = evaluation["confusion"]
-    best, cell = 0, (0, 0)
-    for i, row in enumerate(confusion):
-        for j, count in enumerate(row):
-            if i != j and count > best:
-                best, cell = count, (i, j)
-    return cell
-
-
-def _clicked_cell(event, classes: list[str]) -> tuple[int, int] | None:
-    """The square a click (or selection) on the heatmap chose."""
-    points = (getattr(event, "selection", None) or {}).get("points") or []
-    for point in points:
-        custom = point.get("customdata")
-        if isinstance(custom, (list, tuple)) and len(custom) >= 2:
-            return int(custom[0]), int(custom[1])
-        if point.get("y") in classes and point.get("x") in classes:
-            return classes.index(point["y"]), classes.index(point["x"])
-    return None
-
-
 def confusion_section(run, evaluation: dict) -> None:
     classes = evaluation["classes"]
     st.subheader("Which classes get mixed up")
@@ -109,14 +86,14 @@ def confusion_section(run, evaluation: dict) -> None:
 
     # A new run starts on its most common mistake.
     if st.session_state.get("_cell_run") != run.name or st.session_state.get("cell_true") not in classes:
-        t, p = _most_confused(evaluation)
+        t, p = charts.most_confused(evaluation)
         st.session_state["cell_true"], st.session_state["cell_pred"] = classes[t], classes[p]
         st.session_state["_cell_run"] = run.name
         st.session_state.pop("_cell_clicked", None)
 
     # A click on the heatmap (kept in its widget state since the last rerun) moves the choosers, once.
     chart_key = f"confusion_{run.name}"
-    clicked = _clicked_cell(st.session_state.get(chart_key), classes)
+    clicked = charts.clicked_cell(st.session_state.get(chart_key), classes)
     if clicked is not None and clicked != st.session_state.get("_cell_clicked"):
         st.session_state["cell_true"], st.session_state["cell_pred"] = classes[clicked[0]], classes[clicked[1]]
     st.session_state["_cell_clicked"] = clicked

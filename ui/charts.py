@@ -228,6 +228,29 @@ def clickable_confusion(fig: go.Figure, evaluation: dict) -> go.Figure:
     return fig
 
 
+def most_confused(evaluation: dict) -> tuple[int, int]:
+    """The square with the most mistakes, or the first class's right answers."""
+    confusion = evaluation["confusion"]
+    best, cell = 0, (0, 0)
+    for i, row in enumerate(confusion):
+        for j, count in enumerate(row):
+            if i != j and count > best:
+                best, cell = count, (i, j)
+    return cell
+
+
+def clicked_cell(event, classes: list[str]) -> tuple[int, int] | None:
+    """The square a click (or selection) on the heatmap chose."""
+    points = (getattr(event, "selection", None) or {}).get("points") or []
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, (list, tuple)) and len(custom) >= 2:
+            return int(custom[0]), int(custom[1])
+        if point.get("y") in classes and point.get("x") in classes:
+            return classes.index(point["y"]), classes.index(point["x"])
+    return None
+
+
 def embedding_figure(rows: list[dict], classes: list[str], title: str) -> go.Figure:
     fig = go.Figure()
     for i, name in enumerate(classes):

@@ -66,6 +66,8 @@ def _evaluate(run, folder: str) -> None:
         st.session_state["_held_out"] = {"run": run.name, "folder": folder, "error": friendly(exc)}
     else:
         st.session_state["_held_out"] = {"run": run.name, "folder": folder, "result": result}
+    for key in ("held_true", "held_pred", "_held_out_clicked"):  # a new result picks its own square
+        st.session_state.pop(key, None)
 
 
 def new_pictures_section(run) -> None:
@@ -113,18 +115,13 @@ def held_out_result(folder: str, result: dict) -> None:
     _confusion(folder, result)
 
 
-def _clicked(event, classes: list[str]) -> tuple[int, int] | None:
-    for point in (getattr(event, "selection", None) or {}).get("points") or []:
-        custom = point.get("customdata")
-        if isinstance(custom, (list, tuple)) and len(custom) >= 2:
-            return int(custom[0]), int(custom[1])
-    return None
-
-
 def _confusion(folder: str, result: dict) -> None:
     """The matrix (click a square) and the pictures of the chosen square, with fix actions."""
     classes = result["classes"]
-    clicked = _clicked(st.session_state.get("held_out_confusion"), classes)
+    if st.session_state.get("held_true") not in classes:  # a new result opens on its most common mistake
+        t, p = charts.most_confused(result)
+        st.session_state["held_true"], st.session_state["held_pred"] = classes[t], classes[p]
+    clicked = charts.clicked_cell(st.session_state.get("held_out_confusion"), classes)
     if clicked is not None and clicked != st.session_state.get("_held_out_clicked"):
         st.session_state["held_true"], st.session_state["held_pred"] = classes[clicked[0]], classes[clicked[1]]
     st.session_state["_held_out_clicked"] = clicked
@@ -146,7 +143,7 @@ def _confusion(folder: str, result: dict) -> None:
         )
     with right:
         true = st.selectbox("Real class", classes, key="held_true")
-        pred = st.selectbox("Predicted as", classes, index=min(1, len(classes) - 1), key="held_pred")
+        pred = st.selectbox("Predicted as", classes, key="held_pred")
     rows = cell_images(result, true, pred)
     st.markdown(
         f"**{len(rows)} picture{'s' if len(rows) != 1 else ''}** of **{words.md_text(true)}** the model called **{words.md_text(pred)}**."
