@@ -75,6 +75,16 @@ def _loose_hint(root: str, loose: int) -> str:
     )
 
 
+def _listed(items: list[str], shown: int = 8) -> str:
+    """'ants' (1), 'bees' (2) and 3 more."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return _listed([f"'{name}' ({n})" for name, n in counts.items()])
+
+
 def folder_warnings(
     classes: list[str],
     counts: dict[str, dict[str, int]],
@@ -84,18 +94,29 @@ def folder_warnings(
 ) -> list[str]:
     """What the user should know although training works."""
     warns: list[str] = []
-    for name in classes:
-        c = counts[name]
-        if 0 < c["train"] < _FEW_TRAIN:
-            warns.append(
-                f"Class '{name}' has only {how_many(c['train'], 'training image')}; 10 or more per class "
-                f"(ideally many more) gives much better results."
-            )
-        if 0 < c["val"] < _FEW_VAL:
-            warns.append(
-                f"Class '{name}' has only {how_many(c['val'], 'validation image')}, "
-                f"so its measured accuracy will be very noisy."
-            )
+    few_train = {name: counts[name]["train"] for name in classes if 0 < counts[name]["train"] < _FEW_TRAIN}
+    if len(few_train) == 1:
+        [(name, n)] = few_train.items()
+        warns.append(
+            f"Class '{name}' has only {how_many(n, 'training image')}; {_FEW_TRAIN} or more per class "
+            "(ideally many more) gives much better results."
+        )
+    elif few_train:  # one line for all of them: a folder of many small classes is not a wall of warnings
+        warns.append(
+            f"{len(few_train)} classes have fewer than {_FEW_TRAIN} training images: {_counted(few_train)}; "
+            f"{_FEW_TRAIN} or more per class (ideally many more) gives much better results."
+        )
+    few_val = {name: counts[name]["val"] for name in classes if 0 < counts[name]["val"] < _FEW_VAL}
+    if len(few_val) == 1:
+        [(name, n)] = few_val.items()
+        warns.append(
+            f"Class '{name}' has only {how_many(n, 'validation image')}, so its measured accuracy will be very noisy."
+        )
+    elif few_val:
+        warns.append(
+            f"{len(few_val)} classes have very few validation images: {_counted(few_val)}, so their measured "
+            "accuracy will be very noisy."
+        )
     train_counts = {name: counts[name]["train"] for name in classes if counts[name]["train"] > 0}
     if len(train_counts) >= 2:
         most = max(train_counts, key=train_counts.get)
@@ -111,8 +132,11 @@ def folder_warnings(
             f"{tiny} image{'s are' if tiny > 1 else ' is'} tiny (a side under {_TINY_SIDE} pixels); "
             f"{'they' if tiny > 1 else 'it'} will be blown up and look blurry to the model."
         )
-    for name in empty_classes:
-        warns.append(f"The folder '{name}' has no usable images, so it is not used as a class.")
+    if len(empty_classes) == 1:
+        warns.append(f"The folder '{empty_classes[0]}' has no usable images, so it is not used as a class.")
+    elif empty_classes:
+        listed = _listed([f"'{name}'" for name in empty_classes])
+        warns.append(f"The folders {listed} have no usable images, so they are not used as classes.")
     if n_skipped:
         warns.append(
             f"{n_skipped} file{'s were' if n_skipped > 1 else ' was'} skipped (see the list of skipped files and why)."

@@ -329,8 +329,11 @@ def report_summary(report) -> None:
             "to check the model with (change this under Advanced on the Model page)."
         )
 
-    for warning in report.warnings:
-        st.warning(words.md_text(warning), icon=":material/warning:")
+    if len(report.warnings) == 1:
+        st.warning(words.md_text(report.warnings[0]), icon=":material/warning:")
+    elif report.warnings:  # one box, not a stack of yellow ones
+        listed = "\n".join(f"- {words.md_text(w)}" for w in report.warnings)
+        st.warning(f"**Good to know before training:**\n{listed}", icon=":material/warning:")
 
 
 def sizes_and_counts(report) -> None:

@@ -134,10 +134,17 @@ def test_random_split_keeps_one_val_image_per_small_class(hymenoptera, tmp_path)
     report = scan_with_deadline(tmp_path)
     assert report.counts == {"ants": {"train": 1, "val": 1}, "bees": {"train": 2, "val": 1}}
     assert report.can_train
-    # In words a person writes: "1 training image", "2 training images", "1 validation image".
-    assert any("Class 'ants' has only 1 training image;" in w for w in report.warnings), report.warnings
-    assert any("Class 'bees' has only 2 training images;" in w for w in report.warnings)
-    assert any("Class 'ants' has only 1 validation image," in w for w in report.warnings)
+    # Several small classes: one line each for training and validation pictures, not one per class.
+    assert "2 classes have fewer than 10 training images: 'ants' (1), 'bees' (2);" in " ".join(report.warnings)
+    assert "2 classes have very few validation images: 'ants' (1), 'bees' (1)," in " ".join(report.warnings)
+    assert len(report.warnings) == 2, report.warnings  # balanced enough: nothing else to say
+
+    # One small class is named on its own, in words a person writes ("1 validation image").
+    copy_photos(hymenoptera / "train" / "ants", tmp_path / "ants", 14)
+    report = scan_with_deadline(tmp_path)
+    assert report.counts["ants"] == {"train": 11, "val": 3} and report.counts["bees"] == {"train": 2, "val": 1}
+    assert any("Class 'bees' has only 2 training images;" in w for w in report.warnings), report.warnings
+    assert any("Class 'bees' has only 1 validation image," in w for w in report.warnings)
 
 
 def test_class_with_a_single_image_cannot_be_validated(hymenoptera, tmp_path):
