@@ -69,7 +69,7 @@ STRATEGY_WORDS: dict[str, tuple[str, str, str]] = {
         "The new head and the last few pretrained blocks learn; the earlier blocks stay frozen.",
     ),
     "full": (
-        "Everything learns",
+        "Everything learns, all at one rate",
         "full fine-tune",
         "Every block learns. Slowest; needs more pictures and a smaller learning rate.",
     ),
@@ -79,7 +79,7 @@ STRATEGY_WORDS: dict[str, tuple[str, str, str]] = {
         "Starts with only the head; one more block starts learning, from the top down, every few epochs.",
     ),
     "discriminative": (
-        "Earlier blocks learn more slowly",
+        "Everything learns, earlier blocks more slowly",
         "discriminative learning rates",
         "Every block learns, the earlier (more general) blocks at smaller learning rates.",
     ),

@@ -66,13 +66,13 @@ def test_every_strategy_is_named_by_what_it_does_with_its_technical_name_second(
     assert strategy_words("last-2") == ("The last 2 blocks learn too", "last-2 fine-tune")
     assert strategy_words("last-1") == ("The last block learns too", "last-1 fine-tune")
     assert strategy_words("gradual")[0] == "Unfreeze one block at a time"
-    assert strategy_words("discriminative")[0] == "Earlier blocks learn more slowly"
+    assert strategy_words("discriminative")[0] == "Everything learns, earlier blocks more slowly"
 
     # The Model page's presets, the tables and markdown all read the same words.
     assert words.PRESETS["linear"] == "Only the new last layer learns"
     assert words.PRESET_TECHNICAL["full"] == "full fine-tune"
     assert words.PRESETS["last"] == STRATEGY_WORDS["last-N"][0]
-    assert words.strategy_label("full") == "Everything learns (full fine-tune)"
+    assert words.strategy_label("full") == "Everything learns, all at one rate (full fine-tune)"
     assert words.strategy_lines("gradual") == "Unfreeze one block at a time  \n:gray[gradual unfreezing]"
     assert words.strategy_md("linear") == "**Only the new last layer learns** (linear probe)"
 
