@@ -99,6 +99,11 @@ class _State:
     step: int = 0
     images_done: int = 0
     train_started: float = 0.0
+    # When the blocks that learn last changed (time, step): the time left is
+    # paced by the batches since, as a head-only first epoch runs far faster
+    # than the fine-tuning epochs after it.
+    pace_since: float = 0.0
+    pace_step: int = 0
     best_weights: dict | None = None
     trained_now: dict | None = None
     trainable_now: int = 0  # parameters that learn in this epoch (counted when the plan changes)
@@ -391,6 +396,7 @@ def _prepare_epoch(s: _Setup, state: _State, writer: RunWriter, epoch: int) -> i
         state.trained_now = s.plan.trained_at(epoch - 1)
         apply_freeze_plan(s.model, s.plan, epoch=epoch - 1)
         state.trainable_now = count_parameters(s.model)[0]
+        state.pace_since, state.pace_step = time.time(), state.step
         s.forward = distributed.wrap_model(s.model, s.decisions.device)  # DDP follows what trains
     distributed.set_epoch(s.data, epoch)  # distributed: this epoch's shuffle, the same on every rank
     s.model.train()
@@ -477,7 +483,7 @@ def _report_batch(s: _Setup, state: _State, epoch: int, batch_index: int, loss: 
     elapsed = time.time() - state.train_started
     speed = state.images_done / elapsed if elapsed > 0 else None
     remaining_batches = (s.config.epochs - epoch) * s.batches + (s.batches - batch_index)
-    eta = remaining_batches * (elapsed / max(1, state.step - (state.start_epoch - 1) * s.batches))
+    eta = remaining_batches * (time.time() - state.pace_since) / max(1, state.step - state.pace_step)
     s.progress.update(batch=batch_index, images_per_second=speed, eta_seconds=eta)
     every = max(1, s.config.batch_loss_every)
     first_ones = epoch == state.start_epoch and batch_index <= every  # the chart shows life at once
