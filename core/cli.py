@@ -76,11 +76,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     values = defaults()
     for f, flag, kind in _train_fields():
         default, note = _CLI_DEFAULTS.get(f.name, (values[f.name], None))
-        text = f.metadata["help"]
+        text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
         if kind is bool:
             # "--no-x" turns a setting that is on by default off; any other
             # flag turns it on.
             action = "store_false" if flag.startswith("--no-") else "store_true"
+            if action == "store_false":  # the help says what the setting does: this flag switches it off
+                text = f"switches off '{f.metadata['label']}': {text}"
             p.add_argument(flag, dest=f.name, action=action, default=default, help=text)
             continue
         choices, limits = f.metadata.get("choices"), f.metadata.get("limits")

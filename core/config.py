@@ -126,9 +126,13 @@ ADAPT_METHODS = {
 DEFAULT_ADAPT_METHOD = "self-training"
 
 
-def setting(default, help: str, *, choices=None, cli: bool | str = True, ui: bool = True, limits=None):
-    """A dataclass field whose metadata carries what a person needs to know."""
-    meta = {"help": help, "choices": choices, "cli": cli, "ui": ui, "limits": limits}
+def setting(
+    default, help: str, *, label: str | None = None, choices=None, cli: bool | str = True, ui: bool = True, limits=None
+):
+    """A dataclass field whose metadata carries what a person needs to know:
+    `label`, the setting's name on the Model page; `help`, the sentence both
+    the page (its "?") and `python -m core train --help` show."""
+    meta = {"label": label, "help": help, "choices": choices, "cli": cli, "ui": ui, "limits": limits}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -143,75 +147,191 @@ class TrainConfig:
     init: str = setting("pretrained", "'pretrained', 'random', or a path to a weights file")
     strategy: str = setting("linear", STRATEGY_HELP)
     trained_blocks: dict | None = setting(None, "strategy 'custom': block name -> trained", cli=False, ui=False)
-    unfreeze_every: int = setting(1, "gradual: epochs between unfreezing one more block", limits=(1, 10))
+    unfreeze_every: int = setting(
+        1,
+        "Gradual unfreezing: training starts with only the head; then, every this many epochs, the next block "
+        "down starts learning.",
+        label="Unfreeze one more block every … epochs",
+        limits=(1, 10),
+    )
     lr_factor: float = setting(
-        0.5, "discriminative: each earlier block's rate is this times the next one's", limits=(0.1, 1.0)
+        0.5,
+        "Discriminative rates: each earlier block learns this fraction of the next one's rate. 0.5 means the "
+        "block below the head learns at half the head's rate, the one below that at a quarter, …",
+        label="Each earlier block learns this fraction of the next one's rate",
+        limits=(0.1, 1.0),
     )
     head_epochs: int = setting(
         1,
-        "fine-tuning: epochs that train only the new head before the pretrained blocks join in (0 = none)",
+        "Fine-tuning: epochs that train only the new head before the pretrained blocks join in (0 = none).",
+        label="Epochs that train only the head first",
         limits=(0, 50),
     )
     discriminative_lr: bool = setting(
         True,
-        "fine-tuning: one rate for every block that learns, instead of smaller rates for earlier blocks (lr_factor)",
+        "Fine-tuning: each block learns at a fraction of the next one's rate (0.5 by default), so the earlier, "
+        "more general blocks change least.",
+        label="Earlier blocks learn more gently",
         cli="--no-discriminative-lr",
     )
     warmup_epochs: float = setting(
         0.5,
-        "fine-tuning: epochs over which the rates climb from zero once the pretrained blocks join in",
+        "Fine-tuning: epochs over which the rates climb from zero once the pretrained blocks join in.",
+        label="Warm-up epochs",
         limits=(0.0, 20.0),
     )
-    batchnorm: str = setting("auto", "BatchNorm statistics in the blocks that learn", choices=BATCHNORM)
+    batchnorm: str = setting(
+        "auto",
+        "Fine-tuning: whether the blocks that learn also re-measure their BatchNorm statistics (the averages "
+        "each block keeps of what it sees).",
+        label="BatchNorm statistics",
+        choices=BATCHNORM,
+    )
     head_hidden: int = setting(
-        0, "width of a hidden layer in the new head; 0 = a single linear layer", limits=(0, 4096)
+        0,
+        "The head turns the network's features into your classes. A hidden layer of this many units adds "
+        "capacity; 0 (none, one straight layer) is usually best.",
+        label="Hidden layer",
+        limits=(0, 4096),
     )
-    head_dropout: float = setting(0.0, "dropout before the new head's last layer", limits=(0.0, 0.8))
-    fusion: str = setting("none", "feed the head features of several stages, not only the last", choices=FUSIONS)
+    head_dropout: float = setting(
+        0.0,
+        "Randomly hides this fraction of the features while training, against overfitting. 0 = off.",
+        label="Dropout",
+        limits=(0.0, 0.8),
+    )
+    fusion: str = setting(
+        "none",
+        "Feeds the head the features of several stages of the network, not only the last one's.",
+        label="Feature fusion",
+        choices=FUSIONS,
+    )
     fusion_stages: int = setting(
-        3, "with fusion: how many of the last stages feed the head (2 or more)", limits=(2, 64)
+        3,
+        "With feature fusion: how many of the last stages feed the head (2 or more).",
+        label="Stages that feed the head",
+        limits=(2, 64),
     )
-    epochs: int = setting(5, "passes over the training pictures", limits=(1, 500))
-    batch_size: int | None = setting(32, "pictures per step; 0 = chosen for this machine", limits=(0, 4096))
+    epochs: int = setting(
+        5,
+        "One epoch = the model sees every training picture once. 5 is plenty when only the new last layer learns.",
+        label="Epochs",
+        limits=(1, 500),
+    )
+    batch_size: int | None = setting(
+        32,
+        "How many pictures the model looks at before each small correction. Smaller uses less memory; "
+        "0 (auto) picks one for this machine.",
+        label="Batch size",
+        limits=(0, 4096),
+    )
     image_size: int | None = setting(
-        None, "picture side in pixels; empty or 0 = the backbone's own size", limits=(0, 1024)
+        None,
+        "Pictures are resized to this many pixels a side before the network sees them. Smaller is faster; "
+        "empty or 0 is the network's own size.",
+        label="Picture size",
+        limits=(0, 1024),
     )
-    optimizer: str = setting("adamw", "how the corrections are made", choices=OPTIMIZERS)
-    lr: float = setting(1e-3, "learning rate: how big each correction is", limits=(1e-7, 10.0))
-    weight_decay: float = setting(1e-4, "pulls weights towards zero a little every step", limits=(0.0, 1.0))
-    momentum: float = setting(0.9, "SGD and RMSprop: how much of the last step carries over", limits=(0.0, 0.99))
-    schedule: str = setting("cosine", "how the learning rate changes over the epochs", choices=SCHEDULES)
+    optimizer: str = setting("adamw", "How the corrections are made.", label="Optimiser", choices=OPTIMIZERS)
+    lr: float = setting(
+        1e-3,
+        "How big each correction is. Too big and training jumps around; too small and it crawls.",
+        label="Learning rate",
+        limits=(1e-7, 10.0),
+    )
+    weight_decay: float = setting(
+        1e-4,
+        "Gently pulls the weights towards zero every step, against overfitting.",
+        label="Weight decay",
+        limits=(0.0, 1.0),
+    )
+    momentum: float = setting(
+        0.9,
+        "For SGD and RMSprop: how much each step keeps going in the direction of the last ones.",
+        label="Momentum",
+        limits=(0.0, 0.99),
+    )
+    schedule: str = setting(
+        "cosine", "How the learning rate changes over the epochs.", label="Learning-rate schedule", choices=SCHEDULES
+    )
     step_epochs: int = setting(
-        0, "step schedule: epochs between drops to a tenth; 0 = every third of the epochs", limits=(0, 100)
+        0,
+        "Step schedule: epochs between drops of the learning rate to a tenth; 0 = every third of the epochs.",
+        label="Epochs between drops",
+        limits=(0, 100),
     )
-    augment: str = setting("auto", "random changes to the training pictures", choices=AUGMENT_CHOICES)
+    augment: str = setting(
+        "auto",
+        "Random changes to the training pictures, so the model does not just memorise them.",
+        label="Augmentation",
+        choices=AUGMENT_CHOICES,
+    )
     # 4: last-2 on hymenoptera, 10 epochs (README, Speed): 0.961 val accuracy in 52 s, against 0.941 in 69 s with new changes each epoch.
     augment_views: int = setting(
         4,
-        "with random changes and blocks frozen for the whole run: this many changed versions of each training "
-        "picture go through the frozen blocks once and are stored; each epoch uses one of them "
-        "(0 = new changes every epoch, which runs the frozen blocks every epoch)",
+        "With random changes and blocks frozen for the whole run: this many changed versions of each training "
+        "picture go through the frozen blocks once and are stored; each epoch uses one. Much faster; 0 makes "
+        "new changes every epoch, which runs the frozen blocks every epoch.",
+        label="Stored versions of each picture",
         limits=(0, 20),
     )
     progressive_resizing: float = setting(
         0.5,
-        "when pictures go through the whole network every epoch (full, gradual): the share of the epochs "
-        "that train on smaller pictures, from half size growing to full (0 = full size from the start)",
+        "When the whole network learns (full, gradual): the first epochs see smaller pictures (from half size, "
+        "growing), which take a fraction of the time; the last ones and validation are full size. This is the "
+        "share of the epochs on smaller pictures; 0 turns it off.",
+        label="Share of epochs on smaller pictures",
         limits=(0.0, 0.9),
     )
-    label_smoothing: float = setting(0.0, "keeps the model from being over-sure (0.1 is typical)", limits=(0.0, 0.3))
-    class_weighted: bool = setting(False, "weigh rare classes up in the loss")
-    early_stopping: int = setting(0, "stop after this many epochs without a better val loss; 0 = off", limits=(0, 50))
-    seed: int = setting(0, "the same seed gives the same split and the same run", limits=(0, 2**31 - 1))
-    val_fraction: float = setting(
-        0.2, "share of pictures kept for validation when the folder has no val/ split", limits=(0.05, 0.5)
+    label_smoothing: float = setting(
+        0.0,
+        "Asks the model to be a little less than 100% sure; can help with noisy labels (0.1 is typical).",
+        label="Label smoothing",
+        limits=(0.0, 0.3),
     )
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
-    mixed_precision: bool = setting(True, "no mixed precision on CUDA", cli="--no-amp")
+    class_weighted: bool = setting(
+        False,
+        "When some classes have far fewer pictures, count each of their mistakes more.",
+        label="Weigh rare classes more",
+    )
+    early_stopping: int = setting(
+        0,
+        "Stops training when the validation loss has not improved for this many epochs; 0 = never.",
+        label="Stop early after … epochs without progress (0 = never)",
+        limits=(0, 50),
+    )
+    seed: int = setting(
+        0,
+        "The same seed gives the same split and the same start, so runs can be compared.",
+        label="Random seed",
+        limits=(0, 2**31 - 1),
+    )
+    val_fraction: float = setting(
+        0.2,
+        "Only used when the folder has no train/ and val/ folders: this share of each class is set aside for "
+        "validation.",
+        label="Share of pictures kept for checking",
+        limits=(0.05, 0.5),
+    )
+    device: str = setting(
+        "auto", "Where training runs: auto (the GPU if there is one), cpu, cuda, cuda:N or mps.", label="Device"
+    )
+    mixed_precision: bool = setting(
+        True,
+        "Faster GPU training with 16-bit numbers; no effect on the CPU.",
+        label="Mixed precision on the GPU",
+        cli="--no-amp",
+    )
     num_workers: int | None = setting(
         None, "processes that read pictures; empty = chosen for this machine", ui=False, limits=(0, 64)
     )
-    feature_cache: bool = setting(True, "run the frozen layers every epoch instead of once", cli="--no-feature-cache")
+    feature_cache: bool = setting(
+        True,
+        "Runs the frozen blocks once per picture and reuses the result: when only the new last layer learns, "
+        "training takes seconds.",
+        label="Remember the frozen blocks' output",
+        cli="--no-feature-cache",
+    )
     cache_dir: str | None = setting(None, "where stored features go", cli=False, ui=False)
     batch_loss_every: int = setting(5, "record the loss every this many batches", cli=False, ui=False, limits=(1, 1000))
 
@@ -304,3 +424,10 @@ def defaults() -> dict:
 
 def help_text(name: str) -> str:
     return _metadata(name)["help"]
+
+
+def setting_label(name: str) -> str:
+    """The setting's name on the Model page (its field's "label"); its own
+    name where it has none (or is not a setting of this version)."""
+    meta = next((f.metadata for f in fields(TrainConfig) if f.name == name), {})
+    return meta.get("label") or name

@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 
 from core.backbones import BackboneInfo
-from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES, limits
+from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
 from core.errors import friendly
 from ui import bookmarks, fine_tune_view, fusion_view, networks, resources, state, widgets, words
 
@@ -60,24 +60,9 @@ def preset_controls(trainable_blocks: list[str]) -> str:
             help="Counted from the top (the blocks nearest the head).",
         )
     elif preset == "gradual":
-        state.init_choice("unfreeze_every")
-        st.slider(
-            "Unfreeze one more block every … epochs",
-            *limits("unfreeze_every"),
-            key="unfreeze_every",
-            persist_state="session",
-            help="Training starts with only the head; then, every this many epochs, the next block down starts learning.",
-        )
+        st.slider(**state.setting_widget("unfreeze_every", bounded=True))
     elif preset == "discriminative":
-        state.init_choice("lr_factor")
-        st.slider(
-            "Each earlier block learns this fraction of the next one's rate",
-            *limits("lr_factor"),
-            step=0.05,
-            key="lr_factor",
-            persist_state="session",
-            help="0.5 means: the block below the head learns at half the head's rate, the one below that at a quarter, …",
-        )
+        st.slider(**state.setting_widget("lr_factor", bounded=True), step=0.05)
     return preset
 
 
@@ -189,25 +174,12 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
 def head_section() -> None:
     st.subheader("3. The new head")
     h1, h2 = st.columns(2)
-    state.init_choice("head_hidden")
     h1.selectbox(
-        "Hidden layer",
-        [0, 128, 256, 512, 1024],
-        key="head_hidden",
-        persist_state="session",
+        **state.setting_widget("head_hidden"),
+        options=[0, 128, 256, 512, 1024],
         format_func=lambda n: "none (one straight layer)" if n == 0 else f"{n} units",
-        help="The head turns the network's features into your classes. A hidden layer adds capacity; "
-        "none is usually best.",
     )
-    state.init_choice("head_dropout")
-    h2.slider(
-        "Dropout",
-        *limits("head_dropout"),
-        step=0.05,
-        key="head_dropout",
-        persist_state="session",
-        help="Randomly hides this fraction of the features while training, against overfitting. 0 = off.",
-    )
+    h2.slider(**state.setting_widget("head_dropout", bounded=True), step=0.05)
 
 
 # --- 4. training settings ---------------------------------------------------------------------
@@ -216,33 +188,16 @@ def head_section() -> None:
 def settings_section(info: BackboneInfo, preset: str | None) -> None:
     st.subheader("4. Training settings")
     s1, s2, s3 = st.columns(3)
-    state.init_choice("epochs")
-    s1.number_input(
-        "Epochs",
-        *limits("epochs"),
-        step=1,
-        key="epochs",
-        persist_state="session",
-        help="One epoch = the model sees every training picture once. 5 is plenty when only the new last layer learns.",
-    )
-    state.init_choice("batch_size")
+    s1.number_input(**state.setting_widget("epochs", bounded=True), step=1)
     s2.select_slider(
-        "Batch size",
-        fine_tune_view.options_with([0, 4, 8, 16, 32, 64, 128, 256], state.choice("batch_size")),
-        key="batch_size",
-        persist_state="session",
+        **state.setting_widget("batch_size"),
+        options=fine_tune_view.options_with([0, 4, 8, 16, 32, 64, 128, 256], state.choice("batch_size")),
         format_func=lambda v: "auto" if v == 0 else str(v),
-        help="How many pictures the model looks at before each small correction. Smaller uses less "
-        "memory; auto picks one for this machine.",
     )
-    state.init_choice("lr")
     s3.select_slider(
-        "Learning rate",
-        fine_tune_view.options_with(LEARNING_RATES, state.choice("lr")),
-        key="lr",
-        persist_state="session",
+        **state.setting_widget("lr"),
+        options=fine_tune_view.options_with(LEARNING_RATES, state.choice("lr")),
         format_func=lambda v: f"{v:g}",
-        help="How big each correction is. Too big and training jumps around; too small and it crawls.",
     )
     if preset in ("full", "last") and not state.choice("discriminative_lr") and state.choice("lr") >= 1e-3:
         st.caption(
@@ -263,118 +218,50 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
 
 
 def optimiser_settings() -> None:
-    state.init_choice("optimizer")
     st.selectbox(
-        "Optimiser",
-        list(OPTIMIZERS),
-        key="optimizer",
-        persist_state="session",
+        **state.setting_widget("optimizer", more_help=OPTIMIZERS[state.choice("optimizer")]),
+        options=list(OPTIMIZERS),
         format_func=lambda k: {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}.get(k, k),
-        help="How the corrections are made. " + OPTIMIZERS[state.choice("optimizer")],
     )
-    state.init_choice("schedule")
     st.selectbox(
-        "Learning-rate schedule",
-        list(SCHEDULES),
-        key="schedule",
-        persist_state="session",
-        help=SCHEDULES[state.choice("schedule")],
+        **state.setting_widget("schedule", more_help=SCHEDULES[state.choice("schedule")]), options=list(SCHEDULES)
     )
-    state.init_choice("weight_decay")
     st.select_slider(
-        "Weight decay",
-        [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 5e-2, 1e-1],
-        key="weight_decay",
-        persist_state="session",
+        **state.setting_widget("weight_decay"),
+        options=[0.0, 1e-5, 1e-4, 1e-3, 1e-2, 5e-2, 1e-1],
         format_func=lambda v: f"{v:g}",
-        help="Gently pulls the weights towards zero, against overfitting.",
     )
-    state.init_choice("momentum")
     st.slider(
-        "Momentum",
-        *limits("momentum"),
+        **state.setting_widget("momentum", bounded=True),
         step=0.01,
-        key="momentum",
-        persist_state="session",
         disabled=state.choice("optimizer") not in ("sgd", "rmsprop"),
-        help="For SGD and RMSprop: how much each step keeps going in the direction of the last ones.",
     )
 
 
 def regularisation_settings() -> None:
-    state.init_choice("augment")
     words = {"auto": "auto (none when only the last layer learns, else light)", **{k: k for k in AUGMENT_PRESETS}}
-    st.selectbox(
-        "Augmentation",
-        list(words),
-        key="augment",
-        persist_state="session",
-        format_func=words.get,
-        help="Random changes to the training pictures so the model does not just memorise them. "
-        + AUGMENT_PRESETS.get(
-            state.choice("augment"),
-            "Auto keeps 'only the new last layer learns' fast (its features are computed once).",
-        ),
+    chosen = AUGMENT_PRESETS.get(
+        state.choice("augment"), "Auto keeps 'only the new last layer learns' fast (its features are computed once)."
     )
-    state.init_choice("label_smoothing")
-    st.slider(
-        "Label smoothing",
-        *limits("label_smoothing"),
-        step=0.05,
-        key="label_smoothing",
-        persist_state="session",
-        help="Asks the model to be a little less than 100% sure; can help with noisy labels.",
-    )
-    state.init_choice("class_weighted")
-    st.toggle(
-        "Weigh rare classes more",
-        key="class_weighted",
-        persist_state="session",
-        help="When some classes have far fewer pictures, count each of their mistakes more.",
-    )
-    state.init_choice("early_stopping")
-    st.number_input(
-        "Stop early after … epochs without progress (0 = never)",
-        *limits("early_stopping"),
-        key="early_stopping",
-        persist_state="session",
-        help="Stops training when the validation loss has not improved for this many epochs.",
-    )
+    st.selectbox(**state.setting_widget("augment", more_help=chosen), options=list(words), format_func=words.get)
+    st.slider(**state.setting_widget("label_smoothing", bounded=True), step=0.05)
+    st.toggle(**state.setting_widget("class_weighted"))
+    st.number_input(**state.setting_widget("early_stopping", bounded=True))
 
 
 def machine_settings(info: BackboneInfo) -> None:
-    state.init_choice("image_size")
     st.selectbox(
-        "Picture size",
-        fine_tune_view.options_with([0, 128, 160, 192, 224, 256, 288, 320, 384], state.choice("image_size")),
-        key="image_size",
-        persist_state="session",
+        **state.setting_widget("image_size"),
+        options=fine_tune_view.options_with([0, 128, 160, 192, 224, 256, 288, 320, 384], state.choice("image_size")),
         disabled=info.fixed_image_size,
         format_func=lambda v: f"the network's own ({info.image_size}×{info.image_size})" if v == 0 else f"{v}×{v}",
-        help="Pictures are resized to this before the network sees them. Smaller is faster.",
     )
-    state.init_choice("val_fraction")
-    st.slider(
-        "Share of pictures kept for checking",
-        *limits("val_fraction"),
-        step=0.05,
-        key="val_fraction",
-        persist_state="session",
-        help="Only used when the folder has no train/ and val/ folders: this share of each class is set aside "
-        "for validation.",
-    )
-    state.init_choice("seed")
-    st.number_input(
-        "Random seed",
-        *limits("seed"),
-        key="seed",
-        persist_state="session",
-        help="The same seed gives the same split and the same start, so runs can be compared.",
-    )
+    st.slider(**state.setting_widget("val_fraction", bounded=True), step=0.05)
+    st.number_input(**state.setting_widget("seed", bounded=True))
     on_gpu = torch.cuda.is_available()
     on_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     devices = ["auto", "cpu"] + (["cuda"] if on_gpu else []) + (["mps"] if on_mps else [])
-    state.init_choice("device")
+    state.init_choice("device")  # before the check of the remembered device
     if st.session_state["device"] not in devices:
         st.session_state["device"] = "auto"
     names = {
@@ -383,29 +270,9 @@ def machine_settings(info: BackboneInfo) -> None:
         "cuda": f"GPU ({torch.cuda.get_device_name(0)})" if on_gpu else "GPU",
         "mps": "Apple GPU",
     }
-    st.selectbox(
-        "Device",
-        devices,
-        key="device",
-        persist_state="session",
-        format_func=lambda d: names.get(d, d),
-        help="Where training runs. Auto picks the GPU when there is one.",
-    )
-    state.init_choice("mixed_precision")
-    st.toggle(
-        "Mixed precision on the GPU",
-        key="mixed_precision",
-        persist_state="session",
-        help="Faster GPU training with 16-bit numbers; no effect on the CPU.",
-    )
-    state.init_choice("feature_cache")
-    st.toggle(
-        "Remember the frozen blocks' output",
-        key="feature_cache",
-        persist_state="session",
-        help="Runs the frozen blocks once per picture and reuses the result: when only the new last layer learns, "
-        "training takes seconds.",
-    )
+    st.selectbox(**state.setting_widget("device"), options=devices, format_func=lambda d: names.get(d, d))
+    st.toggle(**state.setting_widget("mixed_precision"))
+    st.toggle(**state.setting_widget("feature_cache"))
     state.init_choice("init")
     st.radio(
         "Start from",

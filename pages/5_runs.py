@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.config import setting_label
 from core.errors import UserError, friendly
 from core.jobs import ACTIVE
 from core.runs import made_by_us
@@ -239,7 +240,10 @@ def per_class_and_settings(run) -> None:
             st.markdown(
                 f"**Numbers that learned:** {status['trainable_params']:,} of {status.get('total_params', 0):,}"
             )
-        st.dataframe(pd.DataFrame([{"setting": k, "value": str(v)} for k, v in config.items()]), hide_index=True)
+        st.dataframe(
+            pd.DataFrame([{"Setting": setting_label(k), "Value": str(v), "Name": k} for k, v in config.items()]),
+            hide_index=True,
+        )
         st.caption(f"Folder: {words.md_text(run.path)}")
 
 

@@ -12,6 +12,7 @@ import json
 import shutil
 import time
 import zipfile
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -287,6 +288,22 @@ def test_model_page_presets_and_block_switches_change_what_learns(env, offline_w
     assert _learning(at) == 1280 * 4 + 4
 
 
+def test_model_page_settings_read_their_label_and_help_from_core_config(env, small_data):
+    """Each setting's name and help are written once, beside its field in
+    core.config: the Model page shows those, and so does `train --help`."""
+    from core.config import TrainConfig, help_text, setting_label
+
+    at = _goto(_choose_data(_app(), small_data), MODEL)
+    at.radio(key="preset").set_value("gradual").run()  # shows "Unfreeze one more block every … epochs"
+    labelled = {f.name for f in fields(TrainConfig) if f.metadata.get("label")}
+    kinds = ("slider", "number_input", "selectbox", "select_slider", "toggle", "radio")
+    shown = {w.key: w for kind in kinds for w in at.get(kind) if w.key in labelled}
+    assert {"epochs", "lr", "batch_size", "label_smoothing", "augment", "head_epochs", "unfreeze_every"} <= set(shown)
+    for name, widget in shown.items():
+        assert widget.label == setting_label(name), name
+        assert widget.help.startswith(help_text(name)), name
+
+
 def test_choices_carry_over_to_the_train_page(env, small_data):
     at = _goto(_choose_data(_app(), small_data), MODEL)
     at.radio(key="preset").set_value("gradual").run()
@@ -340,6 +357,8 @@ def test_train_page_trains_in_the_background_and_a_second_tab_finds_it(env, smal
     # A linear probe's frozen blocks ran once per picture, and the page says so.
     assert "frozen blocks ran once over the training and validation images" in _texts(at.caption)
     assert len(at.get("plotly_chart")) == 2
+    settings = next(df.value for df in at.dataframe if "Setting" in df.value.columns)  # named as on the Model page
+    assert dict(zip(settings["Name"], settings["Setting"]))["label_smoothing"] == "Label smoothing"
     assert "Train again" in _texts(at.markdown)
     assert len(list((env / "runs").glob("*/config.json"))) == 1
     config = json.loads(run_dir.read_text())
@@ -452,6 +471,8 @@ def test_runs_page_lists_opens_and_deletes_with_confirmation(env, with_run):
     per_class = at.dataframe[1].value
     assert list(per_class["Class"]) == list(PHOTO_CLASSES)
     assert len(at.get("plotly_chart")) == 2
+    settings = next(df.value for df in at.dataframe if "Setting" in df.value.columns)  # named as on the Model page
+    assert dict(zip(settings["Name"], settings["Setting"]))["label_smoothing"] == "Label smoothing"
 
     _button(at, "Delete…").click().run()
     assert "cannot be undone" in _texts(at.warning)

@@ -8,7 +8,7 @@ import re
 
 import streamlit as st
 
-from core.config import BATCHNORM, help_text, limits
+from core.config import BATCHNORM
 from core.errors import friendly
 from core.preset_advice import preset_advice
 from core.recipes import RECIPES, get_recipe
@@ -123,76 +123,21 @@ def fine_tune_settings(preset: str | None) -> None:
     """Head-first epochs, warm-up, gentler rates for earlier blocks, BatchNorm, and the step schedule's step."""
     f1, f2, f3 = st.columns(3)
     fine_tunes = preset not in (None, "linear")
-    state.init_choice("head_epochs")
-    f1.number_input(
-        "Epochs that train only the head first",
-        *limits("head_epochs"),
-        key="head_epochs",
-        persist_state="session",
-        disabled=not fine_tunes,
-        help=help_text("head_epochs").split(": ", 1)[1].capitalize() + ".",
-    )
-    state.init_choice("warmup_epochs")
-    f2.number_input(
-        "Warm-up epochs",
-        *limits("warmup_epochs"),
-        step=0.5,
-        key="warmup_epochs",
-        persist_state="session",
-        disabled=not fine_tunes,
-        help=help_text("warmup_epochs").split(": ", 1)[1].capitalize() + ".",
-    )
-    state.init_choice("discriminative_lr")
-    f3.toggle(
-        "Earlier blocks learn more gently",
-        key="discriminative_lr",
-        persist_state="session",
-        disabled=not fine_tunes,
-        help="Each block learns at a fraction of the next one's rate (0.5 by default): the earlier, more "
-        "general blocks change least.",
-    )
-    state.init_choice("batchnorm")
+    f1.number_input(**state.setting_widget("head_epochs", bounded=True), disabled=not fine_tunes)
+    f2.number_input(**state.setting_widget("warmup_epochs", bounded=True), step=0.5, disabled=not fine_tunes)
+    f3.toggle(**state.setting_widget("discriminative_lr"), disabled=not fine_tunes)
     f1.selectbox(
-        "BatchNorm statistics",
-        list(BATCHNORM),
-        key="batchnorm",
-        persist_state="session",
+        **state.setting_widget("batchnorm", more_help=BATCHNORM[state.choice("batchnorm")]),
+        options=list(BATCHNORM),
         disabled=not fine_tunes,
-        help=BATCHNORM[state.choice("batchnorm")],
     )
     if state.choice("schedule") == "step":
-        state.init_choice("step_epochs")
-        f2.number_input(
-            "Epochs between drops",
-            *limits("step_epochs"),
-            key="step_epochs",
-            persist_state="session",
-            help=help_text("step_epochs").split(": ", 1)[1].capitalize() + ".",
-        )
+        f2.number_input(**state.setting_widget("step_epochs", bounded=True))
 
 
 def speed_settings(preset: str | None) -> None:
     """The two shortcuts that trade a little variety for speed, each with its measured default."""
     s1, s2 = st.columns(2)
     fine_tunes = preset not in (None, "linear")
-    state.init_choice("augment_views")
-    s1.number_input(
-        "Stored versions of each picture",
-        *limits("augment_views"),
-        key="augment_views",
-        persist_state="session",
-        disabled=not fine_tunes,
-        help="With random changes and frozen blocks: this many changed versions of each training picture go "
-        "through the frozen blocks once; each epoch uses one. Much faster; 0 makes new changes every epoch.",
-    )
-    state.init_choice("progressive_resizing")
-    s2.slider(
-        "Share of epochs on smaller pictures",
-        *limits("progressive_resizing"),
-        step=0.1,
-        key="progressive_resizing",
-        persist_state="session",
-        disabled=not fine_tunes,
-        help="When the whole network learns: the first epochs see smaller pictures (from half size, growing), "
-        "which take a fraction of the time; the last ones and validation are full size. 0 turns it off.",
-    )
+    s1.number_input(**state.setting_widget("augment_views", bounded=True), disabled=not fine_tunes)
+    s2.slider(**state.setting_widget("progressive_resizing", bounded=True), step=0.1, disabled=not fine_tunes)

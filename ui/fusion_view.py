@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.backbones import BackboneInfo
-from core.config import FUSIONS, help_text, limits
+from core.config import FUSIONS
 from core.fusion import fused_blocks
 from core.runs import read_json
 from ui import resources, state
@@ -24,27 +24,16 @@ def fusion_options(info: BackboneInfo) -> None:
     block_names = list(resources.block_param_counts(info.name, 2, 0, 0.0))
     most = len([n for n in block_names[: block_names.index("pool")] if n not in ("stem", "patch_embed")])
     f1, f2 = st.columns(2)
-    state.init_choice("fusion")
     fusion = f1.selectbox(
-        "Feature fusion",
-        list(FUSIONS),
-        key="fusion",
-        persist_state="session",
+        **state.setting_widget("fusion", more_help=" ".join(f"{k}: {v}" for k, v in FUSIONS.items())),
+        options=list(FUSIONS),
         format_func=lambda name: {"none": "none (last stage only)", "weighted": "weighted sum"}.get(name, name),
-        help=help_text("fusion").capitalize() + ". " + " ".join(f"{k}: {v}" for k, v in FUSIONS.items()),
     )
-    state.init_choice("fusion_stages")
+    stage_widget = state.setting_widget("fusion_stages", bounded=True)
+    stage_widget["max_value"] = most  # this network's stages, fewer than the field's limit
     if st.session_state["fusion_stages"] > most:
         st.session_state["fusion_stages"] = most
-    stages = f2.slider(
-        "Stages that feed the head",
-        limits("fusion_stages")[0],
-        most,
-        key="fusion_stages",
-        persist_state="session",
-        disabled=fusion == "none",
-        help=help_text("fusion_stages").capitalize() + ".",
-    )
+    stages = f2.slider(**stage_widget, disabled=fusion == "none")
     if fusion == "none":
         st.caption(
             f"The head sees only {_stage_words(info, block_names, [block_names[block_names.index('pool') - 1]])}."

@@ -25,7 +25,7 @@ import streamlit as st
 import torch
 
 from core.backbones import default_backbone
-from core.config import TrainConfig, defaults
+from core.config import TrainConfig, defaults, help_text, limits, setting_label
 from core.features import default_cache_dir
 from core.files import atomic_write_json
 from core.freeze import freeze_plan_for
@@ -173,6 +173,24 @@ def init_choice(name: str) -> str:
     if name not in st.session_state:
         st.session_state[name] = default_backbone() if name == "backbone" else DEFAULTS[name]
     return name
+
+
+def setting_widget(name: str, bounded: bool = False, more_help: str = "") -> dict:
+    """The arguments a settings widget takes from its field in core.config,
+    where its label and help are written once: label, help (then
+    `more_help`, e.g. words on the current choice), its key, kept for the
+    session, with the remembered value or the default set up (init_choice).
+    `bounded`: min_value and max_value from the field's limits too."""
+    init_choice(name)
+    args = {
+        "label": setting_label(name),
+        "key": name,
+        "persist_state": "session",
+        "help": f"{help_text(name)} {more_help}".strip(),
+    }
+    if bounded:
+        args["min_value"], args["max_value"] = limits(name)
+    return args
 
 
 def init_choice_setting(name: str, default) -> None:
