@@ -144,7 +144,13 @@ class TrainConfig:
         metadata={"help": "the folder of pictures, one subfolder per class", "cli": False, "ui": False}
     )
     backbone: str = setting("mobilenet_v2", "backbone name (see `python -m core backbones`)")
-    init: str = setting("pretrained", "'pretrained', 'random', or a path to a weights file")
+    init: str = setting(
+        "pretrained",
+        "Where the network's weights start: ImageNet's ('pretrained'), or random ones ('random': the same "
+        "training without ImageNet's knowledge, which shows what transfer learning buys); on the command line "
+        "also a weights file (its path).",
+        label="Start from",
+    )
     strategy: str = setting("linear", STRATEGY_HELP)
     trained_blocks: dict | None = setting(None, "strategy 'custom': block name -> trained", cli=False, ui=False)
     unfreeze_every: int = setting(

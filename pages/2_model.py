@@ -273,15 +273,11 @@ def machine_settings(info: BackboneInfo) -> None:
     st.selectbox(**state.setting_widget("device"), options=devices, format_func=lambda d: names.get(d, d))
     st.toggle(**state.setting_widget("mixed_precision"))
     st.toggle(**state.setting_widget("feature_cache"))
-    state.init_choice("init")
     st.radio(
-        "Start from",
-        ["pretrained", "random"],
-        key="init",
-        persist_state="session",
+        **state.setting_widget("init"),
+        options=["pretrained", "random"],
         horizontal=True,
         format_func={"pretrained": "ImageNet weights", "random": "random weights"}.get,
-        help="Random weights show what transfer learning buys: the same training without ImageNet's knowledge.",
     )
 
 
