@@ -24,9 +24,20 @@ st.logo(str(ROOT / "assets" / "logo.svg"), size="large", icon_image=str(ROOT / "
 # The guided flow, in sections. Each url_path is the name Streamlit derives
 # from the file (6_results.py -> results), so a bookmark means the same page
 # whether or not app.py has run yet (see ui/bookmarks.py).
+DATA = st.Page("pages/1_data.py", title="Data", icon=":material/photo_library:", url_path="start", default=True)
+
+
+def _data_address() -> None:
+    """/data: the Data page is the default, served at the root address, so
+    /data (its name before app.py runs, and in a bookmark or a handout) would
+    be "Page not found"; this hidden page sends it on."""
+    st.switch_page(DATA, query_params=st.query_params.to_dict() or None)
+
+
 PAGES = {
     "Your data": [
-        st.Page("pages/1_data.py", title="Data", icon=":material/photo_library:", url_path="data", default=True),
+        DATA,
+        st.Page(_data_address, title="Data", url_path="data", visibility="hidden"),
     ],
     "Your model": [
         st.Page("pages/2_model.py", title="Model", icon=":material/layers:", url_path="model"),

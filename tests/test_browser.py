@@ -123,6 +123,13 @@ def test_a_bookmarked_page_opens_inside_the_app_on_a_fresh_server(fresh_server):
             assert page.url.rstrip("/").endswith("/results")
             _no_error_boxes(page)
             _shot(page, "0-bookmarked-results.png")
+
+            # /data, the default page's own name (the root address serves it): opened, not "Page not found".
+            page.goto(fresh_server + "/data")
+            expect(page.get_by_text("Step 1 of 4.")).to_be_visible(timeout=60_000)
+            page.wait_for_timeout(1000)  # the dialog would come with the first answer
+            assert page.get_by_text("Page not found").count() == 0
+            assert page.url.rstrip("/") == fresh_server.rstrip("/")
         finally:
             browser.close()
 
