@@ -24,7 +24,14 @@ st.logo(str(ROOT / "assets" / "logo.svg"), size="large", icon_image=str(ROOT / "
 # The guided flow, in sections. Each url_path is the name Streamlit derives
 # from the file (6_results.py -> results), so a bookmark means the same page
 # whether or not app.py has run yet (see ui/bookmarks.py).
-DATA = st.Page("pages/1_data.py", title="Data", icon=":material/photo_library:", url_path="start", default=True)
+DATA = st.Page(
+    "pages/1_data.py",
+    title="Data",
+    icon=":material/photo_library:",
+    url_path="start",
+    default=True,
+    help="Choose your pictures (a folder, an upload, the camera or an example set) and check them.",
+)
 
 
 def _data_address() -> None:
@@ -40,14 +47,50 @@ PAGES = {
         st.Page(_data_address, title="Data", url_path="data", visibility="hidden"),
     ],
     "Your model": [
-        st.Page("pages/2_model.py", title="Model", icon=":material/layers:", url_path="model"),
-        st.Page("pages/3_train.py", title="Train", icon=":material/fitness_center:", url_path="train"),
+        st.Page(
+            "pages/2_model.py",
+            title="Model",
+            icon=":material/layers:",
+            url_path="model",
+            help="Pick a pretrained network and which of its blocks learn from your pictures.",
+        ),
+        st.Page(
+            "pages/3_train.py",
+            title="Train",
+            icon=":material/fitness_center:",
+            url_path="train",
+            help="Start the training and watch it learn, live.",
+        ),
     ],
     "Your results": [
-        st.Page("pages/6_results.py", title="Results", icon=":material/insights:", url_path="results"),
-        st.Page("pages/4_playground.py", title="Playground", icon=":material/science:", url_path="playground"),
-        st.Page("pages/5_runs.py", title="Runs", icon=":material/history:", url_path="runs"),
-        st.Page("pages/7_compare.py", title="Compare", icon=":material/leaderboard:", url_path="compare"),
+        st.Page(
+            "pages/6_results.py",
+            title="Results",
+            icon=":material/insights:",
+            url_path="results",
+            help="How well a trained model does: its mistakes, where it looked, and its download.",
+        ),
+        st.Page(
+            "pages/4_playground.py",
+            title="Playground",
+            icon=":material/science:",
+            url_path="playground",
+            help="Try a trained model on new pictures or the camera.",
+        ),
+        st.Page(
+            "pages/5_runs.py",
+            title="Runs",
+            icon=":material/history:",
+            url_path="runs",
+            help="Every training so far: open, resume or delete one.",
+        ),
+        st.Page(
+            "pages/7_compare.py",
+            title="Compare",
+            icon=":material/leaderboard:",
+            url_path="compare",
+            help="Trained models side by side, and several trainings started at once.",
+        ),
     ],
 }
 page = st.navigation(PAGES)
