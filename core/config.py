@@ -69,9 +69,10 @@ STRATEGY_WORDS: dict[str, tuple[str, str, str]] = {
         "The new head and the last few pretrained blocks learn; the earlier blocks stay frozen.",
     ),
     "full": (
-        "Everything learns, all at one rate",
+        "Everything learns",
         "full fine-tune",
-        "Every block learns. Slowest; needs more pictures and a smaller learning rate.",
+        "Every block learns. Slowest; needs more pictures and a smaller learning rate. With the default "
+        "fine-tuning settings the earlier blocks learn more gently (Advanced settings).",
     ),
     "gradual": (
         "Unfreeze one block at a time",
@@ -81,7 +82,8 @@ STRATEGY_WORDS: dict[str, tuple[str, str, str]] = {
     "discriminative": (
         "Everything learns, earlier blocks more slowly",
         "discriminative learning rates",
-        "Every block learns, the earlier (more general) blocks at smaller learning rates.",
+        "Every block learns, the earlier (more general) blocks at smaller learning rates, whatever the "
+        "fine-tuning settings say.",
     ),
     "custom": (
         "Blocks I chose myself",

@@ -72,7 +72,7 @@ def test_every_strategy_is_named_by_what_it_does_with_its_technical_name_second(
     assert words.PRESETS["linear"] == "Only the new last layer learns"
     assert words.PRESET_TECHNICAL["full"] == "full fine-tune"
     assert words.PRESETS["last"] == STRATEGY_WORDS["last-N"][0]
-    assert words.strategy_label("full") == "Everything learns, all at one rate (full fine-tune)"
+    assert words.strategy_label("full") == "Everything learns (full fine-tune)"
     assert words.strategy_lines("gradual") == "Unfreeze one block at a time  \n:gray[gradual unfreezing]"
     assert words.strategy_md("linear") == "**Only the new last layer learns** (linear probe)"
 
