@@ -39,6 +39,7 @@ _LIVE_FIELDS = (
     "batches",
     "images_per_second",
     "eta_seconds",
+    "eta_at_least",
     "download",
     "device",
     "device_name",

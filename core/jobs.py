@@ -98,6 +98,7 @@ class Job:
             "batches": 0,
             "images_per_second": None,
             "eta_seconds": None,
+            "eta_at_least": False,  # the time left is a floor: more blocks join in later
             "download": None,  # {"file": name, "done": bytes, "total": bytes}
             # The step before or after the epochs that counts pictures (Job.phase):
             # {"name", "done", "total", "started", "rate" (pictures/s), "eta" (s)}.
@@ -118,7 +119,9 @@ class Job:
         with self._lock:
             if changes.get("phase", self._status["phase"]) != self._status["phase"]:
                 # A new step: its speed and time left are not the last step's.
-                self._status.update(phase_since=time.time(), images_per_second=None, eta_seconds=None)
+                self._status.update(
+                    phase_since=time.time(), images_per_second=None, eta_seconds=None, eta_at_least=False
+                )
             self._status.update(changes)
         self._mirror_live()
 
@@ -239,7 +242,7 @@ def phase_progress(
     eta = max(0.0, (total - done) / rate) if rate else None
     counted = {"name": name, "done": done, "total": total, "started": before["started"], "first": first}
     counted.update(rate=rate, eta=eta)
-    return {"counted": counted, "images_per_second": rate, "eta_seconds": eta}
+    return {"counted": counted, "images_per_second": rate, "eta_seconds": eta, "eta_at_least": False}
 
 
 class JobManager:

@@ -103,7 +103,7 @@ class _State:
     # paced by the batches since, as a head-only first epoch runs far faster
     # than the fine-tuning epochs after it.
     pace_since: float = 0.0
-    pace_step: int = 0
+    pace_work: float = 0.0  # batches since then, each weighed as _batch_work says
     best_weights: dict | None = None
     trained_now: dict | None = None
     trainable_now: int = 0  # parameters that learn in this epoch (counted when the plan changes)
@@ -396,7 +396,7 @@ def _prepare_epoch(s: _Setup, state: _State, writer: RunWriter, epoch: int) -> i
         state.trained_now = s.plan.trained_at(epoch - 1)
         apply_freeze_plan(s.model, s.plan, epoch=epoch - 1)
         state.trainable_now = count_parameters(s.model)[0]
-        state.pace_since, state.pace_step = time.time(), state.step
+        state.pace_since, state.pace_work = time.time(), 0.0
         s.forward = distributed.wrap_model(s.model, s.decisions.device)  # DDP follows what trains
     distributed.set_epoch(s.data, epoch)  # distributed: this epoch's shuffle, the same on every rank
     s.model.train()
@@ -477,14 +477,26 @@ def _forward_backward(s: _Setup, x, y, frozen: int, slice_size: int) -> tuple[to
     return loss.detach(), logits.detach()
 
 
+def _batch_work(s: _Setup, epoch: int) -> float:
+    """A batch of `epoch` as a share of a full-size one: progressive
+    resizing's smaller pictures cost about their share of the pixels."""
+    sizes = s.decisions.epoch_image_sizes
+    return (sizes[epoch - 1] / sizes[-1]) ** 2 if sizes else 1.0
+
+
 def _report_batch(s: _Setup, state: _State, epoch: int, batch_index: int, loss: torch.Tensor) -> None:
     """Speed and time left after every batch; the loss (a wait for the GPU)
     only every few batches."""
     elapsed = time.time() - state.train_started
     speed = state.images_done / elapsed if elapsed > 0 else None
-    remaining_batches = (s.config.epochs - epoch) * s.batches + (s.batches - batch_index)
-    eta = remaining_batches * (time.time() - state.pace_since) / max(1, state.step - state.pace_step)
-    s.progress.update(batch=batch_index, images_per_second=speed, eta_seconds=eta)
+    state.pace_work += _batch_work(s, epoch)
+    later_epochs = sum(_batch_work(s, later) for later in range(epoch + 1, s.config.epochs + 1))
+    remaining_work = (s.batches - batch_index) * _batch_work(s, epoch) + s.batches * later_epochs
+    eta = remaining_work * (time.time() - state.pace_since) / state.pace_work
+    # While more blocks are still to join in (a head-only first epoch, gradual
+    # unfreezing), the later epochs will be slower than this pace: a floor.
+    more_learn_later = s.plan.trained_at(s.config.epochs - 1) != state.trained_now
+    s.progress.update(batch=batch_index, images_per_second=speed, eta_seconds=eta, eta_at_least=more_learn_later)
     every = max(1, s.config.batch_loss_every)
     first_ones = epoch == state.start_epoch and batch_index <= every  # the chart shows life at once
     if first_ones or state.step % every == 0 or batch_index == s.batches:

@@ -115,7 +115,7 @@ def live_numbers(job, snap: dict) -> None:
     in_step = live.counted(snap) is not None  # before the epochs (reading, the frozen blocks' pass): its own time
     m2.metric(
         "Time left in this step" if in_step else "Time left (estimate)",
-        words.fmt_duration(snap.get("eta_seconds")) if snap.get("eta_seconds") is not None else "–",
+        words.fmt_time_left(snap),
         help="Before the epochs start, the time left in the step shown above; then, in the whole training.",
     )
     last = snap["history"][-1] if snap["history"] else None

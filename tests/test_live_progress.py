@@ -23,7 +23,14 @@ class WatchedJob(Job):
     def __init__(self, *args, stop_at_first_batch: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.seen: list[dict] = []
+        self.batch_reports: list[tuple[int, float, bool]] = []  # (epoch, time left, whether a floor)
         self._stop_at_first_batch = stop_at_first_batch
+
+    def update(self, **changes) -> None:
+        super().update(**changes)
+        if "eta_at_least" in changes:  # a batch of the epochs reports its time left
+            snap = self.snapshot()
+            self.batch_reports.append((snap["epoch"], snap["eta_seconds"], snap["eta_at_least"]))
 
     def phase(self, name: str, done: int, total: int) -> None:
         super().phase(name, done, total)
@@ -34,14 +41,16 @@ class WatchedJob(Job):
 
 def _run(tmp_path, data, stop: bool = False, **settings) -> WatchedJob:
     config = TrainConfig(
-        data_dir=str(data),
-        backbone=PACKAGED,
-        strategy="linear",
-        epochs=2,
-        device="cpu",
-        image_size=128,  # small pictures: a quick run on a busy machine
-        cache_dir=str(tmp_path / "cache"),  # nothing stored yet: the feature pass runs
-        **settings,
+        **{
+            "data_dir": str(data),
+            "backbone": PACKAGED,
+            "strategy": "linear",
+            "epochs": 2,
+            "device": "cpu",
+            "image_size": 128,  # small pictures: a quick run on a busy machine
+            "cache_dir": str(tmp_path / "cache"),  # nothing stored yet: the feature pass runs
+            **settings,
+        }
     )
     run, lock = prepare_run(config, RunStore(tmp_path / "runs"))
     job = WatchedJob(config, run_dir=str(run.path), lock=lock, stop_at_first_batch=stop)
@@ -123,3 +132,16 @@ def test_an_epoch_of_one_batch_says_no_batch_count():
     snap = {"state": "running", "phase": "Training", "epoch": 3, "epochs": 100, "batches": 1, "batch": 0}
     assert live.doing_now(snap) == "Epoch 3 of 100"
     assert live.doing_now(dict(snap, batches=4, batch=2)) == "Epoch 3 of 100 · batch 2 of 4"
+
+
+def test_time_left_is_a_floor_while_more_blocks_are_still_to_learn(tmp_path, small_data):
+    """A fine-tune's head-only first epoch runs faster than the epochs after
+    it: its time left says "at least" (ui.words.fmt_time_left); once every
+    block that will learn does, it is an estimate again."""
+    job = _run(tmp_path, small_data, strategy="last-1", head_epochs=1)
+    assert job.snapshot()["state"] == "finished", job.snapshot()["reason"]
+    floors = {}
+    for epoch, eta, floor in job.batch_reports:
+        assert eta is not None and eta >= 0
+        floors.setdefault(epoch, set()).add(floor)
+    assert floors == {1: {True}, 2: {False}}, floors

@@ -37,8 +37,7 @@ def _numbers(snap: dict) -> None:
     m1, m2, m3 = st.columns(3)
     speed = snap.get("images_per_second")
     m1.metric("Pictures per second", f"{speed:.0f}" if speed else "–")
-    eta = snap.get("eta_seconds")
-    m2.metric("Time left (estimate)", words.fmt_duration(eta) if eta is not None else "–")
+    m2.metric("Time left (estimate)", words.fmt_time_left(snap))
     last = snap["history"][-1] if snap["history"] else None
     m3.metric("Validation accuracy", words.fmt_pct(last["val_accuracy"]) if last else "–")
 

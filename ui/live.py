@@ -69,7 +69,8 @@ def time_left(snap: dict) -> str | None:
     if eta is None or snap.get("state") != "running" or snap.get("download"):
         return None
     step = counted(snap)
-    return f"about {words.fmt_duration(eta)} left" + (" for this step" if step else "")
+    left = words.fmt_time_left(snap)
+    return f"{left if snap.get('eta_at_least') else 'about ' + left} left" + (" for this step" if step else "")
 
 
 def sidebar_line(job) -> None:

@@ -72,6 +72,15 @@ def fmt_short(n: int | float) -> str:
     return f"{int(n)}"
 
 
+def fmt_time_left(snap: dict) -> str:
+    """A job's time left: "1 min 05 s", "at least 31 s" while more blocks
+    are still to join in (their epochs are slower), or "–"."""
+    eta = snap.get("eta_seconds")
+    if eta is None:
+        return "–"
+    return f"at least {fmt_duration(eta)}" if snap.get("eta_at_least") else fmt_duration(eta)
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "–"
