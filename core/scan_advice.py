@@ -30,40 +30,58 @@ def folder_errors(
     if not classes:
         if not folder_names:
             msg = (
-                f"No class folders were found in {root}. Put each class's images in its own "
+                f"No class folders were found in {root}. Put each class's pictures in its own "
                 f"subfolder, for example {os.path.join(root, 'cats')} and {os.path.join(root, 'dogs')}."
             )
             if layout.loose:
                 msg += f" {_loose_hint(root, layout.loose)}"
         else:
-            msg = f"No usable images were found in {root}"
+            msg = f"No usable pictures were found in {root}"
             msg += f" ({n_skipped} files were skipped; see the list)." if n_skipped else "."
         errors.append(msg)
     elif len(classes) == 1:
         one = (
             f"Only one class ({classes[0]}) was found: training needs at least two classes, each in its own subfolder."
         )
-        errors.append(one + (f" {_loose_hint(root, layout.loose)}" if layout.loose else ""))
+        hint = _loose_hint(root, layout.loose) if layout.loose else _inner_classes_hint(root, layout, classes[0])
+        errors.append(f"{one} {hint}".strip())
     split_folders = layout.split_folders
     for name in classes:
         c = counts[name]
         if layout.split_source == "folders":
             if c["train"] == 0:
                 errors.append(
-                    f"Class '{name}' has images in {split_folders['val']}/ but none in "
-                    f"{split_folders['train']}/: every class needs training images."
+                    f"Class '{name}' has pictures in {split_folders['val']}/ but none in "
+                    f"{split_folders['train']}/: every class needs pictures to learn from."
                 )
             if c["val"] == 0:
                 errors.append(
-                    f"Class '{name}' has no images in {split_folders['val']}/: every class needs "
-                    f"at least one validation image to measure accuracy."
+                    f"Class '{name}' has no pictures in {split_folders['val']}/: every class needs "
+                    f"at least one picture to check the model with."
                 )
         elif c["val"] == 0:
             errors.append(
-                f"Class '{name}' has only 1 usable image: each class needs at least 2 "
-                f"(one to train on, one to check the model with)."
+                f"Class '{name}' has only 1 usable picture: each class needs at least 2 "
+                f"(one to learn from, one to check the model with)."
             )
     return errors
+
+
+def _inner_classes_hint(root: str, layout, name: str) -> str:
+    """The one class's folder holds folders of its own: most often the folder
+    above the classes was chosen (photos/ holding 2024/ants and 2024/bees)."""
+    where = os.path.join(root, layout.split_folders["train"]) if layout.split_source == "folders" else root
+    try:
+        inner = sorted(e.name for e in os.scandir(os.path.join(where, name)) if e.is_dir() and e.name[0] != ".")
+    except OSError:
+        return ""
+    if len(inner) < 2:
+        return ""
+    listed = ", ".join(inner[:4]) + (", …" if len(inner) > 4 else "")
+    return (
+        f"The folder {name} holds folders of its own ({listed}): if those are your classes, choose "
+        f"{os.path.join(where, name)} instead."
+    )
 
 
 def _loose_hint(root: str, loose: int) -> str:
@@ -98,23 +116,23 @@ def folder_warnings(
     if len(few_train) == 1:
         [(name, n)] = few_train.items()
         warns.append(
-            f"Class '{name}' has only {how_many(n, 'training image')}; {_FEW_TRAIN} or more per class "
+            f"Class '{name}' has only {how_many(n, 'picture')} to learn from; {_FEW_TRAIN} or more per class "
             "(ideally many more) gives much better results."
         )
     elif few_train:  # one line for all of them: a folder of many small classes is not a wall of warnings
         warns.append(
-            f"{len(few_train)} classes have fewer than {_FEW_TRAIN} training images: {_counted(few_train)}; "
+            f"{len(few_train)} classes have fewer than {_FEW_TRAIN} pictures to learn from: {_counted(few_train)}; "
             f"{_FEW_TRAIN} or more per class (ideally many more) gives much better results."
         )
     few_val = {name: counts[name]["val"] for name in classes if 0 < counts[name]["val"] < _FEW_VAL}
     if len(few_val) == 1:
         [(name, n)] = few_val.items()
         warns.append(
-            f"Class '{name}' has only {how_many(n, 'validation image')}, so its measured accuracy will be very noisy."
+            f"Class '{name}' has only {how_many(n, 'picture')} to check with, so its measured accuracy will be very noisy."
         )
     elif few_val:
         warns.append(
-            f"{len(few_val)} classes have very few validation images: {_counted(few_val)}, so their measured "
+            f"{len(few_val)} classes have very few pictures to check with: {_counted(few_val)}, so their measured "
             "accuracy will be very noisy."
         )
     train_counts = {name: counts[name]["train"] for name in classes if counts[name]["train"] > 0}
@@ -123,20 +141,20 @@ def folder_warnings(
         least = min(train_counts, key=train_counts.get)
         if train_counts[most] > _IMBALANCE_RATIO * train_counts[least]:
             warns.append(
-                f"The classes are very unbalanced: '{most}' has {train_counts[most]} training images "
+                f"The classes are very unbalanced: '{most}' has {train_counts[most]} pictures to learn from "
                 f"but '{least}' only {train_counts[least]}. The model may learn to favour '{most}'."
             )
     tiny = sum(1 for w, h in used_sizes if min(w, h) < _TINY_SIDE)
     if tiny:
         warns.append(
-            f"{tiny} image{'s are' if tiny > 1 else ' is'} tiny (a side under {_TINY_SIDE} pixels); "
+            f"{tiny} picture{'s are' if tiny > 1 else ' is'} tiny (a side under {_TINY_SIDE} pixels); "
             f"{'they' if tiny > 1 else 'it'} will be blown up and look blurry to the model."
         )
     if len(empty_classes) == 1:
-        warns.append(f"The folder '{empty_classes[0]}' has no usable images, so it is not used as a class.")
+        warns.append(f"The folder '{empty_classes[0]}' has no usable pictures, so it is not used as a class.")
     elif empty_classes:
         listed = _listed([f"'{name}'" for name in empty_classes])
-        warns.append(f"The folders {listed} have no usable images, so they are not used as classes.")
+        warns.append(f"The folders {listed} have no usable pictures, so they are not used as classes.")
     if n_skipped:
         warns.append(
             f"{n_skipped} file{'s were' if n_skipped > 1 else ' was'} skipped (see the list of skipped files and why)."

@@ -135,16 +135,16 @@ def test_random_split_keeps_one_val_image_per_small_class(hymenoptera, tmp_path)
     assert report.counts == {"ants": {"train": 1, "val": 1}, "bees": {"train": 2, "val": 1}}
     assert report.can_train
     # Several small classes: one line each for training and validation pictures, not one per class.
-    assert "2 classes have fewer than 10 training images: 'ants' (1), 'bees' (2);" in " ".join(report.warnings)
-    assert "2 classes have very few validation images: 'ants' (1), 'bees' (1)," in " ".join(report.warnings)
+    assert "2 classes have fewer than 10 pictures to learn from: 'ants' (1), 'bees' (2);" in " ".join(report.warnings)
+    assert "2 classes have very few pictures to check with: 'ants' (1), 'bees' (1)," in " ".join(report.warnings)
     assert len(report.warnings) == 2, report.warnings  # balanced enough: nothing else to say
 
-    # One small class is named on its own, in words a person writes ("1 validation image").
+    # One small class is named on its own, in words a person writes ("1 picture to check with").
     copy_photos(hymenoptera / "train" / "ants", tmp_path / "ants", 14)
     report = scan_with_deadline(tmp_path)
     assert report.counts["ants"] == {"train": 11, "val": 3} and report.counts["bees"] == {"train": 2, "val": 1}
-    assert any("Class 'bees' has only 2 training images;" in w for w in report.warnings), report.warnings
-    assert any("Class 'bees' has only 1 validation image," in w for w in report.warnings)
+    assert any("Class 'bees' has only 2 pictures to learn from;" in w for w in report.warnings), report.warnings
+    assert any("Class 'bees' has only 1 picture to check with," in w for w in report.warnings)
 
 
 def test_class_with_a_single_image_cannot_be_validated(hymenoptera, tmp_path):
@@ -228,6 +228,20 @@ def test_a_class_folder_chosen_instead_of_its_parent_says_choose_the_folder_abov
     assert not report.can_train and report.classes == ["nested"]
     assert "Only one class (nested) was found" in report.errors[0]
     assert f"choose the folder above it, {tmp_path / 'pictures'}, which holds a folder per class" in report.errors[0]
+
+
+def test_the_folder_above_the_classes_chosen_says_choose_the_one_inside(hymenoptera, tmp_path):
+    year = tmp_path / "photos" / "2024"  # photos/2024/ants and photos/2024/bees: photos was chosen
+    copy_photos(hymenoptera / "train" / "ants", year / "ants", 3)
+    copy_photos(hymenoptera / "train" / "bees", year / "bees", 3)
+    report = scan_with_deadline(tmp_path / "photos")
+    assert not report.can_train and report.classes == ["2024"]
+    assert "Only one class (2024) was found" in report.errors[0]
+    assert (
+        f"The folder 2024 holds folders of its own (ants, bees): if those are your classes, choose {year} instead."
+        in (report.errors[0])
+    )
+    assert scan_with_deadline(year).can_train  # and that one trains
 
 
 def test_missing_path_raises_naming_it(tmp_path):
