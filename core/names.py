@@ -1,24 +1,27 @@
 """Names a person types that become files or folders: made safe, and made free.
 
-A name from a browser (a folder for an upload, a class made with the camera)
-keeps letters, digits, spaces, `_`, `.` and `-` only, so it can never name a
-path outside its folder (no `/`, no `..`) nor a hidden file; and a name that
-is taken gets a number (`flowers-2`) instead of replacing what is there.
+A name from a browser (a folder for an upload, a class made with the camera,
+an uploaded file's name) keeps letters and digits of any language (été,
+Äpfel, 蜜蜂), spaces and `_ . - ( )` only, so it can never name a path
+outside its folder (no `/` or `\\`, no `..`) nor a hidden file; and a name
+that is taken gets a number (`flowers-2`) instead of replacing what is there.
 """
 
 from __future__ import annotations
 
 import os
-import re
+import unicodedata
 from pathlib import Path
 
-_SAFE = re.compile(r"[^A-Za-z0-9 _.-]+")
+_SAFE_MARKS = frozenset(" _.-()")
 
 
 def safe_name(text: str, fallback: str = "my-pictures") -> str:
     """`text` with only safe characters (at most 80), never starting or ending
-    with a dot or a space; `fallback` when nothing is left."""
-    name = _SAFE.sub("", (text or "").strip()).strip(" .")
+    with a dot or a space; `fallback` when nothing is left. Composed first
+    (NFC), so an accent a Mac sends as a separate mark stays on its letter."""
+    composed = unicodedata.normalize("NFC", (text or "").strip())
+    name = "".join(c for c in composed if c.isalnum() or c in _SAFE_MARKS).strip(" .")
     return name[:80] or fallback
 
 

@@ -64,3 +64,22 @@ def test_fifo_named_like_a_picture_is_never_opened(tmp_path):
     worker.join(10)
     assert not worker.is_alive(), "opening a FIFO hung"
     assert "regular file" in str(outcome["error"])
+
+
+def test_names_from_a_browser_keep_their_letters_and_stay_in_their_folder(tmp_path):
+    """An uploaded file's or a typed class's name: accents and other scripts
+    kept (a Mac sends é as e and a separate accent), nothing that leaves the
+    folder or hides a file."""
+    import unicodedata
+
+    from core.names import free_name, safe_name
+
+    assert safe_name("Fourmi été n°1 (copie).jpg") == "Fourmi été n1 (copie).jpg"
+    assert safe_name(unicodedata.normalize("NFD", "été.jpg")) == "été.jpg"
+    assert safe_name("蜜蜂") == "蜜蜂"
+    for hostile in ("../../etc/passwd", "..", ".hidden", "a/b\\c", "x\x00y", " . ", "C:\\evil"):
+        name = safe_name(hostile)
+        assert name and "/" not in name and "\\" not in name and not name.startswith(".") and "\x00" not in name
+        assert (tmp_path / name).resolve().parent == tmp_path.resolve()
+    (tmp_path / "été.jpg").write_bytes(b"x")
+    assert free_name(tmp_path, safe_name("été.jpg")).name == "été-2.jpg"  # a taken name is never replaced
