@@ -170,12 +170,13 @@ def _agreement(reference: np.ndarray, got: np.ndarray) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-PREDICT_PY = '''"""Predict with the exported model: python predict.py IMAGE [IMAGE ...]
+PREDICT_PY = """\"\"\"Predict with the exported model: python predict.py PICTURE_OR_FOLDER [...]
 
 Needs only onnxruntime, Pillow and NumPy (pip install onnxruntime pillow numpy).
-Prepares each picture exactly as described in preprocessing.json.
-"""
-import copy
+Prepares each picture exactly as described in preprocessing.json. A folder
+is read with everything inside it; a file that is not a readable picture is
+named on the error output and the others go on.
+\"\"\"
 import json
 import sys
 from pathlib import Path
@@ -188,14 +189,16 @@ HERE = Path(__file__).resolve().parent
 CLASSES = json.loads((HERE / "classes.json").read_text())
 PREP = json.loads((HERE / "preprocessing.json").read_text())
 FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+PICTURES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+BATCH = 32  # pictures per run of the model: memory stays small for any number of them
 
 
 def prepare(path):
     short, size = PREP["resize_size"], PREP["image_size"]
-    image = Image.open(path)
-    if image.format == "JPEG":
-        image.draft("RGB", (short, short))  # decode big JPEGs at a reduced scale, as the app does
-    image = ImageOps.exif_transpose(image).convert("RGB")
+    with Image.open(path) as image:
+        if image.format == "JPEG":
+            image.draft("RGB", (short, short))  # decode big JPEGs at a reduced scale, as the app does
+        image = ImageOps.exif_transpose(image).convert("RGB")
     w, h = image.size
     if w <= h:
         new = (short, int(short * h / w))
@@ -209,20 +212,44 @@ def prepare(path):
     return x.transpose(2, 0, 1)  # HWC -> CHW
 
 
-def main(paths):
+def pictures(args):
+    \"\"\"The files named, and the pictures inside the folders named.\"\"\"
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in PICTURES and p.is_file())
+            if not inside:
+                print(f"{arg}: no pictures in this folder", file=sys.stderr)
+            yield from (str(p) for p in inside)
+        else:
+            yield arg
+
+
+def main(args):
     session = ort.InferenceSession(str(HERE / "model.onnx"), providers=["CPUExecutionProvider"])
-    batch = np.stack([prepare(p) for p in paths]).astype(np.float32)
-    probs = session.run([PREP["output_name"]], {PREP["input_name"]: batch})[0]
-    for path, p in zip(paths, probs):
-        top = np.argsort(-p)[:3]
-        print(path + ": " + ", ".join(f"{CLASSES[i]} {p[i]:.3f}" for i in top))
+    paths, batch, answered = [], [], 0
+    for path in [*pictures(args), None]:  # None: the end, to run the last batch
+        if path is not None:
+            try:
+                batch.append(prepare(path))
+                paths.append(path)
+            except Exception as exc:  # not a picture, damaged, missing: said, and the others go on
+                print(f"{path}: skipped, not a readable picture ({exc})", file=sys.stderr)
+        if batch and (len(batch) == BATCH or path is None):
+            probs = session.run([PREP["output_name"]], {PREP["input_name"]: np.stack(batch)})[0]
+            for name, p in zip(paths, probs):
+                top = np.argsort(-p)[:3]
+                print(name + ": " + ", ".join(f"{CLASSES[i]} {p[i]:.3f}" for i in top))
+            answered += len(batch)
+            paths, batch = [], []
+    return 0 if answered else 1
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    main(sys.argv[1:])
-'''
+    sys.exit(main(sys.argv[1:]))
+"""
 
 
 # --------------------------------------------------------------------------------------

@@ -128,6 +128,36 @@ def test_standalone_predict_py_agrees_with_the_app(exported, run_dir):
         assert line.startswith(app["path"] + ": " + app["top"][0][0] + " ")
 
 
+def test_standalone_predict_py_reads_folders_and_goes_on_past_a_bad_file(exported, run_dir, tmp_path):
+    """`python predict.py FOLDER`: every picture inside it; a damaged file, a
+    text file and a missing one are named on stderr and the others answered."""
+    folder = tmp_path / "to-sort"
+    (folder / "inner").mkdir(parents=True)
+    good = [p for p, _ in open_run(run_dir).scan["val"][:3]]
+    for i, path in enumerate(good):
+        (folder / ("inner" if i else "") / f"{i}.jpg").write_bytes(Path(path).read_bytes())
+    (folder / "broken.jpg").write_bytes(Path(good[0]).read_bytes()[:300])  # cut short
+    (folder / "notes.txt").write_text("not a picture")
+    done = subprocess.run(
+        [sys.executable, "predict.py", str(folder), str(tmp_path / "missing.jpg")],
+        cwd=exported["folder"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    answered = sorted(line.split(": ")[0] for line in done.stdout.strip().splitlines())
+    assert answered == sorted(str(folder / ("inner" if i else "") / f"{i}.jpg") for i in range(3))
+    assert "broken.jpg: skipped, not a readable picture" in done.stderr
+    assert "missing.jpg: skipped" in done.stderr and "Traceback" not in done.stderr
+    assert "notes.txt" not in done.stdout + done.stderr  # not a picture's name: not read
+
+    nothing = subprocess.run(
+        [sys.executable, "predict.py", str(folder / "broken.jpg")], cwd=exported["folder"], capture_output=True
+    )
+    assert nothing.returncode == 1  # nothing could be answered
+
+
 def test_predict_folder_to_csv_from_the_command_line(run_dir, tmp_path):
     folder = tmp_path / "to-sort"
     val = open_run(run_dir).scan["val"]
