@@ -21,10 +21,12 @@ def cmd_inspect(args) -> int:
     report = inspect_folder(args.data_dir, args.backbone, folds=args.folds, device=args.device, progress=progress)
     found = report.to_dict()
     if args.json:
-        print(json.dumps({k: found[k] for k in ("duplicates", "leaks", "suspect_labels", "quality", "notes")}))
+        keys = ("duplicates", "conflicts", "leaks", "suspect_labels", "quality", "notes")
+        print(json.dumps({k: found[k] for k in keys}))
         return 0
     print(f"{report.pictures} pictures in {report.root}, checked with {report.backbone}")
     _print_groups("Copies or near-copies", report.duplicates)
+    _print_groups("The same picture in two classes", report.conflicts)
     _print_groups("Leaks (the same picture in two splits)", report.leaks)
     print(f"\nSuspect labels ({len(report.suspect_labels)}), most suspicious first:")
     for s in report.suspect_labels:
@@ -80,7 +82,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default=None, help="network whose features compare the pictures")
     p.add_argument("--folds", type=int, default=5, help="folds of the label check")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="one JSON object: duplicates, leaks, suspect_labels, quality")
+    p.add_argument("--json", action="store_true", help="one JSON object: duplicates, conflicts, leaks, suspect_labels, quality")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("evaluate", help="score a run on new labelled pictures (one subfolder per class)")

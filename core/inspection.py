@@ -7,6 +7,10 @@ labels that look wrong, and pictures of poor quality.
   same picture (cosine similarity of its pooled features). The hash catches
   re-encodings the network might not call identical; the features catch crops
   that move every pixel and defeat the hash.
+- Conflicts: a group of copies with members in two classes: the model is
+  told two things about one picture. Reported on their own, not as leaks,
+  and not as suspect labels (a picture's copy in another class would make
+  the label check doubt the right one too).
 - Leaks: a group of copies with members in two splits (train and val).
 - Suspect labels: the confident-learning idea. A linear probe is trained on
   stored features in k folds, so every picture gets class probabilities from
@@ -57,6 +61,7 @@ class InspectReport:
     pictures: int
     duplicates: list[list[str]] = field(default_factory=list)
     leaks: list[list[str]] = field(default_factory=list)
+    conflicts: list[list[str]] = field(default_factory=list)  # copies filed in two classes
     suspect_labels: list[dict] = field(default_factory=list)
     quality: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -111,8 +116,16 @@ def inspect_folder(
     )
     groups = copy_groups(pictures, features)
     result.duplicates = [[pictures[i].relative for i in g] for g in groups]
-    result.leaks = [[pictures[i].relative for i in g] for g in groups if len({pictures[i].split for i in g}) > 1]
+    conflicting = [g for g in groups if len({pictures[i].label for i in g}) > 1]
+    result.conflicts = [[pictures[i].relative for i in g] for g in conflicting]
+    result.leaks = [
+        [pictures[i].relative for i in g]
+        for g in groups
+        if g not in conflicting and len({pictures[i].split for i in g}) > 1
+    ]
     suspects, note = suspect_labels(features, [p.label for p in pictures], folds=folds, seed=seed)
+    in_conflict = {i for g in conflicting for i in g}
+    suspects = [row for row in suspects if row[0] not in in_conflict]
     result.suspect_labels = [
         {
             "path": pictures[i].relative,

@@ -41,12 +41,15 @@ def _planted(src: Path, dst: Path) -> dict:
     twin = sorted((dst / "train" / "bees").glob("*.jpg"))[2]
     shutil.copy(twin, dst / "train" / "bees" / "copy.jpg")
     Image.open(twin).convert("RGB").point(lambda v: v // 12).save(dst / "train" / "bees" / "dark.jpg")
+    both = sorted((dst / "train" / "ants").glob("*.jpg"))[3]  # one photo filed as an ant and as a bee
+    shutil.copy(both, dst / "train" / "bees" / "ant_in_bees.jpg")
     rel = lambda p: p.relative_to(dst).as_posix()  # noqa: E731
     return {
         "flips": flips,
         "resized": (rel(ant), "val/ants/resized.jpg"),
         "cropped": (rel(bee), "val/bees/cropped.jpg"),
         "copy": (rel(twin), "train/bees/copy.jpg"),
+        "conflict": (rel(both), "train/bees/ant_in_bees.jpg"),
     }
 
 
@@ -71,14 +74,19 @@ def test_inspect_finds_what_was_planted(planted, shared_torch_home, tmp_path, mo
     out = capsys.readouterr()
     assert code == 0, out.err
     found = json.loads(out.out.strip().splitlines()[-1])
-    assert set(found) >= {"duplicates", "leaks", "suspect_labels", "quality"}
+    assert set(found) >= {"duplicates", "conflicts", "leaks", "suspect_labels", "quality"}
     assert _same_group(found["duplicates"], *plan["copy"])
     for pair in (plan["resized"], plan["cropped"]):
         assert _same_group(found["duplicates"], *pair)
         assert _same_group(found["leaks"], *pair)
     assert not any(plan["copy"][0] in g for g in found["leaks"])  # both copies are in train: no leak
     suspects = [s["path"] for s in found["suspect_labels"]]
-    # Every planted flip is found, among the most suspicious few of 97 pictures.
+    # One picture in two classes: said as such, and neither copy is called a wrong label (the ant's
+    # copy in bees made the label check doubt the real ant too) nor a leak.
+    assert _same_group(found["conflicts"], *plan["conflict"]) and len(found["conflicts"]) == 1
+    assert not set(plan["conflict"]) & set(suspects)
+    assert not any(plan["conflict"][0] in g for g in found["leaks"])
+    # Every planted flip is found, among the most suspicious few of 98 pictures.
     assert set(plan["flips"]) <= set(suspects[:10]), suspects
     flip = next(s for s in found["suspect_labels"] if s["path"] == plan["flips"][0])
     assert flip["given"] == "ants" and flip["suggested"] == "bees" and 0.5 < flip["confidence"] <= 1

@@ -125,6 +125,15 @@ def findings(inspected, classes: list[str]) -> None:
     for note in inspected.notes:
         st.info(note, icon=":material/info:")
     _groups(
+        "The same picture in two classes",
+        inspected.conflicts,
+        root,
+        classes,
+        "conflict",
+        "A picture (or a near-copy of it) is in two class folders, so the model is told two different things "
+        "about it. Keep the one in the right class; set the other aside.",
+    )
+    _groups(
         "Leaks between training and checking",
         inspected.leaks,
         root,
@@ -135,7 +144,7 @@ def findings(inspected, classes: list[str]) -> None:
     )
     _groups(
         "Copies",
-        [g for g in inspected.duplicates if g not in inspected.leaks],
+        [g for g in inspected.duplicates if g not in inspected.leaks and g not in inspected.conflicts],
         root,
         classes,
         "dup",
