@@ -60,7 +60,8 @@ def test_data_page_check_finds_planted_problems_and_move_then_undo_restores_the_
     assert "Leaks between training and checking" in shown
     assert "Pictures that may be in the wrong class" in shown
     assert "Copies" in shown
-    assert "The same picture in two classes (1 group)" in shown and planted["conflict"][1] in shown
+    assert "The same picture in two classes (1 group)" in shown
+    assert planted["conflict"][1] in shown.replace("\\", "")  # its card names it (markdown-escaped)
     assert planted["resized"][1] in shown  # the near-copy in val, shown in its leak group
     suspects = [c for c in at.caption if "→" in str(c.value)]
     assert suspects, "no suspect label shown"
