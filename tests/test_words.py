@@ -308,3 +308,15 @@ def test_runs_are_named_by_when_and_what_and_told_apart_when_alike(tmp_path):
     assert alike.startswith("01 Dec 09:30 · MobileNetV2 · ") and alike.endswith(f" · {made[0].name}")
     assert len(set(labels.values())) == 3
     assert words.run_labels(store.list(), with_accuracy=False)[made[2].name].endswith("· holiday photos")
+
+
+def test_short_counts_agree_with_the_exact_ones_beside_them():
+    """The new head of a 2-class linear probe has 2,562 numbers: its block
+    said "3 k" beside "Numbers that learn: 2,562"."""
+    assert [words.fmt_short(n) for n in (562, 2562, 14_000, 645_000, 2_300_000)] == [
+        "562",
+        "2.6 k",
+        "14 k",
+        "645 k",
+        "2.3 M",
+    ]

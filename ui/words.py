@@ -64,11 +64,12 @@ def fmt_params(n: int | float | None) -> str:
 
 
 def fmt_short(n: int | float) -> str:
+    """A count in two or three figures: 2.6 k, 645 k, 2.3 M (not "3 k" beside an exact 2,562)."""
     n = float(n)
     if n >= 1e6:
         return f"{n / 1e6:.1f} M"
     if n >= 1e3:
-        return f"{n / 1e3:.0f} k"
+        return f"{n / 1e3:.1f} k" if n < 1e4 else f"{n / 1e3:.0f} k"
     return f"{int(n)}"
 
 
