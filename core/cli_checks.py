@@ -82,7 +82,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default=None, help="network whose features compare the pictures")
     p.add_argument("--folds", type=int, default=5, help="folds of the label check")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="one JSON object: duplicates, conflicts, leaks, suspect_labels, quality")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object: duplicates, conflicts, leaks, suspect_labels, quality"
+    )
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("evaluate", help="score a run on new labelled pictures (one subfolder per class)")

@@ -426,7 +426,9 @@ def _train_run(job: Job, run: Run) -> tuple[str, str | None, dict | None]:
 def _stopped_reason(run: Run) -> str:
     """What is true after a stop: resumable only once an epoch has finished."""
     if run.metrics:
-        return "Stopped by you. The last finished epoch is saved; you can resume it."
+        done, planned = run.metrics[-1].get("epoch", len(run.metrics)), run.config.get("epochs")
+        of = f" of {planned}" if planned else ""
+        return f"Stopped by you after epoch {done}{of}, which is saved; you can resume it."
     return "Stopped by you before the first epoch ended, so there is nothing to resume: start it again."
 
 

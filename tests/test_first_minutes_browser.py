@@ -140,8 +140,10 @@ def _train_and_reload(page, url: str) -> None:
         second.close()
 
     page.get_by_role("button", name="Stop training").click()
-    stopped = "Stopped by you. The last finished epoch is saved; you can resume it with the button below."
-    expect(page.get_by_text(stopped, exact=True)).to_be_visible(timeout=60_000)
+    stopped = re.compile(
+        r"^Stopped by you after epoch \d+ of \d+, which is saved; you can resume it with the button below\.$"
+    )
+    expect(page.get_by_text(stopped)).to_be_visible(timeout=60_000)
     expect(page.get_by_role("button", name="Resume")).to_be_visible()
     expect(page.get_by_text("Train again")).to_be_visible(timeout=WAIT)
     expect(ready).to_be_visible()
