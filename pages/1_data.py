@@ -282,6 +282,27 @@ def how_a_folder_looks() -> None:
     )
 
 
+def split_line(report) -> None:
+    """How the pictures were split: the folder's own train/ and val/ (and test/), or at random."""
+    if report.split_source == "folders":
+        test_folder = report.split_folders.get("test")
+        st.markdown(
+            f"**Split:** from your folders: {words.md_text(report.split_folders.get('train'))}/ to learn from, "
+            f"{words.md_text(report.split_folders.get('val'))}/ to check with"
+            + (
+                f", and {words.md_text(test_folder)}/ kept apart: scored once, at the end of each training, "
+                "on pictures that played no part in it (see Results)."
+                if test_folder
+                else "."
+            )
+        )
+    else:
+        st.markdown(
+            f"**Split:** {report.val_fraction:.0%} of each class's pictures were set aside at random "
+            "to check the model with (change this under Advanced on the Model page)."
+        )
+
+
 def report_summary(report) -> None:
     """Ready or not, the counts and how the pictures were split."""
     st.divider()
@@ -311,24 +332,8 @@ def report_summary(report) -> None:
     )
     m4.metric("Files left out", len(report.skipped), help="Files that are not usable pictures; see the list below.")
 
-    if report.split_source == "folders":
-        test_folder = report.split_folders.get("test")
-        st.markdown(
-            f"**Split:** from your folders: {words.md_text(report.split_folders.get('train'))}/ to learn from, "
-            f"{words.md_text(report.split_folders.get('val'))}/ to check with"
-            + (
-                f", and {words.md_text(test_folder)}/ kept apart: scored once, at the end of each training, "
-                "on pictures that played no part in it (see Results)."
-                if test_folder
-                else "."
-            )
-        )
-    else:
-        st.markdown(
-            f"**Split:** {report.val_fraction:.0%} of each class's pictures were set aside at random "
-            "to check the model with (change this under Advanced on the Model page)."
-        )
-
+    if report.can_train:  # no split to speak of until the folder is fixed
+        split_line(report)
     if len(report.warnings) == 1:
         st.warning(words.md_text(report.warnings[0]), icon=":material/warning:")
     elif report.warnings:  # one box, not a stack of yellow ones
@@ -417,7 +422,7 @@ def show_report() -> None:
         sizes_and_counts(report)
         class_thumbnails(report)
     left_out(report)
-    if report.classes:
+    if report.can_train:  # a folder that cannot train is fixed first (the error above says how)
         checkup.check_section(report)
     if report.can_train:
         widgets.next_step(state.PAGE_MODEL, "Next: choose the model and what it learns")

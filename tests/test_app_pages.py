@@ -184,6 +184,9 @@ def test_data_page_refuses_a_folder_with_one_class(env, small_data):
     at = _choose_data(_app(), one)
     assert "Only one class" in _texts(at.error)
     assert "Ready to train" not in _texts(at.success)
+    # Nothing that reads as if it could go on: no split, no picture check until the folder is fixed.
+    assert "Split:" not in _texts(at.markdown)
+    assert "Check my pictures" not in [b.label for b in at.button]
     # Training cannot start on it either; the Train page says why.
     _goto(at, TRAIN)
     assert "Only one class" in _texts(at.warning)
