@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from . import distributed
 from .augmented_views import ViewBatches, stack_views, view_seeds, view_transform_description
 from .config import TrainConfig
+from .counts import how_many
 from .decisions import Decisions
 from .devices import LOADER_TIMEOUT_S
 from .features import FeatureBatches, cache_key, describe_cache, transform_description
@@ -160,7 +161,9 @@ def _feature_pass(
             taps=[t for t in getattr(model, "taps", []) if t in model.block_names[: decisions.frozen_prefix]],
         )
 
-    progress.phase(FEATURE_PASS, 0, total)
+    # With stored versions the count is of versions, not of the pictures the person has: the name says so.
+    phase = f"{FEATURE_PASS}, {how_many(views, 'changed version')} of each training picture" if views else FEATURE_PASS
+    progress.phase(phase, 0, total)
     began = time.time()
     features = {}
     if views:
@@ -177,7 +180,7 @@ def _feature_pass(
             transforms["train"],
             normalizer,
             decoded,
-            (0, total),
+            (phase, 0, total),
             seeds_of={name: view_seeds(config.seed, v, len(report.train)) for name, v in named.items()},
         )
         features["train_views"] = (*stack_views([out[name][:4] for name in named]), all(o[4] for o in out.values()))
@@ -185,7 +188,15 @@ def _feature_pass(
     done_before = views * len(report.train)
     features.update(
         _prefix_pass(
-            config, model, decisions, progress, splits, transforms["eval"], normalizer, decoded, (done_before, total)
+            config,
+            model,
+            decisions,
+            progress,
+            splits,
+            transforms["eval"],
+            normalizer,
+            decoded,
+            (phase, done_before, total),
         )
     )
     return features, round(time.time() - began, 2)
@@ -195,8 +206,8 @@ def _prefix_pass(
     config, model, decisions, progress, splits, transform, normalizer, decoded, counted: tuple, seeds_of=None
 ) -> dict:
     """One call of the (distributed) feature pass over `splits`; `counted`:
-    (pictures done before it, pictures in the whole pass) for the progress."""
-    done_before, total = counted
+    (the phase's name, pictures done before it, pictures in the whole pass) for the progress."""
+    phase, done_before, total = counted
     # distributed: the pictures split between the ranks, the features gathered (one process: the same call)
     return distributed.prefix_features(
         model,
@@ -216,7 +227,7 @@ def _prefix_pass(
         autocast_dtype=decisions.autocast,
         should_stop=lambda: progress.stop_requested,
         first_batch=decisions.feature_first_batch,
-        on_batch=lambda done, _total: progress.phase(FEATURE_PASS, done_before + done, total),
+        on_batch=lambda done, _total: progress.phase(phase, done_before + done, total),
     )
 
 

@@ -145,3 +145,14 @@ def test_time_left_is_a_floor_while_more_blocks_are_still_to_learn(tmp_path, sma
         assert eta is not None and eta >= 0
         floors.setdefault(epoch, set()).add(floor)
     assert floors == {1: {True}, 2: {False}}, floors
+
+
+def test_a_pass_over_stored_versions_says_it_counts_versions(tmp_path, small_data):
+    """With 2 stored versions of each of the 40 training pictures, the pass
+    counts 2 x 40 + 16: its name says so, or "96 pictures" of a folder of 56
+    reads wrong."""
+    job = _run(tmp_path, small_data, strategy="last-1", augment="light", augment_views=2, epochs=2)
+    assert job.snapshot()["state"] == "finished", job.snapshot()["reason"]
+    passes = [s["counted"] for s in job.seen if s["counted"]["name"].startswith(FEATURE_PASS)]
+    assert {c["name"] for c in passes} == {f"{FEATURE_PASS}, 2 changed versions of each training picture"}
+    assert passes[-1]["done"] == passes[-1]["total"] == 2 * 40 + 16
