@@ -163,6 +163,7 @@ def _leaderboard_row(run, device, measure_speed: bool) -> dict:
         "backbone_title": _backbone_title(summary["backbone"]),
         "strategy": summary["strategy"],
         "data": summary["data"],  # the picture folder: accuracies rank only between runs on the same one
+        "created": summary["created"],
         "state": state,
         "reason": summary["reason"],
         "epochs_done": summary["epochs_done"],

@@ -149,6 +149,7 @@ def leaderboard_table(rows: list[dict], states: dict) -> None:
     table = pd.DataFrame(
         [
             {
+                "Started": words.fmt_when(r["created"]),
                 "Network": r["backbone_title"],
                 "What learned": words.strategy_label(r["strategy"]),
                 "Pictures": _folder_name(r),
@@ -224,8 +225,8 @@ def compared_curves(paths: list[str]) -> None:
     data = curves(paths)
     if not data:
         return
-    # Named as in every run picker; without accuracy, which changes while a run trains.
-    labels = words.run_labels([Run(Path(p)) for p in paths], with_accuracy=False)
+    # Short names (the legend is narrow; the run picker above has the whole lines).
+    labels = words.run_legends([Run(Path(p)) for p in paths])
     data = [dict(r, label=labels.get(r["run"], r["label"])) for r in data]
     acc = [dict(r, value=100 * r["value"]) if r["kind"] == "accuracy" else r for r in data]
     c1, c2 = st.columns(2)

@@ -309,6 +309,12 @@ def test_runs_are_named_by_when_and_what_and_told_apart_when_alike(tmp_path):
     assert len(set(labels.values())) == 3
     assert words.run_labels(store.list(), with_accuracy=False)[made[2].name].endswith("· holiday photos")
 
+    # A chart's legend: short, told apart the same way.
+    legends = words.run_legends(store.list())
+    assert legends[made[2].name] == "09:30 · ResNet-18 · linear probe"
+    assert legends[made[0].name] == f"09:30 · MobileNetV2 · linear probe · holiday photos · {made[0].name}"
+    assert len(set(legends.values())) == 3
+
 
 def test_short_counts_agree_with_the_exact_ones_beside_them():
     """The new head of a 2-class linear probe has 2,562 numbers: its block

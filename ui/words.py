@@ -182,8 +182,32 @@ def run_labels(runs, with_accuracy=True) -> dict[str, str]:
     name, so a person, and the select widget, can tell them apart.
     `with_accuracy`: a bool, or a function of the run."""
     labels = {r.name: run_label(r, with_accuracy(r) if callable(with_accuracy) else with_accuracy) for r in runs}
-    repeated = {text for text, n in Counter(labels.values()).items() if n > 1}
-    return {name: f"{text} · {name}" if text in repeated else text for name, text in labels.items()}
+    return _told_apart(labels, {r.name: r.name for r in runs})
+
+
+def run_legends(runs) -> dict[str, str]:
+    """{run name: a short line} for a chart's legend, where a run_label is
+    too long to read: the start time, the network and the technical name of
+    what learned; then, only where two would read alike, the pictures'
+    folder, and then the run's own folder name."""
+    labels, pictures = {}, {}
+    for run in runs:
+        s = run.summary()
+        plain, technical = strategy_words(s["strategy"])
+        when = time.strftime("%H:%M", time.localtime(s["created"])) if s.get("created") else s["run"]
+        labels[run.name] = f"{when} · {backbone_title(s['backbone'])} · {technical or plain}"
+        pictures[run.name] = Path(s["data"]).name if s.get("data") else "?"
+    return _told_apart(labels, pictures, {r.name: r.name for r in runs})
+
+
+def _told_apart(labels: dict[str, str], *extras: dict[str, str]) -> dict[str, str]:
+    """`labels` with, where two read alike, each of `extras` in turn added."""
+    for extra in extras:
+        repeated = {text for text, n in Counter(labels.values()).items() if n > 1}
+        if not repeated:
+            break
+        labels = {name: f"{text} · {extra[name]}" if text in repeated else text for name, text in labels.items()}
+    return labels
 
 
 _OLD_PLAN_BLOCKS = re.compile(r"\(([a-z0-9_]+(?:, [a-z0-9_]+)*)\) are trained")
