@@ -82,7 +82,8 @@ def one_picture(run) -> None:
 
     c1, c2, c3 = st.columns([1, 1, 1.6], gap="large")
     with c1:
-        st.image(image, caption=getattr(source, "name", "your picture"), width="stretch")
+        # A camera photo's own name is a timestamp ("camera-input-2026-12-01T06_01_57.704Z.jpg").
+        st.image(image, caption="Your photo" if source is photo else source.name, width="stretch")
     with c2:
         if explained is not None:
             st.image(explained["overlay"], caption=f"Where it looked to say “{top_class}”", width="stretch")

@@ -26,8 +26,11 @@ MAX_CELL = 18  # pictures shown for one square of the matrix
 # --- pictures ---------------------------------------------------------------------------
 
 
-def _short(name: str, keep: int = 18) -> str:
-    return name if len(name) <= keep else f"{name[: keep - 9]}…{name[-8:]}"
+def _in_folder(run, path: str) -> str:
+    """A picture's path inside the run's data folder (val/shirt/0.jpg), or its name."""
+    root = run.config.get("data_dir") or ""
+    inside = root and os.path.abspath(path).startswith(os.path.abspath(root) + os.sep)
+    return os.path.relpath(path, root) if inside else Path(path).name
 
 
 def _caption(row: dict) -> str:
@@ -62,8 +65,9 @@ def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", k
                     if where_looked
                     else f"Picture of {row['true']}; {said}"
                 )
-                st.image(picture, caption=_short(Path(row["path"]).name), width="stretch", alt=alt)
-                st.caption(_caption(row))
+                st.image(picture, width="stretch", alt=alt)
+                # Where to find it: several classes may each hold a 0.jpg.
+                st.caption(f"{_caption(row)}  \n:gray[{words.md_text(_in_folder(run, row['path']))}]")
                 fixes.fix_actions(run.config.get("data_dir") or "", row["path"], run.classes, key, row["predicted"])
 
 
