@@ -177,7 +177,7 @@ class TrainConfig:
     )
     discriminative_lr: bool = setting(
         True,
-        "Fine-tuning: each block learns at a fraction of the next one's rate (0.5 by default), so the earlier, "
+        "Fine-tuning: each block learns at a fraction of the next one's rate, so the earlier, "
         "more general blocks change least.",
         label="Earlier blocks learn more gently",
         cli="--no-discriminative-lr",

@@ -323,8 +323,8 @@ def _card_usage(prep: dict, checks: dict | None) -> list[str]:
         f"shorter side resized to {prep.get('resize_size')} ({prep.get('interpolation')}), centre crop "
         f"{prep.get('image_size')}, RGB scaled to 0..1, then normalised with mean {prep.get('mean')} and std {prep.get('std')}.",
         "- Output: the probability of each class, in the order of `classes.json`.",
-        "- `predict.py` does all of this with onnxruntime, Pillow and NumPy: `python predict.py picture.jpg` (or a folder: every picture inside it; a file it cannot read is named "
-        "and the others go on).",
+        "- `predict.py` does all of this with onnxruntime, Pillow and NumPy: `python predict.py picture.jpg` "
+        "(or a folder: every picture inside it; a file it cannot read is named and the others go on).",
     ]
     if checks:
         lines += [

@@ -99,9 +99,9 @@ class _State:
     step: int = 0
     images_done: int = 0
     train_started: float = 0.0
-    # When the blocks that learn last changed (time, step): the time left is
-    # paced by the batches since, as a head-only first epoch runs far faster
-    # than the fine-tuning epochs after it.
+    # When the blocks that learn last changed, and the work done since: the
+    # time left is paced by those batches only, as a head-only first epoch
+    # runs far faster than the fine-tuning epochs after it.
     pace_since: float = 0.0
     pace_work: float = 0.0  # batches since then, each weighed as _batch_work says
     best_weights: dict | None = None
