@@ -326,6 +326,7 @@ def test_cpu_job_leaves_cuda_uninitialised_and_says_how_it_read(tmp_path, empty_
 # --- export ---------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # the test loads model.ts itself
 def test_export_leaves_the_callers_model_as_it_was(tmp_path):
     model = _model().train()
     params = list(model.parameters())
