@@ -180,5 +180,9 @@ except Exception as exc:  # noqa: BLE001 - a user never sees a traceback
     st.error(f"Something went wrong on this page: {friendly(exc)}", icon=":material/error:")
 finally:  # also after a page's st.stop()
     with status_box:
-        where_you_are()
+        try:
+            where_you_are()
+        except Exception as exc:  # noqa: BLE001 - the page above still stands, without a traceback
+            logging.getLogger("transfer_studio").exception("sidebar failed")
+            st.caption(f"Your choices could not be shown: {friendly(exc)}")
     choices.save_changes()
