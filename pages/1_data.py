@@ -106,10 +106,11 @@ def folder_in_the_data_folder() -> None:
     )
 
 
-def _report_saved(saved, what: str) -> None:
-    """Remember the new folder for this session and say what was written."""
+def _report_saved(saved, what: str, asked: str) -> None:
+    """Remember the folder for this session (the next class under the name
+    `asked` joins it) and say what was written."""
     st.session_state["upload_nonce"] = st.session_state.get("upload_nonce", 0) + 1
-    st.session_state["_upload_made"] = {"asked": saved.asked, "path": str(saved.folder)}
+    st.session_state["_upload_made"] = {"asked": asked, "path": str(saved.folder)}
     note = f"{what} {saved.pictures} picture{'s' if saved.pictures != 1 else ''} in {words.md_text(saved.folder)}."
     if saved.renamed:
         note += (
@@ -161,7 +162,7 @@ def upload_zip(nonce: int, asked: str) -> None:
         with widgets.guard("Could not unpack the zip file"):
             with st.spinner("Unpacking and checking every picture…"):
                 saved = uploads.unpack_zip(zip_file, state.data_root(), asked)
-            _report_saved(saved, "Unpacked")
+            _report_saved(saved, "Unpacked", asked)
 
 
 def upload_one_class(nonce: int, asked: str) -> None:
@@ -192,7 +193,7 @@ def upload_one_class(nonce: int, asked: str) -> None:
     ):
         with widgets.guard("Could not save the pictures"):
             saved = uploads.save_pictures(images, state.data_root(), asked, class_name, into=into)
-            _report_saved(saved, f"Saved to '{uploads.safe_name(class_name, 'class')}':")
+            _report_saved(saved, f"Saved to '{uploads.safe_name(class_name, 'class')}':", asked)
 
 
 def upload_pictures() -> None:

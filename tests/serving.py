@@ -33,6 +33,29 @@ CHROMIUM_ARGS = [
 ]
 
 
+def choose(page, box_label: str, option: str, *, tries: int = 4) -> None:
+    """Pick `option` in the select box labelled `box_label`, as a person does.
+
+    A click that lands while the page is rerunning (the choice just before it
+    reruns the script) can open a list that the rerun closes again; a person
+    simply clicks again, and so does this, a few times, before failing.
+    """
+    from playwright.sync_api import Error as PlaywrightError
+
+    box = page.get_by_test_id("stSelectbox").filter(has_text=box_label)
+    wanted = page.get_by_role("option", name=option, exact=True)
+    for attempt in range(tries):
+        box.click()
+        try:
+            wanted.click(timeout=5_000)
+            break
+        except PlaywrightError:
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+    wanted.wait_for(state="hidden", timeout=30_000)  # the list closed on the choice
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

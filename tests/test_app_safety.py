@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.serving import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, streamlit_server
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
@@ -213,15 +213,23 @@ def test_pictures_of_one_class_are_checked_by_content_and_never_overwrite(env, s
     _button(other, "Add these pictures").click().run()
     _ok(other)
     assert _files_under(folder) == {"hat/1.jpg", "hat/1-2.jpg", "pants/1.jpg"}
-    # Once it has two classes, the next session's upload makes a new folder.
+    # That session's next class joins the same folder: a teacher adds classes one after another.
+    assert "my-pictures, the folder you started before" in _texts(other.caption)
+    other.text_input(key="upload_class").set_value("shoes").run()
+    other.file_uploader(key="images_1").set_value([("1.jpg", hat_photo.read_bytes(), "image/jpeg")]).run()
+    _button(other, "Add these pictures").click().run()
+    _ok(other)
+    assert _files_under(folder) == {"hat/1.jpg", "hat/1-2.jpg", "pants/1.jpg", "shoes/1.jpg"}
+    assert "was already there" not in _texts(other.success)
+    # Once it has more than one class, the next session's upload makes a new folder.
     third = _app()
     third.radio(key="upload_kind").set_value("Pictures of one class").run()
     assert "the folder you started before" not in _texts(third.caption)
-    third.text_input(key="upload_class").set_value("shoes").run()
+    third.text_input(key="upload_class").set_value("socks").run()
     third.file_uploader(key="images_0").set_value([("1.jpg", hat_photo.read_bytes(), "image/jpeg")]).run()
     _button(third, "Add these pictures").click().run()
     _ok(third)
-    assert _files_under(env / "data" / "my-pictures-2") == {"shoes/1.jpg"}
+    assert _files_under(env / "data" / "my-pictures-2") == {"socks/1.jpg"}
 
 
 # --- 3. delete --------------------------------------------------------------------------------
@@ -411,8 +419,7 @@ def test_the_command_line_fixes_the_places_and_names_render_as_text(tmp_path, sm
         expect(page.get_by_role("textbox", name="Folder for uploaded pictures")).to_have_value(str(data))
         # Shared: no path box, only the data folder's folders.
         assert page.get_by_role("textbox", name="Folder with your pictures").count() == 0
-        page.get_by_test_id("stSelectbox").filter(has_text="Folder with your pictures").click()
-        page.get_by_role("option", name="odd").click()
+        choose(page, "Folder with your pictures", "odd")
         expect(page.get_by_text("Ready to train:")).to_be_visible(timeout=90_000)
         expect(page.get_by_test_id("stPlotlyChart").get_by_text("Pictures per class")).to_be_visible()
         # The names are shown as the characters they are: no link, nothing bold.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, streamlit_server
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -163,8 +163,7 @@ def test_a_teacher_trains_and_predicts_in_the_browser(server, small_data, tmp_pa
             # 2. Model: an offline pretrained backbone, linear probe, 2 epochs.
             _nav(page, "Model")
             expect(page.get_by_text("Network to start from")).to_be_visible()
-            page.get_by_test_id("stSelectbox").filter(has_text="Network to start from").click()
-            page.get_by_role("option", name="EfficientNet-Lite0 · fast · Ready — works offline").click()
+            choose(page, "Network to start from", "EfficientNet-Lite0 · fast · Ready — works offline")
             page.get_by_text("Only the new last layer learns", exact=True).click()
             epochs = page.get_by_role("spinbutton", name="Epochs")
             epochs.fill("2")

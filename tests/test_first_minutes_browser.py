@@ -17,7 +17,7 @@ import re
 
 import pytest
 
-from tests.serving import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, streamlit_server
 from tests.test_browser import _nav, _no_error_boxes, _shot
 from tests.test_camera_browser import FAKE_CAMERA, WAIT, _add_class, _open_camera_tab, _start
 
@@ -78,8 +78,7 @@ def _choose_a_fine_tune(page) -> None:
     _nav(page, "Model")
     ready_now = page.locator("p").filter(has_text="Ready now, no internet needed:")
     expect(ready_now).to_contain_text("EfficientNet-Lite0, EfficientNet-Lite1, EfficientNet-Lite2", timeout=WAIT)
-    page.get_by_test_id("stSelectbox").filter(has_text="Network to start from").click()
-    page.get_by_role("option", name="EfficientNet-Lite0 · fast · Ready — works offline").click()
+    choose(page, "Network to start from", "EfficientNet-Lite0 · fast · Ready — works offline")
     page.get_by_text("The last blocks learn too", exact=True).click()
     expect(page.get_by_text("How many of the last blocks learn")).to_be_visible(timeout=WAIT)
     expect(_sidebar(page).get_by_text("The last 2 blocks learn too")).to_be_visible(timeout=WAIT)
@@ -88,10 +87,8 @@ def _choose_a_fine_tune(page) -> None:
     epochs.press("Enter")
     expect(_sidebar(page).get_by_text(f"EfficientNet-Lite0, {EPOCHS} epochs")).to_be_visible(timeout=WAIT)
     page.get_by_text("Advanced settings").click()
-    page.get_by_test_id("stSelectbox").filter(has_text="Picture size").click()
-    page.get_by_role("option", name="128×128").click()
-    page.get_by_test_id("stSelectbox").filter(has_text="Augmentation").click()
-    page.get_by_role("option", name="none", exact=True).click()  # the frozen blocks' pass: one version per picture
+    choose(page, "Picture size", "128×128")
+    choose(page, "Augmentation", "none")  # the frozen blocks' pass: one version per picture
     expect(_sidebar(page).get_by_text(f"EfficientNet-Lite0, {EPOCHS} epochs")).to_be_visible(timeout=WAIT)
     _no_error_boxes(page)
     _shot(page, "first-3-model.png")

@@ -351,6 +351,18 @@ def test_data_page_offline_example_says_so_and_points_to_the_camera(data_page, m
     assert "camera" in _shown(at.error) and "Unpack from a zip you have" in _shown(at.error)
 
 
+def test_data_page_offline_standard_dataset_gives_its_address_as_a_working_link(data_page, monkeypatch):
+    monkeypatch.setenv("TRANSFER_STUDIO_MIRROR", _closed_port_url("").rstrip("/"))
+    at = data_page
+    at.selectbox(key="standard_pick").set_value("cifar10").run()
+    at.button(key="standard_make").click().run()
+    assert not at.exception
+    shown = _shown(at.error)
+    assert "no internet" in shown
+    # Markdown links the address by itself: an escaped `~` would open /%5C~kriz/, a page that is not there.
+    assert "(https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)" in shown, shown
+
+
 def test_data_page_fetches_an_example_and_chooses_it(data_page, env, local_server, monkeypatch):
     monkeypatch.setenv("TRANSFER_STUDIO_MIRROR", local_server)
     at = data_page

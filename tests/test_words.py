@@ -326,3 +326,17 @@ def test_short_counts_agree_with_the_exact_ones_beside_them():
         "645 k",
         "2.3 M",
     ]
+
+
+def test_markdown_text_escapes_names_but_keeps_web_addresses_working():
+    # A name stays the characters it is ...
+    assert words.md_text("[click](x) *big* ~gone~ $x$") == r"\[click\](x) \*big\* \~gone\~ \$x\$"
+    assert words.md_text("# heading") == r"\# heading"
+    # ... and an address in a message stays one markdown links as it is.
+    address = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    assert words.md_text(f"download it ({address}) into ~/my_data") == f"download it ({address}) into \\~/my\\_data"
+    assert words.md_text("https://download.pytorch.org/tutorial/hymenoptera_data.zip.") == (
+        "https://download.pytorch.org/tutorial/hymenoptera_data.zip."
+    )
+    # Markup right after an address is not taken into it.
+    assert words.md_text("https://a.example/b*c*") == r"https://a.example/b\*c\*"

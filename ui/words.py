@@ -21,13 +21,23 @@ from core.config import STRATEGY_WORDS, strategy_words
 _MARKDOWN_MARKUP = re.compile(r"([\\`*_\[\]<>~$|&])")
 # At the start of a line these begin a heading, quote or list.
 _LINE_START = re.compile(r"^(\s*\d*)([-+#>.)])")
+# A web address: markdown turns it into a link by itself, so an escape inside
+# it would become part of the address (`/~kriz/` opening as `/%5C~kriz/`).
+# Only the characters an address may hold without other meaning inside one
+# are kept as they are (an underscore in a link is no emphasis); `*`, `$`,
+# brackets and the rest end it and are escaped as text.
+_WEB_ADDRESS = re.compile(r"https?://[A-Za-z0-9._~:/?#@!&'+,;=%-]+[A-Za-z0-9/~#=_-]")
 
 
 def md_text(name) -> str:
     """A name (a class, a file, a folder: anything a user made) as plain text
     inside st.markdown: `[click](x)` stays those characters, never a link."""
     text = " ".join(str(name).splitlines())
-    text = _MARKDOWN_MARKUP.sub(r"\\\1", text)
+    pieces, start = [], 0
+    for address in _WEB_ADDRESS.finditer(text):
+        pieces += [_MARKDOWN_MARKUP.sub(r"\\\1", text[start : address.start()]), address.group()]
+        start = address.end()
+    text = "".join(pieces) + _MARKDOWN_MARKUP.sub(r"\\\1", text[start:])
     return _LINE_START.sub(r"\1\\\2", text)
 
 
