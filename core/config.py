@@ -143,9 +143,16 @@ def setting(
 @dataclass
 class TrainConfig:
     data_dir: str = field(
-        metadata={"help": "the folder of pictures, one subfolder per class", "cli": False, "ui": False}
+        metadata={
+            "label": "Folder with your pictures",
+            "help": "the folder of pictures, one subfolder per class",
+            "cli": False,
+            "ui": False,
+        }
     )
-    backbone: str = setting("mobilenet_v2", "backbone name (see `python -m core backbones`)")
+    backbone: str = setting(
+        "mobilenet_v2", "backbone name (see `python -m core backbones`)", label="Network to start from"
+    )
     init: str = setting(
         "pretrained",
         "Where the network's weights start: ImageNet's ('pretrained'), or random ones ('random': the same "
@@ -153,8 +160,10 @@ class TrainConfig:
         "also a weights file (its path).",
         label="Start from",
     )
-    strategy: str = setting("linear", STRATEGY_HELP)
-    trained_blocks: dict | None = setting(None, "strategy 'custom': block name -> trained", cli=False, ui=False)
+    strategy: str = setting("linear", STRATEGY_HELP, label="What learns")
+    trained_blocks: dict | None = setting(
+        None, "strategy 'custom': block name -> trained", label="Blocks that learn", cli=False, ui=False
+    )
     unfreeze_every: int = setting(
         1,
         "Gradual unfreezing: training starts with only the head; then, every this many epochs, the next block "
@@ -331,7 +340,11 @@ class TrainConfig:
         cli="--no-amp",
     )
     num_workers: int | None = setting(
-        None, "processes that read pictures; empty = chosen for this machine", ui=False, limits=(0, 64)
+        None,
+        "processes that read pictures; empty = chosen for this machine",
+        label="Processes that read pictures",
+        ui=False,
+        limits=(0, 64),
     )
     feature_cache: bool = setting(
         True,
@@ -340,8 +353,17 @@ class TrainConfig:
         label="Remember the frozen blocks' output",
         cli="--no-feature-cache",
     )
-    cache_dir: str | None = setting(None, "where stored features go", cli=False, ui=False)
-    batch_loss_every: int = setting(5, "record the loss every this many batches", cli=False, ui=False, limits=(1, 1000))
+    cache_dir: str | None = setting(
+        None, "where stored features go", label="Folder for stored features", cli=False, ui=False
+    )
+    batch_loss_every: int = setting(
+        5,
+        "record the loss every this many batches",
+        label="Loss recorded every … batches",
+        cli=False,
+        ui=False,
+        limits=(1, 1000),
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -241,7 +241,12 @@ def per_class_and_settings(run) -> None:
                 f"**Numbers that learned:** {status['trainable_params']:,} of {status.get('total_params', 0):,}"
             )
         st.dataframe(
-            pd.DataFrame([{"Setting": setting_label(k), "Value": str(v), "Name": k} for k, v in config.items()]),
+            pd.DataFrame(
+                [
+                    {"Setting": setting_label(k), "Value": words.setting_value(k, v), "Name": k}
+                    for k, v in config.items()
+                ]
+            ),
             hide_index=True,
         )
         st.caption(f"Folder: {words.md_text(run.path)}")

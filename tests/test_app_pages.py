@@ -473,7 +473,14 @@ def test_runs_page_lists_opens_and_deletes_with_confirmation(env, with_run):
     assert list(per_class["Class"]) == list(PHOTO_CLASSES)
     assert len(at.get("plotly_chart")) == 2
     settings = next(df.value for df in at.dataframe if "Setting" in df.value.columns)  # named as on the Model page
-    assert dict(zip(settings["Name"], settings["Setting"]))["label_smoothing"] == "Label smoothing"
+    labels = dict(zip(settings["Name"], settings["Setting"]))
+    assert labels["label_smoothing"] == "Label smoothing"
+    assert labels["backbone"] == "Network to start from" and labels["data_dir"] == "Folder with your pictures"
+    assert set(labels) - {n for n, label in labels.items() if label != n} == set()  # every row named for people
+    values = dict(zip(settings["Name"], settings["Value"]))  # and its value worded as the Model page words it
+    assert values["backbone"] == "EfficientNet-Lite0" and values["init"] == "ImageNet weights"
+    assert values["strategy"] == "Only the new last layer learns"
+    assert "True" not in set(values.values()) and "False" not in set(values.values())
 
     _button(at, "Delete…").click().run()
     assert "cannot be undone" in _texts(at.warning)

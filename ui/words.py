@@ -151,6 +151,37 @@ def backbone_title(name: str | None) -> str:
         return str(name)
 
 
+INIT_WORDS = {"pretrained": "ImageNet weights", "random": "random weights (not pretrained)"}
+# A setting's value as the Model page words it, where the saved value is a code.
+_VALUE_WORDS = {
+    "backbone": backbone_title,
+    "strategy": lambda v: strategy_words(v)[0],
+    "init": lambda v: INIT_WORDS.get(v, str(v)),
+    "trained_blocks": lambda v: (", ".join(block_title(b) for b, on in v.items() if on) or "none") if v else "—",
+    "image_size": lambda v: f"{v}×{v}" if v else "the network's own",
+    "batch_size": lambda v: str(v) if v else "auto (chosen for this machine)",
+    "num_workers": lambda v: str(v) if v is not None else "chosen for this machine",
+    "cache_dir": lambda v: str(v) if v else "the app's own",
+}
+
+
+def setting_value(name: str, value) -> str:
+    """A run's saved setting as a person reads it: a network's title, not
+    its code name; "on"/"off", not True/False; 0.0001, not 1e-04."""
+    if value is None and name not in _VALUE_WORDS:
+        return "—"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if name in _VALUE_WORDS:
+        try:
+            return _VALUE_WORDS[name](value)
+        except (AttributeError, TypeError, ValueError):  # a damaged or older config: its value as it is
+            return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def strategy_label(strategy: str | None) -> str:
     """A strategy on one line (tables, select boxes): what it does, then its
     technical name in brackets."""
