@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.availability import download_failure, readiness_words, ready_instead, ready_names
 from core.backbones import BackboneInfo, default_backbone, get_backbone, list_backbones, weights_cached
+from core.config import setting_label
 from core.runs import open_run
 from ui import resources, state, words
 
@@ -141,7 +142,7 @@ def picker() -> BackboneInfo:
         return f"{by_name[name].title} · {by_name[name].speed} · {readiness_words(by_name[name], ready[name])}"
 
     st.selectbox(
-        "Network to start from",
+        setting_label("backbone"),
         list(by_name),
         key="backbone",
         format_func=label,
