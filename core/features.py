@@ -421,7 +421,8 @@ def describe_cache(record: dict | None) -> str:
     frozen = record.get("frozen_with_weights")
     if frozen is None:
         frozen = [b for b in record.get("frozen_blocks") or [] if b != "pool"]
-    blocks = len(frozen) or record.get("prefix_blocks")
+    count = len(frozen) or record.get("prefix_blocks")
+    blocks = "1 frozen block" if count == 1 else f"{count} frozen blocks"
     where = "the training and validation images" if record.get("train", True) else "the validation images"
     views = record.get("train_views") or 0
     if views:
@@ -431,10 +432,10 @@ def describe_cache(record: dict | None) -> str:
     trained = f"{each_epoch} trained only the blocks after them."
     # Short sentences, no parenthesis: the note sits under the run's result.
     if record.get("hit"):
-        text = f"Fast path: the {blocks} frozen blocks ran once over {where}, for an earlier run or check of these "
+        text = f"Fast path: the {blocks} ran once over {where}, for an earlier run or check of these "
         text += f"pictures, and what they made was kept; {trained}"
     else:
-        text = f"Fast path: the {blocks} frozen blocks ran once over {where}; {trained}"
+        text = f"Fast path: the {blocks} ran once over {where}; {trained}"
         text += " What they made is kept, so the next run of this network on these pictures starts sooner."
     if record.get("train") is False and record.get("why_not"):
         text += (

@@ -55,9 +55,10 @@ def describe(sizes: list[int] | None) -> str | None:
     small = [s for s in sizes if s != full]
     if not small:
         return None
-    epochs = "epoch 1" if len(small) == 1 else f"epochs 1 to {len(small)}"
+    epochs = "epoch 1 learns" if len(small) == 1 else f"epochs 1 to {len(small)} learn"
     grow = f"{small[0]} px" if len(set(small)) == 1 else f"{small[0]} px growing to {small[-1]} px"
+    # Worded so it reads true before, during and after those epochs.
     return (
-        f"Progressive resizing: {epochs} trained on smaller pictures ({grow}), the rest at {full} px "
-        f"(validation always at {full} px); small pictures take a fraction of the time."
+        f"Smaller pictures first: {epochs} from smaller pictures ({grow}), the later epochs from {full} px "
+        f"ones (checking always at {full} px). Small pictures take a fraction of the time."
     )

@@ -42,7 +42,7 @@ def test_a_full_fine_tune_trains_its_first_epoch_small_and_says_so(hymenoptera, 
     job, run = train_blocking(config, runs_dir=tmp_path / "runs")
     assert job.state == "finished", job.snapshot()["reason"]
     assert run.status["decisions"]["epoch_image_sizes"] == [48, 96]
-    assert "epoch 1 trained on smaller pictures (48 px)" in job.snapshot()["resizing_note"]
+    assert "epoch 1 learns from smaller pictures (48 px)" in job.snapshot()["resizing_note"]
     assert len(run.metrics) == 2
 
     # With stored features nothing is resized: they were computed at full size.

@@ -340,3 +340,12 @@ def test_markdown_text_escapes_names_but_keeps_web_addresses_working():
     )
     # Markup right after an address is not taken into it.
     assert words.md_text("https://a.example/b*c*") == r"https://a.example/b\*c\*"
+
+
+def test_fast_path_note_counts_one_frozen_block_as_one():
+    from core.features import describe_cache
+
+    one = describe_cache({"used": True, "frozen_with_weights": ["stage1"], "train": True})
+    assert "the 1 frozen block ran once" in one, one
+    two = describe_cache({"used": True, "frozen_with_weights": ["stem", "stage1"], "train": True})
+    assert "the 2 frozen blocks ran once" in two, two
