@@ -86,7 +86,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, dest=f.name, action=action, default=default, help=text)
             continue
         choices, limits = f.metadata.get("choices"), f.metadata.get("limits")
-        said = [note or f"default: {default}"] if note or default is not None else []
+        said = [f"values: {f.metadata['values']}"] if f.metadata.get("values") else []
+        said += [note or f"default: {default}"] if note or default is not None else []
         said += [f"{number_text(limits[0])} to {number_text(limits[1])}"] if limits else []
         if said:
             text += f" ({'; '.join(said)})"

@@ -129,12 +129,23 @@ DEFAULT_ADAPT_METHOD = "self-training"
 
 
 def setting(
-    default, help: str, *, label: str | None = None, choices=None, cli: bool | str = True, ui: bool = True, limits=None
+    default,
+    help: str,
+    *,
+    label: str | None = None,
+    choices=None,
+    cli: bool | str = True,
+    ui: bool = True,
+    limits=None,
+    values: str | None = None,
 ):
     """A dataclass field whose metadata carries what a person needs to know:
     `label`, the setting's name on the Model page; `help`, the sentence both
-    the page (its "?") and `python -m core train --help` show."""
+    the page (its "?") and `python -m core train --help` show; `values`,
+    what the command line takes where that is not a list of choices (the
+    page offers them in words, so its help leaves the codes out)."""
     meta = {"label": label, "help": help, "choices": choices, "cli": cli, "ui": ui, "limits": limits}
+    meta["values"] = values
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -151,14 +162,17 @@ class TrainConfig:
         }
     )
     backbone: str = setting(
-        "mobilenet_v2", "backbone name (see `python -m core backbones`)", label="Network to start from"
+        "mobilenet_v2",
+        "The pretrained network whose knowledge is reused. Small and fast ones are best for a first try.",
+        label="Network to start from",
+        values="a backbone's name, as `python -m core backbones` lists them",
     )
     init: str = setting(
         "pretrained",
-        "Where the network's weights start: ImageNet's ('pretrained'), or random ones ('random': the same "
-        "training without ImageNet's knowledge, which shows what transfer learning buys); on the command line "
-        "also a weights file (its path).",
+        "Where the network's weights start: ImageNet's, or random ones (the same training without ImageNet's "
+        "knowledge, which shows what transfer learning buys).",
         label="Start from",
+        values="pretrained, random, or the path of a weights file",
     )
     strategy: str = setting("linear", STRATEGY_HELP, label="What learns")
     trained_blocks: dict | None = setting(
@@ -313,7 +327,8 @@ class TrainConfig:
     )
     early_stopping: int = setting(
         0,
-        "Stops training when the validation loss has not improved for this many epochs; 0 = never.",
+        "Stops training when the model has not got better on the pictures kept for checking for this many "
+        "epochs; 0 = never.",
         label="Stop early after … epochs without progress (0 = never)",
         limits=(0, 50),
     )
@@ -331,7 +346,10 @@ class TrainConfig:
         limits=(0.05, 0.5),
     )
     device: str = setting(
-        "auto", "Where training runs: auto (the GPU if there is one), cpu, cuda, cuda:N or mps.", label="Device"
+        "auto",
+        "Where training runs: automatic (a graphics card if there is one), or the processor.",
+        label="Device",
+        values="auto, cpu, cuda, cuda:N or mps",
     )
     mixed_precision: bool = setting(
         True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import time
 import zipfile
@@ -305,6 +306,16 @@ def test_model_page_settings_read_their_label_and_help_from_core_config(env, sma
     for name, widget in shown.items():
         assert widget.label == setting_label(name), name
         assert widget.help.startswith(help_text(name)), name
+    # The page's help words choices as the page offers them; the codes the command line takes
+    # ("cuda:N", "pretrained", a weights file's path) are said in `train --help` only.
+    for name in ("init", "device"):
+        assert not re.search(r"cuda|mps|'pretrained'|'random'|path", help_text(name)), help_text(name)
+    from core.cli import build_parser
+
+    train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    cli_help = " ".join(" ".join(a.help.split()) for a in train._actions if a.help)
+    assert "values: auto, cpu, cuda, cuda:N or mps" in cli_help
+    assert "values: pretrained, random, or the path of a weights file" in cli_help
 
 
 def test_choices_carry_over_to_the_train_page(env, small_data):

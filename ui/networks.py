@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.availability import download_failure, readiness_words, ready_instead, ready_names
 from core.backbones import BackboneInfo, default_backbone, get_backbone, list_backbones, weights_cached
-from core.config import setting_label
+from core.config import help_text, setting_label
 from core.runs import open_run
 from ui import resources, state, words
 
@@ -148,7 +148,7 @@ def picker() -> BackboneInfo:
         format_func=label,
         persist_state="session",
         on_change=_on_backbone_changed,
-        help="The pretrained network whose knowledge is reused. Small and fast ones are best for a first try.",
+        help=help_text("backbone"),
     )
     info = by_name[state.choice("backbone")]
     if ready[info.name]:
