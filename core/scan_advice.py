@@ -99,6 +99,11 @@ def _listed(items: list[str], shown: int = 8) -> str:
     return ", ".join(items[:shown]) + more
 
 
+def _which_classes(some: dict[str, int], classes: list[str]) -> str:
+    """The start of a sentence about several classes: all of them, or how many."""
+    return "Every class has" if len(some) == len(classes) else f"{len(some)} classes have"
+
+
 def _counted(counts: dict[str, int]) -> str:
     return _listed([f"'{name}' ({n})" for name, n in counts.items()])
 
@@ -121,8 +126,8 @@ def folder_warnings(
         )
     elif few_train:  # one line for all of them: a folder of many small classes is not a wall of warnings
         warns.append(
-            f"{len(few_train)} classes have fewer than {_FEW_TRAIN} pictures to learn from: {_counted(few_train)}; "
-            f"{_FEW_TRAIN} or more per class (ideally many more) gives much better results."
+            f"{_which_classes(few_train, classes)} fewer than {_FEW_TRAIN} pictures to learn from: "
+            f"{_counted(few_train)}; {_FEW_TRAIN} or more per class (ideally many more) gives much better results."
         )
     few_val = {name: counts[name]["val"] for name in classes if 0 < counts[name]["val"] < _FEW_VAL}
     if len(few_val) == 1:
@@ -132,8 +137,8 @@ def folder_warnings(
         )
     elif few_val:
         warns.append(
-            f"{len(few_val)} classes have very few pictures to check with: {_counted(few_val)}, so their measured "
-            "accuracy will be very noisy."
+            f"{_which_classes(few_val, classes)} very few pictures to check with: {_counted(few_val)}, so their "
+            "measured accuracy will be very noisy."
         )
     train_counts = {name: counts[name]["train"] for name in classes if counts[name]["train"] > 0}
     if len(train_counts) >= 2:

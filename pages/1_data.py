@@ -266,10 +266,11 @@ if note:
 
 def how_a_folder_looks() -> None:
     """Before a folder is chosen: what it should look like."""
+    # Under every tab (each tab's own words say how it works), so it names them all.
+    folder = "a folder in the data folder" if state.places().shared else "a folder on this computer"
     st.info(
-        "Type the path of a folder above, upload pictures, make classes with the camera or start from example "
-        "pictures. A folder should look like this "
-        "(any names, at least two classes):",
+        f"Choose where your pictures come from above: {folder}, pictures you upload, classes you make with the "
+        "camera, or example pictures. A folder should look like this (any names, at least two classes):",
         icon=":material/arrow_upward:",
     )
     st.code(

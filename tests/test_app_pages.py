@@ -104,6 +104,10 @@ def _wait_for(at: AppTest, predicate, timeout: float = 120.0) -> AppTest:
 
 
 def test_data_page_scans_a_folder_and_remembers_it(env, small_data):
+    # Before a folder is chosen, the hint under the tabs names every way in, whichever tab is open.
+    hint = _texts(_goto(_app(), DATA).info)
+    assert "a folder on this computer, pictures you upload, classes you make with the camera" in hint, hint
+    assert "Type the path" not in hint
     at = _choose_data(_app(), small_data)
     assert "Ready to train" in _texts(at.success)
     metrics = {m.label: m.value for m in at.metric}

@@ -135,9 +135,18 @@ def test_random_split_keeps_one_val_image_per_small_class(hymenoptera, tmp_path)
     assert report.counts == {"ants": {"train": 1, "val": 1}, "bees": {"train": 2, "val": 1}}
     assert report.can_train
     # Several small classes: one line each for training and validation pictures, not one per class.
-    assert "2 classes have fewer than 10 pictures to learn from: 'ants' (1), 'bees' (2);" in " ".join(report.warnings)
-    assert "2 classes have very few pictures to check with: 'ants' (1), 'bees' (1)," in " ".join(report.warnings)
+    assert "Every class has fewer than 10 pictures to learn from: 'ants' (1), 'bees' (2);" in " ".join(report.warnings)
+    assert "Every class has very few pictures to check with: 'ants' (1), 'bees' (1)," in " ".join(report.warnings)
     assert len(report.warnings) == 2, report.warnings  # balanced enough: nothing else to say
+    # Some of them, but not all: counted.
+    copy_photos(hymenoptera / "train" / "bees", tmp_path / "flies", 3)
+    copy_photos(hymenoptera / "val" / "ants", tmp_path / "wasps", 14)
+    report = scan_with_deadline(tmp_path)
+    assert "3 classes have fewer than 10 pictures to learn from: 'ants' (1), 'bees' (2), 'flies' (2);" in " ".join(
+        report.warnings
+    ), report.warnings
+    for extra in ("flies", "wasps"):
+        shutil.rmtree(tmp_path / extra)
 
     # One small class is named on its own, in words a person writes ("1 picture to check with").
     copy_photos(hymenoptera / "train" / "ants", tmp_path / "ants", 14)
