@@ -215,7 +215,7 @@ class TrainConfig:
         "auto",
         "Fine-tuning: whether the blocks that learn also re-measure their BatchNorm statistics (the averages "
         "each block keeps of what it sees).",
-        label="BatchNorm statistics",
+        label="The network's internal averages (BatchNorm)",
         choices=BATCHNORM,
     )
     head_hidden: int = setting(
@@ -234,7 +234,7 @@ class TrainConfig:
     fusion: str = setting(
         "none",
         "Feeds the head the features of several stages of the network, not only the last one's.",
-        label="Feature fusion",
+        label="Features from earlier stages too (fusion)",
         choices=FUSIONS,
     )
     fusion_stages: int = setting(
