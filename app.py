@@ -157,8 +157,9 @@ def where_you_are() -> None:
         st.markdown(f":material/folder: **Data:** {words.md_text(Path(state.choice('data_dir')).name)}")
     else:
         st.markdown(":material/radio_button_unchecked: **Data:** not chosen yet")
+    random_start = " (random start, not pretrained)" if state.choice("init") == "random" else ""
     st.markdown(
-        f":material/layers: **Model:** {words.backbone_title(state.choice('backbone'))}, "
+        f":material/layers: **Model:** {words.backbone_title(state.choice('backbone'))}{random_start}, "
         f"{state.choice('epochs')} epochs  \n{words.strategy_lines(state.strategy_name())}"
     )
     try:

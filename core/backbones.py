@@ -125,9 +125,9 @@ class BackboneInfo:
         """A block's name for people ("stage3" -> "Stage 3")."""
         return blocks.block_title(block)
 
-    def block_words(self, block: str, position: float) -> str:
-        """What a block sees, in words; `position` runs from 0 (stem) to 1 (head)."""
-        return blocks.block_words(block, position)
+    def block_words(self, block: str, block_names: list[str]) -> str:
+        """What a block sees, in words, among the network's `block_names` (each block its own words)."""
+        return blocks.block_words(block, block_names)
 
     def cam_layers(self, block_names: Sequence[str]) -> list[str]:
         """The blocks that still have a spatial map, earliest first: those

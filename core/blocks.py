@@ -29,7 +29,8 @@ BLOCK_TITLES = {
     "head": "New head",
     "patch_embed": "Patches",
 }
-# What a block sees, in words. Stages not listed are described by their depth.
+# What a block sees, in words. Stages not listed are described by their order
+# among the network's stages (STAGE_WORDS).
 BLOCK_WORDS = {
     "stem": "edges and colours",
     "patch_embed": "cuts the picture into patches",
@@ -39,6 +40,11 @@ BLOCK_WORDS = {
     "pre_logits": "whole-object features",
     "norm": "whole-object features",
 }
+# After "final_conv" (MobileNetV3), "pre_logits" would repeat its words.
+PRE_LOGITS_AFTER_FINAL = "sums those features up for the head"
+# The stages from the first to the last, each in its own words (every network
+# here has 4 stages; with more, neighbours may share a line).
+STAGE_WORDS = ["textures and simple shapes", "patterns", "small parts of objects", "larger parts of objects"]
 
 
 def block_title(name: str) -> str:
@@ -46,18 +52,19 @@ def block_title(name: str) -> str:
     return BLOCK_TITLES.get(name, name.replace("stage", "Stage ").replace("_", " ").capitalize())
 
 
-def block_words(name: str, position: float) -> str:
-    """What a block sees, in words; `position` runs from 0 (stem) to 1 (head)."""
+def block_words(name: str, block_names: list[str]) -> str:
+    """What a block sees, in words, among its network's `block_names` (in
+    order): no two blocks of a network read the same, so a list of them never
+    says one thing twice."""
+    if name == "pre_logits" and "final_conv" in block_names:
+        return PRE_LOGITS_AFTER_FINAL
     if name in BLOCK_WORDS:
         return BLOCK_WORDS[name]
-    # Three bands, so that neighbouring stages do not all read the same.
-    return (
-        "textures and simple shapes"
-        if position < 0.3
-        else "patterns and small parts"
-        if position < 0.6
-        else "parts of objects"
-    )
+    stages = [n for n in block_names if n not in BLOCK_WORDS]
+    if name not in stages or len(stages) == 1:
+        return STAGE_WORDS[0]
+    last = len(STAGE_WORDS) - 1
+    return STAGE_WORDS[round(stages.index(name) * last / (len(stages) - 1))]
 
 
 # --------------------------------------------------------------------------------------

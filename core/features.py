@@ -421,27 +421,26 @@ def describe_cache(record: dict | None) -> str:
     frozen = record.get("frozen_with_weights")
     if frozen is None:
         frozen = [b for b in record.get("frozen_blocks") or [] if b != "pool"]
-    count = len(frozen) or record.get("prefix_blocks")
-    blocks = "1 frozen block" if count == 1 else f"{count} frozen blocks"
+    blocks = len(frozen) or record.get("prefix_blocks")
+    the_blocks, they, them = (
+        ("the frozen block", "it", "it") if blocks == 1 else (f"the {blocks} frozen blocks", "they", "them")
+    )
     where = "the training and validation images" if record.get("train", True) else "the validation images"
     views = record.get("train_views") or 0
     if views:
         versions = "1 randomly changed version" if views == 1 else f"{views} randomly changed versions"
         where = f"{versions} of each training image and the validation images"
     each_epoch = "each epoch took one version of each image and" if views else "each epoch"
-    trained = f"{each_epoch} trained only the blocks after them."
+    trained = f"{each_epoch} trained only the blocks after {them}."
     # Short sentences, no parenthesis: the note sits under the run's result.
     if record.get("hit"):
-        text = f"Fast path: the {blocks} ran once over {where}, for an earlier run or check of these "
-        text += f"pictures, and what they made was kept; {trained}"
+        text = f"Fast path: {the_blocks} ran once over {where}, for an earlier run or check of these "
+        text += f"pictures, and what {they} made was kept; {trained}"
     else:
-        text = f"Fast path: the {blocks} ran once over {where}; {trained}"
-        text += " What they made is kept, so the next run of this network on these pictures starts sooner."
+        text = f"Fast path: {the_blocks} ran once over {where}; {trained}"
+        text += f" What {they} made is kept, so the next run of this network on these pictures starts sooner."
     if record.get("train") is False and record.get("why_not"):
-        text += (
-            f" The training images still go through the frozen blocks every epoch (without learning): "
-            f"{record['why_not']}."
-        )
+        text += f" The training images still go through {them} every epoch (without learning): {record['why_not']}."
     return text
 
 

@@ -108,40 +108,75 @@ class FreezePlan:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def describe(self) -> str:
-        """One plain sentence about what this plan trains (blocks named as people read them)."""
-        blocks = self._describe_blocks()
+    def joins(self, epochs: int) -> list[tuple[str, int]]:
+        """Gradual unfreezing: (block, the epoch it starts learning, counted
+        from 1) for each pretrained block that starts learning within `epochs`
+        epochs, top down. The one schedule the sentence and the picture give."""
+        joined, before = [], self.trained_at(0)
+        for epoch in range(1, max(int(epochs), 0)):
+            now = self.trained_at(epoch)
+            joined += [(n, epoch + 1) for n in reversed(self._backbone_blocks()) if now[n] and not before[n]]
+            before = now
+        return joined
+
+    def describe(self, epochs: int | None = None) -> str:
+        """One plain sentence about what this plan trains (blocks named as people read them).
+        With `epochs`, gradual unfreezing says which blocks start learning within them, and when."""
+        blocks = self._describe_blocks(epochs)
         if self.head_epochs <= 0:
             return blocks
+        if epochs is not None and epochs <= self.head_epochs:
+            return (
+                f"{head_first_words(self.head_epochs)} {_with_epochs(epochs)}, training ends before the pretrained "
+                "blocks start learning."
+            )
         return head_first_words(self.head_epochs) + " Then " + blocks[0].lower() + blocks[1:]
 
-    def _describe_blocks(self) -> str:
+    def _describe_blocks(self, epochs: int | None) -> str:
         backbone = self._backbone_blocks()
         n = len(backbone)
         on = [b for b in backbone if self.trained[b]]
         off = len(self.frozen_blocks())
         if self.strategy == "gradual":
-            k = self.unfreeze_every
-            every = "epoch" if k == 1 else f"{k} epochs"
-            return (
-                "Training starts with only the new head; then every "
-                f"{every} one more of the {n} pretrained blocks unfreezes, from the top down."
-            )
+            return self._gradual_words(epochs)
         if self.strategy == "discriminative":
             lowest = min((self.lr_mult[b] for b in backbone), default=1.0)
             return (
-                f"All {n} pretrained blocks and the new head are trained, earlier blocks more "
+                f"{_all_blocks(n)} and the new head are trained, earlier blocks more "
                 f"gently: the first block learns at {lowest:.2g}x the head's rate."
             )
         if not on:
-            return f"Only the new head is trained; the {n} pretrained blocks stay frozen."
+            return f"Only the new head is trained; {_the_blocks(n)} {_stay(n)} frozen."
         gentler = _gentler_words(self.lr_mult, on)
         if off == 0:
-            return f"Every block is trained: the {n} pretrained blocks and the new head{gentler}."
+            return f"Every block is trained: {_the_blocks(n)} and the new head{gentler}."
+        other = "the other block stays" if off == 1 else f"the other {off} stay"
         return (
-            f"The new head and {len(on)} pretrained block{'s' if len(on) > 1 else ''} "
-            f"({', '.join(block_title(b) for b in on)}) are trained{gentler}; the other {off} stay frozen."
+            f"The new head and {_counted(len(on), 'pretrained block')} "
+            f"({', '.join(block_title(b) for b in on)}) are trained{gentler}; {other} frozen."
         )
+
+    def _gradual_words(self, epochs: int | None) -> str:
+        n, k = len(self._backbone_blocks()), self.unfreeze_every
+        every = "epoch" if k == 1 else f"{k} epochs"
+        start = "Training starts with only the new head; then, from the top down, one more pretrained block starts "
+        if epochs is None:
+            return start + f"learning every {every}, until all {n} learn."
+        joined = self.joins(epochs)
+        start += f"learning every {every}{_gentler_words(self.lr_mult, [b for b, _ in joined])}."
+        with_epochs = _with_epochs(epochs)
+        if not joined:
+            return (
+                f"{start} {with_epochs}, training ends before that happens: only the new head learns, and "
+                f"{_the_blocks(n)} {_stay(n)} frozen. Train for at least {k + 1} epochs to let the first one learn."
+            )
+        when = ", ".join(f"{block_title(b)} at epoch {e}" for b, e in joined)
+        if len(joined) == n:
+            return f"{start} {with_epochs}, all {n} start learning: {when}."
+        left = n - len(joined)
+        starts = f"only 1 of the {n} starts" if len(joined) == 1 else f"only {len(joined)} of the {n} start"
+        others = "the other block stays" if left == 1 else f"the other {left} stay"
+        return f"{start} {with_epochs}, {starts} learning: {when}; {others} frozen."
 
 
 def frozen_with_weights(
@@ -154,6 +189,27 @@ def frozen_with_weights(
     and the fast-path note ("the 6 frozen blocks ran once"), so they agree."""
     names = list(block_names)[:upto] if upto is not None else list(block_names)
     return [n for n in names if n != "head" and n not in param_free and not trained.get(n, False)]
+
+
+def _counted(n: int, thing: str) -> str:
+    """ "1 pretrained block", "2 pretrained blocks"."""
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+def _with_epochs(epochs: int) -> str:
+    return "With 1 epoch" if epochs == 1 else f"With {epochs} epochs"
+
+
+def _the_blocks(n: int) -> str:
+    return "the pretrained block" if n == 1 else f"the {n} pretrained blocks"
+
+
+def _all_blocks(n: int) -> str:
+    return "The pretrained block" if n == 1 else f"All {n} pretrained blocks"
+
+
+def _stay(n: int) -> str:
+    return "stays" if n == 1 else "stay"
 
 
 def head_first_words(head_epochs: int) -> str:

@@ -10,14 +10,27 @@ from __future__ import annotations
 FEW_PICTURES = 300
 
 
-def preset_advice(train_pictures: int | None) -> str:
-    """One line: the preset to try first for `train_pictures` (None: unknown)."""
+def advised_strategy(train_pictures: int | None) -> str | None:
+    """The strategy to try first for `train_pictures` (None: unknown)."""
+    if not train_pictures:
+        return None
+    return "linear" if train_pictures < FEW_PICTURES else "last-2"
+
+
+def preset_advice(train_pictures: int | None, chosen: str | None = None) -> str | None:
+    """One line: the preset to try first for `train_pictures` (None: unknown).
+    None where it would only tell a person what they chose: `chosen` (a
+    strategy as a config names it, "last-2") is the advised one, or, with the
+    count unknown, one of the two the line names."""
+    advised = advised_strategy(train_pictures)
+    if chosen is not None and (chosen == advised or (advised is None and chosen in ("linear", "last-2"))):
+        return None
     if not train_pictures:
         return (
             "Try the linear probe first when you have a few hundred pictures or fewer (seconds, and as good as a "
             "fine-tune in our tests); with more, fine-tune the last 2 blocks."
         )
-    if train_pictures < FEW_PICTURES:
+    if advised == "linear":
         return (
             f"With {train_pictures} training pictures, try the linear probe first: in our tests a full fine-tune "
             "on 245 pictures only matched it, and took minutes instead of seconds."

@@ -309,7 +309,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
         feature_cache=s.data.cache,
         decoded_images=s.data.decoded,
         decisions=s.decisions.to_dict(),
-        freeze_plan=s.plan.describe(),
+        freeze_plan=s.plan.describe(config.epochs),
         blocks=s.model.block_names,
         resumed_from=state.start_epoch - 1 if resume else None,
     )

@@ -72,7 +72,7 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
     trainable_blocks = [n for n in names if n != "head" and counts[n] > 0]
     end_state = plan.trained_at(max(epochs - 1, 0))
     frozen_now = plan.frozen_blocks()  # the count the sentences and the fast-path note give too
-    frozen_top_down = frozen_now[::-1]
+    joins = dict(plan.joins(epochs)) if plan.strategy == "gradual" else {}  # the epochs the sentence gives
 
     st.markdown("From the picture (left) to your classes (right). Switch a block on to let it learn:")
     for i, (col, name) in enumerate(zip(st.columns(len(names)), names)):
@@ -82,9 +82,8 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
             color, block_state = COLORS["none"], "no weights"
         elif name not in frozen_now:
             color, block_state = COLORS["learns"], f"{_icon('local_fire_department')} learns"
-        elif plan.strategy == "gradual" and end_state.get(name):
-            first_epoch = (frozen_top_down.index(name) + 1) * plan.unfreeze_every + 1
-            color, block_state = COLORS["later"], f"{_icon('ac_unit')} until epoch {first_epoch}"
+        elif name in joins:
+            color, block_state = COLORS["later"], f"{_icon('ac_unit')} learns from epoch {joins[name]}"
         else:
             color, block_state = COLORS["frozen"], f"{_icon('ac_unit')} frozen"
         learns_some_time = name not in frozen_now or end_state.get(name)
@@ -102,7 +101,7 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
             "justify-content:space-between'>"
             f"<div><b>{info.block_title(name)}</b><br><small>{words.fmt_short(counts[name])} numbers</small></div>"
             f"<div style='line-height:1.2'><small style='opacity:.75'>"
-            f"{info.block_words(name, i / max(1, len(names) - 1))}</small></div>"
+            f"{info.block_words(name, names)}</small></div>"
             f"<div><b>{block_state}</b>{extra}</div>{arrow}</div>",
             unsafe_allow_html=True,
         )
@@ -160,9 +159,9 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
     trainable_blocks = [n for n in counts if n != "head" and counts[n] > 0]
     preset = preset_controls(trainable_blocks)
     plan = state.current_plan(counts)
-    st.caption(words.PRESET_HELP[preset] if preset == "linear" else plan.describe())
-    fine_tune_view.preset_hint(report)
     epochs = int(state.choice("epochs"))
+    st.caption(words.PRESET_HELP[preset] if preset == "linear" else plan.describe(epochs))
+    fine_tune_view.preset_hint(report, state.strategy_name())
     block_picture(info, counts, plan, epochs)
     trainable_count(counts, plan, epochs)
     return preset
@@ -199,11 +198,7 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
         options=fine_tune_view.options_with(LEARNING_RATES, state.choice("lr")),
         format_func=lambda v: f"{v:g}",
     )
-    if preset in ("full", "last") and not state.choice("discriminative_lr") and state.choice("lr") >= 1e-3:
-        st.caption(
-            ":material/lightbulb: When every block learns, a smaller learning rate (0.0001 or 0.0003) "
-            "usually works better."
-        )
+    fine_tune_view.lr_hint(preset)
     fine_tune_view.lr_finder()
     with st.expander("Advanced settings"):
         a1, a2, a3 = st.columns(3)

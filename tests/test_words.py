@@ -346,6 +346,6 @@ def test_fast_path_note_counts_one_frozen_block_as_one():
     from core.features import describe_cache
 
     one = describe_cache({"used": True, "frozen_with_weights": ["stage1"], "train": True})
-    assert "the 1 frozen block ran once" in one, one
+    assert "the frozen block ran once" in one and "the blocks after it." in one, one
     two = describe_cache({"used": True, "frozen_with_weights": ["stem", "stage1"], "train": True})
     assert "the 2 frozen blocks ran once" in two, two

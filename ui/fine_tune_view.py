@@ -8,6 +8,8 @@ import re
 
 import streamlit as st
 
+from core.availability import needs_download, readiness_words
+from core.backbones import get_backbone
 from core.config import BATCHNORM
 from core.errors import friendly
 from core.preset_advice import preset_advice
@@ -56,6 +58,10 @@ def recipe_picker() -> None:
         name = st.session_state.get("recipe_choice")
         if name:
             st.caption(get_recipe(name).source)
+            network = get_backbone(get_recipe(name).settings["backbone"])
+            if needs_download(network.name):  # said before it is applied, not when training fails offline
+                needs = readiness_words(network, ready=False)
+                st.caption(f":material/wifi: {network.title}: {needs[0].lower()}{needs[1:]}.")
         st.button("Use this recipe", on_click=_apply_recipe, disabled=not name, icon=":material/done_all:")
         applied = st.session_state.get("recipe_applied")
         if applied:
@@ -65,9 +71,25 @@ def recipe_picker() -> None:
 # --- which preset first ------------------------------------------------------------
 
 
-def preset_hint(report) -> None:
+def preset_hint(report, strategy: str) -> None:
+    """Which preset to try first, only where the chosen `strategy` is not it."""
     pictures = len(report.train) if report is not None else None
-    st.caption(":material/tips_and_updates: " + preset_advice(pictures))
+    advice = preset_advice(pictures, strategy)
+    if advice:
+        st.caption(":material/tips_and_updates: " + advice)
+
+
+def lr_hint(preset: str | None) -> None:
+    """A smaller rate when every block learns at one rate; not against the
+    rate a recipe chose itself (its tutorial trains with it)."""
+    applied = st.session_state.get("recipe_applied")
+    if applied and state.choice("lr") == get_recipe(applied).settings.get("lr"):
+        return
+    if preset in ("full", "last") and not state.choice("discriminative_lr") and state.choice("lr") >= 1e-3:
+        st.caption(
+            ":material/lightbulb: When every block learns, a smaller learning rate (0.0001 or 0.0003) "
+            "usually works better."
+        )
 
 
 # --- the learning-rate finder ------------------------------------------------------

@@ -15,8 +15,7 @@ from ui import resources, state
 
 
 def _stage_words(info: BackboneInfo, block_names: list[str], stages: list[str]) -> str:
-    last = max(len(block_names) - 1, 1)
-    return ", ".join(f"**{info.block_title(n)}** ({info.block_words(n, block_names.index(n) / last)})" for n in stages)
+    return ", ".join(f"**{info.block_title(n)}** ({info.block_words(n, block_names)})" for n in stages)
 
 
 def fusion_options(info: BackboneInfo) -> None:

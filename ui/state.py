@@ -279,16 +279,20 @@ def custom_trained(backbone: str) -> dict | None:
 
 
 def current_plan(counts: dict[str, int]):
+    """The plan the chosen strategy and fine-tuning settings make, as training
+    will build it: the blocks switched by hand ("custom") read the head-first
+    epochs and gentler rates too, as the presets do."""
     strategy = strategy_name()
+    trained = None
     if strategy == "custom":
         trained = custom_trained(choice("backbone"))
         if not trained or set(trained) - set(counts):
             strategy, trained = "linear", None
-        return freeze_plan_for(counts, {"strategy": "custom" if trained else "linear", "trained_blocks": trained})
     return freeze_plan_for(
         counts,
         {
             "strategy": strategy,
+            "trained_blocks": trained,
             "unfreeze_every": int(choice("unfreeze_every")),
             "lr_factor": float(choice("lr_factor")),
             "head_epochs": int(choice("head_epochs")),

@@ -1,0 +1,183 @@
+"""The Model page says what will happen, once and in plain words: the plan
+sentence of blocks chosen by hand follows the fine-tuning settings, gradual
+unfreezing says which blocks start learning within the chosen epochs, counts
+agree in number ("the other block stays frozen"), no two blocks of a network
+read alike, tips show only where they apply, a recipe says it needs the
+internet before it is applied, and a random start shows in the sidebar.
+
+The sentences through the core functions that build them, and the page
+through Streamlit's AppTest on the repository's real photos.
+"""
+
+from __future__ import annotations
+
+import re
+
+from streamlit.testing.v1 import AppTest
+
+from core.blocks import block_words
+from core.features import describe_cache
+from core.freeze import make_freeze_plan
+from core.preset_advice import preset_advice
+from tests.test_app_pages import APP, MODEL, _button, _choose_data, _goto, _ok
+from tests.test_app_pages import every_run_goes_through_app_py as every_run_goes_through_app_py  # noqa: F401
+from tests.test_words import MOBILE_BLOCKS
+
+# The block names the splitters give (core.blocks), one list per shape of network.
+NETWORK_BLOCKS = {
+    "resnet": ["stem", "stage1", "stage2", "stage3", "stage4", "pool", "head"],
+    "efficientnet": ["stem", "stage1", "stage2", "stage3", "stage4", "final_conv", "pool", "head"],
+    "mobilenet_v3": ["stem", "stage1", "stage2", "stage3", "stage4", "final_conv", "pre_logits", "pool", "head"],
+    "vgg": ["stem", "stage1", "stage2", "stage3", "stage4", "pre_logits", "pool", "head"],
+    "vit": ["patch_embed", "stage1", "stage2", "stage3", "stage4", "norm", "pool", "head"],
+}
+TIP = "try the linear probe first"
+LR_TIP = "a smaller learning rate"
+
+
+# --- the sentences -------------------------------------------------------------------------
+
+
+def test_gradual_unfreezing_says_which_blocks_start_learning_within_the_epochs():
+    plan = make_freeze_plan(MOBILE_BLOCKS, "gradual", unfreeze_every=2)
+    assert plan.joins(5) == [("final_conv", 3), ("stage4", 5)]  # the schedule training follows (trained_at)
+    assert all(plan.trained_at(e - 1)[b] and not plan.trained_at(e - 2)[b] for b, e in plan.joins(5))
+    sentence = plan.describe(5)
+    assert "one more pretrained block starts learning every 2 epochs" in sentence
+    assert "With 5 epochs, only 2 of the 6 start learning: Final layer at epoch 3, Stage 4 at epoch 5; " in sentence
+    assert sentence.endswith("the other 4 stay frozen.") and "until" not in sentence
+    assert "only 1 of the 6 starts learning: Final layer at epoch 3; the other 5 stay frozen." in plan.describe(3)
+    assert "With 20 epochs, all 6 start learning: Final layer at epoch 3, " in plan.describe(20)
+    never = plan.describe(2)
+    assert "training ends before that happens: only the new head learns" in never
+    assert "Train for at least 3 epochs" in never
+
+    # The head-first epochs of the other presets may take the whole run, too.
+    head_first = make_freeze_plan(MOBILE_BLOCKS, "last-2", head_epochs=2)
+    assert head_first.describe(2) == (
+        "The first 2 epochs train only the new head. With 2 epochs, training ends before the pretrained blocks "
+        "start learning."
+    )
+    assert head_first.describe(3).startswith("The first 2 epochs train only the new head. Then the new head and 2")
+
+
+def test_counts_of_one_read_in_the_singular():
+    assert "the other block stays frozen." in make_freeze_plan(MOBILE_BLOCKS, "last-5").describe()
+    one = make_freeze_plan(MOBILE_BLOCKS, "last-1").describe()
+    assert one == "The new head and 1 pretrained block (Final layer) are trained; the other 5 stay frozen."
+    for plan in [make_freeze_plan(MOBILE_BLOCKS, s) for s in ("last-5", "last-1", "linear", "full")]:
+        assert not re.search(r"\b1 (frozen |pretrained )?blocks\b|other 1 stay\b", plan.describe()), plan.describe()
+
+    note = describe_cache({"used": True, "frozen_with_weights": ["stem"], "train": False, "why_not": "augmented"})
+    assert note.startswith("Fast path: the frozen block ran once over the validation images; ")
+    assert "only the blocks after it." in note and "What it made is kept" in note
+    assert "1 frozen blocks" not in note and "they" not in note
+    many = describe_cache({"used": True, "frozen_with_weights": ["stem", "stage1"], "hit": True})
+    assert many.startswith("Fast path: the 2 frozen blocks ran once") and "what they made was kept" in many
+
+
+def test_no_two_blocks_of_a_network_read_alike():
+    for network, names in NETWORK_BLOCKS.items():
+        said = [block_words(n, names) for n in names]
+        assert len(set(said)) == len(said), (network, said)
+    assert block_words("stage1", NETWORK_BLOCKS["resnet"]) == "textures and simple shapes"
+    assert block_words("pre_logits", NETWORK_BLOCKS["vgg"]) == "whole-object features"
+
+
+def test_the_first_preset_tip_shows_only_where_it_is_not_the_choice():
+    assert preset_advice(40, "linear") is None  # the probe is what it would advise
+    assert TIP in preset_advice(40, "full") and TIP in preset_advice(40, "custom")
+    assert preset_advice(400, "last-2") is None
+    assert "try fine-tuning the last 2 blocks first" in preset_advice(400, "linear")
+    assert preset_advice(None, "linear") is None and preset_advice(None, "last-2") is None
+    assert "Try the linear probe first" in preset_advice(None, "gradual")
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+
+def _captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def _tiles(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if "border-radius:10px" in m.value]
+
+
+def _model_page(small_data) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    _ok(at)
+    _goto(_choose_data(at, small_data), MODEL)
+    at.selectbox(key="backbone").set_value("efficientnet_lite0").run()
+    return at
+
+
+def test_model_page_shows_the_first_preset_tip_only_where_it_applies(env, small_data):
+    at = _model_page(small_data)
+    assert at.radio(key="preset").value == "linear" and TIP not in _captions(at)  # what it would advise
+    at.radio(key="preset").set_value("full").run()
+    assert "With 40 training pictures, try the linear probe first" in _captions(at)
+
+
+def test_model_page_tiles_each_say_their_own_words(env, small_data):
+    at = _model_page(small_data)
+    said = [re.search(r"opacity:\.75'>([^<]*)<", t).group(1) for t in _tiles(at)]
+    assert len(said) == 8 and len(set(said)) == len(said), said
+
+
+def test_blocks_switched_by_hand_follow_the_fine_tuning_settings(env, small_data):
+    at = _model_page(small_data)
+    at.radio(key="preset").set_value("full").run()
+    at.number_input(key="head_epochs").set_value(0).run()
+    at.toggle(key="discriminative_lr").set_value(False).run()  # as a recipe sets them
+    at.toggle(key="blk_stage1").set_value(False).run()
+    _ok(at)
+    assert at.radio(key="preset").value == "custom"
+    assert (
+        "The new head and 5 pretrained blocks (Stem, Stage 2, Stage 3, Stage 4, Final layer) are trained; "
+        "the other block stays frozen." in _captions(at)
+    )
+    assert "first epoch" not in _captions(at) and "gently" not in _captions(at), _captions(at)
+    at.number_input(key="head_epochs").set_value(2).run()
+    at.toggle(key="discriminative_lr").set_value(True).run()
+    assert "The first 2 epochs train only the new head." in _captions(at)
+    assert "earlier blocks more gently" in _captions(at)
+
+
+def test_gradual_unfreezing_on_the_page_says_what_the_epochs_allow(env, small_data):
+    at = _model_page(small_data)
+    at.radio(key="preset").set_value("gradual").run()
+    at.slider(key="unfreeze_every").set_value(2).run()
+    at.number_input(key="epochs").set_value(5).run()
+    _ok(at)
+    sentence = "With 5 epochs, only 2 of the 6 start learning: Final layer at epoch 3, Stage 4 at epoch 5"
+    assert sentence in _captions(at)
+    tiles = "\n".join(_tiles(at))
+    assert "learns from epoch 3" in tiles and "learns from epoch 5" in tiles and "until epoch" not in tiles
+    assert tiles.count("learns from epoch") == 2
+
+
+def test_a_random_start_shows_in_the_sidebar(env, small_data):
+    at = _model_page(small_data)
+    sidebar = lambda: "\n".join(m.value for m in at.sidebar.markdown)  # noqa: E731
+    assert "not pretrained" not in sidebar()
+    at.radio(key="init").set_value("random").run()
+    assert "EfficientNet-Lite0 (random start, not pretrained), 5 epochs" in sidebar()
+
+
+def test_a_recipe_says_it_needs_the_internet_before_it_is_applied(env, small_data):
+    at = _model_page(small_data)
+    at.selectbox(key="recipe_choice").set_value("pytorch-tutorial").run()
+    assert "ResNet-18: needs internet the first time (45 MB download)." in _captions(at)
+
+
+def test_a_recipes_own_rate_draws_no_warning_against_itself(env, small_data):
+    at = _model_page(small_data)
+    at.selectbox(key="recipe_choice").set_value("pytorch-tutorial").run()
+    _button(at, "Use this recipe").click().run()
+    _ok(at)
+    assert (at.radio(key="preset").value, at.select_slider(key="lr").value) == ("full", 0.001)
+    assert LR_TIP not in _captions(at)  # the tutorial's own rate
+    at.select_slider(key="lr").set_value(0.003).run()
+    assert LR_TIP in _captions(at)  # a rate the person chose
