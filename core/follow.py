@@ -40,6 +40,7 @@ _LIVE_FIELDS = (
     "images_per_second",
     "eta_seconds",
     "eta_at_least",
+    "learning_now",
     "download",
     "device",
     "device_name",

@@ -178,6 +178,33 @@ class FreezePlan:
         others = "the other block stays" if left == 1 else f"the other {left} stay"
         return f"{start} {with_epochs}, {starts} learning: {when}; {others} frozen."
 
+    def learning_words(self, epoch: int, epochs: int) -> str | None:
+        """During epoch `epoch` (counted from 1) of `epochs`: which blocks
+        learn now and which start next, for the Train page. None when no
+        block starts learning during the run (nothing will change)."""
+        joined = self.joins(epochs)
+        if not joined:
+            return None
+        now = self.trained_at(epoch - 1)
+        learning = [b for b in reversed(self._backbone_blocks()) if now[b]]
+        said = "Learning now: " + (_some_blocks(["head", *learning]) if learning else "the new head only")
+        upcoming = [(b, e) for b, e in joined if e > epoch]
+        if not upcoming:
+            return said + ". No more blocks start learning before the end."
+        first = upcoming[0][1]
+        names = [b for b, e in upcoming if e == first]
+        verb = "starts" if len(names) == 1 else "start"
+        return f"{said}. Next, {_some_blocks(names)} {verb} learning at epoch {first}."
+
+
+def _some_blocks(names: list[str]) -> str:
+    """A few blocks by name, many by number: a full fine-tune's list would fill the line."""
+    head = ["the new head"] if names[:1] == ["head"] else []
+    blocks = names[len(head) :]
+    titles = [block_title(b) for b in blocks] if len(blocks) <= 3 else [f"{len(blocks)} pretrained blocks"]
+    said = head + titles
+    return said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
+
 
 def frozen_with_weights(
     block_names: Sequence[str], param_free: Sequence[str], trained: Mapping[str, bool], upto: int | None = None

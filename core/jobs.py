@@ -99,6 +99,7 @@ class Job:
             "images_per_second": None,
             "eta_seconds": None,
             "eta_at_least": False,  # the time left is a floor: more blocks join in later
+            "learning_now": None,  # which blocks learn now and which start next, where that changes in the run
             "download": None,  # {"file": name, "done": bytes, "total": bytes}
             # The step before or after the epochs that counts pictures (Job.phase):
             # {"name", "done", "total", "started", "rate" (pictures/s), "eta" (s)}.

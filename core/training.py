@@ -357,7 +357,14 @@ def _run_epochs(s: _Setup, state: _State, writer: RunWriter) -> None:
     state.train_started = time.time()
     for epoch in range(state.start_epoch, s.config.epochs + 1):
         frozen = _prepare_epoch(s, state, writer, epoch)
-        s.progress.update(epoch=epoch, epochs=s.config.epochs, batch=0, batches=s.batches, phase="Training")
+        s.progress.update(
+            epoch=epoch,
+            epochs=s.config.epochs,
+            batch=0,
+            batches=s.batches,
+            phase="Training",
+            learning_now=s.plan.learning_words(epoch, s.config.epochs),
+        )
         epoch_start = time.time()
         # Frozen BatchNorm statistics: the same numbers, less work. Only the
         # blocks this epoch runs through the model (the frozen prefix runs as

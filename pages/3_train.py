@@ -211,8 +211,7 @@ def show_job(job) -> None:
     if job_state in ACTIVE:
         progress_bars(snap)
         widgets.feature_cache_caption(snap.get("feature_cache"))
-        if snap.get("resizing_note"):
-            st.caption(f":material/photo_size_select_small: {snap['resizing_note']}")
+        live.notes(snap)
         live_numbers(job, snap)
     if job_state == "finished":
         finished_box(snap, run_name)

@@ -24,6 +24,7 @@ class WatchedJob(Job):
         super().__init__(*args, **kwargs)
         self.seen: list[dict] = []
         self.batch_reports: list[tuple[int, float, bool]] = []  # (epoch, time left, whether a floor)
+        self.learning: dict[int, str | None] = {}  # epoch -> what the Train page says learns now
         self._stop_at_first_batch = stop_at_first_batch
 
     def update(self, **changes) -> None:
@@ -31,6 +32,8 @@ class WatchedJob(Job):
         if "eta_at_least" in changes:  # a batch of the epochs reports its time left
             snap = self.snapshot()
             self.batch_reports.append((snap["epoch"], snap["eta_seconds"], snap["eta_at_least"]))
+        if "learning_now" in changes:
+            self.learning[changes["epoch"]] = changes["learning_now"]
 
     def phase(self, name: str, done: int, total: int) -> None:
         super().phase(name, done, total)
@@ -145,6 +148,12 @@ def test_time_left_is_a_floor_while_more_blocks_are_still_to_learn(tmp_path, sma
         assert eta is not None and eta >= 0
         floors.setdefault(epoch, set()).add(floor)
     assert floors == {1: {True}, 2: {False}}, floors
+    # And the page says what learns now, and when the next block starts.
+    first, second = job.learning[1], job.learning[2]
+    assert first.startswith("Learning now: the new head only. Next, ") and first.endswith(" at epoch 2."), first
+    assert second.startswith("Learning now: the new head and ") and "No more blocks start" in second, second
+    linear = _run(tmp_path, small_data)  # nothing changes during a linear probe: nothing to say
+    assert linear.learning == {1: None, 2: None}
 
 
 def test_a_pass_over_stored_versions_says_it_counts_versions(tmp_path, small_data):

@@ -349,3 +349,21 @@ def test_fast_path_note_counts_one_frozen_block_as_one():
     assert "the frozen block ran once" in one and "the blocks after it." in one, one
     two = describe_cache({"used": True, "frozen_with_weights": ["stem", "stage1"], "train": True})
     assert "the 2 frozen blocks ran once" in two, two
+
+
+def test_the_train_page_says_which_blocks_learn_now_and_which_start_next():
+    names = ["stem", "stage1", "stage2", "stage3", "stage4", "final_conv", "pool", "head"]
+    gradual = make_freeze_plan(names, "gradual", unfreeze_every=2)
+    said = [gradual.learning_words(epoch, 6) for epoch in range(1, 7)]
+    assert said[0] == said[1] == "Learning now: the new head only. Next, Final layer starts learning at epoch 3."
+    assert said[2] == "Learning now: the new head and Final layer. Next, Stage 4 starts learning at epoch 5."
+    assert (
+        said[5] == "Learning now: the new head, Final layer and Stage 4. No more blocks start learning before the end."
+    )
+    # A full fine-tune after a head-only epoch: counted, not listed.
+    full = make_freeze_plan(names, "full", head_epochs=1)
+    assert (
+        full.learning_words(1, 3)
+        == "Learning now: the new head only. Next, 6 pretrained blocks start learning at epoch 2."
+    )
+    assert make_freeze_plan(names, "last-2").learning_words(1, 3) is None  # nothing changes: nothing to say

@@ -11,6 +11,7 @@ import streamlit as st
 from core import follow, launch
 from core.runs import ACTIVE_STATES, Run
 from ui import charts, widgets, words
+from ui.live import doing_now, fraction, notes
 
 
 def _stop(run_dir: str) -> None:
@@ -24,13 +25,9 @@ def _who(snap: dict) -> str:
 
 
 def _progress(snap: dict) -> None:
-    epochs = snap.get("epochs") or 0
-    epoch, batch, batches = snap.get("epoch") or 0, snap.get("batch") or 0, snap.get("batches") or 0
-    if snap.get("phase") == "Training" and batches:
-        done = ((epoch - 1) * batches + batch) / max(1, epochs * batches)
-        st.progress(min(1.0, max(0.0, done)), text=f"Epoch {epoch} of {epochs} · batch {batch} of {batches}")
-    else:
-        st.progress(0.0, text=f"{snap.get('phase') or 'Starting'}…")
+    """The Train page's bar and notes, in its words (ui.live)."""
+    st.progress(fraction(snap), text=doing_now(snap))
+    notes(snap)
 
 
 def _numbers(snap: dict) -> None:

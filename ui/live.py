@@ -73,6 +73,16 @@ def time_left(snap: dict) -> str | None:
     return f"{left if snap.get('eta_at_least') else 'about ' + left} left" + (" for this step" if step else "")
 
 
+def notes(snap: dict) -> None:
+    """Under the progress bar, what changes during the run: the blocks that
+    learn now and the next to start (gradual unfreezing, a head-only start),
+    and the smaller pictures of the first epochs."""
+    if snap.get("learning_now") and _in_epochs(snap):
+        st.caption(f":material/school: {words.md_text(snap['learning_now'])}")
+    if snap.get("resizing_note"):
+        st.caption(f":material/photo_size_select_small: {words.md_text(snap['resizing_note'])}")
+
+
 def sidebar_line(job) -> None:
     """The sidebar's training line, redrawn with the Train page's rhythm while
     the training is active (a fragment: only this line reruns)."""
