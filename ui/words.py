@@ -245,6 +245,26 @@ def always_picks(classes: list[str]) -> str:
     )
 
 
+def answer_caption(row: dict) -> str:
+    """Under a picture the model named (an eval.json or held-out prediction
+    row): its answer and how sure, and the real class when it was wrong. The
+    Results page's galleries all say it this way; the picture's place in its
+    folder goes on a line of its own below."""
+    sure = f"{row['confidence']:.0%} sure"
+    said, true = md_text(row["predicted"]), md_text(row["true"])
+    if row["correct"]:
+        return f":green[:material/check: **{said}**] · {sure}"
+    return f":red[:material/close: said **{said}**] ({sure}) · really **{true}**"
+
+
+def square_sentence(count: int, true: str, predicted: str) -> str:
+    """How many pictures one square of a confusion matrix holds, said as the Results page says it."""
+    pictures = f"**{count} picture{'s' if count != 1 else ''}** of **{md_text(true)}**"
+    if true == predicted:
+        return f":green[:material/check_circle:] {pictures} the model got right."
+    return f":red[:material/cancel:] {pictures} the model took for **{md_text(predicted)}**."
+
+
 CAM_CAPTION = (
     "The colours show **where the model looked**: red and yellow are the parts of the picture that pushed it "
     "towards its answer, blue the parts that hardly mattered (Grad-CAM)."
