@@ -60,6 +60,7 @@ F1_LINE = (
     "**F1** balances finding a class's pictures (recall) against being right when naming it (precision); "
     "**macro F1** is the average over classes, so a small class counts as much as a big one."
 )
+F1_LABEL = "Balanced score"  # macro F1 where a column needs a plain name (its help says which)
 
 
 def fmt_params(n: int | float | None) -> str:
