@@ -290,6 +290,7 @@ def adapt_run(
         say("Learning from the new pictures (self-training)")
         adapted, losses = _self_trained(model, normalize, train, target, int(loaded.config.get("seed") or 0))
     labelled = Path(labelled_dir).resolve() if labelled_dir else (target_dir.resolve() if scored else None)
+    source_after = accuracy(adapted, source_x, source_y, normalize)
     record = {
         "method": method,
         "method_words": METHODS[method],
@@ -297,7 +298,12 @@ def adapt_run(
         "target_pictures": len(target),
         "labelled_dir": str(labelled) if labelled else None,
         "scored_pictures": len(scored[1]) if scored else 0,
-        "source": {"before": before[0], "after": accuracy(adapted, source_x, source_y, normalize), "n": len(source_y)},
+        "source": {
+            "before": before[0],
+            "adabn": source_after if adapted is normalised else accuracy(normalised, source_x, source_y, normalize),
+            "after": source_after,
+            "n": len(source_y),
+        },
         "target": {
             "before": before[1],
             "adabn": adabn_target,

@@ -33,14 +33,6 @@ def _in_folder(run, path: str) -> str:
     return os.path.relpath(path, root) if inside else Path(path).name
 
 
-def _caption(row: dict) -> str:
-    sure = f"{row['confidence']:.0%} sure"
-    said, true = words.md_text(row["predicted"]), words.md_text(row["true"])
-    if row["correct"]:
-        return f":green[:material/check: **{said}**] · {sure}"
-    return f":red[:material/close: said **{said}**] ({sure}) · really **{true}**"
-
-
 def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", key: str = "gallery") -> None:
     """Thumbnails in rows of GRID, each with what the model said and the fix
     actions; with where_looked, the Grad-CAM overlay instead of the plain picture."""
@@ -67,7 +59,7 @@ def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", k
                 )
                 st.image(picture, width="stretch", alt=alt)
                 # Where to find it: several classes may each hold a 0.jpg.
-                st.caption(f"{_caption(row)}  \n:gray[{words.md_text(_in_folder(run, row['path']))}]")
+                st.caption(f"{words.answer_caption(row)}  \n:gray[{words.md_text(_in_folder(run, row['path']))}]")
                 fixes.fix_actions(run.config.get("data_dir") or "", row["path"], run.classes, key, row["predicted"])
 
 
@@ -133,16 +125,7 @@ def confusion_section(run, evaluation: dict) -> None:
         true, pred = st.session_state["cell_true"], st.session_state["cell_pred"]
         rows = cell_images(evaluation, true, pred)
         n = len(rows)
-        pictures = f"{n} picture{'s' if n != 1 else ''}"
-        if true == pred:
-            st.markdown(
-                f":green[:material/check_circle:] **{pictures}** of **{words.md_text(true)}** the model got right."
-            )
-        else:
-            st.markdown(
-                f":red[:material/cancel:] **{pictures}** of **{words.md_text(true)}** "
-                f"the model took for **{words.md_text(pred)}**."
-            )
+        st.markdown(words.square_sentence(n, true, pred))
         where_looked = st.toggle(
             "Where did it look?",
             key="cam_cell",

@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.backbones import list_backbones
 from core.compare import curves, latest_sweep, leaderboard, queue_sweep, sweep_of
+from core.config import strategy_words
 from core.devices import pick_device
 from core.errors import friendly
 from core.jobs import ACTIVE
@@ -138,10 +139,35 @@ def sweep_progress(paths: list[str], rows: list[dict], states: dict, mgr) -> Non
     st.progress(done / max(1, total), text=text)
 
 
-def leaderboard_table(rows: list[dict], states: dict) -> None:
-    """One row per run; what is not known yet is a dash, as in "Training time"
-    (Streamlit writes "None" in a number cell with no value, whatever its format,
-    so these numbers are shown as text)."""
+# The leaderboard's columns and their widths in pixels: together they fit the
+# 840 px a centred page gives a table in a 1300 px window (eleven columns did
+# not: the last ones hid past a sideways scroll). "Pictures" only appears when
+# the runs learned from different folders, and then "What learned" narrows.
+BOARD_WIDTHS = {
+    "Network": 130,
+    "What learned": 200,
+    "Pictures": 90,
+    "Accuracy": 110,
+    words.F1_LABEL: 100,
+    "Training": 95,
+    "Speed": 70,
+    "Started": 95,
+}
+NARROWER = {"What learned": 140}  # with "Pictures" shown
+
+
+def _training(row: dict, state: str | None) -> str:
+    """How long it trained, or, until it has finished, where it is (waiting, training, failed...)."""
+    state = state or row["state"]
+    if state == "finished" and row["training_seconds"]:
+        return words.fmt_duration(row["training_seconds"])
+    return words.state_word(state)
+
+
+def board_frame(rows: list[dict], states: dict) -> pd.DataFrame:
+    """One row per run; what is not known yet is a dash (Streamlit writes "None"
+    in a number cell with no value, whatever its format, so these numbers are
+    shown as text)."""
 
     def number(value, pattern: str) -> str:
         return "–" if value is None or value != value else pattern.format(value)  # value != value: NaN
@@ -149,48 +175,57 @@ def leaderboard_table(rows: list[dict], states: dict) -> None:
     table = pd.DataFrame(
         [
             {
-                "Started": words.fmt_when(r["created"]),
                 "Network": r["backbone_title"],
-                "What learned": words.strategy_label(r["strategy"]),
+                "What learned": strategy_words(r["strategy"])[0],
                 "Pictures": _folder_name(r),
-                "Status": words.state_word(states.get(r["run"]) or r["state"]),
-                "Numbers that learned": number(r["trainable_params"], "{:,.0f}"),
-                "Best val accuracy": None
+                "Accuracy": None
                 if r["best_val_accuracy"] is None or r["best_val_accuracy"] < 0
                 else 100 * r["best_val_accuracy"],
-                "Macro F1": number(r["macro_f1"], "{:.2f}"),
-                "Training time": words.fmt_duration(r["training_seconds"]) if r["training_seconds"] else "–",
-                "ms per picture": number(r["ms_per_image"], "{:.0f} ms"),
-                "Run": r["run"],
+                words.F1_LABEL: number(r["macro_f1"], "{:.2f}"),
+                "Training": _training(r, states.get(r["run"])),
+                "Speed": number(r["ms_per_image"], "{:.0f} ms"),
+                "Started": words.fmt_when(r["created"]),
             }
             for r in rows
         ]
     )
-    table["Best val accuracy"] = pd.to_numeric(table["Best val accuracy"], errors="coerce")  # a bar: empty if none
-    st.dataframe(
-        table,
-        hide_index=True,
-        column_config={
-            "Numbers that learned": st.column_config.TextColumn(
-                alignment="right", help="Trainable parameters: how many of the network's numbers changed."
-            ),
-            "Best val accuracy": st.column_config.ProgressColumn(
-                format="%.1f%%",
-                min_value=0,
-                max_value=100,
-                help="Share of the validation pictures the best epoch got right.",
-            ),
-            "Macro F1": st.column_config.TextColumn(
-                alignment="right", help="1.0 is perfect. " + words.F1_LINE.replace("**", "")
-            ),
-            "Training time": st.column_config.TextColumn(alignment="right"),
-            "ms per picture": st.column_config.TextColumn(
-                alignment="right",
-                help="How long the model takes to name one picture on this computer. Measured once per model, "
-                "when no training runs.",
-            ),
-        },
+    table["Accuracy"] = pd.to_numeric(table["Accuracy"], errors="coerce")  # a bar: empty if none
+    if table["Pictures"].nunique() <= 1:  # all on the same folder: the sentence below names it
+        table = table.drop(columns="Pictures")
+    return table
+
+
+BOARD_HELP = {
+    "What learned": "Which parts of the network learned your classes (the Model page says more).",
+    "Pictures": "The folder of pictures it learned from.",
+    "Accuracy": "Share of the validation pictures the best epoch got right.",
+    words.F1_LABEL: "Macro F1, from 0 to 1 (1 is perfect). " + words.F1_LINE.replace("**", ""),
+    "Training": "How long it trained; until it has finished, where it is.",
+    "Speed": "How long the model takes to name one picture on this computer. Measured once per model, when no "
+    "training runs.",
+    "Started": "When the training started.",
+}
+RIGHT_ALIGNED = (words.F1_LABEL, "Training", "Speed")
+
+
+def board_columns(table: pd.DataFrame) -> dict:
+    """Each column's width (BOARD_WIDTHS) and what it means, as hover help on its name."""
+    widths = {**BOARD_WIDTHS, **(NARROWER if "Pictures" in table else {})}
+    config = {
+        column: st.column_config.TextColumn(
+            width=widths[column], help=BOARD_HELP.get(column), alignment="right" if column in RIGHT_ALIGNED else None
+        )
+        for column in table.columns
+    }
+    config["Accuracy"] = st.column_config.ProgressColumn(
+        width=widths["Accuracy"], format="%.1f%%", min_value=0, max_value=100, help=BOARD_HELP["Accuracy"]
     )
+    return config
+
+
+def leaderboard_table(rows: list[dict], states: dict) -> None:
+    table = board_frame(rows, states)
+    st.dataframe(table, hide_index=True, column_config=board_columns(table))
 
 
 def _folder_name(row: dict) -> str:
@@ -216,7 +251,7 @@ def leaderboard_notes(rows: list[dict], busy: bool) -> None:
         )
     if busy and any(r["ms_per_image"] is None and r["state"] == "finished" for r in rows):
         notes.append("Speed is measured when no training is running (it would slow both down).")
-    notes.append(words.F1_LINE)  # the table's Macro F1 column, in one line
+    notes.append(f"**{words.F1_LABEL}** is the macro F1. {words.F1_LINE}")  # the table's column, in one line
     st.caption("  \n".join(notes))
 
 

@@ -162,6 +162,31 @@ def test_lr_find_sweeps_the_head_on_stored_features_and_suggests_a_rate_inside(s
     assert "Suggested learning rate" in out
 
 
+def test_lr_find_chart_keeps_close_labels_apart_and_writes_rates_as_people_do():
+    """QA saw "suggested" and "steepest" printed over each other and an axis
+    reading "100n, 1μ": each label sits by its own line (at log10 of the rate,
+    as a log axis wants), one at the top and one at the bottom, and the ticks
+    read 1e-5, 0.0001, 0.001."""
+    import math
+
+    from ui.charts import lr_find_figure, rate_text
+
+    lrs = [1e-7 * 10 ** (i / 8) for i in range(57)]  # 1e-7 to 1, as the finder sweeps
+    losses = [1.4 - 0.9 / (1 + math.exp(-3 * (math.log10(lr) + 3.5))) for lr in lrs]
+    result = {"lrs": lrs, "losses": losses, "raw_losses": losses, "suggestion": 3.1e-4, "steepest": 2.2e-4}
+    fig = lr_find_figure(result)
+    labels = {a.text.split()[0]: a for a in fig.layout.annotations}
+    suggested, steepest = labels["suggested"], labels["steepest"]
+    assert suggested.text == "suggested 0.00031" and steepest.text == "steepest 0.00022"
+    assert suggested.x == pytest.approx(math.log10(3.1e-4)) and steepest.x == pytest.approx(math.log10(2.2e-4))
+    assert {suggested.y, steepest.y} == {0.0, 1.0}  # one at the top, one at the bottom: never on each other
+    assert (steepest.xanchor, suggested.xanchor) == ("right", "left")  # each away from the other line
+    ticks = list(fig.layout.xaxis.ticktext)
+    assert ticks[:3] == ["1e-7", "1e-6", "1e-5"] and ticks[3:6] == ["0.0001", "0.001", "0.01"]
+    assert not any(prefix in "".join(ticks) for prefix in ("n", "μ", "m", "k"))
+    assert [rate_text(v) for v in (0.003, 2.5e-6, 1.0)] == ["0.003", "2.5e-6", "1"]
+
+
 # --- the bench's second baseline -------------------------------------------------------------
 
 

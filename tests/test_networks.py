@@ -146,6 +146,6 @@ def test_compare_preselects_ready_networks_and_a_failed_run_says_why_after_a_rel
     (name,) = [p.parent.name for p in (env / "runs").glob("*/sweep.json")]
     assert fresh.multiselect(key="compare_runs").value == [name]
     board = fresh.dataframe[0].value
-    assert list(board["Status"]) == ["failed"] and list(board["Network"]) == ["ResNet-18"]
+    assert list(board["Training"]) == ["failed"] and list(board["Network"]) == ["ResNet-18"]
     reason = _texts(fresh.error)
     assert "ResNet-18, " in reason and "did not train" in reason and "resnet18-f37072fd.pth" in reason

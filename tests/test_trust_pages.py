@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core import cli
 from core.curation import changes
+from core.evaluation import cell_images
 from core.held_out import interval_in_words, wilson_interval
 from tests.test_app_pages import (  # noqa: F401 - every_run_goes_through_app_py is an autouse fixture
     _app,
@@ -27,6 +28,7 @@ from tests.test_app_pages import (  # noqa: F401 - every_run_goes_through_app_py
     every_run_goes_through_app_py,
 )
 from tests.test_inspection import _planted
+from ui import words
 
 RESULTS, RUNS = "pages/6_results.py", "pages/5_runs.py"
 
@@ -123,6 +125,23 @@ def test_results_page_checks_a_new_labelled_folder(env, with_run, small_data, tm
         assert true != pred and confusion[classes.index(true)][classes.index(pred)] == max(mistakes)
     else:
         assert true == pred
+
+    # Its pictures are captioned as the Results page's own galleries (one shared caption): what the model
+    # said and how sure, the real class when wrong, and the picture's place in the folder once, below.
+    at.selectbox(key="held_pred").set_value("hat").run()
+    at.selectbox(key="held_true").set_value("hat").run()
+    _ok(at)
+    rows = cell_images(at.session_state["_held_out"]["result"], "hat", "hat")
+    assert rows and words.square_sentence(len(rows), "hat", "hat") in _texts(at.markdown)
+    for row in rows:
+        under = f":gray[{words.md_text('hat/' + Path(row['path']).name)}]"  # its place in the checked folder
+        (caption,) = [c.value for c in at.caption if under in c.value]
+        assert caption == f"{words.answer_caption(row)}  \n{under}"  # the file name once, not twice
+    at.selectbox(key="cell_true").set_value("hat").run()
+    at.selectbox(key="cell_pred").set_value("hat").run()
+    _ok(at)
+    main = cell_images(json.loads((with_run / "eval.json").read_text()), "hat", "hat")
+    assert main and words.answer_caption(main[0]) in _texts(at.caption)  # the main gallery says it the same way
 
 
 def test_a_run_trained_before_its_pictures_changed_is_marked(env, with_run):

@@ -11,40 +11,85 @@ from core.adapt import DEFAULT_METHOD, METHODS, adapt_run, read_record
 from core.errors import friendly
 from ui import state, words
 
+METHOD_TITLES = {"self-training": "self-training (learns)", "adabn": "AdaBN (nothing learned)"}
+# How each method adapted, in a sentence's words ("adabn" is the code's name for it).
+METHOD_DONE = {
+    "self-training": "by learning from them without their labels (self-training)",
+    "adabn": "by re-measuring the network's internal averages on them (AdaBN; nothing learned)",
+}
+AVERAGES_ONLY = "Averages re-measured only"  # the table's middle column: what AdaBN alone gave
+
 
 def _pct(value) -> str:
-    return "–" if value is None else words.fmt_pct(value)
+    return "–" if value is None or value != value else words.fmt_pct(value)  # value != value: NaN
 
 
 def comparison_table(record: dict) -> pd.DataFrame:
-    """One row per kind of picture: accuracy before and after adapting."""
+    """One row per kind of picture: accuracy before and after adapting, and,
+    after self-training, what re-measuring the averages alone gave (AdaBN):
+    a column shown only when it holds a number (after AdaBN it is "Adapted")."""
     s, t = record["source"], record["target"]
-    rows = [
-        {
-            "Pictures": f"Your validation pictures ({s['n']})",
-            "Before": _pct(s["before"]),
-            "After AdaBN only": "",
-            "Adapted": _pct(s["after"]),
-        }
-    ]
+    rows = [{"Pictures": f"Your validation pictures ({s['n']})", "Before": s["before"], "Adapted": s["after"]}]
     if t.get("after") is not None:
         rows.append(
             {
                 "Pictures": f"The new pictures ({record['scored_pictures']} with labels)",
-                "Before": _pct(t["before"]),
-                "After AdaBN only": _pct(t["adabn"]) if record["method"] != "adabn" else "",
-                "Adapted": _pct(t["after"]),
+                "Before": t["before"],
+                "Adapted": t["after"],
             }
         )
-    return pd.DataFrame(rows)
+    if record["method"] != "adabn":
+        for row, part in zip(rows, (s, t)):
+            row[AVERAGES_ONLY] = part.get("adabn")
+    table = pd.DataFrame(rows)
+    if AVERAGES_ONLY in table and table[AVERAGES_ONLY].isna().all():  # an adapt.json from before it was kept
+        table = table.drop(columns=AVERAGES_ONLY)
+    for column in table.columns[1:]:
+        table[column] = [_pct(v) for v in table[column]]
+    return table[[c for c in ("Pictures", "Before", AVERAGES_ONLY, "Adapted") if c in table]]
+
+
+def worse_warnings(record: dict) -> list[str]:
+    """What to say when adapting lowered the accuracy: on the person's own
+    validation pictures first (the model forgot some of what it knew), then on
+    labelled new pictures (it did not help where it was meant to)."""
+    said = []
+    s, t = record["source"], record["target"]
+    if s.get("before") is not None and s.get("after") is not None and s["after"] < s["before"]:
+        said.append(
+            f"The adapted model did worse on your own checking pictures: {_pct(s['after'])} right, against "
+            f"{_pct(s['before'])} before adapting. Keep the earlier model: it is unchanged, and it is the one the "
+            "Playground and the export use. Ignore adapted.pt (or delete it from the run folder), or try the "
+            "other method."
+        )
+    if t.get("before") is not None and t.get("after") is not None and t["after"] < t["before"]:
+        said.append(
+            f"Adapting did not help on the new pictures either: {_pct(t['after'])} right, against "
+            f"{_pct(t['before'])} before. The earlier model is the better one for them too."
+        )
+    return said
 
 
 def _show(record: dict) -> None:
+    how = METHOD_DONE.get(record["method"], record["method"])
     st.markdown(
-        f"Adapted to **{record['target_pictures']}** pictures from `{record['target_dir']}` "
-        f"({record['method']}, {record['seconds']:.0f} s). {record['method_words']}"
+        f"Adapted to **{record['target_pictures']}** pictures from `{record['target_dir']}` {how}, "
+        f"in {words.fmt_duration(record['seconds'])}."
     )
-    st.dataframe(comparison_table(record), hide_index=True)
+    st.dataframe(
+        comparison_table(record),
+        hide_index=True,
+        column_config={
+            "Before": st.column_config.TextColumn(help="Share right with the run's own model."),
+            AVERAGES_ONLY: st.column_config.TextColumn(
+                help="Share right after only re-measuring the network's internal averages on the new pictures "
+                "(AdaBN), before self-training learned anything: how much of the change is the learning's."
+            ),
+            "Adapted": st.column_config.TextColumn(help="Share right with the adapted model."),
+        },
+    )
+    for text in worse_warnings(record):
+        st.warning(text, icon=":material/trending_down:")
     if record["target"].get("after") is None:
         st.caption(
             "The new pictures had no class subfolders, so the accuracy on them cannot be shown; add a labelled "
@@ -75,7 +120,7 @@ def adapt_section(run) -> None:
         list(METHODS),
         index=list(METHODS).index(DEFAULT_METHOD),
         key="adapt_method",
-        format_func=lambda m: {"self-training": "self-training (learns)", "adabn": "AdaBN (nothing learned)"}[m],
+        format_func=METHOD_TITLES.get,
         help=" ".join(f"{m}: {text}" for m, text in METHODS.items()),
     )
     refusal = _refused(folder)

@@ -6,6 +6,7 @@ text, so each name a user made goes in through `words.chart_text`."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -307,9 +308,20 @@ def curves_figure(rows: list[dict], kind: str = "accuracy"):
     return fig
 
 
+def rate_text(lr: float) -> str:
+    """A learning rate as people write it: 0.001, 0.0003, 1e-5 (never "100n" or "1μ")."""
+    text = f"{lr:.2g}"  # 0.0003, or 1e-05 below 0.0001
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}e{int(exponent)}"  # 1e-5, not 1e-05
+
+
 def lr_find_figure(result: dict) -> go.Figure:
     """The learning-rate finder's curve: smoothed loss against the rate (log
-    axis), the suggestion and the steepest fall marked."""
+    axis), the suggestion and the steepest fall marked. Their labels sit one at
+    the top and one at the bottom of the chart, so two close rates never print
+    over each other; the axis reads 1e-5, 1e-4 ... (plotly's default is "10μ")."""
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -319,13 +331,32 @@ def lr_find_figure(result: dict) -> go.Figure:
     fig.add_trace(
         go.Scatter(x=result["lrs"], y=result["losses"], mode="lines", name="smoothed", line=dict(color=TRAIN_COLOR))
     )
-    for lr, name, color in (
-        (result["suggestion"], "suggested", "#2ca02c"),
-        (result["steepest"], "steepest", "#d62728"),
+    # Each label beside its line, on the side away from the other line, one at the top and one at the
+    # bottom: close rates never print over each other. (An annotation on a log axis takes log10 of the
+    # rate; add_vline's own annotation_text puts the raw rate there, near 10**0 = 1, for both.)
+    left_first = result["suggestion"] <= result["steepest"]
+    for lr, name, color, y, away in (
+        (result["suggestion"], "suggested", "#2ca02c", 1.0, "right" if left_first else "left"),
+        (result["steepest"], "steepest", "#d62728", 0.0, "left" if left_first else "right"),
     ):
-        fig.add_vline(x=lr, line=dict(color=color, dash="dash"), annotation_text=f"{name} {lr:.2g}")
+        fig.add_vline(x=lr, line=dict(color=color, dash="dash"))
+        fig.add_annotation(
+            x=math.log10(lr),
+            xref="x",
+            y=y,
+            yref="y domain",
+            yanchor="top" if y else "bottom",
+            xanchor=away,
+            text=f"{name} {rate_text(lr)}",
+            showarrow=False,
+            font=dict(color=color),
+            bgcolor="rgba(255,255,255,0.8)",
+        )
     low, high = min(result["losses"]), max(result["losses"][:1] + result["losses"][-1:])
     _layout(fig, "Loss as the learning rate grows", "loss")
-    fig.update_xaxes(type="log", title="learning rate")
+    decades = range(math.floor(math.log10(min(result["lrs"]))), math.ceil(math.log10(max(result["lrs"]))) + 1)
+    ticks = [10.0**d for d in decades]  # one per power of ten, written 0.001 or 1e-5, not "1m" or "10μ"
+    fig.update_xaxes(type="log", title="learning rate", tickvals=ticks, ticktext=[rate_text(t) for t in ticks])
+    fig.update_traces(hovertemplate="rate %{x:.1e}<br>loss %{y:.3f}<extra></extra>")
     fig.update_yaxes(range=[low - 0.1 * abs(low), high + 0.2 * abs(high)])
     return fig

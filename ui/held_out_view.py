@@ -4,8 +4,6 @@ validation, and "Check on new labelled pictures" (core.held_out)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from core.counts import how_many
@@ -145,11 +143,10 @@ def _confusion(folder: str, result: dict) -> None:
         true = st.selectbox("Real class", classes, key="held_true")
         pred = st.selectbox("Predicted as", classes, key="held_pred")
     rows = cell_images(result, true, pred)
-    st.markdown(
-        f"**{len(rows)} picture{'s' if len(rows) != 1 else ''}** of **{words.md_text(true)}** the model called **{words.md_text(pred)}**."
-    )
+    st.markdown(words.square_sentence(len(rows), true, pred))
+    # Captioned as the Results page's own galleries (the picture's place in the folder goes below it).
     # A picture the model names wrongly may be in the wrong folder: its answer is offered first.
-    cards = [(r["path"], f"{Path(r['path']).name} · {r['confidence']:.0%} sure", r["predicted"]) for r in rows[:SHOWN]]
+    cards = [(r["path"], words.answer_caption(r), r["predicted"]) for r in rows[:SHOWN]]
     fixes.card_grid(folder, cards, classes, "held_out")
     if len(rows) > SHOWN:
         st.caption(f"… and {len(rows) - SHOWN} more.")

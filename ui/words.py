@@ -60,6 +60,7 @@ F1_LINE = (
     "**F1** balances finding a class's pictures (recall) against being right when naming it (precision); "
     "**macro F1** is the average over classes, so a small class counts as much as a big one."
 )
+F1_LABEL = "Balanced score"  # macro F1 where a column needs a plain name (its help says which)
 
 
 def fmt_params(n: int | float | None) -> str:
@@ -274,6 +275,26 @@ def always_picks(classes: list[str]) -> str:
         f"It always picks one of its {len(classes)} classes ({listed}), even for a picture of something else: "
         "how sure it is compares only these classes, so it can be very sure and still wrong."
     )
+
+
+def answer_caption(row: dict) -> str:
+    """Under a picture the model named (an eval.json or held-out prediction
+    row): its answer and how sure, and the real class when it was wrong. The
+    Results page's galleries all say it this way; the picture's place in its
+    folder goes on a line of its own below."""
+    sure = f"{row['confidence']:.0%} sure"
+    said, true = md_text(row["predicted"]), md_text(row["true"])
+    if row["correct"]:
+        return f":green[:material/check: **{said}**] · {sure}"
+    return f":red[:material/close: said **{said}**] ({sure}) · really **{true}**"
+
+
+def square_sentence(count: int, true: str, predicted: str) -> str:
+    """How many pictures one square of a confusion matrix holds, said as the Results page says it."""
+    pictures = f"**{count} picture{'s' if count != 1 else ''}** of **{md_text(true)}**"
+    if true == predicted:
+        return f":green[:material/check_circle:] {pictures} the model got right."
+    return f":red[:material/cancel:] {pictures} the model took for **{md_text(predicted)}**."
 
 
 CAM_CAPTION = (
