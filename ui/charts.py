@@ -59,30 +59,27 @@ def loss_figure(
                 line=dict(color=BATCH_COLOR, width=1),
             )
         )
-    epochs_x = [r["epoch"] for r in history]
-    fig.add_trace(
-        go.Scatter(
-            x=epochs_x,
-            y=[r["train_loss"] for r in history],
-            mode="lines+markers",
-            name="train",
-            line=dict(color=TRAIN_COLOR),
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=epochs_x,
-            y=[r["val_loss"] for r in history],
-            mode="lines+markers",
-            name="validation",
-            line=dict(color=VAL_COLOR),
-        )
-    )
+    _per_epoch(fig, history, "loss", 1, epochs)
     _layout(fig, "Loss (lower is better)", "loss")
-    if epochs:
-        fig.update_xaxes(range=[0, max(epochs, 1) + 0.1], dtick=1 if epochs <= 20 else None)
     fig.update_yaxes(rangemode="tozero")
     return fig
+
+
+def _per_epoch(fig: go.Figure, history: list[dict], measure: str, scale: float, epochs: int | None) -> None:
+    """The training and validation pictures' `measure` after each epoch, and
+    an x axis over `epochs` (whole epochs where they are few)."""
+    for split, name, color in (("train", "train", TRAIN_COLOR), ("val", "validation", VAL_COLOR)):
+        fig.add_trace(
+            go.Scatter(
+                x=[r["epoch"] for r in history],
+                y=[scale * r[f"{split}_{measure}"] for r in history],
+                mode="lines+markers",
+                name=name,
+                line=dict(color=color),
+            )
+        )
+    if epochs:
+        fig.update_xaxes(range=[0, max(epochs, 1) + 0.1], dtick=1 if epochs <= 20 else None)
 
 
 def epoch_axis(history: list[dict], planned: int | None, running: bool) -> int | None:
@@ -96,29 +93,9 @@ def epoch_axis(history: list[dict], planned: int | None, running: bool) -> int |
 
 def accuracy_figure(history: list[dict], epochs: int | None = None) -> go.Figure:
     fig = go.Figure()
-    epochs_x = [r["epoch"] for r in history]
-    fig.add_trace(
-        go.Scatter(
-            x=epochs_x,
-            y=[100 * r["train_accuracy"] for r in history],
-            mode="lines+markers",
-            name="train",
-            line=dict(color=TRAIN_COLOR),
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=epochs_x,
-            y=[100 * r["val_accuracy"] for r in history],
-            mode="lines+markers",
-            name="validation",
-            line=dict(color=VAL_COLOR),
-        )
-    )
+    _per_epoch(fig, history, "accuracy", 100, epochs)
     _layout(fig, "Accuracy (higher is better)", "% correct")
     fig.update_yaxes(range=[0, 101])
-    if epochs:
-        fig.update_xaxes(range=[0, max(epochs, 1) + 0.1], dtick=1 if epochs <= 20 else None)
     return fig
 
 
