@@ -246,7 +246,8 @@ def leaderboard_notes(rows: list[dict], busy: bool) -> None:
         )
     elif best is not None and len(rows) > 1:
         notes.append(
-            f":material/trophy: Best so far: **{best['backbone_title']}**, {words.strategy_md(best['strategy'])}, "
+            f":material/trophy: Best so far on {words.md_text(folders[0])}: **{best['backbone_title']}**, "
+            f"{words.strategy_md(best['strategy'])}, "
             f"with {words.fmt_pct(best['best_val_accuracy'])} right."
         )
     if busy and any(r["ms_per_image"] is None and r["state"] == "finished" for r in rows):
