@@ -395,9 +395,15 @@ class TrainConfig:
 
     @property
     def resolved_augment(self) -> str:
-        if self.augment != "auto":
-            return self.augment
-        return "none" if self.strategy == "linear" else "light"
+        return resolve_augment(self.augment, self.strategy)
+
+
+def resolve_augment(augment: str, strategy: str) -> str:
+    """What "auto" augmentation means for a strategy: none for a linear probe
+    (its features can then be computed once), light otherwise."""
+    if augment != "auto":
+        return augment
+    return "none" if strategy == "linear" else "light"
 
 
 # What a run saved before these settings existed did (no head-first epoch, one
@@ -455,6 +461,31 @@ def check_settings(config: TrainConfig) -> None:
     problems = setting_problems(config)
     if problems:
         raise ValueError("; ".join(f"{name} {text}" for name, text in problems.items()))
+
+
+def settings_without_effect(config: dict) -> list[str]:
+    """The settings a run with `config` (a saved config.json) kept but did not
+    use: gradual unfreezing's pace without gradual unfreezing, momentum with
+    AdamW, the fine-tuning settings of a linear probe, ... The Runs page lists
+    them apart, so a reader does not take them for part of the recipe."""
+    get = {**LEGACY, **config}.get
+    strategy = str(get("strategy") or "")
+    linear, gradual = strategy == "linear", strategy == "gradual"
+    augment = resolve_augment(get("augment"), strategy)
+    unused = {
+        "trained_blocks": strategy != "custom",
+        "unfreeze_every": not gradual,
+        "head_epochs": linear or gradual,  # gradual starts with the head alone anyway
+        "discriminative_lr": linear,
+        "lr_factor": linear or not (get("discriminative_lr") or strategy == "discriminative"),
+        "warmup_epochs": linear,
+        "batchnorm": linear,
+        "step_epochs": get("schedule") != "step",
+        "momentum": get("optimizer") not in ("sgd", "rmsprop"),
+        "fusion_stages": get("fusion") in (None, "none"),
+        "augment_views": not get("feature_cache") or augment == "none",
+    }
+    return [name for name, no_effect in unused.items() if no_effect and name in config]
 
 
 def defaults() -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.config import setting_label
+from core.config import setting_label, settings_without_effect
 from core.errors import UserError, friendly
 from core.jobs import ACTIVE
 from core.runs import made_by_us
@@ -240,15 +240,24 @@ def per_class_and_settings(run) -> None:
             st.markdown(
                 f"**Numbers that learned:** {status['trainable_params']:,} of {status.get('total_params', 0):,}"
             )
+        unused = settings_without_effect(config)
         st.dataframe(
             pd.DataFrame(
                 [
                     {"Setting": setting_label(k), "Value": words.setting_value(k, v), "Name": k}
                     for k, v in config.items()
+                    if k not in unused
                 ]
             ),
             hide_index=True,
+            height="content",  # every setting at once: a scroll box of 10 rows hid most of them
         )
+        if unused:
+            st.caption(
+                "Kept but not used by this run (they belong to other ways of training): "
+                + "; ".join(f"{setting_label(k)} ({words.setting_value(k, config[k])})" for k in unused)
+                + "."
+            )
         st.caption(f"Folder: {words.md_text(run.path)}")
 
 

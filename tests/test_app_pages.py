@@ -496,6 +496,12 @@ def test_runs_page_lists_opens_and_deletes_with_confirmation(env, with_run):
     assert values["backbone"] == "EfficientNet-Lite0" and values["init"] == "ImageNet weights"
     assert values["strategy"] == "Only the new last layer learns"
     assert "True" not in set(values.values()) and "False" not in set(values.values())
+    assert values["optimizer"] == "AdamW" and values["head_hidden"] == "none (one straight layer)"
+    # A linear probe's table holds what shaped it; gradual unfreezing's pace, momentum with AdamW
+    # and the fine-tuning settings are listed apart, as kept but not used.
+    assert not {"unfreeze_every", "momentum", "head_epochs", "warmup_epochs"} & set(values), set(values)
+    unused = next(c for c in _texts(at.caption).split("\n") if c.startswith("Kept but not used by this run"))
+    assert "Unfreeze one more block every … epochs (1)" in unused and "Momentum (0.9)" in unused, unused
 
     _button(at, "Delete…").click().run()
     assert "cannot be undone" in _texts(at.warning)

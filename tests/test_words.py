@@ -367,3 +367,18 @@ def test_the_train_page_says_which_blocks_learn_now_and_which_start_next():
         == "Learning now: the new head only. Next, 6 pretrained blocks start learning at epoch 2."
     )
     assert make_freeze_plan(names, "last-2").learning_words(1, 3) is None  # nothing changes: nothing to say
+
+
+def test_settings_a_run_kept_but_did_not_use_are_told_apart():
+    from core.config import TrainConfig, settings_without_effect
+
+    sgd_steps = TrainConfig(data_dir="x", strategy="full", optimizer="sgd", schedule="step", augment="light")
+    unused = settings_without_effect(sgd_steps.to_dict())
+    assert {"unfreeze_every", "fusion_stages", "trained_blocks"} <= set(unused)
+    assert not {"momentum", "step_epochs", "head_epochs", "lr_factor", "augment_views"} & set(unused), unused
+    gentle_off = dict(sgd_steps.to_dict(), discriminative_lr=False, feature_cache=False)
+    assert {"lr_factor", "augment_views"} <= set(settings_without_effect(gentle_off))
+    gradual = dict(sgd_steps.to_dict(), strategy="gradual")
+    assert "head_epochs" in settings_without_effect(gradual) and "unfreeze_every" not in settings_without_effect(
+        gradual
+    )

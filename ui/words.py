@@ -152,6 +152,7 @@ def backbone_title(name: str | None) -> str:
         return str(name)
 
 
+OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
 INIT_WORDS = {"pretrained": "ImageNet weights", "random": "random weights (not pretrained)"}
 # A setting's value as the Model page words it, where the saved value is a code.
 _VALUE_WORDS = {
@@ -162,6 +163,8 @@ _VALUE_WORDS = {
     "image_size": lambda v: f"{v}×{v}" if v else "the network's own",
     "batch_size": lambda v: str(v) if v else "auto (chosen for this machine)",
     "num_workers": lambda v: str(v) if v is not None else "chosen for this machine",
+    "optimizer": lambda v: OPTIMIZER_NAMES.get(v, str(v)),
+    "head_hidden": lambda v: f"{v} units" if v else "none (one straight layer)",
     "cache_dir": lambda v: str(v) if v else "the app's own",
 }
 
