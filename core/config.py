@@ -310,7 +310,8 @@ class TrainConfig:
         0.5,
         "When the whole network learns (full, gradual): the first epochs see smaller pictures (from half size, "
         "growing), which take a fraction of the time; the last ones and validation are full size. This is the "
-        "share of the epochs on smaller pictures; 0 turns it off.",
+        "share, among the epochs in which the pretrained blocks learn, on smaller pictures (head-only epochs "
+        "before them use small ones too); 0 turns it off.",
         label="Share of epochs on smaller pictures",
         limits=(0.0, 0.9),
     )

@@ -188,7 +188,7 @@ def decide(
         train_views=views,
         # Only where the pictures go through every block each epoch: stored features are full size.
         epoch_image_sizes=(
-            progressive.epoch_image_sizes(sizes[0], config.epochs, config.progressive_resizing)
+            progressive.epoch_image_sizes(sizes[0], config.epochs, config.progressive_resizing, plan.head_epochs)
             if not cache_train
             and config.progressive_resizing > 0
             and not get_backbone(config.backbone).fixed_image_size

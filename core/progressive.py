@@ -21,18 +21,26 @@ SMALLEST_SHARE = 0.5  # the first small epoch sees pictures at half the side
 MULTIPLE = 16  # sides rounded to this, as the networks' strides like
 
 
-def epoch_image_sizes(full: int, epochs: int, share: float) -> list[int]:
-    """The picture side of each epoch (1..epochs): the first round(share x
-    epochs) grow from half of `full` towards it, the rest are `full`."""
-    small = min(epochs - 1, round(max(0.0, share) * epochs))  # the last epoch is always at full size
+def epoch_image_sizes(full: int, epochs: int, share: float, head_epochs: int = 0) -> list[int]:
+    """The picture side of each epoch (1..epochs). `share` counts the epochs
+    in which the pretrained blocks learn (after `head_epochs` that train only
+    the head): the first round(share x those) grow from half of `full`
+    towards it, the rest are `full`. The head-only epochs before them take the
+    first small size, so the head meets the blocks at the size they start at
+    (and the saving lands where the blocks learn, where the work is)."""
+    head_epochs = max(0, min(int(head_epochs), epochs))
+    learning = epochs - head_epochs
+    small = min(learning - 1, round(max(0.0, share) * learning))  # the last epoch is always at full size
+    if small <= 0:
+        return [full] * epochs
     sizes = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, learning + 1):
         if epoch > small:
             sizes.append(full)
             continue
         fraction = SMALLEST_SHARE + (1 - SMALLEST_SHARE) * (epoch - 1) / small
         sizes.append(max(MULTIPLE, int(round(full * fraction / MULTIPLE)) * MULTIPLE))
-    return sizes
+    return [sizes[0]] * head_epochs + sizes
 
 
 def shrink(batch: torch.Tensor, side: int) -> torch.Tensor:
