@@ -186,23 +186,31 @@ class FreezePlan:
         if not joined:
             return None
         now = self.trained_at(epoch - 1)
-        learning = [b for b in reversed(self._backbone_blocks()) if now[b]]
-        said = "Learning now: " + (_some_blocks(["head", *learning]) if learning else "the new head only")
+        backbone = self._backbone_blocks()
+        learning = [b for b in reversed(backbone) if now[b]]
+        said = "Learning now: " + (
+            _some_blocks(learning, len(backbone), "the new head") if learning else "the new head only"
+        )
         upcoming = [(b, e) for b, e in joined if e > epoch]
         if not upcoming:
             return said + ". No more blocks start learning before the end."
         first = upcoming[0][1]
         names = [b for b, e in upcoming if e == first]
         verb = "starts" if len(names) == 1 else "start"
-        return f"{said}. Next, {_some_blocks(names)} {verb} learning at epoch {first}."
+        return f"{said}. Next, {_some_blocks(names, len(backbone))} {verb} learning at epoch {first}."
 
 
-def _some_blocks(names: list[str]) -> str:
-    """A few blocks by name, many by number: a full fine-tune's list would fill the line."""
-    head = ["the new head"] if names[:1] == ["head"] else []
-    blocks = names[len(head) :]
-    titles = [block_title(b) for b in blocks] if len(blocks) <= 3 else [f"{len(blocks)} pretrained blocks"]
-    said = head + titles
+def _some_blocks(names: list[str], of: int, first: str | None = None) -> str:
+    """Blocks (top down) as a sentence names them, after `first` when given:
+    a few by name, all of the network's `of` as all, others by number and
+    the lowest one."""
+    if len(names) == of and of > 1:
+        said = [f"all {of} pretrained blocks"]
+    elif len(names) > 3:
+        said = [f"{len(names)} pretrained blocks, down to {block_title(names[-1])}"]
+    else:
+        said = [block_title(b) for b in names]
+    said = [first, *said] if first else said
     return said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
 
 

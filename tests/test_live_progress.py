@@ -134,7 +134,9 @@ def test_an_epoch_of_one_batch_says_no_batch_count():
 
     snap = {"state": "running", "phase": "Training", "epoch": 3, "epochs": 100, "batches": 1, "batch": 0}
     assert live.doing_now(snap) == "Epoch 3 of 100"
-    assert live.doing_now(dict(snap, batches=4, batch=2)) == "Epoch 3 of 100 · batch 2 of 4"
+    assert live.doing_now(dict(snap, batches=4, batch=2)) == "Epoch 3 of 100 · batch 3 of 4"  # 2 done
+    assert live.doing_now(dict(snap, batches=4, batch=0)) == "Epoch 3 of 100 · batch 1 of 4"
+    assert live.doing_now(dict(snap, batches=4, batch=4)) == "Epoch 3 of 100 · batch 4 of 4"
 
 
 def test_time_left_is_a_floor_while_more_blocks_are_still_to_learn(tmp_path, small_data):

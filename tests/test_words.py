@@ -364,9 +364,14 @@ def test_the_train_page_says_which_blocks_learn_now_and_which_start_next():
     full = make_freeze_plan(names, "full", head_epochs=1)
     assert (
         full.learning_words(1, 3)
-        == "Learning now: the new head only. Next, 6 pretrained blocks start learning at epoch 2."
+        == "Learning now: the new head only. Next, all 6 pretrained blocks start learning at epoch 2."
     )
     assert make_freeze_plan(names, "last-2").learning_words(1, 3) is None  # nothing changes: nothing to say
+    one_by_one = make_freeze_plan(names, "gradual", unfreeze_every=1)
+    assert one_by_one.learning_words(5, 7).startswith(
+        "Learning now: the new head and 4 pretrained blocks, down to Stage 2."
+    )
+    assert one_by_one.learning_words(7, 7).startswith("Learning now: the new head and all 6 pretrained blocks.")
 
 
 def test_settings_a_run_kept_but_did_not_use_are_told_apart():

@@ -42,8 +42,10 @@ def doing_now(snap: dict) -> str:
     if _in_epochs(snap):
         epochs, batches = snap.get("epochs") or "?", snap.get("batches") or 0
         line = f"Epoch {snap['epoch']} of {epochs}"
-        # An epoch of one batch has no batch to count ("batch 0 of 1" said nothing true).
-        return line + (f" · batch {snap.get('batch') or 0} of {batches}" if batches > 1 else "")
+        # The batch being worked on ("batch 0 of 2" read as if none had started); an
+        # epoch of one batch has no batch to count ("batch 1 of 1" says nothing).
+        working_on = min((snap.get("batch") or 0) + 1, batches)
+        return line + (f" · batch {working_on} of {batches}" if batches > 1 else "")
     return f"{snap.get('phase') or 'Starting'}…"
 
 
