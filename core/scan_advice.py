@@ -16,6 +16,8 @@ _FEW_VAL = 3
 _IMBALANCE_RATIO = 5
 _TINY_SIDE = 32
 
+ONE_CLASS = "Only one class"  # how the one-class error starts (the Data page tells it apart)
+
 
 def folder_errors(
     root: str,
@@ -40,9 +42,7 @@ def folder_errors(
             msg += f" ({n_skipped} files were skipped; see the list)." if n_skipped else "."
         errors.append(msg)
     elif len(classes) == 1:
-        one = (
-            f"Only one class ({classes[0]}) was found: training needs at least two classes, each in its own subfolder."
-        )
+        one = f"{ONE_CLASS} ({classes[0]}) was found: training needs at least two classes, each in its own subfolder."
         hint = _loose_hint(root, layout.loose) if layout.loose else _inner_classes_hint(root, layout, classes[0])
         errors.append(f"{one} {hint}".strip())
     split_folders = layout.split_folders

@@ -12,6 +12,7 @@ from core.counts import how_many
 from core.images import HEIC_EXTENSIONS, HEIC_HINT, IMAGE_EXTENSIONS
 from core.paths import pasted_path
 from core.scan import DataFolderError
+from core.scan_advice import ONE_CLASS
 from ui import bookmarks, camera_classes, charts, checkup, resources, starters, state, uploads, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_DATA)  # a bookmark opened first on a fresh server
@@ -135,15 +136,14 @@ def _report_saved(saved, what: str, asked: str) -> None:
 def _made_before(asked: str) -> Path | None:
     """The folder to add the next class to: the one this session's last
     upload made under the name `asked`, or (on this machine only, e.g. after
-    a reload) the newest such folder that still has one class only; else
-    None (a new folder is made)."""
+    a reload) the newest such folder; else None (a new folder is made)."""
     made = st.session_state.get("_upload_made") or {}
     path = Path(made["path"]) if made.get("path") else None
     if path is not None and made.get("asked") == asked and path.is_dir():
         return path
     if state.places().shared:  # visitors of a shared app never add to each other's folders
         return None
-    return uploads.unfinished_folder(state.data_root(), asked)
+    return uploads.earlier_folder(state.data_root(), asked)
 
 
 def upload_zip(nonce: int, asked: str) -> None:
@@ -305,6 +305,13 @@ def split_line(report) -> None:
         )
 
 
+def _waiting_for_next_class(report) -> bool:
+    """A folder this session's upload just made, with its first class only:
+    not a mistake to fix, a class still to come."""
+    made = (st.session_state.get("_upload_made") or {}).get("path")
+    return made == str(report.root) and len(report.classes) == 1
+
+
 def report_summary(report) -> None:
     """Ready or not, the counts and how the pictures were split."""
     st.divider()
@@ -320,9 +327,19 @@ def report_summary(report) -> None:
             icon=":material/check_circle:",
         )
     else:
-        for error in report.errors:  # they name the user's folders
+        errors = report.errors
+        if _waiting_for_next_class(report):  # not a mistake: the next class is still to come
+            st.info(
+                f"**{words.md_text(Path(report.root).name)} has one class so far, "
+                f"{words.md_text(report.classes[0])}.** Add the next class above: type its name, choose its "
+                "pictures and press **Add these pictures**. Training needs at least two classes.",
+                icon=":material/add_photo_alternate:",
+            )
+            errors = [e for e in errors if not e.startswith(ONE_CLASS)]
+        for error in errors:  # they name the user's folders
             st.error(words.md_text(error), icon=":material/error:")
-        st.markdown("Fix the folder, then press **Check this folder** again.")
+        if errors:
+            st.markdown("Fix the folder, then press **Check this folder** again.")
 
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Classes", len(report.classes), help="Each subfolder with pictures is one class.")

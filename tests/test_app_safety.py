@@ -221,15 +221,26 @@ def test_pictures_of_one_class_are_checked_by_content_and_never_overwrite(env, s
     _ok(other)
     assert _files_under(folder) == {"hat/1.jpg", "hat/1-2.jpg", "pants/1.jpg", "shoes/1.jpg"}
     assert "was already there" not in _texts(other.success)
-    # Once it has more than one class, the next session's upload makes a new folder.
+    # The next lesson (a new session): the same name still adds to that folder, and says so first.
     third = _app()
     third.radio(key="upload_kind").set_value("Pictures of one class").run()
-    assert "the folder you started before" not in _texts(third.caption)
+    assert "my-pictures, the folder you started before" in _texts(third.caption)
     third.text_input(key="upload_class").set_value("socks").run()
     third.file_uploader(key="images_0").set_value([("1.jpg", hat_photo.read_bytes(), "image/jpeg")]).run()
     _button(third, "Add these pictures").click().run()
     _ok(third)
-    assert _files_under(env / "data" / "my-pictures-2") == {"socks/1.jpg"}
+    assert "socks/1.jpg" in _files_under(folder)
+    # Another name makes a new folder, whose one class is a class still to come, not an error.
+    third.text_input(key="upload_folder").set_value("lesson two").run()
+    assert "the folder you started before" not in _texts(third.caption)
+    third.text_input(key="upload_class").set_value("cups").run()
+    third.file_uploader(key="images_1").set_value([("1.jpg", hat_photo.read_bytes(), "image/jpeg")]).run()
+    _button(third, "Add these pictures").click().run()
+    assert not third.exception
+    assert _files_under(env / "data" / "lesson two") == {"cups/1.jpg"}
+    assert "has one class so far, cups" in _texts(third.info)
+    assert "Only one class" not in _texts(third.error)  # only what is still wrong: 1 picture is too few
+    assert "Class 'cups' has only 1 usable picture" in _texts(third.error)
 
 
 # --- 3. delete --------------------------------------------------------------------------------

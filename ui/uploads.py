@@ -25,11 +25,12 @@ from core.unpack import (  # noqa: F401 - the rules live in core; the pages impo
 )
 
 
-def unfinished_folder(root: Path, folder_name: str) -> Path | None:
+def earlier_folder(root: Path, folder_name: str) -> Path | None:
     """The newest folder an earlier upload made under `folder_name` (named
-    so, or so-2, so-3, …, directly inside `root`) that holds one class only:
-    a folder whose next class was still to come, when the session that made
-    it is gone (a reload). None when there is none."""
+    so, or so-2, so-3, …, directly inside `root`) that holds at least one
+    class: where the next class goes when the session that made it is gone
+    (a reload, the next lesson). The page says so before anything is saved;
+    another name makes a new folder. None when there is none."""
     asked = safe_name(folder_name)
     try:
         made = [p for p in Path(root).iterdir() if published_as(p.name, asked) and p.is_dir() and not p.is_symlink()]
@@ -39,7 +40,7 @@ def unfinished_folder(root: Path, folder_name: str) -> Path | None:
         classes = [c for c in newest.iterdir() if c.is_dir() and not c.name.startswith(".")]
     except OSError:
         return None
-    return newest if len(classes) == 1 else None
+    return newest if classes else None
 
 
 def _inside(folder: Path, root: Path) -> bool:
