@@ -17,6 +17,7 @@ seen in training, and core.scan reads it as its train/val split.
 from __future__ import annotations
 
 import functools
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,15 +144,37 @@ def _where(std: Standard, archive_dir: Path) -> Path | None:
     return archive if archive.is_file() else None
 
 
+def downloads_folder() -> Path:
+    """Where a browser saves what a person downloads."""
+    return Path.home() / "Downloads"
+
+
 def _missing_message(std: Standard, archive_dir: Path) -> str:
-    target = archive_dir / std.place if std.place.endswith("/raw") else archive_dir
     names = ", ".join(name for name, _, _ in std.files)
     urls = " ".join(url for _, url, _ in std.files)
+    them = "them" if len(std.files) > 1 else "it"
+    # The Downloads folder first: the folder the app keeps them in is hidden (its name starts with a dot),
+    # and a file manager may refuse to make it.
     return (
         f"There is no internet connection, and {std.title} is not on this computer. On a computer with internet, "
-        f"download {names} ({urls}) and put {'them' if len(std.files) > 1 else 'it'} in the folder {target} "
-        "(make the folder if it is not there), then try again. Or make your own classes with the camera."
+        f"download {names} ({urls}) and put {them} in your Downloads folder ({downloads_folder()}), then press "
+        "the button again: Transfer Studio copies it from there. Or make your own classes with the camera."
     )
+
+
+def _copy_from_downloads(std: Standard, target: Path) -> None:
+    """The files a person downloaded with their browser, copied from their
+    Downloads folder into `target` (theirs is left as it is), each checked
+    against its md5 first, as a download is."""
+    for name, _, md5 in std.files:
+        found = downloads_folder() / name
+        if (target / name).is_file() or not found.is_file():
+            continue
+        downloads.check_digest(found, md5, "md5", what="The file in your Downloads folder")
+        target.mkdir(parents=True, exist_ok=True)
+        partial = target / f".{name}.copying"
+        shutil.copyfile(found, partial)
+        partial.replace(target / name)
 
 
 def locate(
@@ -159,12 +182,14 @@ def locate(
 ) -> Path:
     """The archive or folder holding `std`: already here, or downloaded now
     (md5 checked, as torchvision checks it), from `mirror` (an address that
-    holds the same file names) when given. Offline: an OfflineError that
-    names the files and the folder to put them in."""
+    holds the same file names) when given, or copied from the person's
+    Downloads folder. Offline: an OfflineError that names the files, where
+    to get them and where to put them."""
     found = _where(std, archive_dir)
     if found is not None:
         return found
     target = archive_dir / std.place if std.place.endswith("/raw") else archive_dir
+    _copy_from_downloads(std, target)
     timeout = connect_timeout or downloads.CONNECT_TIMEOUT
     for n, (name, url, md5) in enumerate(std.files):
         if (target / name).is_file():

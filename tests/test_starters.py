@@ -288,20 +288,51 @@ def test_stl10_binary_archive_becomes_class_folders(tmp_path):
         assert img.size == (96, 96)
 
 
-def test_offline_and_no_archive_names_the_file_and_the_folder(tmp_path):
+def test_offline_and_no_archive_names_the_file_and_the_downloads_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     root = tmp_path / "data"
     mirror = _closed_port_url("").rstrip("/")
     with pytest.raises(downloads.OfflineError) as caught:
         standard_datasets.import_dataset("cifar10", root, per_class=5, mirror=mirror, connect_timeout=2)
     message = str(caught.value)
-    assert "cifar-10-python.tar.gz" in message and str(root / ".downloads") in message
-    assert "no internet" in message
+    # The person's Downloads folder, where a browser puts the file: not the app's hidden .downloads.
+    assert "cifar-10-python.tar.gz" in message and str(tmp_path / "home" / "Downloads") in message
+    assert "no internet" in message and ".downloads" not in message
     with pytest.raises(downloads.OfflineError) as caught:
         standard_datasets.import_dataset("mnist", root, mirror=mirror, connect_timeout=2)
-    assert "train-images-idx3-ubyte.gz" in str(caught.value) and str(root / ".downloads" / "MNIST" / "raw") in str(
-        caught.value
-    )
+    assert "train-images-idx3-ubyte.gz" in str(caught.value)
     assert _visible(root) == []
+
+
+def test_files_in_the_downloads_folder_are_checked_and_copied(tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    downloaded = tmp_path / "home" / "Downloads"
+    downloaded.mkdir(parents=True)
+    mnist = standard_datasets.standards()["mnist"]
+    files = []
+    for name, url, _ in mnist.files:  # small real idx files, under MNIST's names
+        n = 20 if name.startswith("t10k") else 30
+        content = _idx(np.arange(n) % 10) if "labels" in name else _idx(_pictures(n, (28, 28), n))
+        (downloaded / name).write_bytes(content)
+        files.append((name, url, hashlib.md5(content).hexdigest()))
+    mirror = _closed_port_url("").rstrip("/")
+    # Files whose checksums are not MNIST's: refused, named, nothing copied.
+    archives = tmp_path / "data" / ".downloads"
+    with pytest.raises(downloads.ChecksumError, match=r"The file in your Downloads folder \(train-images"):
+        standard_datasets.locate(mnist, archives, mirror=mirror, connect_timeout=2)
+    assert not list(archives.rglob("*.gz"))
+    # The expected files: copied in (the person's own copies stay), and read from there.
+    expected = dataclasses.replace(mnist, files=tuple(files))
+    found = standard_datasets.locate(expected, archives, mirror=mirror, connect_timeout=2)
+    assert found == archives / "MNIST" / "raw" and sorted(p.name for p in found.iterdir()) == sorted(
+        name for name, _, _ in files
+    )
+    assert len(list(downloaded.iterdir())) == 4
+    folder = standard_datasets.import_dataset("mnist", tmp_path / "data", per_class=3)
+    assert len(_counts(folder)["train"]) == 10
 
 
 def test_a_damaged_archive_is_a_clear_error(tmp_path):
