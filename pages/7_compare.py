@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import streamlit as st
 from core.backbones import list_backbones
 from core.compare import curves, latest_sweep, leaderboard, queue_sweep, sweep_of
 from core.config import strategy_words
+from core.counts import how_many
 from core.devices import pick_device
 from core.errors import friendly
 from core.jobs import ACTIVE
@@ -164,6 +166,15 @@ def _training(row: dict, state: str | None) -> str:
     return words.state_word(state)
 
 
+def _what_learned(row: dict, alike: Counter) -> str:
+    """What learned, in words; with its epochs where another row has the same
+    network learning the same way (those rows read the same otherwise)."""
+    what = strategy_words(row["strategy"])[0]
+    if alike[(row["backbone"], row["strategy"])] > 1 and row.get("epochs"):
+        return f"{what} · {how_many(row['epochs'], 'epoch')}"
+    return what
+
+
 def board_frame(rows: list[dict], states: dict) -> pd.DataFrame:
     """One row per run; what is not known yet is a dash (Streamlit writes "None"
     in a number cell with no value, whatever its format, so these numbers are
@@ -172,11 +183,12 @@ def board_frame(rows: list[dict], states: dict) -> pd.DataFrame:
     def number(value, pattern: str) -> str:
         return "–" if value is None or value != value else pattern.format(value)  # value != value: NaN
 
+    alike = Counter((r["backbone"], r["strategy"]) for r in rows)
     table = pd.DataFrame(
         [
             {
                 "Network": r["backbone_title"],
-                "What learned": strategy_words(r["strategy"])[0],
+                "What learned": _what_learned(r, alike),
                 "Pictures": _folder_name(r),
                 "Accuracy": None
                 if r["best_val_accuracy"] is None or r["best_val_accuracy"] < 0

@@ -282,4 +282,9 @@ def test_compare_lists_runs_and_a_sweep_fills_the_leaderboard(env, with_run, hym
     # And the whole list of runs can be compared.
     at.multiselect(key="compare_runs").set_value([with_run.name, *(p.name for p in queued)]).run()
     _ok(at)
-    assert len(at.dataframe[0].value) == 3
+    board = at.dataframe[0].value
+    assert len(board) == 3
+    # Two EfficientNet-Lite0 linear probes: their rows say their epochs, or they would read the same.
+    lite0 = board[board["Network"] == "EfficientNet-Lite0"]["What learned"]
+    assert lite0.str.fullmatch(r"Only the new last layer learns · \d+ epochs?").all(), list(lite0)
+    assert list(board[board["Network"] == "MobileNetV2"]["What learned"]) == ["Only the new last layer learns"]
