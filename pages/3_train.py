@@ -147,7 +147,7 @@ def finished_box(snap: dict, run_name: str) -> None:
     st.success(
         f"**Finished.** Best validation accuracy **{words.fmt_pct(result.get('val_accuracy'))}** "
         f"at epoch {result.get('best_epoch')} of {result.get('epochs_done')}, in "
-        f"{words.fmt_duration(result.get('seconds'))} on {result.get('device')}.",
+        f"{words.fmt_duration(result.get('seconds'))} on {result.get('device')}.{words.why_this_epoch(snap.get('history'), result)}",
         icon=":material/celebration:",
     )
     evaluation = _evaluation(snap.get("run_dir"))

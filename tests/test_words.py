@@ -387,3 +387,13 @@ def test_settings_a_run_kept_but_did_not_use_are_told_apart():
     assert "head_epochs" in settings_without_effect(gradual) and "unfreeze_every" not in settings_without_effect(
         gradual
     )
+
+
+def test_a_later_best_epoch_among_equals_says_why_it_is_kept():
+    history = [{"epoch": e, "val_accuracy": a} for e, a in ((1, 0.8), (2, 0.9), (3, 1.0), (4, 1.0), (5, 0.95))]
+    said = words.why_this_epoch(history, {"best_epoch": 4, "val_accuracy": 1.0})
+    assert said == (
+        " Epoch 3 already got as many right; epoch 4 is kept because it was surer of its answers (a lower validation loss)."
+    )
+    assert words.why_this_epoch(history, {"best_epoch": 3, "val_accuracy": 1.0}) == ""
+    assert words.why_this_epoch([], {"best_epoch": 1, "val_accuracy": 0.5}) == ""

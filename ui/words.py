@@ -316,3 +316,17 @@ def stopped_words(snap: dict, where: str = "from the Runs page") -> str:
     if "you can resume it." in text:
         return text.replace("you can resume it.", f"you can resume it {where}.")
     return f"{text} Resume it {where}."
+
+
+def why_this_epoch(history: list[dict] | None, result: dict) -> str:
+    """Where an earlier epoch got as many right (the chart shows it first),
+    why the kept one is later: among equals, the surer one is kept. Empty
+    otherwise. Starts with a space: it follows a sentence."""
+    best, accuracy = result.get("best_epoch"), result.get("val_accuracy")
+    first = next((r["epoch"] for r in history or [] if r.get("val_accuracy") == accuracy), None)
+    if first is None or best is None or first >= best:
+        return ""
+    return (
+        f" Epoch {first} already got as many right; epoch {best} is kept because it was surer of its answers "
+        "(a lower validation loss)."
+    )
