@@ -15,9 +15,9 @@ import torch
 
 from core import cli
 from core.backbones import get_backbone
-from core.config import TrainConfig
+from core.config import TrainConfig, defaults
 from core.freeze import freeze_plan_for
-from core.recipes import RECIPES, get_recipe
+from core.recipes import KEPT, RECIPES, applied_settings, get_recipe
 from core.schedules import build_schedule, phases
 from tests.folders import PACKAGED_BACKBONE
 from tests.test_app_pages import every_run_goes_through_app_py  # noqa: F401 - the page test runs app.py
@@ -40,6 +40,17 @@ def test_each_recipe_builds_the_config_it_names(name):
     plan = freeze_plan_for(MOBILENET_BLOCKS, config)
     assert plan.head_epochs == 0 and set(plan.lr_mult.values()) == {1.0}  # the tutorial's way, not ours
     assert recipe.source and recipe.title
+    assert "epochs" in recipe.settings  # a recipe is a whole training: applied, it sets its epochs too
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_a_recipe_on_the_command_line_sets_what_the_page_sets(name):
+    """`train --recipe` and the page's "Use this recipe" set the same whole
+    recipe: what it names, every other setting its default."""
+    config = cli._config_from_args(cli.parse_args(["train", "pics", "--recipe", name])).to_dict()
+    expected = applied_settings(name, {**defaults(), "data_dir": config["data_dir"]})  # nothing chosen before
+    assert config == expected
+    assert all(v == defaults()[k] for k, v in config.items() if k not in get_recipe(name).settings and k not in KEPT)
 
 
 def test_the_pytorch_tutorial_recipe_is_its_settings_and_options_still_win():
@@ -241,3 +252,35 @@ def test_model_page_fills_a_recipe_and_applies_the_lr_finders_suggestion(env, sm
     use.click().run()
     _ok(at)
     assert at.select_slider(key="lr").value == pytest.approx(suggested)
+
+
+def test_a_recipe_applied_after_another_sets_the_whole_recipe(env, small_data):
+    """QA: VGG's recipe, then the fusion one: the caption said the settings
+    came from the fusion recipe, yet VGG's hidden layer 256, dropout 0.5 and
+    batch of 20 stayed; the PyTorch tutorial's weight decay 0, BatchNorm
+    "train" and "drops every 7 epochs" leaked into later runs. A recipe sets
+    every setting: the ones it does not name go back to their defaults; the
+    pictures (folder, share kept for checking, seed) and the device stay."""
+    from tests.test_app_pages import MODEL, _app, _button, _choose_data, _goto, _ok, _texts
+    from ui.state import DEFAULTS
+
+    at = _goto(_choose_data(_app(), small_data), MODEL)
+    assert "sets every setting" in _texts(at.caption)  # said before a recipe is used
+    at.session_state["val_fraction"], at.session_state["seed"] = 0.3, 7
+    for first in ("keras-vgg16", "pytorch-tutorial"):
+        at.selectbox(key="recipe_choice").set_value(first).run()
+        _button(at, "Use this recipe").click().run()
+        at.selectbox(key="recipe_choice").set_value("resnet50-fusion").run()
+        _button(at, "Use this recipe").click().run()
+        _ok(at)
+        state = at.session_state
+        fusion = get_recipe("resnet50-fusion").settings
+        assert (state["backbone"], state["preset"], state["fusion"]) == ("resnet50", "linear", "concat")
+        assert (state["epochs"], state["lr"], state["optimizer"]) == (fusion["epochs"], 0.001, "adam")
+        for key in ("head_hidden", "head_dropout", "batch_size", "weight_decay", "momentum", "batchnorm"):
+            assert state[key] == DEFAULTS[key], (first, key)
+        for key in ("step_epochs", "head_epochs", "discriminative_lr", "warmup_epochs", "augment_views", "last_n"):
+            assert state[key] == DEFAULTS[key], (first, key)
+        assert (state["data_dir"], state["val_fraction"], state["seed"]) == (str(small_data), 0.3, 7)
+        assert "back to their defaults" in _texts(at.caption) and "ResNet-50 with multi-layer" in _texts(at.caption)
+    assert at.select_slider(key="batch_size").value == DEFAULTS["batch_size"]  # the widgets show it too
