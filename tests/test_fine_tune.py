@@ -284,3 +284,44 @@ def test_a_recipe_applied_after_another_sets_the_whole_recipe(env, small_data):
         assert (state["data_dir"], state["val_fraction"], state["seed"]) == (str(small_data), 0.3, 7)
         assert "back to their defaults" in _texts(at.caption) and "ResNet-50 with multi-layer" in _texts(at.caption)
     assert at.select_slider(key="batch_size").value == DEFAULTS["batch_size"]  # the widgets show it too
+
+
+def test_lr_find_chart_keeps_each_steps_loss_in_sight_and_says_what_runs_off_the_top():
+    """QA: the light "each step" line fell below the chart's bottom at about
+    0.002 and vanished (the axis covered the smoothed line only). The axis
+    starts at 0 (a loss is never below); a blow-up above it is cut off, and the
+    title says so; the stretch the suggestion comes from is shaded."""
+    from ui.charts import lr_find_figure
+
+    lrs = [1e-7 * 10 ** (i / 12.5) for i in range(90)]
+    raw = [0.7] * 40 + [0.01] * 45 + [3.0, 9.0, 40.0, 200.0, 900.0]
+    smooth = [0.7] * 40 + [0.7 - 0.012 * i for i in range(45)] + [0.5, 1.0, 2.0, 4.0, 9.0]
+    result = {"lrs": lrs, "losses": smooth, "raw_losses": raw, "suggestion": 1e-3, "steepest": 2e-3}
+    fig = lr_find_figure({**result, "falling": (1e-4, 0.1)})
+    low, high = fig.layout.yaxis.range
+    assert low <= min(raw) and high >= max(smooth[:85]) and high >= smooth[0]
+    assert "run off the top" in fig.layout.title.text
+    assert [(s.x0, s.x1) for s in fig.layout.shapes if s.type == "rect"] == [(1e-4, 0.1)]
+    calm = lr_find_figure({**result, "raw_losses": raw[:85], "losses": smooth[:85], "lrs": lrs[:85]})
+    assert "run off" not in calm.layout.title.text  # nothing cut off: nothing said
+
+
+def test_lr_find_of_a_head_alone_sweeps_until_the_loss_blows_up_and_says_how_it_suggests(
+    hymenoptera, offline_weights, tmp_path, monkeypatch
+):
+    """QA: the smoothed loss still fell at rate 10, so the curve never showed
+    the "far too big" end the button promises. Measured on hymenoptera: an SGD
+    head on frozen MobileNetV2 features only blows up at about 300, and the
+    0.98 smoothing lagged four decades behind each step's loss. A head-alone
+    sweep goes on to 1000 and the smoothing follows the loss within a decade,
+    so the sweep ends where the loss blows up; the words say why the
+    suggestion is not where the loss falls fastest."""
+    from core.lr_find import lr_find
+
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
+    config = TrainConfig(data_dir=str(hymenoptera), backbone="mobilenet_v2", optimizer="sgd", device="cpu")
+    result = lr_find(config)
+    assert result.exploded and result.lrs[-1] > 10, (result.lrs[-1], result.losses[-5:])
+    assert result.falling[0] < result.suggestion < result.falling[1] < result.lrs[-1]
+    assert "the stretch where the loss keeps falling" in result.words and "blew up" in result.words
+    assert "falls fastest" in result.words and "from the whole stretch" in result.words
