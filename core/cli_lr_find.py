@@ -19,8 +19,16 @@ def register(sub: argparse._SubParsersAction, add_train_options, config_from_arg
     p.add_argument("data_dir")
     add_train_options(p)
     p.add_argument("--start-lr", type=float, default=1e-7, metavar="X", help="the sweep's first rate (default: 1e-07)")
-    p.add_argument("--end-lr", type=float, default=10.0, metavar="X", help="the sweep's last rate (default: 10)")
-    p.add_argument("--steps", type=int, default=100, metavar="N", help="steps of the sweep (default: 100)")
+    p.add_argument(
+        "--end-lr",
+        type=float,
+        default=None,
+        metavar="X",
+        help="the sweep's last rate (default: 1000 when only the new head learns, else 10)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, metavar="N", help="steps of the sweep (default: 12.5 a decade of rates)"
+    )
     p.set_defaults(func=lambda args: cmd_lr_find(args, config_from_args(args)))
 
 

@@ -1,9 +1,13 @@
 """Recipes: one-click settings that reproduce the classic transfer-learning tutorials.
 
 A recipe is a set of TrainConfig settings and a line on where it comes from.
-It fills the settings; anything given explicitly (a command-line option, a
-widget changed afterwards) still wins: `python -m core train DIR --recipe
-pytorch-tutorial --epochs 5`. The tutorials' own choices are kept, even where
+It sets the whole recipe: the settings it names, and every other one back to
+its default (`applied_settings`), so that a recipe applied after another
+keeps nothing of the first (QA saw VGG's hidden layer and batch of 20 stay
+under the fusion recipe). Only the pictures and the machine stay (KEPT).
+Anything given explicitly (a command-line option, a widget changed
+afterwards) still wins: `python -m core train DIR --recipe pytorch-tutorial
+--epochs 5`. Every recipe names its epochs (its tutorial's). The tutorials' own choices are kept, even where
 Transfer Studio's defaults differ (no head-first epoch, one rate for every
 block, no warm-up, BatchNorm statistics re-measured), so that a run shows
 what the tutorial gets on your pictures.
@@ -15,7 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import TrainConfig
+from .config import TrainConfig, defaults
+
+# What applying a recipe leaves as it is: the pictures (the folder, and which of them are kept for checking:
+# the share and the seed, so that runs of two recipes are checked on the same pictures) and the machine.
+KEPT = ("data_dir", "val_fraction", "seed", "device")
+KEPT_WORDS = "your folder of pictures, the share kept for checking, the random seed and the device stay"
 
 # How the tutorials train: none of Transfer Studio's fine-tuning extras.
 _PLAIN = {"head_epochs": 0, "discriminative_lr": False, "warmup_epochs": 0.0, "batchnorm": "train"}
@@ -167,3 +176,14 @@ def get_recipe(name: str) -> Recipe:
 def recipe_settings(name: str) -> dict:
     """The settings a recipe fills (a copy)."""
     return dict(get_recipe(name).settings)
+
+
+def applied_settings(name: str, current: dict, base: dict | None = None) -> dict:
+    """Every setting once recipe `name` is applied to the `current` ones: the
+    recipe's, the KEPT ones as they are, every other one its default from
+    `base` (core.config.defaults() unless given: the pages pass their widgets'
+    defaults). The command line gets the same from the recipe filling its
+    options' defaults (core.cli.parse_args)."""
+    base = defaults() if base is None else base
+    kept = {k: current[k] for k in KEPT if k in current}
+    return {**{k: v for k, v in base.items() if k not in KEPT}, **kept, **get_recipe(name).settings}

@@ -15,9 +15,9 @@ import torch
 
 from core import cli
 from core.backbones import get_backbone
-from core.config import TrainConfig
+from core.config import TrainConfig, defaults
 from core.freeze import freeze_plan_for
-from core.recipes import RECIPES, get_recipe
+from core.recipes import KEPT, RECIPES, applied_settings, get_recipe
 from core.schedules import build_schedule, phases
 from tests.folders import PACKAGED_BACKBONE
 from tests.test_app_pages import every_run_goes_through_app_py  # noqa: F401 - the page test runs app.py
@@ -40,6 +40,17 @@ def test_each_recipe_builds_the_config_it_names(name):
     plan = freeze_plan_for(MOBILENET_BLOCKS, config)
     assert plan.head_epochs == 0 and set(plan.lr_mult.values()) == {1.0}  # the tutorial's way, not ours
     assert recipe.source and recipe.title
+    assert "epochs" in recipe.settings  # a recipe is a whole training: applied, it sets its epochs too
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_a_recipe_on_the_command_line_sets_what_the_page_sets(name):
+    """`train --recipe` and the page's "Use this recipe" set the same whole
+    recipe: what it names, every other setting its default."""
+    config = cli._config_from_args(cli.parse_args(["train", "pics", "--recipe", name])).to_dict()
+    expected = applied_settings(name, {**defaults(), "data_dir": config["data_dir"]})  # nothing chosen before
+    assert config == expected
+    assert all(v == defaults()[k] for k, v in config.items() if k not in get_recipe(name).settings and k not in KEPT)
 
 
 def test_the_pytorch_tutorial_recipe_is_its_settings_and_options_still_win():
@@ -241,3 +252,76 @@ def test_model_page_fills_a_recipe_and_applies_the_lr_finders_suggestion(env, sm
     use.click().run()
     _ok(at)
     assert at.select_slider(key="lr").value == pytest.approx(suggested)
+
+
+def test_a_recipe_applied_after_another_sets_the_whole_recipe(env, small_data):
+    """QA: VGG's recipe, then the fusion one: the caption said the settings
+    came from the fusion recipe, yet VGG's hidden layer 256, dropout 0.5 and
+    batch of 20 stayed; the PyTorch tutorial's weight decay 0, BatchNorm
+    "train" and "drops every 7 epochs" leaked into later runs. A recipe sets
+    every setting: the ones it does not name go back to their defaults; the
+    pictures (folder, share kept for checking, seed) and the device stay."""
+    from tests.test_app_pages import MODEL, _app, _button, _choose_data, _goto, _ok, _texts
+    from ui.state import DEFAULTS
+
+    at = _goto(_choose_data(_app(), small_data), MODEL)
+    assert "sets every setting" in _texts(at.caption)  # said before a recipe is used
+    at.session_state["val_fraction"], at.session_state["seed"] = 0.3, 7
+    for first in ("keras-vgg16", "pytorch-tutorial"):
+        at.selectbox(key="recipe_choice").set_value(first).run()
+        _button(at, "Use this recipe").click().run()
+        at.selectbox(key="recipe_choice").set_value("resnet50-fusion").run()
+        _button(at, "Use this recipe").click().run()
+        _ok(at)
+        state = at.session_state
+        fusion = get_recipe("resnet50-fusion").settings
+        assert (state["backbone"], state["preset"], state["fusion"]) == ("resnet50", "linear", "concat")
+        assert (state["epochs"], state["lr"], state["optimizer"]) == (fusion["epochs"], 0.001, "adam")
+        for key in ("head_hidden", "head_dropout", "batch_size", "weight_decay", "momentum", "batchnorm"):
+            assert state[key] == DEFAULTS[key], (first, key)
+        for key in ("step_epochs", "head_epochs", "discriminative_lr", "warmup_epochs", "augment_views", "last_n"):
+            assert state[key] == DEFAULTS[key], (first, key)
+        assert (state["data_dir"], state["val_fraction"], state["seed"]) == (str(small_data), 0.3, 7)
+        assert "back to their defaults" in _texts(at.caption) and "ResNet-50 with multi-layer" in _texts(at.caption)
+    assert at.select_slider(key="batch_size").value == DEFAULTS["batch_size"]  # the widgets show it too
+
+
+def test_lr_find_chart_keeps_each_steps_loss_in_sight_and_says_what_runs_off_the_top():
+    """QA: the light "each step" line fell below the chart's bottom at about
+    0.002 and vanished (the axis covered the smoothed line only). The axis
+    starts at 0 (a loss is never below); a blow-up above it is cut off, and the
+    title says so; the stretch the suggestion comes from is shaded."""
+    from ui.charts import lr_find_figure
+
+    lrs = [1e-7 * 10 ** (i / 12.5) for i in range(90)]
+    raw = [0.7] * 40 + [0.01] * 45 + [3.0, 9.0, 40.0, 200.0, 900.0]
+    smooth = [0.7] * 40 + [0.7 - 0.012 * i for i in range(45)] + [0.5, 1.0, 2.0, 4.0, 9.0]
+    result = {"lrs": lrs, "losses": smooth, "raw_losses": raw, "suggestion": 1e-3, "steepest": 2e-3}
+    fig = lr_find_figure({**result, "falling": (1e-4, 0.1)})
+    low, high = fig.layout.yaxis.range
+    assert low <= min(raw) and high >= max(smooth[:85]) and high >= smooth[0]
+    assert "run off the top" in fig.layout.title.text
+    assert [(s.x0, s.x1) for s in fig.layout.shapes if s.type == "rect"] == [(1e-4, 0.1)]
+    calm = lr_find_figure({**result, "raw_losses": raw[:85], "losses": smooth[:85], "lrs": lrs[:85]})
+    assert "run off" not in calm.layout.title.text  # nothing cut off: nothing said
+
+
+def test_lr_find_of_a_head_alone_sweeps_until_the_loss_blows_up_and_says_how_it_suggests(
+    hymenoptera, offline_weights, tmp_path, monkeypatch
+):
+    """QA: the smoothed loss still fell at rate 10, so the curve never showed
+    the "far too big" end the button promises. Measured on hymenoptera: an SGD
+    head on frozen MobileNetV2 features only blows up at about 300, and the
+    0.98 smoothing lagged four decades behind each step's loss. A head-alone
+    sweep goes on to 1000 and the smoothing follows the loss within a decade,
+    so the sweep ends where the loss blows up; the words say why the
+    suggestion is not where the loss falls fastest."""
+    from core.lr_find import lr_find
+
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
+    config = TrainConfig(data_dir=str(hymenoptera), backbone="mobilenet_v2", optimizer="sgd", device="cpu")
+    result = lr_find(config)
+    assert result.exploded and result.lrs[-1] > 10, (result.lrs[-1], result.losses[-5:])
+    assert result.falling[0] < result.suggestion < result.falling[1] < result.lrs[-1]
+    assert "the stretch where the loss keeps falling" in result.words and "blew up" in result.words
+    assert "falls fastest" in result.words and "from the whole stretch" in result.words

@@ -286,8 +286,11 @@ def curves_figure(rows: list[dict], kind: str = "accuracy"):
 
 
 def rate_text(lr: float) -> str:
-    """A learning rate as people write it: 0.001, 0.0003, 1e-5 (never "100n" or "1μ")."""
+    """A learning rate as people write it: 0.001, 0.0003, 1e-5 (never "100n" or "1μ"); core.lr_find's
+    words write rates the same way (its own copy: this module does not load the engine)."""
     text = f"{lr:.2g}"  # 0.0003, or 1e-05 below 0.0001
+    if lr >= 1:
+        return f"{float(text):g}"  # 270, not 2.7e+02
     if "e" not in text:
         return text
     mantissa, exponent = text.split("e")
@@ -295,10 +298,15 @@ def rate_text(lr: float) -> str:
 
 
 def lr_find_figure(result: dict) -> go.Figure:
-    """The learning-rate finder's curve: smoothed loss against the rate (log
-    axis), the suggestion and the steepest fall marked. Their labels sit one at
-    the top and one at the bottom of the chart, so two close rates never print
-    over each other; the axis reads 1e-5, 1e-4 ... (plotly's default is "10μ")."""
+    """The learning-rate finder's curve: each step's loss and the smoothed one
+    against the rate (log axis), the stretch where the loss keeps falling
+    shaded, the suggestion and the steepest fall marked. Their labels sit one
+    at the top and one at the bottom of the chart, so two close rates never
+    print over each other; the axis reads 1e-5, 1e-4 ... (plotly's default is
+    "10μ"). The loss axis starts at 0, so each step's loss stays in sight as it
+    falls; it ends a little above the smoothed loss's start, or above four
+    times its lowest (where the sweep calls it blown up): a blow-up beyond that
+    is cut off, and the title says so."""
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -308,6 +316,9 @@ def lr_find_figure(result: dict) -> go.Figure:
     fig.add_trace(
         go.Scatter(x=result["lrs"], y=result["losses"], mode="lines", name="smoothed", line=dict(color=TRAIN_COLOR))
     )
+    falling = result.get("falling")
+    if falling and falling[0] < falling[1]:
+        fig.add_vrect(x0=falling[0], x1=falling[1], fillcolor="#2ca02c", opacity=0.08, line_width=0, layer="below")
     # Each label beside its line, on the side away from the other line, one at the top and one at the
     # bottom: close rates never print over each other. (An annotation on a log axis takes log10 of the
     # rate; add_vline's own annotation_text puts the raw rate there, near 10**0 = 1, for both.)
@@ -329,11 +340,15 @@ def lr_find_figure(result: dict) -> go.Figure:
             font=dict(color=color),
             bgcolor="rgba(255,255,255,0.8)",
         )
-    low, high = min(result["losses"]), max(result["losses"][:1] + result["losses"][-1:])
-    _layout(fig, "Loss as the learning rate grows", "loss")
+    smooth = result["losses"]
+    top = 1.2 * max(smooth[0], min(max(smooth), 4 * min(smooth)))
+    title = "Loss as the learning rate grows"
+    if max(result["raw_losses"] + smooth) > top:
+        title += f"<br><sup>losses above {top:.2g} run off the top of the chart</sup>"
+    _layout(fig, title, "loss")
     decades = range(math.floor(math.log10(min(result["lrs"]))), math.ceil(math.log10(max(result["lrs"]))) + 1)
     ticks = [10.0**d for d in decades]  # one per power of ten, written 0.001 or 1e-5, not "1m" or "10μ"
     fig.update_xaxes(type="log", title="learning rate", tickvals=ticks, ticktext=[rate_text(t) for t in ticks])
     fig.update_traces(hovertemplate="rate %{x:.1e}<br>loss %{y:.3f}<extra></extra>")
-    fig.update_yaxes(range=[low - 0.1 * abs(low), high + 0.2 * abs(high)])
+    fig.update_yaxes(range=[0, top])
     return fig

@@ -13,7 +13,7 @@ from core.backbones import get_backbone
 from core.config import BATCHNORM
 from core.errors import friendly
 from core.preset_advice import preset_advice
-from core.recipes import RECIPES, get_recipe
+from core.recipes import KEPT_WORDS, RECIPES, applied_settings, get_recipe
 from ui import charts, state
 
 _LAST_N = re.compile(r"last-(\d+)")
@@ -31,10 +31,14 @@ def options_with(values: list, current) -> list:
 
 
 def _apply_recipe() -> None:
+    """Set the whole recipe: what it names, and every other choice back to its
+    default (core.recipes.applied_settings), so nothing of an earlier recipe
+    or choice stays mixed in."""
     name = st.session_state.get("recipe_choice")
     if not name:
         return
-    for key, value in get_recipe(name).settings.items():
+    current = {key: state.choice(key) for key in state.DEFAULTS}
+    for key, value in applied_settings(name, current, base=state.DEFAULTS).items():
         if key == "strategy":
             match = _LAST_N.fullmatch(value)
             st.session_state["preset"] = "last" if match else value
@@ -53,7 +57,8 @@ def recipe_picker() -> None:
             [None, *RECIPES],
             key="recipe_choice",
             format_func=lambda n: "choose one…" if n is None else RECIPES[n].title,
-            help="Fills the settings below the way a well-known tutorial trains. You can change any of them after.",
+            help="Sets the settings below the way a well-known tutorial trains: every setting; the ones it does "
+            f"not name go back to their defaults ({KEPT_WORDS}). You can change any of them after.",
         )
         name = st.session_state.get("recipe_choice")
         if name:
@@ -62,10 +67,21 @@ def recipe_picker() -> None:
             if needs_download(network.name):  # said before it is applied, not when training fails offline
                 needs = readiness_words(network, ready=False)
                 st.caption(f":material/wifi: {network.title}: {needs[0].lower()}{needs[1:]}.")
-        st.button("Use this recipe", on_click=_apply_recipe, disabled=not name, icon=":material/done_all:")
+        st.button(
+            "Use this recipe",
+            on_click=_apply_recipe,
+            disabled=not name,
+            icon=":material/done_all:",
+            help=f"Sets every setting; the ones the recipe does not name go back to their defaults ({KEPT_WORDS}).",
+        )
         applied = st.session_state.get("recipe_applied")
         if applied:
-            st.caption(f":material/check: Settings filled from “{RECIPES[applied].title}”; change any of them below.")
+            st.caption(
+                f":material/check: Every setting set from “{RECIPES[applied].title}”: the ones it does not name "
+                f"are back to their defaults ({KEPT_WORDS}). Change any of them below."
+            )
+        else:
+            st.caption("Using a recipe sets every setting; the ones it does not name go back to their defaults.")
 
 
 # --- which preset first ------------------------------------------------------------
