@@ -42,6 +42,7 @@ from torch import nn
 from .augmented_views import stored_bytes_per_picture
 from .backbones import get_backbone
 from .config import TrainConfig
+from .counts import rate_text
 from .decisions import decide
 from .devices import pick_device, seed_everything
 from .errors import TrainingError
@@ -93,17 +94,6 @@ class LrFindResult:
             f"suggestion comes from the whole stretch; either is a good start. Swept {len(self.lrs)} steps, "
             f"training {self.trains}."
         )
-
-
-def rate_text(lr: float) -> str:
-    """A learning rate as people write it: 0.001, 0.0003, 1e-5 (never "100n" or "1μ")."""
-    text = f"{lr:.2g}"
-    if lr >= 1:
-        return f"{float(text):g}"  # 270, not 2.7e2
-    if "e" not in text:
-        return text
-    mantissa, exponent = text.split("e")
-    return f"{mantissa}e{int(exponent)}"
 
 
 def valley(losses: list[float]) -> int:

@@ -180,7 +180,8 @@ def test_lr_find_chart_keeps_close_labels_apart_and_writes_rates_as_people_do():
     read 1e-5, 0.0001, 0.001."""
     import math
 
-    from ui.charts import lr_find_figure, rate_text
+    from core.counts import rate_text
+    from ui.charts import lr_find_figure
 
     lrs = [1e-7 * 10 ** (i / 8) for i in range(57)]  # 1e-7 to 1, as the finder sweeps
     losses = [1.4 - 0.9 / (1 + math.exp(-3 * (math.log10(lr) + 3.5))) for lr in lrs]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from core.counts import rate_text
 from core.scan_report import ScanReport
 from ui.words import chart_text
 
@@ -283,18 +284,6 @@ def curves_figure(rows: list[dict], kind: str = "accuracy"):
     # One tick per epoch only while they fit: 100 epochs of ticks are an unreadable smear.
     fig.update_xaxes(dtick=1 if last_epoch <= 20 else None)
     return fig
-
-
-def rate_text(lr: float) -> str:
-    """A learning rate as people write it: 0.001, 0.0003, 1e-5 (never "100n" or "1μ"); core.lr_find's
-    words write rates the same way (its own copy: this module does not load the engine)."""
-    text = f"{lr:.2g}"  # 0.0003, or 1e-05 below 0.0001
-    if lr >= 1:
-        return f"{float(text):g}"  # 270, not 2.7e+02
-    if "e" not in text:
-        return text
-    mantissa, exponent = text.split("e")
-    return f"{mantissa}e{int(exponent)}"  # 1e-5, not 1e-05
 
 
 def lr_find_figure(result: dict) -> go.Figure:
