@@ -23,11 +23,11 @@ import torch
 
 from core import cli
 from core.adapt import ADAPTED_FILE, read_record, with_alignment
-from core.adapted_run import ORIGIN_FILE, keep_as_run, kept_run
+from core.adapted_run import ORIGIN_FILE, fold_alignment, keep_as_run, kept_run
 from core.evaluation import load_run_model
 from core.export import export_run
 from core.images import open_rgb
-from core.models import build_model
+from core.models import HeadConfig, build_model
 from core.runs import RunStore
 from tests.folders import PACKAGED_BACKBONE, PHOTOS
 from tests.shift import shifted_copy
@@ -106,6 +106,24 @@ def _kept_run_is_the_adapted_model(run: Path, new: Path, adapted, target: Path) 
     assert checks, checks
 
 
+@pytest.mark.parametrize("head", [HeadConfig(), HeadConfig(dropout=0.3), HeadConfig(hidden=16, dropout=0.2)])
+def test_the_alignment_folds_into_every_plain_head(head):
+    """x*s + b then the head's first Linear is one Linear: the kept run's
+    best.pt has a trained run's layout and answers as the aligned model."""
+    torch.manual_seed(0)
+    model = with_alignment(build_model(PACKAGED_BACKBONE, 3, init="random", head=head)).eval()
+    align = model.blocks["head"][0]
+    align.scale.uniform_(0.2, 5.0)
+    align.shift.normal_(0.0, 2.0)
+    features = torch.randn(8, model.feature_dim)
+    with torch.no_grad():
+        aligned = model.blocks["head"](features)
+        folded = fold_alignment(model).blocks["head"](features)
+    plain = build_model(PACKAGED_BACKBONE, 3, init="random", head=head)
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    assert torch.allclose(aligned, folded, atol=1e-4), (aligned - folded).abs().max()
+
+
 # --- the Results page's view of it --------------------------------------------------------
 
 
@@ -163,3 +181,5 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     assert f"This model is the run **{words.md_text(with_run.name)}** adapted to the 16 pictures" in _texts(at.info)
     at = _goto(at, "pages/4_playground.py")
     assert at.selectbox(key="play_run").value == kept.name
+    at = _goto(at, "pages/5_runs.py")  # listed, its folder's name ending in "adapted"
+    assert kept.name in set(next(d.value for d in at.dataframe if "Run" in d.value.columns)["Run"])
