@@ -1,6 +1,8 @@
 """The command line's domain adaptation: `python -m core adapt RUN_DIR
-TARGET_DIR [--labelled-target DIR]`, and `train --adapt-to DIR`, which adapts
-the run it just trained (core.adapt)."""
+TARGET_DIR [--labelled-target DIR] [--as-new-run]`, and `train --adapt-to DIR
+[--as-new-run]`, which adapts the run it just trained (core.adapt). With
+--as-new-run the adapted model is kept as a new run beside it
+(core.adapted_run), which predict, export and the app take like any run."""
 
 from __future__ import annotations
 
@@ -19,6 +21,12 @@ def _options(p: argparse.ArgumentParser) -> None:
         help="adabn: re-estimate BatchNorm statistics only; self-training: align the features, then learn "
         f"from the new pictures with entropy minimisation and pseudo-labels (default: {DEFAULT_ADAPT_METHOD})",
     )
+    p.add_argument(
+        "--as-new-run",
+        action="store_true",
+        help="keep the adapted model as a new run in the same runs folder, so that predict, export and the app "
+        "(Playground, Results, Compare) use it like any run",
+    )
 
 
 def _summary(record: dict) -> str:
@@ -32,16 +40,19 @@ def _summary(record: dict) -> str:
     )
     if t["after"] is not None:
         text += f"; target accuracy {pct(t['before'])} -> {pct(t['after'])} (AdaBN alone {pct(t['adabn'])})"
+    if record.get("new_run"):
+        text += f". Kept as a new run: {record['new_run']}"
     return text
 
 
 def _adapt(run_dir, target, labelled, args, quiet: bool) -> dict:
+    """Adapt; with --as-new-run, keep the result as a run ("new_run": its folder, in the record returned)."""
     from .adapt import adapt_run
 
     def say(phase: str) -> None:
         print(phase, file=sys.stderr, flush=True)
 
-    return adapt_run(
+    record = adapt_run(
         run_dir,
         target,
         labelled,
@@ -49,6 +60,11 @@ def _adapt(run_dir, target, labelled, args, quiet: bool) -> dict:
         device=getattr(args, "adapt_device", "cpu"),
         on_phase=None if quiet else say,
     )
+    if getattr(args, "as_new_run", False):
+        from .adapted_run import keep_as_run
+
+        record["new_run"] = str(keep_as_run(run_dir, on_phase=None if quiet else say).path)
+    return record
 
 
 def cmd_adapt(args) -> int:

@@ -5,6 +5,8 @@ Layout (see docs/DESIGN.md):
     .transfer-studio-run (the marker: this app made the folder)
     config.json  scan.json  classes.json  status.json  metrics.jsonl
     last.pt (resume)  best.pt (best val epoch)  eval.json  run.lock
+    adapted.pt  adapt.json (adapted to new pictures, core.adapt)
+    adapted_from.json (a run that is an adapted model kept, core.adapted_run)
 
 Every run is read on its own: a file that is missing, cut off or not what it
 should be makes that run "damaged", with the reason in words, and never
@@ -283,6 +285,8 @@ class Run:
             "reason": reason,
             "problems": problems,
             "feature_cache": status.get("feature_cache"),
+            # A model adapted to new pictures and kept as a run (core.adapted_run): the run, folder and method.
+            "adapted_from": status.get("adapted_from") if isinstance(status.get("adapted_from"), dict) else None,
         }
 
     # --- writing -----------------------------------------------------------

@@ -3,7 +3,11 @@ colour cast, noise: tests/shift.py): the adapted model must name at least 5
 points more of the shifted pictures than the same run without adaptation,
 and not through AdaBN alone (recorded beside it). The Results page says how
 it adapted in words, fills every cell of its table, and warns when the
-adapted model does worse on the person's own validation pictures."""
+adapted model does worse on the person's own validation pictures.
+
+Kept as a new run (`--as-new-run`, or the Results page's button), the
+adapted model is a run like any other: listed with where it came from, it
+predicts exactly as adapted.pt does, and exports to TorchScript and ONNX."""
 
 from __future__ import annotations
 
@@ -11,13 +15,20 @@ import contextlib
 import io
 import json
 import shutil
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from core import cli
 from core.adapt import ADAPTED_FILE, read_record, with_alignment
-from core.models import build_model
+from core.adapted_run import ORIGIN_FILE, fold_alignment, keep_as_run, kept_run
+from core.evaluation import load_run_model
+from core.export import export_run
+from core.images import open_rgb
+from core.models import HeadConfig, build_model
+from core.runs import RunStore
 from tests.folders import PACKAGED_BACKBONE, PHOTOS
 from tests.shift import shifted_copy
 from tests.test_app_pages import (
@@ -27,6 +38,7 @@ from tests.test_app_pages import (
     _texts,
     every_run_goes_through_app_py,  # noqa: F401 - the page test runs app.py
 )
+from ui import words
 from ui.adapt_view import AVERAGES_ONLY
 
 
@@ -39,9 +51,10 @@ def test_self_training_gains_on_shifted_pictures(linear_probe_run, tmp_path):
         shifted_copy(PHOTOS / split, target)  # 56 pictures in class subfolders, used only to score
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert cli.main(["adapt", str(run), str(target)]) == 0
+        assert cli.main(["adapt", str(run), str(target), "--as-new-run"]) == 0
     record = json.loads(out.getvalue().strip().splitlines()[-1])
-    assert record == read_record(run)
+    new = Path(record.pop("new_run"))
+    assert record == {k: v for k, v in read_record(run).items() if k != "kept_as"}
     assert record["method"] == "self-training" and record["target_pictures"] == record["scored_pictures"] == 56
     t = record["target"]
     assert t["before"] < record["source"]["before"]  # the shift hurts
@@ -53,6 +66,62 @@ def test_self_training_gains_on_shifted_pictures(linear_probe_run, tmp_path):
     model = with_alignment(build_model(PACKAGED_BACKBONE, len(payload["classes"]), init="random"))
     model.load_state_dict(payload["model"])
     assert payload["adapt"]["target"] == t
+    _kept_run_is_the_adapted_model(run, new, model.eval(), target)
+
+
+def _kept_run_is_the_adapted_model(run: Path, new: Path, adapted, target: Path) -> None:
+    """The new run: beside the source in its runs folder, listed with where it
+    came from, answering as adapted.pt does (its FeatureAlign folded into the
+    head), scored on the validation pictures, and exported with it."""
+    assert new.parent == run.parent and new.name.endswith("-adapted")
+    listed = {r.name: r.summary() for r in RunStore(run.parent).list()}
+    s = listed[new.name]
+    assert s["state"] == "finished" and listed[run.name]["adapted_from"] is None
+    came = s["adapted_from"]
+    assert came["run"] == run.name and came["method"] == "self-training"
+    assert came["target_dir"] == str(target.resolve())
+    assert (new / ORIGIN_FILE).is_file() and not (new / "last.pt").exists()  # nothing to resume
+    assert kept_run(run).path == new and keep_as_run(run).path == new  # kept once
+    assert read_record(run)["kept_as"] == new.name
+    # The same answers as adapted.pt, through the loader every page and `predict` use.
+    loaded = load_run_model(new)
+    assert all("FeatureAlign" not in type(m).__name__ for m in loaded.model.modules())  # a trained run's layout
+    pictures = sorted(target.rglob("*.jpg"))
+    x = torch.stack([loaded.transform(open_rgb(p, max_side=loaded.resize_size)) for p in pictures])
+    with torch.no_grad():
+        ours, theirs = loaded.model(x).softmax(1), adapted(x).softmax(1)
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+    assert torch.equal(ours.argmax(1), theirs.argmax(1))
+    evaluation = json.loads((new / "eval.json").read_text())
+    n = evaluation["count"]
+    assert n == came["source"]["n"] and abs(evaluation["accuracy"] - came["source"]["after"]) <= 1 / n + 1e-9
+    assert s["best_val_accuracy"] == evaluation["accuracy"]
+    # Exported, TorchScript and ONNX agree with the app's model (export_run checks them on val pictures).
+    with zipfile.ZipFile(export_run(new)) as zf:
+        names = set(zf.namelist())
+        card = zf.read(f"{new.name}/MODEL_CARD.md").decode()
+        checks = json.loads(zf.read(f"{new.name}/export_check.json"))
+    assert {f"{new.name}/model.ts", f"{new.name}/model.onnx"} <= names
+    assert "## Adapted to new pictures" in card and f"Adapted from the run {run.name}" in card
+    assert checks, checks
+
+
+@pytest.mark.parametrize("head", [HeadConfig(), HeadConfig(dropout=0.3), HeadConfig(hidden=16, dropout=0.2)])
+def test_the_alignment_folds_into_every_plain_head(head):
+    """x*s + b then the head's first Linear is one Linear: the kept run's
+    best.pt has a trained run's layout and answers as the aligned model."""
+    torch.manual_seed(0)
+    model = with_alignment(build_model(PACKAGED_BACKBONE, 3, init="random", head=head)).eval()
+    align = model.blocks["head"][0]
+    align.scale.uniform_(0.2, 5.0)
+    align.shift.normal_(0.0, 2.0)
+    features = torch.randn(8, model.feature_dim)
+    with torch.no_grad():
+        aligned = model.blocks["head"](features)
+        folded = fold_alignment(model).blocks["head"](features)
+    plain = build_model(PACKAGED_BACKBONE, 3, init="random", head=head)
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    assert torch.allclose(aligned, folded, atol=1e-4), (aligned - folded).abs().max()
 
 
 # --- the Results page's view of it --------------------------------------------------------
@@ -86,3 +155,31 @@ def test_results_page_says_how_it_adapted_in_words_and_warns_when_it_got_worse(e
         assert worse or method != "adabn", record
         if worse:
             assert "Keep the earlier model" in _texts(at.warning)
+
+
+def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_path):
+    target = shifted_copy(PHOTOS / "val", tmp_path / "dim-room")
+    at = _goto(_app(), "pages/6_results.py")
+    at.text_input(key="adapt_folder").set_value(str(target)).run()
+    assert "adapt_keep" not in [b.key for b in at.button]  # nothing adapted yet, nothing to keep
+    at.selectbox(key="adapt_method").set_value("self-training").run()
+    at.button(key="adapt_go").click().run()
+    _ok(at)
+    at.button(key="adapt_keep").click().run()
+    _ok(at)
+    kept = kept_run(with_run)
+    assert kept is not None and kept.path.parent == with_run.parent, _texts(at.error)
+    assert f"kept as the run **{words.md_text(kept.name)}**" in _texts(at.success)
+    assert "adapt_keep" not in [b.key for b in at.button]  # kept once: the button gives way to the run
+    links = [(e.proto.page, e.proto.query_string) for e in at.get("page_link")]
+    assert ("playground", f"run={kept.name}") in links and ("results", f"run={kept.name}") in links, links
+    # The new run opens on the Results page like any run, saying where it came from, and in the Playground.
+    at.query_params["run"] = kept.name
+    at.run()
+    _ok(at)
+    assert at.selectbox(key="results_run").value == kept.name
+    assert f"This model is the run **{words.md_text(with_run.name)}** adapted to the 16 pictures" in _texts(at.info)
+    at = _goto(at, "pages/4_playground.py")
+    assert at.selectbox(key="play_run").value == kept.name
+    at = _goto(at, "pages/5_runs.py")  # listed, its folder's name ending in "adapted"
+    assert kept.name in set(next(d.value for d in at.dataframe if "Run" in d.value.columns)["Run"])

@@ -1,6 +1,9 @@
 """Domain adaptation on the Results page: "Adapt to new pictures" (a folder
 of pictures of another kind, no labels needed) and, once adapted, source and
-target accuracy side by side (the run's adapt.json, written by core.adapt)."""
+target accuracy side by side (the run's adapt.json, written by core.adapt),
+and "Keep the adapted model as a new run" (core.adapted_run), after which
+the Playground, the export and Compare take it like any run. A run that is
+such a kept model says where it came from."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core.adapt import DEFAULT_METHOD, METHODS, adapt_run, read_record
+from core.adapted_run import keep_as_run, kept_run, read_origin
 from core.errors import friendly
 from ui import state, words
 
@@ -59,8 +63,8 @@ def worse_warnings(record: dict) -> list[str]:
         said.append(
             f"The adapted model did worse on your own checking pictures: {_pct(s['after'])} right, against "
             f"{_pct(s['before'])} before adapting. Keep the earlier model: it is unchanged, and it is the one the "
-            "Playground and the export use. Ignore adapted.pt (or delete it from the run folder), or try the "
-            "other method."
+            "Playground and the export use for this run. Keep the adapted one as a new run only for pictures like "
+            "the new ones, or try the other method."
         )
     if t.get("before") is not None and t.get("after") is not None and t["after"] < t["before"]:
         said.append(
@@ -95,7 +99,70 @@ def _show(record: dict) -> None:
             "The new pictures had no class subfolders, so the accuracy on them cannot be shown; add a labelled "
             "folder of the same kind to see it."
         )
-    st.caption("The adapted model is saved as adapted.pt in the run folder; the run's own model is unchanged.")
+    st.caption(
+        "This run's own model is unchanged. Keep the adapted one as a new run to try it in the Playground, take it "
+        "with you (export) and compare it with the others."
+    )
+
+
+def _links(name: str) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.page_link(
+            state.PAGE_PLAYGROUND,
+            label="Try it in the Playground",
+            icon=":material/science:",
+            query_params={"run": name},
+        )
+    with right:
+        st.page_link(
+            state.PAGE_RESULTS,
+            label="See its results and export it",
+            icon=":material/insights:",
+            query_params={"run": name},
+        )
+
+
+def keep_section(run) -> None:
+    """The button that keeps the adapted model as a new run, or the run it was kept as."""
+    kept = kept_run(run.path)
+    if kept is None and st.button(
+        "Keep the adapted model as a new run",
+        icon=":material/library_add:",
+        key="adapt_keep",
+        help="Makes a new run in the runs folder holding the adapted model, beside this one, which stays as it is.",
+    ):
+        try:
+            with st.spinner("Keeping the adapted model and checking it on your validation pictures…"):
+                kept = keep_as_run(run.path)
+        except Exception as exc:  # noqa: BLE001 - reported in words
+            st.error(f"The adapted model could not be kept: {friendly(exc)}", icon=":material/error:")
+            return
+        st.toast(f"Kept as the run {kept.name}.", icon=":material/library_add_check:")
+        st.rerun()  # redraw: the run it was kept as instead of the button, and the new run in every list
+    if kept is not None:
+        st.success(
+            f"The adapted model is kept as the run **{words.md_text(kept.name)}**: choose it in the Playground, "
+            "on this page, in Export and in Compare like any model you trained.",
+            icon=":material/library_add_check:",
+        )
+        _links(kept.name)
+
+
+def origin_note(run) -> None:
+    """For a run that is a kept adapted model: which run, which pictures, which method."""
+    came = read_origin(run.path)
+    if not came:
+        return
+    how = METHOD_DONE.get(came.get("method"), came.get("method"))
+    text = (
+        f"This model is the run **{words.md_text(came['run'])}** adapted to the {came['target_pictures']} pictures "
+        f"in `{came['target_dir']}` {how}."
+    )
+    t = came.get("target") or {}
+    if t.get("after") is not None:
+        text += f" On those pictures it names {_pct(t['after'])} right, against {_pct(t.get('before'))} before."
+    st.info(text, icon=":material/call_split:")
 
 
 def _refused(folder: str) -> str | None:
@@ -106,6 +173,7 @@ def _refused(folder: str) -> str | None:
 
 def adapt_section(run) -> None:
     st.subheader(":material/tune: Adapt to new pictures")
+    origin_note(run)
     st.caption(
         "Pictures of another kind (another camera, darker rooms, another school) can fool a model. Give it a "
         "folder of such pictures, no labels needed, and it adjusts itself to them. If the folder has one "
@@ -137,3 +205,4 @@ def adapt_section(run) -> None:
     record = read_record(run.path)
     if record:
         _show(record)
+        keep_section(run)
