@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .adapt import ADAPTED_FILE, RECORD_FILE, FeatureAlign, read_record, with_alignment
+from .config import ADAPT_DONE
 from .errors import UserError
 from .evaluation import evaluate_loader, load_run_model
 from .files import atomic_write_bytes
@@ -114,9 +115,9 @@ def origin(source: Run, record: dict) -> dict:
 
 def origin_words(came: dict) -> str:
     """One sentence: the run, the folder of pictures and the method."""
+    how = ADAPT_DONE.get(came.get("method"), f"by {came.get('method')}")
     return (
-        f"Adapted from the run {came['run']} to the {came['target_pictures']} pictures in {came['target_dir']} "
-        f"by {came['method']}."
+        f"Adapted from the run {came['run']} to the {came['target_pictures']} pictures in {came['target_dir']} {how}."
     )
 
 

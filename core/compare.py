@@ -163,6 +163,7 @@ def _leaderboard_row(run, device, measure_speed: bool) -> dict:
         "backbone_title": _backbone_title(summary["backbone"]),
         "strategy": summary["strategy"],
         "data": summary["data"],  # the picture folder: accuracies rank only between runs on the same one
+        "adapted_from": summary.get("adapted_from"),  # a kept adapted model: its source run, folder and method
         "created": summary["created"],
         "state": state,
         "reason": summary["reason"],

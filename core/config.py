@@ -126,6 +126,11 @@ ADAPT_METHODS = {
     ),
 }
 DEFAULT_ADAPT_METHOD = "self-training"
+# How each method adapted, in a sentence's words ("adabn" is the code's name for it).
+ADAPT_DONE = {
+    "self-training": "by learning from them without their labels (self-training)",
+    "adabn": "by re-measuring the network's internal averages on them (AdaBN; nothing learned)",
+}
 
 
 def setting(

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.adapted_run import origin_words
 from core.config import setting_label, settings_without_effect
 from core.errors import UserError, friendly
 from core.jobs import ACTIVE
@@ -40,7 +41,8 @@ def runs_table(runs: list, states: dict) -> None:
                 "Started": words.fmt_when(s.get("created")),
                 "Status": words.state_word(states[run.name]),
                 "Network": words.backbone_title(s["backbone"]),
-                "What learned": words.strategy_label(s["strategy"]),
+                "What learned": words.strategy_label(s["strategy"])
+                + (" · then adapted" if s.get("adapted_from") else ""),
                 "Pictures": Path(s["data"]).name if s.get("data") else "?",
                 "Best val accuracy": None if acc is None or acc < 0 else 100 * acc,
                 "Epochs": f"{s.get('epochs_done') or 0} of {s.get('epochs')}",
@@ -70,6 +72,8 @@ def run_heading(run, run_state: str, elsewhere: bool = False) -> None:
         f"{words.strategy_label(summary.get('strategy'))}"
     )
     st.caption(f"Its folder in the runs folder: {words.md_text(run.name)}")
+    if summary.get("adapted_from"):
+        st.info(words.md_text(origin_words(summary["adapted_from"])), icon=":material/tune:")
     if run_state == "failed":
         st.error(f"This run failed: {summary.get('reason') or 'no reason was saved.'}", icon=":material/error:")
     elif run_state == "stopped":

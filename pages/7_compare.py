@@ -169,8 +169,8 @@ def _training(row: dict, state: str | None) -> str:
 def _what_learned(row: dict, alike: Counter) -> str:
     """What learned, in words; with its epochs where another row has the same
     network learning the same way (those rows read the same otherwise)."""
-    what = strategy_words(row["strategy"])[0]
-    if alike[(row["backbone"], row["strategy"])] > 1 and row.get("epochs"):
+    what = strategy_words(row["strategy"])[0] + (" · then adapted" if row.get("adapted_from") else "")
+    if alike[(row["backbone"], row["strategy"], bool(row.get("adapted_from")))] > 1 and row.get("epochs"):
         return f"{what} · {how_many(row['epochs'], 'epoch')}"
     return what
 
@@ -183,7 +183,7 @@ def board_frame(rows: list[dict], states: dict) -> pd.DataFrame:
     def number(value, pattern: str) -> str:
         return "–" if value is None or value != value else pattern.format(value)  # value != value: NaN
 
-    alike = Counter((r["backbone"], r["strategy"]) for r in rows)
+    alike = Counter((r["backbone"], r["strategy"], bool(r.get("adapted_from"))) for r in rows)
     table = pd.DataFrame(
         [
             {

@@ -181,5 +181,15 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     assert f"This model is the run **{words.md_text(with_run.name)}** adapted to the 16 pictures" in _texts(at.info)
     at = _goto(at, "pages/4_playground.py")
     assert at.selectbox(key="play_run").value == kept.name
-    at = _goto(at, "pages/5_runs.py")  # listed, its folder's name ending in "adapted"
-    assert kept.name in set(next(d.value for d in at.dataframe if "Run" in d.value.columns)["Run"])
+    at = _goto(at, "pages/5_runs.py")  # listed, marked as adapted, and its page says from what
+    table = next(d.value for d in at.dataframe if "Run" in d.value.columns)
+    row = table[table["Run"] == kept.name]
+    assert list(row["What learned"]) == ["Only the new last layer learns (linear probe) · then adapted"], row
+    at.selectbox(key="open_run").set_value(kept.name).run()
+    assert words.md_text(f"Adapted from the run {with_run.name} to the 16 pictures in") in _texts(at.info)
+    assert "by learning from them without their labels (self-training)" in _texts(at.info)
+    at = _goto(at, "pages/7_compare.py")
+    at.multiselect(key="compare_runs").set_value([with_run.name, kept.name]).run()
+    _ok(at)
+    board = at.dataframe[0].value
+    assert "Only the new last layer learns · then adapted" in set(board["What learned"]), board

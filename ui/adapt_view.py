@@ -12,15 +12,12 @@ import streamlit as st
 
 from core.adapt import DEFAULT_METHOD, METHODS, adapt_run, read_record
 from core.adapted_run import keep_as_run, kept_run, read_origin
+from core.config import ADAPT_DONE
 from core.errors import friendly
 from ui import state, words
 
 METHOD_TITLES = {"self-training": "self-training (learns)", "adabn": "AdaBN (nothing learned)"}
-# How each method adapted, in a sentence's words ("adabn" is the code's name for it).
-METHOD_DONE = {
-    "self-training": "by learning from them without their labels (self-training)",
-    "adabn": "by re-measuring the network's internal averages on them (AdaBN; nothing learned)",
-}
+METHOD_DONE = ADAPT_DONE
 AVERAGES_ONLY = "Averages re-measured only"  # the table's middle column: what AdaBN alone gave
 
 
