@@ -104,12 +104,13 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
             )
         col.markdown(
             f"<div style='position:relative;background:{color};border-radius:10px;padding:8px 6px;"
-            "text-align:center;height:180px;border:1px solid #0001;display:flex;flex-direction:column;"
+            "text-align:center;height:205px;border:1px solid #0001;display:flex;flex-direction:column;"
             "justify-content:space-between'>"
             f"<div><b>{info.block_title(name)}</b><br><small>{words.fmt_short(counts[name])} numbers</small></div>"
             f"<div style='line-height:1.2'><small style='opacity:.75'>"
             f"{info.block_words(name, names)}</small></div>"
-            f"<div><b>{block_state}</b>{extra}</div>{arrow}</div>",
+            # Smaller than the title: "learns from epoch 7" and its rate fit a tile of a 1300 px window.
+            f"<div style='line-height:1.15;font-size:.9em'><b>{block_state}</b>{extra}</div>{arrow}</div>",
             unsafe_allow_html=True,
         )
         if counts[name] == 0:

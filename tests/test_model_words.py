@@ -226,7 +226,10 @@ def _learning(at: AppTest) -> int:
 
 def _states(at: AppTest) -> list[str]:
     """Each tile's state line ("learns", "learns from epoch 7", "frozen", ...), stem to head."""
-    found = [re.findall(r"<div><b>(?:<span[^>]*>[^<]*</span> )?([^<]*)</b>(.*?)</div>", t)[-1] for t in _tiles(at)]
+    found = [
+        re.findall(r"<div style=[^>]*><b>(?:<span[^>]*>[^<]*</span> )?([^<]*)</b>(.*?)</div>", t)[-1]
+        for t in _tiles(at)
+    ]
     return [re.sub(r"\s+", " ", f"{state} {re.sub(r'<[^>]+>', ' ', extra)}").strip() for state, extra in found]
 
 
