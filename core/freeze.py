@@ -109,15 +109,34 @@ class FreezePlan:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def joins(self, epochs: int) -> list[tuple[str, int]]:
-        """Gradual unfreezing: (block, the epoch it starts learning, counted
-        from 1) for each pretrained block that starts learning within `epochs`
-        epochs, top down. The one schedule the sentence and the picture give."""
+        """Gradual unfreezing, or the blocks joining after the head-only
+        epochs: (block, the epoch it starts learning, counted from 1) for each
+        pretrained block that starts learning within `epochs` epochs, top down.
+        The one schedule the sentence and the picture give."""
         joined, before = [], self.trained_at(0)
         for epoch in range(1, max(int(epochs), 0)):
             now = self.trained_at(epoch)
             joined += [(n, epoch + 1) for n in reversed(self._backbone_blocks()) if now[n] and not before[n]]
             before = now
         return joined
+
+    def trains_blocks(self, epochs: int) -> bool:
+        """Whether any pretrained block learns within `epochs` epochs (blocks
+        only ever start learning, so: whether any learns in the last one)."""
+        last = self.trained_at(max(int(epochs) - 1, 0))
+        return any(last[b] for b in self._backbone_blocks())
+
+    def learning_steps(self, counts: Mapping[str, int], epochs: int) -> list[tuple[int, int]]:
+        """How many numbers learn, and from when: (epoch counted from 1, the
+        parameters that learn from it on), first (1, the count of the first
+        epoch), then one step each time blocks join within `epochs` epochs
+        (after the head-only epochs, or as gradual unfreezing opens them).
+        `counts`: parameters per block (TransferModel.block_param_counts)."""
+        steps = []
+        for epoch in [1, *sorted({e for _, e in self.joins(epochs)})]:
+            trained = self.trained_at(epoch - 1)
+            steps.append((epoch, sum(c for n, c in counts.items() if trained.get(n))))
+        return steps
 
     def describe(self, epochs: int | None = None) -> str:
         """One plain sentence about what this plan trains (blocks named as people read them).
@@ -126,9 +145,10 @@ class FreezePlan:
         if self.head_epochs <= 0:
             return blocks
         if epochs is not None and epochs <= self.head_epochs:
+            all_of = "it trains" if epochs == 1 else "all of them train"
             return (
-                f"{head_first_words(self.head_epochs)} {_with_epochs(epochs)}, training ends before the pretrained "
-                "blocks start learning."
+                f"{_with_epochs(epochs)}, {all_of} only the new head: the pretrained blocks never start learning. "
+                f"Train for at least {self.head_epochs + 1} epochs (or the head alone for fewer) to let them learn."
             )
         return head_first_words(self.head_epochs) + " Then " + blocks[0].lower() + blocks[1:]
 
@@ -143,7 +163,7 @@ class FreezePlan:
             lowest = min((self.lr_mult[b] for b in backbone), default=1.0)
             return (
                 f"{_all_blocks(n)} and the new head are trained, earlier blocks more "
-                f"gently: the first block learns at {lowest:.2g}x the head's rate."
+                f"gently: the first block learns at the head's rate ×{lowest:.2g}."
             )
         if not on:
             return f"Only the new head is trained; {_the_blocks(n)} {_stay(n)} frozen."
@@ -256,7 +276,8 @@ def head_first_words(head_epochs: int) -> str:
 
 def _gentler_words(lr_mult: dict[str, float], on: list[str]) -> str:
     lowest = min((lr_mult.get(b, 1.0) for b in on), default=1.0)
-    return f", earlier blocks more gently (down to {lowest:.2g}x the head's rate)" if lowest < 1 else ""
+    # "rate ×0.062", as the picture's blocks say it
+    return f", earlier blocks more gently (down to the head's rate ×{lowest:.2g})" if lowest < 1 else ""
 
 
 def _blocks_and_param_free(block_names_or_model) -> tuple[list[str], list[str]]:

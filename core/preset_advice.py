@@ -17,6 +17,14 @@ def advised_strategy(train_pictures: int | None) -> str | None:
     return "linear" if train_pictures < FEW_PICTURES else "last-2"
 
 
+def strategy_in_effect(plan, epochs: int) -> str:
+    """What a freeze plan (core.freeze.FreezePlan) chosen for `epochs` epochs
+    amounts to, as `preset_advice` reads it: "linear" where no pretrained block
+    learns within them (no block switched on, or head-only epochs that take
+    the whole run), else the plan's strategy ("last-2", "custom", …)."""
+    return plan.strategy if plan.trains_blocks(epochs) else "linear"
+
+
 def preset_advice(train_pictures: int | None, chosen: str | None = None) -> str | None:
     """One line: the preset to try first for `train_pictures` (None: unknown).
     None where it would only tell a person what they chose: `chosen` (a

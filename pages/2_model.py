@@ -8,6 +8,7 @@ import torch
 from core.backbones import BackboneInfo
 from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
 from core.errors import friendly
+from core.preset_advice import strategy_in_effect
 from ui import bookmarks, fine_tune_view, fusion_view, networks, resources, state, widgets, words
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
@@ -66,29 +67,35 @@ def preset_controls(trainable_blocks: list[str]) -> str:
     return preset
 
 
+def _block_state(name: str, counts: dict[str, int], plan, epochs: int) -> tuple[str, str, str]:
+    """A block's colour, its state in words and a small line under it: what it
+    does within `epochs` epochs (head-only epochs and gradual unfreezing alike)."""
+    end_state = plan.trained_at(max(epochs - 1, 0))  # blocks only ever start learning: all that ever learn
+    joins = dict(plan.joins(epochs))  # the epochs the sentence gives
+    extra = ""
+    if plan.lr_mult.get(name, 1) < 1 and counts[name] and end_state[name]:  # a frozen block has no rate
+        extra = f"<br><small>rate ×{plan.lr_mult.get(name, 1):.2g}</small>"
+    if counts[name] == 0:
+        return COLORS["none"], "no weights", ""
+    if plan.trained_at(0)[name]:
+        return COLORS["learns"], f"{_icon('local_fire_department')} learns", extra
+    if name in joins:
+        return COLORS["later"], f"{_icon('ac_unit')} learns from epoch {joins[name]}", extra
+    frozen = f"{_icon('ac_unit')} frozen"
+    if plan.trained[name]:  # switched on, but the head-only epochs take the whole run
+        return COLORS["frozen"], frozen, f"<br><small>would learn from epoch {plan.head_epochs + 1}</small>"
+    return COLORS["frozen"], frozen, ""
+
+
 def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int) -> None:
     """The blocks from stem to head, coloured by what they do, each with its switch."""
     names = list(counts)
     trainable_blocks = [n for n in names if n != "head" and counts[n] > 0]
-    end_state = plan.trained_at(max(epochs - 1, 0))
-    frozen_now = plan.frozen_blocks()  # the count the sentences and the fast-path note give too
-    joins = dict(plan.joins(epochs)) if plan.strategy == "gradual" else {}  # the epochs the sentence gives
 
     st.markdown("From the picture (left) to your classes (right). Switch a block on to let it learn:")
     for i, (col, name) in enumerate(zip(st.columns(len(names)), names)):
         trains = plan.trained[name]
-        extra = ""
-        if counts[name] == 0:
-            color, block_state = COLORS["none"], "no weights"
-        elif name not in frozen_now:
-            color, block_state = COLORS["learns"], f"{_icon('local_fire_department')} learns"
-        elif name in joins:
-            color, block_state = COLORS["later"], f"{_icon('ac_unit')} learns from epoch {joins[name]}"
-        else:
-            color, block_state = COLORS["frozen"], f"{_icon('ac_unit')} frozen"
-        learns_some_time = name not in frozen_now or end_state.get(name)
-        if plan.lr_mult.get(name, 1) < 1 and counts[name] and learns_some_time:  # a frozen block has no rate
-            extra = f"<br><small>rate ×{plan.lr_mult.get(name, 1):.2g}</small>"
+        color, block_state, extra = _block_state(name, counts, plan, epochs)
         arrow = ""
         if i < len(names) - 1:
             arrow = (
@@ -97,12 +104,13 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
             )
         col.markdown(
             f"<div style='position:relative;background:{color};border-radius:10px;padding:8px 6px;"
-            "text-align:center;height:180px;border:1px solid #0001;display:flex;flex-direction:column;"
+            "text-align:center;height:205px;border:1px solid #0001;display:flex;flex-direction:column;"
             "justify-content:space-between'>"
             f"<div><b>{info.block_title(name)}</b><br><small>{words.fmt_short(counts[name])} numbers</small></div>"
             f"<div style='line-height:1.2'><small style='opacity:.75'>"
             f"{info.block_words(name, names)}</small></div>"
-            f"<div><b>{block_state}</b>{extra}</div>{arrow}</div>",
+            # Smaller than the title: "learns from epoch 7" and its rate fit a tile of a 1300 px window.
+            f"<div style='line-height:1.15;font-size:.9em'><b>{block_state}</b>{extra}</div>{arrow}</div>",
             unsafe_allow_html=True,
         )
         if counts[name] == 0:
@@ -119,26 +127,42 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
 
 
 def trainable_count(counts: dict[str, int], plan, epochs: int) -> None:
+    """How many numbers learn in the first epoch, and from which epoch more do
+    (after the head-only epochs, or as gradual unfreezing opens blocks)."""
     total = sum(counts.values())
-    trainable = sum(c for n, c in counts.items() if plan.trained[n])
-    trainable_end = sum(c for n, c in counts.items() if plan.trained_at(max(epochs - 1, 0))[n])
+    steps = plan.learning_steps(counts, epochs)
+    first = steps[0][1]
     c1, c2 = st.columns([1, 3], vertical_alignment="center")
-    c1.metric("Numbers that learn", f"{trainable:,}", help="Trainable parameters: the numbers training may change.")
+    c1.metric(
+        "Numbers that learn",
+        f"{first:,}",
+        help="Trainable parameters: the numbers training may change"
+        + (" in the first epoch; the line beside it says when more join in." if len(steps) > 1 else "."),
+    )
     with c2:
-        st.progress(
-            min(1.0, trainable / total),
-            text=(
-                f"All {words.fmt_params(total)} numbers in the network learn."
-                if trainable == total
-                else f"{trainable / total:.1%} of the {words.fmt_params(total)} numbers in the network learn; "
-                "the rest stay as ImageNet taught them."
-            ),
-        )
-        if trainable_end != trainable:
-            st.caption(
-                f"With gradual unfreezing this grows to {trainable_end:,} ({trainable_end / total:.1%}) "
-                f"by the last of the {epochs} epochs."
-            )
+        st.progress(min(1.0, first / total), text=_share_words(first, total, first_of_more=len(steps) > 1))
+        if len(steps) > 1:
+            st.caption(_steps_words(steps[1:], total, gradual=plan.strategy == "gradual"))
+
+
+def _share_words(trainable: int, total: int, first_of_more: bool) -> str:
+    if trainable == total:
+        return f"All {words.fmt_params(total)} numbers in the network learn."
+    share = f"{trainable / total:.1%} of the {words.fmt_params(total)} numbers in the network"
+    if first_of_more:
+        return f"At first {share} learn; more join in later (below)."
+    return f"{share[0].upper()}{share[1:]} learn; the rest stay as ImageNet taught them."
+
+
+def _steps_words(steps: list[tuple[int, int]], total: int, gradual: bool) -> str:
+    """The counts from the epochs where blocks join, e.g. "From epoch 2, when
+    the pretrained blocks join in: 2,674,083 (79.2%)."."""
+    if gradual:
+        said = ", ".join(f"{n:,} ({n / total:.1%}) from epoch {epoch}" for epoch, n in steps)
+        return f"With gradual unfreezing more learn as blocks join: {said}."
+    return " ".join(
+        f"From epoch {epoch}, when the pretrained blocks join in: {n:,} ({n / total:.1%})." for epoch, n in steps
+    )
 
 
 def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
@@ -161,7 +185,7 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
     plan = state.current_plan(counts)
     epochs = int(state.choice("epochs"))
     st.caption(words.PRESET_HELP[preset] if preset == "linear" else plan.describe(epochs))
-    fine_tune_view.preset_hint(report, state.strategy_name())
+    fine_tune_view.preset_hint(report, strategy_in_effect(plan, epochs))  # no probe tip where it is one in effect
     block_picture(info, counts, plan, epochs)
     trainable_count(counts, plan, epochs)
     return preset
@@ -209,6 +233,8 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
         with a3:
             machine_settings(info)
         fine_tune_view.fine_tune_settings(preset)
+        if preset == "gradual":
+            st.caption(f":material/info: {state.unused_note('head_epochs')}")
         fine_tune_view.speed_settings(preset)
 
 

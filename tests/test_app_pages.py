@@ -273,6 +273,8 @@ def test_model_page_presets_and_block_switches_change_what_learns(env, offline_w
     linear = _learning(at)
     assert linear == 1280 * 4 + 4  # only the new head, for 4 classes
     at.radio(key="preset").set_value("full").run()
+    assert _learning(at) == linear  # the first epoch trains the head alone (one head-only epoch by default)
+    at.number_input(key="head_epochs").set_value(0).run()
     full = _learning(at)
     assert full > 2_000_000
     at.radio(key="preset").set_value("last").run()
@@ -326,7 +328,9 @@ def test_choices_carry_over_to_the_train_page(env, small_data):
     at = _goto(_choose_data(_app(), small_data), MODEL)
     at.radio(key="preset").set_value("gradual").run()
     at.number_input(key="epochs").set_value(3).run()
-    assert "by the last of the 3 epochs" in _texts(at.caption)
+    assert re.search(
+        r"With gradual unfreezing more learn as blocks join: .* from epoch 2, .* from epoch 3\.", _texts(at.caption)
+    )
     _goto(at, TRAIN)
     summary = _texts(at.markdown)
     assert "gradual unfreezing" in summary and "3 epochs" in summary

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from core.blocks import block_words
 from core.features import describe_cache
 from core.freeze import make_freeze_plan
-from core.preset_advice import preset_advice
+from core.preset_advice import preset_advice, strategy_in_effect
 from tests.test_app_pages import APP, MODEL, _button, _choose_data, _goto, _ok
 from tests.test_app_pages import every_run_goes_through_app_py as every_run_goes_through_app_py  # noqa: F401
 from tests.test_words import MOBILE_BLOCKS
@@ -55,10 +55,42 @@ def test_gradual_unfreezing_says_which_blocks_start_learning_within_the_epochs()
     # The head-first epochs of the other presets may take the whole run, too.
     head_first = make_freeze_plan(MOBILE_BLOCKS, "last-2", head_epochs=2)
     assert head_first.describe(2) == (
-        "The first 2 epochs train only the new head. With 2 epochs, training ends before the pretrained blocks "
-        "start learning."
+        "With 2 epochs, all of them train only the new head: the pretrained blocks never start learning. "
+        "Train for at least 3 epochs (or the head alone for fewer) to let them learn."
     )
     assert head_first.describe(3).startswith("The first 2 epochs train only the new head. Then the new head and 2")
+
+
+def test_head_only_epochs_that_take_the_whole_run_make_it_a_linear_probe():
+    """6 head-only epochs in a 4-epoch run: the sentence does not start with
+    "The first 6 epochs" of 4, the count is the head's, and the probe tip
+    (which advises what the run already is) stays away."""
+    plan = make_freeze_plan(MOBILE_BLOCKS, "full", head_epochs=6)
+    assert plan.describe(4).startswith("With 4 epochs, all of them train only the new head: the pretrained blocks ")
+    assert plan.describe(1).startswith("With 1 epoch, it trains only the new head: ")
+    assert "The first 6" not in plan.describe(4)
+    head = MOBILE_BLOCKS["head"]
+    assert plan.learning_steps(MOBILE_BLOCKS, 4) == [(1, head)]  # only the head, all the run
+    assert plan.learning_steps(MOBILE_BLOCKS, 8) == [(1, head), (7, sum(MOBILE_BLOCKS.values()))]
+    assert not plan.trains_blocks(6) and plan.trains_blocks(7)
+    assert strategy_in_effect(plan, 4) == "linear" and preset_advice(40, strategy_in_effect(plan, 4)) is None
+    assert strategy_in_effect(plan, 8) == "full" and TIP in preset_advice(40, strategy_in_effect(plan, 8))
+    nothing_on = make_freeze_plan(MOBILE_BLOCKS, "custom", trained={n: False for n in MOBILE_BLOCKS})
+    assert strategy_in_effect(nothing_on, 5) == "linear"
+    gradual = make_freeze_plan(MOBILE_BLOCKS, "gradual", unfreeze_every=2)
+    assert strategy_in_effect(gradual, 2) == "linear" and strategy_in_effect(gradual, 3) == "gradual"
+    assert [e for e, _ in gradual.learning_steps(MOBILE_BLOCKS, 5)] == [1, 3, 5]
+
+
+def test_gentler_rates_read_as_the_picture_writes_them():
+    """The picture's blocks say "rate ×0.062": the sentences say it the same way, not "0.062x"."""
+    said = [
+        make_freeze_plan(MOBILE_BLOCKS, "discriminative").describe(),
+        make_freeze_plan(MOBILE_BLOCKS, "full", discriminative_lr=True).describe(),
+        make_freeze_plan(MOBILE_BLOCKS, "gradual", discriminative_lr=True).describe(20),
+    ]
+    assert "the first block learns at the head's rate ×0.016." in said[0]
+    assert all("the head's rate ×0.0" in s and not re.search(r"\dx the head", s) for s in said), said
 
 
 def test_counts_of_one_read_in_the_singular():
@@ -181,3 +213,119 @@ def test_a_recipes_own_rate_draws_no_warning_against_itself(env, small_data):
     assert LR_TIP not in _captions(at)  # the tutorial's own rate
     at.select_slider(key="lr").set_value(0.003).run()
     assert LR_TIP in _captions(at)  # a rate the person chose
+
+
+# --- what learns, and from when ----------------------------------------------------------------
+
+HEAD = 1280 * 4 + 4  # EfficientNet-Lite0's new head for the 4 classes of the photos
+
+
+def _learning(at: AppTest) -> int:
+    return int(next(m.value for m in at.metric if m.label == "Numbers that learn").replace(",", ""))
+
+
+def _states(at: AppTest) -> list[str]:
+    """Each tile's state line ("learns", "learns from epoch 7", "frozen", ...), stem to head."""
+    found = [
+        re.findall(r"<div style=[^>]*><b>(?:<span[^>]*>[^<]*</span> )?([^<]*)</b>(.*?)</div>", t)[-1]
+        for t in _tiles(at)
+    ]
+    return [re.sub(r"\s+", " ", f"{state} {re.sub(r'<[^>]+>', ' ', extra)}").strip() for state, extra in found]
+
+
+def test_head_only_epochs_that_take_the_run_leave_every_block_frozen(env, small_data):
+    """6 head-only epochs of 4: the sentence, the picture and the count say that
+    only the head learns; no line says "grows" or "gradual", and no probe tip."""
+    at = _model_page(small_data)
+    at.radio(key="preset").set_value("full").run()
+    at.number_input(key="head_epochs").set_value(6).run()
+    at.number_input(key="epochs").set_value(4).run()
+    _ok(at)
+    assert "With 4 epochs, all of them train only the new head: the pretrained blocks never start" in _captions(at)
+    assert _learning(at) == HEAD
+    assert _states(at) == ["frozen would learn from epoch 7"] * 6 + ["no weights", "learns"], _states(at)
+    assert not re.search(r"grows|gradual|From epoch", _captions(at)) and TIP not in _captions(at), _captions(at)
+
+    # With 8 epochs the blocks join at epoch 7: the count of the start, then from epoch 7.
+    at.number_input(key="epochs").set_value(8).run()
+    assert _learning(at) == HEAD
+    assert [s.split(" rate")[0] for s in _states(at)[:6]] == ["learns from epoch 7"] * 6
+    joined = re.search(r"From epoch 7, when the pretrained blocks join in: ([\d,]+) \(100\.0%\)\.", _captions(at))
+    assert joined and int(joined.group(1).replace(",", "")) > 3_000_000, _captions(at)
+    assert "gradual" not in _captions(at) and TIP in _captions(at)
+
+    # The last blocks only: the same rule.
+    at.radio(key="preset").set_value("last").run()
+    at.slider(key="last_n").set_value(2).run()
+    assert _learning(at) == HEAD
+    assert [s.split(" rate")[0] for s in _states(at)] == ["frozen"] * 4 + ["learns from epoch 7"] * 2 + [
+        "no weights",
+        "learns",
+    ]
+
+
+def test_blocks_chosen_by_hand_join_after_the_head_as_gradual_ones_do(env, small_data):
+    at = _model_page(small_data)
+    assert at.number_input(key="head_epochs").value == 1  # the default
+    at.toggle(key="blk_stage4").set_value(True).run()
+    at.toggle(key="blk_final_conv").set_value(True).run()
+    _ok(at)
+    assert at.radio(key="preset").value == "custom"
+    assert [s.split(" rate")[0] for s in _states(at)[3:]] == [
+        "frozen",
+        "learns from epoch 2",
+        "learns from epoch 2",
+    ] + [
+        "no weights",
+        "learns",
+    ]
+    assert _learning(at) == HEAD  # the first epoch's count, as gradual unfreezing shows it
+    assert "From epoch 2, when the pretrained blocks join in: " in _captions(at)
+
+    at.radio(key="preset").set_value("gradual").run()
+    at.slider(key="unfreeze_every").set_value(2).run()
+    at.number_input(key="epochs").set_value(5).run()
+    assert _learning(at) == HEAD
+    assert re.search(r"With gradual unfreezing more learn as blocks join: [\d,]+ \(.*\) from epoch 3, ", _captions(at))
+
+    # Back to my own choice, every block switched off: a linear probe in effect, so no tip to try one.
+    at.radio(key="preset").set_value("custom").run()
+    at.toggle(key="blk_stage4").set_value(False).run()
+    at.toggle(key="blk_final_conv").set_value(False).run()
+    assert "Only the new head is trained" in _captions(at) and TIP not in _captions(at)
+
+
+def test_gradual_unfreezing_says_it_does_not_use_the_head_only_epochs(env, small_data):
+    at = _model_page(small_data)
+    at.radio(key="preset").set_value("full").run()
+    field = lambda: next(n for n in at.number_input if n.key == "head_epochs")  # noqa: E731
+    assert "not used" not in field().help
+    at.radio(key="preset").set_value("gradual").run()
+    said = "Gradual unfreezing always starts with the new head alone, so “Epochs that train only the head first”"
+    assert said in field().help and said in _captions(at)
+
+
+def test_the_fusion_caption_says_once_how_the_stages_reach_the_head(env, small_data):
+    at = _model_page(small_data)
+    at.selectbox(key="fusion").set_value("concat").run()
+    caption = next(c.value for c in at.caption if "pooled features" in c.value)
+    assert caption.startswith(
+        "The head sees the pooled features of **Stage 3** (small parts of objects), **Stage 4** (larger parts of "
+        "objects) and **Final layer** (whole-object features) side by side."
+    )
+    assert caption.count("The head") == 1 and "averaged" not in caption
+
+
+def test_the_network_table_fits_a_1300_pixel_window(env, small_data):
+    """The Model page's main column is 840 px wide in a 1300 px window (measured in
+    Chromium beside the sidebar): the columns' widths fit it, each header whole."""
+    import json
+
+    at = _model_page(small_data)
+    columns = {k: v for k, v in json.loads(at.dataframe[0].proto.columns).items() if not v.get("hidden")}
+    assert all(isinstance(c.get("width"), int) for c in columns.values()), columns
+    assert sum(c["width"] for c in columns.values()) <= 820
+    headers = {name: c.get("label", name) for name, c in columns.items()}
+    assert max(len(h) for h in headers.values()) <= 10 and all(c.get("help") for c in columns.values() if "label" in c)
+    offline = at.dataframe[0].value["Works offline?"]
+    assert max(len(v) for v in offline) <= 28, list(offline)  # whole in its 180 px

@@ -93,7 +93,7 @@ def test_model_page_says_which_networks_work_offline_and_switches_after_a_failed
     table = at.dataframe[0].value
     offline = dict(zip(table["Network"], table["Works offline?"]))
     assert offline["EfficientNet-Lite1"] == offline["EfficientNet-Lite2"] == "Ready — works offline"
-    assert offline["MobileNetV2"] == "Needs internet the first time (14 MB download)"
+    assert offline["MobileNetV2"] == "Needs internet once (14 MB)"  # short enough for its column
     assert "Ready now, no internet needed:** EfficientNet-Lite0, EfficientNet-Lite1, EfficientNet-Lite2" in _texts(
         at.markdown
     )

@@ -13,9 +13,25 @@ from core.fusion import fused_blocks
 from core.runs import read_json
 from ui import resources, state
 
+# How each fusion combines the stages it is fed, said once with their names
+# (core.config's FUSIONS says it without them, for the setting's help).
+_FED = {
+    "concat": "The head sees the pooled features of {stages} side by side.",
+    "weighted": "The head sums the features of {stages}, with one learned weight per stage.",
+    "attention": "The head weighs the features of {stages} anew for each picture (attention).",
+}
+
 
 def _stage_words(info: BackboneInfo, block_names: list[str], stages: list[str]) -> str:
-    return ", ".join(f"**{info.block_title(n)}** ({info.block_words(n, block_names)})" for n in stages)
+    said = [f"**{info.block_title(n)}** ({info.block_words(n, block_names)})" for n in stages]
+    return said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
+
+
+def fed_words(fusion: str, stages: str) -> str:
+    """One sentence: how the head combines `stages` (already in words) for `fusion`."""
+    if fusion in _FED:
+        return _FED[fusion].format(stages=stages)
+    return f"{FUSIONS[fusion]} The stages: {stages}."
 
 
 def fusion_options(info: BackboneInfo) -> None:
@@ -40,9 +56,9 @@ def fusion_options(info: BackboneInfo) -> None:
         return
     fed = fused_blocks(block_names, stages)
     st.caption(
-        f"{FUSIONS[fusion]} The head gets the averaged features of {_stage_words(info, block_names, fed)}. "
-        "It helps most when your pictures look little like everyday photos (drawings, X-rays, microscope "
-        "slides). With a frozen network these are stored once, so training stays fast."
+        f"{fed_words(fusion, _stage_words(info, block_names, fed))} It helps most when your pictures look little "
+        "like everyday photos (drawings, X-rays, microscope slides). With a frozen network these are stored once, "
+        "so training stays fast."
     )
 
 

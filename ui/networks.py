@@ -80,15 +80,27 @@ def _latest_run_dir() -> str | None:
 # --- the picker on the Model page -----------------------------------------------------------
 
 
+# Column widths in pixels: together the table fits the Model page of a 1300 px
+# window beside the sidebar (no sideways scroll), each header whole.
+_WIDTHS = {"Chosen": 64, "Network": 140, "Works offline?": 180, "Size": 72, "ImageNet": 88, "Speed": 64, "About": 180}
+
+
+def _offline_cell(b: BackboneInfo, ready: bool) -> str:
+    """readiness_words, short enough for the table's column: "Needs internet once (45 MB)"."""
+    if ready or b.weights_url is None:  # (the package's own words name what to install)
+        return readiness_words(b, ready)
+    return f"Needs internet once ({b.file_mb or 0:.0f} MB)"
+
+
 def _table(backbones: list[BackboneInfo], ready: dict[str, bool], chosen: str) -> None:
     table = pd.DataFrame(
         [
             {
                 "Chosen": b.name == chosen,
                 "Network": b.title,
-                "Works offline?": readiness_words(b, ready[b.name]),
-                "Size (million numbers)": b.params_m,
-                "ImageNet accuracy (%)": b.top1,
+                "Works offline?": _offline_cell(b, ready[b.name]),
+                "Size": b.params_m,
+                "ImageNet": b.top1,
                 "Speed": b.speed,
                 "About": b.description,
             }
@@ -99,20 +111,32 @@ def _table(backbones: list[BackboneInfo], ready: dict[str, bool], chosen: str) -
         table,
         hide_index=True,
         column_config={
-            "Chosen": st.column_config.CheckboxColumn(width="small", help="The network chosen below."),
+            "Chosen": st.column_config.CheckboxColumn(width=_WIDTHS["Chosen"], help="The network chosen below."),
+            "Network": st.column_config.TextColumn(width=_WIDTHS["Network"]),
             "Works offline?": st.column_config.TextColumn(
-                width="large",  # "Needs internet the first time (45 MB download)" whole, not cut
-                help="Ready: its pretrained weights are on this computer, so it works without internet. "
-                "The others download their weights once, the first time they train; that needs internet.",
+                "Offline?",
+                width=_WIDTHS["Works offline?"],
+                help="Works offline: its pretrained weights are on this computer, so it trains without internet. "
+                "The others download their weights once (that many MB), the first time they train.",
             ),
-            "Size (million numbers)": st.column_config.NumberColumn(
-                format="%.1f", help="Parameters: how many numbers the network has. Bigger networks are slower."
+            "Size": st.column_config.NumberColumn(
+                "Size (M)",
+                width=_WIDTHS["Size"],
+                format="%.1f",
+                help="Millions of numbers (parameters) in the network. Bigger networks are slower.",
             ),
-            "ImageNet accuracy (%)": st.column_config.NumberColumn(
-                format="%.1f", help="How often it was right on ImageNet's 1,000 classes (top-1)."
+            "ImageNet": st.column_config.NumberColumn(
+                "ImageNet %",
+                width=_WIDTHS["ImageNet"],
+                format="%.1f",
+                help="ImageNet accuracy: how often, in %, it was right on ImageNet's 1,000 classes (top-1).",
             ),
-            "Speed": st.column_config.TextColumn(help="How fast it trains and predicts: fast, medium or slow."),
-            "About": st.column_config.TextColumn(width="large"),
+            "Speed": st.column_config.TextColumn(
+                width=_WIDTHS["Speed"], help="How fast it trains and predicts: fast, medium or slow."
+            ),
+            "About": st.column_config.TextColumn(
+                width=_WIDTHS["About"], help="What the network is like. Double-click a cell to read all of it."
+            ),
         },
     )
 

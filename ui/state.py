@@ -175,18 +175,31 @@ def init_choice(name: str) -> str:
     return name
 
 
+def unused_note(name: str) -> str:
+    """Why setting `name` does nothing with the preset chosen now, or "": said
+    in the setting's help and under the settings, so that changing it and
+    seeing nothing happen is no puzzle."""
+    if name == "head_epochs" and choice("preset") == "gradual":
+        return (
+            f"Gradual unfreezing always starts with the new head alone, so “{setting_label(name)}” is not used "
+            f"with it; “{setting_label('unfreeze_every')}” sets when the blocks join in."
+        )
+    return ""
+
+
 def setting_widget(name: str, bounded: bool = False, more_help: str = "") -> dict:
     """The arguments a settings widget takes from its field in core.config,
     where its label and help are written once: label, help (then
-    `more_help`, e.g. words on the current choice), its key, kept for the
-    session, with the remembered value or the default set up (init_choice).
+    `more_help`, e.g. words on the current choice, and why the chosen preset
+    does not use it), its key, kept for the session, with the remembered
+    value or the default set up (init_choice).
     `bounded`: min_value and max_value from the field's limits too."""
     init_choice(name)
     args = {
         "label": setting_label(name),
         "key": name,
         "persist_state": "session",
-        "help": f"{help_text(name)} {more_help}".strip(),
+        "help": " ".join(w for w in (help_text(name), more_help, unused_note(name)) if w),
     }
     if bounded:
         args["min_value"], args["max_value"] = limits(name)
