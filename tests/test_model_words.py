@@ -299,10 +299,11 @@ def test_gradual_unfreezing_says_it_does_not_use_the_head_only_epochs(env, small
     at = _model_page(small_data)
     at.radio(key="preset").set_value("full").run()
     field = lambda: next(n for n in at.number_input if n.key == "head_epochs")  # noqa: E731
-    assert "not used" not in field().help
+    assert "not used" not in field().help and not field().disabled
     at.radio(key="preset").set_value("gradual").run()
     said = "Gradual unfreezing always starts with the new head alone, so “Epochs that train only the head first”"
     assert said in field().help and said in _captions(at)
+    assert field().disabled  # greyed out: changing it would change nothing
 
 
 def test_the_fusion_caption_says_once_how_the_stages_reach_the_head(env, small_data):

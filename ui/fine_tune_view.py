@@ -161,7 +161,9 @@ def fine_tune_settings(preset: str | None) -> None:
     """Head-first epochs, warm-up, gentler rates for earlier blocks, BatchNorm, and the step schedule's step."""
     f1, f2, f3 = st.columns(3)
     fine_tunes = preset not in (None, "linear")
-    f1.number_input(**state.setting_widget("head_epochs", bounded=True), disabled=not fine_tunes)
+    f1.number_input(  # gradual unfreezing starts with the head alone anyway (state.unused_note)
+        **state.setting_widget("head_epochs", bounded=True), disabled=not fine_tunes or preset == "gradual"
+    )
     f2.number_input(**state.setting_widget("warmup_epochs", bounded=True), step=0.5, disabled=not fine_tunes)
     f3.toggle(**state.setting_widget("discriminative_lr"), disabled=not fine_tunes)
     f1.selectbox(
