@@ -164,18 +164,7 @@ def finished_box(snap: dict, run_name: str) -> None:
             "the Data page lists which and why."
         )
     widgets.feature_cache_caption(snap.get("feature_cache"))
-    l1, l2, _ = st.columns([1, 1, 2])
-    with l1:
-        st.page_link(
-            state.PAGE_RESULTS, label="See the results", icon=":material/insights:", query_params={"run": run_name}
-        )
-    with l2:
-        st.page_link(
-            state.PAGE_PLAYGROUND,
-            label="Try it in the Playground",
-            icon=":material/science:",
-            query_params={"run": run_name},
-        )
+    widgets.run_links(run_name, "See the results")
 
 
 def training_curves(job, snap: dict, config) -> None:

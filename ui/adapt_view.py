@@ -14,7 +14,7 @@ from core.adapt import DEFAULT_METHOD, METHODS, adapt_run, read_record
 from core.adapted_run import keep_as_run, kept_run, read_origin
 from core.config import ADAPT_DONE
 from core.errors import friendly
-from ui import state, words
+from ui import state, widgets, words
 
 METHOD_TITLES = {"self-training": "self-training (learns)", "adabn": "AdaBN (nothing learned)"}
 METHOD_DONE = ADAPT_DONE
@@ -102,24 +102,6 @@ def _show(record: dict) -> None:
     )
 
 
-def _links(name: str) -> None:
-    left, right = st.columns(2)
-    with left:
-        st.page_link(
-            state.PAGE_PLAYGROUND,
-            label="Try it in the Playground",
-            icon=":material/science:",
-            query_params={"run": name},
-        )
-    with right:
-        st.page_link(
-            state.PAGE_RESULTS,
-            label="See its results and export it",
-            icon=":material/insights:",
-            query_params={"run": name},
-        )
-
-
 def keep_section(run) -> None:
     """The button that keeps the adapted model as a new run, or the run it was kept as."""
     kept = kept_run(run.path)
@@ -143,7 +125,7 @@ def keep_section(run) -> None:
             "on this page, in Export and in Compare like any model you trained.",
             icon=":material/library_add_check:",
         )
-        _links(kept.name)
+        widgets.run_links(kept.name, "See its results and export it")
 
 
 def origin_note(run) -> None:

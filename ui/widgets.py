@@ -40,6 +40,17 @@ def next_step(page: str, label: str, icon: str = ":material/arrow_forward:") -> 
         st.switch_page(page)
 
 
+def run_links(run_name: str, results_label: str) -> None:
+    """Side by side: the run's Results page and its Playground, where a run has just been made."""
+    from ui.state import PAGE_PLAYGROUND, PAGE_RESULTS
+
+    left, right, _ = st.columns([1, 1, 1])
+    left.page_link(PAGE_RESULTS, label=results_label, icon=":material/insights:", query_params={"run": run_name})
+    right.page_link(
+        PAGE_PLAYGROUND, label="Try it in the Playground", icon=":material/science:", query_params={"run": run_name}
+    )
+
+
 @contextmanager
 def guard(what: str = ""):
     """Show any error inside as a short message instead of a traceback."""
