@@ -127,22 +127,24 @@ def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int)
 
 
 def trainable_count(counts: dict[str, int], plan, epochs: int) -> None:
-    """How many numbers learn in the first epoch, and from which epoch more do
-    (after the head-only epochs, or as gradual unfreezing opens blocks)."""
+    """How many numbers learn: with gradual unfreezing, at first and then as
+    blocks join; otherwise once the chosen blocks learn, the head-only epochs
+    before them said beside it (the count of a preset is what it trains)."""
     total = sum(counts.values())
     steps = plan.learning_steps(counts, epochs)
-    first = steps[0][1]
+    gradual = plan.strategy == "gradual"
+    shown = steps[0][1] if gradual else steps[-1][1]
     c1, c2 = st.columns([1, 3], vertical_alignment="center")
     c1.metric(
         "Numbers that learn",
-        f"{first:,}",
+        f"{shown:,}",
         help="Trainable parameters: the numbers training may change"
-        + (" in the first epoch; the line beside it says when more join in." if len(steps) > 1 else "."),
+        + (" in the first epoch; the line beside it says when more join in." if gradual and len(steps) > 1 else "."),
     )
     with c2:
-        st.progress(min(1.0, first / total), text=_share_words(first, total, first_of_more=len(steps) > 1))
+        st.progress(min(1.0, shown / total), text=_share_words(shown, total, first_of_more=gradual and len(steps) > 1))
         if len(steps) > 1:
-            st.caption(_steps_words(steps[1:], total, gradual=plan.strategy == "gradual"))
+            st.caption(_steps_words(steps, total, gradual))
 
 
 def _share_words(trainable: int, total: int, first_of_more: bool) -> str:
@@ -155,13 +157,16 @@ def _share_words(trainable: int, total: int, first_of_more: bool) -> str:
 
 
 def _steps_words(steps: list[tuple[int, int]], total: int, gradual: bool) -> str:
-    """The counts from the epochs where blocks join, e.g. "From epoch 2, when
-    the pretrained blocks join in: 2,674,083 (79.2%)."."""
+    """When the count changes: gradual unfreezing's steps, or the head-only
+    epochs before the chosen blocks join in."""
     if gradual:
-        said = ", ".join(f"{n:,} ({n / total:.1%}) from epoch {epoch}" for epoch, n in steps)
+        said = ", ".join(f"{n:,} ({n / total:.1%}) from epoch {epoch}" for epoch, n in steps[1:])
         return f"With gradual unfreezing more learn as blocks join: {said}."
-    return " ".join(
-        f"From epoch {epoch}, when the pretrained blocks join in: {n:,} ({n / total:.1%})." for epoch, n in steps
+    head_only, joined = steps[0][1], steps[-1][0]
+    first = "epoch" if joined == 2 else f"{joined - 1} epochs"
+    return (
+        f"In the first {first} only the new head learns ({head_only:,} numbers); the pretrained blocks join in "
+        f"from epoch {joined}."
     )
 
 

@@ -246,18 +246,18 @@ def test_head_only_epochs_that_take_the_run_leave_every_block_frozen(env, small_
     assert _states(at) == ["frozen would learn from epoch 7"] * 6 + ["no weights", "learns"], _states(at)
     assert not re.search(r"grows|gradual|From epoch", _captions(at)) and TIP not in _captions(at), _captions(at)
 
-    # With 8 epochs the blocks join at epoch 7: the count of the start, then from epoch 7.
+    # With 8 epochs the blocks join at epoch 7: the count once they learn, the head-only start beside it.
     at.number_input(key="epochs").set_value(8).run()
-    assert _learning(at) == HEAD
+    assert _learning(at) > 3_000_000
     assert [s.split(" rate")[0] for s in _states(at)[:6]] == ["learns from epoch 7"] * 6
-    joined = re.search(r"From epoch 7, when the pretrained blocks join in: ([\d,]+) \(100\.0%\)\.", _captions(at))
-    assert joined and int(joined.group(1).replace(",", "")) > 3_000_000, _captions(at)
+    said = f"In the first 6 epochs only the new head learns ({HEAD:,} numbers); the pretrained blocks join in from epoch 7."
+    assert said in _captions(at), _captions(at)
     assert "gradual" not in _captions(at) and TIP in _captions(at)
 
     # The last blocks only: the same rule.
     at.radio(key="preset").set_value("last").run()
     at.slider(key="last_n").set_value(2).run()
-    assert _learning(at) == HEAD
+    assert HEAD < _learning(at) < 3_000_000
     assert [s.split(" rate")[0] for s in _states(at)] == ["frozen"] * 4 + ["learns from epoch 7"] * 2 + [
         "no weights",
         "learns",
@@ -279,8 +279,8 @@ def test_blocks_chosen_by_hand_join_after_the_head_as_gradual_ones_do(env, small
         "no weights",
         "learns",
     ]
-    assert _learning(at) == HEAD  # the first epoch's count, as gradual unfreezing shows it
-    assert "From epoch 2, when the pretrained blocks join in: " in _captions(at)
+    assert _learning(at) > HEAD  # the chosen blocks' count, the head-only first epoch said beside it
+    assert "In the first epoch only the new head learns" in _captions(at)
 
     at.radio(key="preset").set_value("gradual").run()
     at.slider(key="unfreeze_every").set_value(2).run()
