@@ -489,7 +489,12 @@ def settings_without_effect(config: dict) -> list[str]:
         "step_epochs": get("schedule") != "step",
         "momentum": get("optimizer") not in ("sgd", "rmsprop"),
         "fusion_stages": get("fusion") in (None, "none"),
-        "augment_views": not get("feature_cache") or augment == "none",
+        # Stored versions need blocks that stay frozen all run; smaller pictures need pictures that go
+        # through every block each epoch, which stored outputs (core.decisions) do not.
+        "augment_views": not get("feature_cache") or augment == "none" or strategy in ("full", "discriminative"),
+        "progressive_resizing": bool(get("feature_cache"))
+        and (linear or strategy.startswith("last-"))
+        and (augment == "none" or bool(get("augment_views"))),
     }
     return [name for name, no_effect in unused.items() if no_effect and name in config]
 

@@ -237,10 +237,10 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
             regularisation_settings()
         with a3:
             machine_settings(info)
-        fine_tune_view.fine_tune_settings(preset)
+        fine_tune_view.fine_tune_settings()
         if preset == "gradual":
             st.caption(f":material/info: {state.unused_note('head_epochs')}")
-        fine_tune_view.speed_settings(preset)
+        fine_tune_view.speed_settings()
 
 
 def optimiser_settings() -> None:
@@ -260,7 +260,6 @@ def optimiser_settings() -> None:
     st.slider(
         **state.setting_widget("momentum", bounded=True),
         step=0.01,
-        disabled=state.choice("optimizer") not in ("sgd", "rmsprop"),
     )
 
 
@@ -277,9 +276,8 @@ def regularisation_settings() -> None:
 
 def machine_settings(info: BackboneInfo) -> None:
     st.selectbox(
-        **state.setting_widget("image_size"),
+        **state.setting_widget("image_size", disabled=info.fixed_image_size),
         options=fine_tune_view.options_with([0, 128, 160, 192, 224, 256, 288, 320, 384], state.choice("image_size")),
-        disabled=info.fixed_image_size,
         format_func=lambda v: f"the network's own ({info.image_size}×{info.image_size})" if v == 0 else f"{v}×{v}",
     )
     st.slider(**state.setting_widget("val_fraction", bounded=True), step=0.05)

@@ -330,3 +330,27 @@ def test_the_network_table_fits_a_1300_pixel_window(env, small_data):
     assert max(len(h) for h in headers.values()) <= 10 and all(c.get("help") for c in columns.values() if "label" in c)
     offline = at.dataframe[0].value["Works offline?"]
     assert max(len(v) for v in offline) <= 28, list(offline)  # whole in its 180 px
+
+
+def test_settings_the_choices_do_not_use_are_greyed_out(env, small_data):
+    """One rule (core.config.settings_without_effect) greys a setting out on the
+    Model page and lists it apart on the Runs page."""
+    at = _model_page(small_data)
+
+    def disabled(key: str) -> bool:
+        kinds = ("number_input", "slider", "toggle", "selectbox", "select_slider")
+        return next(w for kind in kinds for w in at.get(kind) if w.key == key).disabled
+
+    at.radio(key="preset").set_value("linear").run()
+    assert disabled("head_epochs") and disabled("warmup_epochs") and disabled("batchnorm")
+    assert disabled("momentum")  # AdamW has none
+    assert disabled("augment_views")  # no augmentation for a linear probe by default: nothing to store
+    at.selectbox(key="augment").set_value("light").run()
+    assert not disabled("augment_views")  # a linear probe with augmentation stores changed versions
+    at.selectbox(key="optimizer").set_value("sgd").run()
+    assert not disabled("momentum")
+    at.radio(key="preset").set_value("full").run()
+    assert not disabled("head_epochs") and not disabled("warmup_epochs") and not disabled("progressive_resizing")
+    assert disabled("augment_views")  # every block learns: no block's output stays the same to store
+    at.radio(key="preset").set_value("gradual").run()
+    assert disabled("head_epochs")

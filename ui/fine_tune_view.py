@@ -157,27 +157,22 @@ def lr_finder() -> None:
 # --- the fine-tuning settings ------------------------------------------------------
 
 
-def fine_tune_settings(preset: str | None) -> None:
-    """Head-first epochs, warm-up, gentler rates for earlier blocks, BatchNorm, and the step schedule's step."""
+def fine_tune_settings() -> None:
+    """Head-first epochs, warm-up, gentler rates for earlier blocks, BatchNorm, and the step schedule's step
+    (greyed out where the chosen preset does not use them: state.setting_widget)."""
     f1, f2, f3 = st.columns(3)
-    fine_tunes = preset not in (None, "linear")
-    f1.number_input(  # gradual unfreezing starts with the head alone anyway (state.unused_note)
-        **state.setting_widget("head_epochs", bounded=True), disabled=not fine_tunes or preset == "gradual"
-    )
-    f2.number_input(**state.setting_widget("warmup_epochs", bounded=True), step=0.5, disabled=not fine_tunes)
-    f3.toggle(**state.setting_widget("discriminative_lr"), disabled=not fine_tunes)
+    f1.number_input(**state.setting_widget("head_epochs", bounded=True))
+    f2.number_input(**state.setting_widget("warmup_epochs", bounded=True), step=0.5)
+    f3.toggle(**state.setting_widget("discriminative_lr"))
     f1.selectbox(
-        **state.setting_widget("batchnorm", more_help=BATCHNORM[state.choice("batchnorm")]),
-        options=list(BATCHNORM),
-        disabled=not fine_tunes,
+        **state.setting_widget("batchnorm", more_help=BATCHNORM[state.choice("batchnorm")]), options=list(BATCHNORM)
     )
     if state.choice("schedule") == "step":
         f2.number_input(**state.setting_widget("step_epochs", bounded=True))
 
 
-def speed_settings(preset: str | None) -> None:
+def speed_settings() -> None:
     """The two shortcuts that trade a little variety for speed, each with its measured default."""
     s1, s2 = st.columns(2)
-    fine_tunes = preset not in (None, "linear")
-    s1.number_input(**state.setting_widget("augment_views", bounded=True), disabled=not fine_tunes)
-    s2.slider(**state.setting_widget("progressive_resizing", bounded=True), step=0.1, disabled=not fine_tunes)
+    s1.number_input(**state.setting_widget("augment_views", bounded=True))
+    s2.slider(**state.setting_widget("progressive_resizing", bounded=True), step=0.1)

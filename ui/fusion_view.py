@@ -48,7 +48,7 @@ def fusion_options(info: BackboneInfo) -> None:
     stage_widget["max_value"] = most  # this network's stages, fewer than the field's limit
     if st.session_state["fusion_stages"] > most:
         st.session_state["fusion_stages"] = most
-    stages = f2.slider(**stage_widget, disabled=fusion == "none")
+    stages = f2.slider(**stage_widget)  # greyed out without fusion (state.setting_widget)
     if fusion == "none":
         st.caption(
             f"The head sees only {_stage_words(info, block_names, [block_names[block_names.index('pool') - 1]])}."

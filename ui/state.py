@@ -25,7 +25,7 @@ import streamlit as st
 import torch
 
 from core.backbones import default_backbone
-from core.config import TrainConfig, defaults, help_text, limits, setting_label
+from core.config import TrainConfig, defaults, help_text, limits, setting_label, settings_without_effect
 from core.features import default_cache_dir
 from core.files import atomic_write_json
 from core.freeze import freeze_plan_for
@@ -187,19 +187,29 @@ def unused_note(name: str) -> str:
     return ""
 
 
-def setting_widget(name: str, bounded: bool = False, more_help: str = "") -> dict:
+def unused_now() -> set[str]:
+    """The settings the current choices would keep but not use
+    (core.config.settings_without_effect): their widgets are greyed out, so
+    changing one and seeing nothing happen is no puzzle."""
+    chosen = {f.name: choice(f.name) for f in _offered()}
+    return set(settings_without_effect({**chosen, "strategy": strategy_name()}))
+
+
+def setting_widget(name: str, bounded: bool = False, more_help: str = "", disabled: bool = False) -> dict:
     """The arguments a settings widget takes from its field in core.config,
     where its label and help are written once: label, help (then
     `more_help`, e.g. words on the current choice, and why the chosen preset
     does not use it), its key, kept for the session, with the remembered
     value or the default set up (init_choice).
-    `bounded`: min_value and max_value from the field's limits too."""
+    `bounded`: min_value and max_value from the field's limits too.
+    `disabled`: greyed out; so is a setting the current choices do not use."""
     init_choice(name)
     args = {
         "label": setting_label(name),
         "key": name,
         "persist_state": "session",
         "help": " ".join(w for w in (help_text(name), more_help, unused_note(name)) if w),
+        "disabled": disabled or name in unused_now(),
     }
     if bounded:
         args["min_value"], args["max_value"] = limits(name)
