@@ -166,7 +166,11 @@ def where_you_are() -> None:
         active = resources.manager().active_jobs()
     except Exception:  # noqa: BLE001 - a bad runs folder is reported on the pages
         active = []
-    if active:
+    if active and page.url_path == "train" and resources.current_job() is active[0]:
+        # The page itself shows this training, live: a second live line beside it, refreshed on
+        # its own clock, disagreed with it for a moment at each step's start and end.
+        live.sidebar_line(active[0], shown_here=True)
+    elif active:
         live.show_in_sidebar(active[0])  # the job's own network and folder, and what it does now
 
 

@@ -85,9 +85,10 @@ def notes(snap: dict) -> None:
         st.caption(f":material/photo_size_select_small: {words.md_text(snap['resizing_note'])}")
 
 
-def sidebar_line(job) -> None:
+def sidebar_line(job, shown_here: bool = False) -> None:
     """The sidebar's training line, redrawn with the Train page's rhythm while
-    the training is active (a fragment: only this line reruns)."""
+    the training is active (a fragment: only this line reruns). `shown_here`:
+    the page shows this training live, so the line only points to it."""
     snap = job.snapshot()
     if snap["state"] not in ACTIVE:
         st.markdown(f"**Training:** {words.state_label(snap['state'])}")
@@ -97,6 +98,9 @@ def sidebar_line(job) -> None:
         f":material/directions_run: **Training:** {words.backbone_title(config.backbone)} on "
         f"{words.md_text(Path(config.data_dir).name)}"
     )
+    if shown_here:
+        st.caption("Shown live on this page.")
+        return
     left = time_left(snap)
     st.caption(words.md_text(doing_now(snap)) + (f" · {left}" if left else ""))
 
