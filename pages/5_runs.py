@@ -202,9 +202,9 @@ def run_results(run, run_state: str) -> None:
     )
     m2.metric("Best epoch", f"{status.get('best_epoch') or '–'} of {summary.get('epochs')}")
     m3.metric(
-        "Macro F1",
-        f"{status['macro_f1']:.3f}" if status.get("macro_f1") is not None else "–",
-        help="The average over classes of F1 (which balances precision and recall). 1.0 is perfect.",
+        words.F1_LABEL,
+        f"{status['macro_f1']:.2f}" if status.get("macro_f1") is not None else "–",
+        help="Macro F1, from 0 to 1 (1 is perfect). " + words.F1_LINE.replace("**", ""),
     )
     m4.metric("Training time", words.fmt_duration(status.get("seconds")) if status.get("seconds") else "–")
     device = status.get("device_name") or status.get("device")

@@ -369,7 +369,7 @@ def summary(run, evaluation: dict) -> None:
         )
     st.markdown("#### How well each class is recognised")
     widgets.per_class_table(evaluation)
-    st.caption(f"Macro F1 {evaluation['macro_f1']:.2f}. {words.F1_LINE}")
+    st.caption(words.f1_caption(evaluation["macro_f1"]))
 
 
 def main() -> None:

@@ -262,7 +262,7 @@ def test_pages_name_strategies_blocks_and_f1_in_plain_words(env, with_run, small
     results = _texts(at)
     assert "How it learned: **Only the new last layer learns** (linear probe)" in results
     assert "the 6 frozen blocks ran once" in results  # the same count as the picture
-    assert words.F1_LINE in results
+    assert words.F1_LINE in results and "Balanced score (macro F1): " in results  # named as Compare names it
     layers = at.selectbox(key=f"closer_layer_{with_run.name}").options  # Grad-CAM's layer, as people read it
     assert layers[-1] == "Final layer" and not RAW_BLOCK_NAME.search(" ".join(layers)), layers
     _page(at, "pages/7_compare.py")
@@ -380,9 +380,14 @@ def test_settings_a_run_kept_but_did_not_use_are_told_apart():
     sgd_steps = TrainConfig(data_dir="x", strategy="full", optimizer="sgd", schedule="step", augment="light")
     unused = settings_without_effect(sgd_steps.to_dict())
     assert {"unfreeze_every", "fusion_stages", "trained_blocks"} <= set(unused)
-    assert not {"momentum", "step_epochs", "head_epochs", "lr_factor", "augment_views"} & set(unused), unused
-    gentle_off = dict(sgd_steps.to_dict(), discriminative_lr=False, feature_cache=False)
+    assert "augment_views" in unused  # every block learns: no block's output stays the same to store
+    assert not {"momentum", "step_epochs", "head_epochs", "lr_factor", "progressive_resizing"} & set(unused), unused
+    last_two = dict(sgd_steps.to_dict(), strategy="last-2")
+    assert "augment_views" not in settings_without_effect(last_two)
+    assert "progressive_resizing" in settings_without_effect(last_two)  # stored outputs are full size
+    gentle_off = dict(last_two, discriminative_lr=False, feature_cache=False)
     assert {"lr_factor", "augment_views"} <= set(settings_without_effect(gentle_off))
+    assert "progressive_resizing" not in settings_without_effect(gentle_off)
     gradual = dict(sgd_steps.to_dict(), strategy="gradual")
     assert "head_epochs" in settings_without_effect(gradual) and "unfreeze_every" not in settings_without_effect(
         gradual

@@ -48,7 +48,7 @@ def test_split_section(run) -> None:
         f"It named **{right} of the {test_eval['n']}** test pictures correctly "
         f"({words.fmt_pct(test_eval['accuracy'])}). {test_eval['words']}"
     )
-    st.caption(f"Macro F1 {test_eval['macro_f1']:.2f}. {words.F1_LINE}")
+    st.caption(words.f1_caption(test_eval["macro_f1"]))
     widgets.per_class_table(test_eval)
     if test_eval.get("unreadable"):
         st.caption(f"{len(test_eval['unreadable'])} test pictures could not be read and were not counted.")
@@ -108,7 +108,7 @@ def held_out_result(folder: str, result: dict) -> None:
         st.caption(
             f"{how_many(unreadable, 'picture')} could not be read and {'was' if unreadable == 1 else 'were'} not counted."
         )
-    st.caption(f"Macro F1 {result['macro_f1']:.2f}. {words.F1_LINE}")
+    st.caption(words.f1_caption(result["macro_f1"]))
     widgets.per_class_table(result)
     _confusion(folder, result)
 

@@ -63,6 +63,11 @@ F1_LINE = (
 F1_LABEL = "Balanced score"  # macro F1 where a column needs a plain name (its help says which)
 
 
+def f1_caption(macro_f1: float) -> str:
+    """The macro F1 under a table of per-class scores: its plain name, its own name and what it means."""
+    return f"{F1_LABEL} (macro F1): {macro_f1:.2f}, where 1 is perfect. {F1_LINE}"
+
+
 def fmt_params(n: int | float | None) -> str:
     if n is None:
         return "?"
