@@ -41,8 +41,8 @@ def runs_table(runs: list, states: dict) -> None:
                 "Started": words.fmt_when(s.get("created")),
                 "Status": words.state_word(states[run.name]),
                 "Network": words.backbone_title(s["backbone"]),
-                "What learned": words.strategy_label(s["strategy"])
-                + (" · then adapted" if s.get("adapted_from") else ""),
+                # First, where a narrow column still shows it.
+                "What learned": ("Adapted · " if s.get("adapted_from") else "") + words.strategy_label(s["strategy"]),
                 "Pictures": Path(s["data"]).name if s.get("data") else "?",
                 "Best val accuracy": None if acc is None or acc < 0 else 100 * acc,
                 "Epochs": f"{s.get('epochs_done') or 0} of {s.get('epochs')}",
@@ -207,6 +207,11 @@ def run_results(run, run_state: str) -> None:
         help="Macro F1, from 0 to 1 (1 is perfect). " + words.F1_LINE.replace("**", ""),
     )
     m4.metric("Training time", words.fmt_duration(status.get("seconds")) if status.get("seconds") else "–")
+    if summary.get("adapted_from"):
+        st.caption(
+            "These numbers are the adapted model's, on the run's own checking pictures; the curves below are "
+            "the training it was adapted from."
+        )
     device = status.get("device_name") or status.get("device")
     if device:
         st.caption(

@@ -169,7 +169,7 @@ def _training(row: dict, state: str | None) -> str:
 def _what_learned(row: dict, alike: Counter) -> str:
     """What learned, in words; with its epochs where another row has the same
     network learning the same way (those rows read the same otherwise)."""
-    what = strategy_words(row["strategy"])[0] + (" · then adapted" if row.get("adapted_from") else "")
+    what = ("Adapted · " if row.get("adapted_from") else "") + strategy_words(row["strategy"])[0]  # seen when cut
     if alike[(row["backbone"], row["strategy"], bool(row.get("adapted_from")))] > 1 and row.get("epochs"):
         return f"{what} · {how_many(row['epochs'], 'epoch')}"
     return what
@@ -259,7 +259,7 @@ def leaderboard_notes(rows: list[dict], busy: bool) -> None:
     elif best is not None and len(rows) > 1:
         notes.append(
             f":material/trophy: Best so far on {words.md_text(folders[0])}: **{best['backbone_title']}**, "
-            f"{words.strategy_md(best['strategy'])}, "
+            f"{words.strategy_md(best['strategy'])}{', ' + words.ADAPTED if best.get('adapted_from') else ''}, "
             f"with {words.fmt_pct(best['best_val_accuracy'])} right."
         )
     if busy and any(r["ms_per_image"] is None and r["state"] == "finished" for r in rows):

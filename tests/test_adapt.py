@@ -155,6 +155,11 @@ def test_results_page_says_how_it_adapted_in_words_and_warns_when_it_got_worse(e
         assert worse or method != "adabn", record
         if worse:
             assert "Keep the earlier model" in _texts(at.warning)
+        # The middle column is said in words, and where it did better, how to keep that model.
+        assert (f"**{AVERAGES_ONLY}**: what the first step" in _texts(at.caption)) == (method == "self-training")
+        t = record["target"]
+        better = method == "self-training" and t["adabn"] > t["after"]
+        assert ("Re-measuring the averages alone did better" in _texts(at.warning)) == better, record
 
 
 def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_path):
@@ -184,7 +189,7 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     at = _goto(at, "pages/5_runs.py")  # listed, marked as adapted, and its page says from what
     table = next(d.value for d in at.dataframe if "Run" in d.value.columns)
     row = table[table["Run"] == kept.name]
-    assert list(row["What learned"]) == ["Only the new last layer learns (linear probe) · then adapted"], row
+    assert list(row["What learned"]) == ["Adapted · Only the new last layer learns (linear probe)"], row
     at.selectbox(key="open_run").set_value(kept.name).run()
     assert words.md_text(f"Adapted from the run {with_run.name} to the 16 pictures in") in _texts(at.info)
     assert "by learning from them without their labels (self-training)" in _texts(at.info)
@@ -192,4 +197,17 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     at.multiselect(key="compare_runs").set_value([with_run.name, kept.name]).run()
     _ok(at)
     board = at.dataframe[0].value
-    assert "Only the new last layer learns · then adapted" in set(board["What learned"]), board
+    assert "Adapted · Only the new last layer learns" in set(board["What learned"]), board
+    picker = at.multiselect(key="compare_runs")
+    assert "adapted to new pictures" in picker.format_func(kept.name), picker.format_func(kept.name)
+
+
+def test_where_the_averages_alone_did_better_the_page_says_how_to_keep_that_model():
+    from ui.adapt_view import averages_did_better
+
+    record = {"method": "self-training", "target": {"adabn": 0.938, "after": 0.875}}
+    [said] = averages_did_better(record)
+    assert "did better on the new pictures (93.8% right, against 87.5%" in said and "AdaBN" in said
+    assert averages_did_better({"method": "self-training", "target": {"adabn": 0.8, "after": 0.9}}) == []
+    assert averages_did_better({"method": "adabn", "target": {"adabn": 0.9, "after": 0.9}}) == []
+    assert averages_did_better({"method": "self-training", "target": {"adabn": None, "after": None}}) == []

@@ -71,6 +71,19 @@ def worse_warnings(record: dict) -> list[str]:
     return said
 
 
+def averages_did_better(record: dict) -> list[str]:
+    """Where re-measuring the averages alone (AdaBN) did better on the labelled
+    new pictures than self-training: how to keep that model instead."""
+    t = record["target"]
+    if record["method"] == "adabn" or None in (t.get("adabn"), t.get("after")) or t["adabn"] <= t["after"]:
+        return []
+    return [
+        f"Re-measuring the averages alone did better on the new pictures ({_pct(t['adabn'])} right, against "
+        f"{_pct(t['after'])} after self-training). To keep that model, adapt again with the method "
+        f"“{METHOD_TITLES['adabn']}”, then keep it as a new run."
+    ]
+
+
 def _show(record: dict) -> None:
     how = METHOD_DONE.get(record["method"], record["method"])
     st.markdown(
@@ -89,7 +102,12 @@ def _show(record: dict) -> None:
             "Adapted": st.column_config.TextColumn(help="Share right with the adapted model."),
         },
     )
-    for text in worse_warnings(record):
+    if AVERAGES_ONLY in comparison_table(record):
+        st.caption(
+            f"**{AVERAGES_ONLY}**: what the first step of self-training alone gave, re-measuring the network's "
+            "internal averages on the new pictures (the AdaBN method), before it learned anything."
+        )
+    for text in worse_warnings(record) + averages_did_better(record):
         st.warning(text, icon=":material/trending_down:")
     if record["target"].get("after") is None:
         st.caption(

@@ -212,6 +212,9 @@ def strategy_lines(strategy: str | None) -> str:
     return f"{md_text(plain)}  \n:gray[{md_text(technical)}]" if technical else md_text(plain)
 
 
+ADAPTED = "adapted to new pictures"  # how a kept adapted model (core.adapted_run) is named in lists
+
+
 def run_label(run, with_accuracy: bool = True) -> str:
     """One line naming a run for a person: when it started, the network,
     what learned, the pictures and its best accuracy. A select widget
@@ -223,7 +226,8 @@ def run_label(run, with_accuracy: bool = True) -> str:
     acc_text = f" · {fmt_pct(acc)}" if with_accuracy and acc is not None and acc >= 0 else ""
     data = Path(s["data"]).name if s.get("data") else "?"
     when = fmt_when(s.get("created")) if s.get("created") else s["run"]
-    return f"{when} · {backbone_title(s['backbone'])} · {strategy_label(s['strategy'])} · {data}{acc_text}"
+    adapted = f" · {ADAPTED}" if s.get("adapted_from") else ""
+    return f"{when} · {backbone_title(s['backbone'])} · {strategy_label(s['strategy'])}{adapted} · {data}{acc_text}"
 
 
 def run_labels(runs, with_accuracy=True) -> dict[str, str]:
@@ -245,7 +249,8 @@ def run_legends(runs) -> dict[str, str]:
         s = run.summary()
         plain, technical = strategy_words(s["strategy"])
         when = time.strftime("%H:%M", time.localtime(s["created"])) if s.get("created") else s["run"]
-        labels[run.name] = f"{when} · {backbone_title(s['backbone'])} · {technical or plain}"
+        adapted = f" · {ADAPTED}" if s.get("adapted_from") else ""
+        labels[run.name] = f"{when} · {backbone_title(s['backbone'])} · {technical or plain}{adapted}"
         pictures[run.name] = Path(s["data"]).name if s.get("data") else "?"
     return _told_apart(labels, pictures, {r.name: r.name for r in runs})
 
