@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.errors import friendly
 from core.evaluation import list_images, predict_batch, predict_images, predictions_csv
-from core.images import IMAGE_EXTENSIONS, open_rgb
+from core.images import HEIC_EXTENSIONS, HEIC_HINT, IMAGE_EXTENSIONS, open_rgb
 from core.paths import pasted_path
 from ui import bookmarks, charts, fixes, resources, state, uploads, widgets, words
 
@@ -30,7 +30,7 @@ def one_picture(run) -> None:
     with tab_upload:
         uploaded = st.file_uploader(
             "A picture",
-            type=sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS),
+            type=sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS | HEIC_EXTENSIONS),  # HEIC: to say what to do
             key="play_upload",
             help="Any photo; it does not need to be from your folder.",
         )
@@ -54,8 +54,13 @@ def one_picture(run) -> None:
         image = open_rgb(io.BytesIO(source.getvalue()))
     except Exception as exc:  # noqa: BLE001
         too_big = "too large" in str(exc)
+        heic = Path(source.name).suffix.lower() in HEIC_EXTENSIONS
         st.error(
-            f"{exc}" if too_big else "That file could not be opened as a picture. Try a JPEG or PNG photo.",
+            f"{exc}"
+            if too_big
+            else f"That is {HEIC_HINT}."
+            if heic
+            else "That file could not be opened as a picture. Try a JPEG or PNG photo.",
             icon=":material/error:",
         )
         return
@@ -90,7 +95,7 @@ def one_picture(run) -> None:
     with c3:
         st.markdown(f"### It looks like: **{words.md_text(top_class)}**")
         sure = "very sure" if top_prob >= 0.9 else "fairly sure" if top_prob >= 0.6 else "unsure"
-        st.markdown(f"The model is **{top_prob:.0%}** sure ({sure}).")
+        st.markdown(f"The model is **{words.fmt_pct(top_prob)}** sure ({sure}).")  # as the bars say it
         st.warning(words.always_picks(loaded.classes), icon=":material/rule:")
         st.plotly_chart(charts.top_classes_figure(result["top"]), key="top_classes")
     if explained is not None:

@@ -458,10 +458,16 @@ def test_playground_predicts_an_uploaded_picture(env, with_run, small_data):
     headline = next(m.value for m in at.markdown if "It looks like" in m.value)
     assert any(f"**{name}**" in headline for name in PHOTO_CLASSES)
     assert at.get("plotly_chart")
+    sure = next(m.value for m in at.markdown if m.value.startswith("The model is **"))
+    assert re.fullmatch(r"The model is \*\*\d+\.\d%\*\* sure \(.*\)\.", sure), sure  # as its bars say it: 99.9%
 
     at.file_uploader(key="play_upload").upload("broken.jpg", b"not a picture at all", "image/jpeg").run()
     _ok(at)
     assert "could not be opened as a picture" in _texts(at.error)
+    # A phone's HEIC photo is taken, to say what to do with it, as the Data page's upload does.
+    at.file_uploader(key="play_upload").upload("IMG_0001.HEIC", b"\0\0\0\x18ftypheic", "image/heic").run()
+    _ok(at)
+    assert "HEIC format" in _texts(at.error) and "Most Compatible" in _texts(at.error)
 
 
 def test_playground_with_a_camera_photo(env, with_run, small_data):

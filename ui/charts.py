@@ -131,7 +131,7 @@ def top_classes_figure(top: list) -> go.Figure:
             y=names,
             orientation="h",
             marker_color=colors,
-            text=[f"{p:.1f}%" for p in probs],
+            text=[f"{p:.1f}%" if p >= 0.05 else "under 0.1%" for p in probs],  # a bare 0.0% read as a gap
             textposition="auto",
         )
     )
