@@ -178,6 +178,8 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     assert "adapt_keep" not in [b.key for b in at.button]  # kept once: the button gives way to the run
     links = [(e.proto.page, e.proto.query_string) for e in at.get("page_link")]
     assert ("playground", f"run={kept.name}") in links and ("results", f"run={kept.name}") in links, links
+    labels = [e.proto.label for e in at.get("page_link")]
+    assert "Try the adapted model" in labels, labels  # told apart from the page's own "Try it on new pictures"
     # The new run opens on the Results page like any run, saying where it came from, and in the Playground.
     at.query_params["run"] = kept.name
     at.run()

@@ -285,6 +285,15 @@ def test_a_recipe_applied_after_another_sets_the_whole_recipe(env, small_data):
         assert (state["data_dir"], state["val_fraction"], state["seed"]) == (str(small_data), 0.3, 7)
         assert "back to their defaults" in _texts(at.caption) and "ResNet-50 with multi-layer" in _texts(at.caption)
     assert at.select_slider(key="batch_size").value == DEFAULTS["batch_size"]  # the widgets show it too
+    # Once a setting changes, the recipe is no longer in force: no longer shown as chosen, and its
+    # network's "needs internet" line goes with it.
+    assert "ResNet-50: needs internet" in _texts(at.caption)
+    at.selectbox(key="backbone").set_value("efficientnet_lite0").run()
+    _ok(at)
+    assert at.selectbox(key="recipe_choice").value is None
+    assert "Started from “ResNet-50 with multi-layer" in _texts(at.caption) and "needs internet" not in _texts(
+        at.caption
+    )
 
 
 def test_lr_find_chart_keeps_each_steps_loss_in_sight_and_says_what_runs_off_the_top():

@@ -140,10 +140,10 @@ def keep_section(run) -> None:
     if kept is not None:
         st.success(
             f"The adapted model is kept as the run **{words.md_text(kept.name)}**: choose it in the Playground, "
-            "on this page, in Export and in Compare like any model you trained.",
+            "on this page (to export it) and in Compare like any model you trained.",
             icon=":material/library_add_check:",
         )
-        widgets.run_links(kept.name, "See its results and export it")
+        widgets.run_links(kept.name, "See the adapted model's results and export it", "Try the adapted model")
 
 
 def origin_note(run) -> None:

@@ -47,11 +47,25 @@ def _apply_recipe() -> None:
         elif key == "backbone" or key in state.DEFAULTS:
             st.session_state[key] = 0 if value is None else value
     st.session_state["recipe_applied"] = name
+    # What it set, to tell when a choice has changed since.
+    st.session_state["recipe_values"] = {key: st.session_state.get(key) for key in ("backbone", *state.DEFAULTS)}
+
+
+def _recipe_left() -> str | None:
+    """The recipe applied earlier whose settings have been changed since: it is
+    no longer in force, so it is no longer shown as chosen (its "needs
+    internet" line spoke of a network no longer chosen)."""
+    applied, values = st.session_state.get("recipe_applied"), st.session_state.get("recipe_values") or {}
+    if not applied or all(st.session_state.get(key) == value for key, value in values.items()):
+        return None
+    st.session_state["recipe_applied"] = st.session_state["recipe_choice"] = None
+    return applied
 
 
 def recipe_picker() -> None:
     """Pick a recipe and fill the settings with it; every one can still be changed."""
     with st.expander("Start from a recipe of a classic tutorial", icon=":material/menu_book:"):
+        left = _recipe_left()
         st.selectbox(
             "Recipe",
             [None, *RECIPES],
@@ -80,6 +94,8 @@ def recipe_picker() -> None:
                 f":material/check: Every setting set from “{RECIPES[applied].title}”: the ones it does not name "
                 f"are back to their defaults ({KEPT_WORDS}). Change any of them below."
             )
+        elif left:
+            st.caption(f"Started from “{RECIPES[left].title}”; its settings have been changed since.")
         else:
             st.caption("Using a recipe sets every setting; the ones it does not name go back to their defaults.")
 

@@ -40,15 +40,13 @@ def next_step(page: str, label: str, icon: str = ":material/arrow_forward:") -> 
         st.switch_page(page)
 
 
-def run_links(run_name: str, results_label: str) -> None:
+def run_links(run_name: str, results_label: str, playground_label: str = "Try it in the Playground") -> None:
     """Side by side: the run's Results page and its Playground, where a run has just been made."""
     from ui.state import PAGE_PLAYGROUND, PAGE_RESULTS
 
     left, right, _ = st.columns([1, 1, 1])
     left.page_link(PAGE_RESULTS, label=results_label, icon=":material/insights:", query_params={"run": run_name})
-    right.page_link(
-        PAGE_PLAYGROUND, label="Try it in the Playground", icon=":material/science:", query_params={"run": run_name}
-    )
+    right.page_link(PAGE_PLAYGROUND, label=playground_label, icon=":material/science:", query_params={"run": run_name})
 
 
 @contextmanager
