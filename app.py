@@ -151,6 +151,10 @@ def where_you_are() -> None:
             f":material/check_circle: **Data:** {words.md_text(Path(report['root']).name)} "
             f"({len(report['classes'])} classes, {report['num_images']} pictures)"
         )
+    elif report and state.waiting_for_next_class(report["root"], len(report["classes"])):
+        st.markdown(
+            f":material/add_photo_alternate: **Data:** {words.md_text(Path(report['root']).name)} (1 class so far)"
+        )
     elif report:
         st.markdown(f":material/warning: **Data:** {words.md_text(Path(report['root']).name)} needs fixing")
     elif state.choice("data_dir"):  # chosen in an earlier session, not checked in this one yet

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .images import IMAGE_EXTENSIONS, bounded_rgb, open_rgb
+from .images import IMAGE_EXTENSIONS, bounded_rgb, open_rgb, unreadable_reason
 from .models import HeadConfig, build_model
 from .runs import checkpoint_problem, open_run
 
@@ -189,7 +189,9 @@ def predict_images(loaded: LoadedModel, images, k: int = 3) -> list[dict]:
         try:
             image = open_rgb(item, max_side=loaded.resize_size) if isinstance(item, (str, Path)) else bounded_rgb(item)
         except Exception as exc:  # noqa: BLE001 - a bad file is reported, not fatal
-            out.append({"path": name, "error": f"could not read this image ({exc.__class__.__name__})", "top": []})
+            out.append(
+                {"path": name, "error": f"could not read this picture: {unreadable_reason(name, exc)}", "top": []}
+            )
             continue
         x = loaded.transform(image).unsqueeze(0).to(loaded.device)
         probs = loaded.model(x).float().softmax(1)[0].cpu()
@@ -281,7 +283,7 @@ def predict_batch(
                 tensors.append(loaded.transform(open_rgb(path, max_side=loaded.resize_size)))
                 good.append(row)
             except Exception as exc:  # noqa: BLE001 - a bad file is reported, not fatal
-                row["error"] = f"could not read this image ({exc.__class__.__name__})"
+                row["error"] = f"could not read this picture: {unreadable_reason(str(path), exc)}"
             batch_rows.append(row)
         if tensors:
             probs = loaded.model(torch.stack(tensors).to(loaded.device)).float().softmax(1).cpu()

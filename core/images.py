@@ -221,26 +221,29 @@ def verify_image(path: str, keep_side: int | None = None, interpolation: str = "
     try:
         image, size = _decode(path, keep_side or _VERIFY_DRAFT_SIDE)
         return size, None, (_shrink(image, keep_side, interpolation) if keep_side else None)
-    except _ImageTooLargeError as exc:
-        return None, f"too large to decode safely ({exc.size[0]}×{exc.size[1]})", None
-    except Image.DecompressionBombError as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is a reason in words
+        return None, unreadable_reason(path, exc), None
+
+
+def unreadable_reason(path: str, exc: Exception) -> str:
+    """Why the file at `path` could not be read as a picture, in words (the
+    scan's list of left-out files, the Playground's table, `predict`)."""
+    if isinstance(exc, _ImageTooLargeError):
+        return f"too large to decode safely ({exc.size[0]}×{exc.size[1]})"
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        detail = f" ({int(found.group(1)) / 1e6:.0f} megapixels)" if found else ""
-        return None, "too large to decode safely" + detail, None
-    except Image.DecompressionBombWarning:
-        return None, "too large to decode safely", None
-    except FileNotFoundError:
-        return None, "file disappeared during the scan", None
-    except PermissionError:
-        return None, "no permission to read the file", None
-    except UnidentifiedImageError:
+        return "too large to decode safely" + (f" ({int(found.group(1)) / 1e6:.0f} megapixels)" if found else "")
+    if isinstance(exc, FileNotFoundError):
+        return "file disappeared during the scan"
+    if isinstance(exc, PermissionError):
+        return "no permission to read the file"
+    if isinstance(exc, UnidentifiedImageError):
         if looks_like_heic(path):
-            return None, HEIC_HINT, None
+            return HEIC_HINT
         if _looks_like_text(path):
-            return None, f"not an image (text file named {os.path.splitext(path)[1]})", None
-        return None, "not an image (unknown or unsupported format)", None
-    except Exception:
-        return None, _REASON_BROKEN, None
+            return f"not an image (text file named {os.path.splitext(path)[1]})"
+        return "not an image (unknown or unsupported format)"
+    return _REASON_BROKEN
 
 
 # --------------------------------------------------------------------------

@@ -306,10 +306,7 @@ def split_line(report) -> None:
 
 
 def _waiting_for_next_class(report) -> bool:
-    """A folder this session's upload just made, with its first class only:
-    not a mistake to fix, a class still to come."""
-    made = (st.session_state.get("_upload_made") or {}).get("path")
-    return made == str(report.root) and len(report.classes) == 1
+    return state.waiting_for_next_class(report.root, len(report.classes))
 
 
 def report_summary(report) -> None:

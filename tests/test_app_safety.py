@@ -239,6 +239,7 @@ def test_pictures_of_one_class_are_checked_by_content_and_never_overwrite(env, s
     assert not third.exception
     assert _files_under(env / "data" / "lesson two") == {"cups/1.jpg"}
     assert "has one class so far, cups" in _texts(third.info)
+    assert "(1 class so far)" in _texts(third.markdown) and "needs fixing" not in _texts(third.markdown)  # sidebar
     assert "Only one class" not in _texts(third.error)  # only what is still wrong: 1 picture is too few
     assert "Class 'cups' has only 1 usable picture" in _texts(third.error)
 

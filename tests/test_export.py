@@ -176,6 +176,9 @@ def test_predict_folder_to_csv_from_the_command_line(run_dir, tmp_path):
     assert len(rows) == 13  # one per image file, the broken one included
     by_file = {r["file"]: r for r in rows}
     assert by_file["b/broken.jpg"]["error"] and not by_file["b/broken.jpg"]["top_class"]
+    # Why, in the words the Data page's list uses: not the name of a Python exception.
+    assert by_file["b/broken.jpg"]["error"].startswith("could not read this picture: "), by_file["b/broken.jpg"]
+    assert "Error" not in by_file["b/broken.jpg"]["error"]
     loaded = load_run_model(run_dir)
     good = [r for r in rows if not r["error"]]
     app = predict_images(loaded, [folder / r["file"] for r in good], k=2)

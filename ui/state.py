@@ -290,6 +290,13 @@ def scan_or_none() -> tuple[ScanReport | None, str | None]:
         return None, str(exc)
 
 
+def waiting_for_next_class(root: str, classes: int) -> bool:
+    """A folder this session's upload just made, with its first class only:
+    not a mistake to fix, a class still to come (the Data page and the sidebar)."""
+    made = (st.session_state.get("_upload_made") or {}).get("path")
+    return made == str(root) and classes == 1
+
+
 def strategy_name() -> str:
     preset = choice("preset")
     if preset == "last":
