@@ -147,8 +147,12 @@ def _many_pictures(run) -> None:
         f"Named **{len(named)}** picture{'s' if len(named) != 1 else ''} in {words.md_text(result['folder'])}: {text}."
     )
     bad = len(rows) - len(named)
-    if bad:
-        st.warning(f"{bad} file{'s' if bad != 1 else ''} could not be read as a picture (see the last column).")
+    if bad:  # said here in full: the table's last column may be past the page's edge
+        unread = [r for r in rows if r["error"]]
+        why = {r["file"]: r["error"].removeprefix("could not read this picture: ") for r in unread}
+        listed = "; ".join(f"{words.md_text(r['file'])} ({words.md_text(why[r['file']])})" for r in unread[:5])
+        more = f"; and {len(unread) - 5} more (the table's last column)" if len(unread) > 5 else ""
+        st.warning(f"{bad} file{'s' if bad != 1 else ''} could not be read as a picture: {listed}{more}.")
     table = pd.DataFrame(
         [
             {

@@ -53,13 +53,23 @@ def runs_table(runs: list, states: dict) -> None:
     st.dataframe(
         pd.DataFrame(rows),
         hide_index=True,
-        column_config={
+        column_config={  # widths that fit the page's 840 px in a 1300 px window, the folder name last
+            "Started": st.column_config.TextColumn(width=95),
+            "Status": st.column_config.TextColumn(width=75),
+            "Network": st.column_config.TextColumn(width=115),
+            "What learned": st.column_config.TextColumn(width=170),
+            "Pictures": st.column_config.TextColumn(width=80),
             "Best val accuracy": st.column_config.ProgressColumn(
+                "Accuracy",
                 format="%.1f%%",
                 min_value=0,
                 max_value=100,
+                width=105,
                 help="Share of the validation pictures the best epoch got right.",
             ),
+            "Epochs": st.column_config.TextColumn(width=65),
+            "Time": st.column_config.TextColumn(width=60),
+            "Run": st.column_config.TextColumn("Folder", width=200, help="The run's folder in the runs folder."),
         },
     )
 
