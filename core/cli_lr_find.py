@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction, add_train_options, config_from_arg
         type=float,
         default=None,
         metavar="X",
-        help="the sweep's last rate (default: 1000 when only the new head learns, else 10)",
+        help="the sweep's last rate (default: 1000 when only the new head learns with SGD, else 10)",
     )
     p.add_argument(
         "--steps", type=int, default=None, metavar="N", help="steps of the sweep (default: 12.5 a decade of rates)"

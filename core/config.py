@@ -149,8 +149,7 @@ def setting(
     the page (its "?") and `python -m core train --help` show; `values`,
     what the command line takes where that is not a list of choices (the
     page offers them in words, so its help leaves the codes out)."""
-    meta = {"label": label, "help": help, "choices": choices, "cli": cli, "ui": ui, "limits": limits}
-    meta["values"] = values
+    meta = {"label": label, "help": help, "choices": choices, "cli": cli, "ui": ui, "limits": limits, "values": values}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)

@@ -23,6 +23,7 @@ from torch import nn
 
 from .blocks import block_title
 from .config import STRATEGY_WORDS, TrainConfig, defaults
+from .counts import how_many
 from .fusion import fused_span
 from .models import TransferModel
 
@@ -170,10 +171,9 @@ class FreezePlan:
         gentler = _gentler_words(self.lr_mult, on)
         if off == 0:
             return f"Every block is trained: {_the_blocks(n)} and the new head{gentler}."
-        other = "the other block stays" if off == 1 else f"the other {off} stay"
         return (
-            f"The new head and {_counted(len(on), 'pretrained block')} "
-            f"({', '.join(block_title(b) for b in on)}) are trained{gentler}; {other} frozen."
+            f"The new head and {how_many(len(on), 'pretrained block')} "
+            f"({', '.join(block_title(b) for b in on)}) are trained{gentler}; {_others_stay(off)} frozen."
         )
 
     def _gradual_words(self, epochs: int | None) -> str:
@@ -195,8 +195,7 @@ class FreezePlan:
             return f"{start} {with_epochs}, all {n} start learning: {when}."
         left = n - len(joined)
         starts = f"only 1 of the {n} starts" if len(joined) == 1 else f"only {len(joined)} of the {n} start"
-        others = "the other block stays" if left == 1 else f"the other {left} stay"
-        return f"{start} {with_epochs}, {starts} learning: {when}; {others} frozen."
+        return f"{start} {with_epochs}, {starts} learning: {when}; {_others_stay(left)} frozen."
 
     def learning_words(self, epoch: int, epochs: int) -> str | None:
         """During epoch `epoch` (counted from 1) of `epochs`: which blocks
@@ -246,13 +245,12 @@ def frozen_with_weights(
     return [n for n in names if n != "head" and n not in param_free and not trained.get(n, False)]
 
 
-def _counted(n: int, thing: str) -> str:
-    """ "1 pretrained block", "2 pretrained blocks"."""
-    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
-
-
 def _with_epochs(epochs: int) -> str:
-    return "With 1 epoch" if epochs == 1 else f"With {epochs} epochs"
+    return f"With {how_many(epochs, 'epoch')}"
+
+
+def _others_stay(n: int) -> str:
+    return "the other block stays" if n == 1 else f"the other {n} stay"
 
 
 def _the_blocks(n: int) -> str:

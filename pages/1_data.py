@@ -305,10 +305,6 @@ def split_line(report) -> None:
         )
 
 
-def _waiting_for_next_class(report) -> bool:
-    return state.waiting_for_next_class(report.root, len(report.classes))
-
-
 def report_summary(report) -> None:
     """Ready or not, the counts and how the pictures were split."""
     st.divider()
@@ -325,7 +321,7 @@ def report_summary(report) -> None:
         )
     else:
         errors = report.errors
-        if _waiting_for_next_class(report):  # not a mistake: the next class is still to come
+        if state.waiting_for_next_class(report.root, len(report.classes)):  # not a mistake: a class to come
             st.info(
                 f"**{words.md_text(Path(report.root).name)} has one class so far, "
                 f"{words.md_text(report.classes[0])}.** Add the next class above: type its name, choose its "

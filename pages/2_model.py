@@ -205,7 +205,7 @@ def head_section() -> None:
     h1.selectbox(
         **state.setting_widget("head_hidden"),
         options=[0, 128, 256, 512, 1024],
-        format_func=lambda n: "none (one straight layer)" if n == 0 else f"{n} units",
+        format_func=lambda n: words.setting_value("head_hidden", n),
     )
     h2.slider(**state.setting_widget("head_dropout", bounded=True), step=0.05)
 
@@ -238,8 +238,8 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
         with a3:
             machine_settings(info)
         fine_tune_view.fine_tune_settings()
-        if preset == "gradual":
-            st.caption(f":material/info: {state.unused_note('head_epochs')}")
+        if note := state.unused_note("head_epochs"):
+            st.caption(f":material/info: {note}")
         fine_tune_view.speed_settings()
 
 
@@ -247,7 +247,7 @@ def optimiser_settings() -> None:
     st.selectbox(
         **state.setting_widget("optimizer", more_help=OPTIMIZERS[state.choice("optimizer")]),
         options=list(OPTIMIZERS),
-        format_func=lambda k: {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}.get(k, k),
+        format_func=lambda k: words.setting_value("optimizer", k),
     )
     st.selectbox(
         **state.setting_widget("schedule", more_help=SCHEDULES[state.choice("schedule")]), options=list(SCHEDULES)
@@ -301,7 +301,7 @@ def machine_settings(info: BackboneInfo) -> None:
         **state.setting_widget("init"),
         options=["pretrained", "random"],
         horizontal=True,
-        format_func={"pretrained": "ImageNet weights", "random": "random weights"}.get,
+        format_func=lambda v: words.setting_value("init", v),
     )
 
 

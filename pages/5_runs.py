@@ -41,8 +41,8 @@ def runs_table(runs: list, states: dict) -> None:
                 "Started": words.fmt_when(s.get("created")),
                 "Status": words.state_word(states[run.name]),
                 "Network": words.backbone_title(s["backbone"]),
-                # First, where a narrow column still shows it.
-                "What learned": ("Adapted · " if s.get("adapted_from") else "") + words.strategy_label(s["strategy"]),
+                "What learned": (words.ADAPTED_FIRST if s.get("adapted_from") else "")
+                + words.strategy_label(s["strategy"]),
                 "Pictures": Path(s["data"]).name if s.get("data") else "?",
                 "Best val accuracy": None if acc is None or acc < 0 else 100 * acc,
                 "Epochs": f"{s.get('epochs_done') or 0} of {s.get('epochs')}",
@@ -214,7 +214,7 @@ def run_results(run, run_state: str) -> None:
     m3.metric(
         words.F1_LABEL,
         f"{status['macro_f1']:.2f}" if status.get("macro_f1") is not None else "–",
-        help="Macro F1, from 0 to 1 (1 is perfect). " + words.F1_LINE.replace("**", ""),
+        help=words.F1_HELP,
     )
     m4.metric("Training time", words.fmt_duration(status.get("seconds")) if status.get("seconds") else "–")
     if summary.get("adapted_from"):

@@ -169,7 +169,7 @@ def _training(row: dict, state: str | None) -> str:
 def _what_learned(row: dict, alike: Counter) -> str:
     """What learned, in words; with its epochs where another row has the same
     network learning the same way (those rows read the same otherwise)."""
-    what = ("Adapted · " if row.get("adapted_from") else "") + strategy_words(row["strategy"])[0]  # seen when cut
+    what = (words.ADAPTED_FIRST if row.get("adapted_from") else "") + strategy_words(row["strategy"])[0]
     if alike[(row["backbone"], row["strategy"], bool(row.get("adapted_from")))] > 1 and row.get("epochs"):
         return f"{what} · {how_many(row['epochs'], 'epoch')}"
     return what
@@ -211,7 +211,7 @@ BOARD_HELP = {
     "What learned": "Which parts of the network learned your classes (the Model page says more).",
     "Pictures": "The folder of pictures it learned from.",
     "Accuracy": "Share of the validation pictures the best epoch got right.",
-    words.F1_LABEL: "Macro F1, from 0 to 1 (1 is perfect). " + words.F1_LINE.replace("**", ""),
+    words.F1_LABEL: words.F1_HELP,
     "Training": "How long it trained; until it has finished, where it is.",
     "Speed": "How long the model takes to name one picture on this computer. Measured once per model, when no "
     "training runs.",

@@ -90,8 +90,9 @@ def _show(record: dict) -> None:
         f"Adapted to **{record['target_pictures']}** pictures from `{record['target_dir']}` {how}, "
         f"in {words.fmt_duration(record['seconds'])}."
     )
+    table = comparison_table(record)
     st.dataframe(
-        comparison_table(record),
+        table,
         hide_index=True,
         column_config={
             "Before": st.column_config.TextColumn(help="Share right with the run's own model."),
@@ -102,7 +103,7 @@ def _show(record: dict) -> None:
             "Adapted": st.column_config.TextColumn(help="Share right with the adapted model."),
         },
     )
-    if AVERAGES_ONLY in comparison_table(record):
+    if AVERAGES_ONLY in table:
         st.caption(
             f"**{AVERAGES_ONLY}**: what the first step of self-training alone gave, re-measuring the network's "
             "internal averages on the new pictures (the AdaBN method), before it learned anything."

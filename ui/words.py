@@ -14,6 +14,7 @@ from pathlib import Path
 from core.backbones import get_backbone
 from core.blocks import block_title
 from core.config import STRATEGY_WORDS, strategy_words
+from core.counts import how_many
 
 # Characters that make markup inside a line of Streamlit markdown: emphasis,
 # code, links and images ([ ]), raw HTML (< >), entities (&), strikethrough,
@@ -61,6 +62,7 @@ F1_LINE = (
     "**macro F1** is the average over classes, so a small class counts as much as a big one."
 )
 F1_LABEL = "Balanced score"  # macro F1 where a column needs a plain name (its help says which)
+F1_HELP = "Macro F1, from 0 to 1 (1 is perfect). " + F1_LINE.replace("**", "")
 
 
 def f1_caption(macro_f1: float) -> str:
@@ -158,7 +160,7 @@ def backbone_title(name: str | None) -> str:
 
 
 OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
-INIT_WORDS = {"pretrained": "ImageNet weights", "random": "random weights (not pretrained)"}
+INIT_WORDS = {"pretrained": "ImageNet weights", "random": "random weights"}  # as the Model page offers them
 # A setting's value as the Model page words it, where the saved value is a code.
 _VALUE_WORDS = {
     "backbone": backbone_title,
@@ -213,6 +215,7 @@ def strategy_lines(strategy: str | None) -> str:
 
 
 ADAPTED = "adapted to new pictures"  # how a kept adapted model (core.adapted_run) is named in lists
+ADAPTED_FIRST = "Adapted · "  # before what learned, in a narrow table column: seen even when the cell is cut
 
 
 def run_label(run, with_accuracy: bool = True) -> str:
@@ -304,7 +307,7 @@ def answer_caption(row: dict) -> str:
 
 def square_sentence(count: int, true: str, predicted: str) -> str:
     """How many pictures one square of a confusion matrix holds, said as the Results page says it."""
-    pictures = f"**{count} picture{'s' if count != 1 else ''}** of **{md_text(true)}**"
+    pictures = f"**{how_many(count, 'picture')}** of **{md_text(true)}**"
     if true == predicted:
         return f":green[:material/check_circle:] {pictures} the model got right."
     return f":red[:material/cancel:] {pictures} the model took for **{md_text(predicted)}**."
