@@ -31,8 +31,8 @@ def bare_forward_seconds(data: str, backbone: str, device_name: str, amp: bool =
     import torch
 
     from core.devices import (
-        autocast_dtype,
         decode_threads,
+        feature_pass_autocast,
         inference_batch_size,
         pick_device,
         use_channels_last,
@@ -51,7 +51,7 @@ def bare_forward_seconds(data: str, backbone: str, device_name: str, amp: bool =
     channels_last = use_channels_last(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    dtype = autocast_dtype(device, amp)
+    dtype = feature_pass_autocast(device, amp)  # as the engine's pass over the training pictures
     batch = inference_batch_size(device)
     threads = decode_threads(device)
     folded = inference_blocks(model, 0, len(model.block_names), channels_last)

@@ -140,6 +140,7 @@ def _finish(job, run, printing: bool = True) -> int:
     notes = [
         (snap.get("feature_cache") or {}).get("note"),
         (run.status.get("decisions") or {}).get("loader_note"),
+        (run.status.get("decisions") or {}).get("precision_note"),
         snap.get("resizing_note"),
         snap.get("resume_note"),
     ]

@@ -358,8 +358,10 @@ class TrainConfig:
     )
     mixed_precision: bool = setting(
         True,
-        "Faster GPU training with 16-bit numbers; no effect on the CPU.",
-        label="Mixed precision on the GPU",
+        "Faster training with 16-bit numbers on a GPU. On a processor that computes them in hardware (Intel"
+        " Xeon with AMX) only the frozen layers' one pass over the training pictures uses them; other"
+        " processors use 32-bit numbers throughout.",
+        label="Mixed precision (16-bit numbers)",
         cli="--no-amp",
     )
     num_workers: int | None = setting(

@@ -28,6 +28,7 @@ from .images import decoded_cache_budget
 class Decisions:
     device: torch.device
     autocast: torch.dtype | None  # None: float32
+    feature_autocast: torch.dtype | None  # the frozen blocks' one pass over the training pictures
     channels_last: bool
     pin_memory: bool
     cudnn_benchmark: bool
@@ -51,10 +52,11 @@ class Decisions:
     epoch_image_sizes: list[int] | None  # progressive resizing: each epoch's picture side (None: image_size)
     cache_val: bool  # validation images likewise
     why_not_cache: str | None  # why the training images do not use stored features
+    precision_note: str | None = None  # in words, where a CPU computes some passes in bf16
 
     @property
     def precision(self) -> str:
-        return str(self.autocast or torch.float32).replace("torch.", "")
+        return dtype_name(self.autocast)
 
     @property
     def grad_scaling(self) -> bool:
@@ -74,8 +76,14 @@ class Decisions:
         """For status.json: plain JSON values."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["device"] = str(self.device)
-        out["autocast"] = self.precision
+        for name in ("autocast", "feature_autocast"):
+            out[name] = dtype_name(out[name])
         return out
+
+
+def dtype_name(autocast: torch.dtype | None) -> str:
+    """ "float32", "bfloat16", "float16": for status.json and feature-cache keys."""
+    return str(autocast or torch.float32).replace("torch.", "")
 
 
 # cuDNN's autotuning (torch.backends.cudnn.benchmark) times the algorithms
@@ -165,6 +173,7 @@ def decide(
     return Decisions(
         device=device,
         autocast=devices.autocast_dtype(device, config.mixed_precision),
+        feature_autocast=devices.feature_pass_autocast(device, config.mixed_precision),
         channels_last=devices.use_channels_last(device),
         pin_memory=device.type == "cuda",
         cudnn_benchmark=device.type == "cuda" and _training_steps(config, report, device) >= CUDNN_TIMING_MIN_STEPS,
@@ -196,6 +205,16 @@ def decide(
         ),
         cache_val=cache_val,
         why_not_cache=why_not,
+        precision_note=_cpu_precision_note(device, config.mixed_precision, cache_train),
+    )
+
+
+def _cpu_precision_note(device: torch.device, mixed_precision: bool, cache_train: bool) -> str | None:
+    if not cache_train or device.type != "cpu" or devices.feature_pass_autocast(device, mixed_precision) is None:
+        return None
+    return (
+        "This processor computes 16-bit numbers (bf16) in hardware, so the frozen blocks' pass over the"
+        " training pictures used them, which is faster; the training steps and the accuracy use 32-bit numbers."
     )
 
 

@@ -24,7 +24,7 @@ from . import distributed
 from .augmented_views import ViewBatches, stack_views, view_seeds, view_transform_description
 from .config import TrainConfig
 from .counts import how_many
-from .decisions import Decisions
+from .decisions import Decisions, dtype_name
 from .devices import LOADER_TIMEOUT_S
 from .features import FeatureBatches, cache_key, describe_cache, transform_description
 from .freeze import frozen_with_weights
@@ -147,7 +147,7 @@ def _feature_pass(
     sets["val"] = report.val
     total = sum(len(samples) for samples in sets.values()) + views * len(report.train)
 
-    def key(samples, description: dict) -> str:
+    def key(samples, description: dict, autocast) -> str:
         return cache_key(
             samples=samples,
             backbone=config.backbone,
@@ -157,7 +157,7 @@ def _feature_pass(
             block_names=model.block_names,
             transform_desc=description,
             seed=config.seed,
-            precision=decisions.precision,
+            precision=dtype_name(autocast),
             taps=[t for t in getattr(model, "taps", []) if t in model.block_names[: decisions.frozen_prefix]],
         )
 
@@ -176,34 +176,32 @@ def _feature_pass(
             model,
             decisions,
             progress,
-            {name: (report.train, key(report.train, described[name])) for name in named},
+            {name: (report.train, key(report.train, described[name], decisions.feature_autocast)) for name in named},
             transforms["train"],
             normalizer,
             decoded,
             (phase, 0, total),
             seeds_of={name: view_seeds(config.seed, v, len(report.train)) for name, v in named.items()},
+            autocast=decisions.feature_autocast,
         )
         features["train_views"] = (*stack_views([out[name][:4] for name in named]), all(o[4] for o in out.values()))
-    splits = {name: (samples, key(samples, transform_desc)) for name, samples in sets.items()}
+    # Training pictures' features only feed the learning (Decisions.feature_autocast);
+    # validation's are what the run's figures come from.
+    by_precision: dict = {}
+    for name, samples in sets.items():
+        autocast = decisions.autocast if name == "val" else decisions.feature_autocast
+        by_precision.setdefault(autocast, {})[name] = (samples, key(samples, transform_desc, autocast))
     done_before = views * len(report.train)
-    features.update(
-        _prefix_pass(
-            config,
-            model,
-            decisions,
-            progress,
-            splits,
-            transforms["eval"],
-            normalizer,
-            decoded,
-            (phase, done_before, total),
-        )
-    )
+    for autocast, splits in by_precision.items():
+        counted = (phase, done_before, total)
+        pass_args = (config, model, decisions, progress, splits, transforms["eval"], normalizer, decoded, counted)
+        features.update(_prefix_pass(*pass_args, autocast=autocast))
+        done_before += sum(len(samples) for samples, _ in splits.values())
     return features, round(time.time() - began, 2)
 
 
 def _prefix_pass(
-    config, model, decisions, progress, splits, transform, normalizer, decoded, counted: tuple, seeds_of=None
+    config, model, decisions, progress, splits, transform, normalizer, decoded, counted: tuple, autocast, seeds_of=None
 ) -> dict:
     """One call of the (distributed) feature pass over `splits`; `counted`:
     (the phase's name, pictures done before it, pictures in the whole pass) for the progress."""
@@ -224,7 +222,7 @@ def _prefix_pass(
         max_side=decisions.resize_size,
         normalize=normalizer,
         channels_last=decisions.channels_last,
-        autocast_dtype=decisions.autocast,
+        autocast_dtype=autocast,
         should_stop=lambda: progress.stop_requested,
         first_batch=decisions.feature_first_batch,
         on_batch=lambda done, _total: progress.phase(phase, done_before + done, total),

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from core import devices
 from core.augmented_views import ViewBatches, stack_views, view_seeds
 from core.decisions import views_that_fit
+from core.evaluation import predict_paths
 from tests.folders import small_copy
 from tests.train_here import train_in
 
@@ -43,6 +45,22 @@ def test_a_fine_tune_trains_on_stored_versions_found_again_by_the_next_run(hymen
     record = off.status["feature_cache"]
     assert record["used"] and not record["train"] and "augmentation" in record["why_not"]
     assert off.status["decoded_images"]["read_every_epoch"] == 8  # the training pictures, every epoch
+
+
+def test_versions_in_the_cpus_fast_precision_and_figures_in_float32(hymenoptera, offline_weights, tmp_path):
+    # Where the CPU has bf16 units (this project's machine: a Xeon with AMX)
+    # the versions go through the frozen blocks in bf16; the run's validation
+    # figures stay those of float32 predictions, which the Playground gives.
+    data = small_copy(hymenoptera, tmp_path / "data", train=4, val=3)
+    _, run = train(tmp_path, data, augment_views=2)
+    decisions = run.status["decisions"]
+    fast = "bfloat16" if devices.cpu_has_bf16_units() else "float32"
+    assert (decisions["feature_autocast"], decisions["autocast"]) == (fast, "float32")
+    rows = run.evaluation["predictions"]
+    later = {row["path"]: dict(row["top"]) for row in predict_paths(run.path, data / "val", k=2)}
+    assert len(rows) == len(later) == 6
+    for row in rows:  # stored features are kept in float16: equal to a few decimals, not bit for bit
+        assert abs(row["confidence"] - later[row["path"]][row["predicted"]]) < 0.01
 
 
 def test_each_picture_meets_each_of_its_versions_once_in_k_epochs():

@@ -55,8 +55,12 @@ def test_bf16_only_where_the_gpu_computes_it(capability, dtype):
     assert devices.half_precision_for(capability) == dtype
 
 
-def test_cpu_stays_float32():
-    assert devices.autocast_dtype(torch.device("cpu"), True) is None
+def test_cpu_precision_follows_its_bf16_units():
+    cpu = torch.device("cpu")
+    assert devices.autocast_dtype(cpu, True) is None  # training steps, validation, evaluation
+    units = torch.bfloat16 if devices.cpu_has_bf16_units() else None
+    assert devices.feature_pass_autocast(cpu, True) is units  # the frozen blocks' pass over training pictures
+    assert devices.feature_pass_autocast(cpu, False) is None  # --no-amp
 
 
 # --- releasing memory ----------------------------------------------------------------
