@@ -265,9 +265,14 @@ def leaderboard_notes(rows: list[dict], busy: bool) -> None:
 
 
 def compared_curves(paths: list[str]) -> None:
-    """Every run's accuracy and loss curves, one colour per run."""
+    """Every run's accuracy and loss curves, one colour per run; none for an adapted model, which did not train."""
     data = curves(paths)
+    adapted = any(Run(Path(p)).status.get("adapted_from") for p in paths)
+    no_curves = f"Models {words.ADAPTED} have no curves: they did not train, the runs they came from did."
+    no_curves = no_curves if adapted else ""
     if not data:
+        if no_curves:
+            st.caption(no_curves)
         return
     # Short names (the legend is narrow; the run picker above has the whole lines).
     labels = words.run_legends([Run(Path(p)) for p in paths])
@@ -282,7 +287,7 @@ def compared_curves(paths: list[str]) -> None:
     fig.update_layout(title="Loss (lower is better)", **_CURVE_LAYOUT)
     fig.update_yaxes(rangemode="tozero")
     c2.plotly_chart(fig, key="compare_loss")
-    st.caption("Solid lines: validation pictures. Dotted: training pictures. One colour per run.")
+    st.caption(f"Solid lines: validation pictures. Dotted: training pictures. One colour per run. {no_curves}")
 
 
 def board(paths: list[str]) -> None:
