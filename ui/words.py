@@ -274,8 +274,10 @@ def run_legends(runs) -> dict[str, str]:
 # person changes most first, then the rest in the Model page's order; never the ones the line says already
 # (network, what learned, pictures), nor where files went or the machine it ran on (not the recipe).
 _TOLD_FIRST = ("epochs", "augment", "lr", "optimizer", "schedule", "image_size", "batch_size", "init", "seed")
-_NEVER_TOLD = ("data_dir", "backbone", "strategy", "cache_dir", "num_workers", "device", "mixed_precision")
-_NEVER_TOLD += ("feature_cache", "batch_loss_every")
+_NEVER_TOLD = (
+    *("data_dir", "backbone", "strategy"),
+    *("cache_dir", "num_workers", "device", "mixed_precision", "feature_cache", "batch_loss_every"),
+)
 TOLD_AT_MOST = 2  # settings in one line; "…" after them where more differ
 
 
