@@ -8,10 +8,14 @@ new folder beside the run, in the same runs folder (RunStore, named
 
     config.json  classes.json  scan.json   the source run's (same network, classes, split)
     best.pt                                the adapted model, in a trained run's layout
-    metrics.jsonl                          the source run's epochs (how the network learned)
     eval.json                              the adapted model on the run's validation pictures
     status.json                            finished, with "adapted_from" (run, folder, method, accuracies)
     adapted_from.json                      the same, with adapt.json's whole record
+
+It has no metrics.jsonl: it did not train, so it has no training curves of its
+own (how its network learned is in the source run, which the pages link to),
+and its status keeps none of the source's notes on how that training went
+(the feature cache's, the picture loading's, the test split's, the resume's).
 
 Self-training puts a FeatureAlign (a per-feature scale and shift) in front of
 the head. It is folded into the head's first Linear layer: W(x*s + b) + c =
@@ -38,7 +42,6 @@ from .adapt import ADAPTED_FILE, RECORD_FILE, FeatureAlign, read_record, with_al
 from .config import ADAPT_DONE
 from .errors import UserError
 from .evaluation import evaluate_loader, load_run_model
-from .files import atomic_write_bytes
 from .loading import BatchNormalizer, ImageDataset, NormalizedBatches, threaded_batches
 from .models import HeadConfig, build_model
 from .run_lock import RunLock
@@ -49,6 +52,8 @@ ORIGIN_FILE = "adapted_from.json"
 STRATEGY_SLUG = "adapted"  # the new folder's name ends with it: the runs list shows where it came from
 # The source's status.json entries that describe a training this run did not do again.
 _NOT_COPIED = ("test_", "resume", "seconds_before_resume", "started", "ended", "updated", "reason", "pid", "host")
+# Notes on how that training went ("Fast path: …", "No pictures are read during the epochs …"): not this run's.
+_NOT_COPIED += ("feature_cache", "decisions", "decoded_images")
 
 
 # --- the model ---------------------------------------------------------------------------
@@ -200,8 +205,6 @@ def keep_as_run(run_dir: str | Path, on_phase: Callable[[str], None] | None = No
             "adapted_from": came,
         }
         run.save_checkpoint("best.pt", best)
-        if (source.path / "metrics.jsonl").exists():
-            atomic_write_bytes(run.path / "metrics.jsonl", (source.path / "metrics.jsonl").read_bytes())
         say("Checking the adapted model on your validation pictures")
         result = _evaluate(run)
         run.write_json("eval.json", result)

@@ -203,12 +203,16 @@ def _cached_speed(run_dir: Path, device) -> float | None:
 def curves(run_dirs: Iterable[str | Path]) -> list[dict]:
     """Per-epoch metrics of the runs in long format, one row per (run, epoch, metric):
     {"run", "label", "backbone", "strategy", "epoch", "metric", "kind" ("loss" |
-    "accuracy"), "split" ("train" | "val"), "value"}."""
+    "accuracy"), "split" ("train" | "val"), "value"}. None for a kept adapted
+    model: it did not train (one kept before that was said holds a copy of its
+    source's epochs, which are not its own)."""
     rows = []
     for run_dir in run_dirs:
         try:
             run = open_run(run_dir)
         except FileNotFoundError:
+            continue
+        if isinstance(run.status.get("adapted_from"), dict):
             continue
         config = run.config
         label = f"{config.get('backbone')} · {config.get('strategy')} · {run.name[:15]}"

@@ -12,7 +12,7 @@ from core.config import setting_label, settings_without_effect
 from core.errors import UserError, friendly
 from core.jobs import ACTIVE
 from core.runs import made_by_us
-from ui import bookmarks, charts, fixes, follow_view, resources, state, widgets, words
+from ui import adapt_view, bookmarks, charts, fixes, follow_view, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_RUNS)  # a bookmark opened first on a fresh server
 st.title(":material/history: Runs")
@@ -198,6 +198,9 @@ def confirm_delete(run, store, mgr) -> None:
 def run_results(run, run_state: str) -> None:
     """The headline numbers and curves (the Results page has the full picture)."""
     summary = run.summary()
+    if summary.get("adapted_from"):
+        adapted_results(run, summary["adapted_from"])
+        return
     status = run.status
     metrics = run.metrics
     if not metrics:
@@ -217,11 +220,6 @@ def run_results(run, run_state: str) -> None:
         help=words.F1_HELP,
     )
     m4.metric("Training time", words.fmt_duration(status.get("seconds")) if status.get("seconds") else "–")
-    if summary.get("adapted_from"):
-        st.caption(
-            "These numbers are the adapted model's, on the run's own checking pictures; the curves below are "
-            "the training it was adapted from."
-        )
     device = status.get("device_name") or status.get("device")
     if device:
         st.caption(
@@ -234,6 +232,36 @@ def run_results(run, run_state: str) -> None:
     epochs = charts.epoch_axis(metrics, summary.get("epochs"), running=run_state in ACTIVE)
     c1.plotly_chart(charts.loss_figure(metrics, epochs=epochs), key="run_loss")
     c2.plotly_chart(charts.accuracy_figure(metrics, epochs=epochs), key="run_acc")
+
+
+def adapted_results(run, came: dict) -> None:
+    """A kept adapted model's numbers, beside those of the run it was adapted
+    from on the same pictures. It did not train, so it has no curves: a link
+    leads to the run that did (a kept run made before this had its source's
+    curves copied in; they are not shown as its own)."""
+    status = run.status
+    acc, before = status.get("best_val_accuracy"), (came.get("source") or {}).get("before")
+    m1, m2, m3 = st.columns(3)
+    m1.metric(
+        "Val accuracy",
+        words.fmt_pct(acc) if acc is not None and acc >= 0 else "–",
+        help="The share of the validation pictures that the adapted model got right.",
+    )
+    m2.metric(
+        "Before adapting",
+        words.fmt_pct(before) if isinstance(before, (int, float)) else "–",
+        help="The same pictures, named by the run it was adapted from.",
+    )
+    m3.metric(
+        words.F1_LABEL,
+        f"{status['macro_f1']:.2f}" if status.get("macro_f1") is not None else "–",
+        help=words.F1_HELP,
+    )
+    st.caption(
+        "It did not train: it is that run's model, adjusted to the new pictures, so it has no training curves "
+        "of its own. How its network learned is in the run it was adapted from."
+    )
+    adapt_view.source_link(run, came, state.PAGE_RUNS)
 
 
 def per_class_and_settings(run) -> None:

@@ -360,7 +360,9 @@ def summary(run, evaluation: dict) -> None:
         f"{len(evaluation['classes'])} classes apart. How it learned: {words.strategy_md(config.get('strategy'))}."
     )
     held_out_view.validation_interval(evaluation)
-    widgets.feature_cache_caption(run.status.get("feature_cache"))
+    # A kept adapted model says where it came from; its source's note on how its training went is not its own.
+    if not adapt_view.origin_note(run):
+        widgets.feature_cache_caption(run.status.get("feature_cache"))
     worst = min(evaluation["per_class"], key=lambda c: (c["recall"], c["class"]))
     if worst["recall"] < 1:
         st.markdown(

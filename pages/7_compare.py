@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +10,6 @@ import streamlit as st
 from core.backbones import list_backbones
 from core.compare import curves, latest_sweep, leaderboard, queue_sweep, sweep_of
 from core.config import strategy_words
-from core.counts import how_many
 from core.devices import pick_device
 from core.errors import friendly
 from core.jobs import ACTIVE
@@ -166,13 +164,11 @@ def _training(row: dict, state: str | None) -> str:
     return words.state_word(state)
 
 
-def _what_learned(row: dict, alike: Counter) -> str:
-    """What learned, in words; with its epochs where another row has the same
-    network learning the same way (those rows read the same otherwise)."""
+def _what_learned(row: dict, told: dict) -> str:
+    """What learned, in words; where another row has the same network learning
+    the same way, with the settings that tell them apart (words.run_differences)."""
     what = (words.ADAPTED_FIRST if row.get("adapted_from") else "") + strategy_words(row["strategy"])[0]
-    if alike[(row["backbone"], row["strategy"], bool(row.get("adapted_from")))] > 1 and row.get("epochs"):
-        return f"{what} · {how_many(row['epochs'], 'epoch')}"
-    return what
+    return f"{what} · {told[row['run']]}" if told.get(row["run"]) else what
 
 
 def board_frame(rows: list[dict], states: dict) -> pd.DataFrame:
@@ -183,12 +179,12 @@ def board_frame(rows: list[dict], states: dict) -> pd.DataFrame:
     def number(value, pattern: str) -> str:
         return "–" if value is None or value != value else pattern.format(value)  # value != value: NaN
 
-    alike = Counter((r["backbone"], r["strategy"], bool(r.get("adapted_from"))) for r in rows)
+    told = words.run_differences([Run(Path(r["path"])) for r in rows])
     table = pd.DataFrame(
         [
             {
                 "Network": r["backbone_title"],
-                "What learned": _what_learned(r, alike),
+                "What learned": _what_learned(r, told),
                 "Pictures": _folder_name(r),
                 "Accuracy": None
                 if r["best_val_accuracy"] is None or r["best_val_accuracy"] < 0
@@ -269,9 +265,14 @@ def leaderboard_notes(rows: list[dict], busy: bool) -> None:
 
 
 def compared_curves(paths: list[str]) -> None:
-    """Every run's accuracy and loss curves, one colour per run."""
+    """Every run's accuracy and loss curves, one colour per run; none for an adapted model, which did not train."""
     data = curves(paths)
+    adapted = any(Run(Path(p)).status.get("adapted_from") for p in paths)
+    no_curves = f"Models {words.ADAPTED} have no curves: they did not train, the runs they came from did."
+    no_curves = no_curves if adapted else ""
     if not data:
+        if no_curves:
+            st.caption(no_curves)
         return
     # Short names (the legend is narrow; the run picker above has the whole lines).
     labels = words.run_legends([Run(Path(p)) for p in paths])
@@ -286,7 +287,7 @@ def compared_curves(paths: list[str]) -> None:
     fig.update_layout(title="Loss (lower is better)", **_CURVE_LAYOUT)
     fig.update_yaxes(rangemode="tozero")
     c2.plotly_chart(fig, key="compare_loss")
-    st.caption("Solid lines: validation pictures. Dotted: training pictures. One colour per run.")
+    st.caption(f"Solid lines: validation pictures. Dotted: training pictures. One colour per run. {no_curves}")
 
 
 def board(paths: list[str]) -> None:

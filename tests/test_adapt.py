@@ -81,6 +81,10 @@ def _kept_run_is_the_adapted_model(run: Path, new: Path, adapted, target: Path) 
     assert came["run"] == run.name and came["method"] == "self-training"
     assert came["target_dir"] == str(target.resolve())
     assert (new / ORIGIN_FILE).is_file() and not (new / "last.pt").exists()  # nothing to resume
+    # It did not train: no curves of its own, and none of its source's notes on how that training went.
+    source_status, status = json.loads((run / "status.json").read_text()), json.loads((new / "status.json").read_text())
+    assert (run / "metrics.jsonl").is_file() and not (new / "metrics.jsonl").exists()
+    assert source_status["feature_cache"]["used"] and "feature_cache" not in status and "decisions" not in status
     assert kept_run(run).path == new and keep_as_run(run).path == new  # kept once
     assert read_record(run)["kept_as"] == new.name
     # The same answers as adapted.pt, through the loader every page and `predict` use.
@@ -176,7 +180,7 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     assert kept is not None and kept.path.parent == with_run.parent, _texts(at.error)
     assert f"kept as the run **{words.md_text(kept.name)}**" in _texts(at.success)
     assert "adapt_keep" not in [b.key for b in at.button]  # kept once: the button gives way to the run
-    links = [(e.proto.page, e.proto.query_string) for e in at.get("page_link")]
+    links = _links(at)
     assert ("playground", f"run={kept.name}") in links and ("results", f"run={kept.name}") in links, links
     labels = [e.proto.label for e in at.get("page_link")]
     assert "Try the adapted model" in labels, labels  # told apart from the page's own "Try it on new pictures"
@@ -186,6 +190,13 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     _ok(at)
     assert at.selectbox(key="results_run").value == kept.name
     assert f"This model is the run **{words.md_text(with_run.name)}** adapted to the 16 pictures" in _texts(at.info)
+    assert ("results", f"run={with_run.name}") in _links(at)  # the run it came from, a click away
+    assert "Fast path" not in _texts(at.caption)  # the source's stored features did not make this run fast
+    at.query_params["run"] = with_run.name
+    at.run()
+    assert "Fast path" in _texts(at.caption)  # they made the source's training fast, and its page says so
+    at.query_params["run"] = kept.name
+    at.run()
     at = _goto(at, "pages/4_playground.py")
     assert at.selectbox(key="play_run").value == kept.name
     at = _goto(at, "pages/5_runs.py")  # listed, marked as adapted, and its page says from what
@@ -195,6 +206,12 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     at.selectbox(key="open_run").set_value(kept.name).run()
     assert words.md_text(f"Adapted from the run {with_run.name} to the 16 pictures in") in _texts(at.info)
     assert "by learning from them without their labels (self-training)" in _texts(at.info)
+    # No training curves: it did not train; the run that did is a link away, its accuracy beside this one's.
+    assert not at.get("plotly_chart") and "It did not train" in _texts(at.caption)
+    assert ("runs", f"run={with_run.name}") in _links(at)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Before adapting"] == words.fmt_pct(kept.status["adapted_from"]["source"]["before"]), shown
+    assert "Best epoch" not in shown
     at = _goto(at, "pages/7_compare.py")
     at.multiselect(key="compare_runs").set_value([with_run.name, kept.name]).run()
     _ok(at)
@@ -202,6 +219,11 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     assert "Adapted · Only the new last layer learns" in set(board["What learned"]), board
     picker = at.multiselect(key="compare_runs")
     assert "adapted to new pictures" in picker.format_func(kept.name), picker.format_func(kept.name)
+
+
+def _links(at) -> list[tuple[str, str]]:
+    """(page, query) of every page link on the page."""
+    return [(e.proto.page, e.proto.query_string) for e in at.get("page_link")]
 
 
 def test_where_the_averages_alone_did_better_the_page_says_how_to_keep_that_model():

@@ -24,8 +24,9 @@ from core.freeze import STRATEGIES, make_freeze_plan
 from core.images import HEIC_HINT
 from core.paths import pasted_path
 from core.resume import kept_split
+from core.runs import Run, RunStore
 from core.scan import scan_folder
-from tests.folders import PHOTOS
+from tests.folders import PACKAGED_BACKBONE, PHOTOS
 from ui import uploads, words
 
 REPO = Path(__file__).resolve().parent.parent
@@ -314,6 +315,80 @@ def test_runs_are_named_by_when_and_what_and_told_apart_when_alike(tmp_path):
     assert legends[made[2].name] == "09:30 · ResNet-18 · linear probe"
     assert legends[made[0].name] == f"09:30 · MobileNetV2 · linear probe · holiday photos · {made[0].name}"
     assert len(set(legends.values())) == 3
+
+
+def test_runs_of_one_network_and_strategy_say_the_settings_that_differ(
+    trained_run, linear_probe_run, small_data, tmp_path
+):
+    """Three real trainings of one network learning the same way read alike
+    but for when they started: each line says its own values of the settings
+    that differ among them (epochs, learning rate); a run of the same network
+    learning another way keeps its short line."""
+    settings = {"backbone": PACKAGED_BACKBONE, "device": "cpu", "seed": 0}
+    trained = [
+        linear_probe_run,  # 2 epochs at the default rate, 0.001
+        trained_run(small_data, strategy="linear", epochs=1, **settings),
+        trained_run(small_data, strategy="linear", epochs=2, lr=0.01, **settings),
+        trained_run(small_data, strategy="last-1", augment="none", epochs=1, **settings),
+    ]
+    for run in trained:
+        shutil.copytree(run, tmp_path / "runs" / run.name)
+    runs = RunStore(tmp_path / "runs").list()
+    first, fewer, faster, other = (trained[i].name for i in range(4))
+    labels = words.run_labels(runs)
+    by_name = {r.name: r for r in runs}
+
+    def accuracy(name: str) -> str:
+        return words.fmt_pct(by_name[name].status["best_val_accuracy"])
+
+    assert labels[first].endswith(f" · clothes · 2 epochs, learning rate: 0.001 · {accuracy(first)}"), labels
+    assert labels[fewer].endswith(f" · clothes · 1 epoch, learning rate: 0.001 · {accuracy(fewer)}"), labels
+    assert labels[faster].endswith(f" · clothes · 2 epochs, learning rate: 0.01 · {accuracy(faster)}"), labels
+    assert labels[other] == (
+        f"{words.fmt_when(by_name[other].status['created'])} · EfficientNet-Lite0 · "
+        f"The last block learns too (last-1 fine-tune) · clothes · {accuracy(other)}"
+    )
+    # Where accuracies are left out (a run that may still be training), the settings still tell them apart.
+    quiet = words.run_labels(runs, with_accuracy=False)
+    assert quiet[fewer].endswith(" · clothes · 1 epoch, learning rate: 0.001"), quiet
+    assert len(set(quiet.values())) == 4
+    legends = words.run_legends(runs)
+    assert legends[faster].endswith(" · EfficientNet-Lite0 · linear probe · 2 epochs, learning rate: 0.01"), legends
+    assert legends[other].endswith(" · EfficientNet-Lite0 · last-1 fine-tune"), legends
+    # Alone, a run has nothing to be told apart from.
+    assert words.run_differences([by_name[first]]) == {first: ""}
+
+
+def test_only_settings_that_made_a_difference_tell_runs_apart(tmp_path):
+    """Automatic augmentation is none for a linear probe, and AdamW has no
+    momentum: runs that differ only there trained alike, and their lines say
+    no setting. Past two differing settings, "…" says there are more. An
+    adapted model is told apart by being adapted, not compared with trainings."""
+    from core.config import TrainConfig
+    from core.runs import prepare_run
+
+    pictures = tmp_path / "holiday photos"
+    pictures.mkdir()
+    store = RunStore(tmp_path / "runs")
+
+    def made(**settings):
+        run, lock = prepare_run(TrainConfig(data_dir=str(pictures), backbone="mobilenet_v2", **settings), store)
+        lock.release()
+        return run.name
+
+    auto, none = made(augment="auto"), made(augment="none", momentum=0.5)
+    assert set(words.run_differences(store.list()).values()) == {""}
+    more = made(epochs=10, lr=0.01, augment="strong")
+    told = words.run_differences(store.list())
+    assert told[more] == "10 epochs, augmentation: strong …", told
+    assert told[auto] == told[none] == "5 epochs, augmentation: none …", told
+    adapted = made(epochs=3)
+    Run(store.root / adapted).update_status(adapted_from={"run": auto})
+    told = words.run_differences(store.list())
+    assert told[adapted] == "" and told[more] == "10 epochs, augmentation: strong …", told
+    assert words.setting_short("early_stopping", 3) == "stop early after 3 epochs without progress"
+    assert words.setting_short("early_stopping", 0) == "never stop early"
+    assert words.setting_short("batchnorm", "frozen") == "the network's internal averages: frozen"
 
 
 def test_short_counts_agree_with_the_exact_ones_beside_them():

@@ -3,7 +3,7 @@ of pictures of another kind, no labels needed) and, once adapted, source and
 target accuracy side by side (the run's adapt.json, written by core.adapt),
 and "Keep the adapted model as a new run" (core.adapted_run), after which
 the Playground, the export and Compare take it like any run. A run that is
-such a kept model says where it came from."""
+such a kept model says where it came from, with a link to that run."""
 
 from __future__ import annotations
 
@@ -147,11 +147,24 @@ def keep_section(run) -> None:
         widgets.run_links(kept.name, "See the adapted model's results and export it", "Try the adapted model")
 
 
-def origin_note(run) -> None:
-    """For a run that is a kept adapted model: which run, which pictures, which method."""
+def source_link(run, came: dict, page: str) -> None:
+    """A link to the run a kept adapted model came from, on `page` (the Runs or
+    the Results page), while that run is still beside it; else that said."""
+    source = str(came.get("run") or "")
+    if source and not {"/", "\\"} & set(source) and (run.path.parent / source / "config.json").is_file():
+        st.page_link(
+            page, label="Open the run it was adapted from", icon=":material/call_split:", query_params={"run": source}
+        )
+    else:
+        st.caption(f"The run it was adapted from, {words.md_text(source or '?')}, is no longer in the runs folder.")
+
+
+def origin_note(run) -> bool:
+    """For a run that is a kept adapted model: which run, which pictures, which
+    method, and a link to that run's results. False for any other run."""
     came = read_origin(run.path)
     if not came:
-        return
+        return False
     how = METHOD_DONE.get(came.get("method"), came.get("method"))
     text = (
         f"This model is the run **{words.md_text(came['run'])}** adapted to the {came['target_pictures']} pictures "
@@ -161,6 +174,8 @@ def origin_note(run) -> None:
     if t.get("after") is not None:
         text += f" On those pictures it names {_pct(t['after'])} right, against {_pct(t.get('before'))} before."
     st.info(text, icon=":material/call_split:")
+    source_link(run, came, state.PAGE_RESULTS)
+    return True
 
 
 def _refused(folder: str) -> str | None:
@@ -171,7 +186,6 @@ def _refused(folder: str) -> str | None:
 
 def adapt_section(run) -> None:
     st.subheader(":material/tune: Adapt to new pictures")
-    origin_note(run)
     st.caption(
         "Pictures of another kind (another camera, darker rooms, another school) can fool a model. Give it a "
         "folder of such pictures, no labels needed, and it adjusts itself to them. If the folder has one "

@@ -5,6 +5,7 @@ backbone and strategy names, and one line naming a run. (Error texts come from
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from core.backbones import get_backbone
 from core.blocks import block_title
-from core.config import STRATEGY_WORDS, strategy_words
+from core.config import LEGACY, STRATEGY_WORDS, resolve_augment, setting_label, settings_without_effect, strategy_words
 from core.counts import how_many
 
 # Characters that make markup inside a line of Streamlit markdown: emphasis,
@@ -218,44 +219,110 @@ ADAPTED = "adapted to new pictures"  # how a kept adapted model (core.adapted_ru
 ADAPTED_FIRST = "Adapted · "  # before what learned, in a narrow table column: seen even when the cell is cut
 
 
-def run_label(run, with_accuracy: bool = True) -> str:
+def run_label(run, with_accuracy: bool = True, told: str = "") -> str:
     """One line naming a run for a person: when it started, the network,
-    what learned, the pictures and its best accuracy. A select widget
-    remembers its choice by this text, so a widget whose runs may still be
-    training passes with_accuracy=False (the accuracy changes every epoch);
-    one listing several runs uses run_labels, which keeps the lines apart."""
+    what learned, the pictures, what tells it apart from runs of the same
+    network learning the same way (`told`, from run_differences) and its best
+    accuracy. A select widget remembers its choice by this text, so a widget
+    whose runs may still be training passes with_accuracy=False (the accuracy
+    changes every epoch); one listing several runs uses run_labels, which
+    keeps the lines apart."""
     s = run.summary()
     acc = s.get("best_val_accuracy")
     acc_text = f" · {fmt_pct(acc)}" if with_accuracy and acc is not None and acc >= 0 else ""
     data = Path(s["data"]).name if s.get("data") else "?"
     when = fmt_when(s.get("created")) if s.get("created") else s["run"]
     adapted = f" · {ADAPTED}" if s.get("adapted_from") else ""
-    return f"{when} · {backbone_title(s['backbone'])} · {strategy_label(s['strategy'])}{adapted} · {data}{acc_text}"
+    told = f" · {told}" if told else ""
+    return (
+        f"{when} · {backbone_title(s['backbone'])} · {strategy_label(s['strategy'])}{adapted} · {data}{told}{acc_text}"
+    )
 
 
 def run_labels(runs, with_accuracy=True) -> dict[str, str]:
-    """{run name: run_label} for a list of runs. Runs whose lines would read
-    the same (a sweep starts several in one minute) end with their folder's
-    name, so a person, and the select widget, can tell them apart.
-    `with_accuracy`: a bool, or a function of the run."""
-    labels = {r.name: run_label(r, with_accuracy(r) if callable(with_accuracy) else with_accuracy) for r in runs}
+    """{run name: run_label} for a list of runs, each with the settings that
+    tell it apart from the others of its network and strategy (run_differences).
+    Runs whose lines would still read the same (a sweep starts several in one
+    minute) end with their folder's name, so a person, and the select widget,
+    can tell them apart. `with_accuracy`: a bool, or a function of the run."""
+    told = run_differences(runs)
+    labels = {
+        r.name: run_label(r, with_accuracy(r) if callable(with_accuracy) else with_accuracy, told[r.name]) for r in runs
+    }
     return _told_apart(labels, {r.name: r.name for r in runs})
 
 
 def run_legends(runs) -> dict[str, str]:
     """{run name: a short line} for a chart's legend, where a run_label is
-    too long to read: the start time, the network and the technical name of
-    what learned; then, only where two would read alike, the pictures'
-    folder, and then the run's own folder name."""
-    labels, pictures = {}, {}
+    too long to read: the start time, the network, the technical name of
+    what learned and what tells it apart from runs of the same network and
+    strategy; then, only where two would read alike, the pictures' folder,
+    and then the run's own folder name."""
+    labels, pictures, told = {}, {}, run_differences(runs)
     for run in runs:
         s = run.summary()
         plain, technical = strategy_words(s["strategy"])
         when = time.strftime("%H:%M", time.localtime(s["created"])) if s.get("created") else s["run"]
         adapted = f" · {ADAPTED}" if s.get("adapted_from") else ""
-        labels[run.name] = f"{when} · {backbone_title(s['backbone'])} · {technical or plain}{adapted}"
+        differs = f" · {told[run.name]}" if told[run.name] else ""
+        labels[run.name] = f"{when} · {backbone_title(s['backbone'])} · {technical or plain}{adapted}{differs}"
         pictures[run.name] = Path(s["data"]).name if s.get("data") else "?"
     return _told_apart(labels, pictures, {r.name: r.name for r in runs})
+
+
+# Runs of one network learning the same way are told apart by the settings that differ among them: those a
+# person changes most first, then the rest in the Model page's order; never the ones the line says already
+# (network, what learned, pictures), nor where files went or the machine it ran on (not the recipe).
+_TOLD_FIRST = ("epochs", "augment", "lr", "optimizer", "schedule", "image_size", "batch_size", "init", "seed")
+_NEVER_TOLD = (
+    *("data_dir", "backbone", "strategy"),
+    *("cache_dir", "num_workers", "device", "mixed_precision", "feature_cache", "batch_loss_every"),
+)
+TOLD_AT_MOST = 2  # settings in one line; "…" after them where more differ
+
+
+def setting_short(name: str, value) -> str:
+    """A setting and its value in a few words, where it tells runs apart:
+    "10 epochs", "learning rate: 0.01", "stop early after 3 epochs without progress"."""
+    if name == "epochs" and isinstance(value, int):
+        return how_many(value, "epoch")
+    if name == "early_stopping" and not value:
+        return "never stop early"
+    label = re.sub(r" \(.*\)$", "", setting_label(name))  # "(BatchNorm)", "(0 = never)": the value says it
+    label = label[:1].lower() + label[1:]
+    if "…" in label:
+        return label.replace("…", setting_value(name, value))
+    return f"{label}: {setting_value(name, value)}"
+
+
+def run_differences(runs) -> dict[str, str]:
+    """{run name: what tells it apart from the other runs of the same network
+    learning the same way (an adapted one apart from trained ones): the
+    settings that differ among them, each run's own values ("10 epochs,
+    augmentation: light"); "" where no other run is like it, or nothing in
+    their settings differs (then only when they started does)."""
+    alike: dict[tuple, list[tuple[str, dict]]] = {}
+    for run in runs:
+        config = {**LEGACY, **run.config}  # a run saved before a setting existed trained as LEGACY says
+        config["augment"] = resolve_augment(config.get("augment"), str(config.get("strategy")))  # "auto" as it was
+        adapted = isinstance(run.status.get("adapted_from"), dict)
+        alike.setdefault((config.get("backbone"), config.get("strategy"), adapted), []).append((run.name, config))
+    told = {}
+    for members in alike.values():
+        unused = {name for _, config in members for name in settings_without_effect(config)}
+        names = dict.fromkeys(name for _, config in members for name in config)
+        differ = [
+            name
+            for name in names
+            if name not in _NEVER_TOLD
+            and name not in unused
+            and len({json.dumps(config.get(name), sort_keys=True, default=str) for _, config in members}) > 1
+        ]
+        differ.sort(key=lambda name: _TOLD_FIRST.index(name) if name in _TOLD_FIRST else len(_TOLD_FIRST))
+        more = " …" if len(differ) > TOLD_AT_MOST else ""
+        for run_name, config in members:
+            told[run_name] = ", ".join(setting_short(n, config.get(n)) for n in differ[:TOLD_AT_MOST]) + more
+    return told
 
 
 def _told_apart(labels: dict[str, str], *extras: dict[str, str]) -> dict[str, str]:
