@@ -206,12 +206,12 @@ def _results_table(rows: list[dict], k: int) -> None:
         hide_index=True,
         column_config={
             "Picture": st.column_config.TextColumn(
-                width=250 if problems else 330,
+                width=225 if problems else 330,
                 help="Where the picture is in the folder. Drag the column's edge to see a long name whole.",
             ),
-            "It looks like": st.column_config.TextColumn(width=100),
+            "It looks like": st.column_config.TextColumn(width=90),
             "Sure": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100, width=80),
-            f"Top {k}": st.column_config.TextColumn(width=175 if problems else 300),
+            f"Top {k}": st.column_config.TextColumn(width=210 if problems else 310),
             "Problem": st.column_config.TextColumn(width=210, help="Why the file could not be read as a picture."),
         },
     )
