@@ -370,6 +370,9 @@ def sizes_and_counts(report) -> None:
             st.caption("Every picture is resized for the model, so different sizes are fine.")
 
 
+THUMBS_PER_CLASS = 6
+
+
 def class_thumbnails(report) -> None:
     """A few pictures of each class, spread over the class."""
     st.markdown("#### A few pictures from each class")
@@ -378,8 +381,8 @@ def class_thumbnails(report) -> None:
         by_class.setdefault(label, []).append(p)
     for label, name in enumerate(report.classes):
         paths = by_class.get(label, [])
-        step = max(1, len(paths) // 6)
-        picks = paths[::step][:6]
+        step = max(1, len(paths) // THUMBS_PER_CLASS)
+        picks = paths[::step][:THUMBS_PER_CLASS]
         thumbs = []
         for p in picks:
             try:
@@ -387,10 +390,14 @@ def class_thumbnails(report) -> None:
             except OSError:
                 continue
         thumbs = [t for t in thumbs if t is not None]
-        c_name, c_imgs = st.columns([1, 6], vertical_alignment="center")
+        # One column per picture, not one image list: a list wraps wherever the window cuts it
+        # (five, then one alone). Capped at 1000 px so the 160-px thumbnails are not blown up.
+        c_name, *c_imgs = st.columns(
+            [1.2] + [1] * THUMBS_PER_CLASS, gap="xsmall", vertical_alignment="center", width=1000
+        )
         c_name.markdown(f"**{words.md_text(name)}**  \n{how_many(len(paths), 'picture')}")
-        if thumbs:
-            c_imgs.image(thumbs, width=120)
+        for column, thumb in zip(c_imgs, thumbs):
+            column.image(thumb, width="stretch", alt=f"A picture of {name}")
 
 
 def left_out(report) -> None:

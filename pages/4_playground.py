@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.counts import how_many
 from core.errors import friendly
 from core.evaluation import list_images, predict_batch, predict_images, predictions_csv
 from core.images import HEIC_EXTENSIONS, HEIC_HINT, IMAGE_EXTENSIONS, open_rgb
@@ -146,32 +147,8 @@ def _many_pictures(run) -> None:
     st.markdown(
         f"Named **{len(named)}** picture{'s' if len(named) != 1 else ''} in {words.md_text(result['folder'])}: {text}."
     )
-    bad = len(rows) - len(named)
-    if bad:  # said here in full: the table's last column may be past the page's edge
-        unread = [r for r in rows if r["error"]]
-        why = {r["file"]: r["error"].removeprefix("could not read this picture: ") for r in unread}
-        listed = "; ".join(f"{words.md_text(r['file'])} ({words.md_text(why[r['file']])})" for r in unread[:5])
-        more = f"; and {len(unread) - 5} more (the table's last column)" if len(unread) > 5 else ""
-        st.warning(f"{bad} file{'s' if bad != 1 else ''} could not be read as a picture: {listed}{more}.")
-    table = pd.DataFrame(
-        [
-            {
-                "Picture": r["file"],
-                "It looks like": r["top_class"] or "–",
-                "Sure": None if r["confidence"] is None else 100 * r["confidence"],
-                f"Top {result['k']}": "; ".join(f"{c} {p:.0%}" for c, p in r["top"]),
-                "Problem": r["error"] or "",
-            }
-            for r in rows
-        ]
-    )
-    st.dataframe(
-        table,
-        hide_index=True,
-        column_config={
-            "Sure": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100),
-        },
-    )
+    _unreadable_warning(rows)
+    _results_table(rows, result["k"])
     st.download_button(
         "Download the table (CSV)",
         data=predictions_csv(rows),
@@ -184,6 +161,60 @@ def _many_pictures(run) -> None:
     st.caption("From a terminal: `python -m core predict RUN_FOLDER PICTURES_FOLDER --csv out.csv` does the same.")
     if Path(result["folder"]).is_dir():
         fixes.disagreements(result["folder"], rows, classes, key="play_folder")
+
+
+UNREADABLE_LISTED = 3  # the warning names this many unreadable files; the table's Problem column has them all
+
+
+def _why(row: dict) -> str:
+    """Why a file could not be read, without the "could not read this picture" a column's name says."""
+    return (row["error"] or "").removeprefix("could not read this picture: ")
+
+
+def _unreadable_warning(rows: list[dict]) -> None:
+    """The files that could not be read, the first few by name and why, then how many more."""
+    unread = [r for r in rows if r["error"]]
+    if not unread:
+        return
+    listed = "; ".join(f"{words.md_text(r['file'])} ({words.md_text(_why(r))})" for r in unread[:UNREADABLE_LISTED])
+    more = len(unread) - UNREADABLE_LISTED
+    rest = f"; and {more} more. The table's **Problem** column says why for each" if more > 0 else ""
+    st.warning(
+        f"{how_many(len(unread), 'file')} could not be read as a picture: {listed}{rest}.",
+        icon=":material/broken_image:",
+    )
+
+
+def _results_table(rows: list[dict], k: int) -> None:
+    """What the model says of each picture, in columns that fit the page of a 1280 px window
+    (they widen with a wider one): a long path is cut at its column's edge, the CSV has it whole."""
+    problems = any(r["error"] for r in rows)
+    table = pd.DataFrame(
+        [
+            {
+                "Picture": r["file"],
+                "It looks like": r["top_class"] or "–",
+                "Sure": None if r["confidence"] is None else 100 * r["confidence"],
+                f"Top {k}": "; ".join(f"{c} {p:.0%}" for c, p in r["top"]),
+                **({"Problem": _why(r)} if problems else {}),
+            }
+            for r in rows
+        ]
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "Picture": st.column_config.TextColumn(
+                width=225 if problems else 330,
+                help="Where the picture is in the folder. Drag the column's edge to see a long name whole.",
+            ),
+            "It looks like": st.column_config.TextColumn(width=90),
+            "Sure": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100, width=80),
+            f"Top {k}": st.column_config.TextColumn(width=210 if problems else 310),
+            "Problem": st.column_config.TextColumn(width=210, help="Why the file could not be read as a picture."),
+        },
+    )
 
 
 def _predict_folder(run, folder: str, k: int) -> None:

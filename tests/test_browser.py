@@ -12,11 +12,13 @@ test-artifacts/ (look at them).
 from __future__ import annotations
 
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests.folders import PHOTO_CLASSES
 from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, streamlit_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,13 +39,13 @@ def _env(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
     """One server for this file's tests (each start costs a new process that loads torch):
-    {"url": ..., "fresh": no page asked of it yet}."""
+    {"url": ..., "fresh": no page asked of it yet, "folder": where its runs/ and data/ are}."""
     if not CHROMIUM.exists():
         pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
     folder = tmp_path_factory.mktemp("browser")
     with streamlit_server(folder, env=_env(folder)) as (url, _port, _log):
-        yield {"url": url, "fresh": True}
+        yield {"url": url, "fresh": True, "folder": folder}
 
 
 @pytest.fixture()
@@ -265,3 +267,76 @@ def test_a_teacher_trains_and_predicts_in_the_browser(server, small_data, tmp_pa
             raise
         finally:
             browser.close()
+
+
+def _fits_the_page(page, locator) -> None:
+    """`locator` ends inside the page's main column (its right edge at most the column's)."""
+    main = page.get_by_test_id("stMainBlockContainer").bounding_box()
+    box = locator.bounding_box()
+    assert box["x"] + box["width"] <= main["x"] + main["width"] + 1, (box, main)
+
+
+def test_pictures_and_tables_fit_a_1280_px_window(app_server, small_data, linear_probe_run, tmp_path):
+    """In a 1280 px window: the Data page's six pictures of each class are one row (a list of images
+    wrapped as five, then one alone); the Playground's table of a folder's results and its warning of
+    unreadable files with long names stay inside the page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    app_server["fresh"] = False
+    run = Path(app_server["folder"]) / "runs" / f"{linear_probe_run.name}-layout"
+    shutil.copytree(linear_probe_run, run)
+    folder = tmp_path / "photos-from-the-school-trip-to-the-botanical-garden"
+    shutil.copytree(small_data / "val", folder)
+    for i in range(5):  # five files that are not pictures, with long names
+        (
+            folder / "hat" / f"notes_about_hat_number_{i}_written_during_the_lesson_and_saved_as_a_picture.jpg"
+        ).write_text("notes")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(30_000)
+        try:
+            page.goto(app_server["url"])
+            box = page.get_by_role("textbox", name="Folder with your pictures")
+            box.fill(str(small_data))
+            box.press("Enter")
+            expect(page.get_by_text("Ready to train:")).to_be_visible(timeout=90_000)
+            for name in PHOTO_CLASSES:
+                expect(page.get_by_alt_text(f"A picture of {name}", exact=True)).to_have_count(6, timeout=30_000)
+            page.wait_for_function(  # a picture not yet loaded sits lower, in the middle of its row
+                "() => Array.from(document.querySelectorAll('img[alt^=\"A picture of \"]'))"
+                ".every(i => i.complete && i.naturalWidth > 0)"
+            )
+            for name in PHOTO_CLASSES:
+                thumbs = page.get_by_alt_text(f"A picture of {name}", exact=True)
+                tops = thumbs.evaluate_all("els => els.map(e => Math.round(e.getBoundingClientRect().top))")
+                assert max(tops) - min(tops) <= 1, f"the pictures of {name} are not one row: tops {tops}"
+                _fits_the_page(page, thumbs.last)
+            _shot(page, "8-data-1280.png")
+
+            _nav(page, "Playground")
+            box = page.get_by_role("textbox", name="Folder of pictures")
+            box.fill(str(folder))
+            box.press("Enter")
+            page.get_by_role("button", name="Name them all").click()
+            warning = page.get_by_test_id("stAlert").filter(has_text="could not be read as a picture")
+            expect(warning).to_contain_text(
+                "5 files could not be read as a picture: hat/notes_about_hat_number_0_", timeout=120_000
+            )
+            expect(warning).to_contain_text("; and 2 more.")
+            _fits_the_page(page, warning)
+            table = page.get_by_test_id("stDataFrame").first
+            expect(table).to_contain_text("It looks like")
+            _fits_the_page(page, table)
+            # Glide's scroller inside the table: wider content would scroll sideways, its last columns out of sight.
+            scroll, shown = table.locator(".dvn-scroller").evaluate("e => [e.scrollWidth, e.clientWidth]")
+            assert scroll <= shown + 1, f"the table's columns are {scroll} px wide in {shown} px"
+            expect(table).to_contain_text("Problem")  # the last column, in sight
+            _no_error_boxes(page)
+            _shot(page, "8-playground-folder-1280.png")
+        except Exception:
+            _shot(page, "failure.png")
+            raise
+        finally:
+            browser.close()
+            shutil.rmtree(run)

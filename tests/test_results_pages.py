@@ -182,10 +182,11 @@ def test_playground_shows_where_it_looked_and_names_a_folder(env, with_run, smal
     table = next(d.value for d in at.dataframe if "It looks like" in d.value.columns)
     assert len(table) == 17
     assert set(table["It looks like"]) <= {*PHOTO_CLASSES, "–"}
-    # Named with its reason in the warning: the table's last column may be past the page's edge.
+    # Named with its reason in the warning, as well as in the table's Problem column.
     assert "could not be read as a picture: shoes/notes.jpg (not an image (text file named .jpg))" in _texts(
         at.warning
     ), _texts(at.warning)
+    assert list(table.loc[table["Picture"] == "shoes/notes.jpg", "Problem"]) == ["not an image (text file named .jpg)"]
     (download,) = at.get("download_button")
     assert download.proto.label == "Download the table (CSV)"
     assert "Named **16** pictures" in _texts(at.markdown)
