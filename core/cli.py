@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import cli_adapt, cli_checks, cli_data, cli_lr_find, cli_sweep
 from .paths import pasted_path
-from .runs import DEFAULT_RUNS_DIR
+from .runs import DEFAULT_RUNS_DIR, RUNS_ENV, default_runs_dir
 
 
 def launched_by_torchrun() -> bool:
@@ -101,7 +101,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
             help=text,
         )
     p.add_argument(
-        "--runs-dir", default=str(DEFAULT_RUNS_DIR), help=f"where run folders go (default: {DEFAULT_RUNS_DIR})"
+        "--runs-dir",
+        default=str(default_runs_dir()),
+        help=f"where run folders go (default: ${RUNS_ENV}, else ./{DEFAULT_RUNS_DIR}; now {default_runs_dir()})",
     )
     from .recipes import RECIPES
 
@@ -310,7 +312,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("runs", help="list runs")
-    p.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR))
+    p.add_argument("--runs-dir", default=str(default_runs_dir()))
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("backbones", help="list the backbones")

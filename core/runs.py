@@ -31,6 +31,14 @@ from .files import atomic_torch_save, atomic_write_bytes, atomic_write_json, jso
 from .run_lock import RunLock, is_locked
 
 DEFAULT_RUNS_DIR = Path("runs")
+RUNS_ENV = "TRANSFER_STUDIO_RUNS"
+
+
+def default_runs_dir() -> Path:
+    """Where runs go when no folder is named: $TRANSFER_STUDIO_RUNS, which the
+    app reads too (so the app lists what the command line trained), else ./runs."""
+    return Path(os.environ.get(RUNS_ENV) or DEFAULT_RUNS_DIR)
+
 
 # Written into every run folder the moment RunStore.create makes it: Delete
 # removes only folders that hold it (or a run made before it existed, see

@@ -395,6 +395,20 @@ def test_a_data_folder_that_is_not_there_is_named_and_leaves_no_run(tmp_path):
     assert not list((tmp_path / "cli-runs").glob("*/config.json"))
 
 
+def test_the_command_line_trains_into_the_apps_runs_folder(tmp_path, small_data, shared_torch_home):
+    # TRANSFER_STUDIO_RUNS names the app's runs folder; a command-line run
+    # without --runs-dir goes there too, so the app lists it.
+    runs = tmp_path / "the app's runs"
+    env = {**os.environ, "TORCH_HOME": str(shared_torch_home), "TRANSFER_STUDIO_RUNS": str(runs)}
+    env["TRANSFER_STUDIO_CACHE"] = str(tmp_path / "cache")
+    out = _run_cli("train", small_data, "--epochs", "1", env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    run_dir = Path(json.loads(out.stdout.strip().splitlines()[-1])["run_dir"])
+    assert run_dir.parent == runs and (run_dir / "best.pt").exists()
+    listed = _run_cli("runs", env=env, timeout=120)
+    assert run_dir.name in listed.stdout, listed.stdout
+
+
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     from core.files import atomic_write, atomic_write_bytes
 

@@ -30,13 +30,12 @@ from core.features import default_cache_dir
 from core.files import atomic_write_json
 from core.freeze import freeze_plan_for
 from core.paths import pasted_path
-from core.runs import read_json
+from core.runs import RUNS_ENV, default_runs_dir, read_json  # noqa: F401 - RUNS_ENV beside DATA_ENV for app.py
 from core.scan import DataFolderError, scan_folder, scan_if_checked_before
 from core.scan_report import ScanReport
 
 log = logging.getLogger("transfer_studio")
 
-RUNS_ENV = "TRANSFER_STUDIO_RUNS"
 DATA_ENV = "TRANSFER_STUDIO_DATA"
 SHARE_ENV = "TRANSFER_STUDIO_SHARE"
 
@@ -104,7 +103,7 @@ def places() -> Places:
     defaults (./runs and ./data). Read from the process, so every session
     sees the same places."""
     args = _command_line()
-    runs = args.runs or os.environ.get(RUNS_ENV) or "runs"
+    runs = args.runs or str(default_runs_dir())
     data = args.data or os.environ.get(DATA_ENV) or "data"
     shared = args.share or os.environ.get(SHARE_ENV, "").strip().lower() in ("1", "true", "yes")
     # A server reachable from the network is shared whether or not anyone said
