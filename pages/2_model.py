@@ -229,7 +229,9 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
     )
     fine_tune_view.lr_hint(preset)
     fine_tune_view.lr_finder()
-    with st.expander("Advanced settings"):
+    # A key, and its open state kept: without them the expander is told apart by its place on the page, and
+    # a change inside it that shows or hides a line above it (the sweep's chart, a hint) rebuilt it closed.
+    with st.expander("Advanced settings", key="advanced_settings", on_change="rerun"):
         a1, a2, a3 = st.columns(3)
         with a1:
             optimiser_settings()
