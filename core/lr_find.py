@@ -8,14 +8,17 @@ a little towards its end; "steepest" is where it falls fastest.
 
 Three choices differ from fastai's:
 - the curve drawn, and read for the suggestion, is each step's loss smoothed
-  without lag: the median of the 9 steps centred on it (`centred`). fastai's
-  exponential average (0.98), even at 0.9 and debiased, runs behind the loss
-  it follows: on hymenoptera (mobilenet_v2, the head alone, AdamW) 86 % of
-  the steps' losses lay below it while the loss fell, its bottom half a
-  decade right of theirs, and the suggestion with it. A centred median goes
-  through their middle (45 % below) and, unlike a centred average, is not
-  pulled up by the blow-up's huge losses before they happen. The average
-  (0.9, debiased) is still what stops the sweep: it needs no later steps;
+  without lag: the median of the steps within a third of a decade of rates
+  either side (9 at fastai's density; `centred`). fastai's exponential
+  average (0.98), even at 0.9 and debiased, runs behind the loss it follows:
+  on hymenoptera (mobilenet_v2, the head alone, AdamW) 86 % of the steps'
+  losses lay below it while the loss fell, and the stretch where it fell,
+  the suggestion's, ran on to 0.11 (with SGD to 110) where theirs ended at
+  0.045 (1). A centred median goes through their middle (45 % below; the
+  suggestions 0.0013 and 0.01, were 0.00091 and 0.03) and, unlike a centred
+  average, is not pulled up by the blow-up's huge losses before they happen.
+  The average (0.9, debiased) still decides when to stop: it needs no later
+  steps;
 - an SGD sweep of the head alone goes on to 1000, not 10: a new head on
   frozen features takes far bigger rates than a whole network, and with SGD
   its loss only blew up at about 300 (AdamW's at about 0.7, RMSprop's at
@@ -65,7 +68,8 @@ from .training_data import build_data
 
 SMOOTHING = 0.9  # the average that stops the sweep: exponential, debiased (fastai's is 0.98: see above)
 EXPLODES = 4.0  # stop once that average is this many times its lowest (fastai's)
-HALF_WINDOW = 4  # the curve: the median of this many steps either side of each (under a decade of rates)
+HALF_WINDOW = 4  # the curve: the median of this many steps either side of each, at fastai's density (a third
+# of a decade; a sweep with fewer steps a decade takes fewer, so the window spans the same rates)
 END_LR = 10.0  # where a sweep that trains pretrained blocks ends (fastai's)
 END_LR_HEAD = 1000.0  # where a sweep of the new head alone ends: it takes far bigger rates
 STEPS_PER_DECADE = 12.5  # fastai's 100 steps from 1e-7 to 10
@@ -252,7 +256,8 @@ def lr_find(
     lrs, raw, exploded = _sweep(model, plan, data, decisions, optimizer, (start_lr, end_lr, steps), progress)
     if not lrs:
         raise TrainingError("The sweep made no step: the training pictures could not be read.")
-    smooth = centred(raw)
+    per_decade = (steps - 1) / math.log10(end_lr / start_lr)
+    smooth = centred(raw, max(1, round(HALF_WINDOW * per_decade / STEPS_PER_DECADE)))
     # As fastai's suggestions do: not the last few steps (the blow-up), nor the first tenth, where nothing
     # learns yet and the noise of a flat curve could pass for its steepest fall.
     first, end = (len(smooth) // 10, len(smooth) - 5) if len(smooth) > 10 else (0, len(smooth))

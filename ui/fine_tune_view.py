@@ -11,6 +11,7 @@ import streamlit as st
 from core.availability import needs_download, readiness_words
 from core.backbones import get_backbone
 from core.config import BATCHNORM
+from core.counts import rate_text
 from core.errors import friendly
 from core.preset_advice import preset_advice
 from core.recipes import KEPT_WORDS, RECIPES, applied_settings, get_recipe
@@ -174,7 +175,7 @@ def lr_finder(plan=None) -> None:
     st.caption(found["words"])
     suggested = float(f"{result['suggestion']:.2g}")
     st.button(
-        f"Use {suggested:g} as the learning rate",
+        f"Use {rate_text(suggested)} as the learning rate",  # written as the words above write it (9.8e-5)
         on_click=_use_suggestion,
         args=(result["suggestion"],),
         disabled=state.choice("lr") == suggested,
