@@ -2,6 +2,7 @@
 (core.lr_find) from the command line.
 
 It takes the train command's options (the same settings, the same recipe),
+sweeps what a training with them would train (core.lr_find.swept_plan),
 prints the curve as a few lines of rate and loss, the suggestion in words,
 and ends with one line of JSON (suggestion, steepest, lrs, losses) for scripts.
 """
@@ -15,7 +16,9 @@ import json
 def register(sub: argparse._SubParsersAction, add_train_options, config_from_args) -> None:
     """Add the lr-find command; `add_train_options` and `config_from_args`
     are core.cli's, passed in so that this module does not import it."""
-    p = sub.add_parser("lr-find", help="sweep the learning rate over a short run and suggest one")
+    p = sub.add_parser(
+        "lr-find", help="sweep the learning rate over a short run of what the training would train, and suggest one"
+    )
     p.add_argument("data_dir")
     add_train_options(p)
     p.add_argument("--start-lr", type=float, default=1e-7, metavar="X", help="the sweep's first rate (default: 1e-07)")

@@ -6,32 +6,44 @@ when the loss explodes (four times its lowest). The suggestion is fastai's
 "valley": the middle of the longest stretch where the loss keeps falling,
 a little towards its end; "steepest" is where it falls fastest.
 
-Two choices differ from fastai's, measured on hymenoptera (mobilenet_v2,
-the head alone on stored features, 1e-7 to 1000 with no stop):
-- the smoothing is 0.9, not 0.98: at about 12 steps a decade fastai's
-  average lags four decades behind the loss (it still fell at rate 10
-  where each step's loss had been flat near 0 since 0.06, and had not risen
-  when the steps' losses were in the hundreds); 0.9 lags under one decade,
-  and the suggestions moved little (0.0011 -> 0.0019 with AdamW, 0.0019 ->
-  0.0023 on clothing10, 3.2e-5 -> 4.6e-5 with RMSprop and a hidden layer);
+Three choices differ from fastai's:
+- the curve drawn, and read for the suggestion, is each step's loss smoothed
+  without lag: the median of the steps within a third of a decade of rates
+  either side (9 at fastai's density; `centred`). fastai's exponential
+  average (0.98), even at 0.9 and debiased, runs behind the loss it follows:
+  on hymenoptera (mobilenet_v2, the head alone, AdamW) 86 % of the steps'
+  losses lay below it while the loss fell, and the stretch where it fell,
+  the suggestion's, ran on to 0.11 (with SGD to 110) where theirs ended at
+  0.045 (1). A centred median goes through their middle (45 % below; the
+  suggestions 0.0013 and 0.01, were 0.00091 and 0.03) and, unlike a centred
+  average, is not pulled up by the blow-up's huge losses before they happen.
+  The average (0.9, debiased) still decides when to stop: it needs no later
+  steps;
 - an SGD sweep of the head alone goes on to 1000, not 10: a new head on
   frozen features takes far bigger rates than a whole network, and with SGD
   its loss only blew up at about 300 (AdamW's at about 0.7, RMSprop's at
   0.006: theirs end at 10, as fastai's do). The steps keep fastai's density (100 over
-  the 8 decades from 1e-7 to 10).
-
-It sweeps what a training with the same settings trains first: with the
-head-first epoch (the default for fine-tuning) or a linear probe, the new
-head alone, on the stored outputs of the frozen blocks (made once, as a
-training makes them, and kept for the runs after), so it takes seconds.
-Without one, the blocks that learn, on pictures. The sweep's model is thrown
-away; nothing is written but the feature cache.
+  the 8 decades from 1e-7 to 10);
+- it sweeps what the run trains once every block it lets learn has joined
+  in (`swept_plan`), at their own rates (earlier blocks more gently), since
+  the rate found becomes the one "Learning rate" of the whole run: the head
+  learns at it, alone in the head-first epochs and beside the blocks after,
+  and the blocks at their fractions of it. A sweep of the head alone (what
+  fastai's lr_find of a frozen learner does) suggested 0.00091 on
+  hymenoptera with AdamW, where the whole network blew up at 0.033 and
+  suggested 0.00011: applied to a fine-tune, the head's rate is far too big
+  for the blocks. A linear probe, or a run too short for any block to join,
+  sweeps the head alone on the stored outputs of the frozen blocks (made
+  once, as a training makes them, and kept for the runs after): seconds.
+  Blocks that learn need pictures: a minute or more on a CPU.
+The sweep's model is thrown away; nothing is written but the feature cache.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +54,7 @@ from torch import nn
 from .augmented_views import stored_bytes_per_picture
 from .backbones import get_backbone
 from .config import TrainConfig
-from .counts import rate_text
+from .counts import how_many, rate_text
 from .decisions import decide
 from .devices import pick_device, seed_everything
 from .errors import TrainingError
@@ -54,8 +66,10 @@ from .scan import scan_and_decode
 from .schedules import build_optimizer, frozen_batchnorm
 from .training_data import build_data
 
-SMOOTHING = 0.9  # an exponential moving average of the loss, bias-corrected (fastai's is 0.98: see above)
-EXPLODES = 4.0  # stop once the smoothed loss is this many times its lowest (fastai's)
+SMOOTHING = 0.9  # the average that stops the sweep: exponential, debiased (fastai's is 0.98: see above)
+EXPLODES = 4.0  # stop once that average is this many times its lowest (fastai's)
+HALF_WINDOW = 4  # the curve: the median of this many steps either side of each, at fastai's density (a third
+# of a decade; a sweep with fewer steps a decade takes fewer, so the window spans the same rates)
 END_LR = 10.0  # where a sweep that trains pretrained blocks ends (fastai's)
 END_LR_HEAD = 1000.0  # where a sweep of the new head alone ends: it takes far bigger rates
 STEPS_PER_DECADE = 12.5  # fastai's 100 steps from 1e-7 to 10
@@ -64,7 +78,7 @@ STEPS_PER_DECADE = 12.5  # fastai's 100 steps from 1e-7 to 10
 @dataclass
 class LrFindResult:
     lrs: list[float]
-    losses: list[float]  # smoothed
+    losses: list[float]  # smoothed without lag (centred), the curve drawn and read
     raw_losses: list[float]
     suggestion: float  # the valley
     steepest: float
@@ -73,6 +87,7 @@ class LrFindResult:
     end_lr: float
     exploded: bool  # stopped because the loss blew up
     trains: str  # what the sweep trained, in words
+    used_for: str  # what the rate is used for in the run, in words
     seconds: float
 
     def to_dict(self) -> dict:
@@ -92,8 +107,17 @@ class LrFindResult:
             f"the loss keeps falling ({low} to {high}, shaded); {end}. The loss falls fastest at "
             f"{rate_text(self.steepest)}, but that one point of a noisy curve moves from sweep to sweep, so the "
             f"suggestion comes from the whole stretch; either is a good start. Swept {len(self.lrs)} steps, "
-            f"training {self.trains}."
+            f"training {self.trains}. {self.used_for}"
         )
+
+
+def centred(losses: list[float], half: int = HALF_WINDOW) -> list[float]:
+    """Each step's loss smoothed without lag: the median of the steps
+    around it, `half` on each side (fewer near the ends, as many on each
+    side, so the middle stays the step itself). Not an average: the blow-up's
+    huge losses would pull it up before they happen."""
+    n = len(losses)
+    return [statistics.median(losses[i - k : i + k + 1]) for i in range(n) for k in [min(half, i, n - 1 - i)]]
 
 
 def valley(losses: list[float]) -> int:
@@ -131,17 +155,46 @@ def steepest(lrs: list[float], losses: list[float]) -> int:
     return 1 + min(range(len(slopes)), key=slopes.__getitem__)
 
 
-def _sweep_plan(plan: FreezePlan) -> FreezePlan:
-    """The blocks the run trains first, for the whole sweep."""
+def swept_plan(plan: FreezePlan, epochs: int) -> FreezePlan:
+    """What the sweep trains, for all its steps: the blocks that learn in
+    the run's last epoch (every block the run lets learn has joined by then;
+    blocks only ever start learning), each at its own share of the rate.
+    The head alone for a linear probe, or a run that ends before any block
+    joins."""
     return FreezePlan(
-        strategy="custom", trained=plan.trained_at(0), lr_mult=dict(plan.lr_mult), param_free=list(plan.param_free)
+        strategy="custom",
+        trained=plan.trained_at(max(int(epochs) - 1, 0)),
+        lr_mult=dict(plan.lr_mult),
+        param_free=list(plan.param_free),
+        fused_span=list(plan.fused_span),
     )
 
 
 def _trains_words(plan: FreezePlan, stored: bool) -> str:
     on = [n for n, t in plan.trained.items() if t and n != "head"]
-    what = "the new head" if not on else f"the new head and {len(on)} pretrained blocks"
+    what = "the new head" if not on else f"the new head and {how_many(len(on), 'pretrained block')}"
+    if on and min(plan.lr_mult.get(n, 1.0) for n in on) < 1:
+        what += " (earlier blocks more gently, as the run trains them)"
     return what + (", on stored features of the frozen blocks" if stored else ", on pictures")
+
+
+def rate_use_words(plan: FreezePlan, epochs: int) -> str:
+    """What the rate found becomes in a run with `plan` over `epochs`
+    epochs, in words: the one "Learning rate", and who learns at it."""
+    swept = swept_plan(plan, epochs).trained
+    on = [n for n, t in swept.items() if t and n != "head"]
+    start = "Used, it becomes the learning rate of the whole run"
+    if not on:
+        return f"{start}: the rate of the new head, the only part that learns."
+    lowest = min(plan.lr_mult.get(n, 1.0) for n in on)
+    blocks = how_many(len(on), "pretrained block")
+    rates = "at it too" if lowest >= 1 else f"at fractions of it (down to ×{lowest:.2g}), as in the sweep"
+    if plan.head_epochs > 0:
+        first = "epoch" if plan.head_epochs == 1 else f"{plan.head_epochs} epochs"
+        return f"{start}: the new head learns at it, alone in the first {first}; then the {blocks} join in {rates}."
+    if plan.strategy == "gradual":
+        return f"{start}: the new head learns at it from the start; the {blocks} join in one by one {rates}."
+    return f"{start}: the new head learns at it, and the {blocks} {rates}."
 
 
 def lr_find(
@@ -169,7 +222,8 @@ def lr_find(
         raise TrainingError(" ".join(report.errors))
     head = HeadConfig.from_settings(config.to_dict())
     model = build_model(config.backbone, len(report.classes), init=config.init, head=head)
-    plan = _sweep_plan(freeze_plan_for(model, config))
+    run_plan = freeze_plan_for(model, config)
+    plan = swept_plan(run_plan, config.epochs)
     head_only = not any(on for name, on in plan.trained.items() if name != "head")
     if head_only:
         # Only the head learns: fixed pictures, so every one goes through the
@@ -199,11 +253,13 @@ def lr_find(
     data = build_data(config, report, model, decisions, progress, decoded, why_not)
     del decoded
     optimizer = build_optimizer(config.optimizer, parameter_groups(model, plan, 1.0, config.weight_decay), config)
-    lrs, raw, smooth, exploded = _sweep(model, plan, data, decisions, optimizer, (start_lr, end_lr, steps), progress)
+    lrs, raw, exploded = _sweep(model, plan, data, decisions, optimizer, (start_lr, end_lr, steps), progress)
     if not lrs:
         raise TrainingError("The sweep made no step: the training pictures could not be read.")
-    # As fastai's suggestions do: not the last few steps (the blow-up), nor the first tenth, where the
-    # smoothed loss is still mostly its start (its first slope once came out "steepest" at 1e-07).
+    per_decade = (steps - 1) / math.log10(end_lr / start_lr)
+    smooth = centred(raw, max(1, round(HALF_WINDOW * per_decade / STEPS_PER_DECADE)))
+    # As fastai's suggestions do: not the last few steps (the blow-up), nor the first tenth, where nothing
+    # learns yet and the noise of a flat curve could pass for its steepest fall.
     first, end = (len(smooth) // 10, len(smooth) - 5) if len(smooth) > 10 else (0, len(smooth))
     low, high, suggested = falling_stretch(smooth[first:end])
     return LrFindResult(
@@ -217,18 +273,20 @@ def lr_find(
         end_lr=end_lr,
         exploded=exploded,
         trains=_trains_words(plan, data.train_start > 0),
+        used_for=rate_use_words(run_plan, config.epochs),
         seconds=round(time.time() - began, 2),
     )
 
 
 def _sweep(model: nn.Module, plan: FreezePlan, data, decisions, optimizer, sweep: tuple, progress: Quiet):
-    """The steps: (rates, raw losses, smoothed losses, exploded)."""
+    """The steps: (rates, their losses, exploded); stopped once the losses'
+    average (SMOOTHING, debiased) is EXPLODES times its lowest."""
     start_lr, end_lr, steps = sweep
     multipliers = [group["lr"] for group in optimizer.param_groups]  # built at rate 1: each block's own factor
     criterion = nn.CrossEntropyLoss()
     frozen = max(plan.frozen_prefix(0), data.train_start)
     runner = PrefixRunner(model, decisions.channels_last)
-    lrs, raw, smooth = [], [], []
+    lrs, raw = [], []
     average, best = 0.0, math.inf
     model.train()
     try:
@@ -246,10 +304,9 @@ def _sweep(model: nn.Module, plan: FreezePlan, data, decisions, optimizer, sweep
                 smoothed = average / (1 - SMOOTHING ** (len(lrs) + 1))
                 lrs.append(lr)
                 raw.append(loss)
-                smooth.append(smoothed)
                 best = min(best, smoothed)
                 if not math.isfinite(smoothed) or smoothed > EXPLODES * best:
-                    return lrs, raw, smooth, True
+                    return lrs, raw, True
                 if len(lrs) >= steps:
                     break
             else:
@@ -257,7 +314,7 @@ def _sweep(model: nn.Module, plan: FreezePlan, data, decisions, optimizer, sweep
                     break
     finally:
         runner.release()
-    return lrs, raw, smooth, False
+    return lrs, raw, False
 
 
 def _step(model, runner, start: int, frozen: int, x, y, decisions, optimizer, criterion) -> float:

@@ -170,8 +170,9 @@ def _steps_words(steps: list[tuple[int, int]], total: int, gradual: bool) -> str
     )
 
 
-def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
-    """Returns the chosen preset, or None when the network cannot be built."""
+def blocks_section(info: BackboneInfo, num_classes: int) -> tuple[str | None, object]:
+    """Returns the chosen preset and the plan it makes, or (None, None) when
+    the network cannot be built."""
     st.subheader("2. Which blocks learn")
     try:
         counts = resources.block_param_counts(
@@ -184,7 +185,7 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
         )
     except Exception as exc:  # noqa: BLE001 - e.g. a missing optional package
         st.error(f"Could not build {info.title}: {friendly(exc)} Pick another network.", icon=":material/error:")
-        return None
+        return None, None
     trainable_blocks = [n for n in counts if n != "head" and counts[n] > 0]
     preset = preset_controls(trainable_blocks)
     plan = state.current_plan(counts)
@@ -193,7 +194,7 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> str | None:
     fine_tune_view.preset_hint(report, strategy_in_effect(plan, epochs))  # no probe tip where it is one in effect
     block_picture(info, counts, plan, epochs)
     trainable_count(counts, plan, epochs)
-    return preset
+    return preset, plan
 
 
 # --- 3. the head -----------------------------------------------------------------------------
@@ -213,7 +214,7 @@ def head_section() -> None:
 # --- 4. training settings ---------------------------------------------------------------------
 
 
-def settings_section(info: BackboneInfo, preset: str | None) -> None:
+def settings_section(info: BackboneInfo, preset: str | None, plan) -> None:
     st.subheader("4. Training settings")
     s1, s2, s3 = st.columns(3)
     s1.number_input(**state.setting_widget("epochs", bounded=True), step=1)
@@ -228,8 +229,10 @@ def settings_section(info: BackboneInfo, preset: str | None) -> None:
         format_func=lambda v: f"{v:g}",
     )
     fine_tune_view.lr_hint(preset)
-    fine_tune_view.lr_finder()
-    with st.expander("Advanced settings"):
+    fine_tune_view.lr_finder(plan)
+    # A key, and its open state kept: without them the expander is told apart by its place on the page, and
+    # a change inside it that shows or hides a line above it (the sweep's chart, a hint) rebuilt it closed.
+    with st.expander("Advanced settings", key="advanced_settings", on_change="rerun"):
         a1, a2, a3 = st.columns(3)
         with a1:
             optimiser_settings()
@@ -317,8 +320,10 @@ widgets.intro(
 report, _ = state.scan_or_none()
 fine_tune_view.recipe_picker()
 chosen_info = networks.picker()
-chosen_preset = blocks_section(chosen_info, len(report.classes) if report is not None and report.classes else 2)
+chosen_preset, chosen_plan = blocks_section(
+    chosen_info, len(report.classes) if report is not None and report.classes else 2
+)
 head_section()
 fusion_view.fusion_options(chosen_info)
-settings_section(chosen_info, chosen_preset)
+settings_section(chosen_info, chosen_preset, chosen_plan)
 widgets.next_step(state.PAGE_TRAIN, "Next: train the model")

@@ -166,7 +166,7 @@ def test_lr_find_sweeps_the_head_on_stored_features_and_suggests_a_rate_inside(s
     assert 6 <= len(lrs) <= 30 and len(result["losses"]) == len(lrs) == len(result["raw_losses"])
     assert lrs[0] == pytest.approx(1e-6) and all(a < b for a, b in zip(lrs, lrs[1:]))
     assert result["suggestion"] in lrs
-    if len(lrs) > 10:  # as fastai: neither the first tenth (the smoothing's start) nor the last five
+    if len(lrs) > 10:  # as fastai: neither the first tenth (nothing learns yet) nor the last five
         usable = lrs[len(lrs) // 10 : len(lrs) - 5]
         assert result["suggestion"] in usable and result["steepest"] in usable
     assert "stored features" in result["trains"]
@@ -250,6 +250,11 @@ def test_model_page_fills_a_recipe_and_applies_the_lr_finders_suggestion(env, sm
     assert "Suggested learning rate" in _texts(at.caption)
     use = next(b for b in at.button if b.label.startswith("Use ") and b.label.endswith("as the learning rate"))
     suggested = float(use.label.split()[1])
+    assert "the rate of the new head, the only part that learns" in use.help  # what the rate will be used for
+    # More epochs leave a linear probe's sweep as it was (it trains the head alone either way): it stays.
+    at.number_input(key="epochs").set_value(8).run()
+    assert "settings changed since the last sweep" not in _texts(at.caption) and at.get("plotly_chart")
+    use = next(b for b in at.button if b.label.startswith("Use ") and b.label.endswith("as the learning rate"))
     use.click().run()
     _ok(at)
     assert at.select_slider(key="lr").value == pytest.approx(suggested)
@@ -323,9 +328,9 @@ def test_lr_find_of_a_head_alone_sweeps_until_the_loss_blows_up_and_says_how_it_
     the "far too big" end the button promises. Measured on hymenoptera: an SGD
     head on frozen MobileNetV2 features only blows up at about 300, and the
     0.98 smoothing lagged four decades behind each step's loss. A head-alone
-    sweep goes on to 1000 and the smoothing follows the loss within a decade,
-    so the sweep ends where the loss blows up; the words say why the
-    suggestion is not where the loss falls fastest."""
+    sweep goes on to 1000, and the average that stops it follows the loss
+    within a decade, so the sweep ends where the loss blows up; the words say
+    why the suggestion is not where the loss falls fastest."""
     from core.lr_find import lr_find
 
     monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))

@@ -11,6 +11,7 @@ import streamlit as st
 from core.availability import needs_download, readiness_words
 from core.backbones import get_backbone
 from core.config import BATCHNORM
+from core.counts import rate_text
 from core.errors import friendly
 from core.preset_advice import preset_advice
 from core.recipes import KEPT_WORDS, RECIPES, applied_settings, get_recipe
@@ -131,21 +132,33 @@ def _use_suggestion(lr: float) -> None:
     st.session_state["lr"] = float(f"{lr:.2g}")
 
 
-def lr_finder() -> None:
+def lr_finder(plan=None) -> None:
     """A button that sweeps the rate for the current settings, draws the curve
-    and applies the suggestion with one more click."""
+    and applies the suggestion with one more click. `plan`: the run's freeze
+    plan (state.current_plan), which tells what the sweep trains; None when
+    the network cannot be built."""
+    from core.lr_find import swept_plan
+
     config = state.build_config()
     key = {k: v for k, v in config.to_dict().items() if k not in ("lr", "epochs")}
+    # The epochs matter only through the blocks that learn by the run's end (what the sweep trains).
+    key["swept"] = config.epochs if plan is None else swept_plan(plan, config.epochs).trained
+    blocks = plan is not None and any(on for name, on in key["swept"].items() if name != "head")
     if st.button(
         "Find a learning rate",
         icon=":material/query_stats:",
         help="A short run whose rate grows step by step, from tiny to far too big: the loss against the rate "
-        "shows where learning is fastest. With the head trained first it uses stored features: seconds.",
+        "shows where learning is fastest. It trains what your run will train, each part at its share of the rate: "
+        "the new head alone on stored features takes seconds; pretrained blocks that learn need the pictures "
+        "themselves, a minute or more without a GPU.",
     ):
         from core.lr_find import lr_find
 
         try:
-            with st.spinner("Sweeping the learning rate…"):
+            waiting = "Sweeping the learning rate"
+            if blocks:
+                waiting += " with the blocks that learn, on the pictures: a minute or more without a GPU"
+            with st.spinner(waiting + "…"):
                 result = lr_find(config)
         except Exception as exc:  # noqa: BLE001 - any failure is one line for the user
             st.error(f"The learning-rate finder could not run: {friendly(exc)}", icon=":material/error:")
@@ -162,11 +175,12 @@ def lr_finder() -> None:
     st.caption(found["words"])
     suggested = float(f"{result['suggestion']:.2g}")
     st.button(
-        f"Use {suggested:g} as the learning rate",
+        f"Use {rate_text(suggested)} as the learning rate",  # written as the words above write it (9.8e-5)
         on_click=_use_suggestion,
         args=(result["suggestion"],),
         disabled=state.choice("lr") == suggested,
         icon=":material/check:",
+        help=result["used_for"],
     )
 
 

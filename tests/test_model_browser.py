@@ -1,0 +1,65 @@
+"""The Model page in a real browser: the "Advanced settings" expander stays
+open while the settings inside it change (the real server, driven in Debian's
+Chromium as a person would)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, streamlit_server
+from tests.test_browser import _env, _nav, _no_error_boxes, _shot
+from ui import words
+
+pytestmark = pytest.mark.browser
+
+
+def test_advanced_settings_stay_open_while_the_settings_inside_change(tmp_path):
+    """QA: the expander closed by itself when a setting inside it changed.
+    Streamlit told it apart by its place on the page: switching "Earlier
+    blocks learn more gently" off shows the hint about a smaller rate above
+    it, and the expander came back closed, its settings hidden."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    expect = sync_api.expect
+    with streamlit_server(tmp_path, env=_env(tmp_path)) as (url, _port, _log), sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        try:
+            page.goto(url)
+            _nav(page, "Model")
+            page.get_by_text(words.PRESETS["full"], exact=True).click()
+            expect(page.get_by_text(re.compile("every block is trained", re.I)).first).to_be_visible(timeout=60_000)
+            hint = page.get_by_text("usually works better", exact=False)
+            expect(hint).to_have_count(0)  # earlier blocks learn more gently: no hint yet
+
+            page.get_by_test_id("stExpander").filter(has_text="Advanced settings").locator("summary").click()
+            gently = page.get_by_test_id("stCheckbox").filter(has_text="Earlier blocks learn more gently")
+            decay = page.get_by_text("Weight decay", exact=True)
+            expect(decay).to_be_visible()
+            # A change inside that adds a line above the expander (the rerun draws the hint).
+            gently.locator("label").click()
+            expect(hint).to_be_visible(timeout=30_000)
+            page.wait_for_timeout(1_000)  # a rebuilt expander would have closed by now
+            expect(decay).to_be_visible()
+            expect(gently.locator("input")).not_to_be_checked()
+            # A change that moves nothing above it, and a select box chosen as a person does.
+            choose(page, "Optimiser", words.setting_value("optimizer", "sgd"))
+            expect(page.get_by_text("Momentum", exact=True)).to_be_visible()
+            gently.locator("label").click()
+            expect(hint).to_have_count(0, timeout=30_000)  # the line above goes again
+            page.wait_for_timeout(1_000)
+            expect(decay).to_be_visible()
+            _no_error_boxes(page)
+            _shot(page, "2-model-advanced-open.png")
+            # Closed by hand, it stays closed through a rerun.
+            page.get_by_test_id("stExpander").filter(has_text="Advanced settings").locator("summary").click()
+            expect(decay).not_to_be_visible()
+            page.get_by_text(words.PRESETS["last"], exact=True).click()
+            expect(page.get_by_text("How many of the last blocks learn")).to_be_visible(timeout=30_000)
+            page.wait_for_timeout(1_000)
+            expect(decay).not_to_be_visible()
+        finally:
+            browser.close()
