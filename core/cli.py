@@ -215,8 +215,12 @@ def cmd_predict(args) -> int:
         out = predict_folder_csv(args.run_dir, args.path, args.csv, k=args.top_k, device=args.device)
         print(out)
         return 0
+    paths = list_images(args.path, with_heic=True)
+    if not paths:
+        print(f"There are no pictures (JPEG, PNG, GIF, BMP, WebP or TIFF) in {args.path}.", file=sys.stderr)
+        return 1
     loaded = load_run_model(args.run_dir, device=args.device)
-    results = predict_images(loaded, list_images(args.path), k=args.top_k)
+    results = predict_images(loaded, paths, k=args.top_k)
     for r in results:
         if args.json:
             print(json.dumps(r))

@@ -8,6 +8,7 @@ per image (prediction, confidence, loss) for a gallery of mistakes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .images import IMAGE_EXTENSIONS, bounded_rgb, open_rgb, unreadable_reason
+from .images import HEIC_EXTENSIONS, IMAGE_EXTENSIONS, bounded_rgb, open_rgb, unreadable_reason
 from .models import HeadConfig, build_model
 from .runs import checkpoint_problem, open_run
+from .scan import is_hidden_or_system
 
 
 def metrics_from_predictions(labels: list[int], preds: list[int], classes: list[str]) -> dict:
@@ -166,17 +168,45 @@ def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch
     return LoadedModel(model, list(classes), transform, config, resize_size, device)
 
 
-def list_images(path: str | Path) -> list[Path]:
+def _walk_into(dirpath: str, name: str, visited: set[str]) -> bool:
+    """Whether list_images goes into the folder `name` of `dirpath`: not a
+    hidden one, not one walked already (a second link to it), not a link back
+    up to a folder above (which would walk round again)."""
+    if is_hidden_or_system(name):
+        return False
+    real, here = os.path.realpath(os.path.join(dirpath, name)), os.path.realpath(dirpath)
+    if real in visited or (here + os.sep).startswith(real.rstrip(os.sep) + os.sep):
+        return False
+    visited.add(real)
+    return True
+
+
+def list_images(path: str | Path, with_heic: bool = False) -> list[Path]:
+    """The pictures in a folder and its subfolders (or the one file named), as
+    the scan finds them: hidden and system files and folders (.DS_Store,
+    ._photo.jpg from a Mac, __MACOSX/, the app's own .set-aside/) are left
+    out, linked folders are followed once (a link loop is not walked round),
+    and only regular files count, so a pipe named .jpg is never opened.
+    with_heic: phones' .heic pictures are listed too, so that whoever asked
+    can be told why they cannot be read rather than find them missing."""
     path = Path(path)
-    if path.is_dir():
-        return sorted(
-            p
-            for p in path.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-        )
-    if path.exists():
-        return [path]
-    raise FileNotFoundError(f"{path} does not exist.")
+    if not path.is_dir():
+        if path.exists():
+            return [path]
+        raise FileNotFoundError(f"{path} does not exist.")
+    endings = IMAGE_EXTENSIONS | HEIC_EXTENSIONS if with_heic else IMAGE_EXTENSIONS
+    found: list[Path] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        visited.add(os.path.realpath(dirpath))
+        dirnames[:] = [
+            name for name in sorted(dirnames) if _walk_into(dirpath, name, visited)
+        ]  # sorted: the same each time
+        for name in filenames:
+            file = Path(dirpath, name)
+            if os.path.splitext(name)[1].lower() in endings and not is_hidden_or_system(name) and file.is_file():
+                found.append(file)
+    return sorted(found)
 
 
 @torch.no_grad()
@@ -202,7 +232,7 @@ def predict_images(loaded: LoadedModel, images, k: int = 3) -> list[dict]:
 
 def predict_paths(run_dir: str | Path, path: str | Path, k: int = 3, device: str = "cpu") -> list[dict]:
     loaded = load_run_model(run_dir, device=device)
-    return predict_images(loaded, list_images(path), k=k)
+    return predict_images(loaded, list_images(path, with_heic=True), k=k)
 
 
 # --------------------------------------------------------------------------------------
@@ -329,7 +359,7 @@ def predict_folder_csv(
 
     loaded = load_run_model(run_dir, device=device)
     folder = Path(folder)
-    paths = list_images(folder)
+    paths = list_images(folder, with_heic=True)
     rows = predict_batch(loaded, paths, k=k, batch_size=batch_size, root=folder if folder.is_dir() else folder.parent)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)

@@ -189,7 +189,7 @@ HERE = Path(__file__).resolve().parent
 CLASSES = json.loads((HERE / "classes.json").read_text())
 PREP = json.loads((HERE / "preprocessing.json").read_text())
 FILTERS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
-PICTURES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+PICTURES = {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BATCH = 32  # pictures per run of the model: memory stays small for any number of them
 
 

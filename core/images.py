@@ -18,7 +18,10 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# .jfif and .jpe are JPEGs too: Windows browsers save many web pictures as .jfif.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+)
 # Phones' HEIC/HEIF pictures are not read: the one Python reader, pillow-heif,
 # ships wheels that bundle x265 (GPL-2.0) and LGPL codecs, and the HEVC patents
 # are unsettled (see pyproject.toml). They get a hint instead of "not a picture".
@@ -45,6 +48,7 @@ MAX_ASPECT = 8.0
 _VERIFY_DRAFT_SIDE = 64
 
 _REASON_BROKEN = "unreadable or truncated image"
+REASON_EMPTY = "empty file (0 bytes)"
 
 
 class _ImageTooLargeError(ValueError):
@@ -225,6 +229,13 @@ def verify_image(path: str, keep_side: int | None = None, interpolation: str = "
         return None, unreadable_reason(path, exc), None
 
 
+def _is_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except (OSError, TypeError, ValueError):
+        return False
+
+
 def unreadable_reason(path: str, exc: Exception) -> str:
     """Why the file at `path` could not be read as a picture, in words (the
     scan's list of left-out files, the Playground's table, `predict`)."""
@@ -238,6 +249,8 @@ def unreadable_reason(path: str, exc: Exception) -> str:
     if isinstance(exc, PermissionError):
         return "no permission to read the file"
     if isinstance(exc, UnidentifiedImageError):
+        if _is_empty(path):
+            return REASON_EMPTY
         if looks_like_heic(path):
             return HEIC_HINT
         if _looks_like_text(path):

@@ -25,13 +25,14 @@ from .images import (
     HEIC_EXTENSIONS,
     HEIC_HINT,
     IMAGE_EXTENSIONS,
+    REASON_EMPTY,
     DecodedImageCache,
     decoded_cache_budget,
     estimate_decoded_bytes,
     too_big_to_keep,
 )
 from .paths import pasted_path
-from .scan_advice import folder_errors, folder_warnings
+from .scan_advice import VAL_NAMES, folder_errors, folder_warnings
 from .scan_cache import CHECKED_BEFORE, CheckedPictures, check_all, checked_pictures
 from .scan_report import ScanReport, SkippedFile, natural_key, size_summary
 
@@ -42,9 +43,6 @@ _SYSTEM_DIRS = frozenset({"__macosx"})
 # The app's own folders inside a picture folder (set-aside pictures, the change
 # journal, saved choices): its doing, not the user's, so not listed as left out.
 _APP_DIRS = frozenset({SET_ASIDE_DIR, JOURNAL.parts[0], CHOICES_FOLDER})
-
-# Split folder names, in order of preference for the validation split.
-_VAL_NAMES = ("val", "valid", "validation", "test")
 
 
 _REASON_HIDDEN = "hidden or system file"
@@ -219,7 +217,7 @@ def _find_layout(root: str, val_fraction: float, skipped: list[SkippedFile]) -> 
         raise DataFolderError(f"The folder {root} cannot be read ({exc.strerror or exc}).") from exc
     by_lower = {name.lower(): name for name in top_dirs}
     train_name = by_lower.get("train")
-    val_name = next((by_lower[n] for n in _VAL_NAMES if n in by_lower), None)
+    val_name = next((by_lower[n] for n in VAL_NAMES if n in by_lower), None)
 
     if train_name and val_name:
         loose = _report_loose_images(root, top_files, skipped)
@@ -271,7 +269,8 @@ def _find_candidates(root: str, layout: _Layout, skipped: list[SkippedFile]) -> 
 # Listing folders and collecting the files worth decoding
 
 
-def _is_hidden_or_system(name: str) -> bool:
+def is_hidden_or_system(name: str) -> bool:
+    """Names that are never data: dot-files and folders, Thumbs.db, desktop.ini, __MACOSX..."""
     return name.startswith(".") or name.lower() in _SYSTEM_FILES or name.lower() in _SYSTEM_DIRS
 
 
@@ -289,11 +288,11 @@ def _list_dir(path: str, skipped: list[SkippedFile]) -> tuple[list[str], list[st
             if is_dir:
                 if entry.name in _APP_DIRS:
                     continue
-                if _is_hidden_or_system(entry.name):
+                if is_hidden_or_system(entry.name):
                     skipped.append(SkippedFile(os.path.join(path, entry.name), _REASON_HIDDEN))
                 else:
                     dirs.append(entry.name)
-            elif not _is_hidden_or_system(entry.name):
+            elif not is_hidden_or_system(entry.name):
                 files.append(entry.name)
     return sorted(dirs), sorted(files)
 
@@ -333,6 +332,7 @@ def _collect_candidates(class_dir: str, stop_reals: set[str], skipped: list[Skip
         return None
     visited = {class_real}
     candidates = []
+    seen: dict[tuple[int, int], str] = {}  # (device, inode) -> the path it was first found at
 
     def on_error(exc: OSError):
         skipped.append(SkippedFile(os.path.abspath(exc.filename or class_dir), "folder could not be read"))
@@ -342,7 +342,7 @@ def _collect_candidates(class_dir: str, stop_reals: set[str], skipped: list[Skip
         keep = []
         for name in sorted(dirnames):
             sub = os.path.join(dirpath, name)
-            if _is_hidden_or_system(name):
+            if is_hidden_or_system(name):
                 skipped.append(SkippedFile(sub, _REASON_HIDDEN))  # listed once, not entered
                 continue
             real = os.path.realpath(sub)
@@ -355,7 +355,7 @@ def _collect_candidates(class_dir: str, stop_reals: set[str], skipped: list[Skip
 
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
-            reason = _why_not_a_candidate(path, name)
+            reason = _why_not_a_candidate(path, name, seen, class_dir)
             if reason:
                 skipped.append(SkippedFile(path, reason))
             else:
@@ -363,10 +363,12 @@ def _collect_candidates(class_dir: str, stop_reals: set[str], skipped: list[Skip
     return candidates
 
 
-def _why_not_a_candidate(path: str, name: str) -> str | None:
+def _why_not_a_candidate(path: str, name: str, seen: dict[tuple[int, int], str], class_dir: str) -> str | None:
     """Why a file under a class folder is not worth decoding, or None when
-    it is. Looks at its name and its stat only, never at its bytes."""
-    if _is_hidden_or_system(name):
+    it is. Looks at its name and its stat only, never at its bytes. seen:
+    the class's files so far by (device, inode), so one file reached twice
+    (a link to it beside it, a linked folder, a hard link) counts once."""
+    if is_hidden_or_system(name):
         return _REASON_HIDDEN
     try:
         st = os.stat(path)  # follows symlinks
@@ -382,7 +384,10 @@ def _why_not_a_candidate(path: str, name: str) -> str | None:
         # A pipe or device named .jpg would block a read forever.
         return "not a regular file"
     if st.st_size == 0:
-        return "empty file (0 bytes)"
+        return REASON_EMPTY
+    first = seen.setdefault((st.st_dev, st.st_ino), path) if st.st_ino else path  # 0: no inodes here (FAT)
+    if first != path:
+        return f"the same file as {os.path.relpath(first, class_dir)} (through a link), counted once"
     return None
 
 

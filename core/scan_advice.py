@@ -17,6 +17,8 @@ _IMBALANCE_RATIO = 5
 _TINY_SIDE = 32
 
 ONE_CLASS = "Only one class"  # how the one-class error starts (the Data page tells it apart)
+# Split folders' names, in order of preference for the validation split (core.scan; any case).
+VAL_NAMES = ("val", "valid", "validation", "test")
 
 
 def folder_errors(
@@ -75,6 +77,11 @@ def _inner_classes_hint(root: str, layout, name: str) -> str:
         inner = sorted(e.name for e in os.scandir(os.path.join(where, name)) if e.is_dir() and e.name[0] != ".")
     except OSError:
         return ""
+    splits = [n for n in inner if n.lower() in ("train", *VAL_NAMES)]
+    if splits:  # photos/hymenoptera/train/ants: the folder holding train/ was one level down
+        folders = [f"{n}/" for n in splits]
+        held = f"{', '.join(folders[:-1])} and {folders[-1]}" if len(folders) > 1 else folders[0]
+        return f"The folder {name} holds {held}: if your class folders are in there, choose {os.path.join(where, name)} instead."
     if len(inner) < 2:
         return ""
     listed = ", ".join(inner[:4]) + (", …" if len(inner) > 4 else "")

@@ -45,8 +45,8 @@ _STALE_SECONDS = 24 * 3600
 # The picture formats the scan reads (by PIL's name), and the endings a file
 # of each format may have; the first is the one given to a file with another.
 _ENDINGS = {
-    "JPEG": (".jpg", ".jpeg"),
-    "MPO": (".jpg", ".jpeg"),  # a JPEG with extra frames, as some cameras write
+    "JPEG": (".jpg", ".jpeg", ".jfif", ".jpe"),
+    "MPO": (".jpg", ".jpeg", ".jfif", ".jpe"),  # a JPEG with extra frames, as some cameras write
     "PNG": (".png",),
     "GIF": (".gif",),
     "BMP": (".bmp",),

@@ -229,7 +229,7 @@ def _predict_folder(run, folder: str, k: int) -> None:
     if not path.exists():
         st.error(f"The folder {words.md_text(path)} does not exist. Check the spelling.", icon=":material/error:")
         return
-    paths = list_images(path)
+    paths = list_images(path, with_heic=True)
     if not paths:
         st.warning(f"There are no pictures in {words.md_text(path)}.", icon=":material/hide_image:")
         return

@@ -60,7 +60,7 @@ def copy_photos(src_dir: Path, dst_dir: Path, n: int, start: int = 0) -> list[Pa
 
 
 def test_constants():
-    assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"} == set(IMAGE_EXTENSIONS)
+    assert {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"} == set(IMAGE_EXTENSIONS)
     assert MAX_IMAGE_PIXELS < Image.MAX_IMAGE_PIXELS
     assert set(AUGMENT_PRESETS) == {"none", "light", "strong"}
     assert all(isinstance(text, str) and text for text in AUGMENT_PRESETS.values())
