@@ -245,7 +245,7 @@ def unreadable_reason(path: str, exc: Exception) -> str:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         return "too large to decode safely" + (f" ({int(found.group(1)) / 1e6:.0f} megapixels)" if found else "")
     if isinstance(exc, FileNotFoundError):
-        return "file disappeared during the scan"
+        return "file disappeared while the folder was being checked"
     if isinstance(exc, PermissionError):
         return "no permission to read the file"
     if isinstance(exc, UnidentifiedImageError):

@@ -34,13 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import open_rgb
+from .images import open_rgb, unreadable_reason
 from .scan import scan_folder
 
 # Near-copy thresholds, measured on hymenoptera and clothing10: a re-encoded or
 # resized copy lands at pHash distance <= 4 and cosine >= 0.98, a 10 % crop at
 # cosine 0.93-0.97, while different photos of one class stay below 0.90.
 PHASH_MAX_DISTANCE = 6
+_PHASH_BITS = 64  # imagehash.phash's 8x8
 _PHASH_MIN_BITS = 8  # of 64: fewer set (or unset) bits, and the picture is blank (see _copy_pairs)
 NEAR_COPY_COSINE = 0.93
 # Quality thresholds (pixel values 0-255 on a 256-pixel thumbnail).
@@ -107,6 +108,9 @@ def inspect_folder(
         return result
     step = progress or (lambda *_: None)
     result.quality = quality_problems(pictures, lambda done: step("Looking at each picture", done, len(pictures)))
+    # A picture removed or changed since the scan is listed by the quality check; the rest are checked.
+    unreadable = {row["path"] for row in result.quality if row["problem"].startswith(UNREADABLE_NOW)}
+    pictures = [p for p in pictures if p.relative not in unreadable]
     features = pooled_features(
         backbone,
         [(p.path, p.label) for p in pictures],
@@ -143,10 +147,17 @@ def inspect_folder(
 # --- quality ----------------------------------------------------------------------
 
 
+UNREADABLE_NOW = "could not be read"
+
+
 def quality_problems(pictures: list[_Picture], on_done: Callable[[int], None] = lambda _n: None) -> list[dict]:
     problems = []
     for n, picture in enumerate(pictures, 1):
-        for problem in picture_problems(picture.path):
+        try:
+            found = picture_problems(picture.path)
+        except Exception as exc:  # noqa: BLE001 - changed or removed since the scan: listed, the check goes on
+            found = [f"{UNREADABLE_NOW}: {unreadable_reason(picture.path, exc)}"]
+        for problem in found:
             problems.append({"path": picture.relative, "problem": problem})
         on_done(n)
     return problems
@@ -212,13 +223,17 @@ def _copy_pairs(pictures: list[_Picture], features):
     by_content: dict[str, int] = {}
     hashes = []
     for i, picture in enumerate(pictures):
-        digest = hashlib.sha256(Path(picture.path).read_bytes()).hexdigest()
+        try:
+            digest = hashlib.sha256(Path(picture.path).read_bytes()).hexdigest()
+            with Image.open(picture.path) as img:
+                img.draft("RGB", (_THUMB_SIDE, _THUMB_SIDE))
+                hashes.append(imagehash.phash(img.convert("RGB")).hash.flatten())
+        except Exception:  # noqa: BLE001 - gone or changed since the quality check: a copy of nothing
+            hashes.append(np.zeros(_PHASH_BITS, dtype=bool))  # blank: never paired below
+            continue
         if digest in by_content:
             yield by_content[digest], i
         by_content.setdefault(digest, i)
-        with Image.open(picture.path) as img:
-            img.draft("RGB", (_THUMB_SIDE, _THUMB_SIDE))
-            hashes.append(imagehash.phash(img.convert("RGB")).hash.flatten())
     bits = np.array(hashes, dtype=bool)
     distance = (bits[:, None, :] != bits[None, :, :]).sum(-1)
     vectors = features.float().numpy()

@@ -373,7 +373,7 @@ def _why_not_a_candidate(path: str, name: str, seen: dict[tuple[int, int], str],
     try:
         st = os.stat(path)  # follows symlinks
     except FileNotFoundError:
-        return _REASON_LINK if os.path.islink(path) else "file disappeared during the scan"
+        return _REASON_LINK if os.path.islink(path) else "file disappeared while the folder was being checked"
     except OSError:  # ELOOP for a link to itself, permissions...
         return _REASON_LINK if os.path.islink(path) else "file could not be read"
     if os.path.splitext(name)[1].lower() in HEIC_EXTENSIONS:

@@ -111,6 +111,30 @@ def test_two_blank_pictures_are_not_called_copies(small_data, tmp_path, monkeypa
     assert _same_group(groups, hat.relative_to(root).as_posix(), "val/hat/again.jpg")
 
 
+def test_pictures_removed_during_the_check_are_listed_and_the_rest_checked(small_data, tmp_path, monkeypatch):
+    # A person tidies the folder in the file manager while the check runs.
+    from core.inspection import inspect_folder
+
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
+    root = shutil.copytree(small_data, tmp_path / "pictures")
+    hat = sorted((root / "train" / "hat").glob("*.jpg"))[0]
+    shutil.copy(hat, root / "val" / "hat" / "again.jpg")
+    gone = [sorted((root / "train" / "shoes").glob("*.jpg"))[-1], sorted((root / "val" / "pants").glob("*.jpg"))[-1]]
+
+    def progress(phase, done, _total):
+        if phase == "Looking at each picture" and done == 1:
+            for path in gone:
+                path.unlink()
+
+    report = inspect_folder(str(root), PACKAGED_BACKBONE, device="cpu", progress=progress).to_dict()
+    removed = {row["path"]: row["problem"] for row in report["quality"] if row["problem"].startswith("could not")}
+    assert removed == {
+        p.relative_to(root).as_posix(): "could not be read: file disappeared during the scan" for p in gone
+    }
+    assert _same_group(report["duplicates"], hat.relative_to(root).as_posix(), "val/hat/again.jpg")
+    assert not any(p.relative_to(root).as_posix() in g for g in report["duplicates"] for p in gone)
+
+
 def _digest(root: Path) -> dict:
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
