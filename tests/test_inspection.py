@@ -129,7 +129,8 @@ def test_pictures_removed_during_the_check_are_listed_and_the_rest_checked(small
     report = inspect_folder(str(root), PACKAGED_BACKBONE, device="cpu", progress=progress).to_dict()
     removed = {row["path"]: row["problem"] for row in report["quality"] if row["problem"].startswith("could not")}
     assert removed == {
-        p.relative_to(root).as_posix(): "could not be read: file disappeared during the scan" for p in gone
+        p.relative_to(root).as_posix(): "could not be read: file disappeared while the folder was being checked"
+        for p in gone
     }
     assert _same_group(report["duplicates"], hat.relative_to(root).as_posix(), "val/hat/again.jpg")
     assert not any(p.relative_to(root).as_posix() in g for g in report["duplicates"] for p in gone)
