@@ -216,7 +216,7 @@ def strategy_lines(strategy: str | None) -> str:
 
 
 ADAPTED = "adapted to new pictures"  # how a kept adapted model (core.adapted_run) is named in lists
-ADAPTED_FIRST = "Adapted · "  # before what learned, in a narrow table column: seen even when the cell is cut
+ADAPTED_FIRST = "Adapted · "  # before what learned, in a table's "What learned" (what_learned): read first
 
 
 def what_learned(strategy: str | None, adapted: bool = False, told: str = "", label=strategy_label) -> str:
