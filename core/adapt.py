@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ADAPT_METHODS, DEFAULT_ADAPT_METHOD
+from .devices import describe_device
 from .errors import UserError
 from .evaluation import list_images, load_run_model
 from .files import atomic_torch_save
@@ -312,6 +313,8 @@ def adapt_run(
         "losses": [round(v, 4) for v in losses],
         "batchnorm_layers": layers,
         "seconds": round(time.time() - began, 1),
+        "device": str(loaded.device),  # where it adapted (a run kept from it shows it)
+        "device_name": describe_device(loaded.device)["device_name"],
         "created": time.time(),
     }
     payload = {"model": adapted.state_dict(), "config": loaded.config, "classes": loaded.classes, "adapt": record}

@@ -9,13 +9,17 @@ new folder beside the run, in the same runs folder (RunStore, named
     config.json  classes.json  scan.json   the source run's (same network, classes, split)
     best.pt                                the adapted model, in a trained run's layout
     eval.json                              the adapted model on the run's validation pictures
-    status.json                            finished, with "adapted_from" (run, folder, method, accuracies)
+    status.json                            finished, with "adapted_from" (run, folder, method, accuracies,
+                                           the epochs the source trained), and its own time and device
     adapted_from.json                      the same, with adapt.json's whole record
 
 It has no metrics.jsonl: it did not train, so it has no training curves of its
 own (how its network learned is in the source run, which the pages link to),
 and its status keeps none of the source's notes on how that training went
-(the feature cache's, the picture loading's, the test split's, the resume's).
+(the feature cache's, the picture loading's, the test split's, the resume's),
+nor its epochs, time or device: it has no epochs, its time is the
+adaptation's and its device the one it adapted on (core.runs.adapted_facts,
+which reads runs kept before this as honestly).
 
 Self-training puts a FeatureAlign (a per-feature scale and shift) in front of
 the head. It is folded into the head's first Linear layer: W(x*s + b) + c =
@@ -45,15 +49,16 @@ from .evaluation import evaluate_loader, load_run_model
 from .loading import BatchNormalizer, ImageDataset, NormalizedBatches, threaded_batches
 from .models import HeadConfig, build_model
 from .run_lock import RunLock
-from .runs import Run, RunStore, checkpoint_problem, open_run, owner, read_json
+from .runs import ORIGIN_FILE, Run, RunStore, checkpoint_problem, open_run, owner, read_json
 from .scan_report import ScanReport
 
-ORIGIN_FILE = "adapted_from.json"
 STRATEGY_SLUG = "adapted"  # the new folder's name ends with it: the runs list shows where it came from
 # The source's status.json entries that describe a training this run did not do again.
 _NOT_COPIED = ("test_", "resume", "seconds_before_resume", "started", "ended", "updated", "reason", "pid", "host")
 # Notes on how that training went ("Fast path: …", "No pictures are read during the epochs …"): not this run's.
 _NOT_COPIED += ("feature_cache", "decisions", "decoded_images")
+# How long it trained, its epochs and where: the source's (kept in "adapted_from": its epochs), not this run's.
+_NOT_COPIED += ("seconds", "epochs_done", "best_epoch", "device", "cpu_threads", "world_size")
 
 
 # --- the model ---------------------------------------------------------------------------
@@ -101,10 +106,13 @@ def adapted_model(run_dir: str | Path) -> tuple[nn.Module, dict]:
 
 
 def origin(source: Run, record: dict) -> dict:
-    """Where an adapted run came from: the run, the pictures, the method and
-    the accuracies before and after (status.json's "adapted_from")."""
+    """Where an adapted run came from: the run and the epochs it trained, the
+    pictures, the method and the accuracies before and after (status.json's
+    "adapted_from")."""
     return {
         "run": source.name,
+        "source_epochs": source.status.get("epochs_done"),
+        "source_best_epoch": source.status.get("best_epoch"),
         "run_path": str(source.path.resolve()),
         "method": record["method"],
         "method_words": record.get("method_words"),
@@ -118,12 +126,27 @@ def origin(source: Run, record: dict) -> dict:
     }
 
 
-def origin_words(came: dict) -> str:
-    """One sentence: the run, the folder of pictures and the method."""
+def source_words(came: dict, name: Callable[[str], str] = str) -> str:
+    """The run it was adapted from and what that run trained: "the run X,
+    which trained 2 epochs" (`name` marks the run's name up)."""
+    epochs = came.get("source_epochs")
+    trained = f", which trained {epochs} epoch{'' if epochs == 1 else 's'}" if isinstance(epochs, int) else ""
+    return f"the run {name(str(came.get('run') or '?'))}{trained}"
+
+
+def origin_words(came: dict, name: Callable[[str], str] = str, folder: Callable[[str], str] = str) -> str:
+    """One sentence, the one every page and the model card say: the run and
+    what it trained, the folder of pictures and the method (`name` and
+    `folder` mark the run's name and the folder up, for markdown)."""
     how = ADAPT_DONE.get(came.get("method"), f"by {came.get('method')}")
-    return (
-        f"Adapted from the run {came['run']} to the {came['target_pictures']} pictures in {came['target_dir']} {how}."
-    )
+    pictures = f"the {came.get('target_pictures', '?')} pictures in {folder(str(came.get('target_dir') or '?'))}"
+    return f"Adapted from {source_words(came, name)}, to {pictures} {how}."
+
+
+def epochs_words(came: dict) -> str:
+    """A kept adapted model's epochs, where a trained run's are counted: none of its own."""
+    best = came.get("source_best_epoch")
+    return f"none: adapted from {source_words(came)}" + (f" (best: epoch {best})" if best else "")
 
 
 def read_origin(run_dir: str | Path) -> dict | None:
@@ -165,7 +188,10 @@ def _status(source: Run, came: dict, record: dict, result: dict) -> dict:
         "reason": None,
         "created": time.time(),
         "ended": time.time(),
-        "seconds": (kept.get("seconds") or 0) + (record.get("seconds") or 0),
+        "epochs_done": 0,  # it did not train
+        "seconds": record.get("seconds"),  # the adaptation's
+        "device": record.get("device"),  # where it adapted (not in an adapt.json made before that was kept)
+        "device_name": record.get("device_name"),
         "best_val_accuracy": result.get("accuracy"),
         "macro_f1": result.get("macro_f1"),
         "adapted_from": came,

@@ -273,8 +273,6 @@ def export_run(
     unknown = set(formats) - {"torchscript", "onnx"}
     if unknown:
         raise ValueError(f"Unknown export formats {sorted(unknown)}; choose from torchscript, onnx.")
-    from .adapted_run import card_lines as adapted_card_lines
-
     say = on_step or (lambda text: None)
     say("Loading the model")
     loaded = load_run_model(run_dir, device="cpu")
@@ -302,9 +300,7 @@ def export_run(
         (folder / "preprocessing.json").write_text(json.dumps(preprocessing(loaded), indent=2))
         if run.evaluation:
             confusion_png(run.evaluation, folder / "confusion.png")
-        card = model_card(loaded, run_dir, checks)
-        adapted = adapted_card_lines(run.status)  # a model adapted to new pictures says so, and to which
-        (folder / "MODEL_CARD.md").write_text(card.rstrip("\n") + "\n" + "\n".join(adapted) + "\n" if adapted else card)
+        (folder / "MODEL_CARD.md").write_text(model_card(loaded, run_dir, checks))
         (folder / "predict.py").write_text(PREDICT_PY)
         say("Zipping")
         zip_tmp = Path(tmp) / f"{name}.zip"

@@ -14,12 +14,14 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .adapted_run import card_lines as adapted_card_lines
+from .adapted_run import epochs_words as adapted_epochs_words
 from .blocks import block_title
 from .config import strategy_words
 from .evaluation import LoadedModel
 from .files import atomic_write_bytes
 from .freeze import freeze_plan_for
-from .runs import open_run
+from .runs import adapted_facts, open_run
 
 # The exported files' interface, written into preprocessing.json and the card.
 ONNX_OPSET = 17
@@ -136,7 +138,10 @@ def _blocks_table(loaded: LoadedModel, config: dict, status: dict) -> tuple[list
         plan = freeze_plan_for(counts, config)
     except ValueError:
         return [], []
-    last_epoch = max(0, int(status.get("epochs_done") or config.get("epochs") or 1) - 1)
+    trained = status.get("epochs_done") or (status.get("adapted_from") or {}).get(
+        "source_epochs"
+    )  # an adapted run's source's
+    last_epoch = max(0, int(trained or config.get("epochs") or 1) - 1)
     trained_now = plan.trained_at(last_epoch)
     rows, trained = [], []
     for name, count in counts.items():
@@ -154,16 +159,19 @@ def _blocks_table(loaded: LoadedModel, config: dict, status: dict) -> tuple[list
 
 
 def model_card(loaded: LoadedModel, run_dir: Path, checks: dict | None = None) -> str:
-    """MODEL_CARD.md text for a run: its sections, one after the other."""
+    """MODEL_CARD.md text for a run: its sections, one after the other. A
+    model adapted to new pictures says so after what it does, and its epochs,
+    time and device are its own (core.runs.adapted_facts)."""
     run = open_run(run_dir)
-    config, status, scan = loaded.config, run.status, run.scan
+    config, scan = loaded.config, run.scan
+    status = {**run.status, **adapted_facts(run.path, run.status)}
     evaluation = run.evaluation or {}
     info = loaded.model.info
     classes = loaded.classes
     prep = preprocessing(loaded)
     counts = scan.get("counts") or {}
     n_val = sum(int(c.get("val", 0)) for c in counts.values())
-    lines = _card_intro(run.name, info, classes)
+    lines = _card_intro(run.name, info, classes) + adapted_card_lines(status)
     lines += _card_data(scan, config, classes)
     lines += _card_model(loaded, config, status)
     lines += _card_settings(config, status, prep)
@@ -254,11 +262,13 @@ def _card_model(loaded: LoadedModel, config: dict, status: dict) -> list[str]:
 
 
 def _card_settings(config: dict, status: dict, prep: dict) -> list[str]:
-    """The training settings as a table."""
-    seconds = status.get("seconds")
+    """The training settings as a table; for a model adapted to new pictures,
+    those of the run it was adapted from, with its own epochs (none), time and device."""
+    seconds, came = status.get("seconds"), status.get("adapted_from")
+    adapted = isinstance(came, dict)
     lines = [
         "",
-        "## Training settings",
+        "## Training settings" + (" (of the run it was adapted from)" if adapted else ""),
         "",
         "| setting | value |",
         "|---|---|",
@@ -266,7 +276,9 @@ def _card_settings(config: dict, status: dict, prep: dict) -> list[str]:
     settings = [
         (
             "epochs",
-            f"{status.get('epochs_done', '-')} done of {config.get('epochs')} (best: epoch {status.get('best_epoch', '-')})",
+            adapted_epochs_words(came)
+            if adapted
+            else f"{status.get('epochs_done', '-')} done of {config.get('epochs')} (best: epoch {status.get('best_epoch', '-')})",
         ),
         ("batch size", config.get("batch_size")),
         ("optimiser", config.get("optimizer")),
@@ -279,8 +291,11 @@ def _card_settings(config: dict, status: dict, prep: dict) -> list[str]:
         ("early stopping", f"patience {config['early_stopping']}" if config.get("early_stopping") else "off"),
         ("image size", f"{prep.get('image_size')}x{prep.get('image_size')}"),
         ("seed", config.get("seed")),
-        ("device", status.get("device_name") or status.get("device")),
-        ("training time", f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else "-"),
+        ("adapted on" if adapted else "device", status.get("device_name") or status.get("device") or "not recorded"),
+        (
+            "adapting time" if adapted else "training time",
+            f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else "-",
+        ),
     ]
     return lines + [f"| {k} | {v} |" for k, v in settings]
 

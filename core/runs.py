@@ -102,6 +102,32 @@ def read_json(path: Path, default: Any = None, kind: type | None = None) -> Any:
     return default if problem else value
 
 
+ORIGIN_FILE = "adapted_from.json"  # a kept adapted model's origin and adapt.json's record (core.adapted_run)
+ADAPTED_OWN = ("epochs_done", "best_epoch", "seconds", "device", "device_name")  # Run.summary()'s, its own
+
+
+def adapted_facts(run_dir: str | Path, status: dict) -> dict:
+    """For a model adapted to new pictures and kept as a run (status.json's
+    "adapted_from", core.adapted_run): what is its own, as Run.summary()
+    gives it: no epochs, the adaptation's time and device, and in
+    "adapted_from" the epochs its source trained ("source_epochs",
+    "source_best_epoch"). {} for any other run.
+
+    Runs kept before these were stored hold their source's epochs_done,
+    best_epoch and device, and the source's training time plus the
+    adaptation's: those epochs are read as the source's, the adaptation's
+    time comes from adapted_from.json, and where it ran is not known."""
+    came = status.get("adapted_from")
+    if not isinstance(came, dict):
+        return {}
+    own = {key: status.get(key) for key in ADAPTED_OWN}
+    if "source_epochs" not in came:  # kept before the adaptation's own facts were stored
+        record = read_json(Path(run_dir) / ORIGIN_FILE, {}, dict).get("record")
+        came = {**came, "source_epochs": own["epochs_done"], "source_best_epoch": own["best_epoch"]}
+        own = dict.fromkeys(ADAPTED_OWN) | {"seconds": (record if isinstance(record, dict) else {}).get("seconds")}
+    return {**own, "epochs_done": 0, "best_epoch": None, "seconds": _number(own["seconds"]), "adapted_from": came}
+
+
 def checkpoint_problem(path: Path) -> str | None:
     """What is wrong with a checkpoint file, in words, or None when it looks
     whole. Cheap: a torch.save file is a zip archive, so a whole one starts
@@ -260,7 +286,8 @@ class Run:
 
     def summary(self) -> dict:
         """One row for a runs table. A damaged run's "reason" says what is
-        damaged and what can be done."""
+        damaged and what can be done; a kept adapted model's epochs, time and
+        device are its own (adapted_facts)."""
         config, status = self.config, self.status
         state, problems = self._state_and_problems()
         reason = status.get("reason")
@@ -294,7 +321,8 @@ class Run:
             "problems": problems,
             "feature_cache": status.get("feature_cache"),
             # A model adapted to new pictures and kept as a run (core.adapted_run): the run, folder and method.
-            "adapted_from": status.get("adapted_from") if isinstance(status.get("adapted_from"), dict) else None,
+            "adapted_from": None,
+            **adapted_facts(self.path, status),  # its own epochs (none), time and device
         }
 
     # --- writing -----------------------------------------------------------

@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.adapted_run import origin_words
 from core.config import setting_label, settings_without_effect
 from core.errors import UserError, friendly
 from core.jobs import ACTIVE
@@ -31,8 +30,15 @@ def _live_state(run, mgr, alive: set) -> str:
     return run.state
 
 
+WHAT_LEARNED_WIDTH = 170
+
+
 def runs_table(runs: list, states: dict) -> None:
-    rows = []
+    """One row per run. "What learned" says, as the run pickers do, what tells
+    a run apart from others of its network learning the same way, on as many
+    lines as it needs; a model adapted to new pictures trained no epochs, and
+    its time is the adaptation's (Run.summary)."""
+    rows, told = [], words.run_differences(runs)
     for run in runs:
         s = run.summary()
         acc = s.get("best_val_accuracy")
@@ -41,11 +47,10 @@ def runs_table(runs: list, states: dict) -> None:
                 "Started": words.fmt_when(s.get("created")),
                 "Status": words.state_word(states[run.name]),
                 "Network": words.backbone_title(s["backbone"]),
-                "What learned": (words.ADAPTED_FIRST if s.get("adapted_from") else "")
-                + words.strategy_label(s["strategy"]),
+                "What learned": words.what_learned(s["strategy"], bool(s.get("adapted_from")), told[run.name]),
                 "Pictures": Path(s["data"]).name if s.get("data") else "?",
                 "Best val accuracy": None if acc is None or acc < 0 else 100 * acc,
-                "Epochs": f"{s.get('epochs_done') or 0} of {s.get('epochs')}",
+                "Epochs": "none" if s.get("adapted_from") else f"{s.get('epochs_done') or 0} of {s.get('epochs')}",
                 "Time": words.fmt_duration(s.get("seconds")) if s.get("seconds") else "–",
                 "Run": s["run"],  # its folder's name, for finding it on disk
             }
@@ -53,11 +58,12 @@ def runs_table(runs: list, states: dict) -> None:
     st.dataframe(
         pd.DataFrame(rows),
         hide_index=True,
+        **widgets.whole_cells([r["What learned"] for r in rows], WHAT_LEARNED_WIDTH),
         column_config={  # widths that fit the page's 840 px in a 1300 px window, the folder name last
             "Started": st.column_config.TextColumn(width=95),
             "Status": st.column_config.TextColumn(width=75),
             "Network": st.column_config.TextColumn(width=115),
-            "What learned": st.column_config.TextColumn(width=170),
+            "What learned": st.column_config.TextColumn(width=WHAT_LEARNED_WIDTH),
             "Pictures": st.column_config.TextColumn(width=80),
             "Best val accuracy": st.column_config.ProgressColumn(
                 "Accuracy",
@@ -67,8 +73,12 @@ def runs_table(runs: list, states: dict) -> None:
                 width=105,
                 help="Share of the validation pictures the best epoch got right.",
             ),
-            "Epochs": st.column_config.TextColumn(width=65),
-            "Time": st.column_config.TextColumn(width=60),
+            "Epochs": st.column_config.TextColumn(
+                width=65, help=f"Epochs it trained, of those planned. Models {words.ADAPTED} trained none."
+            ),
+            "Time": st.column_config.TextColumn(
+                width=60, help=f"How long it trained; for models {words.ADAPTED}, how long adapting took."
+            ),
             "Run": st.column_config.TextColumn("Folder", width=200, help="The run's folder in the runs folder."),
         },
     )
@@ -83,7 +93,7 @@ def run_heading(run, run_state: str, elsewhere: bool = False) -> None:
     )
     st.caption(f"Its folder in the runs folder: {words.md_text(run.name)}")
     if summary.get("adapted_from"):
-        st.info(words.md_text(origin_words(summary["adapted_from"])), icon=":material/tune:")
+        st.info(adapt_view.origin_md(summary["adapted_from"]), icon=":material/tune:")
     if run_state == "failed":
         st.error(f"This run failed: {summary.get('reason') or 'no reason was saved.'}", icon=":material/error:")
     elif run_state == "stopped":
@@ -238,10 +248,11 @@ def adapted_results(run, came: dict) -> None:
     """A kept adapted model's numbers, beside those of the run it was adapted
     from on the same pictures. It did not train, so it has no curves: a link
     leads to the run that did (a kept run made before this had its source's
-    curves copied in; they are not shown as its own)."""
-    status = run.status
+    curves copied in; they are not shown as its own). Its time and device are
+    the adaptation's (Run.summary; the heading says what its source trained)."""
+    status, summary = run.status, run.summary()
     acc, before = status.get("best_val_accuracy"), (came.get("source") or {}).get("before")
-    m1, m2, m3 = st.columns(3)
+    m1, m2, m3, m4 = st.columns(4)
     m1.metric(
         "Val accuracy",
         words.fmt_pct(acc) if acc is not None and acc >= 0 else "–",
@@ -257,9 +268,12 @@ def adapted_results(run, came: dict) -> None:
         f"{status['macro_f1']:.2f}" if status.get("macro_f1") is not None else "–",
         help=words.F1_HELP,
     )
+    m4.metric("Adapting time", words.fmt_duration(summary["seconds"]) if summary.get("seconds") else "–")
+    where = f"Adapted on {summary['device_name'] or summary['device']}, kept" if summary.get("device") else "Kept"
     st.caption(
-        "It did not train: it is that run's model, adjusted to the new pictures, so it has no training curves "
-        "of its own. How its network learned is in the run it was adapted from."
+        f"{where} {words.fmt_when(summary.get('created'))}. It did not train: it is that run's model, adjusted to "
+        "the new pictures, so it has no training curves of its own. How its network learned is in the run it was "
+        "adapted from."
     )
     adapt_view.source_link(run, came, state.PAGE_RUNS)
 

@@ -167,8 +167,12 @@ def _training(row: dict, state: str | None) -> str:
 def _what_learned(row: dict, told: dict) -> str:
     """What learned, in words; where another row has the same network learning
     the same way, with the settings that tell them apart (words.run_differences)."""
-    what = (words.ADAPTED_FIRST if row.get("adapted_from") else "") + strategy_words(row["strategy"])[0]
-    return f"{what} · {told[row['run']]}" if told.get(row["run"]) else what
+    return words.what_learned(row["strategy"], bool(row.get("adapted_from")), told.get(row["run"], ""), _plain)
+
+
+def _plain(strategy: str | None) -> str:
+    """What learned in plain words alone: the column is narrow for the technical name too."""
+    return strategy_words(strategy)[0]
 
 
 def board_frame(rows: list[dict], states: dict) -> pd.DataFrame:
@@ -208,7 +212,8 @@ BOARD_HELP = {
     "Pictures": "The folder of pictures it learned from.",
     "Accuracy": "Share of the validation pictures the best epoch got right.",
     words.F1_LABEL: words.F1_HELP,
-    "Training": "How long it trained; until it has finished, where it is.",
+    "Training": f"How long it trained (for models {words.ADAPTED}: how long adapting took); until it has finished, "
+    "where it is.",
     "Speed": "How long the model takes to name one picture on this computer. Measured once per model, when no "
     "training runs.",
     "Started": "When the training started.",
@@ -232,8 +237,11 @@ def board_columns(table: pd.DataFrame) -> dict:
 
 
 def leaderboard_table(rows: list[dict], states: dict) -> None:
+    """The board; rows as tall as the longest "What learned" needs to show whole."""
     table = board_frame(rows, states)
-    st.dataframe(table, hide_index=True, column_config=board_columns(table))
+    config = board_columns(table)
+    whole = widgets.whole_cells(list(table["What learned"]), config["What learned"]["width"])
+    st.dataframe(table, hide_index=True, column_config=config, **whole)
 
 
 def _folder_name(row: dict) -> str:

@@ -27,8 +27,9 @@ from core.adapted_run import ORIGIN_FILE, fold_alignment, keep_as_run, kept_run
 from core.evaluation import load_run_model
 from core.export import export_run
 from core.images import open_rgb
+from core.model_card import model_card
 from core.models import HeadConfig, build_model
-from core.runs import RunStore
+from core.runs import Run, RunStore
 from tests.folders import PACKAGED_BACKBONE, PHOTOS
 from tests.shift import shifted_copy
 from tests.test_app_pages import (
@@ -67,6 +68,7 @@ def test_self_training_gains_on_shifted_pictures(linear_probe_run, tmp_path):
     model.load_state_dict(payload["model"])
     assert payload["adapt"]["target"] == t
     _kept_run_is_the_adapted_model(run, new, model.eval(), target)
+    _a_run_kept_before_says_what_is_its_own(run, new)
 
 
 def _kept_run_is_the_adapted_model(run: Path, new: Path, adapted, target: Path) -> None:
@@ -85,6 +87,12 @@ def _kept_run_is_the_adapted_model(run: Path, new: Path, adapted, target: Path) 
     source_status, status = json.loads((run / "status.json").read_text()), json.loads((new / "status.json").read_text())
     assert (run / "metrics.jsonl").is_file() and not (new / "metrics.jsonl").exists()
     assert source_status["feature_cache"]["used"] and "feature_cache" not in status and "decisions" not in status
+    # Nor its source's epochs, time or device: it trained no epoch; its time and device are the adaptation's.
+    record = read_record(run)
+    assert status["epochs_done"] == 0 and "best_epoch" not in status
+    assert status["seconds"] == record["seconds"] and (status["device"], record["device"]) == ("cpu", "cpu")
+    assert s["epochs_done"] == 0 and s["best_epoch"] is None and s["seconds"] == record["seconds"]
+    assert (came["source_epochs"], came["source_best_epoch"]) == (2, source_status["best_epoch"])
     assert kept_run(run).path == new and keep_as_run(run).path == new  # kept once
     assert read_record(run)["kept_as"] == new.name
     # The same answers as adapted.pt, through the loader every page and `predict` use.
@@ -106,8 +114,30 @@ def _kept_run_is_the_adapted_model(run: Path, new: Path, adapted, target: Path) 
         card = zf.read(f"{new.name}/MODEL_CARD.md").decode()
         checks = json.loads(zf.read(f"{new.name}/export_check.json"))
     assert {f"{new.name}/model.ts", f"{new.name}/model.onnx"} <= names
-    assert "## Adapted to new pictures" in card and f"Adapted from the run {run.name}" in card
+    assert "## Adapted to new pictures" in card and f"Adapted from the run {run.name}, which trained 2 epochs" in card
+    assert f"| epochs | none: adapted from the run {run.name}, which trained 2 epochs (best: epoch " in card
+    assert f"| adapting time | {record['seconds']:.0f} s |" in card and "| adapted on | CPU (" in card
+    assert "done of" not in card and "training time" not in card, card
     assert checks, checks
+
+
+def _a_run_kept_before_says_what_is_its_own(run: Path, new: Path) -> None:
+    """A run kept before its own epochs, time and device were stored holds
+    its source's epochs and device, and the source's training time plus the
+    adaptation's: it is shown with no epochs, the adaptation's time, the
+    source's epochs as the source's, and where it adapted as not known."""
+    old = shutil.copytree(new, new.parent / "20000101-000000-efficientnet_lite0-adapted")
+    source, status = Run(run).status, Run(old).status
+    came = {k: v for k, v in status["adapted_from"].items() if not k.startswith("source_")}
+    copied = {k: source[k] for k in ("epochs_done", "best_epoch", "device", "device_name")}
+    Run(old).update_status(**copied, seconds=source["seconds"] + status["seconds"], adapted_from=came)
+    s = Run(old).summary()
+    assert (s["epochs_done"], s["best_epoch"], s["device"]) == (0, None, None), s
+    assert s["seconds"] == read_record(run)["seconds"]  # from adapted_from.json's copy of adapt.json
+    assert (s["adapted_from"]["source_epochs"], s["adapted_from"]["source_best_epoch"]) == (2, source["best_epoch"])
+    card = model_card(load_run_model(old), old)
+    assert f"none: adapted from the run {run.name}, which trained 2 epochs" in card
+    assert "| adapted on | not recorded |" in card and f"| adapting time | {s['seconds']:.0f} s |" in card
 
 
 @pytest.mark.parametrize("head", [HeadConfig(), HeadConfig(dropout=0.3), HeadConfig(hidden=16, dropout=0.2)])
@@ -189,7 +219,8 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     at.run()
     _ok(at)
     assert at.selectbox(key="results_run").value == kept.name
-    assert f"This model is the run **{words.md_text(with_run.name)}** adapted to the 16 pictures" in _texts(at.info)
+    came = f"Adapted from the run **{words.md_text(with_run.name)}**, which trained 2 epochs, to the 16 pictures in"
+    assert came in _texts(at.info)  # the sentence the Runs page and the model card say too
     assert ("results", f"run={with_run.name}") in _links(at)  # the run it came from, a click away
     assert "Fast path" not in _texts(at.caption)  # the source's stored features did not make this run fast
     at.query_params["run"] = with_run.name
@@ -203,20 +234,26 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     table = next(d.value for d in at.dataframe if "Run" in d.value.columns)
     row = table[table["Run"] == kept.name]
     assert list(row["What learned"]) == ["Adapted · Only the new last layer learns (linear probe)"], row
+    took = words.fmt_duration(read_record(with_run)["seconds"])  # the adaptation's time, not its source's plus it
+    assert (list(row["Epochs"]), list(row["Time"])) == (["none"], [took]), row
     at.selectbox(key="open_run").set_value(kept.name).run()
-    assert words.md_text(f"Adapted from the run {with_run.name} to the 16 pictures in") in _texts(at.info)
+    assert came in _texts(at.info)
     assert "by learning from them without their labels (self-training)" in _texts(at.info)
     # No training curves: it did not train; the run that did is a link away, its accuracy beside this one's.
     assert not at.get("plotly_chart") and "It did not train" in _texts(at.caption)
     assert ("runs", f"run={with_run.name}") in _links(at)
     shown = {m.label: m.value for m in at.metric}
     assert shown["Before adapting"] == words.fmt_pct(kept.status["adapted_from"]["source"]["before"]), shown
-    assert "Best epoch" not in shown
+    assert "Best epoch" not in shown and shown["Adapting time"] == words.fmt_duration(kept.status["seconds"]), shown
+    assert "Adapted on CPU (" in _texts(at.caption)
     at = _goto(at, "pages/7_compare.py")
     at.multiselect(key="compare_runs").set_value([with_run.name, kept.name]).run()
     _ok(at)
     board = at.dataframe[0].value
     assert "Adapted · Only the new last layer learns" in set(board["What learned"]), board
+    assert set(board["Training"]) == {
+        words.fmt_duration(s) for s in (Run(with_run).status["seconds"], kept.status["seconds"])
+    }
     picker = at.multiselect(key="compare_runs")
     assert "adapted to new pictures" in picker.format_func(kept.name), picker.format_func(kept.name)
 

@@ -318,12 +318,13 @@ def test_runs_are_named_by_when_and_what_and_told_apart_when_alike(tmp_path):
 
 
 def test_runs_of_one_network_and_strategy_say_the_settings_that_differ(
-    trained_run, linear_probe_run, small_data, tmp_path
+    trained_run, linear_probe_run, small_data, tmp_path, env, through_app_py
 ):
     """Three real trainings of one network learning the same way read alike
     but for when they started: each line says its own values of the settings
     that differ among them (epochs, learning rate); a run of the same network
-    learning another way keeps its short line."""
+    learning another way keeps its short line. The Runs and Compare tables'
+    "What learned" say them too, in rows tall enough to show them whole."""
     settings = {"backbone": PACKAGED_BACKBONE, "device": "cpu", "seed": 0}
     trained = [
         linear_probe_run,  # 2 epochs at the default rate, 0.001
@@ -357,6 +358,18 @@ def test_runs_of_one_network_and_strategy_say_the_settings_that_differ(
     assert legends[other].endswith(" · EfficientNet-Lite0 · last-1 fine-tune"), legends
     # Alone, a run has nothing to be told apart from.
     assert words.run_differences([by_name[first]]) == {first: ""}
+    # The tables (the app's runs folder is this test's): the Runs page's "What learned" cut the settings off
+    # (it did not say them), Compare's cut "· 2 epochs, learning rate: 0.01" off at 200 px.
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    table = _page(at, "pages/5_runs.py").dataframe[0]
+    what = dict(zip(table.value["Run"], table.value["What learned"]))
+    assert what[faster] == "Only the new last layer learns (linear probe) · 2 epochs, learning rate: 0.01", what
+    assert what[other] == "The last block learns too (last-1 fine-tune)", what
+    assert table.proto.row_height >= 66  # taller than 4rem: Streamlit wraps a cell's text only then
+    board = _page(at, "pages/7_compare.py").dataframe[0]
+    assert "Only the new last layer learns · 2 epochs, learning rate: 0.01" in set(board.value["What learned"])
+    assert board.proto.row_height >= 66
 
 
 def test_only_settings_that_made_a_difference_tell_runs_apart(tmp_path):

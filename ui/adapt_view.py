@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core.adapt import DEFAULT_METHOD, METHODS, adapt_run, read_record
-from core.adapted_run import keep_as_run, kept_run, read_origin
+from core.adapted_run import keep_as_run, kept_run, origin_words
 from core.config import ADAPT_DONE
 from core.errors import friendly
 from ui import state, widgets, words
@@ -159,17 +159,20 @@ def source_link(run, came: dict, page: str) -> None:
         st.caption(f"The run it was adapted from, {words.md_text(source or '?')}, is no longer in the runs folder.")
 
 
+def origin_md(came: dict) -> str:
+    """Where a kept adapted model came from, in markdown: the one sentence
+    the model card says too (core.adapted_run.origin_words)."""
+    return origin_words(came, name=lambda n: f"**{words.md_text(n)}**", folder=lambda f: f"`{f}`")
+
+
 def origin_note(run) -> bool:
-    """For a run that is a kept adapted model: which run, which pictures, which
-    method, and a link to that run's results. False for any other run."""
-    came = read_origin(run.path)
+    """For a run that is a kept adapted model: which run (and what it
+    trained), which pictures, which method, how it does on them, and a link
+    to that run's results. False for any other run."""
+    came = run.summary().get("adapted_from")
     if not came:
         return False
-    how = METHOD_DONE.get(came.get("method"), came.get("method"))
-    text = (
-        f"This model is the run **{words.md_text(came['run'])}** adapted to the {came['target_pictures']} pictures "
-        f"in `{came['target_dir']}` {how}."
-    )
+    text = origin_md(came)
     t = came.get("target") or {}
     if t.get("after") is not None:
         text += f" On those pictures it names {_pct(t['after'])} right, against {_pct(t.get('before'))} before."

@@ -1,10 +1,12 @@
 """Page furniture every page shares: the opening sentence, the "next step"
 button, a guard that turns errors into a short message, the run picker, the
-feature-cache caption and the per-class table."""
+feature-cache caption, the per-class table and the row height at which a
+table's long cells show whole."""
 
 from __future__ import annotations
 
 import logging
+import textwrap
 from contextlib import contextmanager
 
 import pandas as pd
@@ -122,3 +124,22 @@ def per_class_table(evaluation: dict) -> None:
             "F1": st.column_config.NumberColumn(format="%.2f", help="Balances recall and precision; 1.0 is perfect."),
         },
     )
+
+
+# A table cell wraps its text only in rows taller than 4rem (Streamlit's dataframe); these are the sizes that
+# fit it, measured in Chromium: about 5.6 px a character of these sentences (6 here, to be safe), 19 px a line,
+# 8.5 px of padding each side; the header row stays 35 px.
+_CHAR_PX, _LINE_PX, _PADDING_PX, _WRAPPING_ROW_PX, _HEADER_PX = 6.0, 19, 17, 66, 35
+
+
+def whole_cells(texts: list[str], width: int, rows_shown: int = 10) -> dict:
+    """st.dataframe's row_height and height at which each of `texts` (one
+    column's cells) shows whole in its `width` px, wrapped onto as many lines
+    as it needs, and up to `rows_shown` rows show without scrolling, as
+    one-line rows do; {} (one-line rows) where each fits on one line."""
+    chars = max(8, int((width - _PADDING_PX) / _CHAR_PX))
+    lines = max((len(textwrap.wrap(str(t), chars)) for t in texts), default=1)
+    if lines <= 1:
+        return {}
+    row = max(_WRAPPING_ROW_PX, lines * _LINE_PX + 10)
+    return {"row_height": row, "height": _HEADER_PX + min(len(texts), rows_shown) * row + 3}

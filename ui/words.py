@@ -216,7 +216,16 @@ def strategy_lines(strategy: str | None) -> str:
 
 
 ADAPTED = "adapted to new pictures"  # how a kept adapted model (core.adapted_run) is named in lists
-ADAPTED_FIRST = "Adapted · "  # before what learned, in a narrow table column: seen even when the cell is cut
+ADAPTED_FIRST = "Adapted · "  # before what learned, in a table's "What learned" (what_learned): read first
+
+
+def what_learned(strategy: str | None, adapted: bool = False, told: str = "", label=strategy_label) -> str:
+    """A runs table's "What learned" cell: ADAPTED_FIRST for a model adapted
+    to new pictures, what learned (`label`: strategy_label, or the plain words
+    alone where the column is narrow) and what tells the run apart from runs
+    of the same network learning the same way (`told`, from run_differences),
+    as the run pickers and chart legends say it."""
+    return (ADAPTED_FIRST if adapted else "") + label(strategy) + (f" · {told}" if told else "")
 
 
 def run_label(run, with_accuracy: bool = True, told: str = "") -> str:
