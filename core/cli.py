@@ -33,10 +33,12 @@ if TYPE_CHECKING:  # for the annotation only; the commands import the engine whe
 
 
 def _print_epoch(row: dict) -> None:
+    # The rate from the epoch's first step to its last: the end alone read "lr 0.00e+00" on
+    # a cosine's last epoch, as if nothing had learned in it.
+    rates = f"{row['lr_start']:.2e}->{row['lr']:.2e}" if "lr_start" in row else f"{row['lr']:.2e}"
     print(
         f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.3f}  "
-        f"val loss {row['val_loss']:.4f}  acc {row['val_accuracy']:.3f}  lr {row['lr']:.2e}  "
-        f"{row['seconds']:.1f}s",
+        f"val loss {row['val_loss']:.4f}  acc {row['val_accuracy']:.3f}  lr {rates}  {row['seconds']:.1f}s",
         flush=True,
     )
 

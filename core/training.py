@@ -365,7 +365,7 @@ def _run_epochs(s: _Setup, state: _State, writer: RunWriter) -> None:
             phase="Training",
             learning_now=s.plan.learning_words(epoch, s.config.epochs),
         )
-        epoch_start = time.time()
+        epoch_start, lr_start = time.time(), s.optimizer.param_groups[-1]["lr"]
         # Frozen BatchNorm statistics: the same numbers, less work. Only the
         # blocks this epoch runs through the model (the frozen prefix runs as
         # a folded copy of its own, PrefixRunner).
@@ -378,7 +378,8 @@ def _run_epochs(s: _Setup, state: _State, writer: RunWriter) -> None:
             "train_accuracy": epoch_correct / max(epoch_seen, 1),
             "val_loss": val_loss,
             "val_accuracy": val_acc,
-            "lr": s.optimizer.param_groups[-1]["lr"],
+            "lr_start": lr_start,  # the new head's rate at the epoch's first step
+            "lr": s.optimizer.param_groups[-1]["lr"],  # and after its last (a cosine ends at 0)
             "trainable_params": state.trainable_now,
             "seconds": time.time() - epoch_start,
         }

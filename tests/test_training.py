@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -277,6 +278,9 @@ def test_cli_train_scan_predict(tmp_path, small_data, empty_torch_home, monkeypa
     )
     assert out.returncode == 0, out.stderr
     assert "epoch   1" in out.stdout and "epoch   2" in out.stdout
+    last = next(line for line in out.stdout.splitlines() if line.startswith("epoch   2"))
+    start, end = map(float, re.search(r"lr (\S+)->(\S+)", last).groups())
+    assert start > end >= 0  # the last epoch's rate, from its first step to its last (a cosine ends at 0)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"run_dir", "val_accuracy", "best_epoch", "seconds", "device"} <= result.keys()
 
