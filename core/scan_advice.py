@@ -75,14 +75,14 @@ def _split_folder(layout, name: str, split: str) -> str:
     return f"{layout.split_folders[split]}/"
 
 
-def own_splits_pooled(with_split: list[str], without: list[str], val_fraction: float) -> str:
+def own_splits_pooled(with_split: list[str], without: list[str]) -> str:
     """Some class folders hold their own train/ and val/ but not all: their split cannot be kept."""
     has = "holds its own" if len(with_split) == 1 else "hold their own"
     does = "does" if len(without) == 1 else "do"
     return (
-        f"{_folders(with_split)} {has} train/ and val/ folders but {_folders(without)} {does} not, so that split is not used: the pictures of each class "
-        f"are pooled and {val_fraction:.0%} set aside at random to check the model with. To keep your split, give "
-        "every class folder its own train/ and val/ folders."
+        f"{_folders(with_split)} {has} train/ and val/ folders but {_folders(without)} {does} not, so that split "
+        "is not used: each class's pictures are pooled and split at random instead. To keep your split, give every "
+        "class folder its own train/ and val/ folders."
     )
 
 

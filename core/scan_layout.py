@@ -143,7 +143,7 @@ def find_layout(root: str, val_fraction: float, skipped: list[SkippedFile]) -> L
         return _class_first(root, top_dirs, top_files, inside, skipped)
     warns = []
     if inside and len(top_dirs) >= 2:  # one class folder alone: core.scan_advice's one-class error says more
-        warns.append(own_splits_pooled(list(inside), [n for n in top_dirs if n not in inside], val_fraction))
+        warns.append(own_splits_pooled(list(inside), [n for n in top_dirs if n not in inside]))
     return Layout("random", {}, {"all": root}, top_dirs, top_files, 0, warns)
 
 

@@ -261,8 +261,8 @@ def test_class_folders_of_which_only_some_hold_train_and_val_say_their_split_is_
     assert report.counts["ants"] == {"train": 6, "val": 2}  # 8 pooled, 20% set aside at random
     assert (
         "ants/ and bees/ hold their own train/ and val/ folders but wasps/ does not, so that split is not used: "
-        "the pictures of each class are pooled and 20% set aside at random to check the model with. To keep your "
-        "split, give every class folder its own train/ and val/ folders."
+        "each class's pictures are pooled and split at random instead. To keep your split, give every class folder "
+        "its own train/ and val/ folders."
     ) in report.warnings
 
 
