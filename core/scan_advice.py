@@ -117,6 +117,8 @@ def _inner_classes_hint(root: str, layout, name: str) -> str:
     if splits:  # photos/hymenoptera/train/ants: the folder holding train/ was one level down
         folders = [f"{n}/" for n in splits]
         held = f"{', '.join(folders[:-1])} and {folders[-1]}" if len(folders) > 1 else folders[0]
+        if not _has_folders(os.path.join(where, name, splits[0])):  # ants/train/*.jpg: one class, split its own way
+            return f"The folder {name} holds {held} of its own: put each other class beside it, with its {held} too."
         return f"The folder {name} holds {held}: if your class folders are in there, choose {os.path.join(where, name)} instead."
     if len(inner) < 2:
         return ""
@@ -125,6 +127,13 @@ def _inner_classes_hint(root: str, layout, name: str) -> str:
         f"The folder {name} holds folders of its own ({listed}): if those are your classes, choose "
         f"{os.path.join(where, name)} instead."
     )
+
+
+def _has_folders(path: str) -> bool:
+    try:
+        return any(e.is_dir() and e.name[0] != "." for e in os.scandir(path))
+    except OSError:
+        return False
 
 
 def _loose_hint(root: str, loose: int) -> str:

@@ -265,6 +265,15 @@ def test_class_folders_of_which_only_some_hold_train_and_val_say_their_split_is_
         "its own train/ and val/ folders."
     ) in report.warnings
 
+    # The first class alone, its own split inside it: not "choose the folder inside" (those hold no classes).
+    for name in ("bees", "wasps"):
+        shutil.rmtree(tmp_path / name)
+    report = scan_with_deadline(tmp_path)
+    assert not report.can_train and report.classes == ["ants"]
+    assert report.errors[0].endswith(
+        "The folder ants holds train/ and val/ of its own: put each other class beside it, with its train/ and val/ too."
+    )
+
 
 # --------------------------------------------------------------------------
 # Folders that cannot be trained on, or not scanned at all
