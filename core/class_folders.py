@@ -29,6 +29,7 @@ from core.errors import UserError
 from core.files import atomic_write_bytes
 from core.images import IMAGE_EXTENSIONS, open_rgb
 from core.names import free_name, safe_name
+from core.scan_advice import VAL_NAMES
 from core.scan_report import natural_key
 
 # The hidden file that says "this app made this folder"; the scan skips hidden files.
@@ -40,7 +41,7 @@ JPEG_QUALITY = 90
 # JPEG is about 50 KB; a browser cannot honestly send more).
 MAX_CAPTURED_BYTES = 4 * 2**20
 # Names the scan keeps for train/val/test splits: never a class.
-_SPLIT_WORDS = {"train", "val", "valid", "validation", "test"}
+_SPLIT_WORDS = {"train", *VAL_NAMES}
 
 
 @dataclass

@@ -16,11 +16,7 @@ import math
 import os
 import random
 import stat
-from dataclasses import dataclass
 
-from .choices import FOLDER as CHOICES_FOLDER
-from .curation import JOURNAL, SET_ASIDE_DIR
-from .errors import UserError
 from .images import (
     HEIC_EXTENSIONS,
     HEIC_HINT,
@@ -32,26 +28,23 @@ from .images import (
     too_big_to_keep,
 )
 from .paths import pasted_path
-from .scan_advice import VAL_NAMES, folder_errors, folder_warnings
+from .scan_advice import folder_errors, folder_warnings
 from .scan_cache import CHECKED_BEFORE, CheckedPictures, check_all, checked_pictures
+from .scan_layout import (
+    REASON_SYSTEM,
+    DataFolderError,
+    Layout,
+    find_layout,
+    is_hidden_or_system,
+    list_dir,
+    report_loose_images,
+)
 from .scan_report import ScanReport, SkippedFile, natural_key, size_summary
 
-# Names that operating systems and archivers drop into folders. They are never
-# data, so they are reported as "hidden or system file" rather than as errors.
-_SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "ehthumbs.db"})
-_SYSTEM_DIRS = frozenset({"__macosx"})
-# The app's own folders inside a picture folder (set-aside pictures, the change
-# journal, saved choices): its doing, not the user's, so not listed as left out.
-_APP_DIRS = frozenset({SET_ASIDE_DIR, JOURNAL.parts[0], CHOICES_FOLDER})
+__all__ = ["DataFolderError", "is_hidden_or_system", "scan_and_decode", "scan_folder", "scan_if_checked_before"]
 
-
-_REASON_HIDDEN = "hidden or system file"
 _REASON_LINK = "symlink loop / broken link"
 _REASON_NOT_IMAGE_TYPE = "not an image file type"
-
-
-class DataFolderError(UserError):
-    """The folder cannot be scanned at all. The message is for the user."""
 
 
 # --------------------------------------------------------------------------
@@ -143,7 +136,7 @@ def _scan(
     root = os.path.abspath(pasted_path(root))
     check_data_folder(root)
     skipped: list[SkippedFile] = []
-    layout = _find_layout(root, val_fraction, skipped)
+    layout = find_layout(root, val_fraction, skipped)
     candidates = _find_candidates(root, layout, skipped)
     usable, sizes, kept, why_not_kept = _decode_candidates(
         candidates, skipped, keep_side, budget, interpolation, on_file, checked, decode
@@ -157,14 +150,18 @@ def _scan(
     counts = _count(classes, train, val, test if "test" in layout.split_folders else None)
     used_sizes = [sizes[p] for p, _ in train + val + test]
 
+    # What computers leave in folders by themselves (.DS_Store, __MACOSX/...) is
+    # not a problem with the person's pictures: ignored quietly, only counted.
+    ignored = sorted(s.path for s in skipped if s.reason == REASON_SYSTEM)
+    skipped = sorted((s for s in skipped if s.reason != REASON_SYSTEM), key=lambda s: s.path)
     errors = folder_errors(root, layout, folder_names, classes, counts, len(skipped))
     warns = layout.warnings + folder_warnings(classes, counts, used_sizes, empty_classes, len(skipped))
-    skipped.sort(key=lambda s: s.path)
     report = ScanReport(
         root=root,
         classes=classes,
         split_source=layout.split_source,
         split_folders=layout.split_folders,
+        split_in_each_class=bool(layout.inside_classes),
         val_fraction=val_fraction,
         seed=seed,
         train=train,
@@ -172,6 +169,7 @@ def _scan(
         counts=counts,
         image_sizes=size_summary(used_sizes),
         skipped=skipped,
+        ignored=ignored,
         empty_classes=empty_classes,
         warnings=warns,
         errors=errors,
@@ -194,70 +192,25 @@ def check_data_folder(root: str) -> None:
         raise DataFolderError(f"The folder {root} cannot be read ({exc.strerror or exc}).") from exc
 
 
-@dataclass
-class _Layout:
-    """How a folder is laid out: where its class folders are and where the
-    split comes from."""
-
-    split_source: str  # "folders" or "random"
-    split_folders: dict[str, str]  # {"train": name, "val": name} when split_source is "folders"
-    class_roots: dict[str, str]  # split ("train", "val" or "all") -> folder whose subfolders are the classes
-    top_dirs: list[str]  # the root's own listing, which is not read twice
-    top_files: list[str]
-    loose: int  # images outside any class folder, found so far
-    warnings: list[str]
-
-
-def _find_layout(root: str, val_fraction: float, skipped: list[SkippedFile]) -> _Layout:
-    """train/ + val/ (or valid/, validation/, test/) split folders, a train/
-    folder alone, or the class folders directly in root."""
-    try:
-        top_dirs, top_files = _list_dir(root, skipped)
-    except OSError as exc:
-        raise DataFolderError(f"The folder {root} cannot be read ({exc.strerror or exc}).") from exc
-    by_lower = {name.lower(): name for name in top_dirs}
-    train_name = by_lower.get("train")
-    val_name = next((by_lower[n] for n in VAL_NAMES if n in by_lower), None)
-
-    if train_name and val_name:
-        loose = _report_loose_images(root, top_files, skipped)
-        folders = {"train": train_name, "val": val_name}
-        test_name = by_lower.get("test")
-        if test_name and test_name != val_name:
-            folders["test"] = test_name  # held out: scored once, at the end of a run
-        warns = [
-            f"The folder {name}/ was not used: the split comes from {train_name}/ and {val_name}/."
-            for name in top_dirs
-            if name not in folders.values()
-        ]
-        class_roots = {split: os.path.join(root, name) for split, name in folders.items()}
-        return _Layout("folders", folders, class_roots, top_dirs, top_files, loose, warns)
-    if train_name and top_dirs == [train_name]:
-        # Only train/: its subfolders are the classes; validation images
-        # are set aside at random.
-        loose = _report_loose_images(root, top_files, skipped)
-        warns = [
-            f"There is a {train_name}/ folder but no val/, valid/, validation/ or test/ "
-            f"folder beside it, so {val_fraction:.0%} of each class is set aside at random for validation."
-        ]
-        return _Layout("random", {}, {"all": os.path.join(root, train_name)}, top_dirs, top_files, loose, warns)
-    return _Layout("random", {}, {"all": root}, top_dirs, top_files, 0, [])
-
-
-def _find_candidates(root: str, layout: _Layout, skipped: list[SkippedFile]) -> dict[tuple[str, str], list[str]]:
+def _find_candidates(root: str, layout: Layout, skipped: list[SkippedFile]) -> dict[tuple[str, str], list[str]]:
     """The files worth decoding per (split, class folder name). Counts the
     loose images of the class roots into layout.loose."""
     stop_reals = {os.path.realpath(root)} | {os.path.realpath(p) for p in layout.class_roots.values()}
     candidates: dict[tuple[str, str], list[str]] = {}
+    for name, splits in layout.inside_classes.items():  # class first: root/ants/train...
+        for split, sub in splits.items():
+            found = _collect_candidates(os.path.join(root, name, sub), stop_reals, skipped)
+            if found is not None:
+                candidates[(split, name)] = found
     for split, folder in layout.class_roots.items():
         if folder == root:
             class_names, files = layout.top_dirs, layout.top_files  # already listed
         else:
             try:
-                class_names, files = _list_dir(folder, skipped)
+                class_names, files = list_dir(folder, skipped)
             except OSError as exc:
                 raise DataFolderError(f"The folder {folder} cannot be read ({exc.strerror or exc}).") from exc
-        layout.loose += _report_loose_images(folder, files, skipped)
+        layout.loose += report_loose_images(folder, files, skipped)
         for name in class_names:
             found = _collect_candidates(os.path.join(folder, name), stop_reals, skipped)
             if found is not None:
@@ -267,45 +220,6 @@ def _find_candidates(root: str, layout: _Layout, skipped: list[SkippedFile]) -> 
 
 # --------------------------------------------------------------------------
 # Listing folders and collecting the files worth decoding
-
-
-def is_hidden_or_system(name: str) -> bool:
-    """Names that are never data: dot-files and folders, Thumbs.db, desktop.ini, __MACOSX..."""
-    return name.startswith(".") or name.lower() in _SYSTEM_FILES or name.lower() in _SYSTEM_DIRS
-
-
-def _list_dir(path: str, skipped: list[SkippedFile]) -> tuple[list[str], list[str]]:
-    """Sorted (subfolder names, file names) of a folder, leaving out hidden and
-    system entries. Hidden folders are reported; hidden files at this level
-    (root or split folder) are not data, so they are dropped quietly."""
-    dirs, files = [], []
-    with os.scandir(path) as entries:
-        for entry in entries:
-            try:
-                is_dir = entry.is_dir()  # follows symlinks
-            except OSError:  # e.g. a symlink loop
-                is_dir = False
-            if is_dir:
-                if entry.name in _APP_DIRS:
-                    continue
-                if is_hidden_or_system(entry.name):
-                    skipped.append(SkippedFile(os.path.join(path, entry.name), _REASON_HIDDEN))
-                else:
-                    dirs.append(entry.name)
-            elif not is_hidden_or_system(entry.name):
-                files.append(entry.name)
-    return sorted(dirs), sorted(files)
-
-
-def _report_loose_images(folder: str, files: list[str], skipped: list[SkippedFile]) -> int:
-    """Images sitting beside the class folders belong to no class: report them.
-    Other loose files (README, LICENSE) are normal and ignored."""
-    n = 0
-    for name in files:
-        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-            skipped.append(SkippedFile(os.path.join(folder, name), "image outside any class folder"))
-            n += 1
-    return n
 
 
 def _is_loop(real: str, current_real: str, visited: set[str]) -> bool:
@@ -343,7 +257,7 @@ def _collect_candidates(class_dir: str, stop_reals: set[str], skipped: list[Skip
         for name in sorted(dirnames):
             sub = os.path.join(dirpath, name)
             if is_hidden_or_system(name):
-                skipped.append(SkippedFile(sub, _REASON_HIDDEN))  # listed once, not entered
+                skipped.append(SkippedFile(sub, REASON_SYSTEM))  # listed once, not entered
                 continue
             real = os.path.realpath(sub)
             if _is_loop(real, current_real, visited) or real in stop_reals:
@@ -369,7 +283,7 @@ def _why_not_a_candidate(path: str, name: str, seen: dict[tuple[int, int], str],
     the class's files so far by (device, inode), so one file reached twice
     (a link to it beside it, a linked folder, a hard link) counts once."""
     if is_hidden_or_system(name):
-        return _REASON_HIDDEN
+        return REASON_SYSTEM
     try:
         st = os.stat(path)  # follows symlinks
     except FileNotFoundError:

@@ -47,18 +47,17 @@ def folder_errors(
         one = f"{ONE_CLASS} ({classes[0]}) was found: training needs at least two classes, each in its own subfolder."
         hint = _loose_hint(root, layout.loose) if layout.loose else _inner_classes_hint(root, layout, classes[0])
         errors.append(f"{one} {hint}".strip())
-    split_folders = layout.split_folders
     for name in classes:
         c = counts[name]
         if layout.split_source == "folders":
+            train, val = _split_folder(layout, name, "train"), _split_folder(layout, name, "val")
             if c["train"] == 0:
                 errors.append(
-                    f"Class '{name}' has pictures in {split_folders['val']}/ but none in "
-                    f"{split_folders['train']}/: every class needs pictures to learn from."
+                    f"Class '{name}' has pictures in {val} but none in {train}: every class needs pictures to learn from."
                 )
             if c["val"] == 0:
                 errors.append(
-                    f"Class '{name}' has no pictures in {split_folders['val']}/: every class needs "
+                    f"Class '{name}' has no pictures in {val}: every class needs "
                     f"at least one picture to check the model with."
                 )
         elif c["val"] == 0:
@@ -69,9 +68,46 @@ def folder_errors(
     return errors
 
 
+def _split_folder(layout, name: str, split: str) -> str:
+    """Where a class's pictures of a split are, as the person sees it: val/, or ants/val/ when class first."""
+    if layout.inside_classes:
+        return f"{name}/{layout.inside_classes[name][split]}/"
+    return f"{layout.split_folders[split]}/"
+
+
+def own_splits_pooled(with_split: list[str], without: list[str]) -> str:
+    """Some class folders hold their own train/ and val/ but not all: their split cannot be kept."""
+    has = "holds its own" if len(with_split) == 1 else "hold their own"
+    does = "does" if len(without) == 1 else "do"
+    return (
+        f"{_folders(with_split)} {has} train/ and val/ folders but {_folders(without)} {does} not, so that split "
+        "is not used: each class's pictures are pooled and split at random instead. To keep your split, give every "
+        "class folder its own train/ and val/ folders."
+    )
+
+
+def unused_in_classes(unused: list[str], split_folders: dict[str, str]) -> str:
+    """Class first: folders inside class folders beside their train/ and val/ (ants/old), which are not used."""
+    are = "The folder {} was" if len(unused) == 1 else "The folders {} were"
+    return (
+        f"{are.format(_folders(unused))} not used: each class's pictures come from its "
+        f"{split_folders['train']}/ and {split_folders['val']}/ folders."
+    )
+
+
+def _folders(names: list[str], shown: int = 4) -> str:
+    """'ants/', 'ants/ and bees/', 'ants/, bees/ and 3 more'."""
+    folders = [f"{n}/" for n in names[:shown]]
+    if len(names) > shown:
+        return f"{', '.join(folders)} and {len(names) - shown} more"
+    return folders[0] if len(folders) == 1 else f"{', '.join(folders[:-1])} and {folders[-1]}"
+
+
 def _inner_classes_hint(root: str, layout, name: str) -> str:
     """The one class's folder holds folders of its own: most often the folder
     above the classes was chosen (photos/ holding 2024/ants and 2024/bees)."""
+    if layout.inside_classes:  # its folders are its own split (another class had no usable picture)
+        return ""
     where = os.path.join(root, layout.split_folders["train"]) if layout.split_source == "folders" else root
     try:
         inner = sorted(e.name for e in os.scandir(os.path.join(where, name)) if e.is_dir() and e.name[0] != ".")
@@ -81,6 +117,8 @@ def _inner_classes_hint(root: str, layout, name: str) -> str:
     if splits:  # photos/hymenoptera/train/ants: the folder holding train/ was one level down
         folders = [f"{n}/" for n in splits]
         held = f"{', '.join(folders[:-1])} and {folders[-1]}" if len(folders) > 1 else folders[0]
+        if not _has_folders(os.path.join(where, name, splits[0])):  # ants/train/*.jpg: one class, split its own way
+            return f"The folder {name} holds {held} of its own: put each other class beside it, with its {held} too."
         return f"The folder {name} holds {held}: if your class folders are in there, choose {os.path.join(where, name)} instead."
     if len(inner) < 2:
         return ""
@@ -89,6 +127,13 @@ def _inner_classes_hint(root: str, layout, name: str) -> str:
         f"The folder {name} holds folders of its own ({listed}): if those are your classes, choose "
         f"{os.path.join(where, name)} instead."
     )
+
+
+def _has_folders(path: str) -> bool:
+    try:
+        return any(e.is_dir() and e.name[0] != "." for e in os.scandir(path))
+    except OSError:
+        return False
 
 
 def _loose_hint(root: str, loose: int) -> str:

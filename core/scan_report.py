@@ -6,6 +6,7 @@ the command line, so it has a JSON form and a plain-text form.
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -47,6 +48,11 @@ class ScanReport:
     # Pictures of a test/ folder beside train/ and val/: kept out of training
     # and of choosing the best epoch, and scored once at the end of a run.
     test: list[tuple[str, int]] = field(default_factory=list)
+    # Files and folders computers make by themselves (.DS_Store, a Mac's ._photo.jpg,
+    # __MACOSX/, Thumbs.db): never data, never used, and not a problem to warn about.
+    ignored: list[str] = field(default_factory=list)
+    # The split folders are inside each class folder (ants/train/, ants/val/...), not around them.
+    split_in_each_class: bool = False
 
     @property
     def can_train(self) -> bool:
@@ -64,6 +70,7 @@ class ScanReport:
             "classes": list(self.classes),
             "split_source": self.split_source,
             "split_folders": dict(self.split_folders),
+            "split_in_each_class": self.split_in_each_class,
             "val_fraction": self.val_fraction,
             "seed": self.seed,
             "train": [[path, label] for path, label in self.train],
@@ -75,6 +82,7 @@ class ScanReport:
                 for key, value in self.image_sizes.items()
             },
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "ignored": list(self.ignored),
             "empty_classes": list(self.empty_classes),
             "warnings": list(self.warnings),
             "errors": list(self.errors),
@@ -89,6 +97,7 @@ class ScanReport:
             classes=list(d["classes"]),
             split_source=d["split_source"],
             split_folders=dict(d.get("split_folders", {})),
+            split_in_each_class=bool(d.get("split_in_each_class", False)),
             val_fraction=float(d["val_fraction"]),
             seed=int(d["seed"]),
             train=[(str(path), int(label)) for path, label in d["train"]],
@@ -100,17 +109,31 @@ class ScanReport:
                 for key, value in d.get("image_sizes", {}).items()
             },
             skipped=[SkippedFile(s["path"], s["reason"]) for s in d.get("skipped", [])],
+            ignored=list(d.get("ignored", [])),
             empty_classes=list(d.get("empty_classes", [])),
             warnings=list(d.get("warnings", [])),
             errors=list(d.get("errors", [])),
         )
 
+    def ignored_note(self) -> str | None:
+        """One quiet sentence about the system files the scan ignored, or None when there were none."""
+        if not self.ignored:
+            return None
+        names = list(
+            dict.fromkeys(os.path.basename(p).strip() for p in self.ignored)
+        )  # once each; Icon\r shown as Icon
+        such = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+        n = len(self.ignored)
+        files = "1 hidden or system file" if n == 1 else f"{n} hidden or system files"
+        return f"Ignored {files} that computers make by themselves ({such}): they are not pictures."
+
     def format_text(self) -> str:
         lines = [f"Image folder: {self.root}"]
         if self.split_source == "folders":
+            where = " inside each class folder" if self.split_in_each_class else ""
             lines.append(
                 f"Split: from the folders {self.split_folders.get('train')}/ (train) "
-                f"and {self.split_folders.get('val')}/ (validation)"
+                f"and {self.split_folders.get('val')}/ (validation){where}"
             )
         else:
             lines.append(
@@ -142,6 +165,8 @@ class ScanReport:
             lines.append(f"Skipped files ({len(self.skipped)}):")
             for s in self.skipped:
                 lines.append(f"  {s.path}: {s.reason}")
+        if self.ignored:
+            lines.append(self.ignored_note())
         if self.empty_classes:
             lines.append("Class folders with no usable image: " + ", ".join(self.empty_classes))
         if self.warnings:

@@ -279,8 +279,9 @@ def how_a_folder_looks() -> None:
         language=None,
     )
     st.caption(
-        "If it already has train/ and val/ folders (each with the class folders inside), "
-        "that split is used; otherwise a share of each class is set aside to check the model with."
+        "If it already has train/ and val/ folders (each with the class folders inside), or each class folder "
+        "has its own train/ and val/, that split is used; otherwise a share of each class is set aside to check "
+        "the model with."
     )
 
 
@@ -289,7 +290,8 @@ def split_line(report) -> None:
     if report.split_source == "folders":
         test_folder = report.split_folders.get("test")
         st.markdown(
-            f"**Split:** from your folders: {words.md_text(report.split_folders.get('train'))}/ to learn from, "
+            f"**Split:** from your folders{' inside each class folder' if report.split_in_each_class else ''}: "
+            f"{words.md_text(report.split_folders.get('train'))}/ to learn from, "
             f"{words.md_text(report.split_folders.get('val'))}/ to check with"
             + (
                 f", and {words.md_text(test_folder)}/ kept apart: scored once, at the end of each training, "
@@ -401,24 +403,25 @@ def class_thumbnails(report) -> None:
 
 
 def left_out(report) -> None:
-    """The files the scan did not use, and why."""
-    if not (report.skipped or report.empty_classes):
-        return
-    with st.expander(f"Left out: {len(report.skipped)} file{'' if len(report.skipped) == 1 else 's'}, and why"):
-        if report.empty_classes:
-            st.markdown(
-                "Folders with no usable picture (not used as classes): "
-                + ", ".join(words.md_text(c) for c in report.empty_classes)
-            )
-        if report.skipped:
-            rows = []
-            for s in report.skipped:
-                try:
-                    shown = os.path.relpath(s.path, report.root)
-                except ValueError:
-                    shown = s.path
-                rows.append({"file": shown, "why it was left out": s.reason})
-            st.dataframe(pd.DataFrame(rows), hide_index=True)
+    """The files the scan did not use, and why; the system files it ignored, in a quiet line."""
+    if report.skipped or report.empty_classes:
+        with st.expander(f"Left out: {how_many(len(report.skipped), 'file')}, and why"):
+            if report.empty_classes:
+                st.markdown(
+                    "Folders with no usable picture (not used as classes): "
+                    + ", ".join(words.md_text(c) for c in report.empty_classes)
+                )
+            if report.skipped:
+                rows = []
+                for s in report.skipped:
+                    try:
+                        shown = os.path.relpath(s.path, report.root)
+                    except ValueError:
+                        shown = s.path
+                    rows.append({"file": shown, "why it was left out": s.reason})
+                st.dataframe(pd.DataFrame(rows), hide_index=True)
+    if report.ignored:
+        st.caption(":material/visibility_off: " + words.md_text(report.ignored_note()))
 
 
 def show_report() -> None:

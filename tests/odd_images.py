@@ -18,7 +18,8 @@ from tests.folders import PHOTOS
 PHOTOS_PER_CLASS = 12
 
 USED = "used"
-SKIPPED = "skipped"
+SKIPPED = "skipped"  # listed as left out, with its reason
+IGNORED = "ignored"  # what computers leave in folders by themselves: ignored quietly, only counted
 
 
 def _photos(cls: str) -> list[Path]:
@@ -77,10 +78,19 @@ def make_odd_folder(root: Path) -> dict[str, str]:
     (hat / "notes.txt").write_text("photos taken in June\n")
     expected["notes.txt"] = SKIPPED
 
+    # --- what computers make by themselves, in hat/ --------------------
     (hat / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
-    expected[".DS_Store"] = SKIPPED
+    expected[".DS_Store"] = IGNORED
     (hat / "Thumbs.db").write_bytes(bytes(512))
-    expected["Thumbs.db"] = SKIPPED
+    expected["Thumbs.db"] = IGNORED
+    (hat / "desktop.ini").write_text("[.ShellClassInfo]\nIconResource=hat.ico,0\n")
+    expected["desktop.ini"] = IGNORED
+    (hat / "Icon\r").write_bytes(b"")  # a Mac folder's custom icon: empty, with a carriage return in its name
+    expected["Icon\r"] = IGNORED
+    (hat / ".directory").write_text("[Desktop Entry]\nIcon=folder-red\n")  # KDE's folder settings
+    expected[".directory"] = IGNORED
+    shutil.copyfile(source, hat / "._beach.jpg")  # AppleDouble from a Mac, named like a picture
+    expected["._beach.jpg"] = IGNORED
 
     # Header says 12000x12000 (144 MP) and the pixels are really there (a
     # 1-bit image compresses to almost nothing), so it is a genuine PNG.
@@ -97,7 +107,7 @@ def make_odd_folder(root: Path) -> dict[str, str]:
     macosx = hat / "__MACOSX"  # what unzipping a Mac archive leaves behind
     macosx.mkdir()
     shutil.copyfile(_photos("hat")[0], macosx / "._copy.jpg")
-    expected["__MACOSX"] = SKIPPED
+    expected["__MACOSX"] = IGNORED
 
     # --- usable but unusual images, all in shoes/ --------------------------
     photo.convert("CMYK").save(shoes / "cmyk.jpg")

@@ -204,14 +204,28 @@ def test_data_page_lists_left_out_files_with_reasons(env, small_data):
         shutil.copytree(small_data / "train" / name, folder / name)
     (folder / "shoes" / "notes.jpg").write_text("this is not a picture")
     (folder / "shoes" / "empty.png").write_bytes(b"")
+    (folder / "shoes" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))  # what a Mac leaves
+    shutil.copyfile(next((folder / "hat").glob("*.jpg")), folder / "hat" / "._photo.jpg")
     at = _choose_data(_app(), folder)
     assert "Ready to train" in _texts(at.success)
-    assert {m.label: m.value for m in at.metric}["Files left out"] == "2"
+    assert {m.label: m.value for m in at.metric}["Files left out"] == "2"  # the system files are no problem
+    assert "2 files were skipped" in _texts(at.warning)
+    assert "Ignored 2 hidden or system files that computers make by themselves" in _texts(at.caption)
     assert "random" in _texts(at.markdown)  # no train/val folders: a random split
     table = at.dataframe[0].value
     reasons = dict(zip(table["file"], table["why it was left out"]))
     assert "not an image" in reasons[str(Path("shoes") / "notes.jpg")]
     assert "empty" in reasons[str(Path("shoes") / "empty.png")]
+    assert len(table) == 2  # .DS_Store and ._photo.jpg are not in the list
+
+    # Only what a computer made by itself: nothing left out, no warning, one quiet line.
+    (folder / "shoes" / "notes.jpg").unlink()
+    (folder / "shoes" / "empty.png").unlink()
+    _button(at, "Check this folder").click().run()
+    _ok(at)
+    assert {m.label: m.value for m in at.metric}["Files left out"] == "0"
+    assert "skipped" not in _texts(at.warning) and not [e for e in at.expander if e.label.startswith("Left out")]
+    assert "Ignored 2 hidden or system files" in _texts(at.caption)
 
 
 def test_data_page_unpacks_an_uploaded_zip(env, small_data):

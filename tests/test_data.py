@@ -19,7 +19,7 @@ from core.images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, open_rgb
 from core.loading import ImageDataset, collate_skip_broken, make_transform
 from core.scan import DataFolderError, scan_folder
 from core.scan_report import ScanReport
-from tests.odd_images import SKIPPED, USED, make_odd_folder
+from tests.odd_images import IGNORED, SKIPPED, USED, make_odd_folder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -204,6 +204,77 @@ def test_class_missing_from_val_is_an_error(hymenoptera, tmp_path):
     assert any("'bees'" in e and "val/" in e for e in report.errors)
 
 
+def _class_first(root: Path, hymenoptera: Path, splits: dict[str, tuple[str, int]]) -> dict[str, list[Path]]:
+    """root/ants/train, root/ants/val... (each class holding its own split) from real photos:
+    splits maps a folder name inside each class to (the hymenoptera split it comes from, how many)."""
+    copied = {}
+    for name in ("ants", "bees"):
+        start = 0
+        for sub, (source, n) in splits.items():
+            copied[f"{name}/{sub}"] = copy_photos(hymenoptera / source / name, root / name / sub, n, start)
+            start += n
+    return copied
+
+
+def test_class_folders_holding_their_own_train_and_val_keep_that_split(hymenoptera, tmp_path):
+    copied = _class_first(tmp_path, hymenoptera, {"train": ("train", 5), "Val": ("val", 3), "test": ("val", 2)})
+    (tmp_path / "ants" / "train" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
+    old = copy_photos(hymenoptera / "train" / "ants", tmp_path / "ants" / "old", 2, 20)  # beside the split: unused
+    stray = copy_photos(hymenoptera / "train" / "bees", tmp_path / "bees", 1, 20)[0]  # in neither split
+    report = scan_with_deadline(tmp_path)
+    assert report.split_source == "folders" and report.split_in_each_class
+    assert report.split_folders == {"train": "train", "val": "Val", "test": "test"}
+    assert report.classes == ["ants", "bees"]
+    assert report.counts == {name: {"train": 5, "val": 3, "test": 2} for name in ("ants", "bees")}
+    for split, sub in (("train", "train"), ("val", "Val"), ("test", "test")):
+        expected = {str(p) for name in ("ants", "bees") for p in copied[f"{name}/{sub}"]}
+        assert {p for p, _ in getattr(report, split)} == expected, split
+    labels = {p: report.classes[label] for p, label in report.train + report.val + report.test}
+    assert all(Path(p).parts[-3] == name for p, name in labels.items())
+    # The person's split, whatever the seed: nothing re-split at random.
+    other = scan_with_deadline(tmp_path, seed=7, val_fraction=0.5)
+    assert (other.train, other.val, other.test) == (report.train, report.val, report.test)
+    assert not {str(p) for p in old} & set(labels) and str(stray) not in labels
+    assert "The folder ants/old/ was not used: each class's pictures come from its train/ and Val/ folders." in (
+        report.warnings
+    )
+    reasons = {s.path: s.reason for s in report.skipped}
+    assert reasons == {str(stray): "image outside bees/train/, bees/Val/ and bees/test/"}
+    assert report.ignored == [str(tmp_path / "ants" / "train" / ".DS_Store")]
+    assert "inside each class folder" in report.format_text()
+    assert ScanReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+
+    # A class with nothing to check with is named with its own folder.
+    for p in copied["bees/Val"]:
+        p.unlink()
+    report = scan_with_deadline(tmp_path)
+    assert not report.can_train
+    assert "Class 'bees' has no pictures in bees/Val/: every class needs" in " ".join(report.errors)
+
+
+def test_class_folders_of_which_only_some_hold_train_and_val_say_their_split_is_not_kept(hymenoptera, tmp_path):
+    _class_first(tmp_path, hymenoptera, {"train": ("train", 6), "val": ("val", 2)})
+    copy_photos(hymenoptera / "train" / "bees", tmp_path / "wasps", 6, 30)  # pictures straight in the class folder
+    report = scan_with_deadline(tmp_path)
+    assert report.split_source == "random" and not report.split_in_each_class
+    assert report.classes == ["ants", "bees", "wasps"]
+    assert report.counts["ants"] == {"train": 6, "val": 2}  # 8 pooled, 20% set aside at random
+    assert (
+        "ants/ and bees/ hold their own train/ and val/ folders but wasps/ does not, so that split is not used: "
+        "each class's pictures are pooled and split at random instead. To keep your split, give every class folder "
+        "its own train/ and val/ folders."
+    ) in report.warnings
+
+    # The first class alone, its own split inside it: not "choose the folder inside" (those hold no classes).
+    for name in ("bees", "wasps"):
+        shutil.rmtree(tmp_path / name)
+    report = scan_with_deadline(tmp_path)
+    assert not report.can_train and report.classes == ["ants"]
+    assert report.errors[0].endswith(
+        "The folder ants holds train/ and val/ of its own: put each other class beside it, with its train/ and val/ too."
+    )
+
+
 # --------------------------------------------------------------------------
 # Folders that cannot be trained on, or not scanned at all
 
@@ -281,9 +352,6 @@ EXPECTED_REASONS = {
     "truncated.jpg": "unreadable or truncated image",
     "text.jpg": "not an image (text file named .jpg)",
     "notes.txt": "not an image file type",
-    ".DS_Store": "hidden or system file",
-    "Thumbs.db": "hidden or system file",
-    "__MACOSX": "hidden or system file",
     "huge.png": "too large to decode safely (12000×12000)",
     "loop": "symlink loop / broken link",
     "root_loop": "symlink loop / broken link",
@@ -298,8 +366,17 @@ def test_odd_folder_reports_every_skipped_file_with_its_reason(odd):
         if outcome == SKIPPED:
             assert reasons.get(name) == EXPECTED_REASONS[name], name
     assert all(os.path.isabs(s.path) for s in report.skipped)
-    # Files inside __MACOSX are not listed one by one: the folder is, once.
-    assert "._copy.jpg" not in reasons
+    # What computers make by themselves is not "left out": ignored, counted, never used.
+    ignored = [Path(p).name for p in report.ignored]
+    assert sorted(ignored) == sorted(name for name, outcome in expected.items() if outcome == IGNORED)
+    assert not set(ignored) & set(reasons)
+    assert not set(report.ignored) & {p for p, _ in report.train + report.val}
+    # Files inside __MACOSX are not counted one by one: the folder is, once.
+    assert "._copy.jpg" not in reasons and "._copy.jpg" not in ignored
+    # The warning counts the real problems only.
+    n_problems = sum(outcome == SKIPPED for outcome in expected.values())
+    assert f"{n_problems} files were skipped" in " ".join(report.warnings)
+    assert len(report.skipped) == n_problems
     # The loop was reported, not walked: no photo is listed twice.
     used = [p for p, _ in report.train + report.val]
     assert len(used) == len(set(used))
@@ -328,6 +405,9 @@ def test_odd_folder_report_text_and_round_trip(odd):
     text = report.format_text()
     for line in ("empty_class", "empty file (0 bytes)", "symlink loop / broken link", "Warnings"):
         assert line in text
+    assert f"Ignored {len(report.ignored)} hidden or system files that computers make by themselves (" in text
+    assert ".DS_Store" not in text.split("Ignored")[0]  # not among the skipped files
+    assert "\r" not in text  # Icon\r, a Mac folder icon, is shown without its carriage return
     data = json.loads(json.dumps(report.to_dict()))
     assert data["can_train"] is True and data["num_images"] == report.num_images
     again = ScanReport.from_dict(data)
