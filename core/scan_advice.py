@@ -86,6 +86,14 @@ def own_splits_pooled(with_split: list[str], without: list[str]) -> str:
     )
 
 
+def picture_sets(root: str, sets: list[str]) -> str:
+    """The chosen folder holds whole picture sets (hymenoptera/train/ants, clothes/train/hat), not classes."""
+    return (
+        f"The folder {root} holds {how_many(len(sets), 'picture set')} ({_folders(sets)}), each with its own "
+        f"train/ and val/ folders of classes: choose one of them, for example {os.path.join(root, sets[0])}."
+    )
+
+
 def unused_in_classes(unused: list[str], split_folders: dict[str, str]) -> str:
     """Class first: folders inside class folders beside their train/ and val/ (ants/old), which are not used."""
     are = "The folder {} was" if len(unused) == 1 else "The folders {} were"

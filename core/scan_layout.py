@@ -17,7 +17,7 @@ from .choices import FOLDER as CHOICES_FOLDER
 from .curation import JOURNAL, SET_ASIDE_DIR
 from .errors import UserError
 from .images import IMAGE_EXTENSIONS
-from .scan_advice import VAL_NAMES, own_splits_pooled, unused_in_classes
+from .scan_advice import VAL_NAMES, own_splits_pooled, picture_sets, unused_in_classes
 from .scan_report import SkippedFile
 
 # Names that operating systems, file managers and archivers drop into folders
@@ -139,6 +139,10 @@ def find_layout(root: str, val_fraction: float, skipped: list[SkippedFile]) -> L
         ]
         return Layout("random", {}, {"all": os.path.join(root, train_name)}, top_dirs, top_files, loose, warns)
     inside = _splits_inside(root, top_dirs)
+    sets = [name for name, own in inside.items() if own.holds_class_folders]
+    if len(sets) >= 2 and len(sets) == len(top_dirs):
+        raise DataFolderError(picture_sets(root, sets))
+    inside = {name: own for name, own in inside.items() if name not in sets}
     if len(top_dirs) >= 2 and len(inside) == len(top_dirs):
         return _class_first(root, top_dirs, top_files, inside, skipped)
     warns = []
@@ -155,6 +159,8 @@ class _OwnSplit:
     dirs: list[str]
     files: list[str]
     hidden: list[SkippedFile]  # its hidden folders, recorded only if the layout is class first
+    # Its train/ holds folders and no file: a whole picture set (hymenoptera/train/ants), not a class.
+    holds_class_folders: bool = False
 
 
 def _splits_inside(root: str, class_names: list[str]) -> dict[str, _OwnSplit]:
@@ -168,7 +174,11 @@ def _splits_inside(root: str, class_names: list[str]) -> dict[str, _OwnSplit]:
             continue
         names = split_names(dirs)
         if names:
-            found[name] = _OwnSplit(names, dirs, files, hidden)
+            try:
+                inner_dirs, inner_files = list_dir(os.path.join(root, name, names["train"]), [])
+            except OSError:
+                inner_dirs, inner_files = [], []
+            found[name] = _OwnSplit(names, dirs, files, hidden, bool(inner_dirs) and not inner_files)
     return found
 
 

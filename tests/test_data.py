@@ -275,6 +275,22 @@ def test_class_folders_of_which_only_some_hold_train_and_val_say_their_split_is_
     )
 
 
+def test_a_folder_holding_whole_picture_sets_says_to_choose_one(hymenoptera, tmp_path):
+    # downloads/ holding hymenoptera/train/ants/... and insects/train/ants/...: each subfolder holds
+    # train/ and val/ like a class folder with its own split, but those hold classes, not pictures.
+    for name in ("hymenoptera", "insects"):
+        for split in ("train", "val"):
+            for cls in ("ants", "bees"):
+                copy_photos(hymenoptera / split / cls, tmp_path / name / split / cls, 2)
+    with pytest.raises(DataFolderError) as raised:
+        scan_folder(str(tmp_path))
+    assert str(raised.value) == (
+        f"The folder {tmp_path} holds 2 picture sets (hymenoptera/ and insects/), each with its own train/ and val/ "
+        f"folders of classes: choose one of them, for example {tmp_path / 'hymenoptera'}."
+    )
+    assert scan_with_deadline(tmp_path / "insects").classes == ["ants", "bees"]  # as it says
+
+
 # --------------------------------------------------------------------------
 # Folders that cannot be trained on, or not scanned at all
 
