@@ -336,7 +336,11 @@ def test_lr_find_of_a_head_alone_sweeps_until_the_loss_blows_up_and_says_how_it_
     monkeypatch.setenv("TRANSFER_STUDIO_CACHE", str(tmp_path / "cache"))
     config = TrainConfig(data_dir=str(hymenoptera), backbone="mobilenet_v2", optimizer="sgd", device="cpu")
     result = lr_find(config)
-    assert result.exploded and result.lrs[-1] > 10, (result.lrs[-1], result.losses[-5:])
+    # Where a head that fits its pictures (losses near 0) blows up is chance: about 300 for this seed
+    # in float32, 1.25 with features computed in bf16, 0.34 or past 800 for other seeds. What holds:
+    # the sweep may go past fastai's 10, and it ends where the loss is worse than the untrained head's.
+    assert result.end_lr == 1000 and result.exploded, (result.lrs[-1], result.raw_losses[-5:])
+    assert result.raw_losses[-1] > result.raw_losses[0] > 10 * min(result.raw_losses), result.raw_losses[-5:]
     assert result.falling[0] < result.suggestion < result.falling[1] < result.lrs[-1]
     assert "the stretch where the loss keeps falling" in result.words and "blew up" in result.words
     assert "falls fastest" in result.words and "from the whole stretch" in result.words
