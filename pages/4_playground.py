@@ -187,8 +187,8 @@ def _unreadable_warning(rows: list[dict]) -> None:
 
 # The folder table's columns in px: together 555, inside the 562 px a page gives a table in a 1024 px window with
 # the sidebar open (they widen with a wider window). "Problem" only appears when a file could not be read.
-RESULT_WIDTHS = {"Picture": 185, "It looks like": 120, "Sure": 70, "Also possible": 180}
-WITH_PROBLEMS = {"Picture": 150, "It looks like": 95, "Sure": 65, "Also possible": 120, "Problem": 125}
+RESULT_WIDTHS = {"Picture": 175, "It looks like": 120, "Sure": 80, "Also possible": 180}
+WITH_PROBLEMS = {"Picture": 140, "It looks like": 90, "Sure": 80, "Also possible": 120, "Problem": 125}
 TABLE_MOST_PX = 720  # rows made tall by long class names scroll inside the table past this height
 
 
