@@ -185,34 +185,60 @@ def _unreadable_warning(rows: list[dict]) -> None:
     )
 
 
+# The folder table's columns in px: together 555, inside the 562 px a page gives a table in a 1024 px window with
+# the sidebar open (they widen with a wider window). "Problem" only appears when a file could not be read.
+RESULT_WIDTHS = {"Picture": 175, "It looks like": 120, "Sure": 80, "Also possible": 180}
+WITH_PROBLEMS = {"Picture": 140, "It looks like": 90, "Sure": 80, "Also possible": 120, "Problem": 125}
+TABLE_MOST_PX = 720  # rows made tall by long class names scroll inside the table past this height
+
+
 def _results_table(rows: list[dict], k: int) -> None:
-    """What the model says of each picture, in columns that fit the page of a 1280 px window
-    (they widen with a wider one): a long path is cut at its column's edge, the CSV has it whole."""
+    """What the model says of each picture, each thing once: its surest class,
+    how sure, and the other classes of its `k` most likely. Rows are as tall
+    as a long class name needs to show whole; a long path is cut at its
+    column's edge (the CSV has it whole)."""
     problems = any(r["error"] for r in rows)
-    table = pd.DataFrame(
-        [
-            {
-                "Picture": r["file"],
-                "It looks like": r["top_class"] or "–",
-                "Sure": None if r["confidence"] is None else 100 * r["confidence"],
-                f"Top {k}": "; ".join(f"{c} {p:.0%}" for c, p in r["top"]),
-                **({"Problem": _why(r)} if problems else {}),
-            }
-            for r in rows
-        ]
-    )
+    widths = WITH_PROBLEMS if problems else RESULT_WIDTHS
+    if k < 2:
+        widths = {name: width for name, width in widths.items() if name != "Also possible"}
+    cells = [
+        {
+            "Picture": r["file"],
+            "It looks like": r["top_class"] or "–",
+            "Sure": None if r["confidence"] is None else 100 * r["confidence"],
+            "Also possible": "; ".join(f"{c} {p:.0%}" for c, p in r["top"][1:]),
+            "Problem": _why(r),
+        }
+        for r in rows
+    ]
+    table = pd.DataFrame([{name: cell[name] for name in widths} for cell in cells])
+    size = widgets.whole_rows({name: list(table[name]) for name in widths if name not in ("Picture", "Sure")}, widths)
+    if size:
+        size["height"] = min(size["height"], TABLE_MOST_PX)
     st.dataframe(
         table,
         hide_index=True,
+        **size,
         column_config={
             "Picture": st.column_config.TextColumn(
-                width=225 if problems else 330,
+                width=widths["Picture"],
                 help="Where the picture is in the folder. Drag the column's edge to see a long name whole.",
             ),
-            "It looks like": st.column_config.TextColumn(width=90),
-            "Sure": st.column_config.ProgressColumn(format="%.0f%%", min_value=0, max_value=100, width=80),
-            f"Top {k}": st.column_config.TextColumn(width=210 if problems else 310),
-            "Problem": st.column_config.TextColumn(width=210, help="Why the file could not be read as a picture."),
+            "It looks like": st.column_config.TextColumn(width=widths["It looks like"], help="Its answer."),
+            "Sure": st.column_config.ProgressColumn(
+                format="%.0f%%",
+                min_value=0,
+                max_value=100,
+                width=widths["Sure"],
+                help="How sure it is of its answer.",
+            ),
+            "Also possible": st.column_config.TextColumn(
+                width=widths.get("Also possible"),
+                help=f"The next most likely classes (it lists {k} in all: Classes per picture), and how sure of each.",
+            ),
+            "Problem": st.column_config.TextColumn(
+                width=widths.get("Problem"), help="Why the file could not be read as a picture."
+            ),
         },
     )
 

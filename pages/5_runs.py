@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.config import setting_label, settings_without_effect
+from core.counts import how_many
 from core.errors import UserError, friendly
 from core.jobs import ACTIVE
 from core.runs import made_by_us
@@ -30,14 +31,29 @@ def _live_state(run, mgr, alive: set) -> str:
     return run.state
 
 
-WHAT_LEARNED_WIDTH = 170
+# The columns' widths in px: together 790, inside the 818 px a page gives a table in a 1280 px window with the
+# sidebar open (nine columns took 965: the folder's name was cut off and the table scrolled sideways).
+WIDTHS = {"Started": 95, "Network": 125, "What learned": 210, "Pictures": 105, "Accuracy": 95, "Status": 80, "Time": 80}
+
+
+def _state_cell(summary: dict, run_state: str) -> str:
+    """The run's state and, where it ended or is still short of its planned
+    epochs (stopped, failed, stopped early, training now), how many it has
+    finished: "stopped, 3 of 10 epochs". A model adapted to new pictures
+    trained none."""
+    word, done, planned = words.state_word(run_state), summary.get("epochs_done") or 0, summary.get("epochs")
+    if summary.get("adapted_from") or run_state == "queued" or not planned or done >= planned:
+        return word
+    return f"{word}, {done} of {how_many(planned, 'epoch')}"
 
 
 def runs_table(runs: list, states: dict) -> None:
-    """One row per run. "What learned" says, as the run pickers do, what tells
-    a run apart from others of its network learning the same way, on as many
-    lines as it needs; a model adapted to new pictures trained no epochs, and
-    its time is the adaptation's (Run.summary)."""
+    """One row per run, with what a person picks a run by. "What learned"
+    says, as the run pickers do, what tells a run apart from others of its
+    network learning the same way, on as many lines as it needs; a model
+    adapted to new pictures trained no epochs, and its time is the
+    adaptation's (Run.summary). The run's folder is a hidden column (the
+    table's menu shows it; the opened run's heading says it)."""
     rows, told = [], words.run_differences(runs)
     for run in runs:
         s = run.summary()
@@ -45,12 +61,11 @@ def runs_table(runs: list, states: dict) -> None:
         rows.append(
             {
                 "Started": words.fmt_when(s.get("created")),
-                "Status": words.state_word(states[run.name]),
                 "Network": words.backbone_title(s["backbone"]),
                 "What learned": words.what_learned(s["strategy"], bool(s.get("adapted_from")), told[run.name]),
                 "Pictures": Path(s["data"]).name if s.get("data") else "?",
-                "Best val accuracy": None if acc is None or acc < 0 else 100 * acc,
-                "Epochs": "none" if s.get("adapted_from") else f"{s.get('epochs_done') or 0} of {s.get('epochs')}",
+                "Accuracy": None if acc is None or acc < 0 else 100 * acc,
+                "Status": _state_cell(s, states[run.name]),
                 "Time": words.fmt_duration(s.get("seconds")) if s.get("seconds") else "–",
                 "Run": s["run"],  # its folder's name, for finding it on disk
             }
@@ -58,28 +73,33 @@ def runs_table(runs: list, states: dict) -> None:
     st.dataframe(
         pd.DataFrame(rows),
         hide_index=True,
-        **widgets.whole_cells([r["What learned"] for r in rows], WHAT_LEARNED_WIDTH),
-        column_config={  # widths that fit the page's 840 px in a 1300 px window, the folder name last
-            "Started": st.column_config.TextColumn(width=95),
-            "Status": st.column_config.TextColumn(width=75),
-            "Network": st.column_config.TextColumn(width=115),
-            "What learned": st.column_config.TextColumn(width=WHAT_LEARNED_WIDTH),
-            "Pictures": st.column_config.TextColumn(width=80),
-            "Best val accuracy": st.column_config.ProgressColumn(
-                "Accuracy",
+        **widgets.whole_rows({name: [r[name] for r in rows] for name in WIDTHS if name != "Accuracy"}, WIDTHS),
+        column_config={
+            "Started": st.column_config.TextColumn(width=WIDTHS["Started"]),
+            "Network": st.column_config.TextColumn(width=WIDTHS["Network"]),
+            "What learned": st.column_config.TextColumn(width=WIDTHS["What learned"]),
+            "Pictures": st.column_config.TextColumn(
+                width=WIDTHS["Pictures"], help="The folder of pictures it learned from."
+            ),
+            "Accuracy": st.column_config.ProgressColumn(
                 format="%.1f%%",
                 min_value=0,
                 max_value=100,
-                width=105,
+                width=WIDTHS["Accuracy"],
                 help="Share of the validation pictures the best epoch got right.",
             ),
-            "Epochs": st.column_config.TextColumn(
-                width=65, help=f"Epochs it trained, of those planned. Models {words.ADAPTED} trained none."
+            "Status": st.column_config.TextColumn(
+                width=WIDTHS["Status"],
+                help="Finished, training, stopped or failed; where it ended short of the epochs it planned, how "
+                f"many it finished. Models {words.ADAPTED} trained none.",
             ),
             "Time": st.column_config.TextColumn(
-                width=60, help=f"How long it trained; for models {words.ADAPTED}, how long adapting took."
+                width=WIDTHS["Time"], help=f"How long it trained; for models {words.ADAPTED}, how long adapting took."
             ),
-            "Run": st.column_config.TextColumn("Folder", width=200, help="The run's folder in the runs folder."),
+            "Run": {
+                **st.column_config.TextColumn("Folder", help="The run's folder in the runs folder."),
+                "hidden": True,
+            },
         },
     )
 

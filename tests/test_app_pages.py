@@ -429,10 +429,10 @@ def test_stop_then_resume_from_the_runs_page(env, small_data):
     assert "resume it with the button below" in _texts(at.info) and _button(at, "Resume")
 
     _goto(at, RUNS)
-    assert "stopped" in list(at.dataframe[0].value["Status"])
-    # The stopped run's curves span the epochs it did, not the 12 it was set for.
+    # The stopped run's curves span the epochs it did, not the 12 it was set for; the table says how many.
     (metrics,) = (env / "runs").glob("*/metrics.jsonl")
     done = len(metrics.read_text().splitlines())
+    assert list(at.dataframe[0].value["Status"]) == [f"stopped, {done} of 12 epochs"]
     for chart in at.get("plotly_chart"):
         assert json.loads(chart.proto.spec)["layout"]["xaxis"]["range"] == [0, done + 0.1]
     _button(at, "Resume").click().run()
@@ -456,7 +456,7 @@ def test_a_failed_download_is_explained(env, small_data, empty_torch_home):
     assert "Traceback" not in message
 
     _goto(at, RUNS)
-    assert "failed" in list(at.dataframe[0].value["Status"])
+    assert re.fullmatch(r"failed, 0 of \d+ epochs", at.dataframe[0].value["Status"][0])
     assert "This run failed" in _texts(at.error)
 
 
@@ -506,6 +506,13 @@ def test_runs_page_lists_opens_and_deletes_with_confirmation(env, with_run):
     assert list(table["Run"]) == [with_run.name]
     assert list(table["Status"]) == ["finished"]
     assert list(table["Network"]) == ["EfficientNet-Lite0"]
+    # Its columns add up to less than the 818 px a page has in a 1280 px window; the folder's name is hidden
+    # (the table's menu shows it again), as the opened run's heading says it.
+    columns = json.loads(at.dataframe[0].proto.columns)
+    shown = [c for c in table.columns if not columns.get(c, {}).get("hidden")]
+    assert shown == ["Started", "Network", "What learned", "Pictures", "Accuracy", "Status", "Time"]
+    assert sum(columns[c]["width"] for c in shown) <= 800, columns
+    assert columns["Run"]["label"] == "Folder" and with_run.name in _texts(at.caption).replace("\\", "")
     assert "How well each class is recognised" in _texts(at.markdown)
     per_class = at.dataframe[1].value
     assert list(per_class["Class"]) == list(PHOTO_CLASSES)

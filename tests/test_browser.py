@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.folders import PHOTO_CLASSES
+from tests.folders import PACKAGED_BACKBONE, PHOTO_CLASSES
 from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, streamlit_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -276,15 +276,26 @@ def _fits_the_page(page, locator) -> None:
     assert box["x"] + box["width"] <= main["x"] + main["width"] + 1, (box, main)
 
 
-def test_pictures_and_tables_fit_a_1280_px_window(app_server, small_data, linear_probe_run, tmp_path):
+def _no_sideways_scroll(table) -> None:
+    """Glide's scroller inside a table: wider content would scroll sideways, its last columns out of sight."""
+    scroll, shown = table.locator(".dvn-scroller").evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert scroll <= shown + 1, f"the table's columns are {scroll} px wide in {shown} px"
+
+
+def test_pictures_and_tables_fit_a_1280_px_window(app_server, small_data, linear_probe_run, trained_run, tmp_path):
     """In a 1280 px window: the Data page's six pictures of each class are one row (a list of images
-    wrapped as five, then one alone); the Playground's table of a folder's results and its warning of
-    unreadable files with long names stay inside the page."""
+    wrapped as five, then one alone); the Playground's table of a folder's results (at 1024 px too) and
+    its warning of unreadable files with long names stay inside the page; so does the Runs table, with
+    two runs told apart by their settings in tall rows."""
     from playwright.sync_api import expect, sync_playwright
 
     app_server["fresh"] = False
-    run = Path(app_server["folder"]) / "runs" / f"{linear_probe_run.name}-layout"
-    shutil.copytree(linear_probe_run, run)
+    faster = trained_run(
+        small_data, backbone=PACKAGED_BACKBONE, strategy="linear", epochs=1, lr=0.01, device="cpu", seed=0
+    )
+    runs = [Path(app_server["folder"]) / "runs" / f"{r.name}-layout" for r in (linear_probe_run, faster)]
+    for made, copy in zip((linear_probe_run, faster), runs):
+        shutil.copytree(made, copy)
     folder = tmp_path / "photos-from-the-school-trip-to-the-botanical-garden"
     shutil.copytree(small_data / "val", folder)
     for i in range(5):  # five files that are not pictures, with long names
@@ -328,15 +339,28 @@ def test_pictures_and_tables_fit_a_1280_px_window(app_server, small_data, linear
             table = page.get_by_test_id("stDataFrame").first
             expect(table).to_contain_text("It looks like")
             _fits_the_page(page, table)
-            # Glide's scroller inside the table: wider content would scroll sideways, its last columns out of sight.
-            scroll, shown = table.locator(".dvn-scroller").evaluate("e => [e.scrollWidth, e.clientWidth]")
-            assert scroll <= shown + 1, f"the table's columns are {scroll} px wide in {shown} px"
+            _no_sideways_scroll(table)
             expect(table).to_contain_text("Problem")  # the last column, in sight
             _no_error_boxes(page)
             _shot(page, "8-playground-folder-1280.png")
+            page.set_viewport_size({"width": 1024, "height": 900})  # a small laptop's window, the sidebar still open
+            page.wait_for_timeout(1000)
+            _fits_the_page(page, table)
+            _no_sideways_scroll(table)
+            _shot(page, "8-playground-folder-1024.png")
+            page.set_viewport_size({"width": 1280, "height": 900})
+
+            _nav(page, "Runs")
+            table = page.get_by_test_id("stDataFrame").first
+            expect(table).to_contain_text("1 epoch, learning rate: 0.01", timeout=60_000)
+            _fits_the_page(page, table)
+            _no_sideways_scroll(table)
+            _no_error_boxes(page)
+            _shot(page, "8-runs-1280.png")
         except Exception:
             _shot(page, "failure.png")
             raise
         finally:
             browser.close()
-            shutil.rmtree(run)
+            for copy in runs:
+                shutil.rmtree(copy)

@@ -182,6 +182,12 @@ def test_playground_shows_where_it_looked_and_names_a_folder(env, with_run, smal
     table = next(d.value for d in at.dataframe if "It looks like" in d.value.columns)
     assert len(table) == 17
     assert set(table["It looks like"]) <= {*PHOTO_CLASSES, "–"}
+    # Each thing once: the answer, how sure, then the other two of its three likeliest ("Top 3" began with the
+    # answer again, and was the column cut off).
+    assert list(table.columns) == ["Picture", "It looks like", "Sure", "Also possible", "Problem"]
+    for said, others in zip(table["It looks like"], table["Also possible"]):
+        if said != "–":
+            assert said not in [o.rsplit(" ", 1)[0] for o in others.split("; ")] and others.count("%") == 2, others
     # Named with its reason in the warning, as well as in the table's Problem column.
     assert "could not be read as a picture: shoes/notes.jpg (not an image (text file named .jpg))" in _texts(
         at.warning

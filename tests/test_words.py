@@ -416,6 +416,14 @@ def test_short_counts_agree_with_the_exact_ones_beside_them():
     ]
 
 
+def test_durations_under_a_second_do_not_read_as_nothing():
+    """A tiny training took 0.29 s: the Runs and Compare tables said "0 s"."""
+    shown = [words.fmt_duration(s) for s in (0.29, 0.04, 0.94, 0.96, 0, 45.4, 125, 3780, None, float("nan"))]
+    assert shown == ["0.3 s", "0.1 s", "0.9 s", "1 s", "0 s", "45 s", "2 min 05 s", "1 h 03 min", "–", "–"]
+    # As the Train page says a time left.
+    assert words.fmt_time_left({"eta_seconds": 0.29, "eta_at_least": True}) == "at least 0.3 s"
+
+
 def test_markdown_text_escapes_names_but_keeps_web_addresses_working():
     # A name stays the characters it is ...
     assert words.md_text("[click](x) *big* ~gone~ $x$") == r"\[click\](x) \*big\* \~gone\~ \$x\$"

@@ -143,3 +143,10 @@ def whole_cells(texts: list[str], width: int, rows_shown: int = 10) -> dict:
         return {}
     row = max(_WRAPPING_ROW_PX, lines * _LINE_PX + 10)
     return {"row_height": row, "height": _HEADER_PX + min(len(texts), rows_shown) * row + 3}
+
+
+def whole_rows(columns: dict[str, list[str]], widths: dict[str, int], rows_shown: int = 10) -> dict:
+    """whole_cells for several columns of one table (`columns`: each one's
+    cells, `widths`: each one's px): rows as tall as the tallest cell needs."""
+    sizes = [whole_cells(texts, widths[name], rows_shown) for name, texts in columns.items()]
+    return max(sizes, key=lambda size: size.get("row_height", 0), default={})

@@ -102,8 +102,12 @@ def fmt_time_left(snap: dict) -> str:
 
 
 def fmt_duration(seconds: float | None) -> str:
+    """A duration as people say it: "0.3 s" (a tiny training took that: rounded to
+    whole seconds it read "0 s"), "45 s", "2 min 05 s", "1 h 03 min"; "–" when unknown."""
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "–"
+    if 0 < seconds < 0.95:  # below what rounds to 1 s: tenths, at least one
+        return f"{max(seconds, 0.1):.1f} s"
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
         return f"{seconds} s"
