@@ -28,6 +28,7 @@ from PIL import Image
 from .errors import UserError
 from .images import HEIC_EXTENSIONS, HEIC_HINT, IMAGE_EXTENSIONS, verify_image
 from .names import free_name, safe_name
+from .scan_layout import is_hidden_or_system
 
 # What a zip of pictures may unpack: 2 GB is tens of thousands of photos, more
 # than a class project needs; past it, unpack it yourself and type its folder.
@@ -163,7 +164,7 @@ def _members(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, list[str]]]:
         parts = [p for p in PurePosixPath(info.filename.replace("\\", "/")).parts if p not in ("", ".")]
         if not parts or any(p == ".." for p in parts) or info.filename.startswith("/"):
             continue
-        if any(p.startswith(".") or p.lower() == "__macosx" for p in parts):
+        if any(is_hidden_or_system(p) for p in parts):  # as the scan would leave them out: not unpacked
             continue
         members.append((info, parts))
     # Drop wrapping folders ("photos/cats/1.jpg" -> "cats/1.jpg"), judged by

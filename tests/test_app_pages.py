@@ -234,6 +234,8 @@ def test_data_page_unpacks_an_uploaded_zip(env, small_data):
         for f in sorted(small_data.rglob("*.jpg")):
             zf.write(f, Path("my photos") / f.relative_to(small_data))  # a wrapping folder, as zips often have
         zf.writestr("__MACOSX/._junk", b"junk")
+        zf.writestr("my photos/train/hat/Thumbs.db", b"a thumbnail cache")  # what computers leave: not unpacked
+        zf.writestr("my photos/val/shoes/desktop.ini", b"[.ShellClassInfo]")
         zf.writestr("../escape.jpg", b"never written outside")
     at = _app()
     at.text_input(key="upload_folder").set_value("insects").run()
@@ -244,6 +246,7 @@ def test_data_page_unpacks_an_uploaded_zip(env, small_data):
     target = env / "data" / "insects"
     assert sorted(p.name for p in target.iterdir()) == ["train", "val"]
     assert not (env / "data" / "escape.jpg").exists()
+    assert not [p for p in target.rglob("*") if p.name.lower() in ("thumbs.db", "desktop.ini")]
     assert "Ready to train" in _texts(at.success)
     assert {m.label: m.value for m in at.metric}["Classes"] == "4"
 
