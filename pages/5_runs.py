@@ -12,7 +12,7 @@ from core.counts import how_many
 from core.errors import UserError, friendly
 from core.jobs import ACTIVE
 from core.runs import made_by_us
-from ui import adapt_view, bookmarks, charts, fixes, follow_view, resources, state, widgets, words
+from ui import adapt_view, bookmarks, charts, fixes, follow_view, page_width, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_RUNS)  # a bookmark opened first on a fresh server
 st.title(":material/history: Runs")
@@ -34,6 +34,10 @@ def _live_state(run, mgr, alive: set) -> str:
 # The columns' widths in px: together 790, inside the 818 px a page gives a table in a 1280 px window with the
 # sidebar open (nine columns took 965: the folder's name was cut off and the table scrolled sideways).
 WIDTHS = {"Started": 95, "Network": 125, "What learned": 210, "Pictures": 105, "Accuracy": 95, "Status": 80, "Time": 80}
+# In a narrower page (562 px in a 1024 px window with the sidebar open): the columns a person picks a run by, at
+# these widths, as many as fit (ui.page_width); when it started and how long it took are left out first.
+SMALL_WINDOW = {**WIDTHS, "What learned": 170, "Pictures": 85, "Accuracy": 90}
+NEEDED_FIRST = ["What learned", "Network", "Accuracy", "Pictures", "Status", "Started", "Time"]
 
 
 def _state_cell(summary: dict, run_state: str) -> str:
@@ -47,8 +51,9 @@ def _state_cell(summary: dict, run_state: str) -> str:
     return f"{word}, {done} of {how_many(planned, 'epoch')}"
 
 
-def runs_table(runs: list, states: dict) -> None:
-    """One row per run, with what a person picks a run by. "What learned"
+def runs_table(runs: list, states: dict, page: int | None = None) -> None:
+    """One row per run, with what a person picks a run by, in the columns that
+    fit a page `page` px wide (every one while that is not known). "What learned"
     says, as the run pickers do, what tells a run apart from others of its
     network learning the same way, on as many lines as it needs; a model
     adapted to new pictures trained no epochs, and its time is the
@@ -70,38 +75,40 @@ def runs_table(runs: list, states: dict) -> None:
                 "Run": s["run"],  # its folder's name, for finding it on disk
             }
         )
+    shown, widths, left_out = page_width.columns_for(page, WIDTHS, SMALL_WINDOW, NEEDED_FIRST)
+    config = {
+        "Started": st.column_config.TextColumn(),
+        "Network": st.column_config.TextColumn(),
+        "What learned": st.column_config.TextColumn(),
+        "Pictures": st.column_config.TextColumn(help="The folder of pictures it learned from."),
+        "Accuracy": st.column_config.ProgressColumn(
+            format="%.1f%%",
+            min_value=0,
+            max_value=100,
+            help="Share of the validation pictures the best epoch got right.",
+        ),
+        "Status": st.column_config.TextColumn(
+            help="Finished, training, stopped or failed; where it ended short of the epochs it planned, how "
+            f"many it finished. Models {words.ADAPTED} trained none.",
+        ),
+        "Time": st.column_config.TextColumn(
+            help=f"How long it trained; for models {words.ADAPTED}, how long adapting took."
+        ),
+    }
     st.dataframe(
-        pd.DataFrame(rows),
+        pd.DataFrame(rows)[[*shown, "Run"]],
         hide_index=True,
-        **widgets.whole_rows({name: [r[name] for r in rows] for name in WIDTHS if name != "Accuracy"}, WIDTHS),
+        **widgets.whole_rows({name: [r[name] for r in rows] for name in shown if name != "Accuracy"}, widths),
         column_config={
-            "Started": st.column_config.TextColumn(width=WIDTHS["Started"]),
-            "Network": st.column_config.TextColumn(width=WIDTHS["Network"]),
-            "What learned": st.column_config.TextColumn(width=WIDTHS["What learned"]),
-            "Pictures": st.column_config.TextColumn(
-                width=WIDTHS["Pictures"], help="The folder of pictures it learned from."
-            ),
-            "Accuracy": st.column_config.ProgressColumn(
-                format="%.1f%%",
-                min_value=0,
-                max_value=100,
-                width=WIDTHS["Accuracy"],
-                help="Share of the validation pictures the best epoch got right.",
-            ),
-            "Status": st.column_config.TextColumn(
-                width=WIDTHS["Status"],
-                help="Finished, training, stopped or failed; where it ended short of the epochs it planned, how "
-                f"many it finished. Models {words.ADAPTED} trained none.",
-            ),
-            "Time": st.column_config.TextColumn(
-                width=WIDTHS["Time"], help=f"How long it trained; for models {words.ADAPTED}, how long adapting took."
-            ),
+            **{name: {**config[name], "width": widths[name]} for name in shown},
             "Run": {
                 **st.column_config.TextColumn("Folder", help="The run's folder in the runs folder."),
                 "hidden": True,
             },
         },
     )
+    if left_out:
+        st.caption(page_width.left_out_note(left_out))
 
 
 def run_heading(run, run_state: str, elsewhere: bool = False) -> None:
@@ -353,7 +360,7 @@ def main() -> None:
         return
     alive = mgr.alive_run_dirs()
     states = {run.name: _live_state(run, mgr, alive) for run in runs}
-    runs_table(runs, states)
+    runs_table(runs, states, page_width.main_width())
     run = widgets.pick_run(runs, key="open_run", label="Open a run", help="Shows the run's results below.")
     run_heading(run, states[run.name], elsewhere=str(run.path.resolve()) not in alive)
     fixes.fix_notes()

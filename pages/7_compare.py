@@ -14,7 +14,7 @@ from core.devices import pick_device
 from core.errors import friendly
 from core.jobs import ACTIVE
 from core.runs import Run
-from ui import bookmarks, charts, live, networks, resources, state, widgets, words
+from ui import bookmarks, charts, live, networks, page_width, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_COMPARE)  # a bookmark opened first on a fresh server
 st.title(":material/leaderboard: Compare")
@@ -139,21 +139,25 @@ def sweep_progress(paths: list[str], rows: list[dict], states: dict, mgr) -> Non
     st.progress(done / max(1, total), text=text)
 
 
-# The leaderboard's columns and their widths in pixels: together they fit the
-# 840 px a centred page gives a table in a 1300 px window (eleven columns did
-# not: the last ones hid past a sideways scroll). "Pictures" only appears when
-# the runs learned from different folders, and then "What learned" narrows.
+# The leaderboard's columns and their widths in pixels. Together they fit the 818 px a page gives a table in a
+# 1280 px window with the sidebar open (eleven columns did not: the last ones hid past a sideways scroll; with
+# "Pictures" they took 830). "Pictures" only appears when the runs learned from different folders, and then
+# "What learned" narrows.
 BOARD_WIDTHS = {
-    "Network": 130,
+    "Network": 125,
     "What learned": 200,
     "Pictures": 90,
-    "Accuracy": 110,
+    "Accuracy": 100,
     words.F1_LABEL: 100,
-    "Training": 95,
+    "Training": 90,
     "Speed": 70,
     "Started": 95,
 }
-NARROWER = {"What learned": 140}  # with "Pictures" shown
+NARROWER = {"What learned": 140}  # with "Pictures" shown: 810 px in all
+# In a narrower page (562 px in a 1024 px window with the sidebar open) the columns a person needs most, at
+# these widths, as many as fit (ui.page_width): which run, how well it did, then the rest.
+SMALL_WINDOW = {**BOARD_WIDTHS, "What learned": 150, "Pictures": 85, "Accuracy": 90, "Speed": 65}
+NEEDED_FIRST = ["Network", "What learned", "Accuracy", "Pictures", words.F1_LABEL, "Speed", "Training", "Started"]
 
 
 def _training(row: dict, state: str | None) -> str:
@@ -221,9 +225,8 @@ BOARD_HELP = {
 RIGHT_ALIGNED = (words.F1_LABEL, "Training", "Speed")
 
 
-def board_columns(table: pd.DataFrame) -> dict:
-    """Each column's width (BOARD_WIDTHS) and what it means, as hover help on its name."""
-    widths = {**BOARD_WIDTHS, **(NARROWER if "Pictures" in table else {})}
+def board_columns(table: pd.DataFrame, widths: dict[str, int]) -> dict:
+    """Each column's width and what it means, as hover help on its name."""
     config = {
         column: st.column_config.TextColumn(
             width=widths[column], help=BOARD_HELP.get(column), alignment="right" if column in RIGHT_ALIGNED else None
@@ -236,12 +239,26 @@ def board_columns(table: pd.DataFrame) -> dict:
     return config
 
 
-def leaderboard_table(rows: list[dict], states: dict) -> None:
-    """The board; rows as tall as the longest "What learned" needs to show whole."""
+def leaderboard_table(rows: list[dict], states: dict, page: int | None) -> None:
+    """The board, with the columns that fit a page `page` px wide (every one
+    while that is not known); rows as tall as the longest name or "What
+    learned" needs to show whole."""
     table = board_frame(rows, states)
-    config = board_columns(table)
-    whole = widgets.whole_cells(list(table["What learned"]), config["What learned"]["width"])
+    wide = {**BOARD_WIDTHS, **(NARROWER if "Pictures" in table else {})}
+    columns, widths, left_out = page_width.columns_for(
+        page,
+        {c: wide[c] for c in table.columns},
+        {c: SMALL_WINDOW[c] for c in table.columns},
+        [c for c in NEEDED_FIRST if c in table],
+    )
+    table = table[columns]
+    config = board_columns(table, widths)
+    whole = widgets.whole_rows(
+        {c: list(table[c]) for c in ("Network", "What learned", "Pictures") if c in table}, widths
+    )
     st.dataframe(table, hide_index=True, column_config=config, **whole)
+    if left_out:
+        st.caption(page_width.left_out_note(left_out))
 
 
 def _folder_name(row: dict) -> str:
@@ -298,9 +315,10 @@ def compared_curves(paths: list[str]) -> None:
     st.caption(f"Solid lines: validation pictures. Dotted: training pictures. One colour per run. {no_curves}")
 
 
-def board(paths: list[str]) -> None:
-    """Leaderboard and curves of the chosen runs. Redrawn every 2 s while one of
-    them trains; once none does, the whole page is drawn again."""
+def board(paths: list[str], page: int | None) -> None:
+    """Leaderboard (for a page `page` px wide, ui.page_width) and curves of the
+    chosen runs. Redrawn every 2 s while one of them trains; once none does,
+    the whole page is drawn again."""
     mgr = resources.manager()
     alive = mgr.alive_run_dirs()
     training = [p for p in paths if str(Path(p).resolve()) in alive]
@@ -319,7 +337,7 @@ def board(paths: list[str]) -> None:
         states[Path(p).name] = job.state if job else None
 
     sweep_progress(paths, rows, states, mgr)
-    leaderboard_table(rows, states)
+    leaderboard_table(rows, states, page)
     networks.failed_run_notes(rows)
     leaderboard_notes(rows, busy)
     compared_curves(paths)
@@ -332,10 +350,10 @@ _CURVE_LAYOUT = dict(
 )
 
 
-def _board_safely(paths: list[str]) -> None:
+def _board_safely(paths: list[str], page: int | None) -> None:
     # A fragment rerun does not pass through app.py's error handler.
     with widgets.guard("Could not show the comparison"):
-        board(paths)
+        board(paths, page)
 
 
 def main() -> None:
@@ -363,6 +381,7 @@ def main() -> None:
             same_pictures = by_name[chosen[0]].config.get("data_dir")  # runs on other folders do not rank with it
             chosen = [n for n in chosen if by_name[n].config.get("data_dir") == same_pictures]
         st.session_state["compare_runs"] = [n for n in chosen if n in by_name]
+        page = page_width.main_width()  # outside the fragment: a new width redraws the whole page
         st.multiselect(
             "Runs to compare",
             list(by_name),
@@ -375,9 +394,9 @@ def main() -> None:
         if not paths:
             st.caption("Choose runs above to compare them.")
         elif any(str(Path(p).resolve()) in alive for p in paths):
-            st.fragment(run_every=2)(_board_safely)(paths)
+            st.fragment(run_every=2)(_board_safely)(paths, page)
         else:
-            _board_safely(paths)
+            _board_safely(paths, page)
     sweep_form()
 
 

@@ -516,6 +516,19 @@ def test_runs_page_lists_opens_and_deletes_with_confirmation(env, with_run):
     assert shown == ["Started", "Network", "What learned", "Pictures", "Accuracy", "Status", "Time"]
     assert sum(columns[c]["width"] for c in shown) <= 800, columns
     assert columns["Run"]["label"] == "Folder" and with_run.name in _texts(at.caption).replace("\\", "")
+    # In a 1024 px window the browser reports 562 px of page (ui.page_width): the columns a person picks a
+    # run by, narrower, in the same order; when it started and how long it took are left out, and it says so.
+    at.session_state["_page_width"] = 562
+    at.run()
+    narrow = at.dataframe[0].value
+    columns = json.loads(at.dataframe[0].proto.columns)
+    shown = [c for c in narrow.columns if not columns.get(c, {}).get("hidden")]
+    assert shown == ["Network", "What learned", "Pictures", "Accuracy", "Status"]
+    assert sum(columns[c]["width"] for c in shown) <= 562 - 4, columns
+    assert "the table leaves out Started and Time" in _texts(at.caption)
+    at.session_state["_page_width"] = 818
+    at.run()
+    assert list(at.dataframe[0].value.columns) == list(table.columns)
     assert "How well each class is recognised" in _texts(at.markdown)
     per_class = at.dataframe[1].value
     assert list(per_class["Class"]) == list(PHOTO_CLASSES)

@@ -11,6 +11,7 @@ test-artifacts/ (look at them).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import zipfile
@@ -357,6 +358,77 @@ def test_pictures_and_tables_fit_a_1280_px_window(app_server, small_data, linear
             _no_sideways_scroll(table)
             _no_error_boxes(page)
             _shot(page, "8-runs-1280.png")
+        except Exception:
+            _shot(page, "failure.png")
+            raise
+        finally:
+            browser.close()
+            for copy in runs:
+                shutil.rmtree(copy)
+
+
+def test_runs_and_compare_tables_fit_1280_and_1024_px_windows(app_server, small_data, linear_probe_run, trained_run):
+    """Compare's leaderboard of runs on two folders (its "Pictures" column shown) fits a 1280 px window with
+    the sidebar open. In a 1024 px one (562 px of page) the Runs table and the leaderboard keep the columns a
+    person picks a run by, leave out the others, say which, and do not scroll sideways; wider again, every
+    column is back."""
+    from playwright.sync_api import expect, sync_playwright
+
+    app_server["fresh"] = False
+    faster = trained_run(
+        small_data, backbone=PACKAGED_BACKBONE, strategy="linear", epochs=1, lr=0.01, device="cpu", seed=0
+    )
+    runs = [Path(app_server["folder"]) / "runs" / f"{r.name}-narrow" for r in (linear_probe_run, faster)]
+    for made, copy in zip((linear_probe_run, faster), runs):
+        shutil.copytree(made, copy)
+    config = json.loads((runs[1] / "config.json").read_text())  # the newer one learned from another folder
+    (runs[1] / "config.json").write_text(json.dumps({**config, "data_dir": str(small_data.parent / "garden-bugs")}))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(app_server["url"])
+            _nav(page, "Compare")
+            picker = page.get_by_test_id("stMultiSelect").filter(has_text="Runs to compare")
+            expect(picker).to_contain_text("garden-bugs", timeout=60_000)
+            picker.locator("input").fill("clothes")  # the run on the other folder too
+            page.get_by_role("option").filter(has_text="clothes").first.click()
+            page.keyboard.press("Escape")
+            table = page.get_by_test_id("stDataFrame").first
+            expect(table).to_contain_text("garden-bugs", timeout=60_000)  # a speed is timed first
+            expect(table).to_contain_text("Pictures")
+            expect(table).to_contain_text("Started")
+            _fits_the_page(page, table)
+            _no_sideways_scroll(table)
+            _shot(page, "9-compare-pictures-1280.png")
+
+            page.set_viewport_size({"width": 1024, "height": 900})  # a small laptop's window, the sidebar open
+            left_out = page.get_by_text("The window is narrow, so the table leaves out")
+            expect(left_out).to_contain_text("Training, Speed and Started", timeout=30_000)
+            expect(table).not_to_contain_text("Started")
+            for needed in ("Network", "What learned", "Pictures", "Accuracy"):
+                expect(table).to_contain_text(needed)
+            _fits_the_page(page, table)
+            _no_sideways_scroll(table)
+            _no_error_boxes(page)
+            _shot(page, "9-compare-1024.png")
+
+            _nav(page, "Runs")
+            expect(page.get_by_text("The window is narrow, so the table leaves out")).to_contain_text(
+                "Started and Time"
+            )
+            table = page.get_by_test_id("stDataFrame").first
+            for needed in ("Network", "What learned", "Pictures", "Accuracy", "Status"):
+                expect(table).to_contain_text(needed)
+            _fits_the_page(page, table)
+            _no_sideways_scroll(table)
+            _shot(page, "9-runs-1024.png")
+
+            page.set_viewport_size({"width": 1280, "height": 900})
+            expect(table).to_contain_text("Started", timeout=30_000)
+            expect(page.get_by_text("The window is narrow")).to_have_count(0)
+            _no_sideways_scroll(table)
         except Exception:
             _shot(page, "failure.png")
             raise

@@ -1,0 +1,96 @@
+"""How wide the page's main column is, as the browser measures it, so that a
+table can leave out the columns it has no room for.
+
+Streamlit tells Python nothing of the window. This is a tiny component
+(Streamlit's public `st.components.v2` API, like the camera's) with no
+picture of its own: it measures the column it sits in and reports its width
+in pixels as its state value "width", once when the page opens and again
+when the window or the sidebar changes it by 20 px or more (a scroll bar
+coming and going does not, so no page ever reruns back and forth). Until the
+browser has said (the first draw of a session, or the tests' AppTest), the
+width is unknown: None, and tables draw every column.
+
+`fitting` chooses, in the order a person needs them, the columns that fit.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+_JS = """
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  const known = (data && data.width) || null;
+  let probe = parentElement.querySelector("div.ts-width");  // parentElement may be a shadow root
+  if (!probe) {
+    probe = document.createElement("div");
+    probe.className = "ts-width";
+    parentElement.appendChild(probe);
+  }
+  const measure = () => {
+    const width = Math.floor(probe.getBoundingClientRect().width);
+    if (width > 0 && (known === null || Math.abs(width - known) >= 20)) setStateValue("width", width);
+  };
+  let timer = null;
+  const later = () => { clearTimeout(timer); timer = setTimeout(measure, 250); };
+  const observer = new ResizeObserver(later);
+  observer.observe(probe);
+  measure();
+  return () => { clearTimeout(timer); observer.disconnect(); };
+}
+"""
+
+_COMPONENT = st.components.v2.component("transfer_studio.page_width", js=_JS)
+_KNOWN = "_page_width"  # the last width the browser reported, kept across pages
+_BORDERS = 4  # a table's frame: its columns get the column's width less this
+
+
+def _reported() -> None:
+    """Callback: the width is in the component's state (read where it is drawn)."""
+
+
+def main_width() -> int | None:
+    """The page's main column in px, as last measured by the browser; None
+    until it has been. Draws the (invisible) measuring component."""
+    known = st.session_state.get(_KNOWN)
+    result = _COMPONENT(key="page_width", data={"width": known}, on_width_change=_reported)
+    width = result.get("width")
+    if isinstance(width, (int, float)) and width > 0:
+        st.session_state[_KNOWN] = known = int(width)
+    return known
+
+
+def fitting(needed_first: list[str], widths: dict[str, int], room: int) -> list[str]:
+    """Of the columns `needed_first` (most needed first), those that fit
+    `room` px at `widths`, taken in that order (one too wide for what is
+    left is passed over for a narrower one after it)."""
+    chosen, used = [], 0
+    for name in needed_first:
+        if used + widths[name] <= room:
+            chosen.append(name)
+            used += widths[name]
+    return chosen
+
+
+def columns_for(width: int | None, wide: dict[str, int], narrow: dict[str, int], needed_first: list[str]):
+    """A table's columns and their widths for a main column `width` px wide:
+    every one at its `wide` width where they all fit (or the width is not
+    known yet), else the most needed ones (`needed_first`) that fit at their
+    `narrow` widths, in the table's order. Returns (columns, widths, left out)."""
+    room = None if width is None else width - _BORDERS
+    if room is None or sum(wide.values()) <= room:
+        return list(wide), wide, []
+    keep = set(fitting(needed_first, narrow, room))
+    return [c for c in wide if c in keep], narrow, [c for c in wide if c not in keep]
+
+
+def left_out_note(left_out: list[str]) -> str:
+    """A caption's words for the columns a narrow window left out ("" for none)."""
+    if not left_out:
+        return ""
+    names = " and ".join([", ".join(left_out[:-1]), left_out[-1]] if len(left_out) > 1 else left_out)
+    one = len(left_out) == 1
+    return (
+        f":material/width: The window is narrow, so the table leaves out {names}. Widen the window, or close the "
+        f"sidebar (« at its top), to see {'it' if one else 'them'}."
+    )
