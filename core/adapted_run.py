@@ -52,6 +52,7 @@ from .run_lock import RunLock
 from .runs import ORIGIN_FILE, Run, RunStore, checkpoint_problem, open_run, owner, read_json
 from .scan_report import ScanReport
 
+SOURCE = "the run it was adapted from"  # what its blocks table, strategy and trained numbers describe
 STRATEGY_SLUG = "adapted"  # the new folder's name ends with it: the runs list shows where it came from
 # The source's status.json entries that describe a training this run did not do again.
 _NOT_COPIED = ("test_", "resume", "seconds_before_resume", "started", "ended", "updated", "reason", "pid", "host")
@@ -143,6 +144,50 @@ def origin_words(came: dict, name: Callable[[str], str] = str, folder: Callable[
     return f"Adapted from {source_words(came, name)}, to {pictures} {how}."
 
 
+def changed_numbers(model: nn.Module) -> dict:
+    """What adapting can change in a kept adapted model (a trained run's
+    layout): how many BatchNorm layers it has and the statistics they keep
+    (AdaBN re-measures those), and the head's numbers and how many features
+    it reads (self-training changes those). Stored in "adapted_from"."""
+    norms = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    ]
+    return {
+        "batchnorm_layers": len(norms),
+        "batchnorm_statistics": sum(m.running_mean.numel() + m.running_var.numel() for m in norms),
+        "head_numbers": sum(p.numel() for p in model.blocks["head"].parameters()),
+        "features": model.feature_dim,
+    }
+
+
+def changes_words(came: dict, numbers: dict | None = None) -> str:
+    """What adapting changed in the model, in words: for AdaBN the averages
+    its BatchNorm layers keep, for self-training only the head (a feature
+    scale and shift folded into it, then learning without labels); the rest
+    is as the source trained it. `numbers` (changed_numbers) where a run kept
+    before they were stored has its model at hand; "" for an unknown method."""
+    numbers = numbers or came.get("changed") or {}
+    method = came.get("method")
+    if method == "adabn":
+        layers, stats = numbers.get("batchnorm_layers"), numbers.get("batchnorm_statistics")
+        counted = (
+            f" of its {layers} BatchNorm layers, {stats:,} numbers" if layers and stats else " of its BatchNorm layers"
+        )
+        return (
+            "It learned nothing: it re-measured on the new pictures the averages the network keeps of what it sees "
+            f"(the running mean and variance{counted}). Every weight is as {SOURCE} trained it."
+        )
+    if method == "self-training":
+        head, width = numbers.get("head_numbers"), numbers.get("features")
+        return (
+            f"Only the new head changed{f' ({head:,} numbers)' if head else ''}: a scale and a shift for each of "
+            f"the {f'{width:,} ' if width else ''}features it reads lined the new pictures' features up with those of "
+            "the training pictures, then it learned from the new pictures without their labels; the scale and shift "
+            f"are folded into its first layer. The rest of the network is as {SOURCE} trained it."
+        )
+    return ""
+
+
 def epochs_words(came: dict) -> str:
     """A kept adapted model's epochs, where a trained run's are counted: none of its own."""
     best = came.get("source_best_epoch")
@@ -214,7 +259,7 @@ def keep_as_run(run_dir: str | Path, on_phase: Callable[[str], None] | None = No
     say("Reading the adapted model")
     model, payload = adapted_model(source.path)  # every refusal comes before a folder is made
     config, classes = source.config or payload["config"], payload["classes"]
-    came = origin(source, payload.get("adapt") or record)
+    came = {**origin(source, payload.get("adapt") or record), "changed": changed_numbers(model)}
     run = RunStore(source.path.parent).create(config.get("backbone") or "model", STRATEGY_SLUG)
     lock = RunLock(run.path).acquire()
     try:

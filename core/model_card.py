@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .adapted_run import SOURCE, changed_numbers, changes_words
 from .adapted_run import card_lines as adapted_card_lines
 from .adapted_run import epochs_words as adapted_epochs_words
 from .blocks import block_title
@@ -239,6 +240,8 @@ def _card_model(loaded: LoadedModel, config: dict, status: dict) -> list[str]:
         if init == "random"
         else f"weights from `{Path(str(init)).name}`"
     )
+    came = status.get("adapted_from")
+    there = f" (in {SOURCE})" if isinstance(came, dict) else ""  # it did not train: these describe its source
     lines = [
         "",
         "## Model",
@@ -248,15 +251,21 @@ def _card_model(loaded: LoadedModel, config: dict, status: dict) -> list[str]:
         f"- Started from: {start}; a new head for the {len(classes)} classes"
         + (f" (a hidden layer of {config.get('head_hidden')})" if config.get("head_hidden") else "")
         + ".",
-        f"- Strategy: **{plain}** ({technical}, `{config.get('strategy')}`). {status.get('freeze_plan') or ''}".rstrip(),
-        f"- Trained blocks: {', '.join(map(block_title, trained_blocks)) or '-'}.",
-        f"- Frozen blocks: {', '.join(map(block_title, frozen)) or 'none'}.",
-        f"- Trainable parameters: {status.get('trainable_params', 0):,} of {status.get('total_params', 0):,}."
+        f"- Strategy{there}: **{plain}** ({technical}, `{config.get('strategy')}`). "
+        f"{status.get('freeze_plan') or ''}".rstrip(),
+        f"- Trained blocks{there}: {', '.join(map(block_title, trained_blocks)) or '-'}.",
+        f"- Frozen blocks{there}: {', '.join(map(block_title, frozen)) or 'none'}.",
+        f"- Trainable parameters{there}: {status.get('trainable_params', 0):,} of {status.get('total_params', 0):,}."
         if status.get("total_params")
-        else "- Trainable parameters: -",
+        else f"- Trainable parameters{there}: -",
     ]
+    if there:
+        lines.append(
+            f"- What adapting changed: {changes_words(came, came.get('changed') or changed_numbers(loaded.model))}"
+        )
     if block_rows:
-        lines += ["", "| block | parameters | during training | learning-rate multiplier |", "|---|---:|---|---:|"]
+        during = f"during the training of {SOURCE}" if there else "during training"
+        lines += ["", f"| block | parameters | {during} | learning-rate multiplier |", "|---|---:|---|---:|"]
         lines += block_rows
     return lines
 

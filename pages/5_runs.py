@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.adapted_run import SOURCE, changes_words
 from core.config import setting_label, settings_without_effect
 from core.counts import how_many
 from core.errors import UserError, friendly
@@ -319,15 +320,19 @@ def per_class_and_settings(run) -> None:
         )
 
     with st.expander("All settings of this run"):
-        config = run.config
+        config, came = run.config, status.get("adapted_from")
+        there = f" (in {SOURCE})" if isinstance(came, dict) else ""  # a kept adapted model did not train
         plan = status.get("freeze_plan")
         st.markdown(
-            f"**What learned:** {words.strategy_md(config.get('strategy'))}. {words.md_text(words.plan_sentence(plan))}"
+            f"**What learned{there}:** {words.strategy_md(config.get('strategy'))}. "
+            f"{words.md_text(words.plan_sentence(plan))}"
         )
         if status.get("trainable_params"):
             st.markdown(
-                f"**Numbers that learned:** {status['trainable_params']:,} of {status.get('total_params', 0):,}"
+                f"**Numbers that learned{there}:** {status['trainable_params']:,} of {status.get('total_params', 0):,}"
             )
+        if there:
+            st.markdown(f"**What adapting changed:** {changes_words(came)}")
         unused = settings_without_effect(config)
         st.dataframe(
             pd.DataFrame(

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from core import cli
-from core.adapt import ADAPTED_FILE, read_record, with_alignment
+from core.adapt import ADAPTED_FILE, adapt_run, read_record, with_alignment
 from core.adapted_run import ORIGIN_FILE, fold_alignment, keep_as_run, kept_run
 from core.evaluation import load_run_model
 from core.export import export_run
@@ -118,6 +118,13 @@ def _kept_run_is_the_adapted_model(run: Path, new: Path, adapted, target: Path) 
     assert f"| epochs | none: adapted from the run {run.name}, which trained 2 epochs (best: epoch " in card
     assert f"| adapting time | {record['seconds']:.0f} s |" in card and "| adapted on | CPU (" in card
     assert "done of" not in card and "training time" not in card, card
+    # Its blocks and trained numbers are its source's training; what adapting changed is said apart.
+    assert "- Trainable parameters (in the run it was adapted from): 5,124 of " in card, card
+    assert "| block | parameters | during the training of the run it was adapted from |" in card
+    assert (
+        "- What adapting changed: Only the new head changed (5,124 numbers): a scale and a shift for each of the 1,280 features"
+        in card
+    )
     assert checks, checks
 
 
@@ -238,6 +245,9 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     assert (list(row["Status"]), list(row["Time"])) == (["finished"], [took]), row  # not "finished, 0 of 2 epochs"
     at.selectbox(key="open_run").set_value(kept.name).run()
     assert came in _texts(at.info)
+    told = _texts(at.markdown)  # its settings: what learned is its source's, what adapting changed its own
+    assert "**Numbers that learned (in the run it was adapted from):** 5,124 of " in told, told
+    assert "**What adapting changed:** Only the new head changed (5,124 numbers)" in told, told
     assert "by learning from them without their labels (self-training)" in _texts(at.info)
     # No training curves: it did not train; the run that did is a link away, its accuracy beside this one's.
     assert not at.get("plotly_chart") and "It did not train" in _texts(at.caption)
@@ -256,6 +266,39 @@ def test_results_page_keeps_the_adapted_model_as_a_new_run(env, with_run, tmp_pa
     }
     picker = at.multiselect(key="compare_runs")
     assert "adapted to new pictures" in picker.format_func(kept.name), picker.format_func(kept.name)
+
+
+def test_a_model_kept_after_adabn_says_it_learned_nothing_and_whose_training_its_blocks_show(env, with_run, tmp_path):
+    """AdaBN re-measures BatchNorm statistics and learns no weight: the kept
+    run's model card and Runs page say so, counting the layers it re-measured,
+    and give the blocks table and trained numbers as its source's training's;
+    a run kept before those counts were stored is counted from its model."""
+    adapt_run(with_run, shifted_copy(PHOTOS / "val", tmp_path / "dim-room"), method="adabn")
+    layers = read_record(with_run)["batchnorm_layers"]
+    kept = keep_as_run(with_run)
+    changed = kept.status["adapted_from"]["changed"]
+    assert changed["batchnorm_layers"] == layers > 0 and changed["batchnorm_statistics"] > 2 * layers
+    card = model_card(load_run_model(kept.path), kept.path)
+    said = (
+        "- What adapting changed: It learned nothing: it re-measured on the new pictures the averages the network "
+        f"keeps of what it sees (the running mean and variance of its {layers} BatchNorm layers, "
+        f"{changed['batchnorm_statistics']:,} numbers). Every weight is as the run it was adapted from trained it."
+    )
+    assert said in card, card
+    assert "- Trainable parameters (in the run it was adapted from): 5,124 of " in card
+    assert "- Trained blocks (in the run it was adapted from): New head." in card
+    assert "| New head (`head`) | 5,124 | trained | 1x |" in card  # under its source's training's heading
+    assert "| block | parameters | during the training of the run it was adapted from |" in card
+    older = {k: v for k, v in kept.status["adapted_from"].items() if k != "changed"}
+    kept.update_status(adapted_from=older)
+    assert said in model_card(load_run_model(kept.path), kept.path)  # counted from the model
+    at = _goto(_app(), "pages/5_runs.py")
+    at.selectbox(key="open_run").set_value(kept.name).run()
+    _ok(at)
+    told = _texts(at.markdown)
+    assert "**What learned (in the run it was adapted from):**" in told, told
+    assert "**Numbers that learned (in the run it was adapted from):** 5,124 of " in told
+    assert "**What adapting changed:** It learned nothing: it re-measured on the new pictures" in told
 
 
 def _links(at) -> list[tuple[str, str]]:
