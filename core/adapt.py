@@ -9,8 +9,8 @@ with `adapt.json`: source and target accuracy before and after, side by side):
   even hurt, since the head learned ImageNet-normalised features.
 - "self-training": learns from the new pictures. Their features (what the
   head reads) are aligned to the source pictures' mean and spread (AdaBN's
-  idea where the head reads, `FeatureAlign`), then the alignment and the head
-  train on them without labels: sure answers (TENT's entropy minimisation,
+  idea where the head reads, `FeatureAlign`, fitted once and then fixed),
+  then the head trains on them without labels: sure answers (TENT's entropy minimisation,
   Wang et al. 2021), varied answers (SHOT's diversity term, Liang et al.
   2020) and confident pseudo-labels, with the labelled source features as an
   anchor. It runs on stored feature vectors, so it takes seconds.
@@ -173,7 +173,8 @@ def self_train(
     sure: float = 0.9,
     seed: int = 0,
 ) -> list[float]:
-    """Train `head` (a FeatureAlign, then the run's head) on the target
+    """Train `head` (a fitted FeatureAlign, whose scale and shift are buffers
+    and stay as fitted, then the run's head, which learns) on the target
     pictures' features without their labels: answers that are sure (entropy
     down, as TENT) and varied (the mean answer's entropy up, as SHOT), plus
     cross-entropy on the pictures it is already sure of (pseudo-labels,
