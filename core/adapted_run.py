@@ -48,6 +48,7 @@ from .errors import UserError
 from .evaluation import evaluate_loader, load_run_model
 from .loading import BatchNormalizer, ImageDataset, NormalizedBatches, threaded_batches
 from .models import HeadConfig, build_model
+from .run_checks import clean_origin
 from .run_lock import RunLock
 from .runs import ORIGIN_FILE, Run, RunStore, checkpoint_problem, open_run, owner, read_json
 from .scan_report import ScanReport
@@ -251,6 +252,7 @@ def card_lines(status: dict) -> list[str]:
     came = status.get("adapted_from")
     if not isinstance(came, dict):
         return []
+    came = clean_origin(came)  # a hand-edited entry reads as unknown
 
     def pct(value) -> str:
         return "-" if value is None else f"{value:.1%}"

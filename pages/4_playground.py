@@ -288,6 +288,10 @@ def main() -> None:
         return
 
     run = widgets.pick_run(runs, key="play_run", help="Every run that has saved a model, newest first.")
+    if run.state == "damaged":
+        st.error(run.summary()["reason"], icon=":material/broken_image:")
+        if run.model_problem:  # its model cannot name pictures: nothing to try
+            return
     classes = run.classes
     st.caption(
         f"This model knows {len(classes)} classes: "
