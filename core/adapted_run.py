@@ -139,9 +139,11 @@ def origin_words(came: dict, name: Callable[[str], str] = str, folder: Callable[
     """One sentence, the one every page and the model card say: the run and
     what it trained, the folder of pictures and the method (`name` and
     `folder` mark the run's name and the folder up, for markdown)."""
-    how = ADAPT_DONE.get(came.get("method"), f"by {came.get('method')}")
+    method = came.get("method")
+    how = ADAPT_DONE.get(method, f" by {method}") if isinstance(method, str) else ""  # none: a damaged record
+    how = f" {how.strip()}" if how else ""
     pictures = f"the {came.get('target_pictures', '?')} pictures in {folder(str(came.get('target_dir') or '?'))}"
-    return f"Adapted from {source_words(came, name)}, to {pictures} {how}."
+    return f"Adapted from {source_words(came, name)}, to {pictures}{how}."
 
 
 def epochs_words(came: dict) -> str:

@@ -84,6 +84,9 @@ def status_problems(status: dict) -> list[str]:
         for name in status
         if name in _STATUS_KINDS
     ]
+    accuracy = status.get("best_val_accuracy")
+    if _fits(accuracy, "float") and accuracy > 1:
+        found.append(f"status.json's best_val_accuracy is {accuracy:g}, more than 1 (all pictures right)")
     came = status.get("adapted_from")
     if isinstance(came, dict) and not (isinstance(came.get("run"), str) and came["run"]):
         found.append("status.json's adapted_from does not name the run it was adapted from")

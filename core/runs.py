@@ -128,9 +128,10 @@ def adapted_facts(run_dir: str | Path, status: dict) -> dict:
     came = status.get("adapted_from")
     if not isinstance(came, dict):
         return {}
+    kept_before = "source_epochs" not in came
     came = clean_origin(came)  # entries of the wrong kind read as unknown (Run.problems says which)
     own = {key: status.get(key) for key in ADAPTED_OWN}
-    if "source_epochs" not in came:  # kept before the adaptation's own facts were stored
+    if kept_before:  # kept before the adaptation's own facts were stored
         record = read_json(Path(run_dir) / ORIGIN_FILE, {}, dict).get("record")
         came = {**came, "source_epochs": own["epochs_done"], "source_best_epoch": own["best_epoch"]}
         own = dict.fromkeys(ADAPTED_OWN) | {"seconds": (record if isinstance(record, dict) else {}).get("seconds")}

@@ -27,6 +27,8 @@ import pytest
 from core import cli
 from core.adapted_run import card_lines, origin_words
 from core.compare import curves, leaderboard
+from core.evaluation import load_run_model
+from core.model_card import model_card
 from core.resume import prepare_resume, restore_run
 from core.runs import RunStore, open_run
 from tests.test_app_pages import (
@@ -71,6 +73,7 @@ def _damaged_copies(runs: Path, trained: Path, adapted: Path) -> dict[str, Path]
             "backbone-list",
             "epochs-ten",
             "lr-null",
+            "accuracy",
             "status-text",
             "created-huge",
             "classes",
@@ -87,6 +90,7 @@ def _damaged_copies(runs: Path, trained: Path, adapted: Path) -> dict[str, Path]
     _edit(made["lr-null"] / "config.json", lr=None)
     _edit(made["status-text"] / "status.json", best_val_accuracy="high", epochs_done="two", feature_cache="yes")
     _edit(made["created-huge"] / "status.json", created=1e20)
+    _edit(made["accuracy"] / "status.json", best_val_accuracy=7.5)
     (made["classes"] / "classes.json").write_text('["hat", "pants", "wasps"]')
     (made["no-best"] / "best.pt").unlink()
     _edit(made["eval"] / "eval.json", per_class="x", accuracy="high")
@@ -102,6 +106,7 @@ REASONS = {
     "epochs-ten": 'config.json\'s epochs is "ten", not a whole number',
     "lr-null": "config.json's lr is null, not a number",
     "status-text": 'status.json\'s best_val_accuracy is "high", not a number',
+    "accuracy": "status.json's best_val_accuracy is 7.5, more than 1",
     "classes": "classes.json names 3 classes (hat, pants, wasps), but the run trained on 4",
     "no-best": "best.pt (its trained model) is missing",
     "eval": 'eval.json\'s accuracy is "high", not a number',
@@ -142,6 +147,9 @@ def test_values_of_the_wrong_kind_read_as_damaged_and_never_break_the_others(tmp
     assert "source" not in came and "method" not in came and came["run"] == linear_probe_run.name
     assert origin_words(came).startswith(f"Adapted from the run {linear_probe_run.name}")
     assert card_lines(json.loads((made["adapted-odd"] / "status.json").read_text()))
+    # The model card of a run whose status.json holds text for numbers says them as unknown.
+    card = model_card(load_run_model(made["status-text"]), made["status-text"])
+    assert "| epochs | 0 done of 2 (best: epoch 2) |" in card  # "two" is no number of epochs
 
     board = leaderboard([r.path for r in runs], measure_speed=False)
     assert {r["run"]: r["state"] for r in board}[made["good"].name] == "finished" and len(board) == len(runs)
