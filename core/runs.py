@@ -276,6 +276,8 @@ class Run:
         found += [checkpoint_problem(p) for p in (self.best_checkpoint, self.last_checkpoint) if p.exists()]
         if (status or {}).get("state") == "finished" and not self.best_checkpoint.exists():
             found.append("best.pt (its trained model) is missing")
+        if (status or {}).get("state") == "finished" and not (self.path / "classes.json").exists():
+            found.append("classes.json (its class names) is missing; its model still holds them")
         rows, problem = self.read_metrics()
         trained = _whole((status or {}).get("epochs_done"))
         if not problem and not rows and trained and (self.path / "metrics.jsonl").exists():

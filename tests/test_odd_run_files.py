@@ -74,6 +74,7 @@ def _damaged_copies(runs: Path, trained: Path, adapted: Path) -> dict[str, Path]
             "epochs-ten",
             "lr-null",
             "accuracy",
+            "no-classes",
             "status-text",
             "created-huge",
             "classes",
@@ -93,6 +94,7 @@ def _damaged_copies(runs: Path, trained: Path, adapted: Path) -> dict[str, Path]
     _edit(made["accuracy"] / "status.json", best_val_accuracy=7.5)
     (made["classes"] / "classes.json").write_text('["hat", "pants", "wasps"]')
     (made["no-best"] / "best.pt").unlink()
+    (made["no-classes"] / "classes.json").unlink()
     _edit(made["eval"] / "eval.json", per_class="x", accuracy="high")
     (made["metrics"] / "metrics.jsonl").write_text('{"epoch": 1, "val_accuracy": "x", "train_loss": null}\n')
     _edit(made["adapted-x"] / "status.json", adapted_from="x")
@@ -108,6 +110,7 @@ REASONS = {
     "status-text": 'status.json\'s best_val_accuracy is "high", not a number',
     "accuracy": "status.json's best_val_accuracy is 7.5, more than 1",
     "classes": "classes.json names 3 classes (hat, pants, wasps), but the run trained on 4",
+    "no-classes": "classes.json (its class names) is missing",
     "no-best": "best.pt (its trained model) is missing",
     "eval": 'eval.json\'s accuracy is "high", not a number',
     "metrics": "metrics.jsonl line 1 has no number for train_loss, val_loss, train_accuracy, val_accuracy",
@@ -141,7 +144,10 @@ def test_values_of_the_wrong_kind_read_as_damaged_and_never_break_the_others(tmp
     # The pages' reads: a damaged eval.json or model is not read as whole.
     assert open_run(made["eval"]).evaluation is None and open_run(made["good"]).evaluation is not None
     assert "classes.json" in open_run(made["classes"]).model_problem and open_run(made["no-best"]).model_problem
-    assert open_run(made["good"]).model_problem is None and open_run(made["metrics"]).metrics == []
+    assert (
+        open_run(made["good"]).model_problem is None is open_run(made["no-classes"]).model_problem
+        and open_run(made["metrics"]).metrics == []
+    )
     # A hand-edited adapted_from: its sentence and the model card's section still read, the odd entries unknown.
     came = summaries["adapted-odd"]["adapted_from"]
     assert "source" not in came and "method" not in came and came["run"] == linear_probe_run.name
@@ -186,6 +192,8 @@ def test_every_page_shows_a_damaged_run_as_damaged_and_the_others_still_work(env
                 assert REASONS[name] in errors, (page, name, errors)
             else:
                 assert not errors, (page, name, errors)
+    at.selectbox(key="play_run").set_value(made["no-classes"].name).run()  # still on the Playground
+    assert "This model knows 4 classes" in _texts(at.caption)  # its checkpoint's
     _goto(at, COMPARE)
     at.multiselect(key="compare_runs").set_value([made["good"].name, made["eval"].name]).run()
     _ok(at)
