@@ -48,6 +48,7 @@ from .errors import UserError
 from .evaluation import evaluate_loader, load_run_model
 from .loading import BatchNormalizer, ImageDataset, NormalizedBatches, threaded_batches
 from .models import HeadConfig, build_model
+from .run_checks import clean_origin
 from .run_lock import RunLock
 from .runs import ORIGIN_FILE, Run, RunStore, checkpoint_problem, open_run, owner, read_json
 from .scan_report import ScanReport
@@ -139,9 +140,11 @@ def origin_words(came: dict, name: Callable[[str], str] = str, folder: Callable[
     """One sentence, the one every page and the model card say: the run and
     what it trained, the folder of pictures and the method (`name` and
     `folder` mark the run's name and the folder up, for markdown)."""
-    how = ADAPT_DONE.get(came.get("method"), f"by {came.get('method')}")
+    method = came.get("method")
+    how = ADAPT_DONE.get(method, f" by {method}") if isinstance(method, str) else ""  # none: a damaged record
+    how = f" {how.strip()}" if how else ""
     pictures = f"the {came.get('target_pictures', '?')} pictures in {folder(str(came.get('target_dir') or '?'))}"
-    return f"Adapted from {source_words(came, name)}, to {pictures} {how}."
+    return f"Adapted from {source_words(came, name)}, to {pictures}{how}."
 
 
 def changed_numbers(model: nn.Module) -> dict:
@@ -166,7 +169,9 @@ def changes_words(came: dict, numbers: dict | None = None) -> str:
     scale and shift folded into it, then learning without labels); the rest
     is as the source trained it. `numbers` (changed_numbers) where a run kept
     before they were stored has its model at hand; "" for an unknown method."""
-    numbers = numbers or came.get("changed") or {}
+    numbers = numbers or came.get("changed")
+    # Counts only where they are whole numbers (a hand-edited status.json may hold anything).
+    numbers = {k: v for k, v in numbers.items() if type(v) is int} if isinstance(numbers, dict) else {}
     method = came.get("method")
     if method == "adabn":
         layers, stats = numbers.get("batchnorm_layers"), numbers.get("batchnorm_statistics")
@@ -296,6 +301,7 @@ def card_lines(status: dict) -> list[str]:
     came = status.get("adapted_from")
     if not isinstance(came, dict):
         return []
+    came = clean_origin(came)  # a hand-edited entry reads as unknown
 
     def pct(value) -> str:
         return "-" if value is None else f"{value:.1%}"

@@ -165,7 +165,15 @@ def model_card(loaded: LoadedModel, run_dir: Path, checks: dict | None = None) -
     time and device are its own (core.runs.adapted_facts)."""
     run = open_run(run_dir)
     config, scan = loaded.config, run.scan
-    status = {**run.status, **adapted_facts(run.path, run.status)}
+    status, summary = run.status, run.summary()
+    # Numbers as numbers and text as text, whatever a damaged status.json holds (Run.summary's).
+    status = {
+        **status,
+        **{key: summary[key] for key in ("epochs_done", "best_epoch", "seconds", "device", "device_name")},
+        **{key: v if isinstance(v := status.get(key), int) else None for key in ("trainable_params", "total_params")},
+        "freeze_plan": status.get("freeze_plan") if isinstance(status.get("freeze_plan"), str) else None,
+        **adapted_facts(run.path, status),
+    }
     evaluation = run.evaluation or {}
     info = loaded.model.info
     classes = loaded.classes
@@ -287,7 +295,7 @@ def _card_settings(config: dict, status: dict, prep: dict) -> list[str]:
             "epochs",
             adapted_epochs_words(came)
             if adapted
-            else f"{status.get('epochs_done', '-')} done of {config.get('epochs')} (best: epoch {status.get('best_epoch', '-')})",
+            else f"{status.get('epochs_done') or 0} done of {config.get('epochs') or '?'} (best: epoch {status.get('best_epoch') or '-'})",
         ),
         ("batch size", config.get("batch_size")),
         ("optimiser", config.get("optimizer")),

@@ -27,6 +27,7 @@ import torch
 from .config import TrainConfig
 from .counts import how_many
 from .errors import TrainingError, UserError
+from .run_checks import config_problems
 from .run_lock import RunLock
 from .runs import (
     RESUMABLE_STATES,
@@ -80,9 +81,11 @@ def _plan(run: Run, state: str, lock: RunLock, epochs: int | None) -> ResumePlan
             f"{cannot}: {problem}, so its split of training and validation pictures is unknown and "
             "resuming would mix them. Start a new run instead."
         )
-    before_config = run.config or saved_config or {}
+    before_config = run.config
+    # A config.json whose values are of the wrong kind ("lr": null, a hand edit): last.pt's settings instead.
+    usable = before_config if before_config and not config_problems(before_config) else None
     try:
-        config = TrainConfig.from_dict(before_config)
+        config = TrainConfig.from_dict(usable or saved_config or before_config)
     except Exception as exc:
         raise UserError(f"{cannot}: its settings cannot be read ({exc}).") from exc
     if epochs is not None:

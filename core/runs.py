@@ -28,6 +28,14 @@ from typing import Any
 from .config import TrainConfig, check_settings
 from .errors import UserError
 from .files import atomic_torch_save, atomic_write_bytes, atomic_write_json, json_default
+from .run_checks import (
+    classes_problems,
+    clean_origin,
+    config_problems,
+    eval_problems,
+    metrics_row_problem,
+    status_problems,
+)
 from .run_lock import RunLock, is_locked
 
 DEFAULT_RUNS_DIR = Path("runs")
@@ -120,12 +128,22 @@ def adapted_facts(run_dir: str | Path, status: dict) -> dict:
     came = status.get("adapted_from")
     if not isinstance(came, dict):
         return {}
+    kept_before = "source_epochs" not in came
+    came = clean_origin(came)  # entries of the wrong kind read as unknown (Run.problems says which)
     own = {key: status.get(key) for key in ADAPTED_OWN}
-    if "source_epochs" not in came:  # kept before the adaptation's own facts were stored
+    if kept_before:  # kept before the adaptation's own facts were stored
         record = read_json(Path(run_dir) / ORIGIN_FILE, {}, dict).get("record")
         came = {**came, "source_epochs": own["epochs_done"], "source_best_epoch": own["best_epoch"]}
         own = dict.fromkeys(ADAPTED_OWN) | {"seconds": (record if isinstance(record, dict) else {}).get("seconds")}
-    return {**own, "epochs_done": 0, "best_epoch": None, "seconds": _number(own["seconds"]), "adapted_from": came}
+    return {
+        **own,
+        "epochs_done": 0,
+        "best_epoch": None,
+        "seconds": _number(own["seconds"]),
+        "device": _text(own["device"]),
+        "device_name": _text(own["device_name"]),
+        "adapted_from": came,
+    }
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -196,7 +214,9 @@ class Run:
 
     @property
     def evaluation(self) -> dict | None:
-        return read_json(self.path / "eval.json", None, dict)
+        """eval.json, or None when it is missing, damaged or not whole (Run.problems says what)."""
+        value = read_json(self.path / "eval.json", None, dict)
+        return None if value is None or eval_problems(value) else value
 
     def read_metrics(self) -> tuple[list[dict], str | None]:
         """(the whole epochs of metrics.jsonl, what is wrong with the file in
@@ -218,11 +238,9 @@ class Run:
                 row = json.loads(line)
             except ValueError:
                 row = None
-            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-                return rows, (
-                    f"metrics.jsonl line {number} is cut off or not an epoch's metrics "
-                    f"(the {len(rows)} epochs before it are kept)"
-                )
+            problem = metrics_row_problem(row) if isinstance(row, dict) else "is cut off or not an epoch's metrics"
+            if problem:
+                return rows, f"metrics.jsonl line {number} {problem} (the {len(rows)} epochs before it are kept)"
             rows.append(row)
         return rows, None
 
@@ -242,13 +260,40 @@ class Run:
     @property
     def problems(self) -> list[str]:
         """What is damaged in this run, in words; empty when nothing is."""
-        found = [read_json_checked(self.path / name, dict)[1] for name in ("config.json", "status.json")]
-        for name, kind in (("classes.json", list), ("scan.json", dict), ("eval.json", dict)):
+        config, config_problem = read_json_checked(self.path / "config.json", dict)
+        status, status_problem = read_json_checked(self.path / "status.json", dict)
+        found = [config_problem, *(config_problems(config) if config is not None else [])]
+        found += [status_problem, *(status_problems(status) if status is not None else [])]
+        read = {}
+        for name, kind in (("scan.json", dict), ("classes.json", list), ("eval.json", dict), (ORIGIN_FILE, dict)):
             if (self.path / name).exists():
-                found.append(read_json_checked(self.path / name, kind)[1])
+                read[name], problem = read_json_checked(self.path / name, kind)
+                found.append(problem)
+        if read.get("eval.json") is not None:
+            found += eval_problems(read["eval.json"])
+        if read.get("classes.json") is not None:
+            found += classes_problems(read["classes.json"], read.get("scan.json"))
         found += [checkpoint_problem(p) for p in (self.best_checkpoint, self.last_checkpoint) if p.exists()]
-        found.append(self.read_metrics()[1])
+        if (status or {}).get("state") == "finished" and not self.best_checkpoint.exists():
+            found.append("best.pt (its trained model) is missing")
+        if (status or {}).get("state") == "finished" and not (self.path / "classes.json").exists():
+            found.append("classes.json (its class names) is missing; its model still holds them")
+        rows, problem = self.read_metrics()
+        trained = _whole((status or {}).get("epochs_done"))
+        if not problem and not rows and trained and (self.path / "metrics.jsonl").exists():
+            problem = f"metrics.jsonl is empty, though the run trained {trained} epoch{'s' if trained > 1 else ''}"
+        found.append(problem)
         return [p for p in found if p]
+
+    @property
+    def model_problem(self) -> str | None:
+        """What keeps this run's model from naming pictures, in words (best.pt
+        missing or damaged, classes.json not the classes it trained on), or None."""
+        problem = checkpoint_problem(self.best_checkpoint)
+        if problem or not (self.path / "classes.json").exists():
+            return problem
+        classes, problem = read_json_checked(self.path / "classes.json", list)
+        return problem or next(iter(classes_problems(classes, read_json(self.path / "scan.json", None, dict))), None)
 
     @property
     def locked(self) -> bool:
@@ -302,22 +347,23 @@ class Run:
                     else "You can delete it."
                 )
             )
+        # Each value of the kind the tables expect, whatever a damaged file holds there (the reason says what).
         return {
             "run": self.name,
             "path": str(self.path),
-            "backbone": config.get("backbone"),
-            "strategy": config.get("strategy"),
-            "data": config.get("data_dir"),
+            "backbone": _text(config.get("backbone")),
+            "strategy": _text(config.get("strategy")),
+            "data": _text(config.get("data_dir")),
             "state": state,
             "best_val_accuracy": _number(status.get("best_val_accuracy")),
-            "best_epoch": status.get("best_epoch"),
-            "epochs_done": status.get("epochs_done", 0),
-            "epochs": config.get("epochs"),
+            "best_epoch": _whole(status.get("best_epoch")),
+            "epochs_done": _whole(status.get("epochs_done")) or 0,
+            "epochs": _whole(config.get("epochs")),
             "seconds": _number(status.get("seconds")),
-            "device": status.get("device"),
-            "device_name": status.get("device_name"),
+            "device": _text(status.get("device")),
+            "device_name": _text(status.get("device_name")),
             "created": _number(status.get("created")),
-            "reason": reason,
+            "reason": _text(reason),
             "problems": problems,
             "feature_cache": status.get("feature_cache"),
             # A model adapted to new pictures and kept as a run (core.adapted_run): the run, folder and method.
@@ -373,6 +419,16 @@ class Run:
 def _number(value):
     """A number from status.json, or None when the file holds anything else there."""
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _whole(value):
+    """A count from a run's file, or None when the file holds anything else there."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value):
+    """Text from a run's file, or None when the file holds anything else there."""
+    return value if isinstance(value, str) else None
 
 
 class RunStore:

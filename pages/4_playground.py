@@ -118,7 +118,7 @@ def _many_pictures(run) -> None:
         "Give the model a whole folder: it names every picture in it (and in its subfolders). You get a table, "
         "and a CSV file to open in a spreadsheet."
     )
-    classes = run.classes
+    classes = run.classes or resources.loaded_model(run).classes  # no classes.json: the model's own
     c1, c2, c3 = st.columns([4, 1.2, 1.3], vertical_alignment="bottom")
     c1.text_input(
         "Folder of pictures",
@@ -288,7 +288,11 @@ def main() -> None:
         return
 
     run = widgets.pick_run(runs, key="play_run", help="Every run that has saved a model, newest first.")
-    classes = run.classes
+    if run.state == "damaged":
+        st.error(run.summary()["reason"], icon=":material/broken_image:")
+        if run.model_problem:  # its model cannot name pictures: nothing to try
+            return
+    classes = run.classes or resources.loaded_model(run).classes  # no classes.json: the model's own
     st.caption(
         f"This model knows {len(classes)} classes: "
         + ", ".join(words.md_text(c) for c in classes[:20])

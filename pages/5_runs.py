@@ -122,7 +122,9 @@ def run_heading(run, run_state: str, elsewhere: bool = False) -> None:
     st.caption(f"Its folder in the runs folder: {words.md_text(run.name)}")
     if summary.get("adapted_from"):
         st.info(adapt_view.origin_md(summary["adapted_from"]), icon=":material/tune:")
-    if run_state == "failed":
+    if run_state == "damaged":  # what is damaged, and what can be done (Run.summary's reason)
+        st.error(summary.get("reason") or "Some of this run's files are damaged.", icon=":material/broken_image:")
+    elif run_state == "failed":
         st.error(f"This run failed: {summary.get('reason') or 'no reason was saved.'}", icon=":material/error:")
     elif run_state == "stopped":
         st.info(summary.get("reason") or "This run was stopped.", icon=":material/stop_circle:")
@@ -157,7 +159,7 @@ def resume_button(run, mgr, run_state: str) -> None:
 
 def actions(run, mgr, run_state: str) -> None:
     """Links to the run's results and playground, resume, and delete."""
-    has_model = run.best_checkpoint.exists()
+    has_model = run.best_checkpoint.exists() and run.model_problem is None
     has_results = (run.path / "eval.json").exists()
     widths = ([1] if has_results else []) + ([1.4] if has_model else []) + ([0.8] if run.can_resume else []) + [0.8, 2]
     cols = iter(st.columns(widths, vertical_alignment="center"))
@@ -244,25 +246,22 @@ def run_results(run, run_state: str) -> None:
     if not metrics:
         st.caption("This run has not finished an epoch, so it has no results yet.")
         return
-    acc = status.get("best_val_accuracy")
+    acc = summary.get("best_val_accuracy")  # Run.summary's numbers are numbers, whatever a damaged file holds
     m1, m2, m3, m4 = st.columns(4)
     m1.metric(
         "Best val accuracy",
         words.fmt_pct(acc) if acc is not None and acc >= 0 else "–",
         help="The share of the validation pictures that the best epoch's model got right.",
     )
-    m2.metric("Best epoch", f"{status.get('best_epoch') or '–'} of {summary.get('epochs')}")
-    m3.metric(
-        words.F1_LABEL,
-        f"{status['macro_f1']:.2f}" if status.get("macro_f1") is not None else "–",
-        help=words.F1_HELP,
-    )
-    m4.metric("Training time", words.fmt_duration(status.get("seconds")) if status.get("seconds") else "–")
-    device = status.get("device_name") or status.get("device")
+    m2.metric("Best epoch", f"{summary.get('best_epoch') or '–'} of {summary.get('epochs') or '?'}")
+    f1 = status.get("macro_f1")
+    m3.metric(words.F1_LABEL, f"{f1:.2f}" if isinstance(f1, (int, float)) else "–", help=words.F1_HELP)
+    m4.metric("Training time", words.fmt_duration(summary.get("seconds")) if summary.get("seconds") else "–")
+    device = summary.get("device_name") or summary.get("device")
     if device:
         st.caption(
             f"Trained on {device}"
-            + (f" ({status['device_memory_gb']:.0f} GB)" if status.get("device_memory_gb") else "")
+            + (f" ({memory:.0f} GB)" if isinstance(memory := status.get("device_memory_gb"), (int, float)) else "")
             + f" · started {words.fmt_when(summary.get('created'))}"
         )
 
@@ -279,7 +278,7 @@ def adapted_results(run, came: dict) -> None:
     curves copied in; they are not shown as its own). Its time and device are
     the adaptation's (Run.summary; the heading says what its source trained)."""
     status, summary = run.status, run.summary()
-    acc, before = status.get("best_val_accuracy"), (came.get("source") or {}).get("before")
+    acc, before = summary.get("best_val_accuracy"), (came.get("source") or {}).get("before")
     m1, m2, m3, m4 = st.columns(4)
     m1.metric(
         "Val accuracy",
@@ -293,7 +292,7 @@ def adapted_results(run, came: dict) -> None:
     )
     m3.metric(
         words.F1_LABEL,
-        f"{status['macro_f1']:.2f}" if status.get("macro_f1") is not None else "–",
+        f"{f1:.2f}" if isinstance(f1 := status.get("macro_f1"), (int, float)) else "–",
         help=words.F1_HELP,
     )
     m4.metric("Adapting time", words.fmt_duration(summary["seconds"]) if summary.get("seconds") else "–")
@@ -327,10 +326,9 @@ def per_class_and_settings(run) -> None:
             f"**What learned{there}:** {words.strategy_md(config.get('strategy'))}. "
             f"{words.md_text(words.plan_sentence(plan))}"
         )
-        if status.get("trainable_params"):
-            st.markdown(
-                f"**Numbers that learned{there}:** {status['trainable_params']:,} of {status.get('total_params', 0):,}"
-            )
+        learned, total = status.get("trainable_params"), status.get("total_params")
+        if isinstance(learned, int) and isinstance(total, int):
+            st.markdown(f"**Numbers that learned{there}:** {learned:,} of {total:,}")
         if there:
             st.markdown(f"**What adapting changed:** {changes_words(came)}")
         unused = settings_without_effect(config)
@@ -372,8 +370,10 @@ def main() -> None:
     fixes.older_pictures_notice(run, key="runs")
     actions(run, mgr, states[run.name])
     confirm_delete(run, store, mgr)
-    run_results(run, states[run.name])
-    per_class_and_settings(run)
+    with widgets.guard("Its results cannot be shown"):  # a damaged run's files may hold anything
+        run_results(run, states[run.name])
+    with widgets.guard("Its settings cannot be shown"):
+        per_class_and_settings(run)
 
 
 main()

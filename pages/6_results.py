@@ -28,7 +28,7 @@ MAX_CELL = 18  # pictures shown for one square of the matrix
 
 def _in_folder(run, path: str) -> str:
     """A picture's path inside the run's data folder (val/shirt/0.jpg), or its name."""
-    root = run.config.get("data_dir") or ""
+    root = run.summary()["data"] or ""  # text, whatever a damaged config.json holds
     inside = root and os.path.abspath(path).startswith(os.path.abspath(root) + os.sep)
     return os.path.relpath(path, root) if inside else Path(path).name
 
@@ -60,7 +60,7 @@ def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", k
                 st.image(picture, width="stretch", alt=alt)
                 # Where to find it: several classes may each hold a 0.jpg.
                 st.caption(f"{words.answer_caption(row)}  \n:gray[{words.md_text(_in_folder(run, row['path']))}]")
-                fixes.fix_actions(run.config.get("data_dir") or "", row["path"], run.classes, key, row["predicted"])
+                fixes.fix_actions(run.summary()["data"] or "", row["path"], run.classes, key, row["predicted"])
 
 
 def _explaining_spinner(where_looked: bool, count: int):
@@ -350,13 +350,13 @@ def export_section(run) -> None:
 def summary(run, evaluation: dict) -> None:
     count = evaluation.get("count") or 0
     right = round(evaluation["accuracy"] * count)
-    config = run.config
+    config = run.summary()  # its network, folder and strategy as text, whatever a damaged config.json holds
     st.markdown(
         f"### It named **{right} of the {count}** validation pictures correctly ({words.fmt_pct(evaluation['accuracy'])})"
     )
     st.markdown(
         f"These are pictures the model never learned from. The model: {words.backbone_title(config.get('backbone'))}, "
-        f"trained on {words.md_text(Path(config.get('data_dir') or '?').name)} to tell "
+        f"trained on {words.md_text(Path(config.get('data') or '?').name)} to tell "
         f"{len(evaluation['classes'])} classes apart. How it learned: {words.strategy_md(config.get('strategy'))}."
     )
     held_out_view.validation_interval(evaluation)
@@ -404,11 +404,30 @@ def main() -> None:
     fixes.fix_notes()
     fixes.older_pictures_notice(run, key="results")
     evaluation = resources.evaluation(run)
+    if run.state == "damaged":  # what is damaged; its results when eval.json itself is whole
+        st.error(run.summary()["reason"], icon=":material/broken_image:")
+        if evaluation is None:
+            st.page_link(
+                state.PAGE_RUNS,
+                label="Open it on the Runs page",
+                icon=":material/history:",
+                query_params={"run": run.name},
+            )
+            return
     if not evaluation or not evaluation.get("count"):
         st.warning("This run's results are empty: it had no validation pictures to check.", icon=":material/warning:")
         return
 
     summary(run, evaluation)
+    if run.model_problem:  # its saved results stand; what needs its model (where it looked, export, …) cannot
+        st.divider()
+        confusion_section(run, evaluation)
+        st.info(
+            "Its model cannot be used, so where it looked, new pictures and the download are not available. "
+            "Resume it from the Runs page, or train it again.",
+            icon=":material/broken_image:",
+        )
+        return
     fusion_view.stage_weights_section(run)
     st.divider()
     held_out_view.test_split_section(run)

@@ -205,10 +205,11 @@ def disagreements(
 def trained_on_older_pictures(run) -> bool:
     """Whether pictures of the run's data folder were moved or set aside here
     after the run began (and not put back since)."""
-    data_dir = (run.config or {}).get("data_dir")
+    data_dir = run.summary()["data"]  # text, or None where a damaged config.json holds something else
     if not data_dir or not os.path.isdir(data_dir):
         return False
-    began = run.status.get("started") or run.status.get("created") or resources.file_mtime(run.path / "config.json")
+    began = next((t for t in (run.status.get("started"), run.status.get("created")) if isinstance(t, (int, float))), 0)
+    began = began or resources.file_mtime(run.path / "config.json")
     return any(change.time > began and not change.undone for change in changes(data_dir))
 
 

@@ -241,8 +241,11 @@ def sweep_needs_internet(chosen: list[str]) -> None:
 
 def failed_run_notes(rows: list[dict]) -> None:
     """Why each failed run among the compared ones did not train, read from
-    its run folder (the leaderboard rows carry state and reason)."""
+    its run folder (the leaderboard rows carry state and reason), and what
+    is damaged in each damaged one (its row says only "damaged")."""
     for r in rows:
+        if r["state"] == "damaged":
+            st.error(f"**{words.md_text(r['run'])}:** {words.md_text(r['reason'])}", icon=":material/broken_image:")
         if r["state"] != "failed":
             continue
         hint = ""

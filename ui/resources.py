@@ -17,7 +17,7 @@ from core.explain import colorize, embedding_view, explain_image
 from core.images import open_rgb
 from core.jobs import ACTIVE, get_job_manager
 from core.models import HeadConfig, build_model
-from core.runs import RunStore, open_run, read_json
+from core.runs import Run, RunStore, open_run
 from ui.state import runs_dir
 
 
@@ -93,7 +93,7 @@ def loaded_model(run) -> LoadedModel:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _evaluation(run_dir: str, mtime: float) -> dict | None:
-    return read_json(Path(run_dir) / "eval.json", None)
+    return Run(Path(run_dir)).evaluation  # None when damaged or not whole: the run's reason says what
 
 
 def evaluation(run) -> dict | None:

@@ -25,7 +25,7 @@ def feature_cache_caption(record: dict | None) -> None:
     """Say in words whether stored features made a run fast (the job's or
     the run's "feature_cache" record). The note is written afresh from the
     record, so a run saved before a wording was fixed reads the new words."""
-    note = describe_cache(record) if record else ""
+    note = describe_cache(record) if isinstance(record, dict) and record else ""  # a damaged status may hold anything
     if note:
         icon = ":material/bolt:" if record.get("used") else ":material/info:"
         st.caption(f"{icon} {note}")

@@ -122,8 +122,12 @@ def fmt_pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}%"
 
 
-def fmt_when(ts: float | None) -> str:
-    return "–" if not ts else time.strftime("%d %b %H:%M", time.localtime(ts))
+def fmt_when(ts: float | None, pattern: str = "%d %b %H:%M") -> str:
+    """A moment as a date and time; "–" when unknown or not a moment this computer can say (a damaged file's)."""
+    try:
+        return "–" if not ts else time.strftime(pattern, time.localtime(ts))
+    except (OverflowError, OSError, TypeError, ValueError):
+        return "–"
 
 
 STATE_WORDS = {
@@ -275,7 +279,7 @@ def run_legends(runs) -> dict[str, str]:
     for run in runs:
         s = run.summary()
         plain, technical = strategy_words(s["strategy"])
-        when = time.strftime("%H:%M", time.localtime(s["created"])) if s.get("created") else s["run"]
+        when = fmt_when(s.get("created"), "%H:%M") if s.get("created") else s["run"]
         adapted = f" · {ADAPTED}" if s.get("adapted_from") else ""
         differs = f" · {told[run.name]}" if told[run.name] else ""
         labels[run.name] = f"{when} · {backbone_title(s['backbone'])} · {technical or plain}{adapted}{differs}"
@@ -319,7 +323,11 @@ def run_differences(runs) -> dict[str, str]:
         config = {**LEGACY, **run.config}  # a run saved before a setting existed trained as LEGACY says
         config["augment"] = resolve_augment(config.get("augment"), str(config.get("strategy")))  # "auto" as it was
         adapted = isinstance(run.status.get("adapted_from"), dict)
-        alike.setdefault((config.get("backbone"), config.get("strategy"), adapted), []).append((run.name, config))
+        # Text only in the key: a hand-edited config.json may hold a list there (the run reads as damaged).
+        network, strategy = (
+            v if isinstance(v, str) else None for v in (config.get("backbone"), config.get("strategy"))
+        )
+        alike.setdefault((network, strategy, adapted), []).append((run.name, config))
     told = {}
     for members in alike.values():
         unused = {name for _, config in members for name in settings_without_effect(config)}
@@ -356,7 +364,8 @@ def plan_sentence(text: str | None) -> str:
     before blocks were named for people list them as code names
     ("(stage4, final_conv) are trained"): those read as titles here."""
     return _OLD_PLAN_BLOCKS.sub(
-        lambda m: f"({', '.join(block_title(b) for b in m.group(1).split(', '))}) are trained", text or ""
+        lambda m: f"({', '.join(block_title(b) for b in m.group(1).split(', '))}) are trained",
+        text if isinstance(text, str) else "",
     )
 
 
