@@ -385,7 +385,8 @@ def _newest_without_results(all_runs: list, runs: list) -> str | None:
         return None
     s = newest.summary()
     return (
-        f"Your newest training ({words.md_text(words.run_label(newest))}) {words.state_word(s['state'])} after "
+        f"Your newest training ({words.fmt_when(s['created'])}, {words.backbone_title(s['backbone'])} on "
+        f"{words.md_text(Path(str(s['data'])).name)}) {words.state_word(s['state'])} after "
         f"epoch {s['epochs_done']} of {s['epochs']}, so it has no results here: they are made when a training "
         "ends. Resume it on the **Runs** page to finish it (the **Playground** can already try the model it "
         "saved). Below, an earlier training's results."
