@@ -107,6 +107,9 @@ def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_sp
     assert "On the test pictures" in _texts(at.subheader)
     assert f"of the {test_eval['n']}** test pictures correctly" in _texts(at.markdown)
     assert test_eval["words"] in _texts(at.markdown)
+    # Each table says which pictures its Pictures column counts (the test one said "Validation pictures").
+    helps = [json.loads(table.proto.columns)["Pictures"]["help"] for table in at.dataframe[:2]]
+    assert helps == ["Validation pictures of this class.", "Test pictures of this class (the test/ folder)."]
 
 
 def test_the_data_page_counts_the_test_pictures_apart(with_test_split, env):
