@@ -22,7 +22,7 @@ from .config import strategy_words
 from .evaluation import LoadedModel
 from .files import atomic_write_bytes
 from .freeze import freeze_plan_for
-from .runs import adapted_facts, open_run
+from .runs import adapted_facts, open_run, read_json
 
 # The exported files' interface, written into preprocessing.json and the card.
 ONNX_OPSET = 17
@@ -180,13 +180,14 @@ def model_card(loaded: LoadedModel, run_dir: Path, checks: dict | None = None) -
     prep = preprocessing(loaded)
     counts = scan.get("counts") or {}
     n_val = sum(int(c.get("val", 0)) for c in counts.values())
+    test_eval = read_json(run.path / "test_eval.json") or {}
     lines = _card_intro(run.name, info, classes) + adapted_card_lines(status)
     lines += _card_data(scan, config, classes)
     lines += _card_model(loaded, config, status)
     lines += _card_settings(config, status, prep)
-    lines += _card_evaluation(evaluation, n_val)
+    lines += _card_evaluation(evaluation, n_val) + _card_test_split(test_eval)
     lines += ["", "## Limits", ""]
-    lines += _limits(classes, counts, evaluation, info, n_val)
+    lines += _limits(classes, counts, evaluation, info, n_val, test_eval.get("n") or 0)
     lines += _card_usage(prep, checks)
     return "\n".join(lines) + "\n"
 
@@ -206,28 +207,34 @@ def _card_intro(run_name: str, info, classes: list[str]) -> list[str]:
 
 
 def _card_data(scan: dict, config: dict, classes: list[str]) -> list[str]:
-    """The image folder, how it was split, and the images per class."""
+    """The image folder, how it was split (a test/ folder kept apart too), and the images per class."""
     counts = scan.get("counts") or {}
-    n_train = sum(int(c.get("train", 0)) for c in counts.values())
-    n_val = sum(int(c.get("val", 0)) for c in counts.values())
+    n_train, n_val, n_test = (sum(int(c.get(split, 0)) for c in counts.values()) for split in ("train", "val", "test"))
+    folders = "train/, val/ and test/ folders" if n_test else "train/ and val/ folders"
+    images = (
+        f"{n_train} training images, {n_val} validation images and {n_test} test images"
+        if n_test
+        else f"{n_train} training images and {n_val} validation images"
+    )
     lines = [
         "",
         "## Data",
         "",
-        f"Trained on the image folder `{scan.get('root') or config.get('data_dir')}`: "
-        f"{n_train} training images and {n_val} validation images "
+        f"Trained on the image folder `{scan.get('root') or config.get('data_dir')}`: {images} "
         + (
-            "(the split came from its train/ and val/ folders)."
+            f"(the split came from its {folders})."
             if scan.get("split_source") == "folders"
             else f"(a random {_pct(scan.get('val_fraction'))} of each class held out, seed {scan.get('seed')})."
         ),
         "",
-        "| class | training images | validation images |",
-        "|---|---:|---:|",
+        "| class | training images | validation images |" + (" test images |" if n_test else ""),
+        "|---|---:|---:|" + ("---:|" if n_test else ""),
     ]
     for name in classes:
         c = counts.get(name, {})
-        lines.append(f"| {name} | {c.get('train', 0)} | {c.get('val', 0)} |")
+        lines.append(
+            f"| {name} | {c.get('train', 0)} | {c.get('val', 0)} |" + (f" {c.get('test', 0)} |" if n_test else "")
+        )
     skipped = scan.get("skipped") or []
     if skipped:
         lines += ["", f"{len(skipped)} files in the folder were left out (unreadable or not images)."]
@@ -342,6 +349,29 @@ def _card_evaluation(evaluation: dict, n_val: int) -> list[str]:
     ]
 
 
+def _card_test_split(test_eval: dict) -> list[str]:
+    """The test/ pictures' score (test_eval.json), apart from validation, as the Results page gives it."""
+    if not test_eval.get("n"):
+        return []
+    right = sum(1 for row in test_eval.get("predictions", []) if row.get("correct"))
+    lines = [
+        "",
+        "### On the test images",
+        "",
+        f"On the {test_eval['n']} test images (kept apart: not used for training nor to pick the best epoch, "
+        "scored once at the end of training):",
+        "",
+        f"- Accuracy: **{_pct(test_eval.get('accuracy'))}** ({right} of {test_eval['n']}). {test_eval.get('words', '')}".rstrip(),
+        f"- Macro F1: **{test_eval.get('macro_f1', 0):.3f}**",
+        "",
+        "| class | precision | recall | F1 | test images |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for c in test_eval.get("per_class", []):
+        lines.append(f"| {c['class']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
+    return lines
+
+
 def _card_usage(prep: dict, checks: dict | None) -> list[str]:
     """How to use the exported files, and how they compared with the app's model."""
     lines = [
@@ -373,11 +403,12 @@ def _card_usage(prep: dict, checks: dict | None) -> list[str]:
     return lines
 
 
-def _limits(classes, counts, evaluation, info, n_val) -> list[str]:
+def _limits(classes, counts, evaluation, info, n_val, n_test=0) -> list[str]:
+    measured = f"{n_val} validation images" + (f" and {n_test} test images" if n_test else "")
     lines = [
         f"- It only knows these {len(classes)} classes. Shown anything else, it still picks one of them, "
         "often with high confidence.",
-        f"- Its accuracy was measured on only {n_val} validation images from the same folder as the training "
+        f"- Its accuracy was measured on only {measured} from the same folder as the training "
         "images. Expect it to do worse on pictures taken differently (other cameras, light, backgrounds, "
         "angles, drawings instead of photos).",
     ]

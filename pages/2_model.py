@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 import torch
 
@@ -9,7 +11,7 @@ from core.backbones import BackboneInfo
 from core.config import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
 from core.errors import friendly
 from core.preset_advice import strategy_in_effect
-from ui import bookmarks, fine_tune_view, fusion_view, networks, resources, state, widgets, words
+from ui import bookmarks, fine_tune_view, fusion_view, networks, page_width, resources, state, widgets, words
 
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 COLORS = {"learns": "#ffd0a1", "later": "#fff1c9", "frozen": "#d3e6fa", "none": "#eeeeee"}
@@ -87,46 +89,67 @@ def _block_state(name: str, counts: dict[str, int], plan, epochs: int) -> tuple[
     return COLORS["frozen"], frozen, ""
 
 
-def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int) -> None:
-    """The blocks from stem to head, coloured by what they do, each with its switch."""
+TILE_PX = 100  # the narrowest block tile whose words ("learns from epoch 2", "rate ×0.016") stay inside it
+
+
+def tiles_per_row(tiles: int, width: int | None) -> int:
+    """How many block tiles go side by side in a main column `width` px wide
+    (None: not measured yet, one row): in a narrow window (a 1024 px one, or
+    a 1280 px one zoomed to 125 %) the tiles of one row were so thin that
+    their words ran out of them, over the count of numbers that learn."""
+    if width is None or width >= tiles * TILE_PX:
+        return tiles
+    rows = math.ceil(tiles * TILE_PX / max(width, 1))
+    return math.ceil(tiles / rows)
+
+
+def block_picture(info: BackboneInfo, counts: dict[str, int], plan, epochs: int, width: int | None = None) -> None:
+    """The blocks from stem to head, coloured by what they do, each with its switch
+    (in two rows or more where the page is too narrow for one, `width`)."""
     names = list(counts)
     trainable_blocks = [n for n in names if n != "head" and counts[n] > 0]
+    per_row = tiles_per_row(len(names), width)
 
     st.markdown("From the picture (left) to your classes (right). Switch a block on to let it learn:")
-    for i, (col, name) in enumerate(zip(st.columns(len(names)), names)):
-        trains = plan.trained[name]
-        color, block_state, extra = _block_state(name, counts, plan, epochs)
-        arrow = ""
-        if i < len(names) - 1:
-            arrow = (
-                "<span style='position:absolute;right:-15px;top:40%;font-size:1.1rem;color:#666'>"
-                f"{_icon('arrow_forward')}</span>"
+    for start in range(0, len(names), per_row):
+        for col, name in zip(st.columns(per_row), names[start : start + per_row]):
+            _block_tile(col, info, name, counts, plan, epochs, last=name == names[-1], names=names)
+            if counts[name] == 0:
+                continue
+            st.session_state[f"blk_{name}"] = bool(plan.trained[name])  # the switch shows the plan
+            # No help icon: beside it the word "learns" was cut to "le…" in a column this narrow.
+            col.toggle(
+                "learns",
+                key=f"blk_{name}",
+                disabled=name == "head",
+                on_change=_on_block_switched,
+                args=(trainable_blocks,),
             )
-        col.markdown(
-            f"<div style='position:relative;background:{color};border-radius:10px;padding:8px 6px;"
-            "text-align:center;height:205px;border:1px solid #0001;display:flex;flex-direction:column;"
-            "justify-content:space-between'>"
-            f"<div><b>{info.block_title(name)}</b><br><small>{words.fmt_short(counts[name])} numbers</small></div>"
-            f"<div style='line-height:1.2'><small style='opacity:.75'>"
-            f"{info.block_words(name, names)}</small></div>"
-            # Smaller than the title: "learns from epoch 7" and its rate fit a tile of a 1300 px window.
-            f"<div style='line-height:1.15;font-size:.9em'><b>{block_state}</b>{extra}</div>{arrow}</div>",
-            unsafe_allow_html=True,
-        )
-        if counts[name] == 0:
-            continue
-        st.session_state[f"blk_{name}"] = bool(trains)  # the switch shows the plan
-        # No help icon: beside it the word "learns" was cut to "le…" in a column this narrow.
-        col.toggle(
-            "learns",
-            key=f"blk_{name}",
-            disabled=name == "head",
-            on_change=_on_block_switched,
-            args=(trainable_blocks,),
-        )
 
 
-def trainable_count(counts: dict[str, int], plan, epochs: int) -> None:
+def _block_tile(col, info: BackboneInfo, name: str, counts: dict[str, int], plan, epochs: int, last: bool, names):
+    """One block's coloured tile: its name, size, what it sees and what it does."""
+    color, block_state, extra = _block_state(name, counts, plan, epochs)
+    arrow = ""
+    if not last:
+        arrow = (
+            "<span style='position:absolute;right:-15px;top:40%;font-size:1.1rem;color:#666'>"
+            f"{_icon('arrow_forward')}</span>"
+        )
+    col.markdown(
+        f"<div style='position:relative;background:{color};border-radius:10px;padding:8px 6px;"
+        "text-align:center;height:205px;border:1px solid #0001;display:flex;flex-direction:column;"
+        "justify-content:space-between'>"
+        f"<div><b>{info.block_title(name)}</b><br><small>{words.fmt_short(counts[name])} numbers</small></div>"
+        f"<div style='line-height:1.2'><small style='opacity:.75'>"
+        f"{info.block_words(name, names)}</small></div>"
+        # Smaller than the title: "learns from epoch 7" and its rate fit a tile of a 1300 px window.
+        f"<div style='line-height:1.15;font-size:.9em'><b>{block_state}</b>{extra}</div>{arrow}</div>",
+        unsafe_allow_html=True,
+    )
+
+
+def trainable_count(counts: dict[str, int], plan, epochs: int, width: int | None = None) -> None:
     """How many numbers learn: with gradual unfreezing, at first and then as
     blocks join; otherwise once the chosen blocks learn, the head-only epochs
     before them said beside it (the count of a preset is what it trains)."""
@@ -134,7 +157,8 @@ def trainable_count(counts: dict[str, int], plan, epochs: int) -> None:
     steps = plan.learning_steps(counts, epochs)
     gradual = plan.strategy == "gradual"
     shown = steps[0][1] if gradual else steps[-1][1]
-    c1, c2 = st.columns([1, 3], vertical_alignment="center")
+    # In a narrow page a quarter of it cut "2,227,715" to "2,227,…".
+    c1, c2 = st.columns([1, 3] if width is None or width >= 4 * TILE_PX * 2 else [2, 3], vertical_alignment="center")
     c1.metric(
         "Numbers that learn",
         f"{shown:,}",
@@ -192,8 +216,9 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> tuple[str | None, ob
     epochs = int(state.choice("epochs"))
     st.caption(words.PRESET_HELP[preset] if preset == "linear" else plan.describe(epochs))
     fine_tune_view.preset_hint(report, strategy_in_effect(plan, epochs))  # no probe tip where it is one in effect
-    block_picture(info, counts, plan, epochs)
-    trainable_count(counts, plan, epochs)
+    width = page_width.main_width()
+    block_picture(info, counts, plan, epochs, width)
+    trainable_count(counts, plan, epochs, width)
     return preset, plan
 
 

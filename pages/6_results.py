@@ -374,6 +374,25 @@ def summary(run, evaluation: dict) -> None:
     st.caption(words.f1_caption(evaluation["macro_f1"]))
 
 
+ENDED_SHORT = ("stopped", "interrupted", "failed")  # ended before the end of training: no results made
+
+
+def _newest_without_results(all_runs: list, runs: list) -> str | None:
+    """Why the newest training, ended before its last epoch, is not in the list: a stopped run
+    has a model (the Playground offers it) but no results, which are made when a training ends."""
+    newest = all_runs[0]
+    if newest.name in {r.name for r in runs} or newest.state not in ENDED_SHORT or not newest.best_checkpoint.exists():
+        return None
+    s = newest.summary()
+    return (
+        f"Your newest training ({words.fmt_when(s['created'])}, {words.backbone_title(s['backbone'])} on "
+        f"{words.md_text(Path(str(s['data'])).name)}) {words.state_word(s['state'])} after "
+        f"epoch {s['epochs_done']} of {s['epochs']}, so it has no results here: they are made when a training "
+        "ends. Resume it on the **Runs** page to finish it (the **Playground** can already try the model it "
+        "saved). Below, an earlier training's results."
+    )
+
+
 def main() -> None:
     all_runs = resources.store().list()
     runs = [r for r in all_runs if (r.path / "eval.json").exists()]
@@ -393,6 +412,8 @@ def main() -> None:
     wanted = st.query_params.get("run")
     if wanted and wanted not in {r.name for r in runs} and wanted in {r.name for r in all_runs}:
         st.info(f"The run {wanted} has no results yet (it has not finished).", icon=":material/hourglass_top:")
+    elif note := _newest_without_results(all_runs, runs):
+        st.info(note, icon=":material/stop_circle:")
     latest_finished = next((r.name for r in runs if r.state == "finished"), None)
     run = widgets.pick_run(
         runs,

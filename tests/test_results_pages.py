@@ -161,6 +161,59 @@ def test_results_page_follows_a_link_and_explains_no_runs(env, with_run):
     assert "no trained model yet" in _texts(at.info)
 
 
+def _a_stopped_run(env, small_data) -> tuple[Path, int]:
+    """A real run stopped by its user once an epoch is saved: a full fine-tune of 12 epochs on
+    4 + 2 photos a class (each epoch takes seconds here). Returns its folder and the epochs it did."""
+    import time
+
+    from core.config import TrainConfig
+    from core.jobs import JobManager
+
+    few = small_copy(small_data, env / "few-clothes", train=4, val=2)
+    config = TrainConfig(
+        data_dir=str(few), backbone="efficientnet_lite0", strategy="full", epochs=12, image_size=128, device="cpu"
+    )
+    job = JobManager(env / "runs").submit(config)
+    end = time.time() + 300
+    while not job.snapshot()["history"] and job.state != "finished" and time.time() < end:
+        time.sleep(0.2)
+    job.request_stop()
+    assert job.wait(120) and job.state == "stopped", "all 12 epochs ended before the stop arrived"
+    done = len(job.snapshot()["history"])
+    assert 1 <= done < 12
+    return Path(job.run_dir), done
+
+
+def test_a_stopped_run_is_said_on_results_and_named_with_its_epochs(env, with_run, small_data):
+    """Before: after a stop, the Playground opened on the stopped run, labelled '… · 12 epochs · 78%' though it
+    trained 2 of them, while the Results page showed an older run with another accuracy and said nothing of it."""
+    stopped, done = _a_stopped_run(env, small_data)
+
+    at = _goto(_app(), RESULTS)
+    assert at.selectbox(key="results_run").value == with_run.name  # the stopped run has no results
+    note = _texts(at.info)
+    assert "Your newest training (" in note and f"stopped after epoch {done} of 12" in note
+    assert "Resume it on the **Runs** page" in note and "Playground" in note
+
+    at = _goto(_app(), PLAYGROUND)
+    assert at.selectbox(key="play_run").value == stopped.name
+    label = at.selectbox(key="play_run").format_func(stopped.name)
+    assert f"{done} of 12 epochs" in label, label
+    finished = at.selectbox(key="play_run").format_func(with_run.name)
+    assert " of " not in finished, finished  # a finished run is named as before
+
+
+def test_a_run_label_gives_the_epochs_a_run_that_ended_early_did():
+    """The words of the run pickers, for runs as Run.summary() gives them."""
+    stopped = {"state": "stopped", "epochs_done": 2, "epochs": 12}
+    assert words._epochs_it_did(stopped, "12 epochs, learning rate: 0.01") == "2 of 12 epochs, learning rate: 0.01"
+    assert words._epochs_it_did(stopped, "learning rate: 0.01") == "2 of 12 epochs, learning rate: 0.01"
+    assert words._epochs_it_did(stopped, "") == "2 of 12 epochs"
+    assert words._epochs_it_did({**stopped, "state": "finished", "epochs_done": 12}, "12 epochs") == "12 epochs"
+    assert words._epochs_it_did({**stopped, "state": "running"}, "12 epochs") == "12 epochs"  # a label that stays
+    assert words._epochs_it_did({**stopped, "adapted_from": {"run": "x"}, "epochs_done": 0}, "") == ""
+
+
 # --- Playground -------------------------------------------------------------------------
 
 

@@ -107,6 +107,9 @@ def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_sp
     assert "On the test pictures" in _texts(at.subheader)
     assert f"of the {test_eval['n']}** test pictures correctly" in _texts(at.markdown)
     assert test_eval["words"] in _texts(at.markdown)
+    # Each table says which pictures its Pictures column counts (the test one said "Validation pictures").
+    helps = [json.loads(table.proto.columns)["Pictures"]["help"] for table in at.dataframe[:2]]
+    assert helps == ["Validation pictures of this class.", "Test pictures of this class (the test/ folder)."]
 
 
 def test_the_data_page_counts_the_test_pictures_apart(with_test_split, env):
@@ -139,3 +142,26 @@ def test_train_command_line_reports_test_accuracy(with_test_split, env, tmp_path
     assert 0 <= final["test_accuracy"] <= 1 and final["test_n"] == 8
     low, high = final["test_ci95"]
     assert low <= final["test_accuracy"] <= high
+
+
+def test_the_model_card_gives_the_test_pictures_and_their_score(with_test_split, trained_run):
+    """Before: the exported card said '40 training images and 8 validation images (the split came from its
+    train/ and val/ folders)' and gave only the validation accuracy, while the Results page showed the test
+    split's score apart: the 8 test pictures, and the one honest number, were missing from the export."""
+    from core.evaluation import load_run_model
+    from core.model_card import model_card
+
+    run_dir = trained_run(with_test_split, backbone=PACKAGED_BACKBONE, strategy="linear", epochs=1, image_size=64)
+    test_eval = json.loads((run_dir / "test_eval.json").read_text())
+    card = model_card(load_run_model(run_dir), run_dir)
+
+    assert "40 training images, 8 validation images and 8 test images" in card
+    assert "train/, val/ and test/ folders" in card
+    assert "| class | training images | validation images | test images |" in card
+    assert "| hat | 10 | 2 | 2 |" in card
+    test_part = card[card.index("### On the test images") :]
+    assert f"On the {test_eval['n']} test images" in test_part
+    right = sum(r["correct"] for r in test_eval["predictions"])
+    assert f"**{100 * test_eval['accuracy']:.1f}%** ({right} of {test_eval['n']})" in test_part
+    assert test_eval["words"] in test_part
+    assert "measured on only 8 validation images and 8 test images" in card

@@ -49,7 +49,7 @@ def test_split_section(run) -> None:
         f"({words.fmt_pct(test_eval['accuracy'])}). {test_eval['words']}"
     )
     st.caption(words.f1_caption(test_eval["macro_f1"]))
-    widgets.per_class_table(test_eval)
+    widgets.per_class_table(test_eval, pictures="Test pictures of this class (the test/ folder).")
     if test_eval.get("unreadable"):
         st.caption(f"{len(test_eval['unreadable'])} test pictures could not be read and were not counted.")
 
@@ -109,7 +109,7 @@ def held_out_result(folder: str, result: dict) -> None:
             f"{how_many(unreadable, 'picture')} could not be read and {'was' if unreadable == 1 else 'were'} not counted."
         )
     st.caption(words.f1_caption(result["macro_f1"]))
-    widgets.per_class_table(result)
+    widgets.per_class_table(result, pictures="Pictures of this class in the folder checked.")
     _confusion(folder, result)
 
 

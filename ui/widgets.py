@@ -90,8 +90,9 @@ def pick_run(runs: list, key: str, label: str = "Trained model", help: str | Non
     return by_name[chosen]
 
 
-def per_class_table(evaluation: dict) -> None:
-    """Recall, precision and F1 per class, as bars a person can read."""
+def per_class_table(evaluation: dict, pictures: str = "Validation pictures of this class.") -> None:
+    """Recall, precision and F1 per class, as bars a person can read; `pictures`
+    (the Pictures column's help) says which pictures were scored."""
     table = pd.DataFrame(
         [
             {
@@ -108,7 +109,7 @@ def per_class_table(evaluation: dict) -> None:
         table,
         hide_index=True,
         column_config={
-            "Pictures": st.column_config.NumberColumn(help="Validation pictures of this class."),
+            "Pictures": st.column_config.NumberColumn(help=pictures),
             "Found (recall)": st.column_config.ProgressColumn(
                 format="%.0f%%",
                 min_value=0,

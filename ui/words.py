@@ -16,6 +16,7 @@ from core.backbones import get_backbone
 from core.blocks import block_title
 from core.config import LEGACY, STRATEGY_WORDS, resolve_augment, setting_label, settings_without_effect, strategy_words
 from core.counts import how_many
+from core.runs import ACTIVE_STATES
 
 # Characters that make markup inside a line of Streamlit markdown: emphasis,
 # code, links and images ([ ]), raw HTML (< >), entities (&), strikethrough,
@@ -250,10 +251,34 @@ def run_label(run, with_accuracy: bool = True, told: str = "") -> str:
     data = Path(s["data"]).name if s.get("data") else "?"
     when = fmt_when(s.get("created")) if s.get("created") else s["run"]
     adapted = f" · {ADAPTED}" if s.get("adapted_from") else ""
+    told = _epochs_it_did(s, told)
     told = f" · {told}" if told else ""
     return (
         f"{when} · {backbone_title(s['backbone'])} · {strategy_label(s['strategy'])}{adapted} · {data}{told}{acc_text}"
     )
+
+
+def _epochs_it_did(summary: dict, told: str) -> str:
+    """`told`, for a run that ended before its last epoch (stopped, failed,
+    interrupted, stopped early) with a saved epoch, with the epochs it did: "2 of 12 epochs"
+    where told said "12 epochs" (the model it left has 2 behind it), added
+    where told did not say them. A run still training, a finished one and
+    an adapted model (no epochs of its own) keep `told` as it is."""
+    done, epochs = summary.get("epochs_done"), summary.get("epochs")
+    if (
+        summary.get("state") in ACTIVE_STATES
+        or summary.get("adapted_from")
+        or not isinstance(done, int)
+        or not isinstance(epochs, int)
+        or not 1 <= done < epochs  # none done: no model to pick, nothing to say of it
+    ):
+        return told
+    did = f"{done} of {how_many(epochs, 'epoch')}"
+    planned = how_many(epochs, "epoch")
+    parts = [p for p in told.split(", ") if p] if told else []
+    if planned in parts:
+        return ", ".join(did if p == planned else p for p in parts)
+    return ", ".join([did, *parts]) if parts else did
 
 
 def run_labels(runs, with_accuracy=True) -> dict[str, str]:
