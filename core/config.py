@@ -312,7 +312,8 @@ class TrainConfig:
     )
     progressive_resizing: float = setting(
         0.5,
-        "When the whole network learns (full, gradual): the first epochs see smaller pictures (from half size, "
+        "When pictures go through the whole network every epoch (everything learns, or the frozen blocks' "
+        "output is not reused): the first epochs see smaller pictures (from half size, "
         "growing), which take a fraction of the time; the last ones and validation are full size. This is the "
         "share, among the epochs in which the pretrained blocks learn, on smaller pictures (head-only epochs "
         "before them use small ones too); 0 turns it off.",
@@ -361,7 +362,7 @@ class TrainConfig:
         "Faster training with 16-bit numbers on a GPU. On a processor that computes them in hardware (Intel"
         " Xeon with AMX) only the frozen layers' one pass over the training pictures uses them; other"
         " processors use 32-bit numbers throughout.",
-        label="Mixed precision (16-bit numbers)",
+        label="Mixed precision",
         cli="--no-amp",
     )
     num_workers: int | None = setting(
@@ -375,7 +376,7 @@ class TrainConfig:
         True,
         "Runs the frozen blocks once per picture and reuses the result: when only the new last layer learns, "
         "training takes seconds.",
-        label="Remember the frozen blocks' output",
+        label="Reuse frozen blocks' output",
         cli="--no-feature-cache",
     )
     cache_dir: str | None = setting(

@@ -149,6 +149,11 @@ class ScanReport:
             total_val += c["val"]
             lines.append(f"  {name:<{width}}  {c['train']:>6} / {c['val']}")
         lines.append(f"  {'total':<{width}}  {total_train:>6} / {total_val}")
+        if self.test:
+            lines.append(
+                f"Test: {len(self.test)} images kept apart, to score the best model once after training "
+                "(never used to learn or to choose the best epoch)"
+            )
 
         sizes = self.image_sizes or {}
         if sizes.get("count"):

@@ -124,6 +124,9 @@ def test_the_data_page_counts_the_test_pictures_apart(with_test_split, env):
         for trace in charts.class_counts_figure(ScanReport.from_dict(at.session_state["_scan"]["report"])).data
     }
     assert bars == {"for training": 40, "for checking (validation)": 8, "for the final test": 8}
+    # and `python -m core scan`'s text, which counted train / validation only
+    text = ScanReport.from_dict(at.session_state["_scan"]["report"]).format_text()
+    assert "Test: 8 images kept apart, to score the best model once after training" in text
 
 
 def test_train_command_line_reports_test_accuracy(with_test_split, env, tmp_path, monkeypatch, capsys):
