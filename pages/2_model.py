@@ -216,7 +216,7 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> tuple[str | None, ob
     epochs = int(state.choice("epochs"))
     st.caption(words.PRESET_HELP[preset] if preset == "linear" else plan.describe(epochs))
     fine_tune_view.preset_hint(report, strategy_in_effect(plan, epochs))  # no probe tip where it is one in effect
-    width = page_width.main_width()
+    width = page_width.main_width(max(len(counts) * TILE_PX, 8 * TILE_PX))  # one row of tiles; the count's columns
     block_picture(info, counts, plan, epochs, width)
     trainable_count(counts, plan, epochs, width)
     return preset, plan

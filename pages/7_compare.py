@@ -381,7 +381,8 @@ def main() -> None:
             same_pictures = by_name[chosen[0]].config.get("data_dir")  # runs on other folders do not rank with it
             chosen = [n for n in chosen if by_name[n].config.get("data_dir") == same_pictures]
         st.session_state["compare_runs"] = [n for n in chosen if n in by_name]
-        page = page_width.main_width()  # outside the fragment: a new width redraws the whole page
+        # Outside the fragment: a new width redraws the whole page. Wide enough for the board with its Pictures.
+        page = page_width.main_width(page_width.table_px({**BOARD_WIDTHS, **NARROWER}))
         st.multiselect(
             "Runs to compare",
             list(by_name),

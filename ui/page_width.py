@@ -4,11 +4,13 @@ table can leave out the columns it has no room for.
 Streamlit tells Python nothing of the window. This is a tiny component
 (Streamlit's public `st.components.v2` API, like the camera's) with no
 picture of its own: it measures the column it sits in and reports its width
-in pixels as its state value "width", once when the page opens and again
-when the window or the sidebar changes it by 20 px or more (a scroll bar
-coming and going does not, so no page ever reruns back and forth). Until the
-browser has said (the first draw of a session, or the tests' AppTest), the
-width is unknown: None, and tables draw every column.
+in pixels as its state value "width": when the page opens too narrow for
+the layout the page draws without a width (`main_width(wide)`), and then
+whenever the window or the sidebar changes it by 20 px or more (a scroll bar
+coming and going does not, so no page ever reruns back and forth). In a
+usual window it says nothing, and the page is drawn once. Until the browser
+has said (the first draw of a session, a wide window, or the tests'
+AppTest), the width is unknown: None, and tables draw every column.
 
 `fitting` chooses, in the order a person needs them, the columns that fit.
 """
@@ -21,6 +23,7 @@ _JS = """
 export default function (component) {
   const { data, parentElement, setStateValue } = component;
   const known = (data && data.width) || null;
+  const wide = (data && data.wide) || 0;  // the page's layout without a measured width needs this many px
   let probe = parentElement.querySelector("div.ts-width");  // parentElement may be a shadow root
   if (!probe) {
     probe = document.createElement("div");
@@ -29,7 +32,10 @@ export default function (component) {
   }
   const measure = () => {
     const width = Math.floor(probe.getBoundingClientRect().width);
-    if (width > 0 && (known === null || Math.abs(width - known) >= 20)) setStateValue("width", width);
+    // Never measured: only a page too narrow for its unmeasured layout is told (a rerun re-lays it out, and a
+    // click landing during it could hit what moved); measured before: any change of 20 px or more.
+    const changed = known === null ? width < wide : Math.abs(width - known) >= 20;
+    if (width > 0 && changed) setStateValue("width", width);
   };
   let timer = null;
   const later = () => { clearTimeout(timer); timer = setTimeout(measure, 250); };
@@ -49,11 +55,14 @@ def _reported() -> None:
     """Callback: the width is in the component's state (read where it is drawn)."""
 
 
-def main_width() -> int | None:
+def main_width(wide: int) -> int | None:
     """The page's main column in px, as last measured by the browser; None
-    until it has been. Draws the (invisible) measuring component."""
+    until it has been. Draws the (invisible) measuring component. `wide`:
+    the px the page's layout for an unknown width needs; a browser whose
+    page is at least that wide reports nothing until its width changes, so
+    in a usual window the page is drawn once, not twice."""
     known = st.session_state.get(_KNOWN)
-    result = _COMPONENT(key="page_width", data={"width": known}, on_width_change=_reported)
+    result = _COMPONENT(key="page_width", data={"width": known, "wide": wide}, on_width_change=_reported)
     width = result.get("width")
     if isinstance(width, (int, float)) and width > 0:
         st.session_state[_KNOWN] = known = int(width)
@@ -70,6 +79,11 @@ def fitting(needed_first: list[str], widths: dict[str, int], room: int) -> list[
             chosen.append(name)
             used += widths[name]
     return chosen
+
+
+def table_px(widths: dict[str, int]) -> int:
+    """The px a table with these column widths needs, its frame included (main_width's `wide`)."""
+    return sum(widths.values()) + _BORDERS
 
 
 def columns_for(width: int | None, wide: dict[str, int], narrow: dict[str, int], needed_first: list[str]):
