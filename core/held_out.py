@@ -3,7 +3,7 @@ can be of that number.
 
 `evaluate_folder(run, folder)` predicts every picture of a labelled folder
 (one subfolder per class, named like the run's classes) and scores it like
-validation: accuracy with its 95 % interval, per-class precision / recall /
+validation: accuracy with its 95% interval, per-class precision / recall /
 F1, the confusion matrix and one row per picture for the gallery of mistakes.
 Pictures of a class the model does not know are listed apart, never counted
 as wrong answers.
@@ -25,7 +25,7 @@ Z_95 = 1.959963984540054  # the standard normal's 97.5th percentile
 
 
 def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """(low, high) of the 95 % Wilson score interval for correct / n."""
+    """(low, high) of the 95% Wilson score interval for correct / n."""
     if n <= 0:
         return 0.0, 1.0
     p = correct / n
@@ -36,7 +36,7 @@ def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float
 
 def interval_in_words(accuracy: float, n: int, low: float, high: float) -> str:
     """The sentence a teacher reads under an accuracy."""
-    return f"95 % sure the true accuracy is between {low:.0%} and {high:.0%} ({n} picture{'s' if n != 1 else ''})."
+    return f"95% sure the true accuracy is between {low:.0%} and {high:.0%} ({n} picture{'s' if n != 1 else ''})."
 
 
 def labelled_pictures(folder, classes: list[str]) -> tuple[list[tuple[Path, int]], dict[str, int]]:

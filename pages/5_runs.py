@@ -161,40 +161,41 @@ def actions(run, mgr, run_state: str) -> None:
     """Links to the run's results and playground, resume, and delete."""
     has_model = run.best_checkpoint.exists() and run.model_problem is None
     has_results = (run.path / "eval.json").exists()
-    widths = ([1] if has_results else []) + ([1.4] if has_model else []) + ([0.8] if run.can_resume else []) + [0.8, 2]
-    cols = iter(st.columns(widths, vertical_alignment="center"))
-    if has_results:
-        with next(cols):
+    # One row, each as wide as its words (wrapping in a narrow window): in columns of fixed shares, four
+    # actions at 1280 px were cut to "Resu…" and "Delet…".
+    with st.container(horizontal=True, vertical_alignment="center"):
+        if has_results:
             st.page_link(
                 state.PAGE_RESULTS,
                 label="See the results",
                 icon=":material/insights:",
                 query_params={"run": run.name},
             )
-    if has_model:
-        with next(cols):
+        if has_model:
             st.page_link(
                 state.PAGE_PLAYGROUND,
                 label="Try it in the Playground",
                 icon=":material/science:",
                 query_params={"run": run.name},
             )
-    if run.can_resume:
-        with next(cols):
+        if run.can_resume:
             resume_button(run, mgr, run_state)
+        delete_button(run, run_state)
+
+
+def delete_button(run, run_state: str) -> None:
     ours = made_by_us(run.path)
-    with next(cols):
-        if st.button(
-            "Delete…",
-            icon=":material/delete:",
-            disabled=run_state in ACTIVE or not ours,
-            help="Stop it first."
-            if run_state in ACTIVE
-            else "Delete this run and all its files."
-            if ours
-            else "Transfer Studio did not make this folder, so it does not delete it.",
-        ):
-            st.session_state["_confirm_delete"] = run.name
+    if st.button(
+        "Delete…",
+        icon=":material/delete:",
+        disabled=run_state in ACTIVE or not ours,
+        help="Stop it first."
+        if run_state in ACTIVE
+        else "Delete this run and all its files."
+        if ours
+        else "Transfer Studio did not make this folder, so it does not delete it.",
+    ):
+        st.session_state["_confirm_delete"] = run.name
 
 
 def delete_now(run, store, mgr) -> None:
@@ -363,7 +364,7 @@ def main() -> None:
         return
     alive = mgr.alive_run_dirs()
     states = {run.name: _live_state(run, mgr, alive) for run in runs}
-    runs_table(runs, states, page_width.main_width())
+    runs_table(runs, states, page_width.main_width(page_width.table_px(WIDTHS)))
     run = widgets.pick_run(runs, key="open_run", label="Open a run", help="Shows the run's results below.")
     run_heading(run, states[run.name], elsewhere=str(run.path.resolve()) not in alive)
     fixes.fix_notes()

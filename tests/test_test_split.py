@@ -95,7 +95,7 @@ def test_test_pictures_are_read_only_after_the_best_epoch_is_chosen(with_test_sp
     assert {Path(r["path"]).parent.parent.name for r in test_eval["predictions"]} == {"test"}
     low, high = test_eval["ci95"]
     assert 0 <= low <= test_eval["accuracy"] <= high <= 1
-    assert "95 % sure" in test_eval["words"]
+    assert "95% sure" in test_eval["words"]
     eval_val = json.loads((run.path / "eval.json").read_text())
     assert all("/test/" not in r["path"] for r in eval_val["predictions"])
     result = job.snapshot()["result"]

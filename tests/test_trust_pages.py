@@ -98,7 +98,7 @@ def test_results_page_says_how_sure_the_accuracy_is(env, with_run):
     sentence = interval_in_words(evaluation["accuracy"], n, *wilson_interval(right, n))
     at = _goto(_app(), RESULTS)
     assert sentence in _texts(at.markdown)
-    assert "95 % sure the true accuracy is between" in sentence and f"({n} pictures)" in sentence
+    assert "95% sure the true accuracy is between" in sentence and f"({n} pictures)" in sentence
     assert "macro F1" in _texts(at.caption)
     assert "On the test pictures" not in _texts(at.subheader)  # no test/ split in this run's folder
 
@@ -114,7 +114,7 @@ def test_results_page_checks_a_new_labelled_folder(env, with_run, small_data, tm
     _ok(at)
     shown = _texts(at.markdown)
     assert "of the 16** pictures correctly" in shown
-    assert "95 % sure the true accuracy is between" in shown and "(16 pictures)" in shown
+    assert "95% sure the true accuracy is between" in shown and "(16 pictures)" in shown
     assert "wasps (1)" in _texts(at.warning)  # a class the model does not know: reported, not counted
     # The pictures shown open on the most common mistake, not on an empty square.
     result = at.session_state["_held_out"]["result"]

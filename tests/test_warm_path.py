@@ -222,7 +222,8 @@ def test_epoch_files_waiting_for_the_disk_give_way_to_newer_ones(tmp_path):
 
     def files(epoch: int, best: bool) -> EpochFiles:
         payload = {"epoch": epoch, "model": {"w": torch.full((2,), float(epoch))}}
-        history = [{"epoch": e} for e in range(1, epoch + 1)]
+        numbers = dict.fromkeys(("train_loss", "val_loss", "train_accuracy", "val_accuracy"), 0.5)
+        history = [{"epoch": e, **numbers} for e in range(1, epoch + 1)]  # whole rows: others read as damaged
         return EpochFiles(run, lambda: None, payload if best else None, payload, history, {"epochs_done": epoch})
 
     try:

@@ -1,4 +1,4 @@
-"""The Results page's honest numbers: validation accuracy with its 95 %
+"""The Results page's honest numbers: validation accuracy with its 95%
 interval in words, the test split's score (test_eval.json) apart from
 validation, and "Check on new labelled pictures" (core.held_out)."""
 
@@ -17,7 +17,7 @@ SHOWN = 12  # pictures of one confusion square
 
 
 def interval_words(accuracy: float, count: int) -> str:
-    """The 95 % sentence for an accuracy over `count` pictures."""
+    """The 95% sentence for an accuracy over `count` pictures."""
     right = round(accuracy * count)
     low, high = wilson_interval(right, count)
     return interval_in_words(accuracy, count, low, high)
@@ -28,7 +28,7 @@ def validation_interval(evaluation: dict) -> None:
     if count:
         st.markdown(
             f":material/straighten: {interval_words(evaluation['accuracy'], count)}",
-            help="Wilson's 95 % interval: with few pictures, a few lucky or unlucky ones move the "
+            help="Wilson's 95% interval: with few pictures, a few lucky or unlucky ones move the "
             "accuracy a lot. More pictures to check with make the interval narrower.",
         )
 
