@@ -150,7 +150,7 @@ def decide(
         )
     cache_train = cache_val and (augment == "none" or views > 0)
     why_not = (
-        "turned off"
+        "reusing the frozen blocks' output was switched off"
         if not config.feature_cache
         else "every block learns during the run, so no block's outputs stay the same to keep"
         if prefix == 0

@@ -414,7 +414,8 @@ def describe_cache(record: dict | None) -> str:
         return ""
     if not record.get("used"):
         why = record.get("why_not")
-        return f"Stored features were not used{': ' + why if why else ''}."
+        # Words for a teacher: "stored features" meant nothing there.
+        return f"Every epoch ran the pictures through all the blocks{': ' + why if why else ''}."
     # Blocks with weights only, as the Model page's picture counts them
     # (FreezePlan.frozen_blocks). A record written before "frozen_with_weights"
     # lists the whole prefix: "pool" has no weights, by design.

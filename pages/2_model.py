@@ -308,7 +308,10 @@ def machine_settings(info: BackboneInfo) -> None:
         options=fine_tune_view.options_with([0, 128, 160, 192, 224, 256, 288, 320, 384], state.choice("image_size")),
         format_func=lambda v: f"the network's own ({info.image_size}×{info.image_size})" if v == 0 else f"{v}×{v}",
     )
-    st.slider(**state.setting_widget("val_fraction", bounded=True), step=0.05)
+    # The folder's own val/ folder (or each class's) decides the split: the share would change nothing.
+    own_split = report is not None and report.split_source == "folders"
+    unused = "Your pictures come with their own val/ folder, which is used instead." if own_split else ""
+    st.slider(**state.setting_widget("val_fraction", bounded=True, more_help=unused, disabled=own_split), step=0.05)
     st.number_input(**state.setting_widget("seed", bounded=True))
     on_gpu = torch.cuda.is_available()
     on_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())

@@ -12,6 +12,7 @@ through Streamlit's AppTest on the repository's real photos.
 from __future__ import annotations
 
 import re
+import shutil
 
 from streamlit.testing.v1 import AppTest
 
@@ -150,6 +151,15 @@ def test_model_page_shows_the_first_preset_tip_only_where_it_applies(env, small_
     assert at.radio(key="preset").value == "linear" and TIP not in _captions(at)  # what it would advise
     at.radio(key="preset").set_value("full").run()
     assert "With 40 training pictures, try the linear probe first" in _captions(at)
+
+
+def test_the_share_kept_for_checking_is_greyed_out_where_the_folder_has_its_own_val(env, small_data, tmp_path):
+    at = _model_page(small_data)  # train/ and val/: the split is the folder's
+    slider = at.slider(key="val_fraction")
+    assert slider.disabled and "own val/ folder, which is used instead" in slider.help
+    pooled = shutil.copytree(small_data / "train", tmp_path / "pooled")  # class folders only: split at random
+    at = _goto(_choose_data(at, pooled), MODEL)
+    assert not at.slider(key="val_fraction").disabled
 
 
 def test_model_page_tiles_each_say_their_own_words(env, small_data):

@@ -445,6 +445,12 @@ def test_fast_path_note_counts_one_frozen_block_as_one():
     assert "the frozen block ran once" in one and "the blocks after it." in one, one
     two = describe_cache({"used": True, "frozen_with_weights": ["stem", "stage1"], "train": True})
     assert "the 2 frozen blocks ran once" in two, two
+    # Not kept: said as what happened, not as "Stored features were not used: turned off."
+    off = describe_cache({"used": False, "why_not": "reusing the frozen blocks' output was switched off"})
+    assert (
+        off
+        == "Every epoch ran the pictures through all the blocks: reusing the frozen blocks' output was switched off."
+    )
 
 
 def test_the_train_page_says_which_blocks_learn_now_and_which_start_next():
