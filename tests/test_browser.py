@@ -283,6 +283,19 @@ def _no_sideways_scroll(table) -> None:
     assert scroll <= shown + 1, f"the table's columns are {scroll} px wide in {shown} px"
 
 
+def _two_runs_in_the_server(app_server, linear_probe_run, trained_run, small_data, suffix: str) -> list[Path]:
+    """The session's linear probe and a second one at another rate, copied into the shared server's runs
+    folder (the caller removes them): two runs of one network and strategy, told apart by their settings."""
+    app_server["fresh"] = False
+    faster = trained_run(
+        small_data, backbone=PACKAGED_BACKBONE, strategy="linear", epochs=1, lr=0.01, device="cpu", seed=0
+    )
+    runs = [Path(app_server["folder"]) / "runs" / f"{r.name}-{suffix}" for r in (linear_probe_run, faster)]
+    for made, copy in zip((linear_probe_run, faster), runs):
+        shutil.copytree(made, copy)
+    return runs
+
+
 def test_pictures_and_tables_fit_a_1280_px_window(app_server, small_data, linear_probe_run, trained_run, tmp_path):
     """In a 1280 px window: the Data page's six pictures of each class are one row (a list of images
     wrapped as five, then one alone); the Playground's table of a folder's results (at 1024 px too) and
@@ -290,13 +303,7 @@ def test_pictures_and_tables_fit_a_1280_px_window(app_server, small_data, linear
     two runs told apart by their settings in tall rows."""
     from playwright.sync_api import expect, sync_playwright
 
-    app_server["fresh"] = False
-    faster = trained_run(
-        small_data, backbone=PACKAGED_BACKBONE, strategy="linear", epochs=1, lr=0.01, device="cpu", seed=0
-    )
-    runs = [Path(app_server["folder"]) / "runs" / f"{r.name}-layout" for r in (linear_probe_run, faster)]
-    for made, copy in zip((linear_probe_run, faster), runs):
-        shutil.copytree(made, copy)
+    runs = _two_runs_in_the_server(app_server, linear_probe_run, trained_run, small_data, "layout")
     folder = tmp_path / "photos-from-the-school-trip-to-the-botanical-garden"
     shutil.copytree(small_data / "val", folder)
     for i in range(5):  # five files that are not pictures, with long names
@@ -374,13 +381,7 @@ def test_runs_and_compare_tables_fit_1280_and_1024_px_windows(app_server, small_
     column is back."""
     from playwright.sync_api import expect, sync_playwright
 
-    app_server["fresh"] = False
-    faster = trained_run(
-        small_data, backbone=PACKAGED_BACKBONE, strategy="linear", epochs=1, lr=0.01, device="cpu", seed=0
-    )
-    runs = [Path(app_server["folder"]) / "runs" / f"{r.name}-narrow" for r in (linear_probe_run, faster)]
-    for made, copy in zip((linear_probe_run, faster), runs):
-        shutil.copytree(made, copy)
+    runs = _two_runs_in_the_server(app_server, linear_probe_run, trained_run, small_data, "narrow")
     config = json.loads((runs[1] / "config.json").read_text())  # the newer one learned from another folder
     (runs[1] / "config.json").write_text(json.dumps({**config, "data_dir": str(small_data.parent / "garden-bugs")}))
     with sync_playwright() as pw:
