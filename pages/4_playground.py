@@ -225,13 +225,7 @@ def _results_table(rows: list[dict], k: int) -> None:
                 help="Where the picture is in the folder. Drag the column's edge to see a long name whole.",
             ),
             "It looks like": st.column_config.TextColumn(width=widths["It looks like"], help="Its answer."),
-            "Sure": st.column_config.ProgressColumn(
-                format="%.0f%%",
-                min_value=0,
-                max_value=100,
-                width=widths["Sure"],
-                help="How sure it is of its answer.",
-            ),
+            "Sure": widgets.percent_bar("How sure it is of its answer.", width=widths["Sure"]),
             "Also possible": st.column_config.TextColumn(
                 width=widths.get("Also possible"),
                 help=f"The next most likely classes (it lists {k} in all: Classes per picture), and how sure of each.",

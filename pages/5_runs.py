@@ -82,12 +82,7 @@ def runs_table(runs: list, states: dict, page: int | None = None) -> None:
         "Network": st.column_config.TextColumn(),
         "What learned": st.column_config.TextColumn(),
         "Pictures": st.column_config.TextColumn(help="The folder of pictures it learned from."),
-        "Accuracy": st.column_config.ProgressColumn(
-            format="%.1f%%",
-            min_value=0,
-            max_value=100,
-            help="Share of the validation pictures the best epoch got right.",
-        ),
+        "Accuracy": widgets.percent_bar("Share of the validation pictures the best epoch got right.", 1),
         "Status": st.column_config.TextColumn(
             help="Finished, training, stopped or failed; where it ended short of the epochs it planned, how "
             f"many it finished. Models {words.ADAPTED} trained none.",

@@ -233,9 +233,7 @@ def board_columns(table: pd.DataFrame, widths: dict[str, int]) -> dict:
         )
         for column in table.columns
     }
-    config["Accuracy"] = st.column_config.ProgressColumn(
-        width=widths["Accuracy"], format="%.1f%%", min_value=0, max_value=100, help=BOARD_HELP["Accuracy"]
-    )
+    config["Accuracy"] = widgets.percent_bar(BOARD_HELP["Accuracy"], 1, width=widths["Accuracy"])
     return config
 
 

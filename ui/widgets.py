@@ -90,6 +90,13 @@ def pick_run(runs: list, key: str, label: str = "Trained model", help: str | Non
     return by_name[chosen]
 
 
+def percent_bar(help: str, decimals: int = 0, width: int | None = None):
+    """A table column of percentages (0 to 100) drawn as bars, with `decimals` after the point."""
+    return st.column_config.ProgressColumn(
+        format=f"%.{decimals}f%%", min_value=0, max_value=100, width=width, help=help
+    )
+
+
 def per_class_table(evaluation: dict, pictures: str = "Validation pictures of this class.") -> None:
     """Recall, precision and F1 per class, as bars a person can read; `pictures`
     (the Pictures column's help) says which pictures were scored."""
@@ -110,17 +117,9 @@ def per_class_table(evaluation: dict, pictures: str = "Validation pictures of th
         hide_index=True,
         column_config={
             "Pictures": st.column_config.NumberColumn(help=pictures),
-            "Found (recall)": st.column_config.ProgressColumn(
-                format="%.0f%%",
-                min_value=0,
-                max_value=100,
-                help="Of this class's pictures, the share the model recognised.",
-            ),
-            "Right when it says so (precision)": st.column_config.ProgressColumn(
-                format="%.0f%%",
-                min_value=0,
-                max_value=100,
-                help="Of the pictures the model called this class, the share that really were.",
+            "Found (recall)": percent_bar("Of this class's pictures, the share the model recognised."),
+            "Right when it says so (precision)": percent_bar(
+                "Of the pictures the model called this class, the share that really were."
             ),
             "F1": st.column_config.NumberColumn(format="%.2f", help="Balances recall and precision; 1.0 is perfect."),
         },
