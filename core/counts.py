@@ -1,5 +1,6 @@
 """Numbers as a person writes them: a count with its noun ("1 picture",
-"2 pictures"), a learning rate (0.001, 1e-5).
+"2 pictures"), the first few of a list ("a, b, c, …"), a learning rate
+(0.001, 1e-5).
 
 Messages are built from counts all over the app; this is the one place that
 knows a count of one takes the singular.
@@ -11,6 +12,11 @@ from __future__ import annotations
 def how_many(n: int, noun: str, plural: str | None = None) -> str:
     """`n` and the noun in the number it takes (`plural` when adding an s is wrong)."""
     return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def first_few(names, shown: int) -> str:
+    """The first `shown` of `names`, then "…" where there are more: "a, b, c, …"."""
+    return ", ".join(map(str, names[:shown])) + (", …" if len(names) > shown else "")
 
 
 def rate_text(lr: float) -> str:

@@ -19,7 +19,7 @@ from .errors import UserError
 from .images import HEIC_EXTENSIONS, IMAGE_EXTENSIONS, bounded_rgb, open_rgb, unreadable_reason
 from .models import HeadConfig, build_model
 from .runs import checkpoint_problem, open_run
-from .scan import is_hidden_or_system
+from .scan import is_hidden_or_system, is_link_loop
 
 
 def metrics_from_predictions(labels: list[int], preds: list[int], classes: list[str]) -> dict:
@@ -174,8 +174,8 @@ def _walk_into(dirpath: str, name: str, visited: set[str]) -> bool:
     up to a folder above (which would walk round again)."""
     if is_hidden_or_system(name):
         return False
-    real, here = os.path.realpath(os.path.join(dirpath, name)), os.path.realpath(dirpath)
-    if real in visited or (here + os.sep).startswith(real.rstrip(os.sep) + os.sep):
+    real = os.path.realpath(os.path.join(dirpath, name))
+    if is_link_loop(real, os.path.realpath(dirpath), visited):  # as the scan walks a class folder
         return False
     visited.add(real)
     return True

@@ -14,7 +14,7 @@ import json
 from dataclasses import fields
 
 from .config import TrainConfig
-from .counts import how_many
+from .counts import first_few, how_many
 
 # The kinds of value a saved setting may hold, from TrainConfig's annotations ("int | None").
 _KINDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true/false", "dict": "an object"}
@@ -114,15 +114,11 @@ def classes_problems(classes: list, scan: dict | None) -> list[str]:
     trained = (scan or {}).get("classes")
     if isinstance(trained, list) and trained and list(classes) != trained:
         return [
-            f"classes.json names {how_many(len(classes), 'class', 'classes')} ({_listed(classes)}), "
+            f"classes.json names {how_many(len(classes), 'class', 'classes')} ({first_few(classes, 4)}), "
             "but the run trained on "
-            f"{len(trained)} ({_listed(trained)})"
+            f"{len(trained)} ({first_few(trained, 4)})"
         ]
     return []
-
-
-def _listed(names: list) -> str:
-    return ", ".join(map(str, names[:4])) + (", …" if len(names) > 4 else "")
 
 
 # A metrics.jsonl row's numbers the charts draw, and an eval.json's entries the pages read, with their kinds.

@@ -41,7 +41,14 @@ from .scan_layout import (
 )
 from .scan_report import ScanReport, SkippedFile, natural_key, size_summary
 
-__all__ = ["DataFolderError", "is_hidden_or_system", "scan_and_decode", "scan_folder", "scan_if_checked_before"]
+__all__ = [
+    "DataFolderError",
+    "is_hidden_or_system",
+    "is_link_loop",
+    "scan_and_decode",
+    "scan_folder",
+    "scan_if_checked_before",
+]
 
 _REASON_LINK = "symlink loop / broken link"
 _REASON_NOT_IMAGE_TYPE = "not an image file type"
@@ -222,7 +229,7 @@ def _find_candidates(root: str, layout: Layout, skipped: list[SkippedFile]) -> d
 # Listing folders and collecting the files worth decoding
 
 
-def _is_loop(real: str, current_real: str, visited: set[str]) -> bool:
+def is_link_loop(real: str, current_real: str, visited: set[str]) -> bool:
     """Would descending into a folder whose real path is `real` revisit one?
     Also true for an ancestor of the current folder: walking it would take us
     back round (and through everything else under that ancestor)."""
@@ -241,7 +248,7 @@ def _collect_candidates(class_dir: str, stop_reals: set[str], skipped: list[Skip
     class_real = os.path.realpath(class_dir)
     # A class folder that is (or contains) the root or a split folder, e.g. a
     # link "loop -> ." beside the class folders, would scan everything again.
-    if any(_is_loop(class_real, r, set()) for r in stop_reals):
+    if any(is_link_loop(class_real, r, set()) for r in stop_reals):
         skipped.append(SkippedFile(class_dir, _REASON_LINK))
         return None
     visited = {class_real}
@@ -260,7 +267,7 @@ def _collect_candidates(class_dir: str, stop_reals: set[str], skipped: list[Skip
                 skipped.append(SkippedFile(sub, REASON_SYSTEM))  # listed once, not entered
                 continue
             real = os.path.realpath(sub)
-            if _is_loop(real, current_real, visited) or real in stop_reals:
+            if is_link_loop(real, current_real, visited) or real in stop_reals:
                 skipped.append(SkippedFile(sub, _REASON_LINK))
                 continue
             visited.add(real)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .counts import how_many
+from .counts import first_few, how_many
 
 # Thresholds for warnings (plain advice, not errors).
 _FEW_TRAIN = 10
@@ -130,9 +130,8 @@ def _inner_classes_hint(root: str, layout, name: str) -> str:
         return f"The folder {name} holds {held}: if your class folders are in there, choose {os.path.join(where, name)} instead."
     if len(inner) < 2:
         return ""
-    listed = ", ".join(inner[:4]) + (", …" if len(inner) > 4 else "")
     return (
-        f"The folder {name} holds folders of its own ({listed}): if those are your classes, choose "
+        f"The folder {name} holds folders of its own ({first_few(inner, 4)}): if those are your classes, choose "
         f"{os.path.join(where, name)} instead."
     )
 

@@ -11,6 +11,8 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
+from .counts import first_few, how_many
+
 _NUMBER = re.compile(r"(\d+)")
 
 
@@ -122,10 +124,8 @@ class ScanReport:
         names = list(
             dict.fromkeys(os.path.basename(p).strip() for p in self.ignored)
         )  # once each; Icon\r shown as Icon
-        such = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
-        n = len(self.ignored)
-        files = "1 hidden or system file" if n == 1 else f"{n} hidden or system files"
-        return f"Ignored {files} that computers make by themselves ({such}): they are not pictures."
+        files = how_many(len(self.ignored), "hidden or system file")
+        return f"Ignored {files} that computers make by themselves ({first_few(names, 3)}): they are not pictures."
 
     def format_text(self) -> str:
         lines = [f"Image folder: {self.root}"]
