@@ -44,6 +44,7 @@ from torch import nn
 
 from .adapt import ADAPTED_FILE, RECORD_FILE, FeatureAlign, read_record, with_alignment
 from .config import ADAPT_DONE
+from .counts import how_many
 from .errors import UserError
 from .evaluation import evaluate_loader, load_run_model
 from .loading import BatchNormalizer, ImageDataset, NormalizedBatches, threaded_batches
@@ -132,7 +133,7 @@ def source_words(came: dict, name: Callable[[str], str] = str) -> str:
     """The run it was adapted from and what that run trained: "the run X,
     which trained 2 epochs" (`name` marks the run's name up)."""
     epochs = came.get("source_epochs")
-    trained = f", which trained {epochs} epoch{'' if epochs == 1 else 's'}" if isinstance(epochs, int) else ""
+    trained = f", which trained {how_many(epochs, 'epoch')}" if isinstance(epochs, int) else ""
     return f"the run {name(str(came.get('run') or '?'))}{trained}"
 
 

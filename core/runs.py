@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig, check_settings
+from .counts import how_many
 from .errors import UserError
 from .files import atomic_torch_save, atomic_write_bytes, atomic_write_json, json_default
 from .run_checks import (
@@ -281,7 +282,7 @@ class Run:
         rows, problem = self.read_metrics()
         trained = _whole((status or {}).get("epochs_done"))
         if not problem and not rows and trained and (self.path / "metrics.jsonl").exists():
-            problem = f"metrics.jsonl is empty, though the run trained {trained} epoch{'s' if trained > 1 else ''}"
+            problem = f"metrics.jsonl is empty, though the run trained {how_many(trained, 'epoch')}"
         found.append(problem)
         return [p for p in found if p]
 
