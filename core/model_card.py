@@ -22,7 +22,7 @@ from .config import strategy_words
 from .evaluation import LoadedModel
 from .files import atomic_write_bytes
 from .freeze import freeze_plan_for
-from .runs import adapted_facts, open_run, read_json
+from .runs import open_run, read_json
 
 # The exported files' interface, written into preprocessing.json and the card.
 ONNX_OPSET = 17
@@ -166,13 +166,14 @@ def model_card(loaded: LoadedModel, run_dir: Path, checks: dict | None = None) -
     run = open_run(run_dir)
     config, scan = loaded.config, run.scan
     status, summary = run.status, run.summary()
-    # Numbers as numbers and text as text, whatever a damaged status.json holds (Run.summary's).
+    # Numbers as numbers and text as text, whatever a damaged status.json holds, and a kept adapted
+    # model's own epochs, time and device: Run.summary's (which applies core.runs.adapted_facts).
     status = {
         **status,
         **{key: summary[key] for key in ("epochs_done", "best_epoch", "seconds", "device", "device_name")},
         **{key: v if isinstance(v := status.get(key), int) else None for key in ("trainable_params", "total_params")},
         "freeze_plan": status.get("freeze_plan") if isinstance(status.get("freeze_plan"), str) else None,
-        **adapted_facts(run.path, status),
+        "adapted_from": summary["adapted_from"],
     }
     evaluation = run.evaluation or {}
     info = loaded.model.info
