@@ -23,6 +23,8 @@ WARM_ROWS = (
     ("help_s", "python -m core --help", None),
     ("cli_warm_s", "CLI linear probe, warm cache", None),
     ("cli_beyond_torch_s", "  beyond importing torch", (WARM_CLI_BEYOND_TORCH_S, "warm CLI beyond importing torch")),
+    ("torch_optimizer_s", "import torch + build one optimizer", None),
+    ("cli_beyond_optimizer_s", "  CLI beyond that", None),
     ("app_warm_s", "app: click to finished summary", (WARM_APP_S, "warm app, click to finished summary")),
 )
 

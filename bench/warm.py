@@ -3,16 +3,23 @@
 `measure_warm` times, on one folder and backbone:
 
 - import_torch_s: `python -c "import torch"`, the part no command can avoid;
+- torch_optimizer_s: importing torch and building one torch.optim optimizer,
+  torch's own floor for any command that trains: on torch 2.x the first
+  optimizer imports torch._dynamo (its methods are wrapped by
+  torch._disable_dynamo, which imports it on their first call), over a
+  second on a 2-core CPU, whether or not anything is compiled;
 - help_s: `python -m core --help` (imports no torch);
 - cli_cold_s: the first `python -m core train` with an empty cache (it stores
   the features and the scan's verdicts);
 - cli_warm_s: the same command again, features stored;
 - cli_beyond_torch_s: cli_warm_s - import_torch_s (target: under 1 s);
+- cli_beyond_optimizer_s: cli_warm_s - torch_optimizer_s, what the command
+  itself adds to what torch spends before any training step;
 - app_warm_s: the app's way, in this process: a Job submitted to a
   JobManager, from submit to the finished summary, after one warm-up job
   (target: under 1 s).
 
-Subprocess timings alternate (import torch, warm train) and are medians of
+Subprocess timings alternate (import torch, the optimizer, warm train) and are medians of
 REPEAT, so a machine whose load changes weighs on both alike. The load
 average is logged before and after.
 
@@ -34,6 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 REPEAT = 3
+# torch's floor for a command that trains: the import and one optimizer
+TORCH_OPTIMIZER = "import torch; torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)"
 
 
 def _load() -> str:
@@ -83,11 +92,13 @@ def measure_warm(data: str, backbone: str, epochs: int, work: Path, log=print) -
     help_s = statistics.median(_timed([python, "-m", "core", "--help"], env) for _ in range(REPEAT))
     cli_cold_s = _timed(train, env)  # stores the features and the scan's verdicts
     log(f"  cold CLI run {cli_cold_s:.2f} s (features stored)")
-    torch_times, warm_times = [], []
+    torch_times, optimizer_times, warm_times = [], [], []
     for _ in range(REPEAT):
         torch_times.append(_timed([python, "-c", "import torch"], env))
+        optimizer_times.append(_timed([python, "-c", TORCH_OPTIMIZER], env))
         warm_times.append(_timed(train, env))
     import_torch_s, cli_warm_s = statistics.median(torch_times), statistics.median(warm_times)
+    torch_optimizer_s = statistics.median(optimizer_times)
 
     from core.config import TrainConfig
     from core.jobs import JobManager
@@ -103,6 +114,8 @@ def measure_warm(data: str, backbone: str, epochs: int, work: Path, log=print) -
         "cli_cold_s": round(cli_cold_s, 3),
         "cli_warm_s": round(cli_warm_s, 3),
         "cli_beyond_torch_s": round(cli_warm_s - import_torch_s, 3),
+        "torch_optimizer_s": round(torch_optimizer_s, 3),
+        "cli_beyond_optimizer_s": round(cli_warm_s - torch_optimizer_s, 3),
         "app_warm_s": round(app_warm_s, 3),
     }
 
@@ -119,7 +132,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-warm-") as tmp:
         result = measure_warm(args.data, args.backbone, args.epochs, Path(args.work or tmp))
     for key, value in result.items():
-        print(f"{key:<20} {value:7.3f} s")
+        print(f"{key:<24} {value:7.3f} s")
     print(json.dumps(result))
     return 0
 

@@ -11,14 +11,13 @@ non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli_adapt, cli_checks, cli_data, cli_lr_find, cli_sweep
+from . import cli_adapt, cli_checks, cli_data, cli_lr_find, cli_sweep, collection
 from .paths import pasted_path
 from .runs import DEFAULT_RUNS_DIR, RUNS_ENV, default_runs_dir
 
@@ -172,8 +171,8 @@ def cmd_train(args) -> int:
 
     # What the engine's imports made lives as long as this command: no
     # collection needs to walk it again (a full one would take longer than a
-    # warm linear probe's epochs).
-    gc.freeze()
+    # warm linear probe's epochs), the one at the job's end included.
+    collection.freeze_loaded()
     config = _config_from_args(args)
     check_data_folder(config.data_dir)  # a mistyped folder: one line, before "Training ..." is printed
     if launched_by_torchrun():  # several processes, one run (core.cli_ddp)

@@ -15,7 +15,7 @@ cycle among frozen objects that becomes garbage stays until the frozen
 objects have grown by a quarter since the last full collection: then one
 job end unfreezes and collects everything, as Python's own rule for full
 collections does (a quarter more long-lived objects). The command line
-freezes what its imports made once (core.cli).
+freezes what its imports made once (freeze_loaded, core.cli).
 """
 
 from __future__ import annotations
@@ -29,6 +29,17 @@ FULL_AFTER_GROWTH = 1.25
 
 _lock = threading.Lock()
 _frozen_after_full = 0  # frozen objects after the last full collection (0: none yet)
+
+
+def freeze_loaded() -> None:
+    """Freeze what exists now, without collecting, as the baseline of the
+    rule above: for a process that has just imported what it needs (the
+    command line), whose objects are not garbage, so that its first job's
+    end collects only what the job made instead of walking everything once."""
+    global _frozen_after_full
+    with _lock:
+        gc.freeze()
+        _frozen_after_full = max(_frozen_after_full, gc.get_freeze_count())
 
 
 def collect_and_freeze() -> bool:

@@ -313,6 +313,7 @@ def test_bench_quick_prints_every_row_of_issue_15s_targets(hymenoptera, shared_t
         "the same, BatchNorm folded",
         "decoding alone",
         "warm path",
+        "import torch + build one optimizer",
         "Targets (--quick",
         "The whole benchmark took",
     ]
