@@ -189,14 +189,16 @@ def _unreadable_warning(rows: list[dict]) -> None:
 # the sidebar open (they widen with a wider window). "Problem" only appears when a file could not be read.
 RESULT_WIDTHS = {"Picture": 175, "It looks like": 120, "Sure": 80, "Also possible": 180}
 WITH_PROBLEMS = {"Picture": 140, "It looks like": 90, "Sure": 80, "Also possible": 120, "Problem": 125}
+NAME_CHAR_PX = 7.0  # a file name's characters (capitals, digits, "_") are wider than a sentence's: 6.5 px measured
 TABLE_MOST_PX = 720  # rows made tall by long class names scroll inside the table past this height
 
 
 def _results_table(rows: list[dict], k: int) -> None:
     """What the model says of each picture, each thing once: its surest class,
     how sure, and the other classes of its `k` most likely. Rows are as tall
-    as a long class name needs to show whole; a long path is cut at its
-    column's edge (the CSV has it whole)."""
+    as a long class name needs to show whole; a path too long for its column
+    shows shortened in the middle ("hat/IMG_2023…_final.jpg"), on one line,
+    while the cell holds it whole (a double click shows it; the CSV has it)."""
     problems = any(r["error"] for r in rows)
     widths = WITH_PROBLEMS if problems else RESULT_WIDTHS
     if k < 2:
@@ -215,14 +217,16 @@ def _results_table(rows: list[dict], k: int) -> None:
     size = widgets.whole_rows({name: list(table[name]) for name in widths if name not in ("Picture", "Sure")}, widths)
     if size:
         size["height"] = min(size["height"], TABLE_MOST_PX)
+    fits = max(12, int((widths["Picture"] - 17) / NAME_CHAR_PX))  # 17 px: the cell's padding
     st.dataframe(
-        table,
+        table.style.format(lambda path: words.middle_cut(path, fits), subset=["Picture"]),
         hide_index=True,
         **size,
         column_config={
             "Picture": st.column_config.TextColumn(
                 width=widths["Picture"],
-                help="Where the picture is in the folder. Drag the column's edge to see a long name whole.",
+                help="Where the picture is in the folder. A long name is shortened in the middle: double-click it to see "
+                "it whole (the CSV has it whole too).",
             ),
             "It looks like": st.column_config.TextColumn(width=widths["It looks like"], help="Its answer."),
             "Sure": widgets.percent_bar("How sure it is of its answer.", width=widths["Sure"]),

@@ -256,6 +256,35 @@ def test_playground_shows_where_it_looked_and_names_a_folder(env, with_run, smal
     assert "does not exist" in _texts(at.error)
 
 
+def test_playground_shortens_long_picture_names_in_the_middle_and_keeps_them_whole(env, with_run, small_data):
+    """A path of 120 characters with no spaces, or with spaces, shows on one line of its column, shortened
+    in the middle (its start and its file's ending kept); the cell, the CSV and a double click keep it whole
+    (tests/test_long_names_browser.py looks at it in a real browser)."""
+    from streamlit import dataframe_util
+
+    folder = env / "trip"
+    (folder / "hat").mkdir(parents=True)
+    hats = sorted((small_data / "val" / "hat").glob("*.jpg"))
+    names = [
+        "hat/IMG_20230612_" + "x" * 95 + "_final.jpg",
+        "hat/the hat my class photographed on the school trip to the botanical garden in the rain.jpg",
+    ]
+    for name, hat in zip(names, hats):
+        shutil.copy(hat, folder / name)
+    at = _goto(_app(), PLAYGROUND)
+    at.text_input(key="batch_folder").set_value(str(folder)).run()
+    _button(at, "Name them all").click().run()
+    _ok(at)
+    (table,) = [d for d in at.dataframe if "It looks like" in d.value.columns]
+    assert sorted(table.value["Picture"]) == sorted(names)  # the cell holds the path whole
+    shown = dataframe_util.convert_arrow_bytes_to_pandas_df(table.proto.arrow_data.styler.display_values)
+    fits = int((175 - 17) / 7.0)  # the Picture column's 175 px (no Problem column), 7 px a character
+    for whole, short in zip(table.value["Picture"], shown["Picture"]):
+        assert len(short) <= fits and "…" in short, short
+        start, end = short.split("…")
+        assert whole.startswith(start) and whole.endswith(end) and end.endswith(".jpg"), short
+
+
 def test_predictions_csv_from_the_command_line(env, with_run, small_data):
     from core.cli import main
 

@@ -50,6 +50,17 @@ def chart_text(name) -> str:
     return html.escape(str(name), quote=False)
 
 
+def middle_cut(text, chars: int) -> str:
+    """`text` in at most `chars` characters: whole when it fits, else its
+    start and its end (where a file's name and kind are) around "…":
+    "hat/IMG_2023…_final.jpg"."""
+    text = " ".join(str(text).splitlines())
+    if len(text) <= chars:
+        return text
+    tail = max(1, (chars - 1) // 2)
+    return text[: max(1, chars - 1 - tail)] + "…" + text[-tail:]
+
+
 # The Model page's strategy presets ("last" is last-N with its own slider),
 # named and explained by core.config.STRATEGY_WORDS.
 PRESETS = {

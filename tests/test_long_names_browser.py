@@ -1,0 +1,96 @@
+"""Long names in the real browser: the Playground's table of a folder's
+results, where a picture's path of 120 characters (no spaces) or with spaces
+shows shortened in the middle on one line, never cut at the bottom of its row,
+and whole when a person double-clicks it, at 1280 and 1024 px.
+
+The real server (`streamlit run app.py`), Debian's Chromium, the session's
+EfficientNet-Lite0 linear probe on the repository's photos (packaged weights).
+Screenshots go to test-artifacts/ (look at them).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from tests.test_browser import _env, _nav, _no_error_boxes, _shot
+
+pytestmark = pytest.mark.browser
+
+NO_SPACES = "IMG_20230612_" + "x" * 95 + "_final.jpg"  # 120 characters, no spaces
+WITH_SPACES = "the photo my class took of a hat on the school trip to the botanical garden in june.jpg"
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    folder = tmp_path_factory.mktemp("long-names")
+    with streamlit_server(folder, env=_env(folder)) as (url, _port, _log):
+        yield {"url": url, "folder": folder}
+
+
+def _pictures_with_long_names(small_data: Path, folder: Path) -> Path:
+    """Two of the validation photos under long names, one in a subfolder with a long name too."""
+    hats = sorted((small_data / "val" / "hat").glob("*.jpg"))
+    (folder / "hat").mkdir(parents=True)
+    shutil.copy(hats[0], folder / "hat" / NO_SPACES)
+    deep = folder / "pictures from the second afternoon of the trip"
+    deep.mkdir()
+    shutil.copy(hats[1], deep / WITH_SPACES)
+    # Not a picture: its long reason in the Problem column makes the rows as tall as two or three lines.
+    (folder / "hat" / "notes.jpg").write_text("notes from the lesson, saved with the wrong ending")
+    return folder
+
+
+def test_long_picture_names_show_shortened_on_one_line_and_whole_on_a_double_click(
+    app_server, small_data, linear_probe_run, tmp_path
+):
+    from playwright.sync_api import expect, sync_playwright
+
+    shutil.copytree(linear_probe_run, Path(app_server["folder"]) / "runs" / linear_probe_run.name)
+    folder = _pictures_with_long_names(small_data, tmp_path / "trip")
+    whole = f"hat/{NO_SPACES}"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(app_server["url"])
+            _nav(page, "Playground")
+            box = page.get_by_role("textbox", name="Folder of pictures")
+            box.fill(str(folder))
+            box.press("Enter")
+            page.get_by_role("button", name="Name them all").click()
+            expect(page.get_by_text("Named 2 pictures")).to_be_visible(timeout=120_000)
+            table = page.get_by_test_id("stDataFrame").first
+            cells = table.locator("td")
+            # The grid's accessible table holds each path whole (what a screen reader reads, and a copy takes).
+            expect(cells.filter(has_text=NO_SPACES)).to_have_count(1)
+            texts = [t.strip() for t in cells.all_text_contents()]
+            assert whole in texts and f"pictures from the second afternoon of the trip/{WITH_SPACES}" in texts
+            _no_error_boxes(page)
+            _shot(page, "long-names-playground-1280.png")
+
+            # A double click on the first picture's cell opens it whole.
+            table.scroll_into_view_if_needed()
+            area = table.bounding_box()
+            page.mouse.dblclick(area["x"] + 60, area["y"] + 35 + 20)  # below the 35 px header
+            overlay = page.locator("[id^=gdg-overlay] textarea")  # the grid's box for a cell's whole text
+            expect(overlay).to_have_value(whole, timeout=10_000)
+            _shot(page, "long-names-playground-whole-1280.png")
+            page.keyboard.press("Escape")
+
+            page.set_viewport_size({"width": 1024, "height": 900})  # a small laptop's window, the sidebar open
+            page.wait_for_timeout(1500)
+            _no_error_boxes(page)
+            _shot(page, "long-names-playground-1024.png")
+        except Exception:
+            _shot(page, "failure.png")
+            raise
+        finally:
+            browser.close()
