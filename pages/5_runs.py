@@ -58,11 +58,13 @@ def runs_table(runs: list, states: dict, page: int | None = None) -> None:
     says, as the run pickers do, what tells a run apart from others of its
     network learning the same way, on as many lines as it needs; a model
     adapted to new pictures trained no epochs, and its time is the
-    adaptation's (Run.summary). The run's folder is a hidden column (the
+    adaptation's (Run.summary); rows that would still read alike say when
+    each run started, or its folder. The run's folder is a hidden column (the
     table's menu shows it; the opened run's heading says it)."""
-    rows, told = [], words.run_differences(runs)
+    rows, told, created = [], words.run_differences(runs), {}
     for run in runs:
         s = run.summary()
+        created[run.name] = s.get("created")
         acc = s.get("best_val_accuracy")
         rows.append(
             {
@@ -77,6 +79,7 @@ def runs_table(runs: list, states: dict, page: int | None = None) -> None:
             }
         )
     shown, widths, left_out = page_width.columns_for(page, WIDTHS, SMALL_WINDOW, NEEDED_FIRST)
+    _alike_told_apart(rows, created, shown)
     config = {
         "Started": st.column_config.TextColumn(),
         "Network": st.column_config.TextColumn(),
@@ -105,6 +108,19 @@ def runs_table(runs: list, states: dict, page: int | None = None) -> None:
     )
     if left_out:
         st.caption(page_width.left_out_note(left_out))
+
+
+def _alike_told_apart(rows: list[dict], created: dict, shown: list[str]) -> None:
+    """Rows that would read the same in the columns shown (two runs of the same
+    settings; a run's accuracy and time are what it did, not which it is) say
+    in "What learned" when each started, to the second, or else its folder."""
+    same = [name for name in shown if name not in ("Accuracy", "Time")]
+    told = words.rows_told_apart(
+        {row["Run"]: " | ".join(str(row[name]) for name in same) for row in rows}, created, "Started" not in shown
+    )
+    for row in rows:
+        if told[row["Run"]]:
+            row["What learned"] += f" · {told[row['Run']]}"
 
 
 def run_heading(run, run_state: str, elsewhere: bool = False) -> None:

@@ -1,7 +1,9 @@
 """Long names in the real browser: the Playground's table of a folder's
 results, where a picture's path of 120 characters (no spaces) or with spaces
 shows shortened in the middle on one line, never cut at the bottom of its row,
-and whole when a person double-clicks it, at 1280 and 1024 px.
+and whole when a person double-clicks it, at 1280 and 1024 px; and the Runs
+table, where runs of the same settings would read alike (the hidden Folder
+column tells them apart only in the table's menu).
 
 The real server (`streamlit run app.py`), Debian's Chromium, the session's
 EfficientNet-Lite0 linear probe on the repository's photos (packaged weights).
@@ -10,6 +12,7 @@ Screenshots go to test-artifacts/ (look at them).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -89,6 +92,43 @@ def test_long_picture_names_show_shortened_on_one_line_and_whole_on_a_double_cli
             page.wait_for_timeout(1500)
             _no_error_boxes(page)
             _shot(page, "long-names-playground-1024.png")
+        except Exception:
+            _shot(page, "failure.png")
+            raise
+        finally:
+            browser.close()
+
+
+def test_runs_of_the_same_settings_are_told_apart_in_the_runs_table(app_server, linear_probe_run):
+    """Three copies of one run (the same settings, two started in the same second): in a 1280 px window,
+    where the Started column shows the minute, and in a 1024 px one, where it is left out, each row says
+    when its run started, to the second, and the two of the same second their folders' names."""
+    from playwright.sync_api import expect, sync_playwright
+
+    runs = Path(app_server["folder"]) / "runs"
+    copies = [runs / f"{linear_probe_run.name}-copy-{i}" for i in range(3)]
+    for i, copy in enumerate(copies):
+        shutil.copytree(linear_probe_run, copy)
+        status = json.loads((copy / "status.json").read_text())
+        (copy / "status.json").write_text(json.dumps({**status, "created": status["created"] + 7 * (i == 2)}))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(app_server["url"])
+            _nav(page, "Runs")
+            table = page.get_by_test_id("stDataFrame").first
+            for width in (1280, 1024):
+                page.set_viewport_size({"width": width, "height": 900})
+                expect(table.locator("td").filter(has_text=" · started ")).to_have_count(3, timeout=30_000)
+                learned = [t for t in table.locator("td").all_text_contents() if t.startswith("Only the new last")]
+                assert len(set(learned)) == len(learned), learned  # no two rows alike
+                assert sum(" · started " in t for t in learned) == len(learned), learned
+                for copy in copies[:2]:
+                    assert sum(t.endswith(copy.name) for t in learned) == 1, learned
+                _no_error_boxes(page)
+                _shot(page, f"alike-runs-{width}.png")
         except Exception:
             _shot(page, "failure.png")
             raise

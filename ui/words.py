@@ -392,6 +392,29 @@ def _told_apart(labels: dict[str, str], *extras: dict[str, str]) -> dict[str, st
     return labels
 
 
+def rows_told_apart(rows: dict[str, str], created: dict[str, float | None], with_date: bool) -> dict[str, str]:
+    """{run name: what to add to its row in a runs table so that a person can
+    tell it from the others}: "" where its row (`rows`: each run's cells as
+    shown, in one text) reads unlike any other; else when it started, to the
+    second ("started 14:03:21"; with the day where `with_date`, as when the
+    table leaves its Started column out), and where that is the same too,
+    its folder's name."""
+    added: dict[str, list[str]] = {name: [] for name in rows}
+    shown = dict(rows)
+    started = {
+        name: f"started {fmt_when(created.get(name), '%d %b %H:%M:%S' if with_date else '%H:%M:%S')}"
+        for name in rows
+        if created.get(name) and fmt_when(created.get(name)) != "–"
+    }
+    for extra in (started, {name: name for name in rows}):
+        repeated = {text for text, n in Counter(shown.values()).items() if n > 1}
+        for name in rows:
+            if shown[name] in repeated and extra.get(name):
+                added[name].append(extra[name])
+                shown[name] += f" · {extra[name]}"
+    return {name: " · ".join(parts) for name, parts in added.items()}
+
+
 _OLD_PLAN_BLOCKS = re.compile(r"\(([a-z0-9_]+(?:, [a-z0-9_]+)*)\) are trained")
 
 
