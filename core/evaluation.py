@@ -142,7 +142,13 @@ def load_run_model(run_dir: str | Path, which: str = "best", device: str | torch
     damaged = f"The run {run.name} has no usable model"
     problem = checkpoint_problem(path)
     if problem:
-        raise UserError(f"{damaged}: {problem}. Delete the run, or resume it if its last.pt is whole.")
+        advice = (  # resuming makes a new best.pt only with a new epoch (core.resume refuses it without)
+            "Only a new epoch can make a new best model: resume the run (with more epochs, if it did all it "
+            "planned) if its last.pt is whole, or delete it."
+            if which == "best"
+            else "Delete the run, or start a new one."
+        )
+        raise UserError(f"{damaged}: {problem}. {advice}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         config = ckpt.get("config") or run.config

@@ -1,6 +1,8 @@
 """After the epochs: the best epoch's weights scored on the validation
 pictures (eval.json) and, when the folder has a test/ split, once on those
-(test_eval.json, with the interval around its accuracy).
+(test_eval.json, with the interval around its accuracy). `check_again` does
+the first once more for a finished run whose eval.json or classes.json was
+deleted or broken, from its best.pt, without training.
 
 The functions take the training's setup `s` (core.training's _Setup: the
 model, the run, the data, the decisions and the progress; not imported, as
@@ -12,8 +14,11 @@ from __future__ import annotations
 import torch
 
 from . import distributed, evaluation
+from .errors import UserError
 from .held_out import interval_in_words, wilson_interval
+from .images import open_rgb
 from .progress import counted
+from .runs import open_run
 from .training_data import loader_for_test_split
 
 
@@ -85,3 +90,45 @@ def summarise_test_split(test_eval: dict | None) -> dict:
         "test_n": test_eval["n"],
         "test_macro_f1": test_eval["macro_f1"],
     }
+
+
+def check_again(run_dir, device: str = "cpu", batch_size: int = 32) -> dict:
+    """Score a finished run's best model (best.pt) again on its own validation
+    pictures (scan.json's split) and write eval.json anew, and classes.json
+    from the model where it is missing or broken: what a deleted or broken
+    eval.json or classes.json needs, without training. Pictures that cannot
+    be read now are left out (the result's "unreadable"). Raises a UserError
+    saying why it cannot (Run.can_check_again says whether it should)."""
+    run = open_run(run_dir)
+    loaded = evaluation.load_run_model(run.path, device=device)  # its classes from best.pt itself
+    scan = run.scan
+    val = [v for v in scan.get("val") or [] if isinstance(v, list) and len(v) == 2]
+    if not val:
+        raise UserError(f"The run {run.name} cannot be checked again: scan.json does not list its validation pictures.")
+    if scan.get("classes") != loaded.classes:
+        raise UserError(f"The run {run.name} cannot be checked again: its model and scan.json name other classes.")
+    paths = [str(path) for path, _ in val]
+
+    def batches():
+        for start in range(0, len(val), batch_size):
+            images, labels, indices = [], [], []
+            for index in range(start, min(start + batch_size, len(val))):
+                try:
+                    images.append(loaded.transform(open_rgb(paths[index], max_side=loaded.resize_size)))
+                except Exception:  # noqa: BLE001 - a picture gone or broken since: left out, and counted
+                    continue
+                labels.append(int(val[index][1]))
+                indices.append(index)
+            if images:
+                yield torch.stack(images), torch.tensor(labels), torch.tensor(indices), []
+
+    result = evaluation.evaluate_loader(loaded.model, batches(), 0, loaded.classes, paths, loaded.device)
+    if not result["predictions"]:
+        raise UserError(
+            f"The run {run.name} cannot be checked again: none of its {len(val)} validation pictures can be read now."
+        )
+    if run.model_problem or not (run.path / "classes.json").exists():
+        run.write_json("classes.json", loaded.classes)
+    run.write_json("eval.json", result)
+    seen = {row["path"] for row in result["predictions"]}
+    return {**result, "unreadable": [p for p in paths if p not in seen]}

@@ -330,6 +330,24 @@ class Run:
             and self.state in RESUMABLE_STATES
         )
 
+    @property
+    def can_check_again(self) -> bool:
+        """A finished run (no adapted model) whose only damage is its eval.json
+        or classes.json, missing or broken, while its best.pt is whole and
+        scan.json lists its validation pictures: scoring best.pt again on them
+        (core.final_evaluation.check_again) makes both anew, with no training.
+        Resuming would not: it trains no epoch when all are done, and never
+        writes classes.json."""
+        status, state = self.status, self.state
+        if status.get("state") != "finished" or isinstance(status.get("adapted_from"), dict):
+            return False
+        if state == "damaged":
+            damage_ok = all(p.startswith(("eval.json", "classes.json")) for p in self.problems)
+        else:
+            damage_ok = state == "finished" and not (self.path / "eval.json").exists()
+        scan, problem = read_json_checked(self.path / "scan.json", dict)
+        return damage_ok and checkpoint_problem(self.best_checkpoint) is None and not problem and bool(scan.get("val"))
+
     def summary(self) -> dict:
         """One row for a runs table. A damaged run's "reason" says what is
         damaged and what can be done; a kept adapted model's epochs, time and
@@ -338,16 +356,7 @@ class Run:
         state, problems = self._state_and_problems()
         reason = status.get("reason")
         if state == "damaged":
-            reason = (
-                "Damaged: "
-                + "; ".join(problems)
-                + ". "
-                + (
-                    "You can resume it from its last finished epoch, or delete it."
-                    if self.can_resume
-                    else "You can delete it."
-                )
-            )
+            reason = "Damaged: " + "; ".join(problems) + ". " + self._what_can_be_done()
         # Each value of the kind the tables expect, whatever a damaged file holds there (the reason says what).
         return {
             "run": self.name,
@@ -371,6 +380,20 @@ class Run:
             "adapted_from": None,
             **adapted_facts(self.path, status),  # its own epochs (none), time and device
         }
+
+    def _what_can_be_done(self) -> str:
+        """A damaged run's way out, in words, as it really is."""
+        if self.can_check_again:
+            return (
+                "Its trained model (best.pt) is whole: check it again on its validation pictures to make "
+                "these files anew, with no training, or delete it."
+            )
+        if not self.can_resume:
+            return "You can delete it."
+        epochs, done = _whole(self.config.get("epochs")), _whole(self.status.get("epochs_done"))
+        if checkpoint_problem(self.best_checkpoint) and epochs and done and done >= epochs:
+            return "Only a new epoch can make a new best model: resume it with more epochs, or delete it."
+        return "You can resume it from its last finished epoch, or delete it."
 
     # --- writing -----------------------------------------------------------
     def write_json(self, name: str, obj: Any) -> None:

@@ -11,6 +11,7 @@ from core.adapted_run import SOURCE, changes_words
 from core.config import setting_label, settings_without_effect
 from core.counts import how_many
 from core.errors import UserError, friendly
+from core.final_evaluation import check_again
 from core.jobs import ACTIVE
 from core.runs import made_by_us
 from ui import adapt_view, bookmarks, charts, fixes, follow_view, page_width, resources, state, widgets, words
@@ -172,6 +173,13 @@ def actions(run, mgr, run_state: str) -> None:
     """Links to the run's results and playground, resume, and delete."""
     has_model = run.best_checkpoint.exists() and run.model_problem is None
     has_results = (run.path / "eval.json").exists()
+    recheck = run.can_check_again and run_state not in ACTIVE
+    if recheck and run_state != "damaged":  # finished, and only its results are gone
+        st.info(
+            "This run's results (eval.json) are missing. Its trained model is whole: check it again on its "
+            "validation pictures to see its results, with no training.",
+            icon=":material/info:",
+        )
     # One row, each as wide as its words (wrapping in a narrow window): in columns of fixed shares, four
     # actions at 1280 px were cut to "Resu…" and "Delet…".
     with st.container(horizontal=True, vertical_alignment="center"):
@@ -189,9 +197,39 @@ def actions(run, mgr, run_state: str) -> None:
                 icon=":material/science:",
                 query_params={"run": run.name},
             )
-        if run.can_resume:
+        if recheck:  # resuming would train no epoch and leave classes.json as it is (Run.can_check_again)
+            check_again_button(run)
+        elif run.can_resume:
             resume_button(run, mgr, run_state)
         delete_button(run, run_state)
+    checked = st.session_state.pop("_checked_again", None)
+    if checked:
+        st.success(checked, icon=":material/task_alt:")
+
+
+def check_again_button(run) -> None:
+    """Score the run's whole best.pt again on its validation pictures: its eval.json (and classes.json) anew."""
+    if not st.button(
+        "Check it again",
+        icon=":material/fact_check:",
+        help="Names the run's validation pictures again with its trained model and saves the results, "
+        "as at the end of its training. Nothing is trained.",
+    ):
+        return
+    try:
+        with st.spinner("Checking the model again on its validation pictures…"):
+            result = check_again(run.path)
+    except Exception as exc:  # noqa: BLE001
+        st.error(f"Could not check it again: {friendly(exc)}", icon=":material/error:")
+        return
+    missing = (
+        f" ({how_many(len(result['unreadable']), 'picture')} could not be read now)" if result["unreadable"] else ""
+    )
+    st.session_state["_checked_again"] = (
+        f"Checked again on its {how_many(result['count'], 'validation picture')}{missing}: "
+        f"{words.fmt_pct(result['accuracy'])} right. Its results are whole again."
+    )
+    st.rerun()
 
 
 def delete_button(run, run_state: str) -> None:

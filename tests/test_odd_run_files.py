@@ -33,6 +33,7 @@ from core.resume import prepare_resume, restore_run
 from core.runs import RunStore, open_run
 from tests.test_app_pages import (
     _app,
+    _button,
     _goto,
     _ok,
     _texts,
@@ -199,3 +200,39 @@ def test_every_page_shows_a_damaged_run_as_damaged_and_the_others_still_work(env
     _ok(at)
     assert REASONS["eval"] in _texts(at.error)
     assert made["good"].name not in _texts(at.error)
+
+
+def test_a_finished_run_whose_results_or_class_names_are_lost_is_checked_again_not_resumed(env, linear_probe_run):
+    """eval.json cut off, classes.json deleted or naming other classes, eval.json deleted: resuming a
+    finished run trains no epoch and never writes classes.json, so the Runs page offers "Check it again"
+    (best.pt scored again on the run's validation pictures), never Resume; afterwards the run is whole,
+    with the same results as before."""
+    whole = json.loads((linear_probe_run / "eval.json").read_text())
+    damage = {
+        "eval-cut": lambda run: (run / "eval.json").write_text('{"accuracy": 0.9'),
+        "classes-gone": lambda run: (run / "classes.json").unlink(),
+        "classes-other": lambda run: (run / "classes.json").write_text('["cat", "dog"]'),
+        "eval-gone": lambda run: (run / "eval.json").unlink(),
+    }
+    for name, spoil in damage.items():
+        spoil(shutil.copytree(linear_probe_run, env / "runs" / name))
+    at = _goto(_app(), RUNS)
+    for name in damage:
+        at.selectbox(key="open_run").set_value(name).run()
+        _ok(at)
+        run = open_run(env / "runs" / name)
+        assert run.can_check_again, name
+        if name == "eval-gone":  # a finished run, not damaged: only its results are missing
+            assert "results (eval.json) are missing" in _texts(at.info), name
+        else:
+            assert "check it again on its validation pictures" in _texts(at.error), (name, _texts(at.error))
+            assert "resume" not in _texts(at.error).lower(), name
+        assert "Resume" not in [b.label for b in at.button], name
+        _button(at, "Check it again").click().run()
+        _ok(at)
+        assert "Its results are whole again." in _texts(at.success), name
+        run = open_run(env / "runs" / name)
+        assert run.state == "finished" and not run.problems and not run.can_check_again, (name, run.problems)
+        assert run.classes == whole["classes"] and run.evaluation["confusion"] == whole["confusion"], name
+        assert "Check it again" not in [b.label for b in at.button], name
+    assert not open_run(linear_probe_run).can_check_again  # a whole run has nothing to check again
