@@ -14,7 +14,7 @@ from core.errors import friendly
 from core.evaluation import list_images, predict_batch, predict_images, predictions_csv
 from core.images import HEIC_EXTENSIONS, HEIC_HINT, IMAGE_EXTENSIONS, open_rgb
 from core.paths import pasted_path
-from ui import bookmarks, charts, fixes, resources, state, uploads, widgets, words
+from ui import bookmarks, charts, fixes, page_width, resources, state, uploads, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_PLAYGROUND)  # a bookmark opened first on a fresh server
 st.title(":material/science: Playground")
@@ -119,7 +119,8 @@ def _many_pictures(run) -> None:
         "and a CSV file to open in a spreadsheet."
     )
     classes = run.classes or resources.loaded_model(run).classes  # no classes.json: the model's own
-    c1, c2, c3 = st.columns([4, 1.2, 1.3], vertical_alignment="bottom")
+    # The button's column holds its words whole in a 1024 px window with the sidebar open (1.3 cut them to "Name …").
+    c1, c2, c3 = st.columns([3, 1.2, 1.6], vertical_alignment="bottom")
     c1.text_input(
         "Folder of pictures",
         key="batch_folder",
@@ -185,10 +186,16 @@ def _unreadable_warning(rows: list[dict]) -> None:
     )
 
 
-# The folder table's columns in px: together 555, inside the 562 px a page gives a table in a 1024 px window with
-# the sidebar open (they widen with a wider window). "Problem" only appears when a file could not be read.
-RESULT_WIDTHS = {"Picture": 175, "It looks like": 120, "Sure": 80, "Also possible": 180}
-WITH_PROBLEMS = {"Picture": 140, "It looks like": 90, "Sure": 80, "Also possible": 120, "Problem": 125}
+# The folder table's columns in px: together 790, inside the 818 px a page gives a table in a 1280 px window with
+# the sidebar open, most of the room going to the picture's name. "Problem" only appears when a file could not be
+# read. In a narrower page (ui.page_width), the SMALL_WINDOW widths: together 555, inside the 562 px of a 1024 px
+# window with the sidebar open (a table stretches its columns alike over any room beyond their widths).
+RESULT_WIDTHS = {"Picture": 330, "It looks like": 140, "Sure": 100, "Also possible": 220}
+WITH_PROBLEMS = {"Picture": 280, "It looks like": 110, "Sure": 90, "Also possible": 150, "Problem": 160}
+SMALL_WINDOW = {
+    "results": {"Picture": 175, "It looks like": 120, "Sure": 80, "Also possible": 180},
+    "with problems": {"Picture": 140, "It looks like": 90, "Sure": 80, "Also possible": 120, "Problem": 125},
+}
 NAME_CHAR_PX = 7.0  # a file name's characters (capitals, digits, "_") are wider than a sentence's: 6.5 px measured
 TABLE_MOST_PX = 720  # rows made tall by long class names scroll inside the table past this height
 
@@ -201,6 +208,9 @@ def _results_table(rows: list[dict], k: int) -> None:
     while the cell holds it whole (a double click shows it; the CSV has it)."""
     problems = any(r["error"] for r in rows)
     widths = WITH_PROBLEMS if problems else RESULT_WIDTHS
+    page = page_width.main_width(page_width.table_px(widths))
+    if page is not None and page < page_width.table_px(widths):
+        widths = SMALL_WINDOW["with problems" if problems else "results"]
     if k < 2:
         widths = {name: width for name, width in widths.items() if name != "Also possible"}
     cells = [
