@@ -278,7 +278,8 @@ def test_playground_shortens_long_picture_names_in_the_middle_and_keeps_them_who
     (table,) = [d for d in at.dataframe if "It looks like" in d.value.columns]
     assert sorted(table.value["Picture"]) == sorted(names)  # the cell holds the path whole
     shown = dataframe_util.convert_arrow_bytes_to_pandas_df(table.proto.arrow_data.styler.display_values)
-    fits = int((175 - 17) / 7.0)  # the Picture column's 175 px (no Problem column), 7 px a character
+    # The Picture column's 330 px (no Problem column; a page of unknown width gets the wide layout), 7 px a character
+    fits = int((330 - 17) / 7.0)
     for whole, short in zip(table.value["Picture"], shown["Picture"]):
         assert len(short) <= fits and "…" in short, short
         start, end = short.split("…")
