@@ -33,6 +33,19 @@ def _in_folder(run, path: str) -> str:
     return os.path.relpath(path, root) if inside else Path(path).name
 
 
+LONGEST_NAME = 20  # characters of a file's name under a thumbnail; longer ones keep their start and end
+
+
+def _short(place: str) -> str:
+    """A picture's place with a long file name shortened in its middle: val/shirt/0c6472ac…c35b1.jpg (the
+    clothes example's names are 36 characters of hex, four lines under a thumbnail that pushed its Fix down)."""
+    cut = max(place.rfind("/"), place.rfind(os.sep)) + 1
+    stem, dot, suffix = place[cut:].rpartition(".") if "." in place[cut:] else (place[cut:], "", "")
+    if len(stem) > LONGEST_NAME:
+        stem = f"{stem[:8]}…{stem[-5:]}"
+    return f"{place[:cut]}{stem}{dot}{suffix}"
+
+
 def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", key: str = "gallery") -> None:
     """Thumbnails in rows of GRID, each with what the model said and the fix
     actions; with where_looked, the Grad-CAM overlay instead of the plain picture."""
@@ -59,7 +72,9 @@ def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", k
                 )
                 st.image(picture, width="stretch", alt=alt)
                 # Where to find it: several classes may each hold a 0.jpg.
-                st.caption(f"{words.answer_caption(row)}  \n:gray[{words.md_text(_in_folder(run, row['path']))}]")
+                st.caption(
+                    f"{words.answer_caption(row)}  \n:gray[{words.md_text(_short(_in_folder(run, row['path'])))}]"
+                )
                 fixes.fix_actions(run.summary()["data"] or "", row["path"], run.classes, key, row["predicted"])
 
 

@@ -179,9 +179,22 @@ def confusion_figure(eval_dict: dict, normalize: bool = False):
         # The squares edge to edge, the first class at the top (clickable_confusion's points would pad the axes).
         xaxis_range=[-0.5, len(classes) - 0.5],
         yaxis_range=[len(classes) - 0.5, -0.5],
+        # A long class name shortened at the axis (the hover and the choosers have it whole): "long-sleeved
+        # shirts and sweaters" took a third of the chart's width and squeezed the squares.
+        xaxis=dict(tickvals=classes, ticktext=[_tick(c) for c in eval_dict.get("classes", [])]),
+        yaxis=dict(tickvals=classes, ticktext=[_tick(c) for c in eval_dict.get("classes", [])]),
         margin=dict(l=10, r=10, t=30, b=10),
     )
     return fig
+
+
+TICK_CHARS = 16  # a class's name at a confusion matrix's axis
+
+
+def _tick(name) -> str:
+    """A class's name for an axis, at most TICK_CHARS characters."""
+    name = str(name)
+    return chart_text(name if len(name) <= TICK_CHARS else name[: TICK_CHARS - 1].rstrip() + "…")
 
 
 BESIDE_CLASSES = 6  # a confusion matrix of up to this many classes leaves room beside it; a larger one takes the page
