@@ -33,6 +33,19 @@ def _in_folder(run, path: str) -> str:
     return os.path.relpath(path, root) if inside else Path(path).name
 
 
+LONGEST_NAME = 20  # characters of a file's name under a thumbnail; longer ones keep their start and end
+
+
+def _short(place: str) -> str:
+    """A picture's place with a long file name shortened in its middle: val/shirt/0c6472ac…c35b1.jpg (the
+    clothes example's names are 36 characters of hex, four lines under a thumbnail that pushed its Fix down)."""
+    cut = max(place.rfind("/"), place.rfind(os.sep)) + 1
+    stem, dot, suffix = place[cut:].rpartition(".") if "." in place[cut:] else (place[cut:], "", "")
+    if len(stem) > LONGEST_NAME:
+        stem = f"{stem[:8]}…{stem[-5:]}"
+    return f"{place[:cut]}{stem}{dot}{suffix}"
+
+
 def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", key: str = "gallery") -> None:
     """Thumbnails in rows of GRID, each with what the model said and the fix
     actions; with where_looked, the Grad-CAM overlay instead of the plain picture."""
@@ -59,7 +72,9 @@ def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", k
                 )
                 st.image(picture, width="stretch", alt=alt)
                 # Where to find it: several classes may each hold a 0.jpg.
-                st.caption(f"{words.answer_caption(row)}  \n:gray[{words.md_text(_in_folder(run, row['path']))}]")
+                st.caption(
+                    f"{words.answer_caption(row)}  \n:gray[{words.md_text(_short(_in_folder(run, row['path'])))}]"
+                )
                 fixes.fix_actions(run.summary()["data"] or "", row["path"], run.classes, key, row["predicted"])
 
 
@@ -76,8 +91,9 @@ def confusion_section(run, evaluation: dict) -> None:
     st.subheader("Which classes get mixed up")
     st.caption(
         "Each row is the real class, each column what the model said. The diagonal from top left to bottom "
-        "right holds the right answers; every other square is a mistake. **Click a square** (or choose it on "
-        "the right) to see its pictures."
+        "right holds the right answers; every other square is a mistake, and an empty one holds no pictures. "
+        f"**Click a square** (or choose it {'on the right' if charts.matrix_beside(classes) else 'below'}) to see "
+        "its pictures."
     )
 
     # A new run starts on its most common mistake.
@@ -94,34 +110,19 @@ def confusion_section(run, evaluation: dict) -> None:
         st.session_state["cell_true"], st.session_state["cell_pred"] = classes[clicked[0]], classes[clicked[1]]
     st.session_state["_cell_clicked"] = clicked
 
-    left, right = st.columns([3, 2], gap="large")
-    with left:
-        normalize = st.toggle(
-            "Show shares instead of counts",
-            key="cm_normalize",
-            help="Each row as percentages of that class's pictures: easier to read when classes differ in size.",
-        )
-        fig = charts.clickable_confusion(charts.confusion_figure(evaluation, normalize=normalize), evaluation)
-        t, p = classes.index(st.session_state["cell_true"]), classes.index(st.session_state["cell_pred"])
-        fig.add_shape(  # the chosen square, outlined
-            type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5, line=dict(color="#ff7f0e", width=4)
-        )
-        side = min(700, 160 + 60 * len(classes))
-        fig.update_layout(
-            height=side, font=dict(size=14), dragmode=False, xaxis_title="what the model said", yaxis_title="real class"
-        )
-        st.plotly_chart(
-            fig,
-            key=chart_key,
-            on_select="rerun",
-            selection_mode=("points",),
-            config={"displayModeBar": False},
-        )
+    # A few classes: the choosers beside the matrix; many: the matrix the page's width, the choosers below it.
+    beside = charts.matrix_beside(classes)
+    matrix, right = st.columns([3, 2], gap="large") if beside else (st.container(), st.container())
+    with matrix:
+        _matrix(evaluation, chart_key)
 
     with right:
         st.markdown("**The square to look at**")
-        st.selectbox("Real class", classes, key="cell_true", help="The row of the matrix: what the picture really is.")
-        st.selectbox("Predicted as", classes, key="cell_pred", help="The column: what the model said it is.")
+        first, second = (right, right) if beside else st.columns(2)
+        first.selectbox(
+            "Real class", classes, key="cell_true", help="The row of the matrix: what the picture really is."
+        )
+        second.selectbox("Predicted as", classes, key="cell_pred", help="The column: what the model said it is.")
         true, pred = st.session_state["cell_true"], st.session_state["cell_pred"]
         rows = cell_images(evaluation, true, pred)
         n = len(rows)
@@ -142,6 +143,35 @@ def confusion_section(run, evaluation: dict) -> None:
             st.caption(f"… and {n - MAX_CELL} more (the ones the model was least sure about).")
     else:
         st.caption("No validation pictures in this square.")
+
+
+def _matrix(evaluation: dict, chart_key: str) -> None:
+    """The clickable matrix, counts or shares, the chosen square outlined."""
+    classes = evaluation["classes"]
+    normalize = st.toggle(
+        "Show shares instead of counts",
+        key="cm_normalize",
+        help="Each row as percentages of that class's pictures: easier to read when classes differ in size.",
+    )
+    fig = charts.clickable_confusion(charts.confusion_figure(evaluation, normalize=normalize), evaluation)
+    t, p = classes.index(st.session_state["cell_true"]), classes.index(st.session_state["cell_pred"])
+    fig.add_shape(  # the chosen square, outlined
+        type="rect", x0=p - 0.5, x1=p + 0.5, y0=t - 0.5, y1=t + 0.5, line=dict(color="#ff7f0e", width=4)
+    )
+    fig.update_layout(
+        height=charts.matrix_height(classes),
+        font=dict(size=14),
+        dragmode=False,
+        xaxis_title="what the model said",
+        yaxis_title="real class",
+    )
+    st.plotly_chart(
+        fig,
+        key=chart_key,
+        on_select="rerun",
+        selection_mode=("points",),
+        config={"displayModeBar": False},
+    )
 
 
 # --- the hardest pictures ---------------------------------------------------------------

@@ -287,8 +287,16 @@ def leaderboard_notes(rows: list[dict], busy: bool) -> None:
     st.caption("  \n".join(notes))
 
 
-def compared_curves(paths: list[str]) -> None:
-    """Every run's accuracy and loss curves, one colour per run; none for an adapted model, which did not train."""
+# The curves side by side while each gets this many px of the page (with the legend's long lines), else one
+# under the other: in a 1024 px window (562 px of page) two charts of 273 px cut their legends off.
+SIDE_BY_SIDE_PX = 340
+WIDE_PAGE_PX = 818  # a 1280 px window's page, the sidebar open: what the page is while its width is unknown
+COLUMN_GAP_PX = 16
+
+
+def compared_curves(paths: list[str], page: int | None) -> None:
+    """Every run's accuracy and loss curves, one colour per run; none for an adapted model, which did not train.
+    Side by side on a wide page, one under the other on a narrow one, their legends' lines as long as fit."""
     data = curves(paths)
     adapted = any(Run(Path(p)).status.get("adapted_from") for p in paths)
     no_curves = f"Models {words.ADAPTED} have no curves: they did not train, the runs they came from did."
@@ -301,16 +309,27 @@ def compared_curves(paths: list[str]) -> None:
     labels = words.run_legends([Run(Path(p)) for p in paths])
     data = [dict(r, label=labels.get(r["run"], r["label"])) for r in data]
     acc = [dict(r, value=100 * r["value"]) if r["kind"] == "accuracy" else r for r in data]
-    c1, c2 = st.columns(2)
-    fig = charts.curves_figure(acc, "accuracy")
-    fig.update_layout(title="Accuracy (higher is better)", yaxis_title="% correct", **_CURVE_LAYOUT)
-    fig.update_yaxes(range=[0, 101])
-    c1.plotly_chart(fig, key="compare_acc")
-    fig = charts.curves_figure(data, "loss")
-    fig.update_layout(title="Loss (lower is better)", **_CURVE_LAYOUT)
-    fig.update_yaxes(rangemode="tozero")
-    c2.plotly_chart(fig, key="compare_loss")
-    st.caption(f"Solid lines: validation pictures. Dotted: training pictures. One colour per run. {no_curves}")
+    page = page or WIDE_PAGE_PX
+    side_by_side = (page - COLUMN_GAP_PX) / 2 >= SIDE_BY_SIDE_PX
+    chart_px = (page - COLUMN_GAP_PX) // 2 if side_by_side else page
+    places = st.columns(2) if side_by_side else [st.container(), st.container()]
+    for place, rows, kind, title in (
+        (places[0], acc, "accuracy", "Accuracy (higher is better)"),
+        (places[1], data, "loss", "Loss (lower is better)"),
+    ):
+        fig = charts.curves_figure(rows, kind, charts.legend_chars(chart_px))
+        legend_px = charts.legend_lines(fig) * charts.LEGEND_LINE_PX
+        fig.update_layout(title=title, height=CURVES_PX + legend_px, **_CURVE_LAYOUT)
+        if kind == "accuracy":
+            fig.update_layout(yaxis_title="% correct")
+            fig.update_yaxes(range=[0, 101])
+        else:
+            fig.update_yaxes(rangemode="tozero")
+        place.plotly_chart(fig, key=f"compare_{kind}")
+    st.caption(
+        "Solid lines: validation pictures. Dotted: training pictures. One colour per run: click a run's name to "
+        f"hide or show its lines, point at a line to see its run in full. {no_curves}"
+    )
 
 
 def board(paths: list[str], page: int | None) -> None:
@@ -338,11 +357,11 @@ def board(paths: list[str], page: int | None) -> None:
     leaderboard_table(rows, states, page)
     networks.failed_run_notes(rows)
     leaderboard_notes(rows, busy)
-    compared_curves(paths)
+    compared_curves(paths, page)
 
 
+CURVES_PX = 400  # a chart's height without its legend
 _CURVE_LAYOUT = dict(
-    height=460,
     legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0, font=dict(size=11)),
     xaxis=dict(title="epoch"),  # its ticks: charts.curves_figure
 )

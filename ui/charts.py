@@ -7,6 +7,7 @@ text, so each name a user made goes in through `words.chart_text`."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -151,12 +152,13 @@ def confusion_figure(eval_dict: dict, normalize: bool = False):
     can map a click back to cell_images."""
     classes = [chart_text(c) for c in eval_dict.get("classes", [])]
     counts = [[int(v) for v in row] for row in eval_dict.get("confusion", [])]
+    # An empty square says nothing: a hundred zeros of ten classes hid the few mistakes among them.
     if normalize:
         values = [[v / max(1, sum(row)) for v in row] for row in counts]
-        text = [[f"{v:.0%}<br>({c})" for v, c in zip(vrow, crow)] for vrow, crow in zip(values, counts)]
+        text = [[f"{v:.0%}<br>({c})" if c else "" for v, c in zip(vrow, crow)] for vrow, crow in zip(values, counts)]
     else:
         values = counts
-        text = [[str(c) for c in row] for row in counts]
+        text = [[str(c) if c else "" for c in row] for row in counts]
     custom = [[[i, j, counts[i][j]] for j in range(len(classes))] for i in range(len(classes))]
     fig = go.Figure(
         go.Heatmap(
@@ -174,10 +176,39 @@ def confusion_figure(eval_dict: dict, normalize: bool = False):
     fig.update_layout(
         xaxis_title="predicted class",
         yaxis_title="true class",
-        yaxis_autorange="reversed",
+        # The squares edge to edge, the first class at the top (clickable_confusion's points would pad the axes).
+        xaxis_range=[-0.5, len(classes) - 0.5],
+        yaxis_range=[len(classes) - 0.5, -0.5],
+        # A long class name shortened at the axis (the hover and the choosers have it whole): "long-sleeved
+        # shirts and sweaters" took a third of the chart's width and squeezed the squares.
+        xaxis=dict(tickvals=classes, ticktext=[_tick(c) for c in eval_dict.get("classes", [])]),
+        yaxis=dict(tickvals=classes, ticktext=[_tick(c) for c in eval_dict.get("classes", [])]),
         margin=dict(l=10, r=10, t=30, b=10),
     )
     return fig
+
+
+TICK_CHARS = 16  # a class's name at a confusion matrix's axis
+
+
+def _tick(name) -> str:
+    """A class's name for an axis, at most TICK_CHARS characters."""
+    name = str(name)
+    return chart_text(name if len(name) <= TICK_CHARS else name[: TICK_CHARS - 1].rstrip() + "…")
+
+
+BESIDE_CLASSES = 6  # a confusion matrix of up to this many classes leaves room beside it; a larger one takes the page
+
+
+def matrix_beside(classes: list) -> bool:
+    """Whether a confusion matrix of `classes` is drawn with its choosers beside it (few classes) or takes the
+    page's whole width, its choosers below (at 1024 px, ten classes beside them were squares 14 px wide)."""
+    return len(classes) <= BESIDE_CLASSES
+
+
+def matrix_height(classes: list, most: int = 700) -> int:
+    """A confusion matrix's height in px: its squares about as tall as wide."""
+    return min(most, 160 + 60 * len(classes))
 
 
 def clickable_confusion(fig: go.Figure, evaluation: dict) -> go.Figure:
@@ -256,14 +287,35 @@ def embedding_figure(rows: list[dict], classes: list[str], title: str) -> go.Fig
     return fig
 
 
-def curves_figure(rows: list[dict], kind: str = "accuracy"):
+LEGEND_CHAR_PX = 6.0  # a legend's 11 px text, about 5 px a character in Chromium; 6 to be safe
+LEGEND_LINE_PX = 19  # one line of it, with the space between entries
+LEGEND_SYMBOL_PX = 50  # the line sample before each entry, and its padding
+SPLIT_WORDS = {"val": "validation pictures", "train": "training pictures"}
+
+
+def legend_chars(chart_px: int) -> int:
+    """How many characters of a legend's line fit a chart `chart_px` wide."""
+    return max(16, int((chart_px - LEGEND_SYMBOL_PX) / LEGEND_CHAR_PX))
+
+
+def wrapped(text: str, chars: int) -> str:
+    """`text` for a plotly chart, on lines of at most `chars` characters (broken between words)."""
+    return "<br>".join(chart_text(line) for line in textwrap.wrap(str(text), chars, break_on_hyphens=False) or [""])
+
+
+def curves_figure(rows: list[dict], kind: str = "accuracy", chars: int = 60):
     """A plotly line chart of curves() rows for one kind ("loss" or "accuracy"):
-    a colour per run, solid for validation, dotted for training."""
+    a colour per run, solid for validation, dotted for training. The legend
+    has one entry per run, its label on lines of at most `chars` characters
+    (a long one ran off a narrow chart); a click on it hides or shows both
+    the run's lines, and hovering a point names the run in full."""
     fig = go.Figure()
     colours = CLASS_COLORS
     labels = list(dict.fromkeys(r["label"] for r in rows))
     last_epoch = max((r["epoch"] for r in rows), default=1)
+    value = "%{y:.1f}%" if kind == "accuracy" else "%{y:.3f}"
     for i, label in enumerate(labels):
+        in_legend = True
         for split, dash in (("val", "solid"), ("train", "dot")):
             points = sorted(
                 (r["epoch"], r["value"])
@@ -276,14 +328,24 @@ def curves_figure(rows: list[dict], kind: str = "accuracy"):
                         x=[p[0] for p in points],
                         y=[p[1] for p in points],
                         mode="lines+markers" if len(points) <= 30 else "lines",  # many dots make a smear
-                        name=f"{chart_text(label)} ({split})",
+                        name=wrapped(label, chars),
+                        legendgroup=f"run{i}",
+                        showlegend=in_legend,
                         line=dict(color=colours[i % len(colours)], dash=dash),
+                        hovertemplate=f"{chart_text(label)}<br>{SPLIT_WORDS[split]}, "
+                        f"epoch %{{x}}: {value}<extra></extra>",
                     )
                 )
+                in_legend = False
     fig.update_layout(xaxis_title="epoch", yaxis_title=kind, margin=dict(l=10, r=10, t=30, b=10))
     # One tick per epoch only while they fit: 100 epochs of ticks are an unreadable smear.
     fig.update_xaxes(dtick=1 if last_epoch <= 20 else None)
     return fig
+
+
+def legend_lines(fig: go.Figure) -> int:
+    """How many lines a figure's legend entries take, each on its own row (at most)."""
+    return sum(str(t.name).count("<br>") + 1 for t in fig.data if t.showlegend is not False)
 
 
 def lr_find_figure(result: dict) -> go.Figure:

@@ -123,11 +123,13 @@ def _confusion(folder: str, result: dict) -> None:
     if clicked is not None and clicked != st.session_state.get("_held_out_clicked"):
         st.session_state["held_true"], st.session_state["held_pred"] = classes[clicked[0]], classes[clicked[1]]
     st.session_state["_held_out_clicked"] = clicked
-    left, right = st.columns([3, 2], gap="large")
+    # A few classes: the choosers beside the matrix; many: the matrix the page's width, the choosers below it.
+    beside = charts.matrix_beside(classes)
+    left, right = st.columns([3, 2], gap="large") if beside else (st.container(), st.container())
     with left:
         fig = charts.clickable_confusion(charts.confusion_figure(result), result)
         fig.update_layout(
-            height=min(600, 160 + 60 * len(classes)),
+            height=charts.matrix_height(classes, most=600),
             dragmode=False,
             xaxis_title="what the model said",
             yaxis_title="real class",
@@ -140,8 +142,9 @@ def _confusion(folder: str, result: dict) -> None:
             config={"displayModeBar": False},
         )
     with right:
-        true = st.selectbox("Real class", classes, key="held_true")
-        pred = st.selectbox("Predicted as", classes, key="held_pred")
+        first, second = (right, right) if beside else st.columns(2)
+        true = first.selectbox("Real class", classes, key="held_true")
+        pred = second.selectbox("Predicted as", classes, key="held_pred")
     rows = cell_images(result, true, pred)
     st.markdown(words.square_sentence(len(rows), true, pred))
     # Captioned as the Results page's own galleries (the picture's place in the folder goes below it).

@@ -1,0 +1,129 @@
+"""Compare and Results with ten classes, in the real server and Chromium, in a 1280 x 900 and a 1024 x 768
+window (a small laptop's, the sidebar open): three real runs on the ten kinds of clothes (two linear probes
+told apart by their settings, and a fine-tune), their curves' legends inside their charts, one entry per run;
+a confusion matrix whose squares a class can read; tables that do not scroll sideways. Saves a screenshot of
+each page at each width in test-artifacts/ (look at them)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+
+import pytest
+
+from tests.folders import PACKAGED_BACKBONE, small_copy
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from tests.test_browser import _env, _fits_the_page, _nav, _no_error_boxes, _no_sideways_scroll, _shot
+
+pytestmark = pytest.mark.browser
+
+SIZES = ((1280, 900), (1024, 768))
+MIN_SQUARE_PX = 40  # a confusion-matrix square with room for its count, read from the back of a classroom
+
+# Each chart's legend, its entries and the chart's own box, as the browser lays them out.
+_LEGENDS = """() => Array.from(document.querySelectorAll('[data-testid=stPlotlyChart]')).map(chart => {
+    const c = chart.getBoundingClientRect(), legend = chart.querySelector('.legend');
+    const l = legend ? legend.getBoundingClientRect() : null;
+    return {chart: [c.left, c.right], legend: l && [l.left, l.right],
+            entries: Array.from(chart.querySelectorAll('.legend .traces')).map(t => t.textContent)};
+})"""
+_INSIDE = f"""() => {{
+    const charts = ({_LEGENDS})();
+    return charts.length >= 2 && charts.every(c => c.legend && c.legend[0] >= c.chart[0] - 1
+                                                 && c.legend[1] <= c.chart[1] + 1);
+}}"""
+
+
+@pytest.fixture(scope="module")
+def ten_class_server(trained_run, clothing10, tmp_path_factory):
+    """A server on a runs folder of three finished runs of EfficientNet-Lite0 (packaged weights) on a small
+    copy of the ten kinds of clothes: {"url": ..., "runs": [the three folders, oldest first]}."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    data = small_copy(clothing10, tmp_path_factory.mktemp("data") / "clothing10", train=6, val=4)
+    common = dict(backbone=PACKAGED_BACKBONE, device="cpu", seed=0, augment="none")
+    made = [
+        trained_run(data, strategy="linear", epochs=2, lr=0.001, **common),
+        trained_run(data, strategy="linear", epochs=3, lr=0.003, **common),
+        trained_run(data, strategy="last-2", epochs=2, **common),
+    ]
+    folder = tmp_path_factory.mktemp("ten-classes")
+    runs = [folder / "runs" / f"{i}-{run.name}" for i, run in enumerate(made)]  # newest last, as trained
+    for run, copy in zip(made, runs):
+        shutil.copytree(run, copy)
+    with streamlit_server(folder, env=_env(folder)) as (url, _port, _log):
+        yield {"url": url, "runs": runs}
+
+
+def _legends_fit(page, runs: int) -> None:
+    """Each curve chart's legend lies inside its chart, with one entry per run, each a different run."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    with contextlib.suppress(PlaywrightError):  # the boxes below say more than a timeout
+        page.wait_for_function(_INSIDE, timeout=30_000)
+    charts = page.evaluate(_LEGENDS)
+    curves = [c for c in charts if c["legend"]]
+    assert len(curves) == 2, charts
+    for chart in curves:
+        (left, right), (chart_left, chart_right) = chart["legend"], chart["chart"]
+        assert left >= chart_left - 1 and right <= chart_right + 1, f"the legend runs off its chart: {chart}"
+        assert len(chart["entries"]) == runs and len(set(chart["entries"])) == runs, chart["entries"]
+
+
+def _squares_readable(page, classes: int) -> None:
+    """The confusion matrix's squares are at least MIN_SQUARE_PX wide, and the matrix ends inside the page."""
+    chart = page.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".heatmaplayer")).first
+    chart.scroll_into_view_if_needed()
+    box = chart.locator(".nsewdrag").first.bounding_box()
+    assert box["width"] / classes >= MIN_SQUARE_PX, f"squares {box['width'] / classes:.0f} px wide"
+    _fits_the_page(page, chart)
+
+
+def test_compare_and_results_with_ten_classes_at_1280_and_1024_px(ten_class_server):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(ten_class_server["url"])
+            _nav(page, "Compare")
+            table = page.get_by_test_id("stDataFrame").first
+            expect(table).to_contain_text("3 epochs, learning rate: 0.003", timeout=120_000)
+            expect(page.get_by_test_id("stPlotlyChart")).to_have_count(2)
+            for width, height in SIZES:
+                page.set_viewport_size({"width": width, "height": height})
+                if width < 1280:  # the page has heard of its new width and been drawn again for it
+                    expect(page.get_by_text("The window is narrow, so the table leaves out")).to_be_visible()
+                page.wait_for_timeout(1000)  # the charts' own redraw
+                _legends_fit(page, runs=3)
+                _fits_the_page(page, table)
+                _no_sideways_scroll(table)
+                _no_error_boxes(page)
+                _shot(page, f"10-compare-3-runs-{width}.png")
+            # Two runs, in the narrow window: the fine-tune taken out of the comparison.
+            page.get_by_role("button", name=re.compile(r"^Remove .*last-2")).click()
+            expect(page.get_by_test_id("stPlotlyChart").first.locator(".legend .traces")).to_have_count(2)
+            _legends_fit(page, runs=2)
+            _shot(page, "10-compare-2-runs-1024.png")
+
+            _nav(page, "Results")
+            expect(page.get_by_text("How well each class is recognised")).to_be_visible(timeout=60_000)
+            classes = page.get_by_test_id("stDataFrame").first
+            expect(classes).to_contain_text("t-shirt")
+            for width, height in reversed(SIZES):
+                page.set_viewport_size({"width": width, "height": height})
+                page.wait_for_timeout(1000)
+                _squares_readable(page, 10)
+                _fits_the_page(page, classes)
+                _no_sideways_scroll(classes)
+                _no_error_boxes(page)
+                _shot(page, f"10-results-{width}.png")
+        except Exception:
+            _shot(page, "failure.png")
+            raise
+        finally:
+            browser.close()
