@@ -154,7 +154,8 @@ def restore_random_state(ckpt: dict, device: torch.device) -> None:
 class EpochFiles:
     """An epoch's files, written in this order: its checkpoints (best.pt when
     it is the best epoch so far, then last.pt), then its line in
-    metrics.jsonl, so every epoch there can be resumed from, then status.json.
+    metrics.jsonl, so every epoch there can be resumed from, then the loss
+    curve of the batches so far (`losses`: a file's name and its JSON), then status.json.
     `landed`: waits for the payloads' copies off a GPU (copies_landed)."""
 
     run: object  # the Run (core.runs), or a PeerRun that writes nothing
@@ -163,11 +164,13 @@ class EpochFiles:
     last: dict
     history: list[dict]
     status: dict
+    losses: tuple[str, dict] | None = None
 
     def absorb(self, later: EpochFiles) -> None:
         """Become a later epoch's files, these not being written yet: its
         last.pt, metrics and status; its best.pt, or else still this one's."""
         self.landed, self.last, self.history, self.status = later.landed, later.last, later.history, later.status
+        self.losses = later.losses or self.losses
         self.best = later.best if later.best is not None else self.best
 
     def write(self) -> None:
@@ -176,6 +179,8 @@ class EpochFiles:
             self.run.save_checkpoint("best.pt", self.best)
         self.run.save_checkpoint("last.pt", self.last)
         self.run.write_metrics(self.history)
+        if self.losses is not None:
+            self.run.write_json(*self.losses)
         self.run.update_status(**self.status)
 
 

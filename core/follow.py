@@ -125,7 +125,7 @@ def snapshot(run_dir: str | Path) -> dict:
         "reason": run.summary()["reason"] if state in ("damaged", "failed", "stopped") else status.get("reason"),
         "run_dir": str(run.path),
         "history": history,
-        "batch_losses": live.get("batch_losses") or [],
+        **_loss_curve(run, live),
         "skipped_files": [],
         "feature_cache": status.get("feature_cache"),
         "world_size": status.get("world_size") or 1,
@@ -148,6 +148,15 @@ def snapshot(run_dir: str | Path) -> dict:
             "device": status.get("device_name"),
         }
     return snap
+
+
+def _loss_curve(run: Run, live: dict) -> dict:
+    """The whole run's per-batch losses: its file's (up to its last finished
+    epoch), then live.json's recent ones after them."""
+    saved = run.batch_losses
+    after = saved.points[-1][0] if saved.points else -1
+    recent = [list(p) for p in live.get("batch_losses") or [] if isinstance(p, list) and p and p[0] > after]
+    return {"batch_losses": saved.points + recent, "steps_per_epoch": saved.steps_per_epoch}
 
 
 def active_runs(runs_dir: str | Path, skip: set[str] = frozenset()) -> list[Run]:

@@ -37,6 +37,7 @@ from .collection import collect_and_freeze
 from .config import TrainConfig
 from .devices import device_key, release_device_memory
 from .errors import friendly
+from .progress import LossCurve
 from .resume import ResumePlan, prepare_resume, restore_run
 from .run_lock import RunLock
 from .runs import DEFAULT_RUNS_DIR, Run, RunStore, prepare_run
@@ -46,9 +47,6 @@ ACTIVE = ("queued", "running", "stopping")
 ENDED = ("stopped", "finished", "failed")
 
 _ids = itertools.count(1)
-
-# How many per-batch losses a job keeps for the live chart (older ones thinned).
-MAX_BATCH_POINTS = 2000
 
 
 class Job:
@@ -76,6 +74,7 @@ class Job:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._done = threading.Event()
+        self._losses = LossCurve()  # the per-batch losses, status["batch_losses"] its points
         # Followed from the run folder by other processes (core.follow): the live
         # fields mirrored to live.json (mirror=False: a rank other than 0), and a
         # stop.request file there works like request_stop().
@@ -106,7 +105,7 @@ class Job:
             "counted": None,
             "phase_since": time.time(),  # when the phase began
             "history": [],  # one dict per finished epoch
-            "batch_losses": [],  # [step, loss] every few batches
+            "batch_losses": [],  # [step, loss] every few batches, the whole run's (LossCurve)
             "skipped_files": [],
             "feature_cache": None,
             "result": None,
@@ -153,11 +152,14 @@ class Job:
 
     def add_batch_loss(self, step: int, loss: float) -> None:
         with self._lock:
-            points = self._status["batch_losses"]
-            points.append([step, loss])
-            if len(points) > MAX_BATCH_POINTS:
-                del points[::2]  # keep the whole curve, at half the resolution
+            if self._losses.add(step, loss):  # the whole run's curve, in a bounded number of points
+                self._status["batch_losses"] = self._losses.points
         self._mirror_live()
+
+    def set_batch_losses(self, points: list[list[float]], per_point: int) -> None:
+        with self._lock:
+            self._losses = LossCurve(points, per_point)
+            self._status["batch_losses"] = self._losses.points
 
     def add_skipped(self, paths: list[str]) -> None:
         if paths:

@@ -12,6 +12,41 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
+LOSS_FILE = "batch_losses.json"  # a run's per-batch losses: LossCurve.to_json()
+MAX_LOSS_POINTS = 2000  # per-batch losses kept for a run's chart, in memory and in LOSS_FILE (even)
+
+
+class LossCurve:
+    """The loss every few batches over a whole run, in fewer than `limit`
+    points however long the run: at the limit each two neighbours become
+    their mean, and from then on as many new losses are averaged into one
+    point, so that the curve has the same resolution from its start to its end."""
+
+    def __init__(self, points=(), per_point: int = 1, steps_per_epoch: int | None = None):
+        self.points = [[float(step), float(loss)] for step, loss in points]
+        self.per_point = max(1, int(per_point))  # losses averaged into each point
+        self.steps_per_epoch = steps_per_epoch
+        self._waiting: list[tuple[float, float]] = []
+
+    def add(self, step: float, loss: float, limit: int = MAX_LOSS_POINTS) -> bool:
+        """Take one loss; True when `points` changed."""
+        self._waiting.append((step, loss))
+        if len(self._waiting) < self.per_point:
+            return False
+        self.points.append([sum(v[0] for v in self._waiting) / len(self._waiting), _mean(self._waiting)])
+        self._waiting = []
+        if len(self.points) >= limit:
+            self.points = [[(a[0] + b[0]) / 2, (a[1] + b[1]) / 2] for a, b in zip(self.points[::2], self.points[1::2])]
+            self.per_point *= 2
+        return True
+
+    def to_json(self) -> dict:
+        return {"steps_per_epoch": self.steps_per_epoch, "per_point": self.per_point, "points": self.points}
+
+
+def _mean(pairs: list[tuple[float, float]]) -> float:
+    return sum(v[1] for v in pairs) / len(pairs)
+
 
 class Progress(Protocol):
     def update(self, **changes) -> None:
@@ -31,6 +66,10 @@ class Progress(Protocol):
 
     def add_batch_loss(self, step: int, loss: float) -> None:
         """One point of the live loss curve."""
+
+    def set_batch_losses(self, points: list[list[float]], per_point: int) -> None:
+        """The loss curve's points already recorded (a resumed run's earlier
+        epochs, LossCurve's points and per_point)."""
 
     def add_skipped(self, paths: list[str]) -> None:
         """Files that could not be read and were left out."""
@@ -80,6 +119,9 @@ class Quiet:
         pass
 
     def add_batch_loss(self, step: int, loss: float) -> None:
+        pass
+
+    def set_batch_losses(self, points: list[list[float]], per_point: int) -> None:
         pass
 
     def add_skipped(self, paths: list[str]) -> None:

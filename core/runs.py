@@ -4,6 +4,7 @@ leaves half a file, and read back after a restart.
 Layout (see docs/DESIGN.md):
     .transfer-studio-run (the marker: this app made the folder)
     config.json  scan.json  classes.json  status.json  metrics.jsonl
+    batch_losses.json (the loss every few batches, thinned: core.progress)
     last.pt (resume)  best.pt (best val epoch)  eval.json  run.lock
     adapted.pt  adapt.json (adapted to new pictures, core.adapt)
     adapted_from.json (a run that is an adapted model kept, core.adapted_run)
@@ -16,6 +17,7 @@ breaks the reading of any other run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -29,6 +31,7 @@ from .config import TrainConfig, check_settings
 from .counts import how_many
 from .errors import UserError
 from .files import atomic_torch_save, atomic_write_bytes, atomic_write_json, json_default
+from .progress import LOSS_FILE, LossCurve
 from .run_checks import (
     classes_problems,
     clean_origin,
@@ -251,6 +254,19 @@ class Run:
         return self.read_metrics()[0]
 
     @property
+    def batch_losses(self) -> LossCurve:
+        """The loss every few batches of the whole run so far, as its last
+        finished epoch left it (LOSS_FILE), with its batches per epoch; none
+        (no points, steps_per_epoch None) where the file is missing (a run
+        made before it was kept) or damaged: the chart then has no per-batch
+        line, and nothing else depends on it."""
+        saved = read_json(self.path / LOSS_FILE, {}, dict)
+        steps, points, per_point = saved.get("steps_per_epoch"), saved.get("points"), saved.get("per_point", 1)
+        if not all(_whole(v) and v >= 1 for v in (steps, per_point)) or not isinstance(points, list):
+            return LossCurve()
+        return LossCurve([p for p in points if _loss_point(p)], per_point, steps)
+
+    @property
     def last_checkpoint(self) -> Path:
         return self.path / "last.pt"
 
@@ -438,6 +454,14 @@ class Run:
             if not own:
                 held.release()
         return [p.name for p in leftovers]
+
+
+def _loss_point(point) -> bool:
+    return (
+        isinstance(point, list)
+        and len(point) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in point)
+    )
 
 
 def _number(value):

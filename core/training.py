@@ -12,6 +12,7 @@ run's end state.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from .final_evaluation import evaluate_best, evaluate_test_split, summarise_test
 from .freeze import apply_freeze_plan, count_parameters, freeze_plan_for, learned_parameters, parameter_groups
 from .fusion import record_stage_weights
 from .models import HeadConfig, build_model
-from .progress import Progress
+from .progress import LOSS_FILE, LossCurve, Progress
 from .resume import kept_split, move_schedule, schedule_settings
 from .runs import Run, checkpoint_problem, owner
 from .scan import scan_and_decode
@@ -97,6 +98,7 @@ class _State:
     best: dict = field(default_factory=lambda: {"epoch": None, "val_accuracy": -1.0, "val_loss": math.inf})
     epochs_without_gain: int = 0
     step: int = 0
+    losses: LossCurve = field(default_factory=LossCurve)  # every few batches' loss, the whole run's (LOSS_FILE)
     images_done: int = 0
     train_started: float = 0.0
     # When the blocks that learn last changed, and the work done since: the
@@ -284,6 +286,10 @@ def _resume(s: _Setup, state: _State) -> None:
     if checkpoint_problem(s.run.best_checkpoint):  # a damaged best.pt: the next epoch makes a new one
         state.best = _State().best
     state.epochs_without_gain = ckpt.get("epochs_without_gain", 0)
+    # The loss curve of the epochs kept (a run made before the file was kept has none).
+    saved = s.run.batch_losses
+    if saved.steps_per_epoch == s.batches:
+        state.losses = LossCurve([p for p in saved.points if p[0] <= ckpt["epoch"] * s.batches], saved.per_point)
     restore_random_state(ckpt, s.decisions.device)
 
 
@@ -303,6 +309,7 @@ def train(config: TrainConfig, run: Run, progress: Progress, resume: bool = Fals
     if resume and run.last_checkpoint.exists():
         _resume(s, state)
     progress.set_history(state.history)
+    progress.set_batch_losses(state.losses.points, state.losses.per_point)
     run.update_status(
         trainable_params=trainable,
         total_params=total,
@@ -511,6 +518,7 @@ def _report_batch(s: _Setup, state: _State, epoch: int, batch_index: int, loss: 
         value = loss.item()
         if not math.isfinite(value):
             raise TrainingError(_LOSS_BLEW_UP)
+        state.losses.add(state.step, value)
         s.progress.add_batch_loss(state.step, value)
 
 
@@ -537,8 +545,16 @@ def _save_epoch(s: _Setup, state: _State, writer: RunWriter, row: dict) -> None:
     # Copies off a GPU were only queued above: the writer waits for them
     # (copies_landed) before it writes, so the training thread never does.
     status = {"epochs_done": epoch, "best_epoch": best["epoch"], "best_val_accuracy": best["val_accuracy"]}
+    state.losses.steps_per_epoch = s.batches
+    losses = copy.deepcopy(state.losses.to_json())
     files = EpochFiles(
-        s.run, copies_landed(s.decisions.device), payload if new_best else None, last, list(state.history), status
+        s.run,
+        copies_landed(s.decisions.device),
+        payload if new_best else None,
+        last,
+        list(state.history),
+        status,
+        (LOSS_FILE, losses),
     )
     writer.submit_files(files)
     writer.submit(s.progress.add_epoch, row)

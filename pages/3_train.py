@@ -54,6 +54,9 @@ def _steps_per_epoch(snap: dict) -> int | None:
         return cache[run_dir]
     try:
         run = open_run(run_dir)
+        if run.batch_losses.steps_per_epoch:  # as the run's own file says
+            cache[run_dir] = run.batch_losses.steps_per_epoch
+            return cache[run_dir]
         scan = run.scan
         if scan and scan.get("train"):
             cache[run_dir] = math.ceil(len(scan["train"]) / int(run.config.get("batch_size") or 32))

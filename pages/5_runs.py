@@ -317,7 +317,8 @@ def run_results(run, run_state: str) -> None:
 
     c1, c2 = st.columns(2)
     epochs = charts.epoch_axis(metrics, summary.get("epochs"), running=run_state in ACTIVE)
-    c1.plotly_chart(charts.loss_figure(metrics, epochs=epochs), key="run_loss")
+    losses = run.batch_losses  # none for a run made before they were kept
+    c1.plotly_chart(charts.loss_figure(metrics, losses.points, losses.steps_per_epoch, epochs), key="run_loss")
     c2.plotly_chart(charts.accuracy_figure(metrics, epochs=epochs), key="run_acc")
 
 

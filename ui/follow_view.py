@@ -85,7 +85,7 @@ def show(run_dir: str) -> None:
         _ending(snap)
     history, epochs = snap["history"], snap.get("epochs") or 1
     if history or snap.get("batch_losses"):
-        steps = snap.get("batches") if snap.get("phase") == "Training" else None
+        steps = snap.get("batches") if snap.get("phase") == "Training" else snap.get("steps_per_epoch")
         axis = charts.epoch_axis(history, epochs, running=going)
         c1, c2 = st.columns(2)
         c1.plotly_chart(

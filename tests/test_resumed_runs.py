@@ -1,0 +1,84 @@
+"""Resumed and damaged runs, as a person meets them.
+
+1. A resumed run's per-batch loss line covers the whole run, not only the
+   epochs after the resume: the points are kept in the run's
+   batch_losses.json, each finished epoch's, and a resume starts from them
+   (the Job, the follower and the Runs page's chart alike). The file stays
+   small however long the run (neighbours averaged past a bound).
+
+Real runs: the session's EfficientNet-Lite0 linear probe on the repository's
+photos (packaged weights, on the CPU), copied and resumed here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from core import follow
+from core.jobs import resume_blocking
+from core.progress import LOSS_FILE, MAX_LOSS_POINTS, LossCurve
+from core.resume import prepare_resume
+from core.runs import open_run
+from tests.test_app_pages import (
+    _app,
+    _goto,
+    _ok,
+    every_run_goes_through_app_py,  # noqa: F401 - the page test runs app.py
+)
+
+RUNS = "pages/5_runs.py"
+BATCH_LINE = "train (each batch)"
+
+
+def _batch_line(at) -> list[float]:
+    """The x values (epochs) of the Runs page's per-batch loss line."""
+    for chart in at.get("plotly_chart"):
+        for trace in json.loads(chart.proto.spec)["data"]:
+            if trace.get("name") == BATCH_LINE:
+                return trace["x"]
+    return []
+
+
+def test_a_resumed_runs_batch_loss_line_covers_the_whole_run(env, linear_probe_run):
+    run_dir = shutil.copytree(linear_probe_run, env / "runs" / "resumed")
+    saved = open_run(run_dir).batch_losses
+    steps, before = saved.steps_per_epoch, saved.points
+    assert steps and before and before[0][0] <= steps, "the two epochs' points are kept in the run folder"
+    old = shutil.copytree(linear_probe_run, env / "runs" / "older")
+    (old / LOSS_FILE).unlink()  # a run made before the file was kept
+
+    job, run = resume_blocking(prepare_resume(run_dir, epochs=3))
+    assert job.snapshot()["state"] == "finished", job.snapshot()["reason"]
+    assert len(run.metrics) == 3
+    live = job.snapshot()["batch_losses"]
+    assert live[: len(before)] == before, "the Job's curve starts at epoch 1, not at the resume"
+    assert max(s for s, _ in live) == 3 * steps
+    assert run.batch_losses.points == live and run.batch_losses.steps_per_epoch == steps, "and so does the file"
+    assert follow.snapshot(run_dir)["batch_losses"] == live  # a follower from the folder alone
+
+    job, old_run = resume_blocking(prepare_resume(old, epochs=3))
+    assert job.snapshot()["state"] == "finished", job.snapshot()["reason"]
+    kept = old_run.batch_losses.points
+    assert kept and min(s for s, _ in kept) > 2 * steps  # only the epoch trained since: no line before it
+
+    at = _goto(_app(), RUNS)
+    at.selectbox(key="open_run").set_value("resumed").run()
+    _ok(at)
+    x = _batch_line(at)
+    assert x and min(x) <= 1 and max(x) == 3, x  # from the first epoch to the last
+    at.selectbox(key="open_run").set_value("older").run()
+    _ok(at)
+    assert min(_batch_line(at)) > 2
+
+
+def test_the_loss_curve_stays_small_however_long_the_run():
+    curve = LossCurve()
+    for step in range(1, 50_001):
+        curve.add(step, 1.0 + step % 2)
+    points = curve.points
+    assert MAX_LOSS_POINTS // 2 <= len(points) < MAX_LOSS_POINTS
+    assert points[0][0] < 50 and points[-1][0] > 49_950  # the whole run, from its start to its end
+    gaps = [b[0] - a[0] for a, b in zip(points, points[1:])]
+    assert min(gaps) == max(gaps) == curve.per_point  # the same resolution all along
+    assert {loss for _, loss in points} == {1.5}  # neighbours averaged, not dropped
