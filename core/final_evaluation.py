@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import distributed, evaluation
+from .devices import inference_batch_size, pick_device, release_device_memory
 from .errors import UserError
 from .held_out import interval_in_words, wilson_interval
 from .images import open_rgb
@@ -92,14 +93,27 @@ def summarise_test_split(test_eval: dict | None) -> dict:
     }
 
 
-def check_again(run_dir, device: str = "cpu", batch_size: int = 32) -> dict:
+def check_again(run_dir, device: str = "auto", batch_size: int | None = None, on_progress=None) -> dict:
     """Score a finished run's best model (best.pt) again on its own validation
     pictures (scan.json's split) and write eval.json anew, and classes.json
     from the model where it is missing or broken: what a deleted or broken
     eval.json or classes.json needs, without training. Pictures that cannot
     be read now are left out (the result's "unreadable"). Raises a UserError
-    saying why it cannot (Run.can_check_again says whether it should)."""
-    run = open_run(run_dir)
+    saying why it cannot (Run.can_check_again says whether it should).
+
+    It runs where a training would ("auto": a GPU when there is one; the
+    result's "device"), in batches that device's memory holds, and calls
+    on_progress(done, total) with the pictures done: 0 before the first batch,
+    then after each one."""
+    run, where = open_run(run_dir), pick_device(device)
+    try:
+        result = _score_again(run, where, batch_size or inference_batch_size(where), on_progress)
+    finally:
+        release_device_memory(where)  # the model is gone with _score_again's frame
+    return {**result, "device": str(where)}
+
+
+def _score_again(run, device: torch.device, batch_size: int, on_progress) -> dict:
     loaded = evaluation.load_run_model(run.path, device=device)  # its classes from best.pt itself
     scan = run.scan
     val = [v for v in scan.get("val") or [] if isinstance(v, list) and len(v) == 2]
@@ -108,8 +122,10 @@ def check_again(run_dir, device: str = "cpu", batch_size: int = 32) -> dict:
     if scan.get("classes") != loaded.classes:
         raise UserError(f"The run {run.name} cannot be checked again: its model and scan.json name other classes.")
     paths = [str(path) for path, _ in val]
+    report = on_progress or (lambda done, total: None)
 
     def batches():
+        report(0, len(val))
         for start in range(0, len(val), batch_size):
             images, labels, indices = [], [], []
             for index in range(start, min(start + batch_size, len(val))):
@@ -121,6 +137,7 @@ def check_again(run_dir, device: str = "cpu", batch_size: int = 32) -> dict:
                 indices.append(index)
             if images:
                 yield torch.stack(images), torch.tensor(labels), torch.tensor(indices), []
+            report(min(start + batch_size, len(val)), len(val))  # once the batch is scored
 
     result = evaluation.evaluate_loader(loaded.model, batches(), 0, loaded.classes, paths, loaded.device)
     if not result["predictions"]:

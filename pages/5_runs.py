@@ -197,36 +197,48 @@ def actions(run, mgr, run_state: str) -> None:
                 icon=":material/science:",
                 query_params={"run": run.name},
             )
-        if recheck:  # resuming would train no epoch and leave classes.json as it is (Run.can_check_again)
-            check_again_button(run)
-        elif run.can_resume:
+        # resuming would train no epoch and leave classes.json as it is (Run.can_check_again)
+        check_now = recheck and check_again_button()
+        if not recheck and run.can_resume:
             resume_button(run, mgr, run_state)
         delete_button(run, run_state)
+    if check_now:  # below the row, the width of the page: its progress bar
+        check_run_again(run)
     checked = st.session_state.pop("_checked_again", None)
     if checked:
         st.success(checked, icon=":material/task_alt:")
 
 
-def check_again_button(run) -> None:
-    """Score the run's whole best.pt again on its validation pictures: its eval.json (and classes.json) anew."""
-    if not st.button(
+def check_again_button() -> bool:
+    return st.button(
         "Check it again",
         icon=":material/fact_check:",
         help="Names the run's validation pictures again with its trained model and saves the results, "
         "as at the end of its training. Nothing is trained.",
-    ):
-        return
+    )
+
+
+def check_run_again(run) -> None:
+    """Score the run's whole best.pt again on its validation pictures (on the GPU when there is one), with a
+    count of the pictures done: its eval.json (and classes.json) anew."""
+    bar = st.progress(0.0, text="Loading the trained model…")
+
+    def done_so_far(done: int, total: int) -> None:
+        bar.progress(done / total if total else 1.0, text=f"Checking the model again: {done} of {total} pictures…")
+
     try:
-        with st.spinner("Checking the model again on its validation pictures…"):
-            result = check_again(run.path)
+        result = check_again(run.path, on_progress=done_so_far)
     except Exception as exc:  # noqa: BLE001
         st.error(f"Could not check it again: {friendly(exc)}", icon=":material/error:")
         return
+    finally:
+        bar.empty()
     missing = (
         f" ({how_many(len(result['unreadable']), 'picture')} could not be read now)" if result["unreadable"] else ""
     )
+    where = " on the GPU" if not result["device"].startswith("cpu") else ""
     st.session_state["_checked_again"] = (
-        f"Checked again on its {how_many(result['count'], 'validation picture')}{missing}: "
+        f"Checked again{where} on its {how_many(result['count'], 'validation picture')}{missing}: "
         f"{words.fmt_pct(result['accuracy'])} right. Its results are whole again."
     )
     st.rerun()

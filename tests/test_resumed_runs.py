@@ -5,6 +5,9 @@
    batch_losses.json, each finished epoch's, and a resume starts from them
    (the Job, the follower and the Runs page's chart alike). The file stays
    small however long the run (neighbours averaged past a bound).
+2. "Check it again" (a finished run's lost eval.json made anew from best.pt)
+   runs where a training would (a GPU when there is one) and counts the
+   pictures it has done, for the Runs page's progress bar.
 
 Real runs: the session's EfficientNet-Lite0 linear probe on the repository's
 photos (packaged weights, on the CPU), copied and resumed here.
@@ -16,6 +19,8 @@ import json
 import shutil
 
 from core import follow
+from core.devices import pick_device
+from core.final_evaluation import check_again
 from core.jobs import resume_blocking
 from core.progress import LOSS_FILE, MAX_LOSS_POINTS, LossCurve
 from core.resume import prepare_resume
@@ -82,3 +87,16 @@ def test_the_loss_curve_stays_small_however_long_the_run():
     gaps = [b[0] - a[0] for a, b in zip(points, points[1:])]
     assert min(gaps) == max(gaps) == curve.per_point  # the same resolution all along
     assert {loss for _, loss in points} == {1.5}  # neighbours averaged, not dropped
+
+
+def test_check_it_again_counts_its_pictures_on_the_apps_device(tmp_path, linear_probe_run):
+    run_dir = shutil.copytree(linear_probe_run, tmp_path / "eval-gone")
+    whole = json.loads((run_dir / "eval.json").read_text())
+    (run_dir / "eval.json").unlink()
+    seen: list[tuple[int, int]] = []
+    result = check_again(run_dir, on_progress=lambda done, total: seen.append((done, total)))
+    assert result["device"] == str(pick_device("auto"))  # a GPU when there is one, as a training would use
+    total = len(whole["predictions"])
+    assert seen[0] == (0, total) and seen[-1] == (total, total), seen
+    assert len(seen) >= 3 and seen == sorted(seen), seen  # batch by batch, from before the first
+    assert open_run(run_dir).evaluation["confusion"] == whole["confusion"]
