@@ -173,7 +173,31 @@ def eval_problems(evaluation: dict) -> list[str]:
         isinstance(row, list) and all(_fits(v, "int") for v in row) for row in confusion
     ):
         found.append("eval.json's confusion holds something other than counts")
+    if not any(found):  # each entry of its kind: do they fit together, as the Results page reads them?
+        found += _eval_shape_problems(evaluation)
     return _at_most(found)
+
+
+def _eval_shape_problems(evaluation: dict) -> list[str]:
+    """What keeps a whole-looking eval.json from being shown: entries that do
+    not fit its classes (a confusion matrix of another size, a prediction of
+    a class it does not have), or scores that are not shares."""
+    n = len(evaluation["classes"])
+    if not n:
+        return ["eval.json names no classes"]
+    found = [
+        f"eval.json's {name} is {_shown(evaluation[name])}, not a share between 0 and 1"
+        for name in ("accuracy", "macro_f1")
+        if not 0 <= evaluation[name] <= 1  # NaN too
+    ]
+    confusion = evaluation["confusion"]
+    if len(confusion) != n or any(len(row) != n for row in confusion):
+        found.append(f"eval.json's confusion is not {n} by {n}, a row and a column for each of its {n} classes")
+    if len(evaluation["per_class"]) != n:
+        found.append(f"eval.json's per_class has {len(evaluation['per_class'])} rows for its {n} classes")
+    if any(not 0 <= row[key] < n for row in evaluation["predictions"] for key in ("label", "pred")):
+        found.append(f"eval.json's predictions name class numbers outside its {n} classes")
+    return found
 
 
 def _whole_row(row, kinds: dict) -> bool:

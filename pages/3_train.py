@@ -167,7 +167,15 @@ def finished_box(snap: dict, run_name: str) -> None:
             "the Data page lists which and why."
         )
     widgets.feature_cache_caption(snap.get("feature_cache"))
-    widgets.run_links(run_name, "See the results")
+    if evaluation is not None:
+        widgets.run_links(run_name, "See the results")
+    else:  # its eval.json lost or broken since: the Runs page says what and offers "Check it again"
+        st.page_link(
+            state.PAGE_RUNS,
+            label="Its results cannot be read: open it on the Runs page",
+            icon=":material/history:",
+            query_params={"run": run_name},
+        )
 
 
 def training_curves(job, snap: dict, config) -> None:

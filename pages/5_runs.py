@@ -172,7 +172,7 @@ def resume_button(run, mgr, run_state: str) -> None:
 def actions(run, mgr, run_state: str) -> None:
     """Links to the run's results and playground, resume, and delete."""
     has_model = run.best_checkpoint.exists() and run.model_problem is None
-    has_results = (run.path / "eval.json").exists()
+    has_results = resources.evaluation(run) is not None  # whole: a broken eval.json's Results page cannot show it
     recheck = run.can_check_again and run_state not in ACTIVE
     if recheck and run_state != "damaged":  # finished, and only its results are gone
         st.info(

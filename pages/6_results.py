@@ -423,10 +423,41 @@ def _newest_without_results(all_runs: list, runs: list) -> str | None:
     )
 
 
+def _no_results_note(run) -> None:
+    """Why a run a link or bookmark asks for has no results here, and what to do about it."""
+    name, run_state = words.md_text(run.name), run.state
+    if run.can_check_again:
+        text = (
+            f"The run {name} finished, but its results (eval.json) are missing. Its trained model is whole: "
+            "**Check it again** on the Runs page makes them anew, with no training."
+        )
+    elif run_state in ("queued", "running", "stopping"):
+        text = f"The run {name} has no results yet: they are made when its training ends. Watch it on the Train page."
+    elif run_state == "damaged":
+        text = f"The run {name} has no results: {run.summary()['reason']}"
+    elif run_state == "finished":  # and its results cannot be made again (Run.can_check_again)
+        text = f"The run {name} finished, but its results (eval.json) are missing. Train it again to see them."
+    else:
+        text = (
+            f"The run {name} {words.state_word(run_state)} before its last epoch, so it has no results: they are "
+            "made when a training ends. Resume it on the Runs page to finish it."
+        )
+    st.info(text, icon=":material/hourglass_top:" if run_state != "damaged" else ":material/broken_image:")
+    st.page_link(
+        state.PAGE_RUNS, label="Open it on the Runs page", icon=":material/history:", query_params={"run": run.name}
+    )
+
+
 def main() -> None:
     all_runs = resources.store().list()
     runs = [r for r in all_runs if (r.path / "eval.json").exists()]
+    wanted = st.query_params.get("run")
+    asked = next((r for r in all_runs if r.name == wanted), None) if wanted not in {r.name for r in runs} else None
+    if asked is not None:
+        _no_results_note(asked)
     if not runs:
+        if asked is not None:
+            return
         if all_runs:
             st.info(
                 "No run has finished yet: results appear here when a training ends. Watch it on the **Train** page.",
@@ -439,10 +470,7 @@ def main() -> None:
             )
         st.page_link(state.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
         return
-    wanted = st.query_params.get("run")
-    if wanted and wanted not in {r.name for r in runs} and wanted in {r.name for r in all_runs}:
-        st.info(f"The run {wanted} has no results yet (it has not finished).", icon=":material/hourglass_top:")
-    elif note := _newest_without_results(all_runs, runs):
+    if asked is None and (note := _newest_without_results(all_runs, runs)):
         st.info(note, icon=":material/stop_circle:")
     latest_finished = next((r.name for r in runs if r.state == "finished"), None)
     run = widgets.pick_run(
@@ -451,6 +479,7 @@ def main() -> None:
         label="Trained model",
         help="Every run that has results, newest first.",
         prefer=latest_finished,
+        known={r.name for r in all_runs},
     )
     fixes.fix_notes()
     fixes.older_pictures_notice(run, key="results")

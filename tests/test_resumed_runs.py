@@ -8,6 +8,13 @@
 2. "Check it again" (a finished run's lost eval.json made anew from best.pt)
    runs where a training would (a GPU when there is one) and counts the
    pictures it has done, for the Runs page's progress bar.
+3. A run whose eval.json is there but cannot be shown (cut off, or whole
+   JSON whose confusion matrix, predictions or scores do not fit its
+   classes) reads as damaged; the Runs page offers no "See the results" for
+   it, only what works ("Check it again"), and the Results page, reached by
+   a bookmark, says what is wrong and what to do, with no "Something went
+   wrong"; a bookmark to a finished run whose eval.json is gone says so,
+   not that the run was deleted.
 
 Real runs: the session's EfficientNet-Lite0 linear probe on the repository's
 photos (packaged weights, on the CPU), copied and resumed here.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from core import follow
 from core.devices import pick_device
@@ -29,10 +37,11 @@ from tests.test_app_pages import (
     _app,
     _goto,
     _ok,
+    _texts,
     every_run_goes_through_app_py,  # noqa: F401 - the page test runs app.py
 )
 
-RUNS = "pages/5_runs.py"
+RUNS, RESULTS = "pages/5_runs.py", "pages/6_results.py"
 BATCH_LINE = "train (each batch)"
 
 
@@ -100,3 +109,61 @@ def test_check_it_again_counts_its_pictures_on_the_apps_device(tmp_path, linear_
     assert seen[0] == (0, total) and seen[-1] == (total, total), seen
     assert len(seen) >= 3 and seen == sorted(seen), seen  # batch by batch, from before the first
     assert open_run(run_dir).evaluation["confusion"] == whole["confusion"]
+
+
+def _spoilt_results(runs: Path, trained: Path) -> dict[str, str]:
+    """Copies of a finished run with its eval.json spoilt, and what each one's reason says."""
+    whole = json.loads((trained / "eval.json").read_text())
+    spoil = {
+        "cut-off": ('{"accuracy": 0.9', "eval.json is cut off or not JSON"),
+        "too-small": (
+            json.dumps({**whole, "confusion": [[1, 0], [0, 1]]}),
+            "eval.json's confusion is not 4 by 4",
+        ),
+        "not-a-share": (json.dumps({**whole, "accuracy": float("nan")}), "eval.json's accuracy is NaN, not a share"),
+        "class-nine": (
+            json.dumps({**whole, "predictions": [{**p, "pred": 9} for p in whole["predictions"]]}),
+            "eval.json's predictions name class numbers outside its 4 classes",
+        ),
+        "no-rows": (json.dumps({**whole, "per_class": []}), "eval.json's per_class has 0 rows for its 4 classes"),
+    }
+    for name, (text, _) in spoil.items():
+        (shutil.copytree(trained, runs / name) / "eval.json").write_text(text)
+    return {name: reason for name, (_, reason) in spoil.items()}
+
+
+def _links(at) -> list[str]:
+    return [link.label for link in at.get("page_link")]
+
+
+def test_a_run_whose_results_cannot_be_shown_offers_no_link_to_them(env, linear_probe_run):
+    reasons = _spoilt_results(env / "runs", linear_probe_run)
+    shutil.copytree(linear_probe_run, env / "runs" / "good")
+    (shutil.copytree(linear_probe_run, env / "runs" / "results-gone") / "eval.json").unlink()
+    for name, reason in reasons.items():
+        run = open_run(env / "runs" / name)
+        assert run.state == "damaged" and reason in run.summary()["reason"], (name, run.problems)
+        assert run.can_check_again and run.evaluation is None, name
+
+    at = _goto(_app(), RUNS)
+    for name in [*reasons, "results-gone", "good"]:
+        at.selectbox(key="open_run").set_value(name).run()
+        _ok(at)
+        has_results = "See the results" in _links(at)
+        assert has_results == (name == "good"), (name, _links(at))
+        assert ("Check it again" in [b.label for b in at.button]) == (name != "good"), name
+        assert "Try it in the Playground" in _links(at), name  # its model is whole
+
+    for name, reason in reasons.items():  # a bookmark to the Results page
+        at = _app()
+        at.query_params["run"] = name
+        _goto(at, RESULTS)
+        assert reason in _texts(at.error) and "check it again" in _texts(at.error), (name, _texts(at.error))
+        assert "Open it on the Runs page" in _links(at), name
+    at = _app()
+    at.query_params["run"] = "results-gone"
+    _goto(at, RESULTS)
+    note = _texts(at.info)
+    assert "results (eval.json) are missing" in note and "Check it again" in note, note
+    assert "not in the runs folder" not in note and "not finished" not in note, note
+    assert at.selectbox(key="results_run").value == "good"  # and the results of a run that has them

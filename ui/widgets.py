@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import textwrap
+from collections.abc import Collection
 from contextlib import contextmanager
 
 import pandas as pd
@@ -61,9 +62,18 @@ def guard(what: str = ""):
         st.error(f"{what + ': ' if what else ''}{friendly(exc)}", icon=":material/error:")
 
 
-def pick_run(runs: list, key: str, label: str = "Trained model", help: str | None = None, prefer: str | None = None):
+def pick_run(
+    runs: list,
+    key: str,
+    label: str = "Trained model",
+    help: str | None = None,
+    prefer: str | None = None,
+    known: Collection[str] = (),
+):
     """A selectbox of runs (newest first) that follows a ?run=NAME link,
-    remembers the choice across pages, and returns the chosen Run."""
+    remembers the choice across pages, and returns the chosen Run. `known`:
+    runs in the folder that are not offered here (the page says why), so a
+    link to one is not called deleted."""
     names = [r.name for r in runs]
     by_name = {r.name: r for r in runs}
     wanted = st.query_params.get("run")
@@ -71,7 +81,8 @@ def pick_run(runs: list, key: str, label: str = "Trained model", help: str | Non
     if wanted in names and st.session_state.get(seen) != wanted:
         st.session_state[key] = wanted
         st.session_state[seen] = wanted
-    gone = wanted if wanted and wanted not in names and st.session_state.get(seen) != wanted else None
+    gone = wanted if wanted and wanted not in names and wanted not in known else None
+    gone = gone if st.session_state.get(seen) != wanted else None
     if st.session_state.get(key) not in names:
         st.session_state[key] = prefer if prefer in names else names[0]
     # The label must not change while a run trains, or the choice would be lost.
