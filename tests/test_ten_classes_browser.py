@@ -1,8 +1,9 @@
 """Compare and Results with ten classes, in the real server and Chromium, in a 1280 x 900 and a 1024 x 768
 window (a small laptop's, the sidebar open): three real runs on the ten kinds of clothes (two linear probes
-told apart by their settings, and a fine-tune), their curves' legends inside their charts, one entry per run;
-a confusion matrix whose squares a class can read; tables that do not scroll sideways. Saves a screenshot of
-each page at each width in test-artifacts/ (look at them)."""
+told apart by their settings, and a fine-tune), their curves' legends inside their charts, one entry per run,
+each named by what tells the runs apart (not the minute they started); a confusion matrix whose squares a
+class can read; tables that do not scroll sideways. Saves a screenshot of each page at each width in
+test-artifacts/ (look at them)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,30 @@ def _squares_readable(page, classes: int) -> None:
     _fits_the_page(page, chart)
 
 
+# Each legend entry's text and its line's colour, as the browser draws them.
+_ENTRIES = """() => Array.from(document.querySelectorAll('[data-testid=stPlotlyChart] .legend .traces')).map(t => {
+    const line = t.querySelector('.legendlines path');
+    return [t.textContent, line ? getComputedStyle(line).stroke : null];
+})"""
+
+
+def _which(text: str) -> str:
+    """Which of the fixture's three runs a legend entry or a table row speaks of."""
+    return "0.001" if "0.001" in text else "0.003" if "0.003" in text else "fine-tune"
+
+
+def _legend_names_tell_apart(page) -> dict[str, tuple[int, int, int]]:
+    """No legend entry starts with when its run started (the three started in the same minute or two): the
+    linear probes' say their settings, the fine-tune's its strategy. Returns each run's line colour (RGB)."""
+    entries = page.evaluate(_ENTRIES)
+    assert entries and not any(re.match(r"\d\d?:\d\d", text) for text, _ in entries), entries
+    assert not any("started" in text for text, _ in entries), entries
+    assert sum("learning" in text and "rate" in text for text, _ in entries) == 2 * 2, entries  # two charts
+    colours = {_which(text): tuple(int(v) for v in re.findall(r"\d+", stroke)[:3]) for text, stroke in entries}
+    assert len(colours) == 3 and len(set(colours.values())) == 3, entries
+    return colours
+
+
 def test_compare_and_results_with_ten_classes_at_1280_and_1024_px(ten_class_server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -100,6 +125,7 @@ def test_compare_and_results_with_ten_classes_at_1280_and_1024_px(ten_class_serv
                     expect(page.get_by_text("The window is narrow, so the table leaves out")).to_be_visible()
                 page.wait_for_timeout(1000)  # the charts' own redraw
                 _legends_fit(page, runs=3)
+                _legend_names_tell_apart(page)
                 _fits_the_page(page, table)
                 _no_sideways_scroll(table)
                 _no_error_boxes(page)
