@@ -1,13 +1,14 @@
 """Compare and Results with ten classes, in the real server and Chromium, in a 1280 x 900 and a 1024 x 768
 window (a small laptop's, the sidebar open): three real runs on the ten kinds of clothes (two linear probes
 told apart by their settings, and a fine-tune), their curves' legends inside their charts, one entry per run,
-each named by what tells the runs apart (not the minute they started); a confusion matrix whose squares a
-class can read; tables that do not scroll sideways. Saves a screenshot of each page at each width in
-test-artifacts/ (look at them)."""
+each named by what tells the runs apart (not the minute they started); the leaderboard's mark of each run in
+its lines' colour; a confusion matrix whose squares a class can read; tables that do not scroll sideways.
+Saves a screenshot of each page at each width in test-artifacts/ (look at them)."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import shutil
 
@@ -106,6 +107,29 @@ def _legend_names_tell_apart(page) -> dict[str, tuple[int, int, int]]:
     return colours
 
 
+def _marks_in_line_colours(table, colours: dict[str, tuple[int, int, int]]) -> None:
+    """The leaderboard's first column ("Line") shows, down its rows, each run's line colour in the charts."""
+    from PIL import Image
+
+    rows = [_which(" ".join(row.locator("td").all_text_contents())) for row in table.locator("tbody tr").all()]
+    assert sorted(rows) == sorted(colours), rows
+    shot = Image.open(io.BytesIO(table.screenshot())).convert("RGB")
+    strip = shot.crop((0, 0, 44, shot.height))  # the Line column, the first
+
+    def first_y(rgb) -> float:
+        near = [
+            y
+            for y in range(strip.height)
+            for x in range(strip.width)
+            if sum(abs(a - b) for a, b in zip(strip.getpixel((x, y)), rgb)) < 40
+        ]
+        assert near, f"no mark in {rgb} in the table's Line column"
+        return sum(near) / len(near)
+
+    shown = sorted(rows, key=lambda run: first_y(colours[run]))
+    assert shown == rows, f"marks top to bottom {shown}, rows {rows}"
+
+
 def test_compare_and_results_with_ten_classes_at_1280_and_1024_px(ten_class_server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -125,7 +149,7 @@ def test_compare_and_results_with_ten_classes_at_1280_and_1024_px(ten_class_serv
                     expect(page.get_by_text("The window is narrow, so the table leaves out")).to_be_visible()
                 page.wait_for_timeout(1000)  # the charts' own redraw
                 _legends_fit(page, runs=3)
-                _legend_names_tell_apart(page)
+                _marks_in_line_colours(table, _legend_names_tell_apart(page))
                 _fits_the_page(page, table)
                 _no_sideways_scroll(table)
                 _no_error_boxes(page)
