@@ -10,7 +10,19 @@ import streamlit as st
 
 from core.errors import friendly
 from core.evaluation import cell_images, mistakes
-from ui import adapt_view, bookmarks, charts, fixes, fusion_view, held_out_view, resources, state, widgets, words
+from ui import (
+    adapt_view,
+    bookmarks,
+    charts,
+    fixes,
+    fusion_view,
+    held_out_view,
+    page_width,
+    resources,
+    state,
+    widgets,
+    words,
+)
 
 bookmarks.open_inside_app(state.PAGE_RESULTS)  # a bookmark opened first on a fresh server
 st.title(":material/insights: Results")
@@ -377,7 +389,7 @@ def export_section(run) -> None:
 # --- the page ---------------------------------------------------------------------------------
 
 
-def summary(run, evaluation: dict) -> None:
+def summary(run, evaluation: dict, page: int | None = None) -> None:
     count = evaluation.get("count") or 0
     right = round(evaluation["accuracy"] * count)
     config = run.summary()  # its network, folder and strategy as text, whatever a damaged config.json holds
@@ -400,7 +412,7 @@ def summary(run, evaluation: dict) -> None:
             f"{words.fmt_pct(worst['recall'], 0)}."
         )
     st.markdown("#### How well each class is recognised")
-    widgets.per_class_table(evaluation)
+    widgets.per_class_table(evaluation, page=page)
     st.caption(words.f1_caption(evaluation["macro_f1"]))
 
 
@@ -469,7 +481,9 @@ def main() -> None:
         st.warning("This run's results are empty: it had no validation pictures to check.", icon=":material/warning:")
         return
 
-    summary(run, evaluation)
+    # The page's width where it is narrower than a wide page's (None: wide): the tables fit it.
+    page = page_width.main_width(widgets.WIDE_PAGE_PX)
+    summary(run, evaluation, page)
     if run.model_problem:  # its saved results stand; what needs its model (where it looked, export, …) cannot
         st.divider()
         confusion_section(run, evaluation)
@@ -481,8 +495,8 @@ def main() -> None:
         return
     fusion_view.stage_weights_section(run)
     st.divider()
-    held_out_view.test_split_section(run)
-    held_out_view.new_pictures_section(run)
+    held_out_view.test_split_section(run, page)
+    held_out_view.new_pictures_section(run, page)
     st.divider()
     confusion_section(run, evaluation)
     st.divider()

@@ -2,8 +2,9 @@
 window (a small laptop's, the sidebar open): three real runs on the ten kinds of clothes (two linear probes
 told apart by their settings, and a fine-tune), their curves' legends inside their charts, one entry per run,
 each named by what tells the runs apart (not the minute they started); the leaderboard's mark of each run in
-its lines' colour; a confusion matrix whose squares a class can read; tables that do not scroll sideways.
-Saves a screenshot of each page at each width in test-artifacts/ (look at them)."""
+its lines' colour; a confusion matrix whose squares a class can read; tables that do not scroll sideways, a
+long class name whole on two lines. Saves a screenshot of each page at each width in test-artifacts/ (look
+at them)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,18 @@ import contextlib
 import io
 import re
 import shutil
+import time
 
 import pytest
 
 from tests.folders import PACKAGED_BACKBONE, small_copy
 from tests.serving import CHROMIUM, CHROMIUM_ARGS, streamlit_server
-from tests.test_browser import _env, _fits_the_page, _nav, _no_error_boxes, _no_sideways_scroll, _shot
+from tests.test_browser import ARTIFACTS, _env, _fits_the_page, _nav, _no_error_boxes, _no_sideways_scroll, _shot
 
 pytestmark = pytest.mark.browser
 
 SIZES = ((1280, 900), (1024, 768))
+LONG_CLASS = ("outwear", "coats, jackets and other outerwear")  # a class named as a teacher names it
 MIN_SQUARE_PX = 40  # a confusion-matrix square with room for its count, read from the back of a classroom
 
 # Each chart's legend, its entries and the chart's own box, as the browser lays them out.
@@ -45,6 +48,8 @@ def ten_class_server(trained_run, clothing10, tmp_path_factory):
         pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
     data = small_copy(clothing10, tmp_path_factory.mktemp("data") / "clothing10", train=6, val=4)
+    for split in ("train", "val"):
+        (data / split / LONG_CLASS[0]).rename(data / split / LONG_CLASS[1])
     common = dict(backbone=PACKAGED_BACKBONE, device="cpu", seed=0, augment="none")
     made = [
         trained_run(data, strategy="linear", epochs=2, lr=0.001, **common),
@@ -95,6 +100,18 @@ def _which(text: str) -> str:
     return "0.001" if "0.001" in text else "0.003" if "0.003" in text else "fine-tune"
 
 
+def _eventually(check, *args, seconds: float = 30, **kwargs) -> None:
+    """`check` passes within `seconds` (a page drawn again for a new width takes a rerun)."""
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            return check(*args, **kwargs)
+        except AssertionError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.5)
+
+
 def _legend_names_tell_apart(page) -> dict[str, tuple[int, int, int]]:
     """No legend entry starts with when its run started (the three started in the same minute or two): the
     linear probes' say their settings, the fine-tune's its strategy. Returns each run's line colour (RGB)."""
@@ -128,6 +145,13 @@ def _marks_in_line_colours(table, colours: dict[str, tuple[int, int, int]]) -> N
 
     shown = sorted(rows, key=lambda run: first_y(colours[run]))
     assert shown == rows, f"marks top to bottom {shown}, rows {rows}"
+
+
+def _class_names_whole(table, rows: int, narrow: bool) -> None:
+    """The per-class table's rows are two lines tall where the page is narrow (the long class name wraps there,
+    whole, rather than cut at the column's edge), one line where it is wide."""
+    row = (table.bounding_box()["height"] - 35) / rows
+    assert (row >= 2 * 19 + 10) if narrow else (row < 2 * 19), f"rows {row:.0f} px tall"
 
 
 def test_compare_and_results_with_ten_classes_at_1280_and_1024_px(ten_class_server):
@@ -170,6 +194,8 @@ def test_compare_and_results_with_ten_classes_at_1280_and_1024_px(ten_class_serv
                 _squares_readable(page, 10)
                 _fits_the_page(page, classes)
                 _no_sideways_scroll(classes)
+                _eventually(_class_names_whole, classes, 10, narrow=width < 1280)  # once drawn for the new width
+                classes.screenshot(path=str(ARTIFACTS / f"10-results-classes-{width}.png"))  # the page is taller
                 _no_error_boxes(page)
                 _shot(page, f"10-results-{width}.png")
         except Exception:
