@@ -3,8 +3,8 @@ window (a small laptop's, the sidebar open): three real runs on the ten kinds of
 told apart by their settings, and a fine-tune), their curves' legends inside their charts, one entry per run,
 each named by what tells the runs apart (not the minute they started); the leaderboard's mark of each run in
 its lines' colour; a confusion matrix whose squares a class can read; tables that do not scroll sideways, a
-long class name whole on two lines. Saves a screenshot of each page at each width in test-artifacts/ (look
-at them)."""
+long class name whole on two lines; the hardest pictures' toggles with their names whole and pictures wide
+enough for their captions. Saves a screenshot of each page at each width in test-artifacts/ (look at them)."""
 
 from __future__ import annotations
 
@@ -154,6 +154,25 @@ def _class_names_whole(table, rows: int, narrow: bool) -> None:
     assert (row >= 2 * 19 + 10) if narrow else (row < 2 * 19), f"rows {row:.0f} px tall"
 
 
+_CUT = """e => { for (let n = e; n && !n.matches('[data-testid=stColumn], [data-testid=stVerticalBlock]');
+                  n = n.parentElement) if (n.scrollWidth > n.clientWidth + 1) return true;
+                return false; }"""
+MIN_PICTURE_PX = 120  # a picture in a gallery: its caption on a few lines, not six
+
+
+def _hardest_pictures_readable(page) -> None:
+    """The toggles' names show whole, and each gallery picture (the chosen square's, the hardest pictures) is
+    at least MIN_PICTURE_PX wide."""
+    for name in ("Only the mistakes", "Where did it look?"):
+        for label in page.get_by_text(name, exact=True).all():
+            assert not label.evaluate(_CUT), f"{name!r} is cut"
+    widths = page.evaluate(
+        "() => Array.from(document.querySelectorAll('[data-testid=stMain] [data-testid=stImage] img'))"
+        ".map(i => i.getBoundingClientRect().width).filter(w => w > 0)"
+    )
+    assert len(widths) >= 12 and min(widths) >= MIN_PICTURE_PX, widths
+
+
 def test_compare_and_results_with_ten_classes_at_1280_and_1024_px(ten_class_server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -195,6 +214,7 @@ def test_compare_and_results_with_ten_classes_at_1280_and_1024_px(ten_class_serv
                 _fits_the_page(page, classes)
                 _no_sideways_scroll(classes)
                 _eventually(_class_names_whole, classes, 10, narrow=width < 1280)  # once drawn for the new width
+                _hardest_pictures_readable(page)
                 classes.screenshot(path=str(ARTIFACTS / f"10-results-classes-{width}.png"))  # the page is taller
                 _no_error_boxes(page)
                 _shot(page, f"10-results-{width}.png")
