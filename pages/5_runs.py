@@ -368,12 +368,12 @@ def adapted_results(run, came: dict) -> None:
     adapt_view.source_link(run, came, state.PAGE_RUNS)
 
 
-def per_class_and_settings(run) -> None:
+def per_class_and_settings(run, page: int | None = None) -> None:
     status = run.status
     evaluation = resources.evaluation(run)
     if evaluation and evaluation.get("per_class"):
         st.markdown("#### How well each class is recognised (validation pictures)")
-        widgets.per_class_table(evaluation)
+        widgets.per_class_table(evaluation, page=page)
         st.page_link(
             state.PAGE_RESULTS,
             label="See which classes it mixes up, its hardest pictures and where it looked, and export it",
@@ -426,7 +426,8 @@ def main() -> None:
         return
     alive = mgr.alive_run_dirs()
     states = {run.name: _live_state(run, mgr, alive) for run in runs}
-    runs_table(runs, states, page_width.main_width(page_width.table_px(WIDTHS)))
+    page = page_width.main_width(page_width.table_px(WIDTHS))
+    runs_table(runs, states, page)
     run = widgets.pick_run(runs, key="open_run", label="Open a run", help="Shows the run's results below.")
     run_heading(run, states[run.name], elsewhere=str(run.path.resolve()) not in alive)
     fixes.fix_notes()
@@ -436,7 +437,7 @@ def main() -> None:
     with widgets.guard("Its results cannot be shown"):  # a damaged run's files may hold anything
         run_results(run, states[run.name])
     with widgets.guard("Its settings cannot be shown"):
-        per_class_and_settings(run)
+        per_class_and_settings(run, page)
 
 
 main()

@@ -10,7 +10,19 @@ import streamlit as st
 
 from core.errors import friendly
 from core.evaluation import cell_images, mistakes
-from ui import adapt_view, bookmarks, charts, fixes, fusion_view, held_out_view, resources, state, widgets, words
+from ui import (
+    adapt_view,
+    bookmarks,
+    charts,
+    fixes,
+    fusion_view,
+    held_out_view,
+    page_width,
+    resources,
+    state,
+    widgets,
+    words,
+)
 
 bookmarks.open_inside_app(state.PAGE_RESULTS)  # a bookmark opened first on a fresh server
 st.title(":material/insights: Results")
@@ -19,7 +31,8 @@ widgets.intro(
     "<b>where it looked</b> in them, and take the model with you as a download."
 )
 
-GRID = 6  # pictures per row
+GRID = 6  # pictures per row on a wide page (a 1280 px window's: 818 px, 123 px a picture)
+PICTURE_PX = 150  # the least a picture's column gets on a page whose width is known: 3 in a 1024 px window's
 MAX_CELL = 18  # pictures shown for one square of the matrix
 
 
@@ -46,12 +59,14 @@ def _short(place: str) -> str:
     return f"{place[:cut]}{stem}{dot}{suffix}"
 
 
-def gallery(run, rows: list[dict], where_looked: bool, target: str = "answer", key: str = "gallery") -> None:
-    """Thumbnails in rows of GRID, each with what the model said and the fix
-    actions; with where_looked, the Grad-CAM overlay instead of the plain picture."""
-    for start in range(0, len(rows), GRID):
-        cols = st.columns(GRID)
-        for col, row in zip(cols, rows[start : start + GRID]):
+def gallery(run, rows: list[dict], where_looked: bool, page: int | None, target="answer", key="gallery") -> None:
+    """Thumbnails in rows of up to GRID (as many as fit a page `page` px wide, ui.page_width), each with what
+    the model said and the fix actions; with where_looked, the Grad-CAM overlay instead of the plain picture.
+    (Six in a row of a 1024 px window's page left 80 px a picture, its caption on four lines.)"""
+    per_row = page_width.per_row(page, GRID, PICTURE_PX)
+    for start in range(0, len(rows), per_row):
+        cols = st.columns(per_row)
+        for col, row in zip(cols, rows[start : start + per_row]):
             with col:
                 picture = None
                 if where_looked:
@@ -86,7 +101,7 @@ def _explaining_spinner(where_looked: bool, count: int):
 # --- the confusion matrix ---------------------------------------------------------------
 
 
-def confusion_section(run, evaluation: dict) -> None:
+def confusion_section(run, evaluation: dict, page: int | None = None) -> None:
     classes = evaluation["classes"]
     st.subheader("Which classes get mixed up")
     st.caption(
@@ -138,7 +153,7 @@ def confusion_section(run, evaluation: dict) -> None:
         if where_looked:
             st.caption(words.CAM_CAPTION)
         with _explaining_spinner(where_looked, min(n, MAX_CELL)):
-            gallery(run, rows[:MAX_CELL], where_looked, key="cell")
+            gallery(run, rows[:MAX_CELL], where_looked, page, key="cell")
         if n > MAX_CELL:
             st.caption(f"… and {n - MAX_CELL} more (the ones the model was least sure about).")
     else:
@@ -177,13 +192,15 @@ def _matrix(evaluation: dict, chart_key: str) -> None:
 # --- the hardest pictures ---------------------------------------------------------------
 
 
-def hardest_section(run, evaluation: dict) -> None:
+def hardest_section(run, evaluation: dict, page: int | None) -> None:
     st.subheader("The hardest pictures")
     st.caption(
         "The validation pictures that surprised the model most: wrong answers given with confidence first. "
         "They often show what the model has not understood yet, or a picture in the wrong folder."
     )
-    c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="center")
+    # Two toggles side by side, the colouring's choice below them: three columns cut the toggles' names in a
+    # 1024 px window ("Only the mist…", "Where di…").
+    c1, c2 = st.columns(2, vertical_alignment="center")
     wrong_only = c1.toggle("Only the mistakes", key="hard_wrong_only")
     where_looked = c2.toggle(
         "Where did it look?",
@@ -192,7 +209,7 @@ def hardest_section(run, evaluation: dict) -> None:
     )
     target = "answer"
     if where_looked:
-        target = c3.radio(
+        target = st.radio(
             "Colour the parts that speak for",
             ["answer", "real"],
             format_func=lambda t: {"answer": "its answer", "real": "the real class"}[t],
@@ -207,7 +224,7 @@ def hardest_section(run, evaluation: dict) -> None:
     if where_looked:
         st.caption(words.CAM_CAPTION)
     with _explaining_spinner(where_looked, len(rows)):
-        gallery(run, rows, where_looked, target, key="hard")
+        gallery(run, rows, where_looked, page, target, key="hard")
     look_closer(run, rows)
 
 
@@ -377,7 +394,7 @@ def export_section(run) -> None:
 # --- the page ---------------------------------------------------------------------------------
 
 
-def summary(run, evaluation: dict) -> None:
+def summary(run, evaluation: dict, page: int | None = None) -> None:
     count = evaluation.get("count") or 0
     right = round(evaluation["accuracy"] * count)
     config = run.summary()  # its network, folder and strategy as text, whatever a damaged config.json holds
@@ -400,7 +417,7 @@ def summary(run, evaluation: dict) -> None:
             f"{words.fmt_pct(worst['recall'], 0)}."
         )
     st.markdown("#### How well each class is recognised")
-    widgets.per_class_table(evaluation)
+    widgets.per_class_table(evaluation, page=page)
     st.caption(words.f1_caption(evaluation["macro_f1"]))
 
 
@@ -498,10 +515,12 @@ def main() -> None:
         st.warning("This run's results are empty: it had no validation pictures to check.", icon=":material/warning:")
         return
 
-    summary(run, evaluation)
+    # The page's width where it is narrower than a wide page's (None: wide): the tables and galleries fit it.
+    page = page_width.main_width(widgets.WIDE_PAGE_PX)
+    summary(run, evaluation, page)
     if run.model_problem:  # its saved results stand; what needs its model (where it looked, export, …) cannot
         st.divider()
-        confusion_section(run, evaluation)
+        confusion_section(run, evaluation, page)
         st.info(
             "Its model cannot be used, so where it looked, new pictures and the download are not available. "
             "Resume it from the Runs page, or train it again.",
@@ -510,12 +529,12 @@ def main() -> None:
         return
     fusion_view.stage_weights_section(run)
     st.divider()
-    held_out_view.test_split_section(run)
-    held_out_view.new_pictures_section(run)
+    held_out_view.test_split_section(run, page)
+    held_out_view.new_pictures_section(run, page)
     st.divider()
-    confusion_section(run, evaluation)
+    confusion_section(run, evaluation, page)
     st.divider()
-    hardest_section(run, evaluation)
+    hardest_section(run, evaluation, page)
     st.divider()
     embedding_section(run, evaluation)
     st.divider()

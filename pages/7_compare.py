@@ -141,23 +141,28 @@ def sweep_progress(paths: list[str], rows: list[dict], states: dict, mgr) -> Non
 
 # The leaderboard's columns and their widths in pixels. Together they fit the 818 px a page gives a table in a
 # 1280 px window with the sidebar open (eleven columns did not: the last ones hid past a sideways scroll; with
-# "Pictures" they took 830). "Pictures" only appears when the runs learned from different folders, and then
-# "What learned" narrows.
+# "Pictures" they took 830). "Line" is the run's colour in the charts below (charts.run_colours: the table is
+# sorted by accuracy, the charts' legends are not, and a person matched them by their text). "Pictures" only
+# appears when the runs learned from different folders, and then "What learned" narrows.
 BOARD_WIDTHS = {
-    "Network": 125,
-    "What learned": 200,
-    "Pictures": 90,
-    "Accuracy": 100,
+    "Line": 44,
+    "Network": 120,
+    "What learned": 185,
+    "Pictures": 85,
+    "Accuracy": 95,
     words.F1_LABEL: 100,
-    "Training": 90,
+    "Training": 85,
     "Speed": 70,
     "Started": 95,
 }
-NARROWER = {"What learned": 140}  # with "Pictures" shown: 810 px in all
+NARROWER = {"What learned": 120, "Started": 90}  # with "Pictures" shown: 809 px in all
 # In a narrower page (562 px in a 1024 px window with the sidebar open) the columns a person needs most, at
-# these widths, as many as fit (ui.page_width): which run, how well it did, then the rest.
-SMALL_WINDOW = {**BOARD_WIDTHS, "What learned": 150, "Pictures": 85, "Accuracy": 90, "Speed": 65}
-NEEDED_FIRST = ["Network", "What learned", "Accuracy", "Pictures", words.F1_LABEL, "Speed", "Training", "Started"]
+# these widths, as many as fit (ui.page_width): which run, its colour, how well it did, then the rest.
+SMALL_WINDOW = {**BOARD_WIDTHS, "What learned": 130, "Pictures": 80, "Accuracy": 80, "Speed": 65}  # 554, 539 px
+NEEDED_FIRST = [
+    *("Network", "What learned", "Line", "Accuracy", "Pictures"),
+    *(words.F1_LABEL, "Speed", "Training", "Started"),
+]
 
 
 def _training(row: dict, state: str | None) -> str:
@@ -179,10 +184,12 @@ def _plain(strategy: str | None) -> str:
     return strategy_words(strategy)[0]
 
 
-def board_frame(rows: list[dict], states: dict) -> pd.DataFrame:
+def board_frame(rows: list[dict], states: dict, colours: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per run; what is not known yet is a dash (Streamlit writes "None"
     in a number cell with no value, whatever its format, so these numbers are
-    shown as text)."""
+    shown as text). "Line": the run's colour in the charts (`colours`, of the
+    runs that have lines there; leaderboard_table draws it), empty for the others."""
+    colours = colours or {}
 
     def number(value, pattern: str) -> str:
         return "–" if value is None or value != value else pattern.format(value)  # value != value: NaN
@@ -191,6 +198,7 @@ def board_frame(rows: list[dict], states: dict) -> pd.DataFrame:
     table = pd.DataFrame(
         [
             {
+                "Line": colours.get(r["run"]),  # a mark in that colour once the rows' height is known
                 "Network": r["backbone_title"],
                 "What learned": _what_learned(r, told),
                 "Pictures": _folder_name(r),
@@ -211,7 +219,10 @@ def board_frame(rows: list[dict], states: dict) -> pd.DataFrame:
     return table
 
 
+ROW_PX = 35  # a table's row where its cells fit on one line
+
 BOARD_HELP = {
+    "Line": "The colour of its lines in the charts below.",
     "What learned": "Which parts of the network learned your classes (the Model page says more).",
     "Pictures": "The folder of pictures it learned from.",
     "Accuracy": "Share of the validation pictures the best epoch got right.",
@@ -234,14 +245,17 @@ def board_columns(table: pd.DataFrame, widths: dict[str, int]) -> dict:
         for column in table.columns
     }
     config["Accuracy"] = widgets.percent_bar(BOARD_HELP["Accuracy"], 1, width=widths["Accuracy"])
+    if "Line" in table:
+        config["Line"] = st.column_config.ImageColumn(width=widths["Line"], help=BOARD_HELP["Line"])
     return config
 
 
-def leaderboard_table(rows: list[dict], states: dict, page: int | None) -> None:
+def leaderboard_table(rows: list[dict], states: dict, page: int | None, colours: dict[str, str]) -> None:
     """The board, with the columns that fit a page `page` px wide (every one
-    while that is not known); rows as tall as the longest name or "What
-    learned" needs to show whole."""
-    table = board_frame(rows, states)
+    while that is not known), each run's line in its colour in the charts
+    (`colours`); rows as tall as the longest name or "What learned" needs to
+    show whole."""
+    table = board_frame(rows, states, colours)
     wide = {**BOARD_WIDTHS, **(NARROWER if "Pictures" in table else {})}
     columns, widths, left_out = page_width.columns_for(
         page,
@@ -254,6 +268,9 @@ def leaderboard_table(rows: list[dict], states: dict, page: int | None) -> None:
     whole = widgets.whole_rows(
         {c: list(table[c]) for c in ("Network", "What learned", "Pictures") if c in table}, widths
     )
+    if "Line" in table:
+        marks = {c: charts.line_mark(c, whole.get("row_height", ROW_PX)) for c in set(colours.values())}
+        table = table.assign(Line=[marks.get(c) for c in table["Line"]])
     st.dataframe(table, hide_index=True, column_config=config, **whole)
     if left_out:
         st.caption(page_width.left_out_note(left_out))
@@ -294,10 +311,10 @@ WIDE_PAGE_PX = 818  # a 1280 px window's page, the sidebar open: what the page i
 COLUMN_GAP_PX = 16
 
 
-def compared_curves(paths: list[str], page: int | None) -> None:
-    """Every run's accuracy and loss curves, one colour per run; none for an adapted model, which did not train.
-    Side by side on a wide page, one under the other on a narrow one, their legends' lines as long as fit."""
-    data = curves(paths)
+def compared_curves(paths: list[str], page: int | None, data: list[dict], colours: dict[str, str]) -> None:
+    """Every run's accuracy and loss curves (`data`, core.compare.curves), in its colour (`colours`); none for
+    an adapted model, which did not train. Side by side on a wide page, one under the other on a narrow one,
+    their legends' lines as long as fit."""
     adapted = any(Run(Path(p)).status.get("adapted_from") for p in paths)
     no_curves = f"Models {words.ADAPTED} have no curves: they did not train, the runs they came from did."
     no_curves = no_curves if adapted else ""
@@ -317,7 +334,7 @@ def compared_curves(paths: list[str], page: int | None) -> None:
         (places[0], acc, "accuracy", "Accuracy (higher is better)"),
         (places[1], data, "loss", "Loss (lower is better)"),
     ):
-        fig = charts.curves_figure(rows, kind, charts.legend_chars(chart_px))
+        fig = charts.curves_figure(rows, kind, charts.legend_chars(chart_px), colours)
         legend_px = charts.legend_lines(fig) * charts.LEGEND_LINE_PX
         fig.update_layout(title=title, height=CURVES_PX + legend_px, **_CURVE_LAYOUT)
         if kind == "accuracy":
@@ -327,8 +344,8 @@ def compared_curves(paths: list[str], page: int | None) -> None:
             fig.update_yaxes(rangemode="tozero")
         place.plotly_chart(fig, key=f"compare_{kind}")
     st.caption(
-        "Solid lines: validation pictures. Dotted: training pictures. One colour per run: click a run's name to "
-        f"hide or show its lines, point at a line to see its run in full. {no_curves}"
+        "Solid lines: validation pictures. Dotted: training pictures. One colour per run, as in the table's Line "
+        f"column: click a run's name to hide or show its lines, point at a line to see its run in full. {no_curves}"
     )
 
 
@@ -353,11 +370,14 @@ def board(paths: list[str], page: int | None) -> None:
         job = mgr.job_for_run(p) if str(Path(p).resolve()) in alive else None
         states[Path(p).name] = job.state if job else None
 
+    # One colour per run, in the order chosen, for its mark in the table and its lines in the charts.
+    data = curves(paths)
+    colours = charts.run_colours([Path(p).name for p in paths])
     sweep_progress(paths, rows, states, mgr)
-    leaderboard_table(rows, states, page)
+    leaderboard_table(rows, states, page, {r["run"]: colours[r["run"]] for r in data})
     networks.failed_run_notes(rows)
     leaderboard_notes(rows, busy)
-    compared_curves(paths, page)
+    compared_curves(paths, page, data, colours)
 
 
 CURVES_PX = 400  # a chart's height without its legend

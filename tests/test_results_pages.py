@@ -320,7 +320,7 @@ def test_compare_does_not_rank_runs_on_different_pictures(env, with_run):
     at.session_state["_page_width"] = 562  # a 1024 px window, as the browser reports it (ui.page_width)
     at.run()
     narrow = at.dataframe[0]
-    assert list(narrow.value.columns) == ["Network", "What learned", "Pictures", "Accuracy", words.F1_LABEL]
+    assert list(narrow.value.columns) == ["Line", "Network", "What learned", "Pictures", "Accuracy", words.F1_LABEL]
     widths = json.loads(narrow.proto.columns)
     assert sum(widths[c]["width"] for c in narrow.value.columns) <= 562 - 4, widths
     assert "the table leaves out Training, Speed and Started" in _texts(at.caption)

@@ -312,9 +312,17 @@ def test_runs_are_named_by_when_and_what_and_told_apart_when_alike(tmp_path):
 
     # A chart's legend: short, told apart the same way.
     legends = words.run_legends(store.list())
-    assert legends[made[2].name] == "09:30 · ResNet-18 · linear probe"
-    assert legends[made[0].name] == f"09:30 · MobileNetV2 · linear probe · holiday photos · {made[0].name}"
+    # Nothing but their folders differs (the same pictures, started in the same second): only that is added.
+    assert legends[made[2].name] == "ResNet-18 · linear probe"
+    assert legends[made[0].name] == f"MobileNetV2 · linear probe · {made[0].name}"
     assert len(set(legends.values())) == 3
+    # When they started, only where that is what tells them apart: to the minute, or to the second.
+    made[1].update_status(created=time.mktime((2026, 12, 1, 9, 30, 12, 0, 0, -1)))
+    legends = words.run_legends(store.list())
+    assert legends[made[0].name] == "MobileNetV2 · linear probe · started 09:30:00", legends
+    assert legends[made[1].name] == "MobileNetV2 · linear probe · started 09:30:12", legends
+    made[1].update_status(created=time.mktime((2026, 12, 1, 9, 41, 0, 0, 0, -1)))
+    assert words.run_legends(store.list())[made[1].name] == "MobileNetV2 · linear probe · started 09:41"
 
 
 def test_runs_of_one_network_and_strategy_say_the_settings_that_differ(
@@ -354,8 +362,8 @@ def test_runs_of_one_network_and_strategy_say_the_settings_that_differ(
     assert quiet[fewer].endswith(" · clothes · 1 epoch, learning rate: 0.001"), quiet
     assert len(set(quiet.values())) == 4
     legends = words.run_legends(runs)
-    assert legends[faster].endswith(" · EfficientNet-Lite0 · linear probe · 2 epochs, learning rate: 0.01"), legends
-    assert legends[other].endswith(" · EfficientNet-Lite0 · last-1 fine-tune"), legends
+    assert legends[faster] == "EfficientNet-Lite0 · linear probe · 2 epochs, learning rate: 0.01", legends
+    assert legends[other] == "EfficientNet-Lite0 · last-1 fine-tune", legends  # not when it started
     # Alone, a run has nothing to be told apart from.
     assert words.run_differences([by_name[first]]) == {first: ""}
     # The tables (the app's runs folder is this test's): the Runs page's "What learned" cut the settings off

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
+from urllib.parse import quote
 
 import plotly.graph_objects as go
 
@@ -303,24 +304,46 @@ def wrapped(text: str, chars: int) -> str:
     return "<br>".join(chart_text(line) for line in textwrap.wrap(str(text), chars, break_on_hyphens=False) or [""])
 
 
-def curves_figure(rows: list[dict], kind: str = "accuracy", chars: int = 60):
+def run_colours(runs: list[str]) -> dict[str, str]:
+    """{run name: its colour} for the runs compared, in the order given: its lines in the comparison charts
+    (curves_figure) and its mark in the leaderboard (line_mark) are this colour."""
+    return {run: CLASS_COLORS[i % len(CLASS_COLORS)] for i, run in enumerate(dict.fromkeys(runs))}
+
+
+MARK_PX = 28  # a line mark's width: a 44 px column less its padding
+
+
+def line_mark(colour: str, row_px: int = 35) -> str:
+    """A short line in `colour` with a dot on it, as the charts draw a run's validation curve, for a table's
+    image column (st.column_config.ImageColumn takes an SVG as a data URL) in rows `row_px` tall. The table
+    scales a picture to its row's height: the mark's picture is as tall as the row, the mark itself small in
+    its middle (a 40 x 16 picture in a 66 px row was a disc wider than its column)."""
+    high, middle = max(12, row_px - 6), max(12, row_px - 6) / 2
+    svg = (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{MARK_PX}' height='{high}' viewBox='0 0 {MARK_PX} {high}'>"
+        f"<line x1='2' y1='{middle}' x2='{MARK_PX - 2}' y2='{middle}' stroke='{colour}' stroke-width='3' "
+        f"stroke-linecap='round'/><circle cx='{MARK_PX / 2}' cy='{middle}' r='4.5' fill='{colour}'/></svg>"
+    )
+    return "data:image/svg+xml;utf8," + quote(svg)
+
+
+def curves_figure(rows: list[dict], kind: str = "accuracy", chars: int = 60, colours: dict[str, str] | None = None):
     """A plotly line chart of curves() rows for one kind ("loss" or "accuracy"):
-    a colour per run, solid for validation, dotted for training. The legend
-    has one entry per run, its label on lines of at most `chars` characters
-    (a long one ran off a narrow chart); a click on it hides or shows both
-    the run's lines, and hovering a point names the run in full."""
+    a colour per run (`colours`, run_colours: the leaderboard's marks; by
+    default in the rows' order), solid for validation, dotted for training.
+    The legend has one entry per run, its label on lines of at most `chars`
+    characters (a long one ran off a narrow chart); a click on it hides or
+    shows both the run's lines, and hovering a point names the run in full."""
     fig = go.Figure()
-    colours = CLASS_COLORS
-    labels = list(dict.fromkeys(r["label"] for r in rows))
+    colours = colours or run_colours([r["run"] for r in rows])
+    labels = {r["run"]: r["label"] for r in rows}
     last_epoch = max((r["epoch"] for r in rows), default=1)
     value = "%{y:.1f}%" if kind == "accuracy" else "%{y:.3f}"
-    for i, label in enumerate(labels):
+    for i, (run, label) in enumerate(labels.items()):
         in_legend = True
         for split, dash in (("val", "solid"), ("train", "dot")):
             points = sorted(
-                (r["epoch"], r["value"])
-                for r in rows
-                if r["label"] == label and r["kind"] == kind and r["split"] == split
+                (r["epoch"], r["value"]) for r in rows if r["run"] == run and r["kind"] == kind and r["split"] == split
             )
             if points:
                 fig.add_trace(
@@ -331,7 +354,7 @@ def curves_figure(rows: list[dict], kind: str = "accuracy", chars: int = 60):
                         name=wrapped(label, chars),
                         legendgroup=f"run{i}",
                         showlegend=in_legend,
-                        line=dict(color=colours[i % len(colours)], dash=dash),
+                        line=dict(color=colours.get(run, CLASS_COLORS[i % len(CLASS_COLORS)]), dash=dash),
                         hovertemplate=f"{chart_text(label)}<br>{SPLIT_WORDS[split]}, "
                         f"epoch %{{x}}: {value}<extra></extra>",
                     )

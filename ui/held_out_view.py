@@ -33,8 +33,9 @@ def validation_interval(evaluation: dict) -> None:
         )
 
 
-def test_split_section(run) -> None:
-    """The test/ pictures, scored once at the end of the run, apart from validation."""
+def test_split_section(run, page: int | None = None) -> None:
+    """The test/ pictures, scored once at the end of the run, apart from validation (its table fitting a page
+    `page` px wide, ui.page_width)."""
     test_eval = read_json(run.path / "test_eval.json")
     if not test_eval:
         return
@@ -49,7 +50,7 @@ def test_split_section(run) -> None:
         f"({words.fmt_pct(test_eval['accuracy'])}). {test_eval['words']}"
     )
     st.caption(words.f1_caption(test_eval["macro_f1"]))
-    widgets.per_class_table(test_eval, pictures="Test pictures of this class (the test/ folder).")
+    widgets.per_class_table(test_eval, pictures="Test pictures of this class (the test/ folder).", page=page)
     if test_eval.get("unreadable"):
         st.caption(f"{len(test_eval['unreadable'])} test pictures could not be read and were not counted.")
 
@@ -68,8 +69,8 @@ def _evaluate(run, folder: str) -> None:
         st.session_state.pop(key, None)
 
 
-def new_pictures_section(run) -> None:
-    """Score the model on a labelled folder it never saw."""
+def new_pictures_section(run, page: int | None = None) -> None:
+    """Score the model on a labelled folder it never saw (its table fitting a page `page` px wide)."""
     st.subheader(":material/fact_check: Check on new labelled pictures")
     st.caption(
         "Choose a folder with one subfolder per class, named like this model's classes "
@@ -91,10 +92,10 @@ def new_pictures_section(run) -> None:
     if "error" in done:
         st.error(done["error"], icon=":material/error:")
         return
-    held_out_result(done["folder"], done["result"])
+    held_out_result(done["folder"], done["result"], page)
 
 
-def held_out_result(folder: str, result: dict) -> None:
+def held_out_result(folder: str, result: dict, page: int | None = None) -> None:
     right = sum(r["correct"] for r in result["predictions"])
     st.markdown(
         f"#### It named **{right} of the {result['n']}** pictures correctly ({words.fmt_pct(result['accuracy'])})"
@@ -109,7 +110,7 @@ def held_out_result(folder: str, result: dict) -> None:
             f"{how_many(unreadable, 'picture')} could not be read and {'was' if unreadable == 1 else 'were'} not counted."
         )
     st.caption(words.f1_caption(result["macro_f1"]))
-    widgets.per_class_table(result, pictures="Pictures of this class in the folder checked.")
+    widgets.per_class_table(result, pictures="Pictures of this class in the folder checked.", page=page)
     _confusion(folder, result)
 
 

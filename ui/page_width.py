@@ -108,3 +108,14 @@ def left_out_note(left_out: list[str]) -> str:
         f":material/width: The window is narrow, so the table leaves out {names}. Widen the window, or close the "
         f"sidebar (« at its top), to see {'it' if one else 'them'}."
     )
+
+
+COLUMN_GAP_PX = 16  # between st.columns
+
+
+def per_row(width: int | None, most: int, least_px: int) -> int:
+    """How many pictures (or other columns) a row of a main column `width` px wide holds, each at least
+    `least_px` wide: at most `most` (also while the width is not known), at least 1."""
+    if width is None:
+        return most
+    return max(1, min(most, (width + COLUMN_GAP_PX) // (least_px + COLUMN_GAP_PX)))

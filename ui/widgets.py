@@ -108,16 +108,39 @@ def percent_bar(help: str, decimals: int = 0, width: int | None = None):
     )
 
 
-def per_class_table(evaluation: dict, pictures: str = "Validation pictures of this class.") -> None:
-    """Recall, precision and F1 per class, as bars a person can read; `pictures`
-    (the Pictures column's help) says which pictures were scored."""
+# The per-class table's columns but the class's name, in px: what their headers and bars need. The name takes
+# what is left of the page (at least CLASS_PX), on as many lines as it needs; on a page too narrow for the
+# precision's header in words (a 1024 px window with the sidebar open: 562 px), the header is its short form.
+PER_CLASS_PX = {"Pictures": 75, "Found (recall)": 120, "Right when it says so (precision)": 235, "F1": 60}
+SHORT_PRECISION, SHORT_PRECISION_PX, CLASS_PX = "Right (precision)", 130, 140
+WIDE_PAGE_PX = 790  # the per-class table with no width known (a wide page): a 1280 px window's is 818
+
+
+def per_class_widths(page: int | None) -> dict[str, int]:
+    """The per-class table's columns and their widths in px on a page `page` px wide (None: a wide page): the
+    whole table fits the page, the class's name with what is left."""
+    widths = dict(PER_CLASS_PX)
+    room = (page or WIDE_PAGE_PX) - 4  # the table's frame
+    if room - sum(widths.values()) < 2 * CLASS_PX:
+        del widths["Right when it says so (precision)"]
+        widths[SHORT_PRECISION] = SHORT_PRECISION_PX
+    return {"Class": max(CLASS_PX, room - sum(widths.values())), **widths}
+
+
+def per_class_table(evaluation: dict, pictures: str = "Validation pictures of this class.", page: int | None = None):
+    """Recall, precision and F1 per class, as bars a person can read, the table
+    as wide as a page `page` px wide (ui.page_width; None: a wide one), a long
+    class name whole on several lines; `pictures` (the Pictures column's help)
+    says which pictures were scored."""
+    widths = per_class_widths(page)
+    precision = next(c for c in widths if c.startswith("Right"))
     table = pd.DataFrame(
         [
             {
                 "Class": c["class"],
                 "Pictures": c["support"],
                 "Found (recall)": 100 * c["recall"],
-                "Right when it says so (precision)": 100 * c["precision"],
+                precision: 100 * c["precision"],
                 "F1": c["f1"],
             }
             for c in per_class_rows(evaluation)
@@ -127,13 +150,20 @@ def per_class_table(evaluation: dict, pictures: str = "Validation pictures of th
         table,
         hide_index=True,
         column_config={
-            "Pictures": st.column_config.NumberColumn(help=pictures),
-            "Found (recall)": percent_bar("Of this class's pictures, the share the model recognised."),
-            "Right when it says so (precision)": percent_bar(
-                "Of the pictures the model called this class, the share that really were."
+            "Class": st.column_config.TextColumn(width=widths["Class"]),
+            "Pictures": st.column_config.NumberColumn(help=pictures, width=widths["Pictures"]),
+            "Found (recall)": percent_bar(
+                "Of this class's pictures, the share the model recognised.", width=widths["Found (recall)"]
             ),
-            "F1": st.column_config.NumberColumn(format="%.2f", help="Balances recall and precision; 1.0 is perfect."),
+            precision: percent_bar(
+                "Right when it says so: of the pictures the model called this class, the share that really were.",
+                width=widths[precision],
+            ),
+            "F1": st.column_config.NumberColumn(
+                format="%.2f", help="Balances recall and precision; 1.0 is perfect.", width=widths["F1"]
+            ),
         },
+        **whole_cells(list(table["Class"]) if len(table) else [], widths["Class"]),
     )
 
 

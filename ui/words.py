@@ -307,20 +307,30 @@ def run_labels(runs, with_accuracy=True) -> dict[str, str]:
 
 def run_legends(runs) -> dict[str, str]:
     """{run name: a short line} for a chart's legend, where a run_label is
-    too long to read: the start time, the network, the technical name of
-    what learned and what tells it apart from runs of the same network and
-    strategy; then, only where two would read alike, the pictures' folder,
-    and then the run's own folder name."""
-    labels, pictures, told = {}, {}, run_differences(runs)
+    too long to read: the network, the technical name of what learned and
+    what tells it apart from runs of the same network and strategy; then,
+    only where two would read alike, what differs among them of the
+    pictures' folder, when the run started ("started 14:40", to the second
+    where two alike started in the same minute) and the run's own folder
+    name. (A start time first told nothing apart where a sweep started its
+    runs in one minute.)"""
+    labels, pictures, created, told = {}, {}, {}, run_differences(runs)
     for run in runs:
         s = run.summary()
         plain, technical = strategy_words(s["strategy"])
-        when = fmt_when(s.get("created"), "%H:%M") if s.get("created") else s["run"]
         adapted = f" · {ADAPTED}" if s.get("adapted_from") else ""
         differs = f" · {told[run.name]}" if told[run.name] else ""
-        labels[run.name] = f"{when} · {backbone_title(s['backbone'])} · {technical or plain}{adapted}{differs}"
+        labels[run.name] = f"{backbone_title(s['backbone'])} · {technical or plain}{adapted}{differs}"
         pictures[run.name] = Path(s["data"]).name if s.get("data") else "?"
-    return _told_apart(labels, pictures, {r.name: r.name for r in runs})
+        created[run.name] = s.get("created")
+    labels = _told_apart(labels, pictures)
+    minute = {name: fmt_when(created[name], "%H:%M") for name in labels}
+    shared = Counter((labels[name], minute[name]) for name in labels)
+    started = {
+        name: f"started {fmt_when(created[name], '%H:%M' if shared[labels[name], minute[name]] == 1 else '%H:%M:%S')}"
+        for name in labels
+    }
+    return _told_apart(labels, started, {r.name: r.name for r in runs})
 
 
 # Runs of one network learning the same way are told apart by the settings that differ among them: those a
@@ -382,13 +392,15 @@ def run_differences(runs) -> dict[str, str]:
     return told
 
 
-def _told_apart(labels: dict[str, str], *extras: dict[str, str]) -> dict[str, str]:
-    """`labels` with, where two read alike, each of `extras` in turn added."""
+def _told_apart(labels: dict[str, str], *extras: dict[str, str], sep: str = " · ") -> dict[str, str]:
+    """`labels` with, where two read alike, each of `extras` in turn added:
+    to the lines that read alike, where it differs among them."""
     for extra in extras:
-        repeated = {text for text, n in Counter(labels.values()).items() if n > 1}
-        if not repeated:
-            break
-        labels = {name: f"{text} · {extra[name]}" if text in repeated else text for name, text in labels.items()}
+        alike: dict[str, list[str]] = {}
+        for name, text in labels.items():
+            alike.setdefault(text, []).append(name)
+        told = {n for names in alike.values() if len({extra[n] for n in names}) > 1 for n in names}
+        labels = {name: f"{text}{sep}{extra[name]}" if name in told else text for name, text in labels.items()}
     return labels
 
 
