@@ -37,6 +37,22 @@ Three choices differ from fastai's:
   once, as a training makes them, and kept for the runs after): seconds.
   Blocks that learn need pictures: a minute or more on a CPU.
 The sweep's model is thrown away; nothing is written but the feature cache.
+
+Tried and left out: starting a sweep that trains blocks from a head first
+trained alone (one pass at the run's rate, on stored features, as the run's
+head-first epoch does; fastai advises as much), since the run's blocks join
+a fitted head, not a random one. Measured with mobilenet_v2 and AdamW on a
+CPU: the sweep did start from a fitted head (its first losses 0.36-0.45
+instead of 0.68-0.73 on hymenoptera, 1.58-1.66 instead of 2.35-2.39 on
+clothing10), but the suggestion moved either way and more from seed to
+seed: last-2 on hymenoptera, seeds 0-2, 4.6e-5, 3.6e-4 and 1.7e-4 where the
+sweep from a random head gave 9.8e-5 each time; on clothing10, seeds 0-1,
+7.6e-4 and 1.4e-4 against 1.7e-4 and 2.5e-4; full, seed 0, 4.3e-4 against
+8.1e-5 (hymenoptera) and 1.7e-4 against 3.6e-4 (clothing10). Runs of 3
+epochs did better at the new rate in 2 of those 5 pairs and worse in 3,
+whichever rate was bigger winning (10-epoch last-2 runs scored best at 0.001,
+above both: 0.954 and 0.865 on val, against 0.935 and 0.710 at 1e-4). A fitted head's loss starts low and falls
+little before it blows up, so the longest fall, the valley, is less sure.
 """
 
 from __future__ import annotations
