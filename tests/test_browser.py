@@ -11,6 +11,7 @@ test-artifacts/ (look at them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -83,6 +84,30 @@ def _shot(page, name: str) -> None:
     page.set_viewport_size(size)
 
 
+@contextlib.contextmanager
+def browser_page(
+    width: int, height: int, timeout_ms: int | None = None, extra_args: tuple | list = (), shot_on_failure: bool = True
+):
+    """A page of Debian's Chromium (CHROMIUM_ARGS, plus `extra_args`) in a
+    window `width` x `height` px; on a failure a screenshot of the page goes
+    to test-artifacts/failure.png (look at it), and the browser closes."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + list(extra_args))
+        page = browser.new_page(viewport={"width": width, "height": height})
+        if timeout_ms is not None:
+            page.set_default_timeout(timeout_ms)
+        try:
+            yield page
+        except Exception:
+            if shot_on_failure:
+                _shot(page, "failure.png")
+            raise
+        finally:
+            browser.close()
+
+
 def _nav(page, title: str) -> None:
     page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
 
@@ -110,164 +135,146 @@ def test_a_bookmarked_page_opens_inside_the_app_on_a_fresh_server(fresh_server):
     """The very first request to a new server is a page's address: Streamlit
     would run that script alone, as an old-style pages-folder app (a sidebar of
     file names, "common" among them); the page hands itself over to app.py."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            page.goto(fresh_server + "/results")
-            expect(page.get_by_text("There is no trained model yet.")).to_be_visible(timeout=90_000)
-            nav = page.locator('[data-testid="stSidebarNav"]')
-            expect(nav.get_by_text("Results", exact=True)).to_be_visible()
-            expect(page.get_by_text("YOUR CHOICES")).to_be_visible()  # app.py's sidebar ran
-            assert nav.get_by_text("common", exact=True).count() == 0
-            assert nav.get_by_text("app", exact=True).count() == 0
-            assert page.url.rstrip("/").endswith("/results")
-            _no_error_boxes(page)
-            _shot(page, "0-bookmarked-results.png")
+    with browser_page(1400, 900, shot_on_failure=False) as page:
+        page.goto(fresh_server + "/results")
+        expect(page.get_by_text("There is no trained model yet.")).to_be_visible(timeout=90_000)
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        expect(nav.get_by_text("Results", exact=True)).to_be_visible()
+        expect(page.get_by_text("YOUR CHOICES")).to_be_visible()  # app.py's sidebar ran
+        assert nav.get_by_text("common", exact=True).count() == 0
+        assert nav.get_by_text("app", exact=True).count() == 0
+        assert page.url.rstrip("/").endswith("/results")
+        _no_error_boxes(page)
+        _shot(page, "0-bookmarked-results.png")
 
-            # /data, the default page's own name (the root address serves it): opened, not "Page not found".
-            page.goto(fresh_server + "/data")
-            expect(page.get_by_text("Step 1 of 4.")).to_be_visible(timeout=60_000)
-            page.wait_for_timeout(1000)  # the dialog would come with the first answer
-            assert page.get_by_text("Page not found").count() == 0
-            assert page.url.rstrip("/") == fresh_server.rstrip("/")
-        finally:
-            browser.close()
+        # /data, the default page's own name (the root address serves it): opened, not "Page not found".
+        page.goto(fresh_server + "/data")
+        expect(page.get_by_text("Step 1 of 4.")).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(1000)  # the dialog would come with the first answer
+        assert page.get_by_text("Page not found").count() == 0
+        assert page.url.rstrip("/") == fresh_server.rstrip("/")
 
 
 def test_a_teacher_trains_and_predicts_in_the_browser(server, small_data, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     val_shoe = sorted((small_data / "val" / "shoes").glob("*.jpg"))[0]
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(30_000)
-        try:
-            # 1. Data: type the folder, press Enter, read the report.
-            page.goto(server)
-            expect(page.get_by_text("Your pictures").first).to_be_visible(timeout=60_000)
-            # The project's config hides the developer toolbar: no "Deploy" button, not even briefly.
-            expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
-            assert page.get_by_text("Deploy", exact=True).count() == 0
-            box = page.get_by_role("textbox", name="Folder with your pictures")
-            box.fill(str(small_data))
-            box.press("Enter")
-            expect(page.get_by_text("Ready to train:")).to_be_visible(timeout=90_000)
-            expect(page.get_by_test_id("stPlotlyChart").get_by_text("Pictures per class")).to_be_visible(
-                timeout=30_000
-            )  # plotly draws late on a busy machine
-            expect(page.locator('[data-testid="stImage"]').first).to_be_visible()
-            _no_error_boxes(page)
-            _shot(page, "1-data.png")
+    with browser_page(1400, 900, timeout_ms=30_000) as page:
+        # 1. Data: type the folder, press Enter, read the report.
+        page.goto(server)
+        expect(page.get_by_text("Your pictures").first).to_be_visible(timeout=60_000)
+        # The project's config hides the developer toolbar: no "Deploy" button, not even briefly.
+        expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
+        assert page.get_by_text("Deploy", exact=True).count() == 0
+        box = page.get_by_role("textbox", name="Folder with your pictures")
+        box.fill(str(small_data))
+        box.press("Enter")
+        expect(page.get_by_text("Ready to train:")).to_be_visible(timeout=90_000)
+        expect(page.get_by_test_id("stPlotlyChart").get_by_text("Pictures per class")).to_be_visible(
+            timeout=30_000
+        )  # plotly draws late on a busy machine
+        expect(page.locator('[data-testid="stImage"]').first).to_be_visible()
+        _no_error_boxes(page)
+        _shot(page, "1-data.png")
 
-            # 2. Model: an offline pretrained backbone, linear probe, 2 epochs.
-            _nav(page, "Model")
-            expect(page.get_by_text("Network to start from")).to_be_visible()
-            choose(page, "Network to start from", "EfficientNet-Lite0 · fast · Ready — works offline")
-            page.get_by_text("Only the new last layer learns", exact=True).click()
-            epochs = page.get_by_role("spinbutton", name="Epochs")
-            epochs.fill("2")
-            epochs.press("Enter")
-            expect(page.get_by_text("2 epochs", exact=False).first).to_be_visible()
-            expect(page.get_by_test_id("stMetricValue").first).to_have_text("5,124")  # 1280 x 4 classes + 4
-            _no_error_boxes(page)
-            _shot(page, "2-model.png")
+        # 2. Model: an offline pretrained backbone, linear probe, 2 epochs.
+        _nav(page, "Model")
+        expect(page.get_by_text("Network to start from")).to_be_visible()
+        choose(page, "Network to start from", "EfficientNet-Lite0 · fast · Ready — works offline")
+        page.get_by_text("Only the new last layer learns", exact=True).click()
+        epochs = page.get_by_role("spinbutton", name="Epochs")
+        epochs.fill("2")
+        epochs.press("Enter")
+        expect(page.get_by_text("2 epochs", exact=False).first).to_be_visible()
+        expect(page.get_by_test_id("stMetricValue").first).to_have_text("5,124")  # 1280 x 4 classes + 4
+        _no_error_boxes(page)
+        _shot(page, "2-model.png")
 
-            # 3. Train: start, watch the charts fill, see it finish.
-            _nav(page, "Train")
-            page.get_by_role("button", name="Start training").click()
-            expect(page.get_by_text("Training now")).to_be_visible()
-            expect(page.get_by_text("Running on")).to_be_visible()
-            # The progress moves: some of the pictures have gone through the frozen blocks (56 small
-            # pictures can go through before the page looks, so having finished counts too).
-            progressed = re.compile(r"Computing features.*\([1-9]\d* of \d+ pictures\)|Training…|Finished\.")
-            expect(page.get_by_text(progressed).first).to_be_visible(timeout=90_000)
-            _shot(page, "3-train-running.png")
-            expect(page.get_by_text("Finished.")).to_be_visible(timeout=240_000)
-            # Both epochs are on the accuracy chart: train and validation, two points each.
-            acc_chart = page.locator(".js-plotly-plot").nth(1)
-            expect(acc_chart.locator(".scatterlayer .trace").first.locator(".points path")).to_have_count(2)
-            expect(page.get_by_role("link", name="See the results")).to_be_visible()
-            _no_error_boxes(page)
-            _shot(page, "3-train.png")
+        # 3. Train: start, watch the charts fill, see it finish.
+        _nav(page, "Train")
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("Training now")).to_be_visible()
+        expect(page.get_by_text("Running on")).to_be_visible()
+        # The progress moves: some of the pictures have gone through the frozen blocks (56 small
+        # pictures can go through before the page looks, so having finished counts too).
+        progressed = re.compile(r"Computing features.*\([1-9]\d* of \d+ pictures\)|Training…|Finished\.")
+        expect(page.get_by_text(progressed).first).to_be_visible(timeout=90_000)
+        _shot(page, "3-train-running.png")
+        expect(page.get_by_text("Finished.")).to_be_visible(timeout=240_000)
+        # Both epochs are on the accuracy chart: train and validation, two points each.
+        acc_chart = page.locator(".js-plotly-plot").nth(1)
+        expect(acc_chart.locator(".scatterlayer .trace").first.locator(".points path")).to_have_count(2)
+        expect(page.get_by_role("link", name="See the results")).to_be_visible()
+        _no_error_boxes(page)
+        _shot(page, "3-train.png")
 
-            # 4. Playground: upload one validation picture of shoes.
-            _nav(page, "Playground")
-            page.locator('input[type="file"]').first.set_input_files(str(val_shoe))
-            expect(page.get_by_text("It looks like:")).to_be_visible(timeout=60_000)
-            expect(page.locator("h3").filter(has_text="It looks like:")).to_contain_text("shoes")
-            _no_error_boxes(page)
-            _shot(page, "4-playground.png")
+        # 4. Playground: upload one validation picture of shoes.
+        _nav(page, "Playground")
+        page.locator('input[type="file"]').first.set_input_files(str(val_shoe))
+        expect(page.get_by_text("It looks like:")).to_be_visible(timeout=60_000)
+        expect(page.locator("h3").filter(has_text="It looks like:")).to_contain_text("shoes")
+        _no_error_boxes(page)
+        _shot(page, "4-playground.png")
 
-            # 5. Results: click a square of the confusion matrix, see its pictures, and where the model looked.
-            _nav(page, "Results")
-            expect(page.get_by_text("Which classes get mixed up")).to_be_visible(timeout=60_000)
-            expect(
-                page.get_by_text(re.compile(r"It named \d+ of the 16 validation pictures correctly"))
-            ).to_be_visible()
-            page.wait_for_timeout(500)  # let plotly draw and wire up its events
-            _click_confusion_square(page, row=2, col=2, n=4)  # real shoes, said shoes
-            expect(page.get_by_text(re.compile(r"\d+ pictures of shoes the model got right"))).to_be_visible(
-                timeout=30_000
-            )
-            cell_images = page.get_by_alt_text(re.compile(r"^Picture of shoes; the model said shoes"))
-            expect(cell_images.first).to_be_visible()
-            expect(page.get_by_text(re.compile(r"shoes · \d+% sure")).first).to_be_visible()
-            assert not page.get_by_alt_text(re.compile(r"^Where the model looked")).count()
-            page.get_by_text("Where did it look?").first.click()
-            expect(page.get_by_text("red and yellow are the parts of the picture").first).to_be_visible(timeout=60_000)
-            # The square's pictures are now Grad-CAM overlays on what the model saw (224 x 224 pixels).
-            overlays = page.get_by_alt_text(
-                re.compile(r"^Where the model looked in a picture of shoes; the model said shoes")
-            )
-            expect(overlays.first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text(re.compile(r"\d+ pictures of shoes the model got right"))).to_be_visible()
-            page.wait_for_function(
-                "() => Array.from(document.querySelectorAll('img[alt^=\"Where the model looked\"]'))"
-                ".some(i => i.complete && i.naturalWidth === 224)",
-                timeout=30_000,
-            )
-            _no_error_boxes(page)
+        # 5. Results: click a square of the confusion matrix, see its pictures, and where the model looked.
+        _nav(page, "Results")
+        expect(page.get_by_text("Which classes get mixed up")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text(re.compile(r"It named \d+ of the 16 validation pictures correctly"))).to_be_visible()
+        page.wait_for_timeout(500)  # let plotly draw and wire up its events
+        _click_confusion_square(page, row=2, col=2, n=4)  # real shoes, said shoes
+        expect(page.get_by_text(re.compile(r"\d+ pictures of shoes the model got right"))).to_be_visible(timeout=30_000)
+        cell_images = page.get_by_alt_text(re.compile(r"^Picture of shoes; the model said shoes"))
+        expect(cell_images.first).to_be_visible()
+        expect(page.get_by_text(re.compile(r"shoes · \d+% sure")).first).to_be_visible()
+        assert not page.get_by_alt_text(re.compile(r"^Where the model looked")).count()
+        page.get_by_text("Where did it look?").first.click()
+        expect(page.get_by_text("red and yellow are the parts of the picture").first).to_be_visible(timeout=60_000)
+        # The square's pictures are now Grad-CAM overlays on what the model saw (224 x 224 pixels).
+        overlays = page.get_by_alt_text(
+            re.compile(r"^Where the model looked in a picture of shoes; the model said shoes")
+        )
+        expect(overlays.first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text(re.compile(r"\d+ pictures of shoes the model got right"))).to_be_visible()
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('img[alt^=\"Where the model looked\"]'))"
+            ".some(i => i.complete && i.naturalWidth === 224)",
+            timeout=30_000,
+        )
+        _no_error_boxes(page)
 
-            # Export the model and download the zip.
-            page.get_by_role("button", name="Export").click()
-            download_button = page.get_by_role("button", name=re.compile(r"Download .*\.zip"))
-            expect(download_button).to_be_visible(timeout=180_000)
-            with page.expect_download(timeout=60_000) as download_info:
-                download_button.click()
-            saved = tmp_path / download_info.value.suggested_filename
-            download_info.value.save_as(saved)
-            with zipfile.ZipFile(saved) as zf:
-                names = {Path(n).name for n in zf.namelist()}
-                assert {"model.onnx", "model.ts", "MODEL_CARD.md"} <= names, names
-                card = next(zf.read(n).decode() for n in zf.namelist() if n.endswith("MODEL_CARD.md"))
-            assert "shoes" in card and "hat" in card
-            _no_error_boxes(page)
-            _shot(page, "6-results.png")
+        # Export the model and download the zip.
+        page.get_by_role("button", name="Export").click()
+        download_button = page.get_by_role("button", name=re.compile(r"Download .*\.zip"))
+        expect(download_button).to_be_visible(timeout=180_000)
+        with page.expect_download(timeout=60_000) as download_info:
+            download_button.click()
+        saved = tmp_path / download_info.value.suggested_filename
+        download_info.value.save_as(saved)
+        with zipfile.ZipFile(saved) as zf:
+            names = {Path(n).name for n in zf.namelist()}
+            assert {"model.onnx", "model.ts", "MODEL_CARD.md"} <= names, names
+            card = next(zf.read(n).decode() for n in zf.namelist() if n.endswith("MODEL_CARD.md"))
+        assert "shoes" in card and "hat" in card
+        _no_error_boxes(page)
+        _shot(page, "6-results.png")
 
-            # 6. Runs: the run is listed as finished.
-            _nav(page, "Runs")
-            expect(page.get_by_text("Open a run")).to_be_visible()
-            expect(page.get_by_text("How well each class is recognised")).to_be_visible()
-            _no_error_boxes(page)
-            _shot(page, "5-runs.png")
+        # 6. Runs: the run is listed as finished.
+        _nav(page, "Runs")
+        expect(page.get_by_text("Open a run")).to_be_visible()
+        expect(page.get_by_text("How well each class is recognised")).to_be_visible()
+        _no_error_boxes(page)
+        _shot(page, "5-runs.png")
 
-            # 7. Compare: the run is on the leaderboard, with its speed measured here.
-            _nav(page, "Compare")
-            expect(page.get_by_text("Trained models side by side", exact=True)).to_be_visible()
-            expect(page.get_by_text("Compare networks on your pictures")).to_be_visible()
-            expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("Accuracy (higher is better)")).to_be_visible()
-            _no_error_boxes(page)
-            _shot(page, "7-compare.png")
-        except Exception:
-            _shot(page, "failure.png")
-            raise
-        finally:
-            browser.close()
+        # 7. Compare: the run is on the leaderboard, with its speed measured here.
+        _nav(page, "Compare")
+        expect(page.get_by_text("Trained models side by side", exact=True)).to_be_visible()
+        expect(page.get_by_text("Compare networks on your pictures")).to_be_visible()
+        expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Accuracy (higher is better)")).to_be_visible()
+        _no_error_boxes(page)
+        _shot(page, "7-compare.png")
 
 
 def _fits_the_page(page, locator) -> None:
@@ -301,7 +308,7 @@ def test_pictures_and_tables_fit_a_1280_px_window(app_server, small_data, linear
     wrapped as five, then one alone); the Playground's table of a folder's results (at 1024 px too) and
     its warning of unreadable files with long names stay inside the page; so does the Runs table, with
     two runs told apart by their settings in tall rows."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     runs = _two_runs_in_the_server(app_server, linear_probe_run, trained_run, small_data, "layout")
     folder = tmp_path / "photos-from-the-school-trip-to-the-botanical-garden"
@@ -310,11 +317,8 @@ def test_pictures_and_tables_fit_a_1280_px_window(app_server, small_data, linear
         (
             folder / "hat" / f"notes_about_hat_number_{i}_written_during_the_lesson_and_saved_as_a_picture.jpg"
         ).write_text("notes")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
-        try:
+    try:
+        with browser_page(1280, 900, timeout_ms=30_000) as page:
             page.goto(app_server["url"])
             box = page.get_by_role("textbox", name="Folder with your pictures")
             box.fill(str(small_data))
@@ -365,13 +369,9 @@ def test_pictures_and_tables_fit_a_1280_px_window(app_server, small_data, linear
             _no_sideways_scroll(table)
             _no_error_boxes(page)
             _shot(page, "8-runs-1280.png")
-        except Exception:
-            _shot(page, "failure.png")
-            raise
-        finally:
-            browser.close()
-            for copy in runs:
-                shutil.rmtree(copy)
+    finally:
+        for copy in runs:
+            shutil.rmtree(copy)
 
 
 def test_runs_and_compare_tables_fit_1280_and_1024_px_windows(app_server, small_data, linear_probe_run, trained_run):
@@ -379,16 +379,13 @@ def test_runs_and_compare_tables_fit_1280_and_1024_px_windows(app_server, small_
     the sidebar open. In a 1024 px one (562 px of page) the Runs table and the leaderboard keep the columns a
     person picks a run by, leave out the others, say which, and do not scroll sideways; wider again, every
     column is back."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     runs = _two_runs_in_the_server(app_server, linear_probe_run, trained_run, small_data, "narrow")
     config = json.loads((runs[1] / "config.json").read_text())  # the newer one learned from another folder
     (runs[1] / "config.json").write_text(json.dumps({**config, "data_dir": str(small_data.parent / "garden-bugs")}))
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(60_000)
-        try:
+    try:
+        with browser_page(1280, 900, timeout_ms=60_000) as page:
             page.goto(app_server["url"])
             _nav(page, "Compare")
             picker = page.get_by_test_id("stMultiSelect").filter(has_text="Runs to compare")
@@ -430,10 +427,6 @@ def test_runs_and_compare_tables_fit_1280_and_1024_px_windows(app_server, small_
             expect(table).to_contain_text("Started", timeout=30_000)
             expect(page.get_by_text("The window is narrow")).to_have_count(0)
             _no_sideways_scroll(table)
-        except Exception:
-            _shot(page, "failure.png")
-            raise
-        finally:
-            browser.close()
-            for copy in runs:
-                shutil.rmtree(copy)
+    finally:
+        for copy in runs:
+            shutil.rmtree(copy)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving import CHROMIUM, CHROMIUM_ARGS, streamlit_server
-from tests.test_browser import _env, _nav, _no_error_boxes, _shot
+from tests.serving import CHROMIUM, streamlit_server
+from tests.test_browser import _env, _nav, _no_error_boxes, _shot, browser_page
 
 pytestmark = pytest.mark.browser
 
@@ -53,57 +53,48 @@ def _pictures_with_long_names(small_data: Path, folder: Path) -> Path:
 def test_long_picture_names_show_shortened_on_one_line_and_whole_on_a_double_click(
     app_server, small_data, linear_probe_run, tmp_path
 ):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     shutil.copytree(linear_probe_run, Path(app_server["folder"]) / "runs" / linear_probe_run.name)
     folder = _pictures_with_long_names(small_data, tmp_path / "trip")
     whole = f"hat/{NO_SPACES}"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(60_000)
-        try:
-            page.goto(app_server["url"])
-            _nav(page, "Playground")
-            box = page.get_by_role("textbox", name="Folder of pictures")
-            box.fill(str(folder))
-            box.press("Enter")
-            page.get_by_role("button", name="Name them all").click()
-            expect(page.get_by_text("Named 2 pictures")).to_be_visible(timeout=120_000)
-            table = page.get_by_test_id("stDataFrame").first
-            cells = table.locator("td")
-            # The grid's accessible table holds each path whole (what a screen reader reads, and a copy takes).
-            expect(cells.filter(has_text=NO_SPACES)).to_have_count(1)
-            texts = [t.strip() for t in cells.all_text_contents()]
-            assert whole in texts and f"pictures from the second afternoon of the trip/{WITH_SPACES}" in texts
-            _no_error_boxes(page)
-            _shot(page, "long-names-playground-1280.png")
+    with browser_page(1280, 900, timeout_ms=60_000) as page:
+        page.goto(app_server["url"])
+        _nav(page, "Playground")
+        box = page.get_by_role("textbox", name="Folder of pictures")
+        box.fill(str(folder))
+        box.press("Enter")
+        page.get_by_role("button", name="Name them all").click()
+        expect(page.get_by_text("Named 2 pictures")).to_be_visible(timeout=120_000)
+        table = page.get_by_test_id("stDataFrame").first
+        cells = table.locator("td")
+        # The grid's accessible table holds each path whole (what a screen reader reads, and a copy takes).
+        expect(cells.filter(has_text=NO_SPACES)).to_have_count(1)
+        texts = [t.strip() for t in cells.all_text_contents()]
+        assert whole in texts and f"pictures from the second afternoon of the trip/{WITH_SPACES}" in texts
+        _no_error_boxes(page)
+        _shot(page, "long-names-playground-1280.png")
 
-            # A double click on the first picture's cell opens it whole.
-            table.scroll_into_view_if_needed()
-            area = table.bounding_box()
-            page.mouse.dblclick(area["x"] + 60, area["y"] + 35 + 20)  # below the 35 px header
-            overlay = page.locator("[id^=gdg-overlay] textarea")  # the grid's box for a cell's whole text
-            expect(overlay).to_have_value(whole, timeout=10_000)
-            _shot(page, "long-names-playground-whole-1280.png")
-            page.keyboard.press("Escape")
+        # A double click on the first picture's cell opens it whole.
+        table.scroll_into_view_if_needed()
+        area = table.bounding_box()
+        page.mouse.dblclick(area["x"] + 60, area["y"] + 35 + 20)  # below the 35 px header
+        overlay = page.locator("[id^=gdg-overlay] textarea")  # the grid's box for a cell's whole text
+        expect(overlay).to_have_value(whole, timeout=10_000)
+        _shot(page, "long-names-playground-whole-1280.png")
+        page.keyboard.press("Escape")
 
-            page.set_viewport_size({"width": 1024, "height": 900})  # a small laptop's window, the sidebar open
-            page.wait_for_timeout(1500)
-            _no_error_boxes(page)
-            _shot(page, "long-names-playground-1024.png")
-        except Exception:
-            _shot(page, "failure.png")
-            raise
-        finally:
-            browser.close()
+        page.set_viewport_size({"width": 1024, "height": 900})  # a small laptop's window, the sidebar open
+        page.wait_for_timeout(1500)
+        _no_error_boxes(page)
+        _shot(page, "long-names-playground-1024.png")
 
 
 def test_runs_of_the_same_settings_are_told_apart_in_the_runs_table(app_server, linear_probe_run):
     """Three copies of one run (the same settings, two started in the same second): in a 1280 px window,
     where the Started column shows the minute, and in a 1024 px one, where it is left out, each row says
     when its run started, to the second, and the two of the same second their folders' names."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     runs = Path(app_server["folder"]) / "runs"
     if runs.is_dir():  # the runs an earlier test left with this server: the table holds these three alone
@@ -116,26 +107,17 @@ def test_runs_of_the_same_settings_are_told_apart_in_the_runs_table(app_server, 
         # 10 s into the run's minute, the third 7 s later: one minute in the Started column, whatever the clock
         minute_in = status["created"] // 60 * 60 + 10
         (copy / "status.json").write_text(json.dumps({**status, "created": minute_in + 7 * (i == 2)}))
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(60_000)
-        try:
-            page.goto(app_server["url"])
-            _nav(page, "Runs")
-            table = page.get_by_test_id("stDataFrame").first
-            for width in (1280, 1024):
-                page.set_viewport_size({"width": width, "height": 900})
-                expect(table.locator("td").filter(has_text=" · started ")).to_have_count(3, timeout=30_000)
-                learned = [t for t in table.locator("td").all_text_contents() if t.startswith("Only the new last")]
-                assert len(set(learned)) == len(learned), learned  # no two rows alike
-                assert sum(" · started " in t for t in learned) == len(learned), learned
-                for copy in copies[:2]:
-                    assert sum(t.endswith(copy.name) for t in learned) == 1, learned
-                _no_error_boxes(page)
-                _shot(page, f"alike-runs-{width}.png")
-        except Exception:
-            _shot(page, "failure.png")
-            raise
-        finally:
-            browser.close()
+    with browser_page(1280, 900, timeout_ms=60_000) as page:
+        page.goto(app_server["url"])
+        _nav(page, "Runs")
+        table = page.get_by_test_id("stDataFrame").first
+        for width in (1280, 1024):
+            page.set_viewport_size({"width": width, "height": 900})
+            expect(table.locator("td").filter(has_text=" · started ")).to_have_count(3, timeout=30_000)
+            learned = [t for t in table.locator("td").all_text_contents() if t.startswith("Only the new last")]
+            assert len(set(learned)) == len(learned), learned  # no two rows alike
+            assert sum(" · started " in t for t in learned) == len(learned), learned
+            for copy in copies[:2]:
+                assert sum(t.endswith(copy.name) for t in learned) == 1, learned
+            _no_error_boxes(page)
+            _shot(page, f"alike-runs-{width}.png")

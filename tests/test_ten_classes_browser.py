@@ -17,8 +17,17 @@ import time
 import pytest
 
 from tests.folders import PACKAGED_BACKBONE, small_copy
-from tests.serving import CHROMIUM, CHROMIUM_ARGS, streamlit_server
-from tests.test_browser import ARTIFACTS, _env, _fits_the_page, _nav, _no_error_boxes, _no_sideways_scroll, _shot
+from tests.serving import CHROMIUM, streamlit_server
+from tests.test_browser import (
+    ARTIFACTS,
+    _env,
+    _fits_the_page,
+    _nav,
+    _no_error_boxes,
+    _no_sideways_scroll,
+    _shot,
+    browser_page,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -174,52 +183,43 @@ def _hardest_pictures_readable(page) -> None:
 
 
 def test_compare_and_results_with_ten_classes_at_1280_and_1024_px(ten_class_server):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(60_000)
-        try:
-            page.goto(ten_class_server["url"])
-            _nav(page, "Compare")
-            table = page.get_by_test_id("stDataFrame").first
-            expect(table).to_contain_text("3 epochs, learning rate: 0.003", timeout=120_000)
-            expect(page.get_by_test_id("stPlotlyChart")).to_have_count(2)
-            for width, height in SIZES:
-                page.set_viewport_size({"width": width, "height": height})
-                if width < 1280:  # the page has heard of its new width and been drawn again for it
-                    expect(page.get_by_text("The window is narrow, so the table leaves out")).to_be_visible()
-                page.wait_for_timeout(1000)  # the charts' own redraw
-                _legends_fit(page, runs=3)
-                _marks_in_line_colours(table, _legend_names_tell_apart(page))
-                _fits_the_page(page, table)
-                _no_sideways_scroll(table)
-                _no_error_boxes(page)
-                _shot(page, f"10-compare-3-runs-{width}.png")
-            # Two runs, in the narrow window: the fine-tune taken out of the comparison.
-            page.get_by_role("button", name=re.compile(r"^Remove .*last-2")).click()
-            expect(page.get_by_test_id("stPlotlyChart").first.locator(".legend .traces")).to_have_count(2)
-            _legends_fit(page, runs=2)
-            _shot(page, "10-compare-2-runs-1024.png")
+    with browser_page(1280, 900, timeout_ms=60_000) as page:
+        page.goto(ten_class_server["url"])
+        _nav(page, "Compare")
+        table = page.get_by_test_id("stDataFrame").first
+        expect(table).to_contain_text("3 epochs, learning rate: 0.003", timeout=120_000)
+        expect(page.get_by_test_id("stPlotlyChart")).to_have_count(2)
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            if width < 1280:  # the page has heard of its new width and been drawn again for it
+                expect(page.get_by_text("The window is narrow, so the table leaves out")).to_be_visible()
+            page.wait_for_timeout(1000)  # the charts' own redraw
+            _legends_fit(page, runs=3)
+            _marks_in_line_colours(table, _legend_names_tell_apart(page))
+            _fits_the_page(page, table)
+            _no_sideways_scroll(table)
+            _no_error_boxes(page)
+            _shot(page, f"10-compare-3-runs-{width}.png")
+        # Two runs, in the narrow window: the fine-tune taken out of the comparison.
+        page.get_by_role("button", name=re.compile(r"^Remove .*last-2")).click()
+        expect(page.get_by_test_id("stPlotlyChart").first.locator(".legend .traces")).to_have_count(2)
+        _legends_fit(page, runs=2)
+        _shot(page, "10-compare-2-runs-1024.png")
 
-            _nav(page, "Results")
-            expect(page.get_by_text("How well each class is recognised")).to_be_visible(timeout=60_000)
-            classes = page.get_by_test_id("stDataFrame").first
-            expect(classes).to_contain_text("t-shirt")
-            for width, height in reversed(SIZES):
-                page.set_viewport_size({"width": width, "height": height})
-                page.wait_for_timeout(1000)
-                _squares_readable(page, 10)
-                _fits_the_page(page, classes)
-                _no_sideways_scroll(classes)
-                _eventually(_class_names_whole, classes, 10, narrow=width < 1280)  # once drawn for the new width
-                _hardest_pictures_readable(page)
-                classes.screenshot(path=str(ARTIFACTS / f"10-results-classes-{width}.png"))  # the page is taller
-                _no_error_boxes(page)
-                _shot(page, f"10-results-{width}.png")
-        except Exception:
-            _shot(page, "failure.png")
-            raise
-        finally:
-            browser.close()
+        _nav(page, "Results")
+        expect(page.get_by_text("How well each class is recognised")).to_be_visible(timeout=60_000)
+        classes = page.get_by_test_id("stDataFrame").first
+        expect(classes).to_contain_text("t-shirt")
+        for width, height in reversed(SIZES):
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(1000)
+            _squares_readable(page, 10)
+            _fits_the_page(page, classes)
+            _no_sideways_scroll(classes)
+            _eventually(_class_names_whole, classes, 10, narrow=width < 1280)  # once drawn for the new width
+            _hardest_pictures_readable(page)
+            classes.screenshot(path=str(ARTIFACTS / f"10-results-classes-{width}.png"))  # the page is taller
+            _no_error_boxes(page)
+            _shot(page, f"10-results-{width}.png")
