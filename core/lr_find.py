@@ -2,9 +2,42 @@
 
 A short run whose rate grows exponentially, from `start_lr` to `end_lr`, one
 step per batch; the loss of each step, smoothed, against the rate. It stops
-when the loss explodes (four times its lowest, and above its start). The suggestion is fastai's
-"valley": the middle of the longest stretch where the loss keeps falling,
-a little towards its end; "steepest" is where it falls fastest.
+when the loss explodes (four times its lowest, and above its start). Where
+the run warms up its pretrained blocks (the rates climb from zero once they
+join in, as by default), the suggestion is the rate at the curve's lowest
+point, where the loss stops falling; where only the head learns, or the run
+has no warm-up, a tenth of it (fastai's "minimum/10"). fastai's "valley"
+(the middle of the longest stretch where the loss keeps falling, a little
+towards its end) is kept in the result, and "steepest" (where it falls
+fastest) is shown.
+
+Why (mobilenet_v2, AdamW, the defaults, seed 0, a CPU; 5-epoch runs, best
+val accuracy, val loss at the end; the sweep's lowest point, valley, where
+it stopped):
+- linear, the head alone (no warm-up): lowest 0.045 / 0.038 (hymenoptera /
+  clothing10), valley 0.00091 / 0.00063, stopped at 2.3 / 1.1. Runs: 1e-4
+  0.824 / 0.317, 3e-4 0.928 / 0.633, 1e-3 0.948 / 0.809, 3e-3 0.954 / 0.833
+  (loss 0.129 / 0.643, the best), 1e-2 0.941 / 0.815, 3e-2 0.948 / 0.818
+  (loss 0.48 / 1.04). A tenth of the lowest, 0.0045 / 0.0038, lands on the
+  best; the lowest itself is far past it: a head on fixed features fits its
+  pictures (loss 0.01) at rates no run should keep;
+- last-2 (head first for an epoch, then 2 blocks at ×0.5 and ×0.25, warm-up
+  0.5 epoch, cosine): lowest 0.0013 / 0.0028, valley 0.000098 / 0.00017,
+  a tenth 0.00013 / 0.00028, stopped at 0.066 / 0.14. Runs: 1e-4 0.935 /
+  0.475, 3e-4 0.928 / 0.748, 1e-3 0.954 / 0.850, 3e-3 0.941 / 0.850, 1e-2
+  0.928 then 0.49 / 0.158 (the blocks spoilt, as the sweep's loss, back to
+  its start by 0.01, foretold);
+- full (the same phases, every block): lowest 0.0016 / 0.0049, valley
+  0.000081 / 0.00036. Runs: 1e-4 0.922 / -, 3e-4 0.954 / 0.739, 1e-3 0.941 /
+  0.839 (loss 0.158, hymenoptera's lowest), 3e-3 0.935 / 0.833.
+  A second seed (1) of the last-2 sweep on hymenoptera: lowest 0.0016, the
+  valley 0.0016 too (it jumps: 0.000098 for seed 0).
+The valley, and fastai's minimum/10, sat 4-10 times below the best rates of
+every fine-tune (and a tenth of a 10-epoch grid's best: 0.954 and 0.865 at
+0.001 against 0.935 and 0.710 at 1e-4). A fine-tune's lowest point is where
+its blocks start to be spoilt, and its warm-up lets the run climb to it:
+without warm-up (last-2), 3e-3 fell to 0.915 / 0.804 while 1e-3 held 0.954
+/ 0.850, so such a run keeps minimum/10 (safe, if low).
 
 Three choices differ from fastai's:
 - the curve drawn, and read for the suggestion, is each step's loss smoothed
@@ -29,11 +62,11 @@ Three choices differ from fastai's:
   the rate found becomes the one "Learning rate" of the whole run: the head
   learns at it, alone in the head-first epochs and beside the blocks after,
   and the blocks at their fractions of it. A sweep of the head alone (what
-  fastai's lr_find of a frozen learner does) suggested 0.00091 on
-  hymenoptera with AdamW, where the whole network blew up at 0.033 and
-  suggested 0.00011: applied to a fine-tune, the head's rate is far too big
-  for the blocks. A linear probe, or a run too short for any block to join,
-  sweeps the head alone on the stored outputs of the frozen blocks (made
+  fastai's lr_find of a frozen learner does) reaches its lowest loss at
+  0.045 on hymenoptera with AdamW, where a last-2 sweep had blown up
+  (0.066; lowest 0.0013): applied to a fine-tune, the head's rates are far
+  too big for the blocks. A linear probe, or a run too short for any block
+  to join, sweeps the head alone on the stored outputs of the frozen blocks (made
   once, as a training makes them, and kept for the runs after): seconds.
   Blocks that learn need pictures: a minute or more on a CPU.
 The sweep's model is thrown away; nothing is written but the feature cache.
@@ -44,15 +77,15 @@ head-first epoch does; fastai advises as much), since the run's blocks join
 a fitted head, not a random one. Measured with mobilenet_v2 and AdamW on a
 CPU: the sweep did start from a fitted head (its first losses 0.36-0.45
 instead of 0.68-0.73 on hymenoptera, 1.58-1.66 instead of 2.35-2.39 on
-clothing10), but the suggestion moved either way and more from seed to
+clothing10), but the valley (then the suggestion) moved either way and more from seed to
 seed: last-2 on hymenoptera, seeds 0-2, 4.6e-5, 3.6e-4 and 1.7e-4 where the
 sweep from a random head gave 9.8e-5 each time; on clothing10, seeds 0-1,
 7.6e-4 and 1.4e-4 against 1.7e-4 and 2.5e-4; full, seed 0, 4.3e-4 against
 8.1e-5 (hymenoptera) and 1.7e-4 against 3.6e-4 (clothing10). Runs of 3
 epochs did better at the new rate in 2 of those 5 pairs and worse in 3,
-whichever rate was bigger winning (10-epoch last-2 runs scored best at 0.001,
-above both: 0.954 and 0.865 on val, against 0.935 and 0.710 at 1e-4). A fitted head's loss starts low and falls
-little before it blows up, so the longest fall, the valley, is less sure.
+whichever rate was bigger winning (10-epoch last-2 runs scored best at
+0.001, above both). A fitted head's loss starts low and falls little before
+it blows up, so the longest fall, the valley, is less sure.
 """
 
 from __future__ import annotations
@@ -96,12 +129,15 @@ class LrFindResult:
     lrs: list[float]
     losses: list[float]  # smoothed without lag (centred), the curve drawn and read
     raw_losses: list[float]
-    suggestion: float  # the valley
+    suggestion: float  # `lowest` where the run warms up, else a tenth of it (see the module's doc)
+    lowest: float  # the rate at the curve's lowest point (not the last five steps)
+    valley: float  # fastai's valley, the suggestion before
     steepest: float
     falling: tuple[float, float]  # the rates of the stretch where the loss keeps falling (the suggestion's)
     start_lr: float
     end_lr: float
     exploded: bool  # stopped because the loss blew up
+    warms_up: bool  # the run's pretrained blocks join in at rates that climb from zero
     trains: str  # what the sweep trained, in words
     used_for: str  # what the rate is used for in the run, in words
     seconds: float
@@ -112,18 +148,24 @@ class LrFindResult:
     @property
     def words(self) -> str:
         """The suggestion and how it was chosen, in words."""
-        low, high = (rate_text(r) for r in self.falling)
+        low, lowest = rate_text(self.falling[0]), rate_text(self.lowest)
         end = (
-            f"well short of where it blew up ({rate_text(self.lrs[-1])})"
+            f"it blew up at {rate_text(self.lrs[-1])}"
             if self.exploded
             else f"it had not blown up by {rate_text(self.lrs[-1])}, where the sweep ended"
         )
+        why = (
+            "the rate where the loss stopped falling: in the run the rates "
+            "climb to it slowly once the pretrained blocks join in, then fall, so it can be the biggest rate "
+            "that still helped in the sweep; much bigger ones spoil the pretrained blocks"
+            if self.warms_up
+            else f"a tenth of {lowest}, where the loss stopped falling: the run "
+            "starts at its full rate, so it keeps well short of the edge"
+        )
         return (
-            f"Suggested learning rate: {rate_text(self.suggestion)}, a little past the middle of the stretch where "
-            f"the loss keeps falling ({low} to {high}, shaded); {end}. The loss falls fastest at "
-            f"{rate_text(self.steepest)}, but that one point of a noisy curve moves from sweep to sweep, so the "
-            f"suggestion comes from the whole stretch; either is a good start. Swept {len(self.lrs)} steps, "
-            f"training {self.trains}. {self.used_for}"
+            f"Suggested learning rate: {rate_text(self.suggestion)}, {why}. The loss falls from {low} to "
+            f"{lowest}; {end}. It falls fastest at {rate_text(self.steepest)}, but that one point of a noisy "
+            f"curve moves from sweep to sweep. Swept {len(self.lrs)} steps, training {self.trains}. {self.used_for}"
         )
 
 
@@ -277,17 +319,24 @@ def lr_find(
     # As fastai's suggestions do: not the last few steps (the blow-up), nor the first tenth, where nothing
     # learns yet and the noise of a flat curve could pass for its steepest fall.
     first, end = (len(smooth) // 10, len(smooth) - 5) if len(smooth) > 10 else (0, len(smooth))
-    low, high, suggested = falling_stretch(smooth[first:end])
+    low, high, valley_at = falling_stretch(smooth[first:end])
+    lowest = min(range(first, end), key=smooth.__getitem__)
+    warms_up = not head_only and (config.warmup_epochs > 0 or config.schedule == "onecycle")
+    # Without a warm-up, fastai's "minimum/10": the swept rate nearest a tenth of the lowest point's.
+    tenth = max(first, min(range(first, lowest + 1), key=lambda i: abs(math.log(lrs[i] * 10 / lrs[lowest]))))
     return LrFindResult(
         lrs=lrs,
         losses=smooth,
         raw_losses=raw,
-        suggestion=lrs[first + suggested],
+        suggestion=lrs[lowest if warms_up else tenth],
+        lowest=lrs[lowest],
+        valley=lrs[first + valley_at],
         steepest=lrs[first + steepest(lrs[first:end], smooth[first:end])],
         falling=(lrs[first + low], lrs[first + high]),
         start_lr=start_lr,
         end_lr=end_lr,
         exploded=exploded,
+        warms_up=warms_up,
         trains=_trains_words(plan, data.train_start > 0),
         used_for=rate_use_words(run_plan, config.epochs),
         seconds=round(time.time() - began, 2),
