@@ -139,6 +139,8 @@ def test_values_of_the_wrong_kind_read_as_damaged_and_never_break_the_others(tmp
     labels, legends, told = words.run_labels(runs), words.run_legends(runs), words.run_differences(runs)
     assert len(set(labels.values())) == len(runs) and len(legends) == len(runs)
     assert "–" in words.run_label(by_path[made["created-huge"]])
+    assert all(" · damaged · " in labels[made[name].name] for name in REASONS), labels  # no figure it cannot back
+    assert " · damaged" not in labels[made["good"].name] and "%" in labels[made["good"].name]
     assert told[made["good"].name] == told[made["same"].name]  # the same settings: nothing to tell
     assert words.what_learned(summaries["adapted"]["strategy"], True).startswith(words.ADAPTED_FIRST)
 

@@ -346,6 +346,34 @@ def test_runs_are_named_by_what_tells_them_apart_first_and_told_apart_when_alike
     assert words.run_legends(store.list())[made[1].name] == "MobileNetV2 · linear probe · started 09:41"
 
 
+def test_a_damaged_runs_label_says_damaged_not_an_accuracy_it_cannot_back(tmp_path):
+    """A run whose files are damaged (here its eval.json is cut off, or its status.json says 750%) is
+    named "damaged" where a whole run's label gives its accuracy, in every picker, even those that leave
+    accuracies out."""
+    import time
+
+    from core.config import TrainConfig
+    from core.runs import prepare_run
+
+    store, pictures = RunStore(tmp_path / "runs"), tmp_path / "holiday photos"
+    pictures.mkdir()
+    made = []
+    for accuracy in (0.875, 0.875, 7.5):
+        run, lock = prepare_run(TrainConfig(data_dir=str(pictures), backbone="resnet18", epochs=1), store)
+        lock.release()
+        created = time.mktime((2021, 12, 1, 9, 30 + len(made), 0, 0, 0, -1))
+        run.update_status(created=created, best_val_accuracy=accuracy, state="stopped", epochs_done=1)
+        made.append(run)
+    (made[1].path / "eval.json").write_text('{"accuracy": 0.8')
+    labels = words.run_labels(store.list())
+    assert made[0].state == "stopped" and labels[made[0].name].endswith(" · 87.5% · 01 Dec 2021 09:30"), labels
+    assert made[1].state == made[2].state == "damaged"
+    assert labels[made[1].name] == "ResNet-18 · linear probe · holiday photos · damaged · 01 Dec 2021 09:31"
+    assert labels[made[2].name].endswith(" · damaged · 01 Dec 2021 09:32") and "%" not in labels[made[2].name]
+    quiet = words.run_labels(store.list(), with_accuracy=False)
+    assert quiet[made[1].name] == labels[made[1].name] and "%" not in quiet[made[0].name], quiet
+
+
 def test_runs_of_one_network_and_strategy_say_the_settings_that_differ(
     trained_run, linear_probe_run, small_data, tmp_path, env, through_app_py
 ):

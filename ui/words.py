@@ -276,13 +276,16 @@ def run_label(run, with_accuracy: bool = True, told: str = "", seconds: bool = F
     """One line naming a run for a person, what tells it apart first (a multiselect's chip is cut at about
     80 characters in a 1024 px window): the network, what learned and what tells it apart from runs of
     the same network learning the same way (`told`, from run_differences; as the Compare legends begin),
-    then the pictures, its best accuracy and when it started (fmt_started; to the second where
-    `seconds`). A select widget remembers its choice by this text, so a widget whose runs may still be
+    then the pictures, its best accuracy ("damaged" for a damaged run: Run.summary's reason says why, and
+    the figure may be what is damaged) and when it started (fmt_started; to the second where `seconds`).
+    A damaged run is never training, so the word stays while the widget lives. A select widget remembers its choice by this text, so a widget whose runs may still be
     training passes with_accuracy=False (the accuracy changes every epoch); one listing several runs
     uses run_labels, which keeps the lines apart."""
     s = run.summary()
     acc = s.get("best_val_accuracy")
     acc_text = f" · {fmt_pct(acc)}" if with_accuracy and acc is not None and acc >= 0 else ""
+    if s["state"] == "damaged":  # its status.json's figure may be what is damaged, or belong to a lost model
+        acc_text = " · damaged"
     data = Path(s["data"]).name if s.get("data") else "?"
     when = fmt_started(s.get("created"), seconds) if s.get("created") else s["run"]
     return f"{_run_lead(s, _epochs_it_did(s, told))} · {data}{acc_text} · {when}"
