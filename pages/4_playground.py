@@ -287,7 +287,17 @@ def _predict_folder(run, folder: str, k: int) -> None:
 
 def main() -> None:
     """Pick a run, then one picture, or a folder of them."""
-    runs = [r for r in resources.store().list() if r.best_checkpoint.exists()]
+    all_runs = resources.store().list()
+    saved = [r for r in all_runs if r.best_checkpoint.exists()]
+    broken = [r for r in saved if r.model_problem]  # a model that cannot name pictures is not offered
+    runs = [r for r in saved if r not in broken]
+    why = "its saved model cannot be used" if len(broken) == 1 else "their saved models cannot be used"
+    wanted = next((r for r in broken if r.name == st.query_params.get("run")), None)
+    if wanted is not None:  # a link or bookmark to one: why it is not here, rather than another run silently
+        st.error(f"The run {words.md_text(wanted.name)} cannot be tried here: {wanted.model_problem}.")
+    if not runs and broken:
+        widgets.left_out_caption(broken, why)
+        return
     if not runs:
         st.info(
             "There is no trained model yet. Train one on the **Train** page first.", icon=":material/fitness_center:"
@@ -295,7 +305,13 @@ def main() -> None:
         st.page_link(state.PAGE_TRAIN, label="Go to Train", icon=":material/fitness_center:")
         return
 
-    run = widgets.pick_run(runs, key="play_run", help="Every run that has saved a model, newest first.")
+    run = widgets.pick_run(
+        runs,
+        key="play_run",
+        help="Every run that has saved a model it can use, newest first.",
+        known={r.name for r in all_runs},
+    )
+    widgets.left_out_caption(broken, why)
     if run.state == "damaged":
         st.error(run.summary()["reason"], icon=":material/broken_image:")
         if run.model_problem:  # its model cannot name pictures: nothing to try

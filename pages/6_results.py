@@ -444,8 +444,9 @@ def _no_results_note(run) -> None:
     """Why a run a link or bookmark asks for has no results here, and what to do about it."""
     name, run_state = words.md_text(run.name), run.state
     if run.can_check_again:
+        lost = f"damaged: {'; '.join(run.problems)}" if run_state == "damaged" else "missing"  # not missing if cut off
         text = (
-            f"The run {name} finished, but its results (eval.json) are missing. Its trained model is whole: "
+            f"The run {name} finished, but its results (eval.json) are {lost}. Its trained model is whole: "
             "**Check it again** on the Runs page makes them anew, with no training."
         )
     elif run_state in ("queued", "running", "stopping"):
@@ -467,13 +468,22 @@ def _no_results_note(run) -> None:
 
 def main() -> None:
     all_runs = resources.store().list()
-    runs = [r for r in all_runs if (r.path / "eval.json").exists()]
+    with_results = [r for r in all_runs if (r.path / "eval.json").exists()]
+    # A damaged eval.json shows nothing here but its damage: such runs are left out, and the caption says so.
+    broken = [r for r in with_results if r.state == "damaged" and r.evaluation is None]
+    runs = [r for r in with_results if r not in broken]
+    why = (
+        "its results file (eval.json) is damaged" if len(broken) == 1 else "their results files (eval.json) are damaged"
+    )
     wanted = st.query_params.get("run")
     asked = next((r for r in all_runs if r.name == wanted), None) if wanted not in {r.name for r in runs} else None
     if asked is not None:
         _no_results_note(asked)
     if not runs:
         if asked is not None:
+            return
+        if broken:
+            widgets.left_out_caption(broken, why)
             return
         if all_runs:
             st.info(
@@ -498,6 +508,7 @@ def main() -> None:
         prefer=latest_finished,
         known={r.name for r in all_runs},
     )
+    widgets.left_out_caption(broken, why)
     fixes.fix_notes()
     fixes.older_pictures_notice(run, key="results")
     evaluation = resources.evaluation(run)

@@ -139,6 +139,8 @@ def test_values_of_the_wrong_kind_read_as_damaged_and_never_break_the_others(tmp
     labels, legends, told = words.run_labels(runs), words.run_legends(runs), words.run_differences(runs)
     assert len(set(labels.values())) == len(runs) and len(legends) == len(runs)
     assert "–" in words.run_label(by_path[made["created-huge"]])
+    assert all(" · damaged · " in labels[made[name].name] for name in REASONS), labels  # no figure it cannot back
+    assert " · damaged" not in labels[made["good"].name] and "%" in labels[made["good"].name]
     assert told[made["good"].name] == told[made["same"].name]  # the same settings: nothing to tell
     assert words.what_learned(summaries["adapted"]["strategy"], True).startswith(words.ADAPTED_FIRST)
 
@@ -183,9 +185,20 @@ def test_a_config_with_values_of_the_wrong_kind_resumes_with_its_last_checkpoint
 def test_every_page_shows_a_damaged_run_as_damaged_and_the_others_still_work(env, linear_probe_run, kept_adapted):
     made = _damaged_copies(env / "runs", linear_probe_run, kept_adapted)
     at = _app()
+    # Offered only where they show something: a damaged eval.json is left out of Results' picker, a model that
+    # cannot load out of the Playground's, each with a caption that says so (the Runs page says what is wrong).
+    left_out = {RESULTS: ("eval", "results file (eval.json) is damaged"), PLAYGROUND: ("classes", "saved model cannot")}
     for page, key in ((RUNS, "open_run"), (RESULTS, "results_run"), (PLAYGROUND, "play_run")):
         _goto(at, page)
+        picker = at.selectbox(key=key)
+        assert sum(" · damaged · " in label for label in picker.options) >= 4, picker.options  # no figure
+        if page in left_out:
+            gone, why = left_out[page]
+            assert picker.format_func(made[gone].name) is None, picker.options  # not among the labels offered
+            assert f"1 run left out of this list: its {why}" in _texts(at.caption), _texts(at.caption)
         for name in ("backbone-list", "eval", "classes", "adapted-odd", "status-text", "good", "adapted"):
+            if page in left_out and name == left_out[page][0]:
+                continue
             at.selectbox(key=key).set_value(made[name].name).run()
             _ok(at)
             errors = _texts(at.error)
@@ -195,6 +208,16 @@ def test_every_page_shows_a_damaged_run_as_damaged_and_the_others_still_work(env
                 assert not errors, (page, name, errors)
     at.selectbox(key="play_run").set_value(made["no-classes"].name).run()  # still on the Playground
     assert "This model knows 4 classes" in _texts(at.caption)  # its checkpoint's
+    # A link or bookmark to a run left out: why it is not there, and the way to it on the Runs page.
+    at.query_params["run"] = made["classes"].name
+    at.run()
+    _ok(at)
+    assert f"cannot be tried here: {REASONS['classes']}" in _texts(at.error), _texts(at.error)
+    _goto(at, RESULTS)
+    at.query_params["run"] = made["eval"].name
+    at.run()
+    _ok(at)
+    assert REASONS["eval"] in _texts(at.info), _texts(at.info)  # "has no results: Damaged: ..."
     _goto(at, COMPARE)
     at.multiselect(key="compare_runs").set_value([made["good"].name, made["eval"].name]).run()
     _ok(at)

@@ -4,7 +4,8 @@ told apart by their settings, and a fine-tune), their curves' legends inside the
 each named by what tells the runs apart (not the minute they started); the leaderboard's mark of each run in
 its lines' colour; a confusion matrix whose squares a class can read; tables that do not scroll sideways, a
 long class name whole on two lines; the hardest pictures' toggles with their names whole and pictures wide
-enough for their captions. Saves a screenshot of each page at each width in test-artifacts/ (look at them)."""
+enough for their captions; the "Runs to compare" chips show what tells their runs apart before they are
+cut. Saves a screenshot of each page at each width in test-artifacts/ (look at them)."""
 
 from __future__ import annotations
 
@@ -133,6 +134,32 @@ def _legend_names_tell_apart(page) -> dict[str, tuple[int, int, int]]:
     return colours
 
 
+# Each "Runs to compare" chip's text and the part of it the chip shows: its characters up to the last one
+# that ends left of the chip's edge, less the "…" drawn there.
+_CHIPS = """() => Array.from(document.querySelectorAll('[data-testid=stMultiSelect] span[title]')).map(chip => {
+    const text = chip.firstChild, right = chip.getBoundingClientRect().right - 12, range = document.createRange();
+    let shown = 0;
+    for (let i = 1; i <= text.length; i++) {
+        range.setStart(text, 0); range.setEnd(text, i);
+        if (range.getBoundingClientRect().right > right) break;
+        shown = i;
+    }
+    return [chip.textContent, chip.textContent.slice(0, shown)];
+})"""
+
+
+def _chips_tell_apart(page) -> None:
+    """Each "Runs to compare" chip shows, before it is cut, what tells its run apart: its legend entry
+    (network, what learned, the settings that differ), and those shown parts differ (the labels began with
+    the date and time, and a 1024 px window cut them before the settings)."""
+    legends = {text.replace(" ", "") for text, _ in page.evaluate(_ENTRIES)}  # a legend's line breaks lose a space
+    chips = page.evaluate(_CHIPS)
+    assert len(chips) == 3, chips
+    for text, shown in chips:
+        assert any(shown.replace(" ", "").startswith(legend) for legend in legends), (shown, text, legends)
+    assert len({_which(shown) for _, shown in chips}) == 3, chips
+
+
 def _marks_in_line_colours(table, colours: dict[str, tuple[int, int, int]]) -> None:
     """The leaderboard's first column ("Line") shows, down its rows, each run's line colour in the charts."""
     from PIL import Image
@@ -198,6 +225,7 @@ def test_compare_and_results_with_ten_classes_at_1280_and_1024_px(ten_class_serv
             page.wait_for_timeout(1000)  # the charts' own redraw
             _legends_fit(page, runs=3)
             _marks_in_line_colours(table, _legend_names_tell_apart(page))
+            _chips_tell_apart(page)
             _fits_the_page(page, table)
             _no_sideways_scroll(table)
             _no_error_boxes(page)

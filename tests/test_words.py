@@ -286,10 +286,14 @@ def test_playground_says_it_always_picks_one_of_its_classes_beside_the_answer(
     assert not any("always picks" in c.value for c in at.caption)  # not small grey text
 
 
-def test_runs_are_named_by_when_and_what_and_told_apart_when_alike(tmp_path):
-    """A person picks a run by when it started and what it was, not by its
-    folder's name; two runs that read alike (a sweep starts several in one
-    minute) end with their folder's name, so the list still tells them apart."""
+def test_runs_are_named_by_what_tells_them_apart_first_and_told_apart_when_alike(tmp_path):
+    """A person picks a run by what it was, then its pictures and when it
+    started, not by its folder's name. What tells runs apart comes first, as
+    in the Compare legends: the start time first filled the part of a chip
+    a 1024 px window shows. Two runs that read alike (a sweep starts several
+    in one minute) say when they started to the second, then their folder's
+    name, so the list, and the select widget that keys on the text, still
+    tell them apart."""
     import time
 
     from core.config import TrainConfig
@@ -301,14 +305,31 @@ def test_runs_are_named_by_when_and_what_and_told_apart_when_alike(tmp_path):
     for backbone in ("mobilenet_v2", "mobilenet_v2", "resnet18"):
         run, lock = prepare_run(TrainConfig(data_dir=str(pictures), backbone=backbone), store)
         lock.release()
-        run.update_status(created=time.mktime((2026, 12, 1, 9, 30, 0, 0, 0, -1)), best_val_accuracy=0.875)
+        run.update_status(created=time.mktime((2021, 12, 1, 9, 30, 0, 0, 0, -1)), best_val_accuracy=0.875)
         made.append(run)
     labels = words.run_labels(store.list())
     alike, other = labels[made[0].name], labels[made[2].name]
-    assert other == "01 Dec 09:30 · ResNet-18 · Only the new last layer learns (linear probe) · holiday photos · 87.5%"
-    assert alike.startswith("01 Dec 09:30 · MobileNetV2 · ") and alike.endswith(f" · {made[0].name}")
+    assert other == "ResNet-18 · linear probe · holiday photos · 87.5% · 01 Dec 2021 09:30"
+    assert alike == f"MobileNetV2 · linear probe · holiday photos · 87.5% · 01 Dec 2021 09:30:00 · {made[0].name}"
     assert len(set(labels.values())) == 3
-    assert words.run_labels(store.list(), with_accuracy=False)[made[2].name].endswith("· holiday photos")
+    assert words.run_labels(store.list(), with_accuracy=False)[made[2].name].endswith(
+        "· holiday photos · 01 Dec 2021 09:30"
+    )
+    # Alike but for the second they started: that second tells them apart, not their folders' names.
+    made[1].update_status(created=time.mktime((2021, 12, 1, 9, 30, 12, 0, 0, -1)))
+    labels = words.run_labels(store.list())
+    assert labels[made[1].name] == "MobileNetV2 · linear probe · holiday photos · 87.5% · 01 Dec 2021 09:30:12", labels
+    assert labels[made[0].name].endswith("· 01 Dec 2021 09:30:00") and labels[made[2].name].endswith(
+        "· 01 Dec 2021 09:30"
+    )
+    made[1].update_status(created=time.mktime((2021, 12, 1, 9, 30, 0, 0, 0, -1)))
+    # When, as a person placing a run among their own says it: today, yesterday, a day, a day of another year.
+    now = time.mktime((2026, 12, 1, 9, 30, 0, 0, 0, -1))
+    assert words.fmt_started(now - 60, now=now) == "today 09:29"
+    assert words.fmt_started(now - 86_400, seconds=True, now=now) == "yesterday 09:30:00"
+    assert words.fmt_started(now - 5 * 86_400, now=now) == "26 Nov 09:30"
+    assert words.fmt_started(now - 365 * 86_400, now=now) == "01 Dec 2025 09:30"
+    assert words.fmt_started(None) == words.fmt_started(1e300) == "–"
 
     # A chart's legend: short, told apart the same way.
     legends = words.run_legends(store.list())
@@ -317,12 +338,40 @@ def test_runs_are_named_by_when_and_what_and_told_apart_when_alike(tmp_path):
     assert legends[made[0].name] == f"MobileNetV2 · linear probe · {made[0].name}"
     assert len(set(legends.values())) == 3
     # When they started, only where that is what tells them apart: to the minute, or to the second.
-    made[1].update_status(created=time.mktime((2026, 12, 1, 9, 30, 12, 0, 0, -1)))
+    made[1].update_status(created=time.mktime((2021, 12, 1, 9, 30, 12, 0, 0, -1)))
     legends = words.run_legends(store.list())
     assert legends[made[0].name] == "MobileNetV2 · linear probe · started 09:30:00", legends
     assert legends[made[1].name] == "MobileNetV2 · linear probe · started 09:30:12", legends
-    made[1].update_status(created=time.mktime((2026, 12, 1, 9, 41, 0, 0, 0, -1)))
+    made[1].update_status(created=time.mktime((2021, 12, 1, 9, 41, 0, 0, 0, -1)))
     assert words.run_legends(store.list())[made[1].name] == "MobileNetV2 · linear probe · started 09:41"
+
+
+def test_a_damaged_runs_label_says_damaged_not_an_accuracy_it_cannot_back(tmp_path):
+    """A run whose files are damaged (here its eval.json is cut off, or its status.json says 750%) is
+    named "damaged" where a whole run's label gives its accuracy, in every picker, even those that leave
+    accuracies out."""
+    import time
+
+    from core.config import TrainConfig
+    from core.runs import prepare_run
+
+    store, pictures = RunStore(tmp_path / "runs"), tmp_path / "holiday photos"
+    pictures.mkdir()
+    made = []
+    for accuracy in (0.875, 0.875, 7.5):
+        run, lock = prepare_run(TrainConfig(data_dir=str(pictures), backbone="resnet18", epochs=1), store)
+        lock.release()
+        created = time.mktime((2021, 12, 1, 9, 30 + len(made), 0, 0, 0, -1))
+        run.update_status(created=created, best_val_accuracy=accuracy, state="stopped", epochs_done=1)
+        made.append(run)
+    (made[1].path / "eval.json").write_text('{"accuracy": 0.8')
+    labels = words.run_labels(store.list())
+    assert made[0].state == "stopped" and labels[made[0].name].endswith(" · 87.5% · 01 Dec 2021 09:30"), labels
+    assert made[1].state == made[2].state == "damaged"
+    assert labels[made[1].name] == "ResNet-18 · linear probe · holiday photos · damaged · 01 Dec 2021 09:31"
+    assert labels[made[2].name].endswith(" · damaged · 01 Dec 2021 09:32") and "%" not in labels[made[2].name]
+    quiet = words.run_labels(store.list(), with_accuracy=False)
+    assert quiet[made[1].name] == labels[made[1].name] and "%" not in quiet[made[0].name], quiet
 
 
 def test_runs_of_one_network_and_strategy_say_the_settings_that_differ(
@@ -350,16 +399,18 @@ def test_runs_of_one_network_and_strategy_say_the_settings_that_differ(
     def accuracy(name: str) -> str:
         return words.fmt_pct(by_name[name].status["best_val_accuracy"])
 
-    assert labels[first].endswith(f" · clothes · 2 epochs, learning rate: 0.001 · {accuracy(first)}"), labels
-    assert labels[fewer].endswith(f" · clothes · 1 epoch, learning rate: 0.001 · {accuracy(fewer)}"), labels
-    assert labels[faster].endswith(f" · clothes · 2 epochs, learning rate: 0.01 · {accuracy(faster)}"), labels
-    assert labels[other] == (
-        f"{words.fmt_when(by_name[other].status['created'])} · EfficientNet-Lite0 · "
-        f"The last block learns too (last-1 fine-tune) · clothes · {accuracy(other)}"
-    )
+    def started(name: str) -> str:
+        return words.fmt_started(by_name[name].status["created"])
+
+    lead = "EfficientNet-Lite0 · linear probe"
+    assert labels[first] == f"{lead} · 2 epochs, learning rate: 0.001 · clothes · {accuracy(first)} · {started(first)}"
+    assert labels[fewer] == f"{lead} · 1 epoch, learning rate: 0.001 · clothes · {accuracy(fewer)} · {started(fewer)}"
+    assert labels[faster].startswith(f"{lead} · 2 epochs, learning rate: 0.01 · clothes · {accuracy(faster)} · ")
+    assert labels[other] == f"EfficientNet-Lite0 · last-1 fine-tune · clothes · {accuracy(other)} · {started(other)}"
     # Where accuracies are left out (a run that may still be training), the settings still tell them apart.
     quiet = words.run_labels(runs, with_accuracy=False)
-    assert quiet[fewer].endswith(" · clothes · 1 epoch, learning rate: 0.001"), quiet
+    assert quiet[fewer] == f"{lead} · 1 epoch, learning rate: 0.001 · clothes · {started(fewer)}", quiet
+    assert started(fewer).startswith("today ")  # trained by this test session
     assert len(set(quiet.values())) == 4
     legends = words.run_legends(runs)
     assert legends[faster] == "EfficientNet-Lite0 · linear probe · 2 epochs, learning rate: 0.01", legends

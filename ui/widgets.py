@@ -1,6 +1,6 @@
 """Page furniture every page shares: the opening sentence, the "next step"
-button, a guard that turns errors into a short message, the run picker, the
-feature-cache caption, the per-class table and the row height at which a
+button, a guard that turns errors into a short message, the run picker and
+what it leaves out, the feature-cache caption, the per-class table and the row height at which a
 table's long cells show whole."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import pandas as pd
 import streamlit as st
 
+from core.counts import how_many
 from core.errors import friendly
 from core.evaluation import per_class_table as per_class_rows
 from core.features import describe_cache
@@ -99,6 +100,28 @@ def pick_run(
     st.query_params["run"] = chosen
     st.session_state[seen] = chosen
     return by_name[chosen]
+
+
+def left_out_caption(left_out: list, why: str) -> None:
+    """Under a run picker: how many runs of the folder it leaves out and why
+    (`why`, for one run or several as `left_out` holds), with a link to the
+    Runs page, which says what is wrong with each and what can be done (it
+    opens the one a link asked for, else the newest)."""
+    if not left_out:
+        return
+    from ui.state import PAGE_RUNS
+
+    wanted = st.query_params.get("run")  # a link to one of them: the Runs page opens that one
+    st.caption(
+        f":material/broken_image: {how_many(len(left_out), 'run')} left out of this list: {why}. "
+        "The Runs page says what is wrong and what can be done."
+    )
+    st.page_link(
+        PAGE_RUNS,
+        label="See it on the Runs page" if len(left_out) == 1 else "See them on the Runs page",
+        icon=":material/history:",
+        query_params={"run": wanted if wanted in {r.name for r in left_out} else left_out[0].name},
+    )
 
 
 def percent_bar(help: str, decimals: int = 0, width: int | None = None):

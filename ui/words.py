@@ -248,25 +248,47 @@ def what_learned(strategy: str | None, adapted: bool = False, told: str = "", la
     return (ADAPTED_FIRST if adapted else "") + label(strategy) + (f" · {told}" if told else "")
 
 
-def run_label(run, with_accuracy: bool = True, told: str = "") -> str:
-    """One line naming a run for a person: when it started, the network,
-    what learned, the pictures, what tells it apart from runs of the same
-    network learning the same way (`told`, from run_differences) and its best
-    accuracy. A select widget remembers its choice by this text, so a widget
-    whose runs may still be training passes with_accuracy=False (the accuracy
-    changes every epoch); one listing several runs uses run_labels, which
-    keeps the lines apart."""
+def fmt_started(ts: float | None, seconds: bool = False, now: float | None = None) -> str:
+    """When a run started, as a person placing it among their own runs says it: "today 15:09", "yesterday
+    09:30", "01 Dec 15:09" ("01 Dec 2025 15:09" in another year); to the second where `seconds`; "–" when
+    unknown."""
+    clock = "%H:%M:%S" if seconds else "%H:%M"
+    if fmt_when(ts) == "–":
+        return "–"
+    day, today = time.localtime(ts)[:3], time.localtime(now)[:3]
+    if day == today:
+        return fmt_when(ts, f"today {clock}")
+    if day == time.localtime((now or time.time()) - 86_400)[:3]:
+        return fmt_when(ts, f"yesterday {clock}")
+    return fmt_when(ts, f"%d %b {clock}" if day[0] == today[0] else f"%d %b %Y {clock}")
+
+
+def _run_lead(summary: dict, told: str) -> str:
+    """What a run is and what tells it apart, first in a run's label and in a chart's legend: the network,
+    the technical name of what learned (short: the plain words are in the runs tables), "adapted to new
+    pictures" for an adapted model, and `told` (from run_differences)."""
+    plain, technical = strategy_words(summary["strategy"])
+    adapted = f" · {ADAPTED}" if summary.get("adapted_from") else ""
+    return f"{backbone_title(summary['backbone'])} · {technical or plain}{adapted}" + (f" · {told}" if told else "")
+
+
+def run_label(run, with_accuracy: bool = True, told: str = "", seconds: bool = False) -> str:
+    """One line naming a run for a person, what tells it apart first (a multiselect's chip is cut at about
+    80 characters in a 1024 px window): the network, what learned and what tells it apart from runs of
+    the same network learning the same way (`told`, from run_differences; as the Compare legends begin),
+    then the pictures, its best accuracy ("damaged" for a damaged run: Run.summary's reason says why, and
+    the figure may be what is damaged) and when it started (fmt_started; to the second where `seconds`).
+    A damaged run is never training, so the word stays while the widget lives. A select widget remembers its choice by this text, so a widget whose runs may still be
+    training passes with_accuracy=False (the accuracy changes every epoch); one listing several runs
+    uses run_labels, which keeps the lines apart."""
     s = run.summary()
     acc = s.get("best_val_accuracy")
     acc_text = f" · {fmt_pct(acc)}" if with_accuracy and acc is not None and acc >= 0 else ""
+    if s["state"] == "damaged":  # its status.json's figure may be what is damaged, or belong to a lost model
+        acc_text = " · damaged"
     data = Path(s["data"]).name if s.get("data") else "?"
-    when = fmt_when(s.get("created")) if s.get("created") else s["run"]
-    adapted = f" · {ADAPTED}" if s.get("adapted_from") else ""
-    told = _epochs_it_did(s, told)
-    told = f" · {told}" if told else ""
-    return (
-        f"{when} · {backbone_title(s['backbone'])} · {strategy_label(s['strategy'])}{adapted} · {data}{told}{acc_text}"
-    )
+    when = fmt_started(s.get("created"), seconds) if s.get("created") else s["run"]
+    return f"{_run_lead(s, _epochs_it_did(s, told))} · {data}{acc_text} · {when}"
 
 
 def _epochs_it_did(summary: dict, told: str) -> str:
@@ -296,11 +318,17 @@ def run_labels(runs, with_accuracy=True) -> dict[str, str]:
     """{run name: run_label} for a list of runs, each with the settings that
     tell it apart from the others of its network and strategy (run_differences).
     Runs whose lines would still read the same (a sweep starts several in one
-    minute) end with their folder's name, so a person, and the select widget,
-    can tell them apart. `with_accuracy`: a bool, or a function of the run."""
+    minute) say when they started to the second, and where that is the same
+    too end with their folder's name: a person, and the select widget (it
+    keys on the text), can tell them apart. `with_accuracy`: a bool, or a
+    function of the run."""
     told = run_differences(runs)
+    shown = {r.name: with_accuracy(r) if callable(with_accuracy) else with_accuracy for r in runs}
+    labels = {r.name: run_label(r, shown[r.name], told[r.name]) for r in runs}
+    alike = Counter(labels.values())
     labels = {
-        r.name: run_label(r, with_accuracy(r) if callable(with_accuracy) else with_accuracy, told[r.name]) for r in runs
+        r.name: run_label(r, shown[r.name], told[r.name], seconds=True) if alike[labels[r.name]] > 1 else labels[r.name]
+        for r in runs
     }
     return _told_apart(labels, {r.name: r.name for r in runs})
 
@@ -317,10 +345,7 @@ def run_legends(runs) -> dict[str, str]:
     labels, pictures, created, told = {}, {}, {}, run_differences(runs)
     for run in runs:
         s = run.summary()
-        plain, technical = strategy_words(s["strategy"])
-        adapted = f" · {ADAPTED}" if s.get("adapted_from") else ""
-        differs = f" · {told[run.name]}" if told[run.name] else ""
-        labels[run.name] = f"{backbone_title(s['backbone'])} · {technical or plain}{adapted}{differs}"
+        labels[run.name] = _run_lead(s, told[run.name])
         pictures[run.name] = Path(s["data"]).name if s.get("data") else "?"
         created[run.name] = s.get("created")
     labels = _told_apart(labels, pictures)
