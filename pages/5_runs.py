@@ -66,7 +66,8 @@ def runs_table(runs: list, states: dict, page: int | None = None) -> None:
     for run in runs:
         s = run.summary()
         created[run.name] = s.get("created")
-        acc = s.get("best_val_accuracy")
+        # A damaged run's figure is not backed by its files (the Status column says damaged; the reason, why).
+        acc = None if states[run.name] == "damaged" else s.get("best_val_accuracy")
         rows.append(
             {
                 "Started": words.fmt_when(s.get("created")),

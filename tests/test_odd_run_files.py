@@ -22,6 +22,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from core import cli
@@ -188,6 +189,10 @@ def test_every_page_shows_a_damaged_run_as_damaged_and_the_others_still_work(env
     # Offered only where they show something: a damaged eval.json is left out of Results' picker, a model that
     # cannot load out of the Playground's, each with a caption that says so (the Runs page says what is wrong).
     left_out = {RESULTS: ("eval", "results file (eval.json) is damaged"), PLAYGROUND: ("classes", "saved model cannot")}
+    # The Runs table gives a damaged run no accuracy (status.json's 7.5 would read 750%).
+    (table,) = [d for d in _goto(at, RUNS).dataframe if "Accuracy" in d.value.columns]
+    accuracy = dict(zip(table.value["Run"], table.value["Accuracy"]))
+    assert pd.isna(accuracy[made["accuracy"].name]) and accuracy[made["good"].name] > 0, accuracy
     for page, key in ((RUNS, "open_run"), (RESULTS, "results_run"), (PLAYGROUND, "play_run")):
         _goto(at, page)
         picker = at.selectbox(key=key)
