@@ -13,7 +13,19 @@ from core.images import HEIC_EXTENSIONS, HEIC_HINT, IMAGE_EXTENSIONS
 from core.paths import pasted_path
 from core.scan import DataFolderError
 from core.scan_advice import ONE_CLASS
-from ui import bookmarks, camera_classes, charts, checkup, resources, starters, state, uploads, widgets, words
+from ui import (
+    bookmarks,
+    camera_classes,
+    charts,
+    checkup,
+    page_width,
+    resources,
+    starters,
+    state,
+    uploads,
+    widgets,
+    words,
+)
 
 bookmarks.open_inside_app(state.PAGE_DATA)  # a bookmark opened first on a fresh server
 st.title(":material/photo_library: Your pictures")
@@ -232,14 +244,38 @@ def upload_pictures() -> None:
             st.caption(f"{words.md_text(made.name)} holds: {counts}")
 
 
-tab_folder, tab_upload, tab_camera, tab_starters = st.tabs(
-    [
-        ":material/folder_open: "
-        + ("A folder in the data folder" if state.places().shared else "A folder on this computer"),
+# The page's width (ui.page_width), for what needs room: the tabs' full names, four counts side by side, the
+# check's pictures. Wider than WIDE_PX, or not known yet: everything as in a wide window.
+WIDE_PX = 790
+page = page_width.main_width(WIDE_PX)
+narrow = page is not None and page < WIDE_PX
+
+
+def way_in_tabs(narrow: bool) -> list[str]:
+    """The four ways in as tab names; in a narrow page (a 1024 px window with the sidebar open) the long ones
+    ran out of the row, "A folder on this computer" scrolled out of sight behind an arrow, so shorter names.
+    The open tab stays open when the names change (its key holds its name)."""
+    folder = "A folder in the data folder" if state.places().shared else "A folder on this computer"
+    full = [
+        f":material/folder_open: {folder}",
         ":material/upload: Upload pictures",
         ":material/photo_camera: Make classes with the camera",
         ":material/school: Example pictures and standard datasets",
-    ],
+    ]
+    short = [
+        ":material/folder_open: A folder",
+        ":material/upload: Upload pictures",
+        ":material/photo_camera: Camera",
+        ":material/school: Examples",
+    ]
+    names, other = (short, full) if narrow else (full, short)
+    if st.session_state.get("data_way_in") in other:
+        st.session_state["data_way_in"] = names[other.index(st.session_state["data_way_in"])]
+    return names
+
+
+tab_folder, tab_upload, tab_camera, tab_starters = st.tabs(
+    way_in_tabs(narrow),
     key="data_way_in",
     on_change="rerun",  # the camera turns on only while its tab is open
 )
@@ -336,7 +372,8 @@ def report_summary(report) -> None:
         if errors:
             st.markdown("Fix the folder, then press **Check this folder** again.")
 
-    m1, m2, m3, m4 = st.columns(4)
+    # Four in a row in a narrow page cut their names to "Pictures to lear…": two rows of two there.
+    m1, m2, m3, m4 = st.columns(4) if not narrow else [*st.columns(2), *st.columns(2)]
     m1.metric("Classes", len(report.classes), help="Each subfolder with pictures is one class.")
     m2.metric("Pictures to learn from", n_train, help="The training pictures: the model learns from these.")
     m3.metric(

@@ -194,7 +194,7 @@ def _steps_words(steps: list[tuple[int, int]], total: int, gradual: bool) -> str
     )
 
 
-def blocks_section(info: BackboneInfo, num_classes: int) -> tuple[str | None, object]:
+def blocks_section(info: BackboneInfo, num_classes: int, width: int | None) -> tuple[str | None, object]:
     """Returns the chosen preset and the plan it makes, or (None, None) when
     the network cannot be built."""
     st.subheader("2. Which blocks learn")
@@ -216,7 +216,6 @@ def blocks_section(info: BackboneInfo, num_classes: int) -> tuple[str | None, ob
     epochs = int(state.choice("epochs"))
     st.caption(words.PRESET_HELP[preset] if preset == "linear" else plan.describe(epochs))
     fine_tune_view.preset_hint(report, strategy_in_effect(plan, epochs))  # no probe tip where it is one in effect
-    width = page_width.main_width(max(len(counts) * TILE_PX, 8 * TILE_PX))  # one row of tiles; the count's columns
     block_picture(info, counts, plan, epochs, width)
     trainable_count(counts, plan, epochs, width)
     return preset, plan
@@ -239,7 +238,12 @@ def head_section() -> None:
 # --- 4. training settings ---------------------------------------------------------------------
 
 
-def settings_section(info: BackboneInfo, preset: str | None, plan) -> None:
+# Advanced settings in three columns need this many px: in a narrower page each was so thin that its switches'
+# names were cut ("Weigh rare clas…", "Reuse frozen bl…", "Earlier blocks l…"); there, two columns.
+ADVANCED_PX = 940
+
+
+def settings_section(info: BackboneInfo, preset: str | None, plan, page: int | None) -> None:
     st.subheader("4. Training settings")
     s1, s2, s3 = st.columns(3)
     s1.number_input(**state.setting_widget("epochs", bounded=True), step=1)
@@ -258,14 +262,19 @@ def settings_section(info: BackboneInfo, preset: str | None, plan) -> None:
     # A key, and its open state kept: without them the expander is told apart by its place on the page, and
     # a change inside it that shows or hides a line above it (the sweep's chart, a hint) rebuilt it closed.
     with st.expander("Advanced settings", key="advanced_settings", on_change="rerun"):
-        a1, a2, a3 = st.columns(3)
+        narrow = page is not None and page < ADVANCED_PX
+        if narrow:  # the optimiser's and the regularisation's settings in one column, the machine's beside them
+            left, right = st.columns(2)
+            a1, a2, a3 = left, left, right
+        else:
+            a1, a2, a3 = st.columns(3)
         with a1:
             optimiser_settings()
         with a2:
             regularisation_settings()
         with a3:
             machine_settings(info)
-        fine_tune_view.fine_tune_settings()
+        fine_tune_view.fine_tune_settings(narrow)
         if note := state.unused_note("head_epochs"):
             st.caption(f":material/info: {note}")
         fine_tune_view.speed_settings()
@@ -347,11 +356,14 @@ widgets.intro(
 )
 report, _ = state.scan_or_none()
 fine_tune_view.recipe_picker()
-chosen_info = networks.picker()
+# The page's width, for the networks' table, one row of block tiles (MobileNetV3's nine the most), the count's
+# columns and Advanced settings' three columns: wider than all of them, or not known yet, everything as in a wide window.
+page = page_width.main_width(max(networks.TABLE_PX, 9 * TILE_PX, ADVANCED_PX))
+chosen_info = networks.picker(page)
 chosen_preset, chosen_plan = blocks_section(
-    chosen_info, len(report.classes) if report is not None and report.classes else 2
+    chosen_info, len(report.classes) if report is not None and report.classes else 2, page
 )
 head_section()
 fusion_view.fusion_options(chosen_info)
-settings_section(chosen_info, chosen_preset, chosen_plan)
+settings_section(chosen_info, chosen_preset, chosen_plan, page)
 widgets.next_step(state.PAGE_TRAIN, "Next: train the model")

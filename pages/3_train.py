@@ -12,7 +12,7 @@ from core.counts import how_many
 from core.errors import friendly
 from core.jobs import ACTIVE
 from core.runs import open_run
-from ui import bookmarks, charts, follow_view, live, networks, resources, state, widgets, words
+from ui import bookmarks, charts, follow_view, live, networks, page_width, resources, state, widgets, words
 
 bookmarks.open_inside_app(state.PAGE_TRAIN)  # a bookmark opened first on a fresh server
 st.title(":material/fitness_center: Train")
@@ -105,10 +105,11 @@ def progress_bars(snap: dict) -> None:
         )
 
 
-def live_numbers(job, snap: dict) -> None:
-    """Speed, time left, the latest accuracy, the device, and the Stop button."""
+def live_numbers(job, snap: dict, narrow: bool) -> None:
+    """Speed, time left, the latest accuracy, the device, and the Stop button (two rows of two in a `narrow`
+    page: four in a row cut "Time left (estim…" and its "at least 0.3 s" to "at lea…")."""
     job_state = snap["state"]
-    m1, m2, m3, m4 = st.columns(4)
+    m1, m2, m3, m4 = st.columns(4) if not narrow else [*st.columns(2), *st.columns(2)]
     speed = snap.get("images_per_second")
     m1.metric(
         "Pictures per second",
@@ -178,8 +179,9 @@ def finished_box(snap: dict, run_name: str) -> None:
         )
 
 
-def training_curves(job, snap: dict, config) -> None:
-    """Loss and accuracy, filling in as the model trains."""
+def training_curves(job, snap: dict, config, narrow: bool) -> None:
+    """Loss and accuracy, filling in as the model trains: side by side, or one above the other in a `narrow`
+    page (side by side there, the loss chart's legend lay over its title)."""
     job_state = snap["state"]
     history = snap["history"]
     if not history and job_state not in ACTIVE:
@@ -189,15 +191,15 @@ def training_curves(job, snap: dict, config) -> None:
             "The charts fill in as the model trains: the faint line after every few batches, the dots after each epoch."
         )
     epochs = charts.epoch_axis(history, snap.get("epochs") or config.epochs, running=job_state in ACTIVE)
-    c1, c2 = st.columns(2)
+    c1, c2 = st.columns(2) if not narrow else (st.container(), st.container())
     c1.plotly_chart(
         charts.loss_figure(history, snap.get("batch_losses"), _steps_per_epoch(snap), epochs), key=f"loss_{job.id}"
     )
     c2.plotly_chart(charts.accuracy_figure(history, epochs), key=f"acc_{job.id}")
 
 
-def show_job(job) -> None:
-    """The live view of one job (a fragment redraws it every 1.5 s while it is active)."""
+def show_job(job, narrow: bool) -> None:
+    """The live view of one job (a fragment redraws it every 1.5 s while it is active), for a `narrow` page or not."""
     snap = job.snapshot()
     job_state = snap["state"]
     config = job.config
@@ -212,7 +214,7 @@ def show_job(job) -> None:
         progress_bars(snap)
         widgets.feature_cache_caption(snap.get("feature_cache"))
         live.notes(snap)
-        live_numbers(job, snap)
+        live_numbers(job, snap, narrow)
     if job_state == "finished":
         finished_box(snap, run_name)
     elif job_state == "failed":
@@ -226,7 +228,7 @@ def show_job(job) -> None:
             st.button(
                 "Resume", icon=":material/play_arrow:", on_click=_resume, args=(snap["run_dir"],), key="resume_here"
             )
-    training_curves(job, snap, config)
+    training_curves(job, snap, config, narrow)
 
 
 def _resumable(snap: dict) -> bool:
@@ -244,12 +246,17 @@ def _resume(run_dir: str) -> None:
         st.session_state["_start_error"] = friendly(exc)
 
 
-def _show_job_safely(job) -> None:
+def _show_job_safely(job, narrow: bool) -> None:
     # A fragment rerun does not pass through app.py's error handler.
     with widgets.guard("Could not show the training's progress"):
-        show_job(job)
+        show_job(job, narrow)
 
 
+# The page's width (ui.page_width): the four live numbers in a row (the time left's "at least 1 min 40 s" in big
+# figures) and the two charts side by side need LIVE_PX; a narrower page has them in two rows.
+LIVE_PX = 1000
+page = page_width.main_width(LIVE_PX)
+narrow = page is not None and page < LIVE_PX
 job = resources.current_job()
 active = job is not None and job.state in ACTIVE
 
@@ -257,9 +264,9 @@ active = job is not None and job.state in ACTIVE
 if job is not None:
     st.subheader("Training now" if active else "Last training")
     if active:
-        st.fragment(run_every=1.5)(_show_job_safely)(job)
+        st.fragment(run_every=1.5)(_show_job_safely)(job, narrow)
     else:
-        _show_job_safely(job)
+        _show_job_safely(job, narrow)
     st.divider()
 
 # --- runs other processes train now (CLI, torchrun, another app), and this session's torchrun one
@@ -300,15 +307,15 @@ if not active:
                     icon=":material/cloud_download:",
                 )
             st.session_state["_gpus_to_use"] = follow_view.gpu_choice()
-            b1, b2 = st.columns([1, 3], vertical_alignment="center")
-            b1.button(
-                "Start training",
-                type="primary",
-                icon=":material/play_arrow:",
-                on_click=_start,
-                help="Training runs in the background: you can keep using the app.",
-            )
-            with b2:
+            # Side by side at their own widths: a quarter of a narrow page (a 1024 px window) cut "Start train…".
+            with st.container(horizontal=True, vertical_alignment="center"):
+                st.button(
+                    "Start training",
+                    type="primary",
+                    icon=":material/play_arrow:",
+                    on_click=_start,
+                    help="Training runs in the background: you can keep using the app.",
+                )
                 st.page_link(state.PAGE_MODEL, label="Change the model or settings", icon=":material/layers:")
         else:
             st.warning(problem, icon=":material/arrow_back:")

@@ -187,10 +187,15 @@ def lr_finder(plan=None) -> None:
 # --- the fine-tuning settings ------------------------------------------------------
 
 
-def fine_tune_settings() -> None:
+def fine_tune_settings(narrow: bool = False) -> None:
     """Head-first epochs, warm-up, gentler rates for earlier blocks, BatchNorm, and the step schedule's step
-    (greyed out where the chosen preset does not use them: state.setting_widget)."""
-    f1, f2, f3 = st.columns(3)
+    (greyed out where the chosen preset does not use them: state.setting_widget); in two columns in a
+    `narrow` page (in three, "Earlier blocks learn more gently" was cut to "Earlier blocks l…")."""
+    if narrow:
+        f1, f2 = st.columns(2)
+        f3 = f2  # the switch under the warm-up
+    else:
+        f1, f2, f3 = st.columns(3)
     f1.number_input(**state.setting_widget("head_epochs", bounded=True))
     f2.number_input(**state.setting_widget("warmup_epochs", bounded=True), step=0.5)
     f3.toggle(**state.setting_widget("discriminative_lr"))

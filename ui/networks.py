@@ -13,7 +13,7 @@ from core.availability import download_failure, readiness_words, ready_instead, 
 from core.backbones import BackboneInfo, default_backbone, get_backbone, list_backbones, weights_cached
 from core.config import help_text, setting_label
 from core.runs import open_run
-from ui import resources, state, words
+from ui import page_width, resources, state, words
 
 # --- the one-click switch -----------------------------------------------------------------
 
@@ -80,9 +80,13 @@ def _latest_run_dir() -> str | None:
 # --- the picker on the Model page -----------------------------------------------------------
 
 
-# Column widths in pixels: together the table fits the Model page of a 1300 px
+# Column widths in pixels: together the table fits the Model page of a 1280 px
 # window beside the sidebar (no sideways scroll), each header whole.
 _WIDTHS = {"Chosen": 64, "Network": 140, "Works offline?": 180, "Size": 72, "ImageNet": 88, "Speed": 64, "About": 180}
+TABLE_PX = page_width.table_px(_WIDTHS)
+# In a narrower page (a 1024 px window with the sidebar open: 562 px) the table scrolled sideways, Speed cut to
+# "Sp" and About out of sight: there the columns a choice needs most, as many as fit (ui.page_width).
+_NEEDED_FIRST = ["Chosen", "Network", "Works offline?", "Speed", "ImageNet", "Size", "About"]
 
 
 def _offline_cell(b: BackboneInfo, ready: bool) -> str:
@@ -92,7 +96,9 @@ def _offline_cell(b: BackboneInfo, ready: bool) -> str:
     return f"Needs internet once ({b.file_mb or 0:.0f} MB)"
 
 
-def _table(backbones: list[BackboneInfo], ready: dict[str, bool], chosen: str) -> None:
+def _table(backbones: list[BackboneInfo], ready: dict[str, bool], chosen: str, page: int | None) -> None:
+    """The networks side by side, in a page `page` px wide (None: a wide one)."""
+    shown, _, left_out = page_width.columns_for(page, _WIDTHS, _WIDTHS, _NEEDED_FIRST)
     table = pd.DataFrame(
         [
             {
@@ -106,7 +112,7 @@ def _table(backbones: list[BackboneInfo], ready: dict[str, bool], chosen: str) -
             }
             for b in backbones
         ]
-    )
+    )[shown]
     st.dataframe(
         table,
         hide_index=True,
@@ -139,11 +145,14 @@ def _table(backbones: list[BackboneInfo], ready: dict[str, bool], chosen: str) -
             ),
         },
     )
+    if left_out:
+        st.caption(page_width.left_out_note(left_out))
 
 
-def picker() -> BackboneInfo:
+def picker(page: int | None = None) -> BackboneInfo:
     """Section 1 of the Model page: every network, which are ready now, the
-    choice, and the switch to a ready one after a failed download."""
+    choice, and the switch to a ready one after a failed download (the
+    table for a page `page` px wide, ui.page_width; None: a wide one)."""
     st.subheader("1. The pretrained network")
     backbones = list_backbones()
     by_name = {b.name: b for b in backbones}
@@ -160,7 +169,7 @@ def picker() -> BackboneInfo:
         f":material/check_circle: **Ready now, no internet needed:** {', '.join(offline) or 'none'}. "
         "The others download their weights the first time they train."
     )
-    _table(backbones, ready, st.session_state["backbone"])
+    _table(backbones, ready, st.session_state["backbone"], page)
 
     def label(name: str) -> str:
         return f"{by_name[name].title} · {by_name[name].speed} · {readiness_words(by_name[name], ready[name])}"
