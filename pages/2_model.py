@@ -194,19 +194,34 @@ def _steps_words(steps: list[tuple[int, int]], total: int, gradual: bool) -> str
     )
 
 
+def block_counts(backbone: str, num_classes: int) -> dict[str, int]:
+    """Parameters per block of `backbone`, with the head the settings ask for
+    (kept by resources; raises when the network cannot be built)."""
+    return resources.block_param_counts(
+        backbone,
+        num_classes,
+        int(state.choice("head_hidden")),
+        float(state.choice("head_dropout")),
+        str(state.choice("fusion")),
+        int(state.choice("fusion_stages")),
+    )
+
+
+def tiles_px(num_classes: int) -> int:
+    """The px one row of the chosen network's block tiles needs (at least 8
+    tiles'; 8 when it cannot be built: its section says why)."""
+    try:
+        return max(len(block_counts(str(state.choice("backbone")), num_classes)), 8) * TILE_PX
+    except Exception:  # noqa: BLE001 - e.g. a missing optional package
+        return 8 * TILE_PX
+
+
 def blocks_section(info: BackboneInfo, num_classes: int, width: int | None) -> tuple[str | None, object]:
     """Returns the chosen preset and the plan it makes, or (None, None) when
     the network cannot be built."""
     st.subheader("2. Which blocks learn")
     try:
-        counts = resources.block_param_counts(
-            info.name,
-            num_classes,
-            int(state.choice("head_hidden")),
-            float(state.choice("head_dropout")),
-            str(state.choice("fusion")),
-            int(state.choice("fusion_stages")),
-        )
+        counts = block_counts(info.name, num_classes)
     except Exception as exc:  # noqa: BLE001 - e.g. a missing optional package
         st.error(f"Could not build {info.title}: {friendly(exc)} Pick another network.", icon=":material/error:")
         return None, None
@@ -238,9 +253,11 @@ def head_section() -> None:
 # --- 4. training settings ---------------------------------------------------------------------
 
 
-# Advanced settings in three columns need this many px: in a narrower page each was so thin that its switches'
-# names were cut ("Weigh rare clas…", "Reuse frozen bl…", "Earlier blocks l…"); there, two columns.
-ADVANCED_PX = 940
+# Advanced settings in three columns need this many px: in a 1024 px window's page (562 px) each was so thin that
+# its switches' names were cut ("Weigh rare clas…", "Reuse frozen bl…", "Earlier blocks l…"); there, two columns.
+# At most the 818 px of a 1280 px window's page, whose three columns show every name whole: a page that wide is
+# drawn once, without waiting for its width (ui.page_width).
+ADVANCED_PX = 800
 
 
 def settings_section(info: BackboneInfo, preset: str | None, plan, page: int | None) -> None:
@@ -356,13 +373,12 @@ widgets.intro(
 )
 report, _ = state.scan_or_none()
 fine_tune_view.recipe_picker()
-# The page's width, for the networks' table, one row of block tiles (MobileNetV3's nine the most), the count's
-# columns and Advanced settings' three columns: wider than all of them, or not known yet, everything as in a wide window.
-page = page_width.main_width(max(networks.TABLE_PX, 9 * TILE_PX, ADVANCED_PX))
+class_count = len(report.classes) if report is not None and report.classes else 2
+# The page's width, for the networks' table, one row of the chosen network's block tiles, the count's columns and
+# Advanced settings' three columns: wider than all of them, or not known yet, everything as in a wide window.
+page = page_width.main_width(max(networks.TABLE_PX, tiles_px(class_count), ADVANCED_PX))
 chosen_info = networks.picker(page)
-chosen_preset, chosen_plan = blocks_section(
-    chosen_info, len(report.classes) if report is not None and report.classes else 2, page
-)
+chosen_preset, chosen_plan = blocks_section(chosen_info, class_count, page)
 head_section()
 fusion_view.fusion_options(chosen_info)
 settings_section(chosen_info, chosen_preset, chosen_plan, page)

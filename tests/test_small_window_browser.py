@@ -92,7 +92,7 @@ def test_the_data_page_fits_a_small_window(server, size):
 def test_the_model_page_fits_a_small_window(server, size):
     """At 1024 px the networks' table scrolled sideways (Speed cut to "Sp", About out of sight); with
     Advanced settings open, its three columns cut the switches' names ("Weigh rare clas…", "Reuse frozen
-    bl…", "Earlier blocks l…"), at 1280 px too."""
+    bl…", "Earlier blocks l…"); at 1280 px they keep three columns, every name whole."""
     from playwright.sync_api import expect
 
     with browser_page(*size, timeout_ms=WAIT) as page:
