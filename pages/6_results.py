@@ -32,7 +32,6 @@ widgets.intro(
 )
 
 GRID = 6  # pictures per row on a wide page (a 1280 px window's: 818 px, 123 px a picture)
-PICTURE_PX = 150  # the least a picture's column gets on a page whose width is known: 3 in a 1024 px window's
 MAX_CELL = 18  # pictures shown for one square of the matrix
 
 
@@ -63,7 +62,7 @@ def gallery(run, rows: list[dict], where_looked: bool, page: int | None, target=
     """Thumbnails in rows of up to GRID (as many as fit a page `page` px wide, ui.page_width), each with what
     the model said and the fix actions; with where_looked, the Grad-CAM overlay instead of the plain picture.
     (Six in a row of a 1024 px window's page left 80 px a picture, its caption on four lines.)"""
-    per_row = page_width.per_row(page, GRID, PICTURE_PX)
+    per_row = page_width.per_row(page, GRID)
     for start in range(0, len(rows), per_row):
         cols = st.columns(per_row)
         for col, row in zip(cols, rows[start : start + per_row]):

@@ -145,3 +145,22 @@ def test_a_short_training_reads_whole_in_a_1024_px_window(server):
         _settled(page)
         _fits(page)
         _shot(page, "small-train-finished-1024.png")
+
+
+def test_check_my_pictures_shows_fewer_cards_a_row_in_a_small_window(server):
+    """Five cards a row left about 100 px a picture at 1024 px, the path under each on five lines: the
+    cards take as many a row as can be 150 px wide (ui.page_width.per_row), three there."""
+    from playwright.sync_api import expect
+
+    with browser_page(*SMALL, timeout_ms=WAIT) as page:
+        page.goto(server)
+        expect(page.get_by_text("Ready to train:")).to_be_visible(timeout=WAIT)
+        _settled(page)
+        page.get_by_role("button", name=re.compile("Check my pictures")).click()
+        cards = page.get_by_test_id("stMain").get_by_role("img", name=re.compile("^Picture "))
+        expect(cards.first).to_be_visible(timeout=180_000)
+        page.wait_for_timeout(1_000)
+        widths = [cards.nth(i).bounding_box()["width"] for i in range(cards.count())]
+        assert widths and min(widths) >= 120, widths
+        _no_error_boxes(page)
+        _shot(page, "small-data-checked-1024.png")

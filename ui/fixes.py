@@ -22,7 +22,7 @@ from core.curation import (
     set_aside,
     undo,
 )
-from ui import resources, words
+from ui import page_width, resources, words
 
 _NOTE = "_fix_note"  # what the last change did, shown once by fix_notes()
 MAX_CHANGES_SHOWN = 20
@@ -123,7 +123,10 @@ def picture_card(
 def card_grid(
     root: str | Path, cards: list[tuple[str, str, str | None]], classes: list[str], key: str, columns: int = 5
 ) -> None:
-    """(path, caption, suggested class) cards in rows of `columns`."""
+    """(path, caption, suggested class) cards in rows of `columns`, fewer
+    where the page was measured narrower (ui.page_width: in a 1024 px
+    window five cards left 100 px each, a path under a picture on five lines)."""
+    columns = page_width.per_row(page_width.last_measured(), columns)
     for start in range(0, len(cards), columns):
         for col, (path, caption, suggested) in zip(st.columns(columns), cards[start : start + columns]):
             with col:

@@ -49,6 +49,9 @@ export default function (component) {
 _COMPONENT = st.components.v2.component("transfer_studio.page_width", js=_JS)
 _KNOWN = "_page_width"  # the last width the browser reported, kept across pages
 _BORDERS = 4  # a table's frame: its columns get the column's width less this
+# The least a picture's column in a gallery gets on a page whose width is known: its caption on a few lines and its
+# fix buttons whole (3 in a row in a 1024 px window's page; 6 in a row there left 80 px, captions on four lines).
+PICTURE_PX = 150
 
 
 def _reported() -> None:
@@ -113,7 +116,15 @@ def left_out_note(left_out: list[str]) -> str:
 COLUMN_GAP_PX = 16  # between st.columns
 
 
-def per_row(width: int | None, most: int, least_px: int) -> int:
+def last_measured() -> int | None:
+    """The page's main column in px as the browser last reported it on any
+    page of this session (every page has the same), without drawing the
+    measuring component; None while no page has been told its width (the
+    window is wide, or no page measured yet)."""
+    return st.session_state.get(_KNOWN)
+
+
+def per_row(width: int | None, most: int, least_px: int = PICTURE_PX) -> int:
     """How many pictures (or other columns) a row of a main column `width` px wide holds, each at least
     `least_px` wide: at most `most` (also while the width is not known), at least 1."""
     if width is None:
