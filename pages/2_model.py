@@ -318,9 +318,13 @@ def optimiser_settings() -> None:
 
 
 def regularisation_settings() -> None:
-    words = {"auto": "auto (none when only the last layer learns, else light)", **{k: k for k in AUGMENT_PRESETS}}
+    # Short enough for the box in a 1280 px window ("auto (none when only the last layer learns, else light)" was
+    # cut); the help says which.
+    words = {"auto": "auto (none or light)", **{k: k for k in AUGMENT_PRESETS}}
     chosen = AUGMENT_PRESETS.get(
-        state.choice("augment"), "Auto keeps 'only the new last layer learns' fast (its features are computed once)."
+        state.choice("augment"),
+        "Auto: none when only the new last layer learns, which keeps it fast (its features are computed once); "
+        "light when pretrained blocks learn too.",
     )
     st.selectbox(**state.setting_widget("augment", more_help=chosen), options=list(words), format_func=words.get)
     st.slider(**state.setting_widget("label_smoothing", bounded=True), step=0.05)
