@@ -393,8 +393,9 @@ def report_summary(report) -> None:
 
 
 def sizes_and_counts(report) -> None:
-    """Pictures per class (a chart) and how big the pictures are."""
-    col_chart, col_sizes = st.columns([3, 1])
+    """Pictures per class (a chart) and how big the pictures are (a third of a narrow page: in a quarter,
+    "smallest: 112×114" wrapped)."""
+    col_chart, col_sizes = st.columns([2, 1] if narrow else [3, 1])
     with col_chart:
         st.plotly_chart(charts.class_counts_figure(report), key="class_counts")
     with col_sizes:

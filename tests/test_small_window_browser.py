@@ -80,6 +80,11 @@ def test_the_data_page_fits_a_small_window(server, size):
             expect(tabs.nth(i)).to_be_in_viewport(ratio=1)
         expect(page.get_by_test_id("stMetricLabel")).to_have_count(4)
         _fits(page)
+        sizes = page.get_by_test_id("stMain").locator("li").filter(has_text=re.compile("^(smallest|typical|largest): "))
+        expect(sizes).to_have_count(3)
+        for i in range(3):  # one line each ("smallest: 112×114" wrapped beside the chart at 1024 px)
+            box = sizes.nth(i).bounding_box()
+            assert box["height"] < 40, (sizes.nth(i).inner_text(), box)
         if size == LAPTOP:  # room for the long names
             expect(page.get_by_role("tab", name=re.compile("Make classes with the camera"))).to_be_visible()
         page.get_by_role("tab", name=re.compile("Camera|camera")).click()
