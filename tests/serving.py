@@ -33,6 +33,17 @@ CHROMIUM_ARGS = [
 ]
 
 
+def needs_browser():
+    """Skip a test that drives Debian's Chromium with Playwright where either
+    is missing (in CI, .ci/run fails a run with skips); returns
+    playwright.sync_api."""
+    import pytest
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    return pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+
+
 def choose(page, box_label: str, option: str, *, tries: int = 4) -> None:
     """Pick `option` in the select box labelled `box_label`, as a person does.
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, streamlit_server
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, needs_browser, streamlit_server
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "app.py")
@@ -410,9 +410,7 @@ def test_odd_class_names_stay_text_in_the_playground_and_results(env, with_run, 
 @pytest.mark.browser
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Debian's Chromium")
 def test_the_command_line_fixes_the_places_and_names_render_as_text(tmp_path, small_data):
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Debian's Chromium at {CHROMIUM}")
-    pytest.importorskip("playwright.sync_api")
+    needs_browser()
     from playwright.sync_api import expect, sync_playwright
 
     runs, data = tmp_path / "my-runs", tmp_path / "my-data"

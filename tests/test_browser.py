@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.folders import PACKAGED_BACKBONE, PHOTO_CLASSES
-from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, streamlit_server
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, needs_browser, streamlit_server
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -42,9 +42,7 @@ def _env(folder: Path) -> dict:
 def app_server(tmp_path_factory):
     """One server for this file's tests (each start costs a new process that loads torch):
     {"url": ..., "fresh": no page asked of it yet, "folder": where its runs/ and data/ are}."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    needs_browser()
     folder = tmp_path_factory.mktemp("browser")
     with streamlit_server(folder, env=_env(folder)) as (url, _port, _log):
         yield {"url": url, "fresh": True, "folder": folder}

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.folders import PHOTOS
-from tests.serving import CHROMIUM, streamlit_server
+from tests.serving import needs_browser, streamlit_server
 from tests.test_browser import ARTIFACTS, _no_error_boxes, _shot, browser_page
 
 pytestmark = pytest.mark.browser
@@ -29,9 +29,7 @@ FAKE_CAMERA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-st
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    needs_browser()
     tmp_path = tmp_path_factory.mktemp("camera")
     data = tmp_path / "data"
     env = {

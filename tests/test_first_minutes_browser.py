@@ -17,7 +17,7 @@ import re
 
 import pytest
 
-from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, streamlit_server
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, needs_browser, streamlit_server
 from tests.test_browser import _nav, _no_error_boxes, _shot
 from tests.test_camera_browser import FAKE_CAMERA, WAIT, _add_class, _open_camera_tab, _start
 
@@ -30,9 +30,7 @@ COMPARE_EPOCHS = 5
 @pytest.fixture(scope="module")
 def new_laptop(tmp_path_factory):
     """The server, with a home folder that holds nothing and no TORCH_HOME."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    needs_browser()
     tmp_path = tmp_path_factory.mktemp("first-minutes")
     home = tmp_path / "home"
     home.mkdir()

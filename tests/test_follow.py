@@ -22,7 +22,7 @@ from core.jobs import Job
 from core.launch import torchrun_command, train_arguments
 from core.runs import RunStore
 from tests.folders import PACKAGED_BACKBONE, PHOTOS, small_copy
-from tests.serving import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, needs_browser, streamlit_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,9 +67,7 @@ def test_a_sweep_puts_one_run_on_each_gpu():
 
 @pytest.mark.browser
 def test_a_run_from_the_command_line_shows_live_in_the_app_and_its_stop_ends_it(tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Debian's Chromium at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = needs_browser()
     photos = small_copy(PHOTOS, tmp_path / "photos", train=6, val=2)
     runs = tmp_path / "runs"
     env = {

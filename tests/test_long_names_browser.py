@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving import CHROMIUM, streamlit_server
+from tests.serving import needs_browser, streamlit_server
 from tests.test_browser import _env, _nav, _no_error_boxes, _shot, browser_page
 
 pytestmark = pytest.mark.browser
@@ -29,9 +29,7 @@ WITH_SPACES = "the photo my class took of a hat on the school trip to the botani
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    needs_browser()
     folder = tmp_path_factory.mktemp("long-names")
     with streamlit_server(folder, env=_env(folder)) as (url, _port, _log):
         yield {"url": url, "folder": folder}

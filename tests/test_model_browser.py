@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, streamlit_server
+from tests.serving import CHROMIUM, CHROMIUM_ARGS, choose, needs_browser, streamlit_server
 from tests.test_browser import _env, _nav, _no_error_boxes, _shot
 from ui import words
 
@@ -19,9 +19,7 @@ pytestmark = pytest.mark.browser
 @contextlib.contextmanager
 def _model_page(tmp_path, width: int, height: int):
     """(page, expect): a real server and Chromium in a window `width` x `height`, on the Model page."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    sync_api = needs_browser()
     with streamlit_server(tmp_path, env=_env(tmp_path)) as (url, _port, _log), sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": width, "height": height})

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tests.serving import CHROMIUM, streamlit_server
+from tests.serving import needs_browser, streamlit_server
 from tests.test_browser import _env, _nav, _no_error_boxes, _shot, browser_page
 
 pytestmark = pytest.mark.browser
@@ -35,9 +35,7 @@ _SIDEWAYS = """() => Array.from(document.querySelectorAll('[data-testid=stMain] 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One server for the module, its data folder holding the example clothes, chosen on the Data page."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    needs_browser()
     from playwright.sync_api import expect
 
     folder = tmp_path_factory.mktemp("small-window")

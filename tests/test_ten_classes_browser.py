@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.folders import PACKAGED_BACKBONE, small_copy
-from tests.serving import CHROMIUM, streamlit_server
+from tests.serving import needs_browser, streamlit_server
 from tests.test_browser import (
     ARTIFACTS,
     _env,
@@ -54,9 +54,7 @@ _INSIDE = f"""() => {{
 def ten_class_server(trained_run, clothing10, tmp_path_factory):
     """A server on a runs folder of three finished runs of EfficientNet-Lite0 (packaged weights) on a small
     copy of the ten kinds of clothes: {"url": ..., "runs": [the three folders, oldest first]}."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e '.[test]')")
+    needs_browser()
     data = small_copy(clothing10, tmp_path_factory.mktemp("data") / "clothing10", train=6, val=4)
     for split in ("train", "val"):
         (data / split / LONG_CLASS[0]).rename(data / split / LONG_CLASS[1])
