@@ -436,20 +436,16 @@ def rows_told_apart(rows: dict[str, str], created: dict[str, float | None], with
     second ("started 14:03:21"; with the day where `with_date`, as when the
     table leaves its Started column out), and where that is the same too,
     its folder's name."""
-    added: dict[str, list[str]] = {name: [] for name in rows}
-    shown = dict(rows)
-    started = {
-        name: f"started {fmt_when(created.get(name), '%d %b %H:%M:%S' if with_date else '%H:%M:%S')}"
-        for name in rows
-        if created.get(name) and fmt_when(created.get(name)) != "–"
+    clock = "%d %b %H:%M:%S" if with_date else "%H:%M:%S"
+    alike = Counter(rows.values())
+    shown = {
+        name: f"{text} · started {fmt_when(created.get(name), clock)}"
+        if alike[text] > 1 and created.get(name) and fmt_when(created.get(name)) != "–"
+        else text
+        for name, text in rows.items()
     }
-    for extra in (started, {name: name for name in rows}):
-        repeated = {text for text, n in Counter(shown.values()).items() if n > 1}
-        for name in rows:
-            if shown[name] in repeated and extra.get(name):
-                added[name].append(extra[name])
-                shown[name] += f" · {extra[name]}"
-    return {name: " · ".join(parts) for name, parts in added.items()}
+    told = _told_apart(shown, {name: name for name in rows})  # the folder's name where that is the same too
+    return {name: told[name][len(text) :].removeprefix(" · ") for name, text in rows.items()}
 
 
 _OLD_PLAN_BLOCKS = re.compile(r"\(([a-z0-9_]+(?:, [a-z0-9_]+)*)\) are trained")
